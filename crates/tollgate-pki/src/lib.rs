@@ -1,1 +1,50 @@
-//! placeholder
+//! Tollgate's device PKI.
+//!
+//! Owns the certificate hierarchy (a root CA and an issuing CA), the issuance of server, admin and
+//! device certificates, and reading an identity back out of a verified certificate.
+//!
+//! It works on PEM/DER in memory and never touches the file system, sockets or MQTT; the binary
+//! decides where keys live (0600 files in the data directory).
+//!
+//! Identity rules, shared by issuance and verification:
+//! - a device certificate carries the URI SAN `urn:tollgate:device:<id>` and `CN=<id>`;
+//! - an admin certificate carries `urn:tollgate:admin:<name>`;
+//! - the device id of a verified certificate is its `urn:tollgate:device:` SAN if present, else its CN;
+//! - serial numbers are 16 random bytes (positive, non-zero first byte), written as lower-case hex.
+
+#![forbid(unsafe_code)]
+
+mod hierarchy;
+mod identity;
+
+pub use hierarchy::{
+    generate_key, CertAndKey, CertProfile, IssuedCert, Issuer, Validity, ADMIN_URI_PREFIX,
+    DEVICE_URI_PREFIX,
+};
+pub use identity::{parse_certificate, parse_pem_certificates, validate_device_id, CertInfo, Role};
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PkiError {
+    /// rcgen refused to build or sign a certificate.
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// A certificate could not be parsed.
+    #[error("cannot parse certificate: {0}")]
+    Parse(String),
+    /// A PEM document held no certificate, or was not PEM.
+    #[error("no certificate found in PEM input")]
+    NoCertificate,
+    /// A device id contains characters outside the safe alphabet or is too long.
+    #[error("invalid device id {id:?}: {why}")]
+    InvalidDeviceId {
+        /// The offending id.
+        id: String,
+        /// Why it was refused.
+        why: &'static str,
+    },
+    /// A random number could not be drawn from the operating system.
+    #[error("system random number generator failed")]
+    Random,
+}

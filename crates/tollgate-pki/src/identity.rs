@@ -1,0 +1,166 @@
+//! Reading an identity out of a certificate, and the device-id alphabet.
+
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::hierarchy::{ADMIN_URI_PREFIX, DEVICE_URI_PREFIX};
+use crate::PkiError;
+
+/// Who a certificate speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// A device, by id.
+    Device(String),
+    /// An administrator of the admin API.
+    Admin(String),
+    /// A CA or a certificate naming neither (server certificates).
+    Other,
+}
+
+/// What Tollgate needs to know about a certificate.
+#[derive(Debug, Clone)]
+pub struct CertInfo {
+    /// Serial number, lower-case hex of its DER content bytes.
+    pub serial: String,
+    /// The subject's common name, if any.
+    pub common_name: Option<String>,
+    /// Device or admin identity.
+    pub role: Role,
+    /// Whether basicConstraints marks it as a CA.
+    pub is_ca: bool,
+    /// Validity start, seconds since the Unix epoch.
+    pub not_before: i64,
+    /// Validity end, seconds since the Unix epoch.
+    pub not_after: i64,
+    /// Issuer distinguished name, as text.
+    pub issuer: String,
+    /// Subject distinguished name, as text.
+    pub subject: String,
+}
+
+/// Check a device id against the safe alphabet: 1 to 128 characters of `A-Z a-z 0-9 . _ - :`,
+/// not starting with `$` (implied) or `.`. No `/`, `+`, `#`, whitespace or control characters can
+/// appear, so an id can never widen a topic pattern it is substituted into.
+pub fn validate_device_id(id: &str) -> Result<(), PkiError> {
+    let err = |why| {
+        Err(PkiError::InvalidDeviceId {
+            id: id.chars().take(140).collect(),
+            why,
+        })
+    };
+    if id.is_empty() {
+        return err("empty");
+    }
+    if id.len() > 128 {
+        return err("longer than 128 characters");
+    }
+    if id.starts_with('.') || id.starts_with('-') {
+        return err("must start with a letter, digit, '_' or ':'");
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
+    {
+        return err("only letters, digits and . _ - : are allowed");
+    }
+    Ok(())
+}
+
+/// Parse one DER certificate.
+pub fn parse_certificate(der: &[u8]) -> Result<CertInfo, PkiError> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| PkiError::Parse(e.to_string()))?;
+    let serial = cert
+        .tbs_certificate
+        .raw_serial()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let common_name = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_owned);
+    let mut role = None;
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let GeneralName::URI(uri) = name {
+                if let Some(id) = uri.strip_prefix(DEVICE_URI_PREFIX) {
+                    role = Some(Role::Device(id.to_owned()));
+                    break;
+                }
+                if let Some(id) = uri.strip_prefix(ADMIN_URI_PREFIX) {
+                    role = Some(Role::Admin(id.to_owned()));
+                    break;
+                }
+            }
+        }
+    }
+    let is_ca = cert.is_ca();
+    let role = match role {
+        Some(r) => r,
+        None if is_ca => Role::Other,
+        None => match &common_name {
+            Some(cn) if validate_device_id(cn).is_ok() => Role::Device(cn.clone()),
+            _ => Role::Other,
+        },
+    };
+    Ok(CertInfo {
+        serial,
+        common_name,
+        role,
+        is_ca,
+        not_before: cert.validity().not_before.timestamp(),
+        not_after: cert.validity().not_after.timestamp(),
+        issuer: cert.issuer().to_string(),
+        subject: cert.subject().to_string(),
+    })
+}
+
+/// Parse every certificate in a PEM document.
+pub fn parse_pem_certificates(pem: &str) -> Result<Vec<CertInfo>, PkiError> {
+    let mut out = Vec::new();
+    for item in x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes()) {
+        let item = item.map_err(|e| PkiError::Parse(e.to_string()))?;
+        if item.label == "CERTIFICATE" {
+            out.push(parse_certificate(&item.contents)?);
+        }
+    }
+    if out.is_empty() {
+        return Err(PkiError::NoCertificate);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_id_alphabet() {
+        for ok in ["pump-7", "a", "scanner_01.dock-3", "urn:x", "A9"] {
+            assert!(validate_device_id(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "a/b",
+            "a+b",
+            "#",
+            "a b",
+            "tab\t",
+            "$SYS",
+            ".hidden",
+            "-x",
+            "é",
+            &"x".repeat(129),
+        ] {
+            assert!(validate_device_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(parse_certificate(&[0x30, 0x82, 0xff]).is_err());
+        assert!(parse_pem_certificates("not pem").is_err());
+    }
+}
