@@ -1,1 +1,377 @@
-//! placeholder
+//! Tollgate's persistence.
+//!
+//! Owns everything that is written to a database: today the device registry (devices, their
+//! groups, every certificate issued and every revocation). The rest of Tollgate sees only the
+//! [`Registry`] trait and plain records; no SQL leaves this crate. The embedded backend is
+//! SQLite (rusqlite, bundled, WAL); a PostgreSQL backend implements the same trait later.
+//!
+//! Calls are synchronous and may touch the disk: the control plane calls them from
+//! `spawn_blocking`, never from the per-message path.
+
+#![forbid(unsafe_code)]
+
+use std::path::Path;
+
+use parking_lot::Mutex;
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database reported an error.
+    #[error("database error: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// The record already exists.
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// The record does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The database was written by a newer Tollgate.
+    #[error("database schema version {found} is newer than this binary understands ({supported})")]
+    SchemaTooNew {
+        /// Version in the file.
+        found: i64,
+        /// Version this binary writes.
+        supported: i64,
+    },
+}
+
+/// A registered device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// Device id (the certificate's identity).
+    pub id: String,
+    /// Groups the device belongs to (policy `group:NAME`).
+    pub groups: Vec<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds of revocation, if revoked.
+    pub revoked_at: Option<i64>,
+}
+
+/// What kind of subject a certificate was issued to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertKind {
+    /// A device.
+    Device,
+    /// An administrator.
+    Admin,
+    /// The gateway itself.
+    Server,
+}
+
+impl CertKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            CertKind::Device => "device",
+            CertKind::Admin => "admin",
+            CertKind::Server => "server",
+        }
+    }
+    fn parse(s: &str) -> CertKind {
+        match s {
+            "admin" => CertKind::Admin,
+            "server" => CertKind::Server,
+            _ => CertKind::Device,
+        }
+    }
+}
+
+/// A certificate Tollgate issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertRecord {
+    /// Serial, lower-case hex.
+    pub serial: String,
+    /// Subject id (device id or admin name).
+    pub subject: String,
+    /// Kind.
+    pub kind: CertKind,
+    /// Unix seconds.
+    pub not_before: i64,
+    /// Unix seconds.
+    pub not_after: i64,
+    /// Unix seconds of revocation.
+    pub revoked_at: Option<i64>,
+    /// Reason given at revocation.
+    pub revoke_reason: Option<String>,
+}
+
+/// The device registry.
+pub trait Registry: Send + Sync {
+    /// Register a device, or reactivate a revoked one with new groups. Conflict if it is active.
+    fn upsert_device(&self, id: &str, groups: &[String], now: i64) -> Result<(), StoreError>;
+    /// One device.
+    fn device(&self, id: &str) -> Result<Option<Device>, StoreError>;
+    /// All devices, by id.
+    fn devices(&self) -> Result<Vec<Device>, StoreError>;
+    /// Record an issued certificate.
+    fn record_certificate(&self, cert: &CertRecord) -> Result<(), StoreError>;
+    /// Certificates of one subject, newest first.
+    fn certificates_of(&self, subject: &str) -> Result<Vec<CertRecord>, StoreError>;
+    /// Revoke a device and every unrevoked certificate it holds; returns the serials revoked.
+    fn revoke_device(&self, id: &str, reason: &str, now: i64) -> Result<Vec<String>, StoreError>;
+    /// Every revoked serial.
+    fn revoked_serials(&self) -> Result<Vec<String>, StoreError>;
+}
+
+const SCHEMA_VERSION: i64 = 1;
+
+/// The embedded SQLite registry.
+pub struct SqliteRegistry {
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for SqliteRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteRegistry").finish_non_exhaustive()
+    }
+}
+
+impl SqliteRegistry {
+    /// Open (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<SqliteRegistry, StoreError> {
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    /// An in-memory registry (tests).
+    pub fn open_in_memory() -> Result<SqliteRegistry, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<SqliteRegistry, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew {
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if version < 1 {
+            conn.execute_batch(
+                "BEGIN;
+                 CREATE TABLE IF NOT EXISTS devices (
+                     id TEXT PRIMARY KEY,
+                     groups TEXT NOT NULL DEFAULT '',
+                     created_at INTEGER NOT NULL,
+                     revoked_at INTEGER
+                 );
+                 CREATE TABLE IF NOT EXISTS certificates (
+                     serial TEXT PRIMARY KEY,
+                     subject TEXT NOT NULL,
+                     kind TEXT NOT NULL,
+                     not_before INTEGER NOT NULL,
+                     not_after INTEGER NOT NULL,
+                     revoked_at INTEGER,
+                     revoke_reason TEXT
+                 );
+                 CREATE INDEX IF NOT EXISTS certificates_subject ON certificates(subject);
+                 PRAGMA user_version = 1;
+                 COMMIT;",
+            )?;
+        }
+        Ok(SqliteRegistry {
+            conn: Mutex::new(conn),
+        })
+    }
+}
+
+fn join_groups(groups: &[String]) -> String {
+    groups.join(",")
+}
+
+fn split_groups(s: &str) -> Vec<String> {
+    s.split(',')
+        .filter(|g| !g.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn device_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
+    let groups: String = row.get(1)?;
+    Ok(Device {
+        id: row.get(0)?,
+        groups: split_groups(&groups),
+        created_at: row.get(2)?,
+        revoked_at: row.get(3)?,
+    })
+}
+
+impl Registry for SqliteRegistry {
+    fn upsert_device(&self, id: &str, groups: &[String], now: i64) -> Result<(), StoreError> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        let existing: Option<Option<i64>> = tx
+            .query_row("SELECT revoked_at FROM devices WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        match existing {
+            Some(None) => return Err(StoreError::Conflict(format!("device {id}"))),
+            Some(Some(_)) => {
+                tx.execute(
+                    "UPDATE devices SET groups = ?2, revoked_at = NULL, created_at = ?3 WHERE id = ?1",
+                    params![id, join_groups(groups), now],
+                )?;
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO devices (id, groups, created_at) VALUES (?1, ?2, ?3)",
+                    params![id, join_groups(groups), now],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn device(&self, id: &str) -> Result<Option<Device>, StoreError> {
+        let conn = self.conn.lock();
+        Ok(conn
+            .query_row(
+                "SELECT id, groups, created_at, revoked_at FROM devices WHERE id = ?1",
+                [id],
+                device_from_row,
+            )
+            .optional()?)
+    }
+
+    fn devices(&self) -> Result<Vec<Device>, StoreError> {
+        let conn = self.conn.lock();
+        let mut stmt =
+            conn.prepare("SELECT id, groups, created_at, revoked_at FROM devices ORDER BY id")?;
+        let rows = stmt.query_map([], device_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn record_certificate(&self, c: &CertRecord) -> Result<(), StoreError> {
+        let conn = self.conn.lock();
+        conn.execute(
+            "INSERT INTO certificates (serial, subject, kind, not_before, not_after, revoked_at, revoke_reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![c.serial, c.subject, c.kind.as_str(), c.not_before, c.not_after, c.revoked_at, c.revoke_reason],
+        )?;
+        Ok(())
+    }
+
+    fn certificates_of(&self, subject: &str) -> Result<Vec<CertRecord>, StoreError> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare(
+            "SELECT serial, subject, kind, not_before, not_after, revoked_at, revoke_reason
+             FROM certificates WHERE subject = ?1 ORDER BY not_before DESC, serial",
+        )?;
+        let rows = stmt.query_map([subject], |r| {
+            let kind: String = r.get(2)?;
+            Ok(CertRecord {
+                serial: r.get(0)?,
+                subject: r.get(1)?,
+                kind: CertKind::parse(&kind),
+                not_before: r.get(3)?,
+                not_after: r.get(4)?,
+                revoked_at: r.get(5)?,
+                revoke_reason: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn revoke_device(&self, id: &str, reason: &str, now: i64) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "UPDATE devices SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+            params![id, now],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("device {id}")));
+        }
+        let serials: Vec<String> = {
+            let mut stmt = tx.prepare(
+                "SELECT serial FROM certificates WHERE subject = ?1 AND kind = 'device' AND revoked_at IS NULL",
+            )?;
+            let rows = stmt.query_map([id], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        tx.execute(
+            "UPDATE certificates SET revoked_at = ?2, revoke_reason = ?3
+             WHERE subject = ?1 AND kind = 'device' AND revoked_at IS NULL",
+            params![id, now, reason],
+        )?;
+        tx.commit()?;
+        Ok(serials)
+    }
+
+    fn revoked_serials(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn.lock();
+        let mut stmt =
+            conn.prepare("SELECT serial FROM certificates WHERE revoked_at IS NOT NULL")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(serial: &str, subject: &str) -> CertRecord {
+        CertRecord {
+            serial: serial.into(),
+            subject: subject.into(),
+            kind: CertKind::Device,
+            not_before: 1,
+            not_after: 2,
+            revoked_at: None,
+            revoke_reason: None,
+        }
+    }
+
+    #[test]
+    fn revocation_covers_every_certificate_and_survives_reopen() {
+        let dir = std::env::temp_dir().join(format!("tollgate-store-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("registry.db");
+        let _ = std::fs::remove_file(&path);
+        {
+            let reg = SqliteRegistry::open(&path).unwrap();
+            reg.upsert_device("pump-7", &["sensors".into()], 10)
+                .unwrap();
+            reg.record_certificate(&cert("aa", "pump-7")).unwrap();
+            reg.record_certificate(&cert("bb", "pump-7")).unwrap();
+            reg.record_certificate(&cert("cc", "other")).unwrap();
+            let mut revoked = reg.revoke_device("pump-7", "key compromise", 20).unwrap();
+            revoked.sort();
+            assert_eq!(revoked, vec!["aa", "bb"]);
+        }
+        let reg = SqliteRegistry::open(&path).unwrap();
+        let mut serials = reg.revoked_serials().unwrap();
+        serials.sort();
+        assert_eq!(serials, vec!["aa", "bb"]);
+        assert_eq!(reg.device("pump-7").unwrap().unwrap().revoked_at, Some(20));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn active_devices_conflict_revoked_ones_reactivate() {
+        let reg = SqliteRegistry::open_in_memory().unwrap();
+        reg.upsert_device("a", &[], 1).unwrap();
+        assert!(matches!(
+            reg.upsert_device("a", &[], 2),
+            Err(StoreError::Conflict(_))
+        ));
+        reg.revoke_device("a", "x", 3).unwrap();
+        reg.upsert_device("a", &["g".into()], 4).unwrap();
+        let d = reg.device("a").unwrap().unwrap();
+        assert_eq!((d.groups, d.revoked_at), (vec!["g".to_string()], None));
+        assert!(matches!(
+            reg.revoke_device("nope", "x", 1),
+            Err(StoreError::NotFound(_))
+        ));
+    }
+}
