@@ -1,1 +1,370 @@
-//! placeholder
+//! Tollgate's MQTT broker core.
+//!
+//! Owns sessions, subscriptions, the router, retained messages, wills, flow control and the
+//! delivery guarantees of MQTT 3.1.1 and 5.0. It takes an already authenticated byte stream and
+//! the identity proven by the TLS layer ([`PeerIdentity`]); it knows nothing about TLS, HTTP or
+//! storage. Authorization inputs arrive as an immutable [`AuthSnapshot`] (policy, device groups,
+//! revoked serials) swapped in atomically by the control plane with [`Broker::set_auth`]; every
+//! live connection then re-checks itself.
+//!
+//! The per-message path takes no lock shared by all connections: the subscription trie is read
+//! through `arc-swap`, authorization uses a policy compiled for the connection at CONNECT time,
+//! and delivery touches only the receiving session's own mailbox.
+
+#![forbid(unsafe_code)]
+
+mod connection;
+mod router;
+mod session;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tollgate_events::{EventBus, EventKind};
+use tollgate_mqtt::{ByteString, QoS, ReasonCode};
+use tollgate_policy::Policy;
+
+use crate::router::Router;
+use crate::session::{Control, Delivery, Message, Session};
+
+/// How the MQTT client id must relate to the certificate's device id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientIdRule {
+    /// The client id must equal the device id (an empty client id is assigned the device id).
+    #[default]
+    Exact,
+    /// The client id must be the device id, or start with `<device id>-` or `<device id>:`.
+    Prefix,
+    /// Any client id (sessions stay keyed by device, so devices still cannot collide).
+    Any,
+}
+
+/// Broker limits and behaviour.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Largest packet accepted from a client, bytes (advertised in v5 CONNACK).
+    pub max_packet_size: u32,
+    /// Incoming QoS 2 messages a client may have unreleased at once (v5 Receive Maximum).
+    pub receive_maximum: u16,
+    /// Outgoing QoS 1/2 messages in flight per connection (also bounded by the client's own).
+    pub max_inflight: u16,
+    /// Messages queued per session before new ones are dropped.
+    pub max_queued_messages: usize,
+    /// Bytes queued per session before new messages are dropped.
+    pub max_queued_bytes: usize,
+    /// Topic aliases a v5 client may use towards us.
+    pub topic_alias_maximum: u16,
+    /// Largest keep-alive accepted, seconds; 0 means any. Larger requests get Server Keep Alive.
+    pub max_keep_alive: u16,
+    /// Cap on session expiry, seconds; also the expiry of 3.1.1 persistent sessions.
+    pub max_session_expiry: u32,
+    /// Client id rule.
+    pub client_id_rule: ClientIdRule,
+    /// Time allowed from accept to CONNECT.
+    pub connect_timeout: Duration,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            max_packet_size: 1024 * 1024,
+            receive_maximum: 1024,
+            max_inflight: 1024,
+            max_queued_messages: 10_000,
+            max_queued_bytes: 64 * 1024 * 1024,
+            topic_alias_maximum: 64,
+            max_keep_alive: 0,
+            max_session_expiry: 7 * 24 * 3600,
+            client_id_rule: ClientIdRule::Exact,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the control plane tells the data plane about who may do what.
+#[derive(Debug, Clone)]
+pub struct AuthSnapshot {
+    /// The policy in force.
+    pub policy: Arc<Policy>,
+    /// Active devices and their groups. A certificate for a device not listed is refused.
+    pub devices: HashMap<String, Vec<String>>,
+    /// Revoked certificate serials (lower-case hex).
+    pub revoked: HashSet<String>,
+}
+
+impl AuthSnapshot {
+    /// Nothing allowed, nobody known.
+    pub fn deny_all() -> AuthSnapshot {
+        AuthSnapshot {
+            policy: Arc::new(Policy::deny_all()),
+            devices: HashMap::new(),
+            revoked: HashSet::new(),
+        }
+    }
+}
+
+/// The identity the TLS layer proved for a connection.
+#[derive(Debug, Clone)]
+pub struct PeerIdentity {
+    /// Device id from the verified certificate.
+    pub device_id: String,
+    /// Certificate serial (lower-case hex).
+    pub serial: String,
+    /// Remote address.
+    pub addr: Option<SocketAddr>,
+    /// Whether TLS resumed an earlier session.
+    pub tls_resumed: bool,
+    /// CONNECT must arrive before this instant (defaults to now + `connect_timeout`).
+    pub connect_deadline: Option<tokio::time::Instant>,
+}
+
+/// A live connection, for the admin API.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConnectionInfo {
+    /// Device id.
+    pub device_id: String,
+    /// Client id.
+    pub client_id: String,
+}
+
+/// Fleet-wide counters (no per-device labels).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connections currently open past CONNECT.
+    pub connections: AtomicU64,
+    /// CONNECTs accepted since start.
+    pub connects_total: AtomicU64,
+    /// PUBLISH packets received.
+    pub messages_in: AtomicU64,
+    /// PUBLISH packets sent.
+    pub messages_out: AtomicU64,
+    /// Deliveries dropped (queue full, QoS 0 to offline, too large for the client, expired).
+    pub messages_dropped: AtomicU64,
+    /// Publishes refused by policy.
+    pub publish_denied: AtomicU64,
+    /// Subscriptions refused by policy.
+    pub subscribe_denied: AtomicU64,
+    /// Malformed or protocol-violating packets.
+    pub protocol_errors: AtomicU64,
+}
+
+pub(crate) struct Shared {
+    pub config: BrokerConfig,
+    pub events: EventBus,
+    pub auth: ArcSwap<AuthSnapshot>,
+    pub router: Router,
+    pub sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
+    pub retained: DashMap<ByteString, Arc<Message>>,
+    pub stats: Stats,
+    pub next_session_id: AtomicU64,
+    pub shutting_down: std::sync::atomic::AtomicBool,
+}
+
+/// The broker. Cheap to clone.
+#[derive(Clone)]
+pub struct Broker {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker").finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// A broker with `config`, emitting on `events`, authorizing against `auth`.
+    pub fn new(config: BrokerConfig, events: EventBus, auth: AuthSnapshot) -> Broker {
+        Broker {
+            shared: Arc::new(Shared {
+                config,
+                events,
+                auth: ArcSwap::from_pointee(auth),
+                router: Router::new(),
+                sessions: Mutex::new(HashMap::new()),
+                retained: DashMap::new(),
+                stats: Stats::default(),
+                next_session_id: AtomicU64::new(1),
+                shutting_down: std::sync::atomic::AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The authorization snapshot in force.
+    pub fn auth(&self) -> Arc<AuthSnapshot> {
+        self.shared.auth.load_full()
+    }
+
+    /// Swap in new authorization inputs; every live connection re-checks itself at once
+    /// (closing if its certificate was revoked, dropping subscriptions no longer allowed).
+    pub fn set_auth(&self, auth: AuthSnapshot) {
+        self.shared.auth.store(Arc::new(auth));
+        for s in self.live_sessions() {
+            s.send_control(Control::Recheck);
+        }
+    }
+
+    /// Close every live connection of `device_id` with `code` (no will). Returns how many.
+    pub fn close_device(&self, device_id: &str, code: ReasonCode, reason: &str) -> usize {
+        self.live_sessions()
+            .into_iter()
+            .filter(|s| &*s.device_id == device_id)
+            .filter(|s| {
+                s.send_control(Control::Close {
+                    code,
+                    reason: reason.to_owned(),
+                })
+            })
+            .count()
+    }
+
+    /// Live connections.
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        self.live_sessions()
+            .iter()
+            .map(|s| ConnectionInfo {
+                device_id: s.device_id.to_string(),
+                client_id: s.client_id.to_string(),
+            })
+            .collect()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    /// Number of sessions (online and offline persistent ones).
+    pub fn session_count(&self) -> usize {
+        self.shared.sessions.lock().len()
+    }
+
+    /// Retained messages held.
+    pub fn retained_count(&self) -> usize {
+        self.shared.retained.len()
+    }
+
+    /// Tell every connection the server is going away (v5 DISCONNECT 0x8B) and refuse new ones.
+    pub fn shutdown(&self) {
+        self.shared.shutting_down.store(true, Ordering::Release);
+        for s in self.live_sessions() {
+            s.send_control(Control::Close {
+                code: ReasonCode::SERVER_SHUTTING_DOWN,
+                reason: "server shutting down".into(),
+            });
+        }
+    }
+
+    /// Serve one authenticated connection until it ends.
+    pub async fn serve<S>(&self, stream: S, peer: PeerIdentity)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        connection::run(Arc::clone(&self.shared), stream, peer).await;
+    }
+
+    fn live_sessions(&self) -> Vec<Arc<Session>> {
+        self.shared
+            .sessions
+            .lock()
+            .values()
+            .filter(|s| s.is_online())
+            .cloned()
+            .collect()
+    }
+}
+
+impl Shared {
+    pub(crate) fn emit(&self, kind: EventKind) {
+        self.events.emit(kind);
+    }
+
+    /// Route a message to every matching subscription. `scratch` is reused between calls.
+    pub(crate) fn route(&self, msg: &Arc<Message>, scratch: &mut Vec<(u64, usize)>) {
+        let guard = self.router.snapshot();
+        let mut targets: Vec<router::Match<'_>> = Vec::new();
+        self.router
+            .for_each_match(&guard, &msg.topic, &mut |m| targets.push(m));
+        if targets.is_empty() {
+            return;
+        }
+        // De-duplicate overlapping subscriptions of one session: one copy at the highest QoS
+        // with every subscription identifier (MQTT 5 3.3.4).
+        scratch.clear();
+        scratch.extend(
+            targets
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (m.sub.session.id, i)),
+        );
+        scratch.sort_unstable();
+        let mut i = 0;
+        while i < scratch.len() {
+            let (sid, first) = scratch[i];
+            let mut j = i + 1;
+            while j < scratch.len() && scratch[j].0 == sid {
+                j += 1;
+            }
+            let Some(head) = targets.get(first) else {
+                break;
+            };
+            let session = &head.sub.session;
+            let mut qos = QoS::AtMostOnce;
+            let mut retain = false;
+            let mut sub_ids = Vec::new();
+            let mut any = false;
+            for &(_, idx) in &scratch[i..j] {
+                let Some(m) = targets.get(idx) else { continue };
+                if m.sub.opts.no_local && !m.shared && msg.from_session == sid {
+                    continue;
+                }
+                any = true;
+                qos = qos.max(m.sub.opts.qos);
+                retain |= m.sub.opts.retain_as_published && msg.retain;
+                if let Some(id) = m.sub.opts.sub_id {
+                    sub_ids.push(id);
+                }
+            }
+            i = j;
+            if !any {
+                continue;
+            }
+            let d = Delivery {
+                msg: Arc::clone(msg),
+                qos: qos.min(msg.qos),
+                retain,
+                sub_ids,
+            };
+            if session
+                .deliver(
+                    d,
+                    self.config.max_queued_messages,
+                    self.config.max_queued_bytes,
+                )
+                .is_err()
+            {
+                self.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Store or clear a retained message.
+    pub(crate) fn retain(&self, msg: &Arc<Message>) {
+        if msg.payload.is_empty() {
+            self.retained.remove(&msg.topic);
+        } else {
+            self.retained.insert(msg.topic.clone(), Arc::clone(msg));
+        }
+    }
+
+    pub(crate) fn new_session_id(&self) -> u64 {
+        self.next_session_id.fetch_add(1, Ordering::Relaxed)
+    }
+}

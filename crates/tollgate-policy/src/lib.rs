@@ -1,1 +1,191 @@
-//! placeholder
+//! Tollgate's authorization policy language.
+//!
+//! This crate owns the policy language and nothing else:
+//!
+//! * **parse** and **validate** a TOML policy file ([`Policy::parse`]),
+//!   reporting every problem with its line and column ([`PolicyError`]);
+//! * **compile** the policy for one device identity ([`Policy::compile`]),
+//!   substituting `${device.id}` / `${device.group}` and pre-splitting every
+//!   pattern, so that per-message decisions ([`CompiledPolicy::can_publish`],
+//!   [`CompiledPolicy::can_subscribe`]) are allocation-free;
+//! * **decide** publish (topic matching) and subscribe (filter coverage and
+//!   deny intersection) exactly, including MQTT's `$`-topic rule;
+//! * **explain** a decision ([`Policy::explain`]) and **lint** a policy
+//!   ([`Policy::lint`]) for operators.
+//!
+//! It must not know about sockets, TLS, certificates, sessions or storage:
+//! the broker extracts an [`Identity`] from a certificate, reads the policy
+//! file, and asks this crate yes/no questions. Nothing here performs I/O, and
+//! nothing panics on any policy file content.
+//!
+//! # The language
+//!
+//! ```toml
+//! version = 1                       # optional
+//!
+//! [[allow]]
+//! id = "sensors-telemetry"          # optional; defaults to "allow[N]"
+//! description = "..."               # optional
+//! who = "group:sensors"             # or ["group:sensors", "device:pump-7"], or "*"
+//! publish = ["devices/${device.id}/telemetry", "devices/${device.id}/events/#"]
+//! subscribe = ["devices/${device.id}/commands/#"]
+//!
+//! [[deny]]
+//! who = "*"
+//! publish = ["$SYS/#"]
+//! ```
+//!
+//! Default deny; a deny rule that applies overrides any allow. Patterns are
+//! MQTT topic filters. Substituted variable values are literal text inside a
+//! level: a device id such as `+`, `#`, `a/b` or an empty group can never
+//! widen a grant (an allow pattern that would need such a value is dropped
+//! for that identity).
+
+#![forbid(unsafe_code)]
+
+use std::fmt;
+
+mod compiled;
+mod error;
+mod explain;
+mod lint;
+mod parse;
+mod pattern;
+
+#[cfg(test)]
+mod tests;
+
+pub use compiled::CompiledPolicy;
+pub use error::{Diagnostic, PolicyError};
+pub use explain::Explanation;
+pub use lint::{Lint, Severity};
+
+use parse::RuleInternal;
+
+/// A parsed and validated policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Public view of the rules, in file order.
+    rules: Vec<Rule>,
+    /// Pre-parsed patterns, parallel to `rules`.
+    internal: Vec<(Rule, RuleInternal)>,
+}
+
+/// Who a device is, as far as the policy is concerned.
+#[derive(Debug, Clone, Copy)]
+pub struct Identity<'a> {
+    pub device_id: &'a str,
+    pub groups: &'a [String],
+}
+
+/// What a device wants to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Publish,
+    Subscribe,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Action::Publish => "publish",
+            Action::Subscribe => "subscribe",
+        })
+    }
+}
+
+/// One `[[allow]]` or `[[deny]]` rule as written in the file.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// The rule's `id`, or `allow[N]` / `deny[N]` (1-based within its kind).
+    pub id: String,
+    pub effect: Effect,
+    pub description: Option<String>,
+    pub who: Vec<Who>,
+    /// Publish patterns, as written.
+    pub publish: Vec<String>,
+    /// Subscribe patterns, as written.
+    pub subscribe: Vec<String>,
+    /// 1-based line of the rule's `[[allow]]` / `[[deny]]` header.
+    pub line: usize,
+}
+
+/// Whether a rule grants or forbids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    Allow,
+    Deny,
+}
+
+impl fmt::Display for Effect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(parse::effect_name(*self))
+    }
+}
+
+/// Whom a rule applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Who {
+    /// `"*"`: every authenticated device.
+    Any,
+    /// `"device:ID"`: the device with exactly this id.
+    Device(String),
+    /// `"group:NAME"`: every device in this group.
+    Group(String),
+}
+
+impl fmt::Display for Who {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&explain::who_text(self))
+    }
+}
+
+impl Policy {
+    /// Parse and validate. `source` is the file name used in error messages
+    /// (e.g. "policy.toml"). On failure returns all the problems found, each
+    /// with a 1-based line and column.
+    pub fn parse(text: &str, source: &str) -> Result<Policy, PolicyError> {
+        let internal = parse::parse(text, source)?;
+        Ok(Policy {
+            rules: internal.iter().map(|(r, _)| r.clone()).collect(),
+            internal,
+        })
+    }
+
+    /// The empty policy: no rules, denies everything.
+    pub fn deny_all() -> Policy {
+        Policy {
+            rules: Vec::new(),
+            internal: Vec::new(),
+        }
+    }
+
+    /// The rules, in file order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Compile the policy for one identity. Do this once per connection (and
+    /// again when the policy is reloaded), not per message.
+    pub fn compile(&self, identity: &Identity<'_>) -> CompiledPolicy {
+        compiled::compile(&self.internal, identity)
+    }
+
+    /// Static checks for likely mistakes.
+    pub fn lint(&self) -> Vec<Lint> {
+        lint::lint(&self.internal)
+    }
+
+    /// Explain a decision: which rules applied to the identity, which
+    /// patterns matched, and the verdict. The verdict always agrees with
+    /// [`CompiledPolicy`].
+    pub fn explain(&self, identity: &Identity<'_>, action: Action, topic: &str) -> Explanation {
+        explain::explain(&self.internal, identity, action, topic)
+    }
+}
+
+/// A commented policy file with no rules (it denies everything), suitable
+/// as the starting point written by `tollgate init`.
+pub fn default_policy_toml() -> &'static str {
+    include_str!("default_policy.toml")
+}

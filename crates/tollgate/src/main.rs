@@ -1,1 +1,410 @@
-fn main() {}
+//! `tollgate`: the binary. Command line, configuration, listeners and TLS, the admin API and
+//! the wiring between the crates; no business logic of its own.
+
+#![forbid(unsafe_code)]
+
+mod admin;
+mod client;
+mod config;
+mod control;
+mod datadir;
+mod eventlog;
+mod listener;
+mod serve;
+mod tls;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use hyper::Method;
+
+/// Tollgate: the gateway machines talk through. An MQTT 3.1.1/5.0 broker that accepts only
+/// mutually authenticated TLS, runs its own device PKI and authorizes every connect, publish
+/// and subscribe against a default-deny policy.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tollgate",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a data directory: root and issuing CA, server and admin certificates,
+    /// a commented tollgate.toml and a deny-all policy.toml.
+    Init {
+        /// Data directory to create (must not exist, or be empty).
+        #[arg(long, env = "TOLLGATE_DATA", value_name = "DIR")]
+        data: PathBuf,
+        /// DNS name for the server certificate (repeatable; default: localhost).
+        #[arg(long = "dns", value_name = "NAME")]
+        dns: Vec<String>,
+        /// IP address for the server certificate (repeatable; default: 127.0.0.1).
+        #[arg(long = "ip", value_name = "ADDR")]
+        ips: Vec<IpAddr>,
+    },
+    /// Run the gateway: MQTT over mTLS and the admin API over HTTPS.
+    /// Initialises DIR first if it does not exist.
+    Serve {
+        /// Data directory.
+        #[arg(long, env = "TOLLGATE_DATA", value_name = "DIR")]
+        data: PathBuf,
+        /// Configuration file (default: DIR/tollgate.toml).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// MQTT listen address (overrides mqtt.listen; default 0.0.0.0:8883).
+        #[arg(long, value_name = "ADDR")]
+        mqtt_listen: Option<SocketAddr>,
+        /// Admin API listen address (overrides admin.listen; default 127.0.0.1:8443).
+        #[arg(long, value_name = "ADDR")]
+        admin_listen: Option<SocketAddr>,
+    },
+    /// Manage devices through the running server's admin API.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+    /// Check, lint and explain policy files (offline).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DeviceCommand {
+    /// Register a device and issue its key and certificate into --out:
+    /// ID.key, ID.crt and ca.crt, ready for `mosquitto_pub --key --cert --cafile`.
+    Add {
+        /// Device id (letters, digits and . _ - :).
+        id: String,
+        /// Group the device belongs to (repeatable), used by policy `who = "group:NAME"`.
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<String>,
+        /// Directory for the device's files.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[command(flatten)]
+        conn: client::ConnectArgs,
+    },
+    /// List devices with their status and whether they are connected.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: client::ConnectArgs,
+    },
+    /// Show one device and its certificates (JSON).
+    Show {
+        /// Device id.
+        id: String,
+        #[command(flatten)]
+        conn: client::ConnectArgs,
+    },
+    /// Revoke every certificate of a device and close its live connections at once.
+    Revoke {
+        /// Device id.
+        id: String,
+        /// Reason, recorded in the registry and the event log.
+        #[arg(long, default_value = "unspecified")]
+        reason: String,
+        #[command(flatten)]
+        conn: client::ConnectArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Validate a policy file; prints every error with its line and exits non-zero.
+    Check {
+        /// Policy file.
+        file: PathBuf,
+    },
+    /// Validate, then list warnings about overly broad or dead rules.
+    Lint {
+        /// Policy file.
+        file: PathBuf,
+    },
+    /// Explain whether a device may publish or subscribe to a topic, and which rules decide.
+    Explain {
+        /// Policy file.
+        file: PathBuf,
+        /// Device id.
+        #[arg(long)]
+        device: String,
+        /// Group of the device (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// Topic to publish to.
+        #[arg(
+            long,
+            conflicts_with = "subscribe",
+            required_unless_present = "subscribe"
+        )]
+        publish: Option<String>,
+        /// Topic filter to subscribe to.
+        #[arg(long)]
+        subscribe: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Init { data, dns, ips } => {
+            let mut opts = datadir::InitOptions::default();
+            if !dns.is_empty() {
+                opts.dns_names = dns;
+            }
+            if !ips.is_empty() {
+                opts.ips = ips;
+            }
+            let report = datadir::init(&data, &opts)?;
+            print_init_report(&data, &report);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve {
+            data,
+            config,
+            mqtt_listen,
+            admin_listen,
+        } => {
+            if !data.exists() {
+                let report = datadir::init(&data, &datadir::InitOptions::default())?;
+                print_init_report(&data, &report);
+            }
+            let mut cfg = config::Config::load(&data, config.as_deref())?;
+            if let Some(a) = mqtt_listen {
+                cfg.mqtt_listen = a;
+            }
+            if let Some(a) = admin_listen {
+                cfg.admin_listen = a;
+            }
+            runtime()?.block_on(serve::serve(cfg))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Device(cmd) => runtime()?.block_on(device(cmd)),
+        Command::Policy(cmd) => policy(cmd),
+    }
+}
+
+fn print_init_report(data: &std::path::Path, report: &datadir::InitReport) {
+    eprintln!("Initialised {}:", data.display());
+    for f in &report.files {
+        eprintln!("  {}", f.display());
+    }
+    eprintln!(
+        "\nNext: start the server, add a device and connect it:\n  \
+         tollgate serve --data {d}\n  \
+         tollgate device add sensor-1 --group sensors --out ./sensor-1 --data {d}\n  \
+         mosquitto_pub -h localhost -p 8883 --cafile sensor-1/ca.crt --cert sensor-1/sensor-1.crt \
+         --key sensor-1/sensor-1.key -i sensor-1 -t devices/sensor-1/telemetry -m hello\n\
+         The policy in {d}/policy.toml denies everything until you write rules (docs/policy.md).",
+        d = data.display()
+    );
+}
+
+async fn device(cmd: DeviceCommand) -> Result<ExitCode> {
+    match cmd {
+        DeviceCommand::Add {
+            id,
+            groups,
+            out,
+            conn,
+        } => {
+            let c = client::AdminClient::new(&conn)?;
+            let v = c
+                .call(
+                    Method::POST,
+                    "/api/v1/devices",
+                    Some(serde_json::json!({ "id": id, "groups": groups })),
+                )
+                .await?;
+            let field = |k: &str| {
+                v.get(k)
+                    .and_then(|x| x.as_str())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let files = client::write_device_files(
+                &out,
+                &id,
+                &field("cert_pem"),
+                &field("key_pem"),
+                &field("ca_pem"),
+            )?;
+            eprintln!("Device {id} registered (serial {}).", field("serial"));
+            for f in files {
+                println!("{}", f.display());
+            }
+        }
+        DeviceCommand::List { json, conn } => {
+            let v = client::AdminClient::new(&conn)?
+                .call(Method::GET, "/api/v1/devices", None)
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "{:<32} {:<8} {:<10} {}",
+                    "DEVICE", "STATUS", "CONNECTED", "GROUPS"
+                );
+                for d in v.as_array().into_iter().flatten() {
+                    let s = |k: &str| d.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned();
+                    let groups: Vec<String> = d
+                        .get("groups")
+                        .and_then(|g| g.as_array())
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|g| g.as_str().map(str::to_owned))
+                        .collect();
+                    let connected = d
+                        .get("connected")
+                        .and_then(|x| x.as_bool())
+                        .unwrap_or(false);
+                    println!(
+                        "{:<32} {:<8} {:<10} {}",
+                        s("id"),
+                        s("status"),
+                        if connected { "yes" } else { "no" },
+                        groups.join(",")
+                    );
+                }
+            }
+        }
+        DeviceCommand::Show { id, conn } => {
+            let v = client::AdminClient::new(&conn)?
+                .call(Method::GET, &format!("/api/v1/devices/{id}"), None)
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        DeviceCommand::Revoke { id, reason, conn } => {
+            let v = client::AdminClient::new(&conn)?
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/devices/{id}/revoke"),
+                    Some(serde_json::json!({ "reason": reason })),
+                )
+                .await?;
+            let closed = v
+                .get("sessions_closed")
+                .and_then(|x| x.as_u64())
+                .unwrap_or(0);
+            let serials = v
+                .get("serials")
+                .and_then(|x| x.as_array())
+                .map_or(0, Vec::len);
+            println!("Revoked {id}: {serials} certificate(s), {closed} live connection(s) closed.");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn policy(cmd: PolicyCommand) -> Result<ExitCode> {
+    let load = |file: &PathBuf| -> Result<Result<tollgate_policy::Policy, String>> {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        Ok(
+            tollgate_policy::Policy::parse(&text, &file.display().to_string())
+                .map_err(|e| e.to_string()),
+        )
+    };
+    match cmd {
+        PolicyCommand::Check { file } => match load(&file)? {
+            Ok(p) => {
+                println!("{}: ok ({} rules)", file.display(), p.rules().len());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::from(1))
+            }
+        },
+        PolicyCommand::Lint { file } => match load(&file)? {
+            Ok(p) => {
+                let lints = p.lint();
+                for l in &lints {
+                    println!("{l}");
+                }
+                let warnings = lints
+                    .iter()
+                    .filter(|l| l.severity == tollgate_policy::Severity::Warning)
+                    .count();
+                println!(
+                    "{}: {} rules, {warnings} warning(s)",
+                    file.display(),
+                    p.rules().len()
+                );
+                Ok(if warnings > 0 {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::SUCCESS
+                })
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::from(1))
+            }
+        },
+        PolicyCommand::Explain {
+            file,
+            device,
+            groups,
+            publish,
+            subscribe,
+        } => match load(&file)? {
+            Ok(p) => {
+                let id = tollgate_policy::Identity {
+                    device_id: &device,
+                    groups: &groups,
+                };
+                let (action, topic) = match (publish, subscribe) {
+                    (Some(t), _) => (tollgate_policy::Action::Publish, t),
+                    (None, Some(t)) => (tollgate_policy::Action::Subscribe, t),
+                    (None, None) => anyhow::bail!("pass --publish TOPIC or --subscribe FILTER"),
+                };
+                let ex = p.explain(&id, action, &topic);
+                println!("{ex}");
+                Ok(if ex.allowed {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(3)
+                })
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::from(1))
+            }
+        },
+    }
+}

@@ -1,0 +1,1315 @@
+//! One client connection: CONNECT, then the packet loop.
+//!
+//! The protocol decisions are synchronous methods on [`Conn`] that take a packet and append
+//! responses to the write buffer; the async [`run`] loop only moves bytes, waits for the
+//! mailbox, the control channel and the keep-alive deadline, and writes each batch of
+//! responses with one `write_all` (many packets, one TLS record batch).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout_at, Instant};
+use tollgate_events::{EventKind, RefusalReason};
+use tollgate_mqtt::{
+    decode, topic, ByteString, BytesMut, ConnAck, ConnAckProperties, Connect, DecodeError,
+    Disconnect, Packet, Protocol, PubResp, Publish, PublishProperties, QoS, ReasonCode, SubAck,
+    Subscribe, UnsubAck, Unsubscribe, Will,
+};
+use tollgate_policy::{CompiledPolicy, Identity};
+
+use crate::router::{SubOpts, Subscriber};
+use crate::session::{session_key, Control, Delivery, Message, Outbound, Session, SessionState};
+use crate::{ClientIdRule, PeerIdentity, Shared};
+
+const READ_CHUNK: usize = 16 * 1024;
+const MAX_BATCH: usize = 512;
+
+/// How a connection ended.
+#[derive(Debug)]
+enum End {
+    /// DISCONNECT from the client; `will` when v5 asked for the will (0x04).
+    Client { will: bool },
+    /// The network closed or failed.
+    Io(String),
+    /// The client broke the protocol; DISCONNECT `code` already queued for v5.
+    Protocol {
+        code: ReasonCode,
+        detail: String,
+        malformed: bool,
+    },
+    /// No packet within 1.5 × keep-alive.
+    KeepAlive,
+    /// The control plane closed it (revocation, policy, shutdown): no will.
+    Closed { code: ReasonCode, reason: String },
+    /// A newer connection took the session over.
+    TakenOver(tokio::sync::oneshot::Sender<()>),
+}
+
+pub(crate) async fn run<S>(shared: Arc<Shared>, stream: S, peer: PeerIdentity)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    let deadline = peer
+        .connect_deadline
+        .unwrap_or_else(|| Instant::now() + shared.config.connect_timeout);
+    let max_packet = shared.config.max_packet_size as usize;
+
+    // 1. CONNECT, within the deadline.
+    let connect = match timeout_at(deadline, read_connect(&mut rd, &mut rbuf, max_packet)).await {
+        Err(_) => {
+            refuse(
+                &shared,
+                &peer,
+                RefusalReason::Timeout,
+                "no CONNECT before the deadline".into(),
+            );
+            return;
+        }
+        Ok(Err(ReadError::Io(e))) => {
+            refuse(
+                &shared,
+                &peer,
+                RefusalReason::MalformedPacket,
+                format!("closed before CONNECT: {e}"),
+            );
+            return;
+        }
+        Ok(Err(ReadError::Decode(e))) => {
+            let reason = match e {
+                DecodeError::UnsupportedProtocol(_) => RefusalReason::UnsupportedProtocol,
+                _ => RefusalReason::MalformedPacket,
+            };
+            // The protocol level is unknown: answer like a 3.1.1 server would.
+            if matches!(e, DecodeError::UnsupportedProtocol(_)) {
+                let mut out = BytesMut::new();
+                let ack = ConnAck {
+                    code: ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+                    ..Default::default()
+                };
+                if Packet::ConnAck(ack)
+                    .encode(Protocol::V311, &mut out)
+                    .is_ok()
+                {
+                    let _ = wr.write_all(&out).await;
+                    let _ = wr.flush().await;
+                }
+            }
+            shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+            refuse(&shared, &peer, reason, e.to_string());
+            return;
+        }
+        Ok(Ok(c)) => c,
+    };
+    if shared.shutting_down.load(Ordering::Acquire) {
+        let _ = write_connack(
+            &mut wr,
+            connect.protocol,
+            ReasonCode::SERVER_UNAVAILABLE,
+            "server shutting down",
+        )
+        .await;
+        refuse(
+            &shared,
+            &peer,
+            RefusalReason::ShuttingDown,
+            "server shutting down".into(),
+        );
+        return;
+    }
+
+    // 2. Identity, client id and session.
+    let (ctrl_tx, mut ctrl_rx) = mpsc::unbounded_channel();
+    let mut conn = match Conn::accept(&shared, &peer, connect, ctrl_tx).await {
+        Ok(c) => c,
+        Err((protocol, code, reason, why)) => {
+            let _ = write_connack(&mut wr, protocol, code, &why).await;
+            refuse(&shared, &peer, reason, why);
+            return;
+        }
+    };
+    shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+    shared.stats.connects_total.fetch_add(1, Ordering::Relaxed);
+
+    // 3. The packet loop.
+    let end = conn
+        .run_loop(&mut rd, &mut wr, &mut rbuf, &mut ctrl_rx)
+        .await;
+    shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
+    let _ = wr.shutdown().await;
+    conn.finish(end);
+}
+
+fn refuse(shared: &Shared, peer: &PeerIdentity, reason: RefusalReason, detail: String) {
+    tracing::debug!(device = %peer.device_id, ?reason, %detail, "connection refused");
+    shared.emit(EventKind::ConnectionRefused {
+        addr: peer.addr,
+        device: Some(peer.device_id.clone()),
+        reason,
+        detail,
+    });
+}
+
+async fn write_connack<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    protocol: Protocol,
+    code: ReasonCode,
+    why: &str,
+) -> std::io::Result<()> {
+    let mut out = BytesMut::new();
+    let mut ack = ConnAck {
+        code,
+        ..Default::default()
+    };
+    if protocol == Protocol::V5 {
+        ack.properties.reason_string = Some(why.to_owned());
+    }
+    if Packet::ConnAck(ack).encode(protocol, &mut out).is_ok() {
+        wr.write_all(&out).await?;
+        wr.flush().await?;
+    }
+    Ok(())
+}
+
+enum ReadError {
+    Io(String),
+    Decode(DecodeError),
+}
+
+async fn read_connect<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    rbuf: &mut BytesMut,
+    max_packet: usize,
+) -> Result<Connect, ReadError> {
+    loop {
+        match decode(rbuf, None, max_packet) {
+            Ok(Some(Packet::Connect(c))) => return Ok(c),
+            Ok(Some(_)) => return Err(ReadError::Decode(DecodeError::FirstPacketNotConnect)),
+            Ok(None) => {}
+            Err(e) => return Err(ReadError::Decode(e)),
+        }
+        rbuf.reserve(READ_CHUNK);
+        match rd.read_buf(rbuf).await {
+            Ok(0) => return Err(ReadError::Io("end of stream".into())),
+            Ok(_) => {}
+            Err(e) => return Err(ReadError::Io(e.to_string())),
+        }
+    }
+}
+
+struct Conn {
+    shared: Arc<Shared>,
+    peer: PeerIdentity,
+    protocol: Protocol,
+    session: Arc<Session>,
+    state: SessionState,
+    policy: CompiledPolicy,
+    keep_alive: Option<Duration>,
+    inflight_limit: usize,
+    client_max_packet: usize,
+    aliases: Vec<Option<ByteString>>,
+    will: Option<Will>,
+    problem_info: bool,
+    wbuf: BytesMut,
+    scratch: Vec<(u64, usize)>,
+    batch: Vec<Delivery>,
+}
+
+type Refusal = (Protocol, ReasonCode, RefusalReason, String);
+
+impl Conn {
+    async fn accept(
+        shared: &Arc<Shared>,
+        peer: &PeerIdentity,
+        c: Connect,
+        ctrl: mpsc::UnboundedSender<Control>,
+    ) -> Result<Conn, Refusal> {
+        let protocol = c.protocol;
+        let cfg = &shared.config;
+        let auth = shared.auth.load_full();
+        let refuse = |code, reason, why: &str| Err((protocol, code, reason, why.to_owned()));
+
+        // Every connection's serial is checked against the live revocation set, whether TLS
+        // resumed or not (TLS 1.3 resumption does not re-run the certificate verifier).
+        if auth.revoked.contains(&peer.serial) {
+            return refuse(
+                ReasonCode::NOT_AUTHORIZED,
+                RefusalReason::Revoked,
+                "certificate revoked",
+            );
+        }
+        let Some(groups) = auth.devices.get(&peer.device_id) else {
+            return refuse(
+                ReasonCode::NOT_AUTHORIZED,
+                RefusalReason::UnknownDevice,
+                "device not registered or revoked",
+            );
+        };
+        if c.properties.authentication_method.is_some() {
+            return refuse(
+                ReasonCode::BAD_AUTHENTICATION_METHOD,
+                RefusalReason::BadAuthMethod,
+                "identity is the client certificate; no enhanced authentication method is offered",
+            );
+        }
+
+        // Client id rule: the certificate decides who this is; the client id must agree.
+        let mut assigned = None;
+        let client_id: String = if c.client_id.is_empty() {
+            assigned = Some(peer.device_id.clone());
+            peer.device_id.clone()
+        } else {
+            let cid: &str = &c.client_id;
+            let ok = match cfg.client_id_rule {
+                ClientIdRule::Exact => cid == peer.device_id,
+                ClientIdRule::Prefix => {
+                    cid == peer.device_id
+                        || cid
+                            .strip_prefix(peer.device_id.as_str())
+                            .is_some_and(|r| r.starts_with('-') || r.starts_with(':'))
+                }
+                ClientIdRule::Any => true,
+            };
+            if !ok {
+                return refuse(
+                    ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+                    RefusalReason::ClientIdMismatch,
+                    &format!(
+                        "client id {cid:?} does not match certificate device id {:?}",
+                        peer.device_id
+                    ),
+                );
+            }
+            cid.to_owned()
+        };
+
+        let identity = Identity {
+            device_id: &peer.device_id,
+            groups,
+        };
+        let policy = auth.policy.compile(&identity);
+        if let Some(w) = &c.will {
+            if !policy.can_publish(&w.topic) {
+                shared.stats.publish_denied.fetch_add(1, Ordering::Relaxed);
+                shared.emit(EventKind::PublishDenied {
+                    device: peer.device_id.clone(),
+                    topic: w.topic.to_string(),
+                    qos: w.qos as u8,
+                    what: "will",
+                });
+                return refuse(
+                    ReasonCode::NOT_AUTHORIZED,
+                    RefusalReason::NotAuthorized,
+                    "will topic not authorized",
+                );
+            }
+        }
+
+        let expiry = match protocol {
+            Protocol::V5 => c.properties.session_expiry_interval.unwrap_or(0),
+            Protocol::V311 if c.clean_start => 0,
+            Protocol::V311 => cfg.max_session_expiry,
+        };
+        let capped_expiry = expiry.min(cfg.max_session_expiry);
+        let mut server_keep_alive = None;
+        let mut ka = c.keep_alive;
+        if cfg.max_keep_alive > 0
+            && (ka == 0 || ka > cfg.max_keep_alive)
+            && protocol == Protocol::V5
+        {
+            ka = cfg.max_keep_alive;
+            server_keep_alive = Some(ka);
+        }
+
+        let (session, mut state, present) =
+            attach(shared, &peer.device_id, &client_id, c.clean_start, ctrl).await;
+        state.expiry_interval = capped_expiry;
+
+        let client_recv_max = c.properties.receive_maximum.unwrap_or(u16::MAX);
+        let mut conn = Conn {
+            shared: Arc::clone(shared),
+            peer: peer.clone(),
+            protocol,
+            session,
+            state,
+            policy,
+            keep_alive: (ka > 0).then(|| Duration::from_millis(u64::from(ka) * 1500)),
+            inflight_limit: usize::from(client_recv_max.min(cfg.max_inflight)).max(1),
+            client_max_packet: c
+                .properties
+                .maximum_packet_size
+                .map_or(usize::MAX, |v| v as usize),
+            aliases: vec![None; usize::from(cfg.topic_alias_maximum) + 1],
+            will: c.will,
+            problem_info: c.properties.request_problem_information.unwrap_or(true),
+            wbuf: BytesMut::with_capacity(4096),
+            scratch: Vec::new(),
+            batch: Vec::new(),
+        };
+
+        let mut props = ConnAckProperties::default();
+        if protocol == Protocol::V5 {
+            props.receive_maximum = Some(cfg.receive_maximum);
+            props.maximum_packet_size = Some(cfg.max_packet_size);
+            props.topic_alias_maximum = Some(cfg.topic_alias_maximum);
+            props.retain_available = Some(true);
+            props.wildcard_subscription_available = Some(true);
+            props.subscription_identifiers_available = Some(true);
+            props.shared_subscription_available = Some(true);
+            props.assigned_client_identifier = assigned;
+            props.server_keep_alive = server_keep_alive;
+            if capped_expiry != expiry {
+                props.session_expiry_interval = Some(capped_expiry);
+            }
+        }
+        conn.push(Packet::ConnAck(ConnAck {
+            session_present: present,
+            code: ReasonCode::SUCCESS,
+            properties: props,
+        }));
+        if present {
+            conn.resend_inflight();
+        }
+        // A resumed session may hold subscriptions the policy no longer allows.
+        conn.recheck_subscriptions();
+        shared.emit(EventKind::ConnectionAccepted {
+            device: peer.device_id.clone(),
+            client_id: client_id.clone(),
+            protocol: if protocol == Protocol::V5 {
+                "5.0"
+            } else {
+                "3.1.1"
+            },
+            addr: peer.addr,
+            serial: peer.serial.clone(),
+            session_present: present,
+            tls_resumed: peer.tls_resumed,
+        });
+        tracing::info!(device = %peer.device_id, client_id = %client_id, ?protocol, "connected");
+        Ok(conn)
+    }
+
+    async fn run_loop<R, W>(
+        &mut self,
+        rd: &mut R,
+        wr: &mut W,
+        rbuf: &mut BytesMut,
+        ctrl: &mut mpsc::UnboundedReceiver<Control>,
+    ) -> End
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let max_packet = self.shared.config.max_packet_size as usize;
+        let mut last_rx = Instant::now();
+        let session = Arc::clone(&self.session);
+        // Packets that arrived with CONNECT.
+        if let Some(end) = self.process_input(rbuf, max_packet) {
+            let _ = self.flush(wr).await;
+            return end;
+        }
+        loop {
+            self.pump_mailbox();
+            if let Err(e) = self.flush(wr).await {
+                return End::Io(e.to_string());
+            }
+            let window_open = self.window_open();
+            let ka_deadline = self.keep_alive.map(|ka| last_rx + ka);
+            tokio::select! {
+                biased;
+                c = ctrl.recv() => match c {
+                    Some(Control::Recheck) => {
+                        if let Some(end) = self.recheck() {
+                            let _ = self.flush(wr).await;
+                            return end;
+                        }
+                    }
+                    Some(Control::Close { code, reason }) => {
+                        self.push_disconnect(code, Some(reason.clone()));
+                        let _ = self.flush(wr).await;
+                        return End::Closed { code, reason };
+                    }
+                    Some(Control::TakeOver(ack)) => {
+                        self.push_disconnect(ReasonCode::SESSION_TAKEN_OVER, Some("session taken over".into()));
+                        let _ = self.flush(wr).await;
+                        return End::TakenOver(ack);
+                    }
+                    None => return End::Io("control channel closed".into()),
+                },
+                r = rd.read_buf(rbuf) => match r {
+                    Ok(0) => return End::Io("connection closed by peer".into()),
+                    Ok(_) => {
+                        last_rx = Instant::now();
+                        if let Some(end) = self.process_input(rbuf, max_packet) {
+                            let _ = self.flush(wr).await;
+                            return end;
+                        }
+                        if rbuf.capacity() - rbuf.len() < 1024 {
+                            rbuf.reserve(READ_CHUNK);
+                        }
+                    }
+                    Err(e) => return End::Io(e.to_string()),
+                },
+                _ = session.notify.notified(), if window_open => {}
+                _ = async { if let Some(d) = ka_deadline { sleep_until(d).await } }, if ka_deadline.is_some() => {
+                    self.push_disconnect(ReasonCode::KEEP_ALIVE_TIMEOUT, Some("keep-alive timeout".into()));
+                    let _ = self.flush(wr).await;
+                    return End::KeepAlive;
+                }
+            }
+        }
+    }
+
+    async fn flush<W: AsyncWrite + Unpin>(&mut self, wr: &mut W) -> std::io::Result<()> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        wr.write_all(&self.wbuf).await?;
+        wr.flush().await?;
+        self.wbuf.clear();
+        Ok(())
+    }
+
+    fn push(&mut self, p: Packet) {
+        if let Err(e) = p.encode(self.protocol, &mut self.wbuf) {
+            tracing::warn!(error = %e, kind = p.kind(), "cannot encode packet");
+        }
+    }
+
+    fn push_disconnect(&mut self, code: ReasonCode, reason: Option<String>) {
+        if self.protocol == Protocol::V5 {
+            self.push(Packet::Disconnect(Disconnect {
+                code,
+                reason_string: reason,
+                ..Default::default()
+            }));
+        }
+    }
+
+    fn reason(&self, s: &str) -> Option<String> {
+        self.problem_info.then(|| s.to_owned())
+    }
+
+    /// Decode and handle every complete packet in `rbuf`.
+    fn process_input(&mut self, rbuf: &mut BytesMut, max_packet: usize) -> Option<End> {
+        loop {
+            match decode(rbuf, Some(self.protocol), max_packet) {
+                Ok(Some(p)) => {
+                    if let Some(end) = self.handle(p) {
+                        return Some(end);
+                    }
+                }
+                Ok(None) => return None,
+                Err(e) => {
+                    let code = e.reason_code();
+                    self.shared
+                        .stats
+                        .protocol_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.push_disconnect(code, Some(e.to_string()));
+                    return Some(End::Protocol {
+                        code,
+                        detail: e.to_string(),
+                        malformed: true,
+                    });
+                }
+            }
+        }
+    }
+
+    fn protocol_error(&mut self, code: ReasonCode, detail: &str) -> Option<End> {
+        self.shared
+            .stats
+            .protocol_errors
+            .fetch_add(1, Ordering::Relaxed);
+        self.push_disconnect(code, Some(detail.to_owned()));
+        Some(End::Protocol {
+            code,
+            detail: detail.to_owned(),
+            malformed: false,
+        })
+    }
+
+    fn handle(&mut self, p: Packet) -> Option<End> {
+        match p {
+            Packet::Publish(p) => return self.on_publish(p),
+            Packet::PubAck(r) => {
+                if matches!(self.state.outbound.get(&r.packet_id), Some(Outbound::Published(d)) if d.qos == QoS::AtLeastOnce)
+                {
+                    self.state.outbound.remove(&r.packet_id);
+                }
+            }
+            Packet::PubRec(r) => match self.state.outbound.get(&r.packet_id) {
+                Some(Outbound::Published(d)) if d.qos == QoS::ExactlyOnce => {
+                    if r.code.is_error() {
+                        self.state.outbound.remove(&r.packet_id);
+                    } else {
+                        self.state.outbound.insert(r.packet_id, Outbound::Released);
+                        self.push(Packet::PubRel(PubResp {
+                            packet_id: r.packet_id,
+                            ..Default::default()
+                        }));
+                    }
+                }
+                _ => {
+                    let code = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+                    self.push(Packet::PubRel(PubResp {
+                        packet_id: r.packet_id,
+                        code,
+                        ..Default::default()
+                    }));
+                }
+            },
+            Packet::PubRel(r) => {
+                let found = self.state.inbound_qos2.remove(&r.packet_id);
+                let code = if found || self.protocol == Protocol::V311 {
+                    ReasonCode::SUCCESS
+                } else {
+                    ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+                };
+                self.push(Packet::PubComp(PubResp {
+                    packet_id: r.packet_id,
+                    code,
+                    ..Default::default()
+                }));
+            }
+            Packet::PubComp(r) => {
+                if matches!(
+                    self.state.outbound.get(&r.packet_id),
+                    Some(Outbound::Released)
+                ) {
+                    self.state.outbound.remove(&r.packet_id);
+                }
+            }
+            Packet::Subscribe(s) => self.on_subscribe(s),
+            Packet::Unsubscribe(u) => self.on_unsubscribe(u),
+            Packet::PingReq => self.push(Packet::PingResp),
+            Packet::Disconnect(d) => {
+                if let Some(exp) = d.session_expiry_interval {
+                    if self.state.expiry_interval == 0 && exp != 0 {
+                        return self.protocol_error(
+                            ReasonCode::PROTOCOL_ERROR,
+                            "session expiry set on DISCONNECT after 0 at CONNECT",
+                        );
+                    }
+                    self.state.expiry_interval = exp.min(self.shared.config.max_session_expiry);
+                }
+                return Some(End::Client {
+                    will: d.code == ReasonCode::DISCONNECT_WITH_WILL,
+                });
+            }
+            Packet::Connect(_) => {
+                return self.protocol_error(ReasonCode::PROTOCOL_ERROR, "second CONNECT")
+            }
+            Packet::Auth(_) => {
+                return self.protocol_error(
+                    ReasonCode::PROTOCOL_ERROR,
+                    "AUTH without an authentication method",
+                )
+            }
+            other => {
+                let what = format!("{} is not sent by clients", other.kind());
+                return self.protocol_error(ReasonCode::PROTOCOL_ERROR, &what);
+            }
+        }
+        None
+    }
+
+    fn on_publish(&mut self, mut p: Publish) -> Option<End> {
+        self.shared
+            .stats
+            .messages_in
+            .fetch_add(1, Ordering::Relaxed);
+        // Topic aliases (v5).
+        if let Some(alias) = p.properties.topic_alias.take() {
+            let Some(slot) = self
+                .aliases
+                .get_mut(usize::from(alias))
+                .filter(|_| alias != 0)
+            else {
+                return self
+                    .protocol_error(ReasonCode::TOPIC_ALIAS_INVALID, "topic alias out of range");
+            };
+            if p.topic.is_empty() {
+                match slot {
+                    Some(t) => p.topic = t.clone(),
+                    None => {
+                        return self
+                            .protocol_error(ReasonCode::PROTOCOL_ERROR, "unknown topic alias")
+                    }
+                }
+            } else {
+                *slot = Some(p.topic.clone());
+            }
+        } else if p.topic.is_empty() {
+            return self
+                .protocol_error(ReasonCode::TOPIC_NAME_INVALID, "empty topic without alias");
+        }
+        let pid = p.packet_id;
+        if p.qos == QoS::ExactlyOnce {
+            if self.state.inbound_qos2.contains(&pid) {
+                // Duplicate of a message we already routed: acknowledge again, route nothing.
+                self.push(Packet::PubRec(PubResp {
+                    packet_id: pid,
+                    ..Default::default()
+                }));
+                return None;
+            }
+            if self.state.inbound_qos2.len() >= usize::from(self.shared.config.receive_maximum) {
+                return self.protocol_error(
+                    ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+                    "receive maximum exceeded",
+                );
+            }
+        }
+
+        if !self.policy.can_publish(&p.topic) {
+            self.shared
+                .stats
+                .publish_denied
+                .fetch_add(1, Ordering::Relaxed);
+            self.shared.emit(EventKind::PublishDenied {
+                device: self.peer.device_id.clone(),
+                topic: p.topic.to_string(),
+                qos: p.qos as u8,
+                what: "publish",
+            });
+            let v5 = self.protocol == Protocol::V5;
+            let code = if v5 {
+                ReasonCode::NOT_AUTHORIZED
+            } else {
+                ReasonCode::SUCCESS
+            };
+            let reason_string = if v5 {
+                self.reason("publish not authorized by policy")
+            } else {
+                None
+            };
+            match p.qos {
+                QoS::AtMostOnce => {}
+                QoS::AtLeastOnce => self.push(Packet::PubAck(PubResp {
+                    packet_id: pid,
+                    code,
+                    reason_string,
+                    ..Default::default()
+                })),
+                QoS::ExactlyOnce => {
+                    if !v5 {
+                        self.state.inbound_qos2.insert(pid);
+                    }
+                    self.push(Packet::PubRec(PubResp {
+                        packet_id: pid,
+                        code,
+                        reason_string,
+                        ..Default::default()
+                    }));
+                }
+            }
+            return None;
+        }
+
+        let now = Instant::now();
+        let expires_at = p
+            .properties
+            .message_expiry_interval
+            .map(|s| now + Duration::from_secs(u64::from(s)));
+        let mut props = std::mem::take(&mut p.properties);
+        props.subscription_identifiers.clear();
+        props.message_expiry_interval = None;
+        let msg = Arc::new(Message {
+            topic: p.topic,
+            payload: p.payload,
+            props,
+            qos: p.qos,
+            retain: p.retain,
+            expires_at,
+            from_session: self.session.id,
+        });
+        if msg.retain {
+            self.shared.retain(&msg);
+        }
+        self.shared.route(&msg, &mut self.scratch);
+        match p.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.push(Packet::PubAck(PubResp {
+                packet_id: pid,
+                ..Default::default()
+            })),
+            QoS::ExactlyOnce => {
+                self.state.inbound_qos2.insert(pid);
+                self.push(Packet::PubRec(PubResp {
+                    packet_id: pid,
+                    ..Default::default()
+                }));
+            }
+        }
+        None
+    }
+
+    fn on_subscribe(&mut self, s: Subscribe) {
+        let mut codes = Vec::with_capacity(s.filters.len());
+        let mut retained_for: Vec<(String, SubOpts)> = Vec::new();
+        for req in s.filters {
+            let (group, inner) = match topic::parse_shared(&req.filter) {
+                Some((g, f)) => (Some(g.to_owned()), f.to_owned()),
+                None => (None, req.filter.to_string()),
+            };
+            if !self.policy.can_subscribe(&inner) {
+                self.shared
+                    .stats
+                    .subscribe_denied
+                    .fetch_add(1, Ordering::Relaxed);
+                self.shared.emit(EventKind::SubscribeDenied {
+                    device: self.peer.device_id.clone(),
+                    filter: req.filter.to_string(),
+                });
+                codes.push(ReasonCode::NOT_AUTHORIZED);
+                continue;
+            }
+            let opts = SubOpts {
+                qos: req.qos,
+                no_local: req.no_local,
+                retain_as_published: req.retain_as_published,
+                retain_handling: req.retain_handling,
+                sub_id: s.subscription_identifier,
+            };
+            let existed = self
+                .state
+                .subscriptions
+                .insert(req.filter.clone(), opts)
+                .is_some();
+            self.shared.router.subscribe(
+                &inner,
+                group.as_deref(),
+                Subscriber {
+                    session: Arc::clone(&self.session),
+                    opts,
+                },
+            );
+            codes.push(ReasonCode(req.qos as u8));
+            let send_retained = group.is_none()
+                && (opts.retain_handling == 0 || (opts.retain_handling == 1 && !existed));
+            if send_retained {
+                retained_for.push((inner, opts));
+            }
+        }
+        let reason_string = if codes.iter().any(|c| c.is_error()) && self.protocol == Protocol::V5 {
+            self.reason("one or more filters not authorized by policy")
+        } else {
+            None
+        };
+        self.push(Packet::SubAck(SubAck {
+            packet_id: s.packet_id,
+            codes,
+            reason_string,
+            ..Default::default()
+        }));
+        // Retained messages follow the SUBACK (queued to our own mailbox, in order).
+        let now = Instant::now();
+        for (filter, opts) in retained_for {
+            let mut expired = Vec::new();
+            for entry in self.shared.retained.iter() {
+                let msg = entry.value();
+                if !topic::matches(&filter, &msg.topic) {
+                    continue;
+                }
+                if msg.expired(now) {
+                    expired.push(msg.topic.clone());
+                    continue;
+                }
+                let d = Delivery {
+                    msg: Arc::clone(msg),
+                    qos: opts.qos.min(msg.qos),
+                    retain: true,
+                    sub_ids: opts.sub_id.into_iter().collect(),
+                };
+                let cfg = &self.shared.config;
+                if self
+                    .session
+                    .deliver(d, cfg.max_queued_messages, cfg.max_queued_bytes)
+                    .is_err()
+                {
+                    self.shared
+                        .stats
+                        .messages_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            for t in expired {
+                self.shared.retained.remove_if(&t, |_, m| m.expired(now));
+            }
+        }
+    }
+
+    fn on_unsubscribe(&mut self, u: Unsubscribe) {
+        let mut codes = Vec::with_capacity(u.filters.len());
+        for f in u.filters {
+            let existed = self.state.subscriptions.remove(&f).is_some();
+            if existed {
+                self.unroute(&f);
+                codes.push(ReasonCode::SUCCESS);
+            } else {
+                codes.push(ReasonCode::NO_SUBSCRIPTION_EXISTED);
+            }
+        }
+        self.push(Packet::UnsubAck(UnsubAck {
+            packet_id: u.packet_id,
+            codes,
+            ..Default::default()
+        }));
+    }
+
+    fn unroute(&self, filter: &str) {
+        unroute(&self.shared, filter, self.session.id);
+    }
+
+    fn window_open(&self) -> bool {
+        self.state.outbound.len() < self.inflight_limit
+    }
+
+    /// Move queued deliveries into the write buffer, within the in-flight window.
+    fn pump_mailbox(&mut self) {
+        let mut batch = std::mem::take(&mut self.batch);
+        {
+            let mut mb = self.session.mailbox.lock();
+            let mut window = self
+                .inflight_limit
+                .saturating_sub(self.state.outbound.len());
+            while batch.len() < MAX_BATCH {
+                let Some(front) = mb.queue.front() else { break };
+                if front.qos != QoS::AtMostOnce {
+                    if window == 0 {
+                        break;
+                    }
+                    window -= 1;
+                }
+                if let Some(d) = mb.queue.pop_front() {
+                    mb.bytes = mb.bytes.saturating_sub(d.msg.size());
+                    batch.push(d);
+                }
+            }
+        }
+        let now = Instant::now();
+        for d in batch.drain(..) {
+            if d.msg.expired(now) {
+                self.shared
+                    .stats
+                    .messages_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let packet_id = if d.qos == QoS::AtMostOnce {
+                0
+            } else {
+                match self.state.alloc_packet_id() {
+                    Some(id) => id,
+                    None => {
+                        self.shared
+                            .stats
+                            .messages_dropped
+                            .fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                }
+            };
+            if self.encode_delivery(&d, packet_id, false, now) && d.qos != QoS::AtMostOnce {
+                self.state
+                    .outbound
+                    .insert(packet_id, Outbound::Published(d));
+            }
+        }
+        self.batch = batch;
+    }
+
+    /// Encode one PUBLISH; false if it could not be sent (too large for the client).
+    fn encode_delivery(&mut self, d: &Delivery, packet_id: u16, dup: bool, now: Instant) -> bool {
+        let mut properties: PublishProperties = d.msg.props.clone();
+        if self.protocol == Protocol::V5 {
+            properties.subscription_identifiers.clone_from(&d.sub_ids);
+            properties.message_expiry_interval = d.msg.expires_at.map(|t| {
+                u32::try_from(t.saturating_duration_since(now).as_secs().max(1)).unwrap_or(u32::MAX)
+            });
+        }
+        let p = Packet::Publish(Publish {
+            dup,
+            qos: d.qos,
+            retain: d.retain,
+            topic: d.msg.topic.clone(),
+            packet_id,
+            payload: d.msg.payload.clone(),
+            properties,
+        });
+        if p.encoded_len(self.protocol) > self.client_max_packet {
+            // MQTT 5 3.1.2.25: discard, as if delivered.
+            self.shared
+                .stats
+                .messages_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        self.push(p);
+        self.shared
+            .stats
+            .messages_out
+            .fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    fn resend_inflight(&mut self) {
+        let now = Instant::now();
+        let pending: Vec<(u16, Outbound)> = self
+            .state
+            .outbound
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        for (pid, o) in pending {
+            match o {
+                Outbound::Published(d) => {
+                    if !self.encode_delivery(&d, pid, true, now) {
+                        self.state.outbound.remove(&pid);
+                    }
+                }
+                Outbound::Released => self.push(Packet::PubRel(PubResp {
+                    packet_id: pid,
+                    ..Default::default()
+                })),
+            }
+        }
+    }
+
+    /// Authorization inputs changed.
+    fn recheck(&mut self) -> Option<End> {
+        let auth = self.shared.auth.load_full();
+        if auth.revoked.contains(&self.peer.serial) {
+            let reason = "certificate revoked".to_owned();
+            self.push_disconnect(ReasonCode::ADMINISTRATIVE_ACTION, Some(reason.clone()));
+            return Some(End::Closed {
+                code: ReasonCode::ADMINISTRATIVE_ACTION,
+                reason,
+            });
+        }
+        let Some(groups) = auth.devices.get(&self.peer.device_id) else {
+            let reason = "device no longer registered".to_owned();
+            self.push_disconnect(ReasonCode::ADMINISTRATIVE_ACTION, Some(reason.clone()));
+            return Some(End::Closed {
+                code: ReasonCode::ADMINISTRATIVE_ACTION,
+                reason,
+            });
+        };
+        self.policy = auth.policy.compile(&Identity {
+            device_id: &self.peer.device_id,
+            groups,
+        });
+        let removed = self.recheck_subscriptions();
+        if removed > 0 && self.protocol == Protocol::V5 {
+            let reason = format!("{removed} subscription(s) no longer authorized by policy");
+            self.push_disconnect(ReasonCode::NOT_AUTHORIZED, Some(reason.clone()));
+            return Some(End::Closed {
+                code: ReasonCode::NOT_AUTHORIZED,
+                reason,
+            });
+        }
+        None
+    }
+
+    /// Drop subscriptions the policy no longer allows, and queued messages the device may no
+    /// longer read. Returns how many subscriptions were removed.
+    fn recheck_subscriptions(&mut self) -> usize {
+        let denied: Vec<ByteString> = self
+            .state
+            .subscriptions
+            .keys()
+            .filter(|f| {
+                let inner = topic::parse_shared(f).map_or(&***f, |(_, i)| i);
+                !self.policy.can_subscribe(inner)
+            })
+            .cloned()
+            .collect();
+        for f in &denied {
+            self.state.subscriptions.remove(f);
+            self.unroute(f);
+            self.shared.emit(EventKind::SubscriptionRevoked {
+                device: self.peer.device_id.clone(),
+                filter: f.to_string(),
+            });
+        }
+        if !denied.is_empty() {
+            let policy = &self.policy;
+            self.session
+                .retain_queued(|d| policy.can_subscribe(&d.msg.topic));
+        }
+        denied.len()
+    }
+
+    /// After the loop: hand the session back, publish the will if due, emit the event.
+    fn finish(self, end: End) {
+        let Conn {
+            shared,
+            peer,
+            session,
+            mut state,
+            will,
+            policy,
+            ..
+        } = self;
+        let (reason, will_due, takeover) = match end {
+            End::Client { will } => ("client disconnect".to_owned(), will, None),
+            End::Io(e) => (format!("network: {e}"), true, None),
+            End::Protocol {
+                code,
+                detail,
+                malformed,
+            } => {
+                if malformed {
+                    shared.emit(EventKind::MalformedPacket {
+                        device: peer.device_id.clone(),
+                        addr: peer.addr,
+                        error: detail.clone(),
+                        reason_code: code.0,
+                    });
+                } else {
+                    shared.emit(EventKind::ProtocolViolation {
+                        device: peer.device_id.clone(),
+                        detail: detail.clone(),
+                        reason_code: code.0,
+                    });
+                }
+                (format!("protocol error: {detail}"), true, None)
+            }
+            End::KeepAlive => {
+                shared.emit(EventKind::ProtocolViolation {
+                    device: peer.device_id.clone(),
+                    detail: "keep-alive timeout".into(),
+                    reason_code: ReasonCode::KEEP_ALIVE_TIMEOUT.0,
+                });
+                ("keep-alive timeout".to_owned(), true, None)
+            }
+            End::Closed { code, reason } => {
+                shared.emit(EventKind::SessionClosed {
+                    device: peer.device_id.clone(),
+                    client_id: session.client_id.to_string(),
+                    reason: format!("{reason} (0x{:02x})", code.0),
+                });
+                (reason, false, None)
+            }
+            End::TakenOver(ack) => {
+                shared.emit(EventKind::SessionTakenOver {
+                    device: peer.device_id.clone(),
+                    client_id: session.client_id.to_string(),
+                });
+                ("session taken over".to_owned(), true, Some(ack))
+            }
+        };
+        let will = will.filter(|_| will_due);
+        let will_published = will.is_some();
+        let expiry = state.expiry_interval;
+        let generation = session.generation.load(Ordering::Acquire);
+
+        // Detach.
+        {
+            let _reg = shared.sessions.lock();
+            session.set_online(false);
+            *session.control.lock() = None;
+            // QoS 0 messages are not kept for offline sessions.
+            session.retain_queued(|d| d.qos != QoS::AtMostOnce);
+            state.inbound_qos2.shrink_to_fit();
+            let subs: Vec<ByteString> = state.subscriptions.keys().cloned().collect();
+            *session.state.lock() = Some(state);
+            if expiry == 0 && takeover.is_none() {
+                drop(_reg);
+                destroy_session(&shared, &session, &subs);
+            }
+        }
+        if let Some(ack) = takeover {
+            let _ = ack.send(());
+        }
+        if let Some(w) = will {
+            let delay = w.properties.will_delay_interval.unwrap_or(0).min(expiry);
+            let shared2 = Arc::clone(&shared);
+            let session2 = Arc::clone(&session);
+            if delay == 0 {
+                publish_will(&shared, &session, &policy, w);
+            } else {
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(u64::from(delay))).await;
+                    if session2.generation.load(Ordering::Acquire) == generation
+                        && !session2.is_online()
+                    {
+                        publish_will(&shared2, &session2, &policy, w);
+                    }
+                });
+            }
+        }
+        if expiry > 0 {
+            let shared2 = Arc::clone(&shared);
+            let session2 = Arc::clone(&session);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(u64::from(expiry))).await;
+                if session2.generation.load(Ordering::Acquire) == generation
+                    && !session2.is_online()
+                {
+                    let subs: Vec<ByteString> = session2
+                        .state
+                        .lock()
+                        .as_ref()
+                        .map(|s| s.subscriptions.keys().cloned().collect())
+                        .unwrap_or_default();
+                    destroy_session(&shared2, &session2, &subs);
+                }
+            });
+        }
+        tracing::info!(device = %peer.device_id, %reason, will_published, "disconnected");
+        shared.emit(EventKind::Disconnected {
+            device: peer.device_id,
+            client_id: session.client_id.to_string(),
+            reason,
+            will_published,
+        });
+    }
+}
+
+fn unroute(shared: &Shared, filter: &str, session_id: u64) {
+    match topic::parse_shared(filter) {
+        Some((g, inner)) => shared.router.unsubscribe(inner, Some(g), session_id),
+        None => shared.router.unsubscribe(filter, None, session_id),
+    };
+}
+
+/// Remove a session and all its subscriptions, if it is still the registered one.
+fn destroy_session(shared: &Shared, session: &Arc<Session>, subs: &[ByteString]) {
+    {
+        let mut reg = shared.sessions.lock();
+        match reg.get(&session.key) {
+            Some(s) if Arc::ptr_eq(s, session) && !s.is_online() => {
+                reg.remove(&session.key);
+            }
+            _ => return,
+        }
+    }
+    for f in subs {
+        unroute(shared, f, session.id);
+    }
+    session.retain_queued(|_| false);
+}
+
+fn publish_will(shared: &Shared, session: &Session, policy: &CompiledPolicy, w: Will) {
+    // The will was authorized at CONNECT; check again against the policy of that moment.
+    if !policy.can_publish(&w.topic) {
+        shared.emit(EventKind::PublishDenied {
+            device: session.device_id.to_string(),
+            topic: w.topic.to_string(),
+            qos: w.qos as u8,
+            what: "will",
+        });
+        return;
+    }
+    let now = Instant::now();
+    let props = PublishProperties {
+        payload_format_indicator: w.properties.payload_format_indicator,
+        content_type: w.properties.content_type,
+        response_topic: w.properties.response_topic,
+        correlation_data: w.properties.correlation_data,
+        user_properties: w.properties.user_properties,
+        ..Default::default()
+    };
+    let msg = Arc::new(Message {
+        topic: w.topic,
+        payload: w.payload,
+        props,
+        qos: w.qos,
+        retain: w.retain,
+        expires_at: w
+            .properties
+            .message_expiry_interval
+            .map(|s| now + Duration::from_secs(u64::from(s))),
+        from_session: session.id,
+    });
+    if msg.retain {
+        shared.retain(&msg);
+    }
+    shared.route(&msg, &mut Vec::new());
+}
+
+/// Find or create the session for (device, client id), taking it over from a live connection.
+async fn attach(
+    shared: &Arc<Shared>,
+    device_id: &str,
+    client_id: &str,
+    clean_start: bool,
+    ctrl: mpsc::UnboundedSender<Control>,
+) -> (Arc<Session>, SessionState, bool) {
+    let key = session_key(device_id, client_id);
+    for _ in 0..10 {
+        // A live connection holds the session: ask it to hand over, and wait.
+        let live = {
+            let reg = shared.sessions.lock();
+            reg.get(&key).filter(|s| s.is_online()).cloned()
+        };
+        if let Some(s) = live {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if s.send_control(Control::TakeOver(tx)) {
+                let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
+            } else {
+                tokio::task::yield_now().await;
+            }
+            continue;
+        }
+        let mut reg = shared.sessions.lock();
+        let existing = reg.get(&key).cloned();
+        match existing {
+            Some(s) if s.is_online() => continue,
+            Some(s) if !clean_start => {
+                let state = s.state.lock().take().unwrap_or_default();
+                s.generation.fetch_add(1, Ordering::AcqRel);
+                *s.control.lock() = Some(ctrl);
+                s.set_online(true);
+                return (s, state, true);
+            }
+            Some(s) => {
+                reg.remove(&key);
+                drop(reg);
+                let subs: Vec<ByteString> = s
+                    .state
+                    .lock()
+                    .take()
+                    .map(|st| st.subscriptions.into_keys().collect())
+                    .unwrap_or_default();
+                for f in &subs {
+                    unroute(shared, f, s.id);
+                }
+                s.retain_queued(|_| false);
+                reg = shared.sessions.lock();
+                if reg.contains_key(&key) {
+                    continue;
+                }
+                return insert_new(shared, &mut reg, key, device_id, client_id, ctrl);
+            }
+            None => return insert_new(shared, &mut reg, key, device_id, client_id, ctrl),
+        }
+    }
+    // Could not settle a takeover race: start afresh under a new session object.
+    let mut reg = shared.sessions.lock();
+    insert_new(shared, &mut reg, key, device_id, client_id, ctrl)
+}
+
+fn insert_new(
+    shared: &Shared,
+    reg: &mut std::collections::HashMap<Arc<str>, Arc<Session>>,
+    key: Arc<str>,
+    device_id: &str,
+    client_id: &str,
+    ctrl: mpsc::UnboundedSender<Control>,
+) -> (Arc<Session>, SessionState, bool) {
+    let s = Arc::new(Session::new(shared.new_session_id(), device_id, client_id));
+    let state = s.state.lock().take().unwrap_or_default();
+    s.generation.fetch_add(1, Ordering::AcqRel);
+    *s.control.lock() = Some(ctrl);
+    s.set_online(true);
+    reg.insert(key, Arc::clone(&s));
+    (s, state, false)
+}

@@ -1,0 +1,203 @@
+//! Human-readable explanation of one decision (`tollgate policy explain`).
+
+use std::fmt;
+
+use crate::compiled::{expand, rule_applies};
+use crate::parse::RuleInternal;
+use crate::pattern::{self, Pattern};
+use crate::{Action, Effect, Identity, Rule, Who};
+
+/// The explanation of a decision: the verdict and the reasoning behind it.
+///
+/// `steps` lists, one line each, the identity and action, every rule and
+/// whether it applies to the identity, and for applicable rules every pattern
+/// of the action and whether it matched. The last step is always the verdict
+/// line, which starts with `=> `.
+#[derive(Debug, Clone)]
+pub struct Explanation {
+    pub allowed: bool,
+    pub steps: Vec<String>,
+}
+
+impl fmt::Display for Explanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, step) in self.steps.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            f.write_str(step)?;
+        }
+        let has_verdict = self.steps.last().is_some_and(|s| s.starts_with("=> "));
+        if !has_verdict {
+            if !self.steps.is_empty() {
+                f.write_str("\n")?;
+            }
+            f.write_str(if self.allowed {
+                "=> ALLOWED"
+            } else {
+                "=> DENIED"
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// `allow[1] (sensors-telemetry)`, or just `allow[1]` when the rule has no id.
+pub(crate) fn rule_name(rule: &Rule, internal: &RuleInternal) -> String {
+    if rule.id == internal.label {
+        internal.label.clone()
+    } else {
+        format!("{} ({})", internal.label, rule.id)
+    }
+}
+
+pub(crate) fn who_text(who: &Who) -> String {
+    match who {
+        Who::Any => "*".to_string(),
+        Who::Device(id) => format!("device:{id}"),
+        Who::Group(group) => format!("group:{group}"),
+    }
+}
+
+pub(crate) fn explain(
+    rules: &[(Rule, RuleInternal)],
+    identity: &Identity<'_>,
+    action: Action,
+    topic: &str,
+) -> Explanation {
+    let mut steps = Vec::new();
+    let groups = if identity.groups.is_empty() {
+        "no groups".to_string()
+    } else {
+        format!("groups: {}", identity.groups.join(", "))
+    };
+    steps.push(format!(
+        "identity: device `{}`, {groups}",
+        identity.device_id
+    ));
+    let (verb, check) = match action {
+        Action::Publish => ("publish to topic", pattern::check_topic_name(topic)),
+        Action::Subscribe => ("subscribe to filter", pattern::check_filter(topic)),
+    };
+    steps.push(format!("action: {verb} `{topic}`"));
+    if let Err(why) = check {
+        steps.push(format!("=> DENIED: `{topic}` is invalid: {why}"));
+        return Explanation {
+            allowed: false,
+            steps,
+        };
+    }
+    if rules.is_empty() {
+        steps.push("the policy has no rules".to_string());
+    }
+
+    let mut allowed_by = None;
+    let mut denied_by = None;
+    for (rule, internal) in rules {
+        let name = rule_name(rule, internal);
+        let Some(who) = rule_applies(rule, identity) else {
+            let whos: Vec<String> = rule.who.iter().map(who_text).collect();
+            steps.push(format!(
+                "{name}, line {}: does not apply (who: {})",
+                rule.line,
+                whos.join(", ")
+            ));
+            continue;
+        };
+        let templates = match action {
+            Action::Publish => &internal.publish,
+            Action::Subscribe => &internal.subscribe,
+        };
+        let action_key = match action {
+            Action::Publish => "publish",
+            Action::Subscribe => "subscribe",
+        };
+        if templates.is_empty() {
+            steps.push(format!(
+                "{name}, line {}: applies (who {}), but has no {action_key} patterns",
+                rule.line,
+                who_text(who)
+            ));
+            continue;
+        }
+        steps.push(format!(
+            "{name}, line {}: applies (who {})",
+            rule.line,
+            who_text(who)
+        ));
+        let mut hit = false;
+        for template in templates {
+            for expanded in expand(template, rule.effect, identity) {
+                match expanded {
+                    Err(why) => steps.push(format!(
+                        "  {action_key} `{}`: not usable for this identity: {why}",
+                        template.raw
+                    )),
+                    Ok(p) => {
+                        let (ok, verdict) = judge(&p, rule.effect, action, topic);
+                        hit |= ok;
+                        let shown = p.to_string();
+                        if !template.has_variables() {
+                            steps.push(format!("  {action_key} `{}`: {verdict}", template.raw));
+                        } else if shown == template.raw {
+                            steps.push(format!("  {action_key} `{shown}`: {verdict}"));
+                        } else {
+                            steps.push(format!(
+                                "  {action_key} `{}` -> `{shown}`: {verdict}",
+                                template.raw
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        if hit {
+            match rule.effect {
+                Effect::Allow => {
+                    allowed_by.get_or_insert_with(|| name.clone());
+                }
+                Effect::Deny => {
+                    denied_by.get_or_insert_with(|| name.clone());
+                }
+            }
+        }
+    }
+
+    let (allowed, verdict) = match (denied_by, allowed_by) {
+        (Some(deny), _) => (false, format!("=> DENIED by {deny}")),
+        (None, Some(allow)) => (true, format!("=> ALLOWED by {allow}")),
+        (None, None) => (
+            false,
+            "=> DENIED: no rule grants it (default deny)".to_string(),
+        ),
+    };
+    steps.push(verdict);
+    Explanation { allowed, steps }
+}
+
+/// Whether one expanded pattern decides the action, with the wording.
+fn judge(p: &Pattern, effect: Effect, action: Action, topic: &str) -> (bool, &'static str) {
+    match (action, effect) {
+        (Action::Publish, _) => {
+            if pattern::matches(&p.levels, topic) {
+                (true, "matches")
+            } else {
+                (false, "does not match")
+            }
+        }
+        (Action::Subscribe, Effect::Allow) => {
+            if pattern::covers(&p.levels, topic) {
+                (true, "covers the filter")
+            } else {
+                (false, "does not cover the filter")
+            }
+        }
+        (Action::Subscribe, Effect::Deny) => {
+            if pattern::intersects(&p.levels, topic) {
+                (true, "overlaps the filter")
+            } else {
+                (false, "does not overlap the filter")
+            }
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! `tollgate.toml`: raw configuration, validated into [`Config`] before anything uses it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use tollgate_broker::{BrokerConfig, ClientIdRule};
+
+/// The whole configuration file. Every key is optional; unknown keys are errors.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    pub mqtt: MqttSection,
+    pub admin: AdminSection,
+    pub tls: TlsSection,
+    pub policy: PolicySection,
+    pub devices: DevicesSection,
+    pub log: LogSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttSection {
+    pub listen: SocketAddr,
+    pub max_packet_size: u32,
+    pub receive_maximum: u16,
+    pub max_inflight: u16,
+    pub max_queued_messages: usize,
+    pub max_queued_bytes: usize,
+    pub topic_alias_maximum: u16,
+    pub max_keep_alive: u16,
+    pub max_session_expiry_secs: u32,
+    pub client_id: String,
+    pub handshake_timeout_secs: u64,
+    pub max_handshakes_per_ip: usize,
+    pub max_connections: usize,
+}
+
+impl Default for MqttSection {
+    fn default() -> Self {
+        let b = BrokerConfig::default();
+        MqttSection {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8883)),
+            max_packet_size: b.max_packet_size,
+            receive_maximum: b.receive_maximum,
+            max_inflight: b.max_inflight,
+            max_queued_messages: b.max_queued_messages,
+            max_queued_bytes: b.max_queued_bytes,
+            topic_alias_maximum: b.topic_alias_maximum,
+            max_keep_alive: b.max_keep_alive,
+            max_session_expiry_secs: b.max_session_expiry,
+            client_id: "exact".into(),
+            handshake_timeout_secs: 10,
+            max_handshakes_per_ip: 64,
+            max_connections: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        AdminSection {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    pub min_version: String,
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        TlsSection {
+            min_version: "1.2".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicySection {
+    pub file: PathBuf,
+    pub watch_interval_ms: u64,
+}
+
+impl Default for PolicySection {
+    fn default() -> Self {
+        PolicySection {
+            file: PathBuf::from("policy.toml"),
+            watch_interval_ms: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DevicesSection {
+    pub cert_lifetime_days: u32,
+}
+
+impl Default for DevicesSection {
+    fn default() -> Self {
+        DevicesSection {
+            cert_lifetime_days: 90,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    pub events_file: PathBuf,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            events_file: PathBuf::from("events.log"),
+        }
+    }
+}
+
+/// Validated, resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data: PathBuf,
+    pub mqtt_listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub broker: BrokerConfig,
+    pub handshake_timeout: Duration,
+    pub max_handshakes_per_ip: usize,
+    pub max_connections: usize,
+    pub tls13_only: bool,
+    pub policy_file: PathBuf,
+    pub policy_watch: Duration,
+    pub cert_lifetime: time::Duration,
+    pub events_file: PathBuf,
+}
+
+impl Config {
+    /// Read `file` (or `DATA/tollgate.toml` when present) and resolve paths against `data`.
+    pub fn load(data: &Path, file: Option<&Path>) -> Result<Config> {
+        let default_path = data.join("tollgate.toml");
+        let path = file
+            .map(Path::to_path_buf)
+            .or_else(|| default_path.exists().then_some(default_path));
+        let raw: FileConfig = match &path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading {}", p.display()))?;
+                toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        Config::resolve(data, raw)
+    }
+
+    fn resolve(data: &Path, raw: FileConfig) -> Result<Config> {
+        let m = raw.mqtt;
+        let client_id_rule = match m.client_id.as_str() {
+            "exact" => ClientIdRule::Exact,
+            "prefix" => ClientIdRule::Prefix,
+            "any" => ClientIdRule::Any,
+            other => {
+                bail!("mqtt.client_id: {other:?} is not one of \"exact\", \"prefix\", \"any\"")
+            }
+        };
+        if m.max_packet_size < 64 {
+            bail!("mqtt.max_packet_size must be at least 64 bytes");
+        }
+        if m.receive_maximum == 0 || m.max_inflight == 0 {
+            bail!("mqtt.receive_maximum and mqtt.max_inflight must be at least 1");
+        }
+        if m.handshake_timeout_secs == 0 {
+            bail!("mqtt.handshake_timeout_secs must be at least 1");
+        }
+        let tls13_only = match raw.tls.min_version.as_str() {
+            "1.2" => false,
+            "1.3" => true,
+            other => bail!("tls.min_version: {other:?} is not \"1.2\" or \"1.3\""),
+        };
+        let handshake_timeout = Duration::from_secs(m.handshake_timeout_secs);
+        let broker = BrokerConfig {
+            max_packet_size: m.max_packet_size,
+            receive_maximum: m.receive_maximum,
+            max_inflight: m.max_inflight,
+            max_queued_messages: m.max_queued_messages.max(1),
+            max_queued_bytes: m.max_queued_bytes.max(1024),
+            topic_alias_maximum: m.topic_alias_maximum,
+            max_keep_alive: m.max_keep_alive,
+            max_session_expiry: m.max_session_expiry_secs,
+            client_id_rule,
+            connect_timeout: handshake_timeout,
+        };
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { data.join(p) };
+        Ok(Config {
+            data: data.to_path_buf(),
+            mqtt_listen: m.listen,
+            admin_listen: raw.admin.listen,
+            broker,
+            handshake_timeout,
+            max_handshakes_per_ip: m.max_handshakes_per_ip.max(1),
+            max_connections: m.max_connections.max(1),
+            tls13_only,
+            policy_file: resolve(raw.policy.file),
+            policy_watch: Duration::from_millis(raw.policy.watch_interval_ms.max(50)),
+            cert_lifetime: time::Duration::days(i64::from(raw.devices.cert_lifetime_days.max(1))),
+            events_file: resolve(raw.log.events_file),
+        })
+    }
+}
+
+/// The commented default configuration written by `tollgate init`.
+pub fn default_config_toml(names: &[String], ips: &[IpAddr]) -> String {
+    let names = names
+        .iter()
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let ips = ips
+        .iter()
+        .map(|n| format!("\"{n}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        r#"# Tollgate configuration. Every key is optional; the values shown are the defaults.
+# Full reference: docs/configuration.md. Command-line flags override this file.
+#
+# The server certificate was issued for DNS names [{names}] and IP addresses [{ips}].
+# (Re-issue it with `tollgate init` on a new data directory if you need other names.)
+
+[mqtt]
+# MQTT over TLS with client certificates. There is no plaintext listener.
+listen = "0.0.0.0:8883"
+max_packet_size = 1048576        # bytes; larger packets get DISCONNECT 0x95
+receive_maximum = 1024           # unreleased incoming QoS 2 messages per client
+max_inflight = 1024              # unacknowledged outgoing QoS 1/2 messages per client
+max_queued_messages = 10000      # per session; further messages are dropped and counted
+max_queued_bytes = 67108864      # per session
+topic_alias_maximum = 64         # MQTT 5 topic aliases a client may use
+max_keep_alive = 0               # seconds; 0 accepts the client's value
+max_session_expiry_secs = 604800 # cap on session expiry; also 3.1.1 persistent sessions
+client_id = "exact"              # "exact": client id = certificate device id; "prefix"; "any"
+handshake_timeout_secs = 10      # TLS handshake + CONNECT must finish within this
+max_handshakes_per_ip = 64       # concurrent unfinished handshakes per source address
+max_connections = 100000
+
+[admin]
+# Admin API over HTTPS; requires the admin client certificate.
+listen = "127.0.0.1:8443"
+
+[tls]
+min_version = "1.2"              # "1.2" (ECDHE + AEAD suites only) or "1.3"
+
+[policy]
+file = "policy.toml"             # reloaded on change and on SIGHUP
+watch_interval_ms = 1000
+
+[devices]
+cert_lifetime_days = 90
+
+[log]
+events_file = "events.log"       # security events, one JSON object per line
+"#
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_file_parses_to_the_defaults() {
+        let raw: FileConfig =
+            toml::from_str(&default_config_toml(&["localhost".into()], &[])).unwrap();
+        let c = Config::resolve(Path::new("/d"), raw).unwrap();
+        assert_eq!(c.mqtt_listen.port(), 8883);
+        assert_eq!(c.policy_file, Path::new("/d/policy.toml"));
+        assert!(!c.tls13_only);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        assert!(toml::from_str::<FileConfig>("[mqtt]\nlisten_addr = 1").is_err());
+        let raw: FileConfig = toml::from_str("[mqtt]\nclient_id = \"sometimes\"").unwrap();
+        assert!(Config::resolve(Path::new("/d"), raw).is_err());
+    }
+}

@@ -1,0 +1,213 @@
+//! The MQTT listener: TCP accept, limits on unfinished handshakes, TLS with client
+//! certificates, identity from the verified certificate, then the broker takes over.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tollgate_broker::{Broker, PeerIdentity};
+use tollgate_events::{EventBus, EventKind, RefusalReason};
+use tollgate_pki::Role;
+
+use crate::config::Config;
+
+/// Counts unfinished handshakes per source address.
+#[derive(Default)]
+struct Pending {
+    by_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+struct PendingGuard {
+    pending: Arc<Pending>,
+    ip: IpAddr,
+}
+
+impl Pending {
+    fn enter(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<PendingGuard> {
+        let mut m = self.by_ip.lock();
+        let n = m.entry(ip).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(PendingGuard {
+            pending: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        let mut m = self.pending.by_ip.lock();
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+pub struct MqttListener {
+    pub listener: TcpListener,
+    pub acceptor: TlsAcceptor,
+    pub broker: Broker,
+    pub events: EventBus,
+    pub handshake_timeout: Duration,
+    pub max_handshakes_per_ip: usize,
+    pub connections: Arc<Semaphore>,
+}
+
+impl MqttListener {
+    pub fn new(
+        listener: TcpListener,
+        acceptor: TlsAcceptor,
+        broker: Broker,
+        events: EventBus,
+        cfg: &Config,
+    ) -> Self {
+        MqttListener {
+            listener,
+            acceptor,
+            broker,
+            events,
+            handshake_timeout: cfg.handshake_timeout,
+            max_handshakes_per_ip: cfg.max_handshakes_per_ip,
+            connections: Arc::new(Semaphore::new(cfg.max_connections)),
+        }
+    }
+
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let pending = Arc::new(Pending::default());
+        let this = Arc::new(self);
+        loop {
+            let (tcp, addr) = tokio::select! {
+                r = this.listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!("accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = shutdown.changed() => return,
+            };
+            let Some(guard) = pending.enter(addr.ip(), this.max_handshakes_per_ip) else {
+                this.refuse(
+                    addr,
+                    None,
+                    RefusalReason::TooManyHandshakes,
+                    "too many unfinished handshakes from this address".into(),
+                );
+                continue;
+            };
+            let Ok(permit) = Arc::clone(&this.connections).try_acquire_owned() else {
+                tracing::warn!(%addr, "connection limit reached");
+                continue;
+            };
+            let this = Arc::clone(&this);
+            tokio::spawn(async move {
+                this.handle(tcp, addr, guard).await;
+                drop(permit);
+            });
+        }
+    }
+
+    fn refuse(
+        &self,
+        addr: SocketAddr,
+        device: Option<String>,
+        reason: RefusalReason,
+        detail: String,
+    ) {
+        tracing::info!(%addr, ?reason, %detail, "connection refused");
+        self.events.emit(EventKind::ConnectionRefused {
+            addr: Some(addr),
+            device,
+            reason,
+            detail,
+        });
+    }
+
+    async fn handle(&self, tcp: TcpStream, addr: SocketAddr, guard: PendingGuard) {
+        let _ = tcp.set_nodelay(true);
+        let started = tokio::time::Instant::now();
+        let tls =
+            match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    let (reason, detail) = crate::tls::classify_handshake_error(&e);
+                    self.refuse(addr, None, reason, detail);
+                    return;
+                }
+                Err(_) => {
+                    self.refuse(
+                        addr,
+                        None,
+                        RefusalReason::Timeout,
+                        "TLS handshake did not finish in time".into(),
+                    );
+                    return;
+                }
+            };
+        drop(guard);
+        let conn = tls.get_ref().1;
+        let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+        let info = conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| tollgate_pki::parse_certificate(c));
+        let info = match info {
+            Some(Ok(i)) => i,
+            Some(Err(e)) => {
+                self.refuse(addr, None, RefusalReason::BadCertificate, e.to_string());
+                return;
+            }
+            None => {
+                self.refuse(
+                    addr,
+                    None,
+                    RefusalReason::NoCertificate,
+                    "no client certificate".into(),
+                );
+                return;
+            }
+        };
+        let device_id = match info.role {
+            Role::Device(id) => id,
+            Role::Admin(name) => {
+                self.refuse(
+                    addr,
+                    Some(name),
+                    RefusalReason::BadCertificate,
+                    "admin certificates cannot connect to MQTT".into(),
+                );
+                return;
+            }
+            Role::Other => {
+                self.refuse(
+                    addr,
+                    None,
+                    RefusalReason::BadCertificate,
+                    "certificate names no device".into(),
+                );
+                return;
+            }
+        };
+        let peer = PeerIdentity {
+            device_id,
+            serial: info.serial,
+            addr: Some(addr),
+            tls_resumed: resumed,
+            connect_deadline: Some(started + self.handshake_timeout),
+        };
+        self.broker.serve(tls, peer).await;
+    }
+}

@@ -1,0 +1,142 @@
+//! `tollgate serve`: wire the crates together, run until SIGINT/SIGTERM, shut down cleanly.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tollgate_broker::{AuthSnapshot, Broker};
+use tollgate_events::EventBus;
+
+use crate::config::Config;
+use crate::control::ControlPlane;
+use crate::datadir::{Addresses, Layout};
+use crate::listener::MqttListener;
+
+/// The address the CLI should dial for a listener bound to `a`.
+fn dialable(a: SocketAddr) -> SocketAddr {
+    if a.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], a.port()))
+    } else {
+        a
+    }
+}
+
+pub async fn serve(cfg: Config) -> Result<()> {
+    let l = Layout::new(&cfg.data);
+    let (events, stream) = EventBus::new(16 * 1024);
+    let event_writer = tokio::spawn(crate::eventlog::run(stream, cfg.events_file.clone()));
+
+    let broker = Broker::new(cfg.broker.clone(), events.clone(), AuthSnapshot::deny_all());
+    let cp = ControlPlane::open(&cfg, broker.clone(), events.clone())?;
+
+    let revoked: crate::tls::RevocationCheck = {
+        let b = broker.clone();
+        Arc::new(move |serial: &str| b.auth().revoked.contains(serial))
+    };
+    let issuing = l.issuing_ca_cert();
+    let mqtt_tls = crate::tls::server_config(
+        &l.server_cert(),
+        &l.server_key(),
+        &[&issuing],
+        cfg.tls13_only,
+        Arc::clone(&revoked),
+    )?;
+    let admin_tls = crate::tls::server_config(
+        &l.server_cert(),
+        &l.server_key(),
+        &[&issuing],
+        false,
+        revoked,
+    )?;
+
+    let mqtt = TcpListener::bind(cfg.mqtt_listen)
+        .await
+        .with_context(|| format!("binding MQTT listener {}", cfg.mqtt_listen))?;
+    let admin = TcpListener::bind(cfg.admin_listen)
+        .await
+        .with_context(|| format!("binding admin listener {}", cfg.admin_listen))?;
+    let mqtt_addr = mqtt.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+    let addrs = Addresses {
+        mqtt: dialable(mqtt_addr),
+        admin: dialable(admin_addr),
+        pid: std::process::id(),
+    };
+    crate::datadir::write_file(
+        &l.addresses(),
+        serde_json::to_string_pretty(&addrs)?.as_bytes(),
+        false,
+    )?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mqtt_task = tokio::spawn(
+        MqttListener::new(
+            mqtt,
+            TlsAcceptor::from(mqtt_tls),
+            broker.clone(),
+            events.clone(),
+            &cfg,
+        )
+        .run(stop_rx.clone()),
+    );
+    let admin_task = tokio::spawn(crate::admin::serve(
+        admin,
+        TlsAcceptor::from(admin_tls),
+        Arc::clone(&cp),
+        broker.clone(),
+        events.clone(),
+        stop_rx,
+    ));
+    let watcher = tokio::spawn(crate::control::watch_policy(
+        Arc::clone(&cp),
+        cfg.policy_watch,
+    ));
+
+    tracing::info!(mqtt = %mqtt_addr, admin = %admin_addr, data = %cfg.data.display(), "tollgate is serving (MQTT over mTLS only)");
+    eprintln!("tollgate: MQTT (mTLS) on {mqtt_addr}, admin API (HTTPS) on https://{admin_addr}");
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    broker.shutdown();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while broker.stats().connections.load(Ordering::Relaxed) > 0
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = std::fs::remove_file(l.addresses());
+    watcher.abort();
+    let _ = mqtt_task.await;
+    let _ = admin_task.await;
+    // Let the event writer drain what is queued.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    event_writer.abort();
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,188 @@
+//! TLS: server configurations for the MQTT and admin listeners, the client-certificate
+//! verifier that also consults the live revocation set, and the admin client configuration.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context, Result};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme,
+};
+use rustls_pki_types::pem::PemObject;
+use tollgate_events::RefusalReason;
+
+/// Answers "is this serial revoked right now?" from the control plane's live snapshot.
+pub type RevocationCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing {}", path.display()))?;
+    if certs.is_empty() {
+        return Err(anyhow!("{} holds no certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_file(path)
+        .with_context(|| format!("reading private key {}", path.display()))
+}
+
+fn roots(paths: &[&Path]) -> Result<RootCertStore> {
+    let mut store = RootCertStore::empty();
+    for p in paths {
+        for c in load_certs(p)? {
+            store
+                .add(c)
+                .with_context(|| format!("adding {} as a trust anchor", p.display()))?;
+        }
+    }
+    Ok(store)
+}
+
+/// Client-certificate verification: WebPKI chain and validity checks against the issuing CA,
+/// then the certificate's serial against the live revocation set.
+#[derive(Debug)]
+struct RevocationAwareVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    revoked: RevocationCheckDebug,
+}
+
+struct RevocationCheckDebug(RevocationCheck);
+
+impl std::fmt::Debug for RevocationCheckDebug {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RevocationCheck")
+    }
+}
+
+impl ClientCertVerifier for RevocationAwareVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let ok = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let info = tollgate_pki::parse_certificate(end_entity)
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        if (self.revoked.0)(&info.serial) {
+            return Err(rustls::Error::InvalidCertificate(CertificateError::Revoked));
+        }
+        Ok(ok)
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// A server configuration that requires a client certificate issued by `client_ca`.
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: &[&Path],
+    tls13_only: bool,
+    revoked: RevocationCheck,
+) -> Result<Arc<rustls::ServerConfig>> {
+    let provider = provider();
+    let inner = WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots(client_ca)?),
+        Arc::clone(&provider),
+    )
+    .build()
+    .context("building the client certificate verifier")?;
+    let verifier = Arc::new(RevocationAwareVerifier {
+        inner,
+        revoked: RevocationCheckDebug(revoked),
+    });
+    let versions: &[&rustls::SupportedProtocolVersion] = if tls13_only {
+        &[&rustls::version::TLS13]
+    } else {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    };
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .context("TLS protocol versions")?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(load_certs(cert)?, load_key(key)?)
+        .context("loading the server certificate and key")?;
+    // Resumption stays on (it is what makes reconnect storms cheap); every connection's serial,
+    // resumed or not, is checked against the live revocation set after the handshake.
+    cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(16 * 1024);
+    Ok(Arc::new(cfg))
+}
+
+/// Client configuration for the CLI talking to the admin API.
+pub fn admin_client_config(
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<rustls::ClientConfig>> {
+    let cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots(&[ca])?)
+        .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
+        .context("loading the admin certificate and key")?;
+    Ok(Arc::new(cfg))
+}
+
+/// Map a failed handshake to a refusal reason for the event log.
+pub fn classify_handshake_error(e: &io::Error) -> (RefusalReason, String) {
+    let detail = e.to_string();
+    let Some(err) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
+        return (RefusalReason::TlsError, detail);
+    };
+    let reason = match err {
+        rustls::Error::NoCertificatesPresented => RefusalReason::NoCertificate,
+        rustls::Error::InvalidCertificate(ce) => match ce {
+            CertificateError::UnknownIssuer => RefusalReason::UnknownCa,
+            CertificateError::Revoked => RefusalReason::Revoked,
+            CertificateError::Expired | CertificateError::NotValidYet => RefusalReason::Expired,
+            CertificateError::ExpiredContext { .. }
+            | CertificateError::NotValidYetContext { .. } => RefusalReason::Expired,
+            _ => RefusalReason::BadCertificate,
+        },
+        _ => RefusalReason::TlsError,
+    };
+    (reason, detail)
+}
