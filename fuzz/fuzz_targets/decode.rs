@@ -81,7 +81,11 @@ fn reencode(packet: &Packet, protocol: Protocol) {
     if let Err(e) = packet.encode(protocol, &mut out) {
         panic!("decoded {packet:?} does not re-encode: {e}");
     }
-    assert_eq!(out.len(), packet.encoded_len(protocol), "encoded_len is off");
+    assert_eq!(
+        out.len(),
+        packet.encoded_len(protocol),
+        "encoded_len is off"
+    );
     match decode(&mut out, Some(protocol), usize::MAX) {
         Ok(Some(again)) => assert_eq!(&again, packet, "re-encoded packet decodes differently"),
         other => panic!("re-encoded {packet:?} does not decode: {other:?}"),

@@ -19,6 +19,25 @@
 //!
 //! Decoding is zero-copy: the frame is split off the caller's [`BytesMut`] and frozen, and
 //! topics, payloads and binary fields of the decoded packet are slices of that frame.
+//!
+//! ```
+//! use tollgate_mqtt::{decode, BytesMut, Packet, Protocol, PubResp};
+//!
+//! // A 3.1.1 CONNECT, as the first bytes of a connection.
+//! let mut buf = BytesMut::from(&b"\x10\x0e\x00\x04MQTT\x04\x02\x00\x3c\x00\x02c1"[..]);
+//! let Some(Packet::Connect(connect)) = decode(&mut buf, None, 1 << 20)? else { panic!() };
+//! assert_eq!(connect.protocol, Protocol::V311);
+//! assert_eq!(&connect.client_id[..], "c1");
+//! assert!(buf.is_empty());
+//!
+//! // Replies are encoded for the connection's protocol.
+//! let puback = Packet::PubAck(PubResp { packet_id: 7, ..PubResp::default() });
+//! let mut out = BytesMut::new();
+//! puback.encode(connect.protocol, &mut out)?;
+//! assert_eq!(&out[..], b"\x40\x02\x00\x07");
+//! assert_eq!(out.len(), puback.encoded_len(connect.protocol));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod codec;
 mod error;

@@ -1,0 +1,343 @@
+//! The TLS front door: only valid, unrevoked certificates from our issuing CA get in.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::{Device, Server};
+use tollgate_pki::{CertProfile, Issuer, Validity};
+
+fn write_device(
+    dir: &std::path::Path,
+    id: &str,
+    cert: &str,
+    key: &str,
+    ca: &std::path::Path,
+) -> Device {
+    std::fs::create_dir_all(dir).unwrap();
+    let d = Device {
+        id: id.into(),
+        dir: dir.into(),
+        cert: dir.join("c.crt"),
+        key: dir.join("c.key"),
+        ca: ca.into(),
+    };
+    std::fs::write(&d.cert, cert).unwrap();
+    std::fs::write(&d.key, key).unwrap();
+    d
+}
+
+#[test]
+fn connecting_by_ip_address_works() {
+    // OpenSSL sends "127.0.0.1" as SNI; a strict server would refuse the handshake.
+    let s = Server::start();
+    let sensor = s.add_device("sensor-1", &["sensors"]);
+    let out = s.mosquitto_pub(
+        &sensor,
+        &["-t", "devices/sensor-1/telemetry", "-m", "by-ip", "-q", "1"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut args = s.mosq_args(&sensor);
+    args[1] = "localhost".into();
+    let out = Command::new("mosquitto_pub")
+        .args(&args)
+        .args(["-t", "devices/sensor-1/telemetry", "-m", "by-name"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn handshake_is_refused_without_a_certificate_for_a_foreign_ca_and_for_an_expired_certificate() {
+    let s = Server::start();
+    let sensor = s.add_device("sensor-1", &["sensors"]);
+    // No client certificate.
+    let out = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &s.mqtt_port.to_string(),
+            "--cafile",
+        ])
+        .arg(&sensor.ca)
+        .args([
+            "-i",
+            "sensor-1",
+            "-t",
+            "devices/sensor-1/telemetry",
+            "-m",
+            "x",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    s.wait_event("no certificate", |e| {
+        e["type"] == "connection_refused" && e["reason"] == "no_certificate"
+    });
+
+    // A certificate for the same device id from a CA we do not trust.
+    let foreign_root = Issuer::new_root("Foreign Root").unwrap();
+    let foreign = foreign_root.new_intermediate("Foreign Issuing").unwrap();
+    let issued = foreign
+        .issue(
+            &CertProfile::Device { id: "sensor-1" },
+            Validity::starting_now(time::Duration::days(1)),
+            None,
+        )
+        .unwrap();
+    let forged = write_device(
+        &s.root.join("forged"),
+        "sensor-1",
+        &issued.cert_pem,
+        issued.key_pem.as_deref().unwrap(),
+        &sensor.ca,
+    );
+    let out = s.mosquitto_pub(&forged, &["-t", "devices/sensor-1/telemetry", "-m", "x"]);
+    assert!(!out.status.success());
+    s.wait_event("unknown CA", |e| {
+        e["type"] == "connection_refused" && e["reason"] == "unknown_ca"
+    });
+
+    // An expired certificate from our own issuing CA.
+    let ca = Issuer::from_pem(
+        &std::fs::read_to_string(s.data.join("ca/issuing.crt")).unwrap(),
+        &std::fs::read_to_string(s.data.join("ca/issuing.key")).unwrap(),
+    )
+    .unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let expired = ca
+        .issue(
+            &CertProfile::Device { id: "sensor-1" },
+            Validity {
+                not_before: now - time::Duration::days(10),
+                not_after: now - time::Duration::days(1),
+            },
+            None,
+        )
+        .unwrap();
+    let old = write_device(
+        &s.root.join("expired"),
+        "sensor-1",
+        &expired.cert_pem,
+        expired.key_pem.as_deref().unwrap(),
+        &sensor.ca,
+    );
+    let out = s.mosquitto_pub(&old, &["-t", "devices/sensor-1/telemetry", "-m", "x"]);
+    assert!(!out.status.success());
+    s.wait_event("expired", |e| {
+        e["type"] == "connection_refused" && e["reason"] == "expired"
+    });
+
+    // The admin certificate is not a device.
+    let admin = write_device(
+        &s.root.join("admin"),
+        "admin",
+        &std::fs::read_to_string(s.data.join("admin/admin.crt")).unwrap(),
+        &std::fs::read_to_string(s.data.join("admin/admin.key")).unwrap(),
+        &sensor.ca,
+    );
+    let out = s.mosquitto_pub(&admin, &["-t", "devices/sensor-1/telemetry", "-m", "x"]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn a_plaintext_mqtt_connect_is_never_answered_with_connack() {
+    let s = Server::start();
+    let mut tcp = TcpStream::connect(("127.0.0.1", s.mqtt_port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // MQTT 3.1.1 CONNECT, client id "x", clean session, keep-alive 60.
+    tcp.write_all(&[
+        0x10, 0x0d, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3c, 0x00, 0x01, b'x',
+    ])
+    .unwrap();
+    let mut buf = Vec::new();
+    let _ = tcp.read_to_end(&mut buf);
+    assert!(
+        !buf.starts_with(&[0x20]),
+        "got something like a CONNACK: {buf:02x?}"
+    );
+    // Whatever came back (a TLS alert, or nothing) is not MQTT.
+    assert!(buf.is_empty() || buf[0] == 0x15, "{buf:02x?}");
+    s.wait_event("tls error", |e| {
+        e["type"] == "connection_refused" && e["reason"] == "tls_error"
+    });
+}
+
+#[test]
+fn revocation_cuts_live_sessions_within_one_second_and_bites_after_restart() {
+    let mut s = Server::start();
+    let backend = s.add_device("backend", &["backend"]);
+    let v311 = s.add_device("backend-3", &["backend"]);
+    let run = |dev: &Device, version: u8| {
+        let (port, dev) = (s.mqtt_port, dev.clone());
+        std::thread::spawn(move || {
+            support::run_paho(
+                json!({"host": "127.0.0.1", "port": port, "ca": dev.ca, "cert": dev.cert, "key": dev.key,
+                "steps": [{"op": "connect", "client_id": dev.id, "version": version},
+                          {"op": "subscribe", "filters": ["devices/+/telemetry"]},
+                          {"op": "wait_disconnect", "timeout": 15}]}),
+            )
+        })
+    };
+    let h5 = run(&backend, 5);
+    let h3 = run(&v311, 3);
+    std::thread::sleep(Duration::from_millis(1500));
+    let t0 = std::time::SystemTime::now();
+    s.revoke("backend");
+    s.revoke("backend-3");
+    let r5 = h5.join().unwrap();
+    let r3 = h3.join().unwrap();
+    assert_eq!(
+        r5[2]["disconnect"]["rc"], 0x98,
+        "v5 DISCONNECT administrative action: {r5:?}"
+    );
+    for r in [&r5, &r3] {
+        let at = r[2]["disconnect"]["at"].as_f64().expect("disconnected");
+        let t0s = t0
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!(at - t0s < 1.0, "closed {:.3}s after revoke", at - t0s);
+    }
+    s.wait_event("revoked", |e| {
+        e["type"] == "device_revoked" && e["device"] == "backend"
+    });
+    // Refused in the handshake from now on, and after a restart.
+    let out = s.mosquitto_pub(&backend, &["-t", "devices/backend/x", "-m", "x"]);
+    assert!(!out.status.success());
+    s.wait_event("refused revoked", |e| {
+        e["type"] == "connection_refused" && e["reason"] == "revoked"
+    });
+    s.stop();
+    s.spawn();
+    let out = s.mosquitto_pub(&backend, &["-t", "devices/backend/x", "-m", "x"]);
+    assert!(!out.status.success());
+    let list = s.cli(&["device", "list"]);
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("backend ") && l.contains("revoked")),
+        "{text}"
+    );
+}
+
+const RESUME_SCRIPT: &str = r#"
+import json, socket, ssl, sys, time, subprocess
+port, ca, cert, key, revoke_cmd = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.load_cert_chain(cert, key)
+CONNECT = bytes([0x10, 0x14, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 60, 0, 8]) + b"backend1"
+def session(sess=None):
+    raw = socket.create_connection(("127.0.0.1", int(port)), timeout=5)
+    s = ctx.wrap_socket(raw, server_hostname="localhost", session=sess)
+    s.sendall(CONNECT)
+    try:
+        data = s.recv(4)
+    except Exception as e:
+        data = b""
+    return s, data
+s, ack = session()
+time.sleep(0.2)
+first = s.session
+s.close()
+subprocess.run(revoke_cmd, check=True, capture_output=True)
+time.sleep(0.3)
+s2, ack2 = session(first)
+print(json.dumps({"first_ack": list(ack), "reused": s2.session_reused, "second_ack": list(ack2)}))
+"#;
+
+#[test]
+fn a_revoked_device_cannot_get_back_in_by_tls_resumption() {
+    let s = Server::start();
+    let dev = s.add_device("backend1", &["backend"]);
+    let mut revoke = vec![
+        support::BIN.to_string(),
+        "device".into(),
+        "revoke".into(),
+        "backend1".into(),
+        "--data".into(),
+    ];
+    revoke.push(s.data.display().to_string());
+    let out = Command::new("python3")
+        .args(["-c", RESUME_SCRIPT, &s.mqtt_port.to_string()])
+        .arg(&dev.ca)
+        .arg(&dev.cert)
+        .arg(&dev.key)
+        .args(&revoke)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["first_ack"],
+        json!([0x20, 2, 0, 0]),
+        "first connection accepted: {v}"
+    );
+    assert_eq!(
+        v["reused"], true,
+        "the second handshake resumed the TLS session: {v}"
+    );
+    // The resumed connection skips certificate verification, so the broker's serial check
+    // must refuse it: CONNACK 5 (not authorized), never 0.
+    assert_eq!(v["second_ack"], json!([0x20, 2, 0, 5]), "{v}");
+    s.wait_event("resumed refusal", |e| {
+        e["type"] == "connection_refused" && e["reason"] == "revoked"
+    });
+}
+
+#[test]
+fn handshakes_that_stall_are_closed_and_bounded_per_source_address() {
+    let s = Server::start_with(
+        &[
+            ("handshake_timeout_secs = 10", "handshake_timeout_secs = 1"),
+            ("max_handshakes_per_ip = 64", "max_handshakes_per_ip = 2"),
+        ],
+        support::EXAMPLE_POLICY,
+    );
+    let idle: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(("127.0.0.1", s.mqtt_port)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = TcpStream::connect(("127.0.0.1", s.mqtt_port)).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    assert_eq!(
+        third.read(&mut b).unwrap_or(0),
+        0,
+        "third concurrent handshake closed at once"
+    );
+    s.wait_event("too many", |e| {
+        e["type"] == "connection_refused" && e["reason"] == "too_many_handshakes"
+    });
+    let t0 = Instant::now();
+    for mut c in idle {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(c.read(&mut b).unwrap_or(0), 0);
+    }
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "stalled handshakes closed after the timeout"
+    );
+    s.wait_event("timeout", |e| {
+        e["type"] == "connection_refused" && e["reason"] == "timeout"
+    });
+}
