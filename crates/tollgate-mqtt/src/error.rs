@@ -119,6 +119,9 @@ impl DecodeError {
             | InvalidPropertyValue(_)
             | AuthDataWithoutMethod
             | InvalidReasonCode { .. }
+            // MQTT 5 3.8.3 / 3.10.3: a SUBSCRIBE or UNSUBSCRIBE without a filter is a Protocol Error.
+            | EmptySubscribe
+            | EmptyUnsubscribe
             | SharedSubscriptionNoLocal => ReasonCode::PROTOCOL_ERROR,
             MalformedRemainingLength
             | MalformedVarInt
@@ -129,8 +132,6 @@ impl DecodeError {
             | NullCharacter
             | InvalidQoS(_)
             | ZeroPacketId
-            | EmptySubscribe
-            | EmptyUnsubscribe
             | InvalidConnectFlags
             | InvalidConnAckFlags
             | InvalidProperty(_)

@@ -385,13 +385,13 @@ fn empty_subscribe() {
         &[0x82, 0x02, 0x00, 0x01],
         Some(V311),
         E::EmptySubscribe,
-        ReasonCode::MALFORMED_PACKET,
+        ReasonCode::PROTOCOL_ERROR,
     );
     expect(
         &[0x82, 0x03, 0x00, 0x01, 0x00],
         Some(V5),
         E::EmptySubscribe,
-        ReasonCode::MALFORMED_PACKET,
+        ReasonCode::PROTOCOL_ERROR,
     );
 }
 
@@ -401,13 +401,13 @@ fn empty_unsubscribe() {
         &[0xA2, 0x02, 0x00, 0x01],
         Some(V311),
         E::EmptyUnsubscribe,
-        ReasonCode::MALFORMED_PACKET,
+        ReasonCode::PROTOCOL_ERROR,
     );
     expect(
         &[0xA2, 0x03, 0x00, 0x01, 0x00],
         Some(V5),
         E::EmptyUnsubscribe,
-        ReasonCode::MALFORMED_PACKET,
+        ReasonCode::PROTOCOL_ERROR,
     );
 }
 
