@@ -1,6 +1,8 @@
 //! Hostile input: malformed packets end in a clean disconnect with the right reason code and
 //! an event, never a crash; a client that never sends CONNECT is closed.
 
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)] // test harness code: panics are test failures
+
 mod support;
 
 use std::process::Command;
@@ -124,7 +126,7 @@ fn a_corpus_of_malformed_packets_each_ends_in_a_clean_disconnect_and_an_event() 
         .filter(|e| e["type"] == "protocol_violation")
         .count();
     assert!(
-        malformed + violations >= corpus.len() + 1,
+        malformed + violations > corpus.len(),
         "one event per bad packet: {malformed} + {violations}"
     );
     // The broker is still serving.

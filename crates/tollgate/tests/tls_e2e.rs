@@ -1,5 +1,7 @@
 //! The TLS front door: only valid, unrevoked certificates from our issuing CA get in.
 
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)] // test harness code: panics are test failures
+
 mod support;
 
 use std::io::{Read, Write};
