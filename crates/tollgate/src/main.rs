@@ -275,7 +275,10 @@ async fn device(cmd: DeviceCommand) -> Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!("{:<32} {:<8} {:<10} GROUPS", "DEVICE", "STATUS", "CONNECTED");
+                println!(
+                    "{:<32} {:<8} {:<10} GROUPS",
+                    "DEVICE", "STATUS", "CONNECTED"
+                );
                 for d in v.as_array().into_iter().flatten() {
                     let s = |k: &str| d.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned();
                     let groups: Vec<String> = d

@@ -151,3 +151,27 @@ fn a_client_that_completes_tls_but_never_sends_connect_is_closed() {
         e["type"] == "connection_refused" && e["reason"] == "timeout"
     });
 }
+
+#[test]
+fn a_silent_client_is_disconnected_after_one_and_a_half_keep_alives() {
+    let s = Server::start();
+    let dev = s.add_device("sensor-1", &["sensors"]);
+    // CONNECT v5 with keep-alive 1 s, then silence: an empty "bad" payload sends nothing.
+    let script = PROBE.replace(
+        "bytes([5, 2, 0, 60, 0, 0, len(cid)])",
+        "bytes([5, 2, 0, 1, 0, 0, len(cid)])",
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script, &s.mqtt_port.to_string()])
+        .arg(&dev.ca)
+        .arg(&dev.cert)
+        .arg(&dev.key)
+        .args(["5", "", "1"])
+        .output()
+        .unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["after"][0], 0xE0, "{r}");
+    assert_eq!(r["after"][2], 0x8D, "keep-alive timeout: {r}");
+    let t = r["closed_after"].as_f64().unwrap();
+    assert!((1.3..3.0).contains(&t), "closed after {t}s");
+}

@@ -629,3 +629,151 @@ fn a_broken_policy_is_rejected_with_its_line_and_the_last_good_one_stays() {
         .unwrap();
     assert!(out.status.success());
 }
+
+#[test]
+fn v5_session_expiry_ends_a_session_and_keep_alive_is_enforced() {
+    let s = Server::start();
+    let backend = s.add_device("backend", &["backend"]);
+    let r = s.paho(
+        &backend,
+        json!([
+            {"op": "connect", "client_id": "backend", "clean": false, "session_expiry": 1},
+            {"op": "subscribe", "filters": ["devices/+/telemetry"], "qos": 1},
+            {"op": "disconnect"},
+            {"op": "sleep", "seconds": 2.5},
+            {"op": "connect", "client_id": "backend", "clean": false, "session_expiry": 1},
+            {"op": "disconnect"}
+        ]),
+    );
+    assert_eq!(
+        r[4]["session_present"], false,
+        "the session expired while away: {r:?}"
+    );
+    // Within its expiry, the session is still there.
+    let r = s.paho(
+        &backend,
+        json!([
+            {"op": "connect", "client_id": "backend", "clean": false, "session_expiry": 30},
+            {"op": "disconnect"},
+            {"op": "connect", "client_id": "backend", "clean": false, "session_expiry": 30},
+            {"op": "disconnect"}
+        ]),
+    );
+    assert_eq!(r[2]["session_present"], true, "{r:?}");
+}
+
+#[test]
+fn shutdown_tells_v5_clients_the_server_is_going_away() {
+    let mut s = Server::start();
+    let backend = s.add_device("backend", &["backend"]);
+    let h = std::thread::spawn({
+        let (port, dev) = (s.mqtt_port, backend.clone());
+        move || {
+            support::run_paho(
+                json!({"host": "127.0.0.1", "port": port, "ca": dev.ca, "cert": dev.cert, "key": dev.key,
+                "steps": [{"op": "connect", "client_id": "backend"}, {"op": "wait_disconnect", "timeout": 10}]}),
+            )
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    s.stop();
+    let r = h.join().unwrap();
+    assert_eq!(
+        r[1]["disconnect"]["rc"], 0x8B,
+        "server shutting down: {r:?}"
+    );
+}
+
+#[test]
+fn the_cli_reaches_the_admin_api_by_url_and_serve_initialises_a_missing_data_directory() {
+    let s = Server::start();
+    let url = format!("https://127.0.0.1:{}", s.admin_port);
+    let out = std::process::Command::new(support::BIN)
+        .args(["device", "list", "--json", "--server", &url, "--cert"])
+        .arg(s.data.join("admin/admin.crt"))
+        .arg("--key")
+        .arg(s.data.join("admin/admin.key"))
+        .arg("--cacert")
+        .arg(s.data.join("ca/root.crt"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(),
+        json!([])
+    );
+    // A device certificate is not an admin certificate.
+    let dev = s.add_device("sensor-1", &["sensors"]);
+    let out = std::process::Command::new(support::BIN)
+        .args(["device", "list", "--server", &url, "--cert"])
+        .arg(&dev.cert)
+        .arg("--key")
+        .arg(&dev.key)
+        .arg("--cacert")
+        .arg(&dev.ca)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("403"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.wait_event("admin denied", |e| e["type"] == "admin_denied");
+    // Bad requests get clear errors.
+    let out = s.cli(&["device", "add", "bad/id", "--out", "/tmp/never"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid device id"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = s.cli(&["device", "add", "sensor-1", "--out", "/tmp/never"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("409"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = s.cli(&["device", "revoke", "nobody"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("404"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // `serve` on a directory that does not exist initialises it and says how to connect.
+    let dir = support::temp_dir("fresh").join("data");
+    let mut child = std::process::Command::new(support::BIN)
+        .args(["serve", "--data"])
+        .arg(&dir)
+        .args([
+            "--mqtt-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !dir.join("run/addresses.json").exists() {
+        assert!(std::time::Instant::now() < deadline, "serve did not start");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("Initialised") && err.contains("ca/root.key") && err.contains("mosquitto_pub"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir.parent().unwrap());
+}
