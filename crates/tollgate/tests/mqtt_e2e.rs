@@ -747,7 +747,7 @@ fn the_cli_reaches_the_admin_api_by_url_and_serve_initialises_a_missing_data_dir
 
     // `serve` on a directory that does not exist initialises it and says how to connect.
     let dir = support::temp_dir("fresh").join("data");
-    let mut child = std::process::Command::new(support::BIN)
+    let child = std::process::Command::new(support::BIN)
         .args(["serve", "--data"])
         .arg(&dir)
         .args([
