@@ -21,7 +21,9 @@ use tollgate_mqtt::{
 use tollgate_policy::{CompiledPolicy, Identity};
 
 use crate::router::{SubOpts, Subscriber};
-use crate::session::{session_key, Control, Delivery, Message, Outbound, Session, SessionState};
+use crate::session::{
+    props_size, session_key, Control, Delivery, Message, Outbound, Session, SessionState,
+};
 use crate::{ClientIdRule, PeerIdentity, Shared};
 
 const READ_CHUNK: usize = 16 * 1024;
@@ -217,6 +219,10 @@ struct Conn {
     wbuf: BytesMut,
     scratch: Vec<(u64, usize)>,
     batch: Vec<Delivery>,
+    /// The authorization snapshot this connection was checked against.
+    auth_seen: Arc<crate::AuthSnapshot>,
+    /// When the client certificate expires.
+    cert_deadline: Option<Instant>,
 }
 
 type Refusal = (Protocol, ReasonCode, RefusalReason, String);
@@ -242,6 +248,21 @@ impl Conn {
                 "certificate revoked",
             );
         }
+        // A resumed TLS session skips the verifier's validity check: do it here.
+        let now_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        if peer.cert_not_after.is_some_and(|na| na <= now_unix) {
+            return refuse(
+                ReasonCode::NOT_AUTHORIZED,
+                RefusalReason::Expired,
+                "certificate expired",
+            );
+        }
+        let cert_deadline = peer.cert_not_after.map(|na| {
+            Instant::now()
+                + Duration::from_secs(u64::try_from(na.saturating_sub(now_unix)).unwrap_or(0))
+        });
         let Some(groups) = auth.devices.get(&peer.device_id) else {
             return refuse(
                 ReasonCode::NOT_AUTHORIZED,
@@ -293,7 +314,7 @@ impl Conn {
         };
         let policy = auth.policy.compile(&identity);
         if let Some(w) = &c.will {
-            if !policy.can_publish(&w.topic) {
+            if topic_levels(&w.topic) > cfg.max_topic_levels || !policy.can_publish(&w.topic) {
                 shared.stats.publish_denied.fetch_add(1, Ordering::Relaxed);
                 shared.emit(EventKind::PublishDenied {
                     device: peer.device_id.clone(),
@@ -349,6 +370,8 @@ impl Conn {
             wbuf: BytesMut::with_capacity(4096),
             scratch: Vec::new(),
             batch: Vec::new(),
+            auth_seen: Arc::clone(&auth),
+            cert_deadline,
         };
 
         let mut props = ConnAckProperties::default();
@@ -371,11 +394,11 @@ impl Conn {
             code: ReasonCode::SUCCESS,
             properties: props,
         }));
+        // A resumed session may hold subscriptions the policy no longer allows.
+        conn.recheck_subscriptions();
         if present {
             conn.resend_inflight();
         }
-        // A resumed session may hold subscriptions the policy no longer allows.
-        conn.recheck_subscriptions();
         shared.emit(EventKind::ConnectionAccepted {
             device: peer.device_id.clone(),
             client_id: client_id.clone(),
@@ -407,13 +430,25 @@ impl Conn {
         let max_packet = self.shared.config.max_packet_size as usize;
         let mut last_rx = Instant::now();
         let session = Arc::clone(&self.session);
+        // A revocation or policy change published while this connection was attaching never
+        // reached it as a Recheck: compare snapshots once now.
+        if !Arc::ptr_eq(&self.auth_seen, &self.shared.auth.load_full()) {
+            if let Some(end) = self.recheck() {
+                let _ = self.flush(wr).await;
+                return end;
+            }
+        }
         // Packets that arrived with CONNECT.
         if let Some(end) = self.process_input(rbuf, max_packet) {
             let _ = self.flush(wr).await;
             return end;
         }
+        let cert_deadline = self.cert_deadline;
         loop {
-            self.pump_mailbox();
+            if self.pump_mailbox() {
+                // More is queued than one batch: come back for it without waiting.
+                session.notify.notify_one();
+            }
             if let Err(e) = self.flush(wr).await {
                 return End::Io(e.to_string());
             }
@@ -456,9 +491,15 @@ impl Conn {
                 },
                 _ = session.notify.notified(), if window_open => {}
                 _ = async { if let Some(d) = ka_deadline { sleep_until(d).await } }, if ka_deadline.is_some() => {
-                    self.push_disconnect(ReasonCode::KEEP_ALIVE_TIMEOUT, Some("keep-alive timeout".into()));
+                                        self.push_disconnect(ReasonCode::KEEP_ALIVE_TIMEOUT, Some("keep-alive timeout".into()));
                     let _ = self.flush(wr).await;
                     return End::KeepAlive;
+                }
+                _ = async { if let Some(d) = cert_deadline { sleep_until(d).await } }, if cert_deadline.is_some() => {
+                    let reason = "client certificate expired".to_owned();
+                    self.push_disconnect(ReasonCode::NOT_AUTHORIZED, Some(reason.clone()));
+                    let _ = self.flush(wr).await;
+                    return End::Closed { code: ReasonCode::NOT_AUTHORIZED, reason };
                 }
             }
         }
@@ -468,8 +509,19 @@ impl Conn {
         if self.wbuf.is_empty() {
             return Ok(());
         }
-        wr.write_all(&self.wbuf).await?;
-        wr.flush().await?;
+        let write = async {
+            wr.write_all(&self.wbuf).await?;
+            wr.flush().await
+        };
+        match tokio::time::timeout(self.shared.config.write_timeout, write).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "client stopped reading",
+                ))
+            }
+        }
         self.wbuf.clear();
         Ok(())
     }
@@ -649,6 +701,10 @@ impl Conn {
             return self
                 .protocol_error(ReasonCode::TOPIC_NAME_INVALID, "empty topic without alias");
         }
+        if topic_levels(&p.topic) > self.shared.config.max_topic_levels {
+            return self
+                .protocol_error(ReasonCode::TOPIC_NAME_INVALID, "topic has too many levels");
+        }
         let pid = p.packet_id;
         if p.qos == QoS::ExactlyOnce {
             if self.state.inbound_qos2.contains(&pid) {
@@ -720,6 +776,7 @@ impl Conn {
         let mut props = std::mem::take(&mut p.properties);
         props.subscription_identifiers.clear();
         props.message_expiry_interval = None;
+        let size = p.topic.len() + p.payload.len() + props_size(&props);
         let msg = Arc::new(Message {
             topic: p.topic,
             payload: p.payload,
@@ -728,6 +785,7 @@ impl Conn {
             retain: p.retain,
             expires_at,
             from_session: self.session.id,
+            size,
         });
         if msg.retain {
             self.shared.retain(&msg);
@@ -758,6 +816,10 @@ impl Conn {
                 Some((g, f)) => (Some(g.to_owned()), f.to_owned()),
                 None => (None, req.filter.to_string()),
             };
+            if topic_levels(&inner) > self.shared.config.max_topic_levels {
+                codes.push(ReasonCode::TOPIC_FILTER_INVALID);
+                continue;
+            }
             if !self.policy.can_subscribe(&inner) {
                 self.shared
                     .stats
@@ -871,10 +933,11 @@ impl Conn {
         self.state.outbound.len() < self.inflight_limit
     }
 
-    /// Move queued deliveries into the write buffer, within the in-flight window.
-    fn pump_mailbox(&mut self) {
+    /// Move queued deliveries into the write buffer, within the in-flight window. Returns
+    /// whether deliveries that could be sent now are still queued.
+    fn pump_mailbox(&mut self) -> bool {
         let mut batch = std::mem::take(&mut self.batch);
-        {
+        let more = {
             let mut mb = self.session.mailbox.lock();
             let mut window = self
                 .inflight_limit
@@ -892,7 +955,8 @@ impl Conn {
                     batch.push(d);
                 }
             }
-        }
+            batch.len() == MAX_BATCH && !mb.queue.is_empty()
+        };
         let now = Instant::now();
         for d in batch.drain(..) {
             if d.msg.expired(now) {
@@ -923,6 +987,7 @@ impl Conn {
             }
         }
         self.batch = batch;
+        more
     }
 
     /// Encode one PUBLISH; false if it could not be sent (too large for the client).
@@ -959,26 +1024,40 @@ impl Conn {
         true
     }
 
+    /// Resend unacknowledged messages of a resumed session (DUP set), within the client's
+    /// receive maximum; messages the device may no longer read are dropped, the excess goes back
+    /// to the front of the mailbox.
     fn resend_inflight(&mut self) {
         let now = Instant::now();
-        let pending: Vec<(u16, Outbound)> = self
-            .state
-            .outbound
-            .iter()
-            .map(|(k, v)| (*k, v.clone()))
+        let pending: Vec<(u16, Outbound)> = std::mem::take(&mut self.state.outbound)
+            .into_iter()
             .collect();
+        let mut excess = Vec::new();
         for (pid, o) in pending {
             match o {
                 Outbound::Published(d) => {
-                    if !self.encode_delivery(&d, pid, true, now) {
-                        self.state.outbound.remove(&pid);
+                    if !self.policy.can_subscribe(&d.msg.topic) {
+                        self.shared
+                            .stats
+                            .messages_dropped
+                            .fetch_add(1, Ordering::Relaxed);
+                    } else if self.state.outbound.len() >= self.inflight_limit {
+                        excess.push(d);
+                    } else if self.encode_delivery(&d, pid, true, now) {
+                        self.state.outbound.insert(pid, Outbound::Published(d));
                     }
                 }
-                Outbound::Released => self.push(Packet::PubRel(PubResp {
-                    packet_id: pid,
-                    ..Default::default()
-                })),
+                Outbound::Released => {
+                    self.push(Packet::PubRel(PubResp {
+                        packet_id: pid,
+                        ..Default::default()
+                    }));
+                    self.state.outbound.insert(pid, Outbound::Released);
+                }
             }
+        }
+        if !excess.is_empty() {
+            self.session.requeue_front(excess);
         }
     }
 
@@ -1133,22 +1212,24 @@ impl Conn {
             let shared2 = Arc::clone(&shared);
             let session2 = Arc::clone(&session);
             if delay == 0 {
-                publish_will(&shared, &session, &policy, w);
+                publish_will(&shared, &session, &peer.serial, &policy, w);
             } else {
-                tokio::spawn(async move {
+                let serial = peer.serial.clone();
+                let t = tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_secs(u64::from(delay))).await;
                     if session2.generation.load(Ordering::Acquire) == generation
                         && !session2.is_online()
                     {
-                        publish_will(&shared2, &session2, &policy, w);
+                        publish_will(&shared2, &session2, &serial, &policy, w);
                     }
                 });
+                session.timers.lock().push(t.abort_handle());
             }
         }
         if expiry > 0 {
             let shared2 = Arc::clone(&shared);
             let session2 = Arc::clone(&session);
-            tokio::spawn(async move {
+            let t = tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_secs(u64::from(expiry))).await;
                 if session2.generation.load(Ordering::Acquire) == generation
                     && !session2.is_online()
@@ -1162,6 +1243,7 @@ impl Conn {
                     destroy_session(&shared2, &session2, &subs);
                 }
             });
+            session.timers.lock().push(t.abort_handle());
         }
         tracing::info!(device = %peer.device_id, %reason, will_published, "disconnected");
         shared.emit(EventKind::Disconnected {
@@ -1197,7 +1279,18 @@ fn destroy_session(shared: &Shared, session: &Arc<Session>, subs: &[ByteString])
     session.retain_queued(|_| false);
 }
 
-fn publish_will(shared: &Shared, session: &Session, policy: &CompiledPolicy, w: Will) {
+fn publish_will(
+    shared: &Shared,
+    session: &Session,
+    serial: &str,
+    policy: &CompiledPolicy,
+    w: Will,
+) {
+    // A device revoked (or removed) since it disconnected does not get its will out.
+    let auth = shared.auth.load();
+    if auth.revoked.contains(serial) || !auth.devices.contains_key(&*session.device_id) {
+        return;
+    }
     // The will was authorized at CONNECT; check again against the policy of that moment.
     if !policy.can_publish(&w.topic) {
         shared.emit(EventKind::PublishDenied {
@@ -1217,6 +1310,7 @@ fn publish_will(shared: &Shared, session: &Session, policy: &CompiledPolicy, w: 
         user_properties: w.properties.user_properties,
         ..Default::default()
     };
+    let size = w.topic.len() + w.payload.len() + props_size(&props);
     let msg = Arc::new(Message {
         topic: w.topic,
         payload: w.payload,
@@ -1228,6 +1322,7 @@ fn publish_will(shared: &Shared, session: &Session, policy: &CompiledPolicy, w: 
             .message_expiry_interval
             .map(|s| now + Duration::from_secs(u64::from(s))),
         from_session: session.id,
+        size,
     });
     if msg.retain {
         shared.retain(&msg);
@@ -1265,6 +1360,7 @@ async fn attach(
             Some(s) if s.is_online() => continue,
             Some(s) if !clean_start => {
                 let state = s.state.lock().take().unwrap_or_default();
+                s.cancel_timers();
                 s.generation.fetch_add(1, Ordering::AcqRel);
                 *s.control.lock() = Some(ctrl);
                 s.set_online(true);
@@ -1273,6 +1369,7 @@ async fn attach(
             Some(s) => {
                 reg.remove(&key);
                 drop(reg);
+                s.cancel_timers();
                 let subs: Vec<ByteString> = s
                     .state
                     .lock()
@@ -1312,4 +1409,9 @@ fn insert_new(
     s.set_online(true);
     reg.insert(key, Arc::clone(&s));
     (s, state, false)
+}
+
+/// Number of levels in a topic name or filter.
+fn topic_levels(t: &str) -> usize {
+    t.bytes().filter(|&b| b == b'/').count() + 1
 }

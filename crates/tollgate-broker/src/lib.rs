@@ -69,6 +69,12 @@ pub struct BrokerConfig {
     pub client_id_rule: ClientIdRule,
     /// Time allowed from accept to CONNECT.
     pub connect_timeout: Duration,
+    /// Most levels a topic name or filter may have (bounds the work and recursion per message).
+    pub max_topic_levels: usize,
+    /// Most retained messages held; further new retained topics are not retained (and counted).
+    pub max_retained_messages: usize,
+    /// A write to a client that makes no progress for this long ends the connection.
+    pub write_timeout: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -84,6 +90,9 @@ impl Default for BrokerConfig {
             max_session_expiry: 7 * 24 * 3600,
             client_id_rule: ClientIdRule::Exact,
             connect_timeout: Duration::from_secs(10),
+            max_topic_levels: 128,
+            max_retained_messages: 100_000,
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -123,6 +132,9 @@ pub struct PeerIdentity {
     pub tls_resumed: bool,
     /// CONNECT must arrive before this instant (defaults to now + `connect_timeout`).
     pub connect_deadline: Option<tokio::time::Instant>,
+    /// The certificate's notAfter (Unix seconds). TLS resumption skips the verifier, so the
+    /// broker refuses an expired certificate at CONNECT and closes the connection when it expires.
+    pub cert_not_after: Option<i64>,
 }
 
 /// A live connection, for the admin API.
@@ -153,6 +165,8 @@ pub struct Stats {
     pub subscribe_denied: AtomicU64,
     /// Malformed or protocol-violating packets.
     pub protocol_errors: AtomicU64,
+    /// Retained messages not kept because the retained store was full.
+    pub retained_dropped: AtomicU64,
 }
 
 pub(crate) struct Shared {
@@ -359,6 +373,10 @@ impl Shared {
     pub(crate) fn retain(&self, msg: &Arc<Message>) {
         if msg.payload.is_empty() {
             self.retained.remove(&msg.topic);
+        } else if self.retained.len() >= self.config.max_retained_messages
+            && !self.retained.contains_key(&msg.topic)
+        {
+            self.stats.retained_dropped.fetch_add(1, Ordering::Relaxed);
         } else {
             self.retained.insert(msg.topic.clone(), Arc::clone(msg));
         }

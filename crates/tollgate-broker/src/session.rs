@@ -30,11 +30,24 @@ pub(crate) struct Message {
     pub expires_at: Option<Instant>,
     /// Session that published it (for no-local).
     pub from_session: u64,
+    /// Bytes it holds (topic, payload and properties), for queue limits.
+    pub size: usize,
+}
+
+/// Approximate bytes held by forwarded properties.
+pub(crate) fn props_size(p: &PublishProperties) -> usize {
+    p.user_properties
+        .iter()
+        .map(|(k, v)| k.len() + v.len())
+        .sum::<usize>()
+        + p.response_topic.as_ref().map_or(0, |t| t.len())
+        + p.correlation_data.as_ref().map_or(0, |c| c.len())
+        + p.content_type.as_ref().map_or(0, |c| c.len())
 }
 
 impl Message {
     pub fn size(&self) -> usize {
-        self.topic.len() + self.payload.len()
+        self.size
     }
 
     pub fn expired(&self, now: Instant) -> bool {
@@ -120,6 +133,9 @@ pub(crate) struct Session {
     pub notify: Notify,
     pub control: Mutex<Option<mpsc::UnboundedSender<Control>>>,
     pub state: Mutex<Option<SessionState>>,
+    /// Will-delay and expiry timers of the last disconnect; aborted when the session reattaches,
+    /// so reconnect loops cannot pile them up.
+    pub timers: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -152,6 +168,7 @@ impl Session {
             notify: Notify::new(),
             control: Mutex::new(None),
             state: Mutex::new(Some(SessionState::default())),
+            timers: Mutex::new(Vec::new()),
         }
     }
 
@@ -199,6 +216,22 @@ impl Session {
             k
         });
         mb.bytes = bytes;
+    }
+
+    /// Cancel pending will and expiry timers (the session is back).
+    pub fn cancel_timers(&self) {
+        for t in self.timers.lock().drain(..) {
+            t.abort();
+        }
+    }
+
+    /// Put deliveries back at the front of the queue, in order.
+    pub fn requeue_front(&self, ds: Vec<Delivery>) {
+        let mut mb = self.mailbox.lock();
+        for d in ds.into_iter().rev() {
+            mb.bytes += d.msg.size();
+            mb.queue.push_front(d);
+        }
     }
 
     pub fn send_control(&self, c: Control) -> bool {

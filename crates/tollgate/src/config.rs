@@ -36,6 +36,9 @@ pub struct MqttSection {
     pub handshake_timeout_secs: u64,
     pub max_handshakes_per_ip: usize,
     pub max_connections: usize,
+    pub max_topic_levels: usize,
+    pub max_retained_messages: usize,
+    pub write_timeout_secs: u64,
 }
 
 impl Default for MqttSection {
@@ -55,6 +58,9 @@ impl Default for MqttSection {
             handshake_timeout_secs: 10,
             max_handshakes_per_ip: 64,
             max_connections: 100_000,
+            max_topic_levels: b.max_topic_levels,
+            max_retained_messages: b.max_retained_messages,
+            write_timeout_secs: b.write_timeout.as_secs(),
         }
     }
 }
@@ -202,6 +208,9 @@ impl Config {
             max_session_expiry: m.max_session_expiry_secs,
             client_id_rule,
             connect_timeout: handshake_timeout,
+            max_topic_levels: m.max_topic_levels.clamp(1, 4096),
+            max_retained_messages: m.max_retained_messages,
+            write_timeout: Duration::from_secs(m.write_timeout_secs.max(1)),
         };
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { data.join(p) };
         Ok(Config {
@@ -255,6 +264,10 @@ client_id = "exact"              # "exact": client id = certificate device id; "
 handshake_timeout_secs = 10      # TLS handshake + CONNECT must finish within this
 max_handshakes_per_ip = 64       # concurrent unfinished handshakes per source address
 max_connections = 100000
+max_topic_levels = 128           # deeper topics and filters are refused
+max_retained_messages = 100000   # new retained topics beyond this are not retained
+write_timeout_secs = 30          # a client that stops reading for this long is disconnected
+
 
 [admin]
 # Admin API over HTTPS; requires the admin client certificate.

@@ -67,6 +67,9 @@ pub struct ControlPlane {
     policy_file: PathBuf,
     policy: Mutex<PolicyState>,
     cert_lifetime: time::Duration,
+    /// Serialises "read the registry, then publish the snapshot": without it a slower
+    /// publisher could store a snapshot read before a revocation, after it.
+    publishing: Mutex<()>,
 }
 
 #[derive(Debug, Serialize)]
@@ -136,6 +139,7 @@ impl ControlPlane {
                 modified: None,
             }),
             cert_lifetime: cfg.cert_lifetime,
+            publishing: Mutex::new(()),
         });
         if let Err(e) = cp.reload_policy() {
             tracing::error!("policy not loaded, denying everything until it is fixed:\n{e}");
@@ -146,6 +150,7 @@ impl ControlPlane {
 
     /// Rebuild the authorization snapshot from the registry and the policy; push it.
     pub fn publish(&self) -> Result<()> {
+        let _one_at_a_time = self.publishing.lock();
         let devices: HashMap<String, Vec<String>> = self
             .registry
             .devices()?

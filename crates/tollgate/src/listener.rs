@@ -207,6 +207,7 @@ impl MqttListener {
             addr: Some(addr),
             tls_resumed: resumed,
             connect_deadline: Some(started + self.handshake_timeout),
+            cert_not_after: Some(info.not_after),
         };
         self.broker.serve(tls, peer).await;
     }

@@ -420,6 +420,17 @@ fn subscriptions_broader_than_the_policy_are_refused_so_no_wildcard_leaks() {
     assert_eq!(r[2]["codes"], json!([0x87]));
     assert_eq!(r[3]["codes"], json!([0x87]));
     assert_eq!(r[4]["codes"], json!([1, 0x87]));
+    // A filter deeper than max_topic_levels (128) is refused before it reaches the router.
+    let deep = format!("devices/sensor-1/commands/{}x", "+/".repeat(200));
+    let r2 = s.paho(
+        &sensor,
+        json!([
+            {"op": "connect", "client_id": "sensor-1"},
+            {"op": "subscribe", "filters": [deep], "qos": 1},
+            {"op": "disconnect"}
+        ]),
+    );
+    assert_eq!(r2[1]["codes"], json!([0x8F]), "{r2:?}");
     // 3.1.1 gets 0x80.
     let r = s.paho(
         &sensor,

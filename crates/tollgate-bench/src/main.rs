@@ -1,0 +1,60 @@
+//! `tollgate-bench`: the load generator (`load`) and the side-by-side runner (`run`) that puts
+//! Tollgate, Mosquitto and rumqttd through the same mTLS scenarios on the same machine.
+//!
+//! Not needed at run time: nothing in the product depends on this crate.
+
+#![forbid(unsafe_code)]
+
+mod brokers;
+mod client;
+mod procstat;
+mod report;
+mod runner;
+mod scenarios;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "tollgate-bench", version, max_term_width = 100)]
+/// Benchmarks for Tollgate against its peers, over mutual TLS, with one certificate per device.
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every scenario against each broker, alternating, and write a table of medians.
+    Run(runner::RunArgs),
+    /// Run one scenario against one broker and print the outcome as JSON.
+    Load(scenarios::LoadArgs),
+}
+
+fn main() -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => runner::run(args),
+        Command::Load(args) => load(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load(args: scenarios::LoadArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let out = rt.block_on(scenarios::run(args))?;
+    println!("{}", serde_json::to_string(&out)?);
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,452 @@
+//! The side-by-side runner: one CA and certificate set, each broker started fresh for each
+//! scenario on CPU 0, the generator on CPU 1, brokers alternated and runs repeated; medians with
+//! min–max written to `bench/results/<date>.md` plus the raw JSON.
+#![allow(clippy::disallowed_methods)] // synchronous process orchestration, no async runtime here
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+use tollgate_pki::{CertProfile, Issuer, Validity};
+use tollgate_store::Registry;
+
+use crate::brokers::{self, Kind, Setup, Tls};
+use crate::report::{self, Sample};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Short runs (a smoke test that every scenario completes): under two minutes.
+    #[arg(long)]
+    pub quick: bool,
+    /// Brokers to compare.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "tollgate,mosquitto,rumqttd"
+    )]
+    pub brokers: Vec<String>,
+    /// Repetitions of every scenario (default 3, 1 with --quick).
+    #[arg(long)]
+    pub repeat: Option<usize>,
+    /// Only the scenarios whose label contains one of these words.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Idle connections for the connections scenario (default 10000, 300 with --quick).
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// Measured seconds per scenario (default 5, 1.5 with --quick).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Working directory for certificates, configurations and logs.
+    #[arg(long, default_value = "target/bench-work")]
+    pub work: PathBuf,
+    /// Where results go (default bench/results; with --quick, WORK/results).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The tollgate binary (default: target/release/tollgate).
+    #[arg(long, default_value = "target/release/tollgate")]
+    pub tollgate: PathBuf,
+    /// Exit non-zero if any scenario reported an error.
+    #[arg(long)]
+    pub check: bool,
+}
+
+struct Spec {
+    label: &'static str,
+    args: Vec<String>,
+}
+
+fn specs(quick: bool, connections: usize) -> Vec<Spec> {
+    let s = |label, args: &[&str]| Spec {
+        label,
+        args: args.iter().map(|a| a.to_string()).collect(),
+    };
+    let conns = connections.to_string();
+    let _ = quick;
+    vec![
+        s(
+            "fan-in q0 8→1",
+            &["--scenario", "fan-in", "--qos", "0", "--clients", "8"],
+        ),
+        s(
+            "fan-in q1 8→1",
+            &["--scenario", "fan-in", "--qos", "1", "--clients", "8"],
+        ),
+        s(
+            "fan-in q0 8×5k/s",
+            &[
+                "--scenario",
+                "fan-in",
+                "--qos",
+                "0",
+                "--clients",
+                "8",
+                "--rate",
+                "5000",
+            ],
+        ),
+        s(
+            "fan-out q0 1→16",
+            &["--scenario", "fan-out", "--qos", "0", "--clients", "16"],
+        ),
+        s(
+            "pairs q1 ×8",
+            &["--scenario", "pairs", "--qos", "1", "--clients", "8"],
+        ),
+        s(
+            "latency q0 8×1k/s",
+            &[
+                "--scenario",
+                "latency",
+                "--qos",
+                "0",
+                "--clients",
+                "8",
+                "--rate",
+                "1000",
+            ],
+        ),
+        Spec {
+            label: "connections idle",
+            args: vec![
+                "--scenario".into(),
+                "connections".into(),
+                "--connections".into(),
+                conns,
+                "--concurrency".into(),
+                "32".into(),
+            ],
+        },
+        s(
+            "handshakes tls1.3 full",
+            &[
+                "--scenario",
+                "handshakes",
+                "--handshake",
+                "tls13",
+                "--concurrency",
+                "8",
+            ],
+        ),
+        s(
+            "handshakes tls1.2 full",
+            &[
+                "--scenario",
+                "handshakes",
+                "--handshake",
+                "tls12",
+                "--concurrency",
+                "8",
+            ],
+        ),
+        s(
+            "handshakes tls1.3 resumed",
+            &[
+                "--scenario",
+                "handshakes",
+                "--handshake",
+                "tls13-resumed",
+                "--concurrency",
+                "8",
+            ],
+        ),
+    ]
+}
+
+pub fn run(a: RunArgs) -> Result<ExitCode> {
+    let kinds: Vec<Kind> = a
+        .brokers
+        .iter()
+        .map(|b| Kind::parse(b))
+        .collect::<Result<_>>()?;
+    let repeat = a.repeat.unwrap_or(if a.quick { 1 } else { 3 });
+    let connections = a.connections.unwrap_or(if a.quick { 300 } else { 10_000 });
+    let duration = a.duration.unwrap_or(if a.quick { 1.5 } else { 5.0 });
+    let warmup = if a.quick { 0.5 } else { 1.0 };
+    let work = absolute(&a.work)?;
+    std::fs::create_dir_all(&work)?;
+    let tollgate_bin = absolute(&a.tollgate)?;
+    if kinds.contains(&Kind::Tollgate) && !tollgate_bin.exists() {
+        bail!(
+            "{} not found: build it with `cargo build --release -p tollgate`",
+            tollgate_bin.display()
+        );
+    }
+    ensure_tools(&kinds)?;
+    let rumqttd_bin = if kinds.contains(&Kind::Rumqttd) {
+        Some(ensure_rumqttd(&work)?)
+    } else {
+        None
+    };
+    let setup = prepare(&work, &tollgate_bin, connections.max(64), rumqttd_bin)?;
+    let me = std::env::current_exe()?;
+
+    let mut samples: Vec<Sample> = Vec::new();
+    let specs: Vec<Spec> = specs(a.quick, connections)
+        .into_iter()
+        .filter(|s| a.only.is_empty() || a.only.iter().any(|o| s.label.contains(o.as_str())))
+        .collect();
+    let mut port = 28_000u16;
+    for rep in 0..repeat {
+        for spec in &specs {
+            // Alternate the order of brokers between repetitions.
+            let mut order = kinds.clone();
+            if rep % 2 == 1 {
+                order.reverse();
+            }
+            for kind in order {
+                port = if port > 60_000 { 28_000 } else { port + 1 };
+                eprint!(
+                    "[{}/{}] {:<28} {:<10} ",
+                    rep + 1,
+                    repeat,
+                    spec.label,
+                    kind.name()
+                );
+                let broker = brokers::start(kind, &setup, port)?;
+                let mut cmd = Command::new("bash");
+                let mut line = format!(
+                    "ulimit -n 262144 2>/dev/null || ulimit -n $(ulimit -Hn); exec taskset -c 1 {} load --addr {} --certs {} --broker-pid {} --duration {duration} --warmup {warmup}",
+                    me.display(),
+                    broker.addr,
+                    setup.work.join("certs").display(),
+                    broker.pid(),
+                );
+                for arg in &spec.args {
+                    line.push(' ');
+                    line.push_str(arg);
+                }
+                cmd.arg("-c").arg(line);
+                let out = cmd.output().context("running the load generator")?;
+                broker.stop();
+                let outcome: serde_json::Value = if out.status.success() {
+                    serde_json::from_slice(&out.stdout).context("parsing the generator's output")?
+                } else {
+                    serde_json::json!({"errors": 1, "first_error": String::from_utf8_lossy(&out.stderr).trim().to_string(), "throughput": 0.0})
+                };
+                eprintln!("{}", report::one_line(&outcome));
+                samples.push(Sample {
+                    label: spec.label.to_string(),
+                    broker: kind.name().to_string(),
+                    outcome,
+                });
+            }
+        }
+    }
+
+    let out_dir = match &a.out {
+        Some(o) => o.clone(),
+        None if a.quick => work.join("results"),
+        None => PathBuf::from("bench/results"),
+    };
+    std::fs::create_dir_all(&out_dir)?;
+    let date = time::OffsetDateTime::now_utc().date().to_string();
+    let md = report::markdown(&samples, &kinds, repeat, duration, connections);
+    let md_path = out_dir.join(format!("{date}{}.md", if a.quick { "-quick" } else { "" }));
+    std::fs::write(&md_path, &md)?;
+    std::fs::write(
+        md_path.with_extension("json"),
+        serde_json::to_string_pretty(&samples)?,
+    )?;
+    println!("{md}");
+    eprintln!("wrote {}", md_path.display());
+    let errors: u64 = samples
+        .iter()
+        .map(|s| s.outcome["errors"].as_u64().unwrap_or(1))
+        .sum();
+    if a.check && errors > 0 {
+        eprintln!("{errors} error(s) reported");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    Ok(if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(p)
+    })
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd} >/dev/null 2>&1"))
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn ensure_tools(kinds: &[Kind]) -> Result<()> {
+    let mut missing = Vec::new();
+    if !have("taskset") {
+        missing.push("util-linux");
+    }
+    if kinds.contains(&Kind::Mosquitto) && !have("mosquitto") {
+        missing.push("mosquitto");
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("installing {}", missing.join(" "));
+    let sudo = if Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"))
+    {
+        ""
+    } else {
+        "sudo "
+    };
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{sudo}apt-get update -qq && DEBIAN_FRONTEND=noninteractive {sudo}apt-get install -y -qq {}", missing.join(" ")))
+        .status()?;
+    if !status.success() {
+        bail!("could not install {}", missing.join(" "));
+    }
+    Ok(())
+}
+
+/// rumqttd with client-certificate verification (it does no client authentication without the
+/// `verify-client-cert` feature). Its lock file pins `metrics 0.22.1`, which no longer builds on
+/// current Rust; `metrics 0.22.4` does.
+fn ensure_rumqttd(work: &Path) -> Result<PathBuf> {
+    let root = work.join("tools");
+    let bin = root.join("bin/rumqttd");
+    if bin.exists() {
+        return Ok(bin);
+    }
+    eprintln!("building rumqttd (once) into {}", root.display());
+    let src = work.join("tools/rumqttd-src");
+    if !src.join("Cargo.toml").exists() {
+        std::fs::create_dir_all(&src)?;
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "cd {} && cargo download rumqttd >/dev/null 2>&1 || true",
+                src.display()
+            ))
+            .status()?;
+        let _ = status;
+    }
+    let status = Command::new("cargo")
+        .args([
+            "install",
+            "rumqttd",
+            "--features",
+            "verify-client-cert",
+            "--root",
+        ])
+        .arg(&root)
+        .status()
+        .context("cargo install rumqttd")?;
+    if !status.success() {
+        bail!("cargo install rumqttd failed");
+    }
+    Ok(bin)
+}
+
+/// One CA and certificate set for every broker: Tollgate's data directory provides the CA; the
+/// same server certificate and client CA bundle configure Mosquitto and rumqttd.
+fn prepare(
+    work: &Path,
+    tollgate_bin: &Path,
+    connections: usize,
+    rumqttd_bin: Option<PathBuf>,
+) -> Result<Setup> {
+    let data = work.join("tollgate-data");
+    let certs = work.join("certs");
+    let marker = certs.join(format!("ready-{connections}"));
+    if !data.join("ca/issuing.key").exists() {
+        let _ = std::fs::remove_dir_all(&data);
+        let _ = std::fs::remove_dir_all(&certs);
+        let st = Command::new(tollgate_bin)
+            .args(["init", "--data"])
+            .arg(&data)
+            .stderr(std::process::Stdio::null())
+            .status()?;
+        if !st.success() {
+            bail!("tollgate init failed");
+        }
+    }
+    // Benchmark configuration: equivalent limits to the peers.
+    let cfg = std::fs::read_to_string(data.join("tollgate.toml"))?
+        .replace(
+            "max_handshakes_per_ip = 64",
+            "max_handshakes_per_ip = 100000",
+        )
+        .replace("max_connections = 100000", "max_connections = 200000");
+    std::fs::write(data.join("tollgate.toml"), cfg)?;
+    std::fs::write(
+        data.join("policy.toml"),
+        r#"version = 1
+# Exactly the benchmark's topics.
+[[allow]]
+id = "bench"
+who = "group:bench"
+publish = ["bench/${device.id}/t", "bench/pair/${device.id}", "bench/bcast"]
+subscribe = ["bench/+/t", "bench/pair/+", "bench/bcast"]
+"#,
+    )?;
+    let tls = Tls {
+        server_chain: data.join("server/server.crt"),
+        server_key: data.join("server/server.key"),
+        client_ca: work.join("client-ca.pem"),
+    };
+    let issuing_pem = std::fs::read_to_string(data.join("ca/issuing.crt"))?;
+    let root_pem = std::fs::read_to_string(data.join("ca/root.crt"))?;
+    std::fs::write(&tls.client_ca, format!("{issuing_pem}{root_pem}"))?;
+    if !marker.exists() {
+        eprintln!("issuing benchmark certificates (1 per simulated device)...");
+        std::fs::create_dir_all(&certs)?;
+        std::fs::write(certs.join("ca.crt"), &root_pem)?;
+        let issuer = Issuer::from_pem(
+            &issuing_pem,
+            &std::fs::read_to_string(data.join("ca/issuing.key"))?,
+        )?;
+        let registry = tollgate_store::SqliteRegistry::open(&data.join("registry.db"))?;
+        let existing: std::collections::HashSet<String> =
+            registry.devices()?.into_iter().map(|d| d.id).collect();
+        let ids = (0..64)
+            .map(|i| format!("bench-p{i}"))
+            .chain((0..64).map(|i| format!("bench-s{i}")))
+            .chain((0..connections).map(|i| format!("bench-c{i}")));
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        for id in ids {
+            let path = certs.join(format!("{id}.pem"));
+            if path.exists() && existing.contains(&id) {
+                continue;
+            }
+            let c = issuer.issue(
+                &CertProfile::Device { id: &id },
+                Validity::starting_now(time::Duration::days(365)),
+                None,
+            )?;
+            std::fs::write(
+                &path,
+                format!("{}{}", c.cert_pem, c.key_pem.unwrap_or_default()),
+            )?;
+            if !existing.contains(&id) {
+                registry.upsert_device(&id, &["bench".to_string()], now)?;
+            }
+            registry.record_certificate(&tollgate_store::CertRecord {
+                serial: c.serial,
+                subject: id.clone(),
+                kind: tollgate_store::CertKind::Device,
+                not_before: c.validity.not_before.unix_timestamp(),
+                not_after: c.validity.not_after.unix_timestamp(),
+                revoked_at: None,
+                revoke_reason: None,
+            })?;
+        }
+        std::fs::write(&marker, "")?;
+    }
+    Ok(Setup {
+        work: work.to_path_buf(),
+        tls,
+        tollgate_bin: tollgate_bin.to_path_buf(),
+        tollgate_data: data,
+        rumqttd_bin,
+    })
+}
