@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout_at, Instant};
 use tollgate_events::{EventKind, RefusalReason};
 use tollgate_mqtt::{
@@ -22,11 +21,13 @@ use tollgate_policy::{CompiledPolicy, Identity};
 
 use crate::router::{SubOpts, Subscriber};
 use crate::session::{
-    props_size, session_key, Control, Delivery, Message, Outbound, Session, SessionState,
+    props_size, session_key, Control, ControlInbox, Delivery, Message, Outbound, Session,
+    SessionState,
 };
 use crate::{ClientIdRule, PeerIdentity, Shared};
 
 const READ_CHUNK: usize = 16 * 1024;
+const IDLE_CHUNK: usize = 256;
 const MAX_BATCH: usize = 512;
 
 /// How a connection ended.
@@ -55,14 +56,20 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    // Idle connections are the common case in a fleet: start small, grow under load.
+    let mut rbuf = BytesMut::with_capacity(IDLE_CHUNK);
     let deadline = peer
         .connect_deadline
         .unwrap_or_else(|| Instant::now() + shared.config.connect_timeout);
     let max_packet = shared.config.max_packet_size as usize;
 
     // 1. CONNECT, within the deadline.
-    let connect = match timeout_at(deadline, read_connect(&mut rd, &mut rbuf, max_packet)).await {
+    let connect = match timeout_at(
+        deadline,
+        Box::pin(read_connect(&mut rd, &mut rbuf, max_packet)),
+    )
+    .await
+    {
         Err(_) => {
             refuse(
                 &shared,
@@ -125,8 +132,8 @@ where
     }
 
     // 2. Identity, client id and session.
-    let (ctrl_tx, mut ctrl_rx) = mpsc::unbounded_channel();
-    let mut conn = match Conn::accept(&shared, &peer, connect, ctrl_tx).await {
+    let inbox = Arc::new(ControlInbox::default());
+    let mut conn = match Box::pin(Conn::accept(&shared, &peer, connect, Arc::clone(&inbox))).await {
         Ok(c) => c,
         Err((protocol, code, reason, why)) => {
             let _ = write_connack(&mut wr, protocol, code, &why).await;
@@ -138,9 +145,7 @@ where
     shared.stats.connects_total.fetch_add(1, Ordering::Relaxed);
 
     // 3. The packet loop.
-    let end = conn
-        .run_loop(&mut rd, &mut wr, &mut rbuf, &mut ctrl_rx)
-        .await;
+    let end = conn.run_loop(&mut rd, &mut wr, &mut rbuf, &inbox).await;
     shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
     let _ = wr.shutdown().await;
     conn.finish(end);
@@ -194,7 +199,7 @@ async fn read_connect<R: AsyncRead + Unpin>(
             Ok(None) => {}
             Err(e) => return Err(ReadError::Decode(e)),
         }
-        rbuf.reserve(READ_CHUNK);
+        rbuf.reserve(IDLE_CHUNK);
         match rd.read_buf(rbuf).await {
             Ok(0) => return Err(ReadError::Io("end of stream".into())),
             Ok(_) => {}
@@ -232,7 +237,7 @@ impl Conn {
         shared: &Arc<Shared>,
         peer: &PeerIdentity,
         c: Connect,
-        ctrl: mpsc::UnboundedSender<Control>,
+        ctrl: Arc<ControlInbox>,
     ) -> Result<Conn, Refusal> {
         let protocol = c.protocol;
         let cfg = &shared.config;
@@ -364,10 +369,10 @@ impl Conn {
                 .properties
                 .maximum_packet_size
                 .map_or(usize::MAX, |v| v as usize),
-            aliases: vec![None; usize::from(cfg.topic_alias_maximum) + 1],
+            aliases: Vec::new(),
             will: c.will,
             problem_info: c.properties.request_problem_information.unwrap_or(true),
-            wbuf: BytesMut::with_capacity(4096),
+            wbuf: BytesMut::new(),
             scratch: Vec::new(),
             batch: Vec::new(),
             auth_seen: Arc::clone(&auth),
@@ -421,7 +426,7 @@ impl Conn {
         rd: &mut R,
         wr: &mut W,
         rbuf: &mut BytesMut,
-        ctrl: &mut mpsc::UnboundedReceiver<Control>,
+        ctrl: &ControlInbox,
     ) -> End
     where
         R: AsyncRead + Unpin,
@@ -457,34 +462,38 @@ impl Conn {
             tokio::select! {
                 biased;
                 c = ctrl.recv() => match c {
-                    Some(Control::Recheck) => {
+                    Control::Recheck => {
                         if let Some(end) = self.recheck() {
                             let _ = self.flush(wr).await;
                             return end;
                         }
                     }
-                    Some(Control::Close { code, reason }) => {
+                    Control::Close { code, reason } => {
                         self.push_disconnect(code, Some(reason.clone()));
                         let _ = self.flush(wr).await;
                         return End::Closed { code, reason };
                     }
-                    Some(Control::TakeOver(ack)) => {
+                    Control::TakeOver(ack) => {
                         self.push_disconnect(ReasonCode::SESSION_TAKEN_OVER, Some("session taken over".into()));
                         let _ = self.flush(wr).await;
                         return End::TakenOver(ack);
                     }
-                    None => return End::Io("control channel closed".into()),
                 },
                 r = rd.read_buf(rbuf) => match r {
                     Ok(0) => return End::Io("connection closed by peer".into()),
-                    Ok(_) => {
+                                        Ok(n) => {
                         last_rx = Instant::now();
                         if let Some(end) = self.process_input(rbuf, max_packet) {
                             let _ = self.flush(wr).await;
                             return end;
                         }
-                        if rbuf.capacity() - rbuf.len() < 1024 {
-                            rbuf.reserve(READ_CHUNK);
+                        // Big reads mean a busy client: read in big chunks. A quiet one keeps
+                        // (or goes back to) a small buffer.
+                        if rbuf.is_empty() && rbuf.capacity() > 4 * READ_CHUNK {
+                            *rbuf = BytesMut::new();
+                        }
+                        if rbuf.capacity() - rbuf.len() < 512 {
+                            rbuf.reserve(if n >= READ_CHUNK / 2 { READ_CHUNK } else { IDLE_CHUNK });
                         }
                     }
                     Err(e) => return End::Io(e.to_string()),
@@ -523,6 +532,9 @@ impl Conn {
             }
         }
         self.wbuf.clear();
+        if self.wbuf.capacity() > 256 * 1024 {
+            self.wbuf = BytesMut::new();
+        }
         Ok(())
     }
 
@@ -678,6 +690,10 @@ impl Conn {
             .fetch_add(1, Ordering::Relaxed);
         // Topic aliases (v5).
         if let Some(alias) = p.properties.topic_alias.take() {
+            let max = self.shared.config.topic_alias_maximum;
+            if alias != 0 && alias <= max && self.aliases.is_empty() {
+                self.aliases = vec![None; usize::from(max) + 1];
+            }
             let Some(slot) = self
                 .aliases
                 .get_mut(usize::from(alias))
@@ -1336,7 +1352,7 @@ async fn attach(
     device_id: &str,
     client_id: &str,
     clean_start: bool,
-    ctrl: mpsc::UnboundedSender<Control>,
+    ctrl: Arc<ControlInbox>,
 ) -> (Arc<Session>, SessionState, bool) {
     let key = session_key(device_id, client_id);
     for _ in 0..10 {
@@ -1400,7 +1416,7 @@ fn insert_new(
     key: Arc<str>,
     device_id: &str,
     client_id: &str,
-    ctrl: mpsc::UnboundedSender<Control>,
+    ctrl: Arc<ControlInbox>,
 ) -> (Arc<Session>, SessionState, bool) {
     let s = Arc::new(Session::new(shared.new_session_id(), device_id, client_id));
     let state = s.state.lock().take().unwrap_or_default();

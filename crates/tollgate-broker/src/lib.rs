@@ -386,3 +386,30 @@ impl Shared {
         self.next_session_id.fetch_add(1, Ordering::Relaxed)
     }
 }
+
+#[cfg(test)]
+mod size_tests {
+    /// An idle device connection's memory is dominated by its task; keep the future small.
+    #[test]
+    fn serve_future_stays_small() {
+        let (bus, _s) = tollgate_events::EventBus::new(4);
+        let broker = crate::Broker::new(
+            crate::BrokerConfig::default(),
+            bus,
+            crate::AuthSnapshot::deny_all(),
+        );
+        let (a, _b) = tokio::io::duplex(64);
+        let peer = crate::PeerIdentity {
+            device_id: "d".into(),
+            serial: "s".into(),
+            addr: None,
+            tls_resumed: false,
+            connect_deadline: None,
+            cert_not_after: None,
+        };
+        let fut = broker.serve(a, peer);
+        let size = std::mem::size_of_val(&fut);
+        eprintln!("serve future: {size} bytes");
+        assert!(size < 4096, "serve future is {size} bytes");
+    }
+}

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tollgate_mqtt::{ByteString, Bytes, PublishProperties, QoS, ReasonCode};
 
@@ -120,6 +120,31 @@ pub(crate) enum Control {
     TakeOver(tokio::sync::oneshot::Sender<()>),
 }
 
+/// The live connection's control inbox: a queue and a wake-up, allocated only when used
+/// (an idle fleet has thousands of these; a channel would cost a block of slots each).
+#[derive(Debug, Default)]
+pub(crate) struct ControlInbox {
+    queue: Mutex<VecDeque<Control>>,
+    notify: Notify,
+}
+
+impl ControlInbox {
+    pub fn send(&self, c: Control) {
+        self.queue.lock().push_back(c);
+        self.notify.notify_one();
+    }
+
+    /// Next control message. Cancel-safe: nothing is taken from the queue until it is returned.
+    pub async fn recv(&self) -> Control {
+        loop {
+            if let Some(c) = self.queue.lock().pop_front() {
+                return c;
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
 /// A session, shared by its connection and its publishers.
 pub(crate) struct Session {
     pub id: u64,
@@ -131,7 +156,7 @@ pub(crate) struct Session {
     pub generation: AtomicU64,
     pub mailbox: Mutex<Mailbox>,
     pub notify: Notify,
-    pub control: Mutex<Option<mpsc::UnboundedSender<Control>>>,
+    pub control: Mutex<Option<Arc<ControlInbox>>>,
     pub state: Mutex<Option<SessionState>>,
     /// Will-delay and expiry timers of the last disconnect; aborted when the session reattaches,
     /// so reconnect loops cannot pile them up.
@@ -235,8 +260,12 @@ impl Session {
     }
 
     pub fn send_control(&self, c: Control) -> bool {
-        match &*self.control.lock() {
-            Some(tx) => tx.send(c).is_ok(),
+        let inbox = self.control.lock().clone();
+        match inbox {
+            Some(inbox) => {
+                inbox.send(c);
+                true
+            }
             None => false,
         }
     }

@@ -113,6 +113,8 @@ impl MqttListener {
                 continue;
             };
             let this = Arc::clone(&this);
+            // The handshake and CONNECT futures are boxed inside `handle` and `serve`, so this
+            // task's own state stays small for the long idle life of a device connection.
             tokio::spawn(async move {
                 this.handle(tcp, addr, guard).await;
                 drop(permit);
@@ -140,7 +142,9 @@ impl MqttListener {
         let _ = tcp.set_nodelay(true);
         let started = tokio::time::Instant::now();
         let tls =
-            match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(tcp)).await {
+            match tokio::time::timeout(self.handshake_timeout, Box::pin(self.acceptor.accept(tcp)))
+                .await
+            {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     let (reason, detail) = crate::tls::classify_handshake_error(&e);
@@ -209,6 +213,8 @@ impl MqttListener {
             connect_deadline: Some(started + self.handshake_timeout),
             cert_not_after: Some(info.not_after),
         };
-        self.broker.serve(tls, peer).await;
+        // Boxed: the connection's long-lived state is allocated once at its real size instead of
+        // inflating this task to the largest state of every future it ever awaited.
+        Box::pin(self.broker.serve(tls, peer)).await;
     }
 }

@@ -145,9 +145,12 @@ pub fn server_config(
         .with_client_cert_verifier(verifier)
         .with_single_cert(load_certs(cert)?, load_key(key)?)
         .context("loading the server certificate and key")?;
-    // Resumption stays on (it is what makes reconnect storms cheap); every connection's serial,
-    // resumed or not, is checked against the live revocation set after the handshake.
-    cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(16 * 1024);
+    // Resumption stays on (it is what makes reconnect storms cheap) with stateless tickets, so
+    // the server keeps no per-session state; every connection's serial and expiry, resumed or
+    // not, is checked against the live snapshot after the handshake.
+    cfg.ticketer =
+        rustls::crypto::ring::Ticketer::new().context("creating the session ticket key")?;
+    cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(1024);
     Ok(Arc::new(cfg))
 }
 
