@@ -150,6 +150,17 @@ fn specs(quick: bool, connections: usize) -> Vec<Spec> {
                 "8",
             ],
         ),
+        s(
+            "handshakes tls1.2 resumed",
+            &[
+                "--scenario",
+                "handshakes",
+                "--handshake",
+                "tls12-resumed",
+                "--concurrency",
+                "8",
+            ],
+        ),
     ]
 }
 

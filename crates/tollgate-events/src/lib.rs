@@ -255,6 +255,13 @@ impl EventStream {
         let _ = self.fanout.send(Arc::clone(&ev));
         Some(ev)
     }
+
+    /// The next event if one is already queued (lets a writer batch a burst into one write).
+    pub fn try_next(&mut self) -> Option<Arc<Event>> {
+        let ev = Arc::new(self.rx.try_recv().ok()?);
+        let _ = self.fanout.send(Arc::clone(&ev));
+        Some(ev)
+    }
 }
 
 impl EventBus {

@@ -20,8 +20,24 @@ use tollgate_events::RefusalReason;
 /// Answers "is this serial revoked right now?" from the control plane's live snapshot.
 pub type RevocationCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
+/// ring's provider with AES-128-GCM/SHA-256 suites preferred: 128-bit security, and SHA-256
+/// (used by the handshake's key schedule) has hardware support where SHA-384 does not, which
+/// makes handshakes measurably cheaper. AES-256 and ChaCha20 stay available.
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    use rustls::crypto::ring::cipher_suite as cs;
+    let mut p = rustls::crypto::ring::default_provider();
+    p.cipher_suites = vec![
+        cs::TLS13_AES_128_GCM_SHA256,
+        cs::TLS13_CHACHA20_POLY1305_SHA256,
+        cs::TLS13_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+        cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    ];
+    Arc::new(p)
 }
 
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
@@ -145,6 +161,8 @@ pub fn server_config(
         .with_client_cert_verifier(verifier)
         .with_single_cert(load_certs(cert)?, load_key(key)?)
         .context("loading the server certificate and key")?;
+    // Our suite order (AES-128-GCM first), not the client's.
+    cfg.ignore_client_order = true;
     // Resumption stays on (it is what makes reconnect storms cheap) with stateless tickets, so
     // the server keeps no per-session state; every connection's serial and expiry, resumed or
     // not, is checked against the live snapshot after the handshake.
