@@ -459,6 +459,10 @@ impl Conn {
             }
             let window_open = self.window_open();
             let ka_deadline = self.keep_alive.map(|ka| last_rx + ka);
+            if rbuf.capacity() == rbuf.len() {
+                rbuf.reserve(IDLE_CHUNK);
+            }
+            let spare = rbuf.capacity() - rbuf.len();
             tokio::select! {
                 biased;
                 c = ctrl.recv() => match c {
@@ -481,19 +485,21 @@ impl Conn {
                 },
                 r = rd.read_buf(rbuf) => match r {
                     Ok(0) => return End::Io("connection closed by peer".into()),
-                                        Ok(n) => {
+                    Ok(n) => {
                         last_rx = Instant::now();
                         if let Some(end) = self.process_input(rbuf, max_packet) {
                             let _ = self.flush(wr).await;
                             return end;
                         }
-                        // Big reads mean a busy client: read in big chunks. A quiet one keeps
-                        // (or goes back to) a small buffer.
-                        if rbuf.is_empty() && rbuf.capacity() > 4 * READ_CHUNK {
+                        // A read that filled the buffer means a busy client: read in big
+                        // chunks. A quiet one keeps (or goes back to) a small buffer.
+                        let busy = n >= spare;
+                        if !busy && rbuf.is_empty() && rbuf.capacity() > 4 * READ_CHUNK {
                             *rbuf = BytesMut::new();
                         }
-                        if rbuf.capacity() - rbuf.len() < 512 {
-                            rbuf.reserve(if n >= READ_CHUNK / 2 { READ_CHUNK } else { IDLE_CHUNK });
+                        let want = if busy { READ_CHUNK } else { IDLE_CHUNK };
+                        if rbuf.capacity() - rbuf.len() < want / 2 {
+                            rbuf.reserve(want);
                         }
                     }
                     Err(e) => return End::Io(e.to_string()),
