@@ -118,10 +118,10 @@ pub fn markdown(
          Cells are medians with (min–max). Idle connections: {connections}.\n",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
-    let _ = writeln!(out, "| scenario | broker | throughput | p50 / p99 / p99.9 µs | broker CPU s | broker peak RSS MiB | KiB / idle conn | generator CPU s | errors |");
+    let _ = writeln!(out, "| scenario | broker | throughput | per broker CPU-second | p50 / p99 / p99.9 µs | broker CPU s | broker peak RSS MiB | KiB / idle conn | generator CPU s | errors |");
     let _ = writeln!(
         out,
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     );
     for ((idx, broker), ss) in &by {
         let label = &order[*idx];
@@ -186,7 +186,7 @@ pub fn markdown(
             for p in &peers {
                 match (med("tollgate"), med(p.name())) {
                     (Some(t), Some(o)) if o > 0.0 => {
-                        let _ = write!(out, " {:.2}× |", t / o);
+                        let _ = write!(out, " {} |", ratio(t / o));
                     }
                     _ => {
                         let _ = write!(out, " – |");
@@ -197,4 +197,13 @@ pub fn markdown(
         }
     }
     out
+}
+
+/// A ratio with two decimals, or three significant digits when small.
+fn ratio(r: f64) -> String {
+    if r >= 0.1 {
+        format!("{r:.2}×")
+    } else {
+        format!("{r:.3}×")
+    }
 }
