@@ -28,7 +28,9 @@ use crate::{ClientIdRule, PeerIdentity, Shared};
 
 const READ_CHUNK: usize = 16 * 1024;
 const IDLE_CHUNK: usize = 256;
-const MAX_BATCH: usize = 512;
+/// Most bytes encoded into the write buffer per mailbox pass.
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+const MAX_BATCH: usize = 2048;
 
 /// How a connection ended.
 #[derive(Debug)]
@@ -228,6 +230,9 @@ struct Conn {
     auth_seen: Arc<crate::AuthSnapshot>,
     /// When the client certificate expires.
     cert_deadline: Option<Instant>,
+    /// A message of ours found a subscriber's queue full: give the subscribers CPU before
+    /// reading more from this publisher.
+    congested: bool,
 }
 
 type Refusal = (Protocol, ReasonCode, RefusalReason, String);
@@ -377,6 +382,7 @@ impl Conn {
             batch: Vec::new(),
             auth_seen: Arc::clone(&auth),
             cert_deadline,
+            congested: false,
         };
 
         let mut props = ConnAckProperties::default();
@@ -497,9 +503,12 @@ impl Conn {
                         if !busy && rbuf.is_empty() && rbuf.capacity() > 4 * READ_CHUNK {
                             *rbuf = BytesMut::new();
                         }
-                        let want = if busy { READ_CHUNK } else { IDLE_CHUNK };
+                                                let want = if busy { READ_CHUNK } else { IDLE_CHUNK };
                         if rbuf.capacity() - rbuf.len() < want / 2 {
                             rbuf.reserve(want);
+                        }
+                        if std::mem::take(&mut self.congested) {
+                            tokio::task::yield_now().await;
                         }
                     }
                     Err(e) => return End::Io(e.to_string()),
@@ -790,11 +799,10 @@ impl Conn {
             return None;
         }
 
-        let now = Instant::now();
         let expires_at = p
             .properties
             .message_expiry_interval
-            .map(|s| now + Duration::from_secs(u64::from(s)));
+            .map(|s| Instant::now() + Duration::from_secs(u64::from(s)));
         let mut props = std::mem::take(&mut p.properties);
         props.subscription_identifiers.clear();
         props.message_expiry_interval = None;
@@ -812,7 +820,9 @@ impl Conn {
         if msg.retain {
             self.shared.retain(&msg);
         }
-        self.shared.route(&msg, &mut self.scratch);
+        if self.shared.route(&msg, &mut self.scratch) > 0 {
+            self.congested = true;
+        }
         match p.qos {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => self.push(Packet::PubAck(PubResp {
@@ -964,7 +974,7 @@ impl Conn {
             let mut window = self
                 .inflight_limit
                 .saturating_sub(self.state.outbound.len());
-            while batch.len() < MAX_BATCH {
+            while batch.len() < MAX_BATCH && self.wbuf.len() < MAX_BATCH_BYTES {
                 let Some(front) = mb.queue.front() else { break };
                 if front.qos != QoS::AtMostOnce {
                     if window == 0 {

@@ -301,14 +301,16 @@ impl Shared {
     }
 
     /// Route a message to every matching subscription. `scratch` is reused between calls.
-    pub(crate) fn route(&self, msg: &Arc<Message>, scratch: &mut Vec<(u64, usize)>) {
+    /// Returns how many deliveries were refused because a queue was full.
+    pub(crate) fn route(&self, msg: &Arc<Message>, scratch: &mut Vec<(u64, usize)>) -> usize {
         let guard = self.router.snapshot();
         let mut targets: Vec<router::Match<'_>> = Vec::new();
         self.router
             .for_each_match(&guard, &msg.topic, &mut |m| targets.push(m));
         if targets.is_empty() {
-            return;
+            return 0;
         }
+        let mut refused = 0;
         // De-duplicate overlapping subscriptions of one session: one copy at the highest QoS
         // with every subscription identifier (MQTT 5 3.3.4).
         scratch.clear();
@@ -365,8 +367,10 @@ impl Shared {
                 .is_err()
             {
                 self.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+                refused += 1;
             }
         }
+        refused
     }
 
     /// Store or clear a retained message.

@@ -67,7 +67,14 @@ enum Key {
 
 #[derive(Clone, Default)]
 pub(crate) struct Node {
-    children: imbl::HashMap<Arc<str>, Node>,
+    /// foldhash (seeded per map): lookups on the publish path hash one level each, and SipHash
+    /// was the largest single cost of routing in a fan-in profile.
+    children: imbl::GenericHashMap<
+        Arc<str>,
+        Node,
+        foldhash::fast::RandomState,
+        imbl::shared_ptr::DefaultSharedPtr,
+    >,
     /// Subscribers whose filter ends exactly here.
     here: imbl::OrdMap<Key, Entry>,
     /// Subscribers of `<this node>/#`.
