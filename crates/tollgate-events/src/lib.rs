@@ -196,6 +196,35 @@ pub enum EventKind {
         /// Line-precise errors.
         error: String,
     },
+    /// A one-time enrollment token was issued.
+    EnrollmentTokenIssued {
+        /// Device the token is for.
+        device: String,
+        /// Unix seconds.
+        expires_at: i64,
+        /// Who asked.
+        by: String,
+    },
+    /// A device obtained a certificate through EST.
+    DeviceEnrolled {
+        /// Device id.
+        device: String,
+        /// Serial of the new certificate.
+        serial: String,
+        /// "token", "bootstrap" or "reenroll".
+        method: &'static str,
+        /// Whether this renewed an existing certificate.
+        renewal: bool,
+    },
+    /// An EST request was refused.
+    EnrollmentRefused {
+        /// Remote address.
+        addr: Option<SocketAddr>,
+        /// Device, when known.
+        device: Option<String>,
+        /// Why.
+        reason: String,
+    },
     /// An admin API request was refused.
     AdminDenied {
         /// Remote address.

@@ -253,6 +253,64 @@ impl Issuer {
     }
 }
 
+/// One revoked certificate, for a CRL.
+#[derive(Debug, Clone)]
+pub struct RevokedEntry {
+    /// Serial, lower-case hex.
+    pub serial: String,
+    /// When it was revoked.
+    pub revoked_at: OffsetDateTime,
+    /// Whether the recorded reason was a key compromise.
+    pub key_compromise: bool,
+}
+
+fn serial_from_hex(hex: &str) -> Option<SerialNumber> {
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect();
+    bytes.map(|b| SerialNumber::from_slice(&b))
+}
+
+impl Issuer {
+    /// A signed CRL (DER) listing `revoked`, numbered `number`, valid until `next_update`.
+    pub fn crl(
+        &self,
+        revoked: &[RevokedEntry],
+        number: u64,
+        this_update: OffsetDateTime,
+        next_update: OffsetDateTime,
+    ) -> Result<Vec<u8>, PkiError> {
+        let revoked_certs = revoked
+            .iter()
+            .filter_map(|r| {
+                Some(rcgen::RevokedCertParams {
+                    serial_number: serial_from_hex(&r.serial)?,
+                    revocation_time: r.revoked_at,
+                    reason_code: Some(if r.key_compromise {
+                        rcgen::RevocationReason::KeyCompromise
+                    } else {
+                        rcgen::RevocationReason::Unspecified
+                    }),
+                    invalidity_date: None,
+                })
+            })
+            .collect();
+        let params = rcgen::CertificateRevocationListParams {
+            this_update,
+            next_update,
+            crl_number: SerialNumber::from_slice(&number.to_be_bytes()),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.der().to_vec())
+    }
+}
+
 fn ca_params(
     cn: &str,
     path_len: Option<u8>,

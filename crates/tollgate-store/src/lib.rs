@@ -28,6 +28,9 @@ pub enum StoreError {
     /// The record does not exist.
     #[error("{0} not found")]
     NotFound(String),
+        /// An enrollment token was refused.
+    #[error("enrollment token refused: {0}")]
+    Token(&'static str),
     /// The database was written by a newer Tollgate.
     #[error("database schema version {found} is newer than this binary understands ({supported})")]
     SchemaTooNew {
@@ -112,11 +115,21 @@ pub trait Registry: Send + Sync {
     fn certificates_of(&self, subject: &str) -> Result<Vec<CertRecord>, StoreError>;
     /// Revoke a device and every unrevoked certificate it holds; returns the serials revoked.
     fn revoke_device(&self, id: &str, reason: &str, now: i64) -> Result<Vec<String>, StoreError>;
-    /// Every revoked serial.
+        /// Every revoked serial.
     fn revoked_serials(&self) -> Result<Vec<String>, StoreError>;
+    /// Revoked certificates with time and reason, for CRLs.
+    fn revoked_certificates(&self) -> Result<Vec<CertRecord>, StoreError>;
+    /// Register a device or update the groups of an existing one (reactivating it if revoked).
+    fn ensure_device(&self, id: &str, groups: &[String], now: i64) -> Result<(), StoreError>;
+    /// Store a one-time enrollment token (its hash) for a device; replaces an unused one.
+    fn create_token(&self, device: &str, groups: &[String], hash: &str, expires_at: i64, now: i64) -> Result<(), StoreError>;
+    /// Use a token: succeeds once, for that device, before it expires. Returns the groups.
+    fn consume_token(&self, device: &str, hash: &str, now: i64) -> Result<Vec<String>, StoreError>;
+    /// The next CRL number (monotonic).
+    fn next_crl_number(&self) -> Result<u64, StoreError>;
 }
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// The embedded SQLite registry.
 pub struct SqliteRegistry {
@@ -171,8 +184,24 @@ impl SqliteRegistry {
                      revoked_at INTEGER,
                      revoke_reason TEXT
                  );
-                 CREATE INDEX IF NOT EXISTS certificates_subject ON certificates(subject);
+                                  CREATE INDEX IF NOT EXISTS certificates_subject ON certificates(subject);
                  PRAGMA user_version = 1;
+                 COMMIT;",
+            )?;
+        }
+        if version < 2 {
+            conn.execute_batch(
+                "BEGIN;
+                 CREATE TABLE IF NOT EXISTS tokens (
+                     device_id TEXT PRIMARY KEY,
+                     groups TEXT NOT NULL DEFAULT '',
+                     hash TEXT NOT NULL,
+                     created_at INTEGER NOT NULL,
+                     expires_at INTEGER NOT NULL,
+                     used_at INTEGER
+                 );
+                 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+                 PRAGMA user_version = 2;
                  COMMIT;",
             )?;
         }
@@ -307,12 +336,91 @@ impl Registry for SqliteRegistry {
         Ok(serials)
     }
 
-    fn revoked_serials(&self) -> Result<Vec<String>, StoreError> {
+        fn revoked_serials(&self) -> Result<Vec<String>, StoreError> {
         let conn = self.conn.lock();
-        let mut stmt =
-            conn.prepare("SELECT serial FROM certificates WHERE revoked_at IS NOT NULL")?;
+        let mut stmt = conn.prepare("SELECT serial FROM certificates WHERE revoked_at IS NOT NULL")?;
         let rows = stmt.query_map([], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn revoked_certificates(&self) -> Result<Vec<CertRecord>, StoreError> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare(
+            "SELECT serial, subject, kind, not_before, not_after, revoked_at, revoke_reason
+             FROM certificates WHERE revoked_at IS NOT NULL ORDER BY revoked_at, serial",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let kind: String = r.get(2)?;
+            Ok(CertRecord {
+                serial: r.get(0)?,
+                subject: r.get(1)?,
+                kind: CertKind::parse(&kind),
+                not_before: r.get(3)?,
+                not_after: r.get(4)?,
+                revoked_at: r.get(5)?,
+                revoke_reason: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn ensure_device(&self, id: &str, groups: &[String], now: i64) -> Result<(), StoreError> {
+        let conn = self.conn.lock();
+        conn.execute(
+            "INSERT INTO devices (id, groups, created_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(id) DO UPDATE SET groups = excluded.groups, revoked_at = NULL",
+            params![id, join_groups(groups), now],
+        )?;
+        Ok(())
+    }
+
+    fn create_token(&self, device: &str, groups: &[String], hash: &str, expires_at: i64, now: i64) -> Result<(), StoreError> {
+        let conn = self.conn.lock();
+        conn.execute(
+            "INSERT INTO tokens (device_id, groups, hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(device_id) DO UPDATE SET groups = excluded.groups, hash = excluded.hash,
+                 created_at = excluded.created_at, expires_at = excluded.expires_at, used_at = NULL",
+            params![device, join_groups(groups), hash, now, expires_at],
+        )?;
+        Ok(())
+    }
+
+    fn consume_token(&self, device: &str, hash: &str, now: i64) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        let row: Option<(String, String, i64, Option<i64>)> = tx
+            .query_row(
+                "SELECT groups, hash, expires_at, used_at FROM tokens WHERE device_id = ?1",
+                [device],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        let Some((groups, stored, expires_at, used_at)) = row else {
+            return Err(StoreError::Token("no token was issued for this device"));
+        };
+        // Same length hex strings; the hash, not the token, is compared.
+        if stored.len() != hash.len() || !stored.bytes().zip(hash.bytes()).fold(true, |ok, (a, b)| ok & (a == b)) {
+            return Err(StoreError::Token("wrong token"));
+        }
+        if used_at.is_some() {
+            return Err(StoreError::Token("token already used"));
+        }
+        if expires_at <= now {
+            return Err(StoreError::Token("token expired"));
+        }
+        tx.execute("UPDATE tokens SET used_at = ?2 WHERE device_id = ?1", params![device, now])?;
+        tx.commit()?;
+        Ok(split_groups(&groups))
+    }
+
+    fn next_crl_number(&self) -> Result<u64, StoreError> {
+        let conn = self.conn.lock();
+        conn.execute(
+            "INSERT INTO counters (name, value) VALUES ('crl', 1) ON CONFLICT(name) DO UPDATE SET value = value + 1",
+            [],
+        )?;
+        let v: i64 = conn.query_row("SELECT value FROM counters WHERE name = 'crl'", [], |r| r.get(0))?;
+        Ok(u64::try_from(v).unwrap_or(0))
     }
 }
 
@@ -355,6 +463,19 @@ mod tests {
         assert_eq!(serials, vec!["aa", "bb"]);
         assert_eq!(reg.device("pump-7").unwrap().unwrap().revoked_at, Some(20));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+        #[test]
+    fn tokens_work_once_for_their_device_until_they_expire() {
+        let reg = SqliteRegistry::open_in_memory().unwrap();
+        reg.create_token("d1", &["g".into()], "h1", 100, 10).unwrap();
+        assert!(matches!(reg.consume_token("d2", "h1", 20), Err(StoreError::Token(_))));
+        assert!(matches!(reg.consume_token("d1", "nope", 20), Err(StoreError::Token("wrong token"))));
+        assert_eq!(reg.consume_token("d1", "h1", 20).unwrap(), vec!["g".to_string()]);
+        assert!(matches!(reg.consume_token("d1", "h1", 21), Err(StoreError::Token("token already used"))));
+        reg.create_token("d1", &[], "h2", 100, 30).unwrap();
+        assert!(matches!(reg.consume_token("d1", "h2", 100), Err(StoreError::Token("token expired"))));
+        assert_eq!(reg.next_crl_number().unwrap() + 1, reg.next_crl_number().unwrap());
     }
 
     #[test]

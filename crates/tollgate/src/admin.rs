@@ -34,11 +34,13 @@ struct AppState {
     events: EventBus,
 }
 
-/// Who the client certificate says is calling.
+/// Who the client certificate says is calling (`Role::Other` without one).
 #[derive(Clone, Debug)]
-struct Peer {
-    role: Role,
-    addr: SocketAddr,
+pub struct Peer {
+    pub role: Role,
+    pub addr: SocketAddr,
+    /// Serial of the verified client certificate.
+    pub serial: Option<String>,
 }
 
 /// Extractor: the caller is an administrator.
@@ -85,7 +87,8 @@ impl IntoResponse for ApiError {
 impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         let status = match &e {
-            ControlError::BadRequest(_) => StatusCode::BAD_REQUEST,
+                        ControlError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ControlError::Forbidden(_) => StatusCode::FORBIDDEN,
             ControlError::NotFound(_) => StatusCode::NOT_FOUND,
             ControlError::Conflict(_) => StatusCode::CONFLICT,
             ControlError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -109,6 +112,30 @@ struct AddDevice {
     id: String,
     #[serde(default)]
     groups: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    ttl_secs: Option<u64>,
+}
+
+async fn create_token(
+    State(s): State<AppState>,
+    Admin(who): Admin,
+    Path(id): Path<String>,
+    body: Option<Json<TokenRequest>>,
+) -> Result<impl IntoResponse, ApiError> {
+    let cp = Arc::clone(&s.cp);
+    let req = body.map(|b| b.0).unwrap_or_default();
+    let (token, expires_at) = blocking(move || {
+        cp.create_token(&id, &req.groups, req.ttl_secs.map(Duration::from_secs), &who)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(serde_json::json!({ "token": token, "expires_at": expires_at }))))
 }
 
 #[derive(Deserialize, Default)]
@@ -203,7 +230,8 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/health", get(health))
         .route("/api/v1/devices", get(list_devices).post(add_device))
         .route("/api/v1/devices/{id}", get(get_device))
-        .route("/api/v1/devices/{id}/revoke", post(revoke_device))
+                .route("/api/v1/devices/{id}/revoke", post(revoke_device))
+        .route("/api/v1/devices/{id}/token", post(create_token))
         .route("/api/v1/connections", get(connections))
         .route("/api/v1/policy", get(policy))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
@@ -219,11 +247,8 @@ pub async fn serve(
     events: EventBus,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let app = router(AppState {
-        cp,
-        broker,
-        events: events.clone(),
-    });
+        let est = crate::est::router(crate::est::EstState { cp: Arc::clone(&cp), events: events.clone() });
+    let app = router(AppState { cp, broker, events: events.clone() }).merge(est);
     loop {
         let (tcp, addr) = tokio::select! {
             r = listener.accept() => match r {
@@ -252,14 +277,17 @@ pub async fn serve(
                     }
                     Err(_) => return,
                 };
-            let role = tls
+                        let info = tls
                 .get_ref()
                 .1
                 .peer_certificates()
                 .and_then(|c| c.first())
-                .and_then(|c| tollgate_pki::parse_certificate(c).ok())
-                .map_or(Role::Other, |i| i.role);
-            let svc = TowerToHyperService::new(app.layer(Extension(Peer { role, addr })));
+                .and_then(|c| tollgate_pki::parse_certificate(c).ok());
+            let (role, serial) = match info {
+                Some(i) => (i.role, Some(i.serial)),
+                None => (Role::Other, None),
+            };
+            let svc = TowerToHyperService::new(app.layer(Extension(Peer { role, addr, serial })));
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tls), svc)
                 .await

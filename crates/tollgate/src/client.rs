@@ -87,38 +87,21 @@ impl AdminClient {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<serde_json::Value> {
-        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .with_context(|| {
-                format!("connecting to the admin API at {}:{}", self.host, self.port)
-            })?;
-        let name = ServerName::try_from(self.host.clone())
-            .map_err(|e| anyhow!("server name {}: {e}", self.host))?;
-        let tls = self
-            .tls
-            .connect(name, tcp)
-            .await
-            .context("TLS handshake with the admin API")?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
         let body_bytes = match &body {
             Some(v) => Bytes::from(serde_json::to_vec(v)?),
             None => Bytes::new(),
         };
-        let req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", format!("{}:{}", self.host, self.port))
-            .header("content-type", "application/json")
-            .body(Full::new(body_bytes))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .context("admin API request")?;
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await?.to_bytes();
+        let (status, bytes) = https_request(
+            &self.host,
+            self.port,
+            &self.tls,
+            method,
+            path,
+            &[("content-type", "application/json".to_owned())],
+            body_bytes,
+        )
+        .await
+        .context("calling the admin API")?;
         let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
             serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
         });
@@ -134,7 +117,36 @@ impl AdminClient {
     }
 }
 
-fn parse_url(url: &str) -> Result<(String, u16)> {
+/// One HTTPS request over a fresh connection.
+pub async fn https_request(
+    host: &str,
+    port: u16,
+    tls: &TlsConnector,
+    method: Method,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Bytes,
+) -> Result<(StatusCode, Bytes)> {
+    let tcp = tokio::net::TcpStream::connect((host, port))
+        .await
+        .with_context(|| format!("connecting to {host}:{port}"))?;
+    let name = ServerName::try_from(host.to_owned()).map_err(|e| anyhow!("server name {host}: {e}"))?;
+    let tls = tls.connect(name, tcp).await.with_context(|| format!("TLS handshake with {host}:{port}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut req = Request::builder().method(method).uri(path).header("host", format!("{host}:{port}"));
+    for (k, v) in headers {
+        req = req.header(*k, v.as_str());
+    }
+    let resp = sender.send_request(req.body(Full::new(body))?).await.context("HTTPS request")?;
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    Ok((status, bytes))
+}
+
+pub fn parse_url(url: &str) -> Result<(String, u16)> {
     let uri: hyper::Uri = url
         .parse()
         .with_context(|| format!("invalid URL {url:?}"))?;

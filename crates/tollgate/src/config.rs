@@ -113,12 +113,24 @@ impl Default for PolicySection {
 #[serde(deny_unknown_fields, default)]
 pub struct DevicesSection {
     pub cert_lifetime_days: u32,
+    /// Per-group certificate lifetime, days (a device in several groups gets the shortest).
+    pub group_lifetime_days: std::collections::BTreeMap<String, u32>,
+    /// Optional blocklist of weak RSA keys (openssl-vulnkey fingerprints, one per line).
+    pub weak_key_blocklist: Option<PathBuf>,
+    /// Lifetime of enrollment tokens when `device token` gives no --ttl, seconds.
+    pub token_ttl_secs: u64,
+    /// Hours until a CRL's nextUpdate; CRLs are re-signed at half this interval.
+    pub crl_validity_hours: u32,
 }
 
 impl Default for DevicesSection {
     fn default() -> Self {
-        DevicesSection {
-            cert_lifetime_days: 90,
+                DevicesSection {
+            cert_lifetime_days: 7,
+            group_lifetime_days: Default::default(),
+            weak_key_blocklist: None,
+            token_ttl_secs: 3600,
+            crl_validity_hours: 48,
         }
     }
 }
@@ -150,7 +162,11 @@ pub struct Config {
     pub tls13_only: bool,
     pub policy_file: PathBuf,
     pub policy_watch: Duration,
-    pub cert_lifetime: time::Duration,
+        pub cert_lifetime: time::Duration,
+    pub group_lifetimes: std::collections::BTreeMap<String, time::Duration>,
+    pub weak_keys: tollgate_pki::WeakKeyList,
+    pub token_ttl: Duration,
+    pub crl_validity: Duration,
     pub events_file: PathBuf,
 }
 
@@ -224,7 +240,23 @@ impl Config {
             tls13_only,
             policy_file: resolve(raw.policy.file),
             policy_watch: Duration::from_millis(raw.policy.watch_interval_ms.max(50)),
-            cert_lifetime: time::Duration::days(i64::from(raw.devices.cert_lifetime_days.max(1))),
+                        cert_lifetime: time::Duration::days(i64::from(raw.devices.cert_lifetime_days.max(1))),
+            group_lifetimes: raw
+                .devices
+                .group_lifetime_days
+                .iter()
+                .map(|(g, d)| (g.clone(), time::Duration::days(i64::from((*d).max(1)))))
+                .collect(),
+            weak_keys: match &raw.devices.weak_key_blocklist {
+                Some(p) => {
+                    let p = resolve(p.clone());
+                    let text = std::fs::read_to_string(&p).with_context(|| format!("devices.weak_key_blocklist {}", p.display()))?;
+                    tollgate_pki::WeakKeyList::parse(&text)
+                }
+                None => tollgate_pki::WeakKeyList::default(),
+            },
+            token_ttl: Duration::from_secs(raw.devices.token_ttl_secs.max(1)),
+            crl_validity: Duration::from_secs(u64::from(raw.devices.crl_validity_hours.max(2)) * 3600),
             events_file: resolve(raw.log.events_file),
         })
     }
@@ -281,7 +313,12 @@ file = "policy.toml"             # reloaded on change and on SIGHUP
 watch_interval_ms = 1000
 
 [devices]
-cert_lifetime_days = 90
+cert_lifetime_days = 7           # device certificates are short-lived; `tollgate agent renew` renews them
+# group_lifetime_days = {{ partners = 1, plcs = 30 }}
+# weak_key_blocklist = "weak-keys.txt"   # openssl-vulnkey fingerprints (e.g. Debian 2008 keys)
+token_ttl_secs = 3600            # default lifetime of `tollgate device token`
+crl_validity_hours = 48          # CRL nextUpdate; re-signed every half interval and on revocation
+
 
 [log]
 events_file = "events.log"       # security events, one JSON object per line

@@ -56,7 +56,8 @@ impl Drop for PendingGuard {
 
 pub struct MqttListener {
     pub listener: TcpListener,
-    pub acceptor: TlsAcceptor,
+    /// Current TLS configuration (swapped when a new CRL is signed).
+    pub tls: Arc<arc_swap::ArcSwap<rustls::ServerConfig>>,
     pub broker: Broker,
     pub events: EventBus,
     pub handshake_timeout: Duration,
@@ -65,16 +66,16 @@ pub struct MqttListener {
 }
 
 impl MqttListener {
-    pub fn new(
+        pub fn new(
         listener: TcpListener,
-        acceptor: TlsAcceptor,
+        tls: Arc<arc_swap::ArcSwap<rustls::ServerConfig>>,
         broker: Broker,
         events: EventBus,
         cfg: &Config,
     ) -> Self {
         MqttListener {
             listener,
-            acceptor,
+            tls,
             broker,
             events,
             handshake_timeout: cfg.handshake_timeout,
@@ -142,7 +143,7 @@ impl MqttListener {
         let _ = tcp.set_nodelay(true);
         let started = tokio::time::Instant::now();
         let tls =
-            match tokio::time::timeout(self.handshake_timeout, Box::pin(self.acceptor.accept(tcp)))
+            match tokio::time::timeout(self.handshake_timeout, Box::pin(TlsAcceptor::from(self.tls.load_full()).accept(tcp)))
                 .await
             {
                 Ok(Ok(tls)) => tls,

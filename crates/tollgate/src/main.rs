@@ -4,10 +4,12 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod agent;
 mod client;
 mod config;
 mod control;
 mod datadir;
+mod est;
 mod eventlog;
 mod listener;
 mod serve;
@@ -70,9 +72,59 @@ enum Command {
     /// Manage devices through the running server's admin API.
     #[command(subcommand)]
     Device(DeviceCommand),
-    /// Check, lint and explain policy files (offline).
+        /// Check, lint and explain policy files (offline).
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Device-side enrollment agent: obtain and renew this device's certificate over EST.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentCommand {
+    /// First enrollment with a one-time token: generates the key here (it never leaves this
+    /// machine), sends a CSR and writes OUT/ID.key, OUT/ID.crt and OUT/ca.crt.
+    Enroll {
+        /// The gateway's control listener, e.g. https://gateway.example:8443
+        #[arg(long, value_name = "URL")]
+        server: String,
+        /// The one-time token from `tollgate device token`.
+        #[arg(long, env = "TOLLGATE_TOKEN", hide_env_values = true)]
+        token: String,
+        /// This device's id (the token is bound to it).
+        #[arg(long)]
+        id: String,
+        /// Directory for the key and certificates.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The gateway's CA certificate (default: OUT/ca.crt).
+        #[arg(long, value_name = "FILE")]
+        cacert: Option<PathBuf>,
+        /// EST label (enrollment profile).
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Renew the certificate in OUT with the current one (EST simplereenroll).
+    Renew {
+        /// The gateway's control listener.
+        #[arg(long, value_name = "URL")]
+        server: String,
+        /// Directory holding ID.key, ID.crt and ca.crt.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Keep running: renew at about two thirds of each certificate's lifetime (with jitter).
+        #[arg(long)]
+        daemon: bool,
+        /// Generate a new key for the new certificate.
+        #[arg(long)]
+        rotate_key: bool,
+        /// Command run after each renewal (e.g. to make a client reload its certificate).
+        #[arg(long, value_name = "CMD")]
+        reload: Option<String>,
+        /// EST label (enrollment profile).
+        #[arg(long)]
+        label: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,6 +140,19 @@ enum DeviceCommand {
         /// Directory for the device's files.
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
+        #[command(flatten)]
+        conn: client::ConnectArgs,
+    },
+        /// Issue a one-time enrollment token for a device; prints the token alone on stdout.
+    Token {
+        /// Device id the token is bound to.
+        id: String,
+        /// Group(s) the device joins when it enrolls (repeatable).
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<String>,
+        /// How long the token stays valid: 90s, 30m, 1h, 2d (default: devices.token_ttl_secs).
+        #[arg(long, value_parser = parse_ttl)]
+        ttl: Option<u64>,
         #[command(flatten)]
         conn: client::ConnectArgs,
     },
@@ -214,7 +279,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Device(cmd) => runtime()?.block_on(device(cmd)),
-        Command::Policy(cmd) => policy(cmd),
+                Command::Policy(cmd) => policy(cmd),
+        Command::Agent(cmd) => runtime()?.block_on(agent_cmd(cmd)),
     }
 }
 
@@ -267,6 +333,18 @@ async fn device(cmd: DeviceCommand) -> Result<ExitCode> {
             for f in files {
                 println!("{}", f.display());
             }
+        }
+                DeviceCommand::Token { id, groups, ttl, conn } => {
+            let c = client::AdminClient::new(&conn)?;
+            let v = c
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/devices/{id}/token"),
+                    Some(serde_json::json!({ "groups": groups, "ttl_secs": ttl })),
+                )
+                .await?;
+            let token = v.get("token").and_then(|t| t.as_str()).unwrap_or_default();
+            println!("{token}");
         }
         DeviceCommand::List { json, conn } => {
             let v = client::AdminClient::new(&conn)?
@@ -325,6 +403,33 @@ async fn device(cmd: DeviceCommand) -> Result<ExitCode> {
                 .and_then(|x| x.as_array())
                 .map_or(0, Vec::len);
             println!("Revoked {id}: {serials} certificate(s), {closed} live connection(s) closed.");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// "90s", "30m", "1h", "2d" or plain seconds.
+fn parse_ttl(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('s') => (&s[..s.len() - 1], 1),
+        Some('m') => (&s[..s.len() - 1], 60),
+        Some('h') => (&s[..s.len() - 1], 3600),
+        Some('d') => (&s[..s.len() - 1], 86400),
+        _ => (s, 1),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 90s, 30m, 1h or 2d"))?;
+    n.checked_mul(mult).filter(|v| *v > 0).ok_or_else(|| format!("{s:?} is out of range"))
+}
+
+async fn agent_cmd(cmd: AgentCommand) -> Result<ExitCode> {
+    match cmd {
+        AgentCommand::Enroll { server, token, id, out, cacert, label } => {
+            let crt = agent::enroll(&server, &token, &id, &out, cacert.as_deref(), label.as_deref()).await?;
+            eprintln!("enrolled {id}: {}", crt.display());
+        }
+        AgentCommand::Renew { server, out, daemon, rotate_key, reload, label } => {
+            agent::renew(&server, &out, rotate_key, daemon, reload.as_deref(), label.as_deref()).await?;
         }
     }
     Ok(ExitCode::SUCCESS)

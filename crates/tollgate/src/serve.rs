@@ -37,20 +37,36 @@ pub async fn serve(cfg: Config) -> Result<()> {
         let b = broker.clone();
         Arc::new(move |serial: &str| b.auth().revoked.contains(serial))
     };
-    let issuing = l.issuing_ca_cert();
-    let mqtt_tls = crate::tls::server_config(
+        let issuing = l.issuing_ca_cert();
+    // The MQTT listener's configuration is swapped whenever a new CRL is signed (rustls's
+    // verifier is immutable), so every new handshake checks the current CRL.
+    let mqtt_tls = Arc::new(arc_swap::ArcSwap::from(crate::tls::server_config(
         &l.server_cert(),
         &l.server_key(),
         &[&issuing],
         cfg.tls13_only,
         Arc::clone(&revoked),
-    )?;
+        &crate::tls::ClientAuth { optional: false, crl: Some(cp.crl()) },
+    )?));
+    {
+        let (slot, l, revoked, tls13) = (Arc::clone(&mqtt_tls), l.clone(), Arc::clone(&revoked), cfg.tls13_only);
+        cp.on_crl(Box::new(move |crl| {
+            let auth = crate::tls::ClientAuth { optional: false, crl: Some(crl) };
+            match crate::tls::server_config(&l.server_cert(), &l.server_key(), &[&l.issuing_ca_cert()], tls13, Arc::clone(&revoked), &auth) {
+                Ok(c) => slot.store(c),
+                Err(e) => tracing::error!("rebuilding the MQTT TLS configuration with the new CRL: {e:#}"),
+            }
+        }));
+    }
+    // The control listener serves the admin API (admin certificate) and EST (a token, or the
+    // device's current certificate): client certificates are optional at the TLS layer.
     let admin_tls = crate::tls::server_config(
         &l.server_cert(),
         &l.server_key(),
         &[&issuing],
         false,
         revoked,
+        &crate::tls::ClientAuth { optional: true, crl: None },
     )?;
 
     let mqtt = TcpListener::bind(cfg.mqtt_listen)
@@ -74,14 +90,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mqtt_task = tokio::spawn(
-        MqttListener::new(
-            mqtt,
-            TlsAcceptor::from(mqtt_tls),
-            broker.clone(),
-            events.clone(),
-            &cfg,
-        )
-        .run(stop_rx.clone()),
+                MqttListener::new(mqtt, mqtt_tls, broker.clone(), events.clone(), &cfg).run(stop_rx.clone()),
     );
     let admin_task = tokio::spawn(crate::admin::serve(
         admin,

@@ -89,7 +89,7 @@ impl ClientCertVerifier for RevocationAwareVerifier {
         true
     }
     fn client_auth_mandatory(&self) -> bool {
-        true
+        self.inner.client_auth_mandatory()
     }
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         self.inner.root_hint_subjects()
@@ -131,25 +131,39 @@ impl ClientCertVerifier for RevocationAwareVerifier {
     }
 }
 
-/// A server configuration that requires a client certificate issued by `client_ca`.
+/// How a listener treats client certificates.
+#[derive(Clone, Default)]
+pub struct ClientAuth {
+    /// Accept connections without a client certificate (the EST/admin listener: enrollment
+    /// with a token has none yet; each route decides what it requires).
+    pub optional: bool,
+    /// The issuing CA's current CRL (DER): checked for the end-entity certificate, and its
+    /// nextUpdate is enforced.
+    pub crl: Option<Arc<Vec<u8>>>,
+}
+
+/// A server configuration that verifies client certificates issued by `client_ca`.
 pub fn server_config(
     cert: &Path,
     key: &Path,
     client_ca: &[&Path],
     tls13_only: bool,
     revoked: RevocationCheck,
+    auth: &ClientAuth,
 ) -> Result<Arc<rustls::ServerConfig>> {
     let provider = provider();
-    let inner = WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots(client_ca)?),
-        Arc::clone(&provider),
-    )
-    .build()
-    .context("building the client certificate verifier")?;
-    let verifier = Arc::new(RevocationAwareVerifier {
-        inner,
-        revoked: RevocationCheckDebug(revoked),
-    });
+    let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(client_ca)?), Arc::clone(&provider));
+    if auth.optional {
+        builder = builder.allow_unauthenticated();
+    }
+    if let Some(crl) = auth.crl.as_ref().filter(|c| !c.is_empty()) {
+        builder = builder
+            .with_crls([rustls::pki_types::CertificateRevocationListDer::from(crl.as_ref().clone())])
+            .only_check_end_entity_revocation()
+            .enforce_revocation_expiration();
+    }
+    let inner = builder.build().context("building the client certificate verifier")?;
+    let verifier = Arc::new(RevocationAwareVerifier { inner, revoked: RevocationCheckDebug(revoked) });
     let versions: &[&rustls::SupportedProtocolVersion] = if tls13_only {
         &[&rustls::version::TLS13]
     } else {

@@ -1,0 +1,219 @@
+//! EST (RFC 7030, with the RFC 8951 clarifications) on the HTTPS control listener.
+//!
+//! - `GET  /.well-known/est[/<label>]/cacerts`       CA certificates, base64 PKCS#7 certs-only
+//! - `POST /.well-known/est[/<label>]/simpleenroll`  base64 DER PKCS#10 in; authorised by a
+//!   one-time token (HTTP Basic `ID:TOKEN` or `Bearer TOKEN`)
+//! - `POST /.well-known/est[/<label>]/simplereenroll` authorised by the current, valid,
+//!   unrevoked client certificate
+//! - `GET  /.well-known/est[/<label>]/csrattrs`      what a CSR should contain
+//! - `GET  /crl`                                      the issuing CA's CRL (DER)
+//!
+//! Errors are plain-text reasons with EST-conformant statuses (400 bad request, 401 no
+//! credentials, 403 refused, 404 unknown label).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use base64::Engine;
+use tollgate_events::{EventBus, EventKind};
+use tollgate_pki::Role;
+
+use crate::admin::Peer;
+use crate::control::{ControlError, ControlPlane};
+
+#[derive(Clone)]
+pub struct EstState {
+    pub cp: Arc<ControlPlane>,
+    pub events: EventBus,
+}
+
+const PKCS7: &str = "application/pkcs7-mime; smime-type=certs-only";
+
+fn b64_body(der: &[u8]) -> String {
+    // RFC 8951: base64 with line breaks is fine for every client we know; 64-column lines.
+    let b = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::with_capacity(b.len() + b.len() / 64 + 2);
+    for chunk in b.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out
+}
+
+fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response {
+    let mut r = (status, body).into_response();
+    if let Ok(v) = header::HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    if content_type.starts_with("application/") {
+        r.headers_mut().insert("content-transfer-encoding", header::HeaderValue::from_static("base64"));
+    }
+    r
+}
+
+fn error(status: StatusCode, why: impl Into<String>) -> Response {
+    let mut why = why.into();
+    why.push('\n');
+    reply(status, "text/plain; charset=utf-8", why)
+}
+
+fn control_error(e: ControlError) -> Response {
+    match e {
+        ControlError::BadRequest(m) => error(StatusCode::BAD_REQUEST, m),
+        ControlError::Forbidden(m) => error(StatusCode::FORBIDDEN, m),
+        ControlError::NotFound(m) => error(StatusCode::NOT_FOUND, m),
+        ControlError::Conflict(m) => error(StatusCode::CONFLICT, m),
+        ControlError::Internal(m) => error(StatusCode::INTERNAL_SERVER_ERROR, m),
+    }
+}
+
+/// Labels name enrollment profiles; Tollgate has one profile today, `default`, and accepts any
+/// label made of the device-id alphabet so devices can be configured ahead of new profiles.
+fn check_label(label: &str) -> Result<(), Response> {
+    tollgate_pki::validate_device_id(label).map_err(|_| error(StatusCode::NOT_FOUND, format!("unknown EST label {label:?}")))
+}
+
+fn decode_csr(body: &[u8]) -> Result<Vec<u8>, Response> {
+    let text: Vec<u8> = body.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+    if text.first() == Some(&0x30) {
+        // Raw DER is not what RFC 7030 says, but it is unambiguous: accept it.
+        return Ok(body.to_vec());
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(&text)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body must be a base64 DER PKCS#10 request: {e}")))
+}
+
+fn credentials(headers: &HeaderMap) -> Option<(Option<String>, String)> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    if let Some(b) = v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")) {
+        let raw = base64::engine::general_purpose::STANDARD.decode(b.trim()).ok()?;
+        let s = String::from_utf8(raw).ok()?;
+        let (id, token) = s.split_once(':')?;
+        return Some((Some(id.to_owned()), token.to_owned()));
+    }
+    let t = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))?;
+    Some((None, t.trim().to_owned()))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ControlError> + Send + 'static) -> Result<T, Response> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(control_error),
+        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+async fn cacerts(State(s): State<EstState>) -> Response {
+    let certs: Vec<&[u8]> = s.cp.cacerts_der().iter().map(Vec::as_slice).collect();
+    reply(StatusCode::OK, PKCS7, b64_body(&tollgate_pki::certs_only(&certs)))
+}
+
+async fn cacerts_l(s: State<EstState>, Path(label): Path<String>) -> Response {
+    if let Err(r) = check_label(&label) {
+        return r;
+    }
+    cacerts(s).await
+}
+
+async fn csrattrs() -> Response {
+    // CsrAttrs ::= SEQUENCE OF AttrOrOID: ecdsa-with-SHA256 (P-256 keys are the default).
+    let der = [0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
+    reply(StatusCode::OK, "application/csrattrs", b64_body(&der))
+}
+
+async fn csrattrs_l(Path(label): Path<String>) -> Response {
+    if let Err(r) = check_label(&label) {
+        return r;
+    }
+    csrattrs().await
+}
+
+async fn simpleenroll(State(s): State<EstState>, Extension(peer): Extension<Peer>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some((id, token)) = credentials(&headers) else {
+        let mut r = error(StatusCode::UNAUTHORIZED, "enrollment needs a one-time token: HTTP Basic ID:TOKEN or Bearer TOKEN");
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"tollgate-est\""));
+        return r;
+    };
+    let csr = match decode_csr(&body) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let cp = Arc::clone(&s.cp);
+    let who = id.clone();
+    match blocking(move || cp.enroll_with_token(id.as_deref(), &token, &csr)).await {
+        Ok(e) => reply(StatusCode::OK, PKCS7, b64_body(&tollgate_pki::certs_only(&[&e.cert_der]))),
+        Err(r) => {
+            refused(&s.events, &peer, who, &r);
+            r
+        }
+    }
+}
+
+async fn simpleenroll_l(s: State<EstState>, p: Extension<Peer>, Path(label): Path<String>, h: HeaderMap, b: Bytes) -> Response {
+    if let Err(r) = check_label(&label) {
+        return r;
+    }
+    simpleenroll(s, p, h, b).await
+}
+
+async fn simplereenroll(State(s): State<EstState>, Extension(peer): Extension<Peer>, body: Bytes) -> Response {
+    let (Role::Device(device), Some(serial)) = (peer.role.clone(), peer.serial.clone()) else {
+        let r = error(StatusCode::FORBIDDEN, "re-enrollment needs the device's current certificate as the TLS client certificate");
+        refused(&s.events, &peer, None, &r);
+        return r;
+    };
+    let csr = match decode_csr(&body) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let cp = Arc::clone(&s.cp);
+    let dev = device.clone();
+    match blocking(move || cp.reenroll(&dev, &serial, &csr)).await {
+        Ok(e) => reply(StatusCode::OK, PKCS7, b64_body(&tollgate_pki::certs_only(&[&e.cert_der]))),
+        Err(r) => {
+            refused(&s.events, &peer, Some(device), &r);
+            r
+        }
+    }
+}
+
+async fn simplereenroll_l(s: State<EstState>, p: Extension<Peer>, Path(label): Path<String>, b: Bytes) -> Response {
+    if let Err(r) = check_label(&label) {
+        return r;
+    }
+    simplereenroll(s, p, b).await
+}
+
+fn refused(events: &EventBus, peer: &Peer, device: Option<String>, r: &Response) {
+    events.emit(EventKind::EnrollmentRefused {
+        addr: Some(peer.addr),
+        device,
+        reason: format!("HTTP {}", r.status().as_u16()),
+    });
+}
+
+async fn crl(State(s): State<EstState>) -> Response {
+    let der = s.cp.crl();
+    let mut r = (StatusCode::OK, der.as_ref().clone()).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/pkix-crl"));
+    r
+}
+
+pub fn router(state: EstState) -> Router {
+    Router::new()
+        .route("/.well-known/est/cacerts", get(cacerts))
+        .route("/.well-known/est/csrattrs", get(csrattrs))
+        .route("/.well-known/est/simpleenroll", post(simpleenroll))
+        .route("/.well-known/est/simplereenroll", post(simplereenroll))
+        .route("/.well-known/est/{label}/cacerts", get(cacerts_l))
+        .route("/.well-known/est/{label}/csrattrs", get(csrattrs_l))
+        .route("/.well-known/est/{label}/simpleenroll", post(simpleenroll_l))
+        .route("/.well-known/est/{label}/simplereenroll", post(simplereenroll_l))
+        .route("/crl", get(crl))
+        .with_state(state)
+}
