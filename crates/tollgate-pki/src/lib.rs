@@ -20,7 +20,9 @@ mod identity;
 mod pkcs7;
 mod token;
 
-pub use csr::{check_csr, is_roca_vulnerable, vulnkey_fingerprint, CheckedCsr, CsrError, KeyKind, WeakKeyList};
+pub use csr::{
+    check_csr, is_roca_vulnerable, vulnkey_fingerprint, CheckedCsr, CsrError, KeyKind, WeakKeyList,
+};
 pub use hierarchy::RevokedEntry;
 pub use pkcs7::{certs_only, parse_certs_only};
 pub use token::{generate_token, hash_token, token_matches};

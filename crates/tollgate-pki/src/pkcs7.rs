@@ -6,7 +6,10 @@ fn der_len(len: usize, out: &mut Vec<u8>) {
         out.push(len as u8);
     } else {
         let bytes = len.to_be_bytes();
-        let first = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len() - 1);
+        let first = bytes
+            .iter()
+            .position(|&b| b != 0)
+            .unwrap_or(bytes.len() - 1);
         let n = bytes.len() - first;
         out.push(0x80 | n as u8);
         out.extend_from_slice(&bytes[first..]);
@@ -21,8 +24,12 @@ fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     out
 }
 
-const OID_SIGNED_DATA: &[u8] = &[0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02];
-const OID_DATA: &[u8] = &[0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01];
+const OID_SIGNED_DATA: &[u8] = &[
+    0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02,
+];
+const OID_DATA: &[u8] = &[
+    0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01,
+];
 
 /// DER `ContentInfo` holding a certs-only `SignedData` with `certs` (each a DER certificate).
 pub fn certs_only(certs: &[&[u8]]) -> Vec<u8> {
@@ -45,12 +52,18 @@ pub fn parse_certs_only(der: &[u8]) -> Option<Vec<Vec<u8>>> {
     use x509_parser::der_parser::ber::BerObjectContent;
     use x509_parser::der_parser::parse_der;
     let (_, ci) = parse_der(der).ok()?;
-    let BerObjectContent::Sequence(items) = &ci.content else { return None };
+    let BerObjectContent::Sequence(items) = &ci.content else {
+        return None;
+    };
     let explicit = items.get(1)?;
     let inner = explicit.as_slice().ok()?;
     let (_, signed) = parse_der(inner).ok()?;
-    let BerObjectContent::Sequence(fields) = &signed.content else { return None };
-    let certs_field = fields.iter().find(|f| f.header.tag().0 == 0 && f.header.is_contextspecific())?;
+    let BerObjectContent::Sequence(fields) = &signed.content else {
+        return None;
+    };
+    let certs_field = fields
+        .iter()
+        .find(|f| f.header.tag().0 == 0 && f.header.is_contextspecific())?;
     let mut raw = certs_field.as_slice().ok()?;
     let mut out = Vec::new();
     while !raw.is_empty() {

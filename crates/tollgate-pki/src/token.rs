@@ -7,7 +7,9 @@ use crate::PkiError;
 /// A fresh token (64 hex characters).
 pub fn generate_token() -> Result<String, PkiError> {
     let mut b = [0u8; 32];
-    SystemRandom::new().fill(&mut b).map_err(|_| PkiError::Random)?;
+    SystemRandom::new()
+        .fill(&mut b)
+        .map_err(|_| PkiError::Random)?;
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
@@ -23,7 +25,11 @@ pub fn hash_token(token: &str) -> String {
 /// Compare a presented token with a stored hash in constant time.
 pub fn token_matches(token: &str, stored_hash: &str) -> bool {
     let h = hash_token(token);
-    h.len() == stored_hash.len() && h.bytes().zip(stored_hash.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    h.len() == stored_hash.len()
+        && h.bytes()
+            .zip(stored_hash.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 #[cfg(test)]

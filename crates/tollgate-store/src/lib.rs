@@ -28,7 +28,7 @@ pub enum StoreError {
     /// The record does not exist.
     #[error("{0} not found")]
     NotFound(String),
-        /// An enrollment token was refused.
+    /// An enrollment token was refused.
     #[error("enrollment token refused: {0}")]
     Token(&'static str),
     /// The database was written by a newer Tollgate.
@@ -115,14 +115,21 @@ pub trait Registry: Send + Sync {
     fn certificates_of(&self, subject: &str) -> Result<Vec<CertRecord>, StoreError>;
     /// Revoke a device and every unrevoked certificate it holds; returns the serials revoked.
     fn revoke_device(&self, id: &str, reason: &str, now: i64) -> Result<Vec<String>, StoreError>;
-        /// Every revoked serial.
+    /// Every revoked serial.
     fn revoked_serials(&self) -> Result<Vec<String>, StoreError>;
     /// Revoked certificates with time and reason, for CRLs.
     fn revoked_certificates(&self) -> Result<Vec<CertRecord>, StoreError>;
     /// Register a device or update the groups of an existing one (reactivating it if revoked).
     fn ensure_device(&self, id: &str, groups: &[String], now: i64) -> Result<(), StoreError>;
     /// Store a one-time enrollment token (its hash) for a device; replaces an unused one.
-    fn create_token(&self, device: &str, groups: &[String], hash: &str, expires_at: i64, now: i64) -> Result<(), StoreError>;
+    fn create_token(
+        &self,
+        device: &str,
+        groups: &[String],
+        hash: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<(), StoreError>;
     /// Use a token: succeeds once, for that device, before it expires. Returns the groups.
     fn consume_token(&self, device: &str, hash: &str, now: i64) -> Result<Vec<String>, StoreError>;
     /// The next CRL number (monotonic).
@@ -336,9 +343,10 @@ impl Registry for SqliteRegistry {
         Ok(serials)
     }
 
-        fn revoked_serials(&self) -> Result<Vec<String>, StoreError> {
+    fn revoked_serials(&self) -> Result<Vec<String>, StoreError> {
         let conn = self.conn.lock();
-        let mut stmt = conn.prepare("SELECT serial FROM certificates WHERE revoked_at IS NOT NULL")?;
+        let mut stmt =
+            conn.prepare("SELECT serial FROM certificates WHERE revoked_at IS NOT NULL")?;
         let rows = stmt.query_map([], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -374,7 +382,14 @@ impl Registry for SqliteRegistry {
         Ok(())
     }
 
-    fn create_token(&self, device: &str, groups: &[String], hash: &str, expires_at: i64, now: i64) -> Result<(), StoreError> {
+    fn create_token(
+        &self,
+        device: &str,
+        groups: &[String],
+        hash: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
         let conn = self.conn.lock();
         conn.execute(
             "INSERT INTO tokens (device_id, groups, hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -399,7 +414,12 @@ impl Registry for SqliteRegistry {
             return Err(StoreError::Token("no token was issued for this device"));
         };
         // Same length hex strings; the hash, not the token, is compared.
-        if stored.len() != hash.len() || !stored.bytes().zip(hash.bytes()).fold(true, |ok, (a, b)| ok & (a == b)) {
+        if stored.len() != hash.len()
+            || !stored
+                .bytes()
+                .zip(hash.bytes())
+                .fold(true, |ok, (a, b)| ok & (a == b))
+        {
             return Err(StoreError::Token("wrong token"));
         }
         if used_at.is_some() {
@@ -408,7 +428,10 @@ impl Registry for SqliteRegistry {
         if expires_at <= now {
             return Err(StoreError::Token("token expired"));
         }
-        tx.execute("UPDATE tokens SET used_at = ?2 WHERE device_id = ?1", params![device, now])?;
+        tx.execute(
+            "UPDATE tokens SET used_at = ?2 WHERE device_id = ?1",
+            params![device, now],
+        )?;
         tx.commit()?;
         Ok(split_groups(&groups))
     }
@@ -419,7 +442,9 @@ impl Registry for SqliteRegistry {
             "INSERT INTO counters (name, value) VALUES ('crl', 1) ON CONFLICT(name) DO UPDATE SET value = value + 1",
             [],
         )?;
-        let v: i64 = conn.query_row("SELECT value FROM counters WHERE name = 'crl'", [], |r| r.get(0))?;
+        let v: i64 = conn.query_row("SELECT value FROM counters WHERE name = 'crl'", [], |r| {
+            r.get(0)
+        })?;
         Ok(u64::try_from(v).unwrap_or(0))
     }
 }
@@ -465,17 +490,36 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-        #[test]
+    #[test]
     fn tokens_work_once_for_their_device_until_they_expire() {
         let reg = SqliteRegistry::open_in_memory().unwrap();
-        reg.create_token("d1", &["g".into()], "h1", 100, 10).unwrap();
-        assert!(matches!(reg.consume_token("d2", "h1", 20), Err(StoreError::Token(_))));
-        assert!(matches!(reg.consume_token("d1", "nope", 20), Err(StoreError::Token("wrong token"))));
-        assert_eq!(reg.consume_token("d1", "h1", 20).unwrap(), vec!["g".to_string()]);
-        assert!(matches!(reg.consume_token("d1", "h1", 21), Err(StoreError::Token("token already used"))));
+        reg.create_token("d1", &["g".into()], "h1", 100, 10)
+            .unwrap();
+        assert!(matches!(
+            reg.consume_token("d2", "h1", 20),
+            Err(StoreError::Token(_))
+        ));
+        assert!(matches!(
+            reg.consume_token("d1", "nope", 20),
+            Err(StoreError::Token("wrong token"))
+        ));
+        assert_eq!(
+            reg.consume_token("d1", "h1", 20).unwrap(),
+            vec!["g".to_string()]
+        );
+        assert!(matches!(
+            reg.consume_token("d1", "h1", 21),
+            Err(StoreError::Token("token already used"))
+        ));
         reg.create_token("d1", &[], "h2", 100, 30).unwrap();
-        assert!(matches!(reg.consume_token("d1", "h2", 100), Err(StoreError::Token("token expired"))));
-        assert_eq!(reg.next_crl_number().unwrap() + 1, reg.next_crl_number().unwrap());
+        assert!(matches!(
+            reg.consume_token("d1", "h2", 100),
+            Err(StoreError::Token("token expired"))
+        ));
+        assert_eq!(
+            reg.next_crl_number().unwrap() + 1,
+            reg.next_crl_number().unwrap()
+        );
     }
 
     #[test]

@@ -87,7 +87,7 @@ impl IntoResponse for ApiError {
 impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         let status = match &e {
-                        ControlError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ControlError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ControlError::Forbidden(_) => StatusCode::FORBIDDEN,
             ControlError::NotFound(_) => StatusCode::NOT_FOUND,
             ControlError::Conflict(_) => StatusCode::CONFLICT,
@@ -132,10 +132,18 @@ async fn create_token(
     let cp = Arc::clone(&s.cp);
     let req = body.map(|b| b.0).unwrap_or_default();
     let (token, expires_at) = blocking(move || {
-        cp.create_token(&id, &req.groups, req.ttl_secs.map(Duration::from_secs), &who)
+        cp.create_token(
+            &id,
+            &req.groups,
+            req.ttl_secs.map(Duration::from_secs),
+            &who,
+        )
     })
     .await?;
-    Ok((StatusCode::CREATED, Json(serde_json::json!({ "token": token, "expires_at": expires_at }))))
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "token": token, "expires_at": expires_at })),
+    ))
 }
 
 #[derive(Deserialize, Default)]
@@ -230,7 +238,7 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/health", get(health))
         .route("/api/v1/devices", get(list_devices).post(add_device))
         .route("/api/v1/devices/{id}", get(get_device))
-                .route("/api/v1/devices/{id}/revoke", post(revoke_device))
+        .route("/api/v1/devices/{id}/revoke", post(revoke_device))
         .route("/api/v1/devices/{id}/token", post(create_token))
         .route("/api/v1/connections", get(connections))
         .route("/api/v1/policy", get(policy))
@@ -247,8 +255,16 @@ pub async fn serve(
     events: EventBus,
     mut shutdown: watch::Receiver<bool>,
 ) {
-        let est = crate::est::router(crate::est::EstState { cp: Arc::clone(&cp), events: events.clone() });
-    let app = router(AppState { cp, broker, events: events.clone() }).merge(est);
+    let est = crate::est::router(crate::est::EstState {
+        cp: Arc::clone(&cp),
+        events: events.clone(),
+    });
+    let app = router(AppState {
+        cp,
+        broker,
+        events: events.clone(),
+    })
+    .merge(est);
     loop {
         let (tcp, addr) = tokio::select! {
             r = listener.accept() => match r {
@@ -277,7 +293,7 @@ pub async fn serve(
                     }
                     Err(_) => return,
                 };
-                        let info = tls
+            let info = tls
                 .get_ref()
                 .1
                 .peer_certificates()

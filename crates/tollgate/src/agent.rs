@@ -18,7 +18,10 @@ use crate::client::{https_request, parse_url};
 
 /// Write a file atomically; keys get mode 0600 before any byte is written.
 fn write_atomic(path: &Path, contents: &[u8], private: bool) -> Result<()> {
-    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension().and_then(|e| e.to_str()).unwrap_or("")
+    ));
     crate::datadir::write_file(&tmp, contents, private)?;
     std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
     Ok(())
@@ -39,7 +42,10 @@ fn csr_for(id: &str, key: &rcgen::KeyPair) -> Result<Vec<u8>> {
     let mut p = rcgen::CertificateParams::default();
     p.distinguished_name = rcgen::DistinguishedName::new();
     p.distinguished_name.push(rcgen::DnType::CommonName, id);
-    Ok(p.serialize_request(key).context("building the certificate request")?.der().to_vec())
+    Ok(p.serialize_request(key)
+        .context("building the certificate request")?
+        .der()
+        .to_vec())
 }
 
 fn est_path(label: Option<&str>, op: &str) -> String {
@@ -65,23 +71,44 @@ async fn post_csr(
     csr_der: &[u8],
 ) -> Result<Vec<u8>> {
     let (host, port) = parse_url(server)?;
-    let mut headers = vec![("content-type", "application/pkcs10".to_owned()), ("content-transfer-encoding", "base64".to_owned())];
+    let mut headers = vec![
+        ("content-type", "application/pkcs10".to_owned()),
+        ("content-transfer-encoding", "base64".to_owned()),
+    ];
     if let Some(a) = auth {
         headers.push(("authorization", a));
     }
     let body = Bytes::from(base64::engine::general_purpose::STANDARD.encode(csr_der));
-    let (status, reply) = https_request(&host, port, tls, Method::POST, path, &headers, body).await?;
+    let (status, reply) =
+        https_request(&host, port, tls, Method::POST, path, &headers, body).await?;
     if status != StatusCode::OK {
         bail!("{status}: {}", String::from_utf8_lossy(&reply).trim());
     }
-    let text: Vec<u8> = reply.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
-    let p7 = base64::engine::general_purpose::STANDARD.decode(text).context("the reply is not base64")?;
-    let certs = tollgate_pki::parse_certs_only(&p7).ok_or_else(|| anyhow!("the reply is not a PKCS#7 certs-only message"))?;
-    certs.into_iter().next().ok_or_else(|| anyhow!("the reply holds no certificate"))
+    let text: Vec<u8> = reply
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let p7 = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .context("the reply is not base64")?;
+    let certs = tollgate_pki::parse_certs_only(&p7)
+        .ok_or_else(|| anyhow!("the reply is not a PKCS#7 certs-only message"))?;
+    certs
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("the reply holds no certificate"))
 }
 
 /// First enrollment with a one-time token.
-pub async fn enroll(server: &str, token: &str, id: &str, out: &Path, cacert: Option<&Path>, label: Option<&str>) -> Result<PathBuf> {
+pub async fn enroll(
+    server: &str,
+    token: &str,
+    id: &str,
+    out: &Path,
+    cacert: Option<&Path>,
+    label: Option<&str>,
+) -> Result<PathBuf> {
     tollgate_pki::validate_device_id(id)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let ca = match cacert {
@@ -96,11 +123,25 @@ pub async fn enroll(server: &str, token: &str, id: &str, out: &Path, cacert: Opt
     let key = tollgate_pki::generate_key()?;
     let csr = csr_for(id, &key)?;
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{token}"));
-    let cert = post_csr(server, &TlsConnector::from(Arc::new(cfg)), &est_path(label, "simpleenroll"), Some(format!("Basic {basic}")), &csr)
-        .await
-        .context("EST simpleenroll")?;
-    write_atomic(&out.join(format!("{id}.key")), key.serialize_pem().as_bytes(), true)?;
-    write_atomic(&out.join(format!("{id}.crt")), pem("CERTIFICATE", &cert).as_bytes(), false)?;
+    let cert = post_csr(
+        server,
+        &TlsConnector::from(Arc::new(cfg)),
+        &est_path(label, "simpleenroll"),
+        Some(format!("Basic {basic}")),
+        &csr,
+    )
+    .await
+    .context("EST simpleenroll")?;
+    write_atomic(
+        &out.join(format!("{id}.key")),
+        key.serialize_pem().as_bytes(),
+        true,
+    )?;
+    write_atomic(
+        &out.join(format!("{id}.crt")),
+        pem("CERTIFICATE", &cert).as_bytes(),
+        false,
+    )?;
     if ca != out.join("ca.crt") {
         write_atomic(&out.join("ca.crt"), &std::fs::read(&ca)?, false)?;
     }
@@ -112,14 +153,23 @@ fn current(out: &Path) -> Result<(String, PathBuf, PathBuf)> {
     let mut found = Vec::new();
     for e in std::fs::read_dir(out).with_context(|| format!("reading {}", out.display()))? {
         let p = e?.path();
-        if p.extension().and_then(|x| x.to_str()) == Some("crt") && p.file_name().and_then(|n| n.to_str()) != Some("ca.crt") {
+        if p.extension().and_then(|x| x.to_str()) == Some("crt")
+            && p.file_name().and_then(|n| n.to_str()) != Some("ca.crt")
+        {
             found.push(p);
         }
     }
     let [crt] = found.as_slice() else {
-        bail!("expected exactly one device certificate (*.crt besides ca.crt) in {}", out.display());
+        bail!(
+            "expected exactly one device certificate (*.crt besides ca.crt) in {}",
+            out.display()
+        );
     };
-    let id = crt.file_stem().and_then(|s| s.to_str()).ok_or_else(|| anyhow!("bad file name"))?.to_owned();
+    let id = crt
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .ok_or_else(|| anyhow!("bad file name"))?
+        .to_owned();
     Ok((id.clone(), crt.clone(), out.join(format!("{id}.key"))))
 }
 
@@ -127,24 +177,44 @@ fn current(out: &Path) -> Result<(String, PathBuf, PathBuf)> {
 fn validity(crt: &Path) -> Result<(i64, i64)> {
     let pem = std::fs::read_to_string(crt)?;
     let info = tollgate_pki::parse_pem_certificates(&pem)?;
-    let c = info.first().ok_or_else(|| anyhow!("no certificate in {}", crt.display()))?;
+    let c = info
+        .first()
+        .ok_or_else(|| anyhow!("no certificate in {}", crt.display()))?;
     Ok((c.not_before, c.not_after))
 }
 
 /// Renew once with the current certificate; returns the new notAfter.
-pub async fn renew_once(server: &str, out: &Path, rotate_key: bool, label: Option<&str>) -> Result<i64> {
+pub async fn renew_once(
+    server: &str,
+    out: &Path,
+    rotate_key: bool,
+    label: Option<&str>,
+) -> Result<i64> {
     let (id, crt, key_path) = current(out)?;
     let ca = out.join("ca.crt");
     let cfg = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots(&ca)?)
-        .with_client_auth_cert(crate::tls::load_certs(&crt)?, crate::tls::load_key(&key_path)?)?;
+        .with_client_auth_cert(
+            crate::tls::load_certs(&crt)?,
+            crate::tls::load_key(&key_path)?,
+        )?;
     let old_key_pem = std::fs::read_to_string(&key_path)?;
-    let key = if rotate_key { tollgate_pki::generate_key()? } else { rcgen::KeyPair::from_pem(&old_key_pem)? };
+    let key = if rotate_key {
+        tollgate_pki::generate_key()?
+    } else {
+        rcgen::KeyPair::from_pem(&old_key_pem)?
+    };
     let csr = csr_for(&id, &key)?;
-    let cert = post_csr(server, &TlsConnector::from(Arc::new(cfg)), &est_path(label, "simplereenroll"), None, &csr)
-        .await
-        .context("EST simplereenroll")?;
+    let cert = post_csr(
+        server,
+        &TlsConnector::from(Arc::new(cfg)),
+        &est_path(label, "simplereenroll"),
+        None,
+        &csr,
+    )
+    .await
+    .context("EST simplereenroll")?;
     if rotate_key {
         write_atomic(&key_path, key.serialize_pem().as_bytes(), true)?;
     }
@@ -171,7 +241,14 @@ fn renew_at(not_before: i64, not_after: i64) -> i64 {
 }
 
 /// `agent renew`: once, or as a daemon that renews before each certificate expires.
-pub async fn renew(server: &str, out: &Path, rotate_key: bool, daemon: bool, reload: Option<&str>, label: Option<&str>) -> Result<()> {
+pub async fn renew(
+    server: &str,
+    out: &Path,
+    rotate_key: bool,
+    daemon: bool,
+    reload: Option<&str>,
+    label: Option<&str>,
+) -> Result<()> {
     if !daemon {
         let na = renew_once(server, out, rotate_key, label).await?;
         eprintln!("renewed; valid until {}", fmt_time(na));
@@ -210,7 +287,10 @@ pub async fn renew(server: &str, out: &Path, rotate_key: bool, daemon: bool, rel
 fn fmt_time(t: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(t)
         .ok()
-        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| t.to_string())
 }
 

@@ -130,17 +130,27 @@ pub async fn https_request(
     let tcp = tokio::net::TcpStream::connect((host, port))
         .await
         .with_context(|| format!("connecting to {host}:{port}"))?;
-    let name = ServerName::try_from(host.to_owned()).map_err(|e| anyhow!("server name {host}: {e}"))?;
-    let tls = tls.connect(name, tcp).await.with_context(|| format!("TLS handshake with {host}:{port}"))?;
+    let name =
+        ServerName::try_from(host.to_owned()).map_err(|e| anyhow!("server name {host}: {e}"))?;
+    let tls = tls
+        .connect(name, tcp)
+        .await
+        .with_context(|| format!("TLS handshake with {host}:{port}"))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let mut req = Request::builder().method(method).uri(path).header("host", format!("{host}:{port}"));
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", format!("{host}:{port}"));
     for (k, v) in headers {
         req = req.header(*k, v.as_str());
     }
-    let resp = sender.send_request(req.body(Full::new(body))?).await.context("HTTPS request")?;
+    let resp = sender
+        .send_request(req.body(Full::new(body))?)
+        .await
+        .context("HTTPS request")?;
     let status = resp.status();
     let bytes = resp.into_body().collect().await?.to_bytes();
     Ok((status, bytes))

@@ -125,7 +125,7 @@ pub struct DevicesSection {
 
 impl Default for DevicesSection {
     fn default() -> Self {
-                DevicesSection {
+        DevicesSection {
             cert_lifetime_days: 7,
             group_lifetime_days: Default::default(),
             weak_key_blocklist: None,
@@ -162,7 +162,7 @@ pub struct Config {
     pub tls13_only: bool,
     pub policy_file: PathBuf,
     pub policy_watch: Duration,
-        pub cert_lifetime: time::Duration,
+    pub cert_lifetime: time::Duration,
     pub group_lifetimes: std::collections::BTreeMap<String, time::Duration>,
     pub weak_keys: tollgate_pki::WeakKeyList,
     pub token_ttl: Duration,
@@ -240,7 +240,7 @@ impl Config {
             tls13_only,
             policy_file: resolve(raw.policy.file),
             policy_watch: Duration::from_millis(raw.policy.watch_interval_ms.max(50)),
-                        cert_lifetime: time::Duration::days(i64::from(raw.devices.cert_lifetime_days.max(1))),
+            cert_lifetime: time::Duration::days(i64::from(raw.devices.cert_lifetime_days.max(1))),
             group_lifetimes: raw
                 .devices
                 .group_lifetime_days
@@ -250,13 +250,16 @@ impl Config {
             weak_keys: match &raw.devices.weak_key_blocklist {
                 Some(p) => {
                     let p = resolve(p.clone());
-                    let text = std::fs::read_to_string(&p).with_context(|| format!("devices.weak_key_blocklist {}", p.display()))?;
+                    let text = std::fs::read_to_string(&p)
+                        .with_context(|| format!("devices.weak_key_blocklist {}", p.display()))?;
                     tollgate_pki::WeakKeyList::parse(&text)
                 }
                 None => tollgate_pki::WeakKeyList::default(),
             },
             token_ttl: Duration::from_secs(raw.devices.token_ttl_secs.max(1)),
-            crl_validity: Duration::from_secs(u64::from(raw.devices.crl_validity_hours.max(2)) * 3600),
+            crl_validity: Duration::from_secs(
+                u64::from(raw.devices.crl_validity_hours.max(2)) * 3600,
+            ),
             events_file: resolve(raw.log.events_file),
         })
     }

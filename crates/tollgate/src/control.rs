@@ -55,6 +55,9 @@ impl From<StoreError> for ControlError {
     }
 }
 
+/// Told of every newly signed CRL (DER).
+pub type CrlListener = Box<dyn Fn(Arc<Vec<u8>>) + Send + Sync>;
+
 struct PolicyState {
     policy: Arc<Policy>,
     modified: Option<(SystemTime, u64)>,
@@ -69,7 +72,7 @@ pub struct ControlPlane {
     policy_file: PathBuf,
     policy: Mutex<PolicyState>,
     cert_lifetime: time::Duration,
-        /// Serialises "read the registry, then publish the snapshot": without it a slower
+    /// Serialises "read the registry, then publish the snapshot": without it a slower
     /// publisher could store a snapshot read before a revocation, after it.
     publishing: Mutex<()>,
     group_lifetimes: std::collections::BTreeMap<String, time::Duration>,
@@ -79,7 +82,7 @@ pub struct ControlPlane {
     /// The current CRL of the issuing CA (DER) and when it was signed.
     crl: Mutex<(Arc<Vec<u8>>, i64)>,
     /// Called with each new CRL (the TLS layer swaps in a verifier that uses it).
-    crl_listeners: Mutex<Vec<Box<dyn Fn(Arc<Vec<u8>>) + Send + Sync>>>,
+    crl_listeners: Mutex<Vec<CrlListener>>,
     cacerts_der: Vec<Vec<u8>>,
 }
 
@@ -136,7 +139,7 @@ impl ControlPlane {
         let read = |p: PathBuf| {
             std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
         };
-                let issuing_pem = read(l.issuing_ca_cert())?;
+        let issuing_pem = read(l.issuing_ca_cert())?;
         let root_pem = read(l.root_ca_cert())?;
         let cacerts_der = [&issuing_pem, &root_pem]
             .iter()
@@ -155,7 +158,7 @@ impl ControlPlane {
                 policy: Arc::new(Policy::deny_all()),
                 modified: None,
             }),
-                        cert_lifetime: cfg.cert_lifetime,
+            cert_lifetime: cfg.cert_lifetime,
             publishing: Mutex::new(()),
             group_lifetimes: cfg.group_lifetimes.clone(),
             weak_keys: cfg.weak_keys.clone(),
@@ -387,9 +390,11 @@ impl ControlPlane {
 
 fn pem_to_der(pem: &str) -> Result<Vec<u8>> {
     use rustls_pki_types::pem::PemObject;
-    Ok(rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
-        .map_err(|e| anyhow::anyhow!("reading a CA certificate: {e}"))?
-        .to_vec())
+    Ok(
+        rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+            .map_err(|e| anyhow::anyhow!("reading a CA certificate: {e}"))?
+            .to_vec(),
+    )
 }
 
 /// A certificate issued through EST.
@@ -406,7 +411,12 @@ fn csr_error(e: tollgate_pki::CsrError) -> ControlError {
 impl ControlPlane {
     /// Lifetime for a device in `groups`: the shortest of its groups' overrides, else the default.
     fn lifetime_for(&self, groups: &[String]) -> time::Duration {
-        groups.iter().filter_map(|g| self.group_lifetimes.get(g)).min().copied().unwrap_or(self.cert_lifetime)
+        groups
+            .iter()
+            .filter_map(|g| self.group_lifetimes.get(g))
+            .min()
+            .copied()
+            .unwrap_or(self.cert_lifetime)
     }
 
     /// The CA certificates (issuing, root) as DER, for /cacerts.
@@ -415,23 +425,52 @@ impl ControlPlane {
     }
 
     /// Issue a one-time enrollment token for `id`. Returns the token (shown once) and its expiry.
-    pub fn create_token(&self, id: &str, groups: &[String], ttl: Option<std::time::Duration>, by: &str) -> Result<(String, i64), ControlError> {
-        tollgate_pki::validate_device_id(id).map_err(|e| ControlError::BadRequest(e.to_string()))?;
+    pub fn create_token(
+        &self,
+        id: &str,
+        groups: &[String],
+        ttl: Option<std::time::Duration>,
+        by: &str,
+    ) -> Result<(String, i64), ControlError> {
+        tollgate_pki::validate_device_id(id)
+            .map_err(|e| ControlError::BadRequest(e.to_string()))?;
         if let Some(g) = groups.iter().find(|g| !valid_group(g)) {
-            return Err(ControlError::BadRequest(format!("invalid group {g:?}: only letters, digits and . _ - : are allowed")));
+            return Err(ControlError::BadRequest(format!(
+                "invalid group {g:?}: only letters, digits and . _ - : are allowed"
+            )));
         }
-        let token = tollgate_pki::generate_token().map_err(|e| ControlError::Internal(e.to_string()))?;
+        let token =
+            tollgate_pki::generate_token().map_err(|e| ControlError::Internal(e.to_string()))?;
         let ttl = ttl.unwrap_or(self.token_ttl);
         let expires_at = now() + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2);
-        self.registry.create_token(id, groups, &tollgate_pki::hash_token(&token), expires_at, now())?;
-        self.events.emit(EventKind::EnrollmentTokenIssued { device: id.to_owned(), expires_at, by: by.to_owned() });
+        self.registry.create_token(
+            id,
+            groups,
+            &tollgate_pki::hash_token(&token),
+            expires_at,
+            now(),
+        )?;
+        self.events.emit(EventKind::EnrollmentTokenIssued {
+            device: id.to_owned(),
+            expires_at,
+            by: by.to_owned(),
+        });
         Ok((token, expires_at))
     }
 
-    fn issue_from_csr(&self, id: &str, groups: &[String], csr: &tollgate_pki::CheckedCsr) -> Result<Enrolled, ControlError> {
+    fn issue_from_csr(
+        &self,
+        id: &str,
+        groups: &[String],
+        csr: &tollgate_pki::CheckedCsr,
+    ) -> Result<Enrolled, ControlError> {
         let issued = self
             .issuer
-            .issue(&CertProfile::Device { id }, Validity::starting_now(self.lifetime_for(groups)), Some(&csr.public_key))
+            .issue(
+                &CertProfile::Device { id },
+                Validity::starting_now(self.lifetime_for(groups)),
+                Some(&csr.public_key),
+            )
             .map_err(|e| ControlError::Internal(e.to_string()))?;
         self.registry.record_certificate(&CertRecord {
             serial: issued.serial.clone(),
@@ -442,41 +481,71 @@ impl ControlPlane {
             revoked_at: None,
             revoke_reason: None,
         })?;
-        let cert_der = pem_to_der(&issued.cert_pem).map_err(|e| ControlError::Internal(e.to_string()))?;
-        Ok(Enrolled { serial: issued.serial, cert_der })
+        let cert_der =
+            pem_to_der(&issued.cert_pem).map_err(|e| ControlError::Internal(e.to_string()))?;
+        Ok(Enrolled {
+            serial: issued.serial,
+            cert_der,
+        })
     }
 
     /// EST simpleenroll authorised by a one-time token.
-    pub fn enroll_with_token(&self, id: Option<&str>, token: &str, csr_der: &[u8]) -> Result<Enrolled, ControlError> {
+    pub fn enroll_with_token(
+        &self,
+        id: Option<&str>,
+        token: &str,
+        csr_der: &[u8],
+    ) -> Result<Enrolled, ControlError> {
         let csr = tollgate_pki::check_csr(csr_der, &self.weak_keys).map_err(csr_error)?;
         let cn = csr.common_name.clone().unwrap_or_default();
         // With Bearer auth the device is named by the CSR; with Basic, both must agree.
         let id = id.unwrap_or(&cn).to_owned();
-        tollgate_pki::validate_device_id(&id).map_err(|e| ControlError::BadRequest(e.to_string()))?;
+        tollgate_pki::validate_device_id(&id)
+            .map_err(|e| ControlError::BadRequest(e.to_string()))?;
         if cn != id {
             return Err(ControlError::Forbidden(format!(
                 "the request's subject CN {cn:?} does not name device {id:?}, which the token is for"
             )));
         }
-        let groups = self.registry.consume_token(&id, &tollgate_pki::hash_token(token), now()).map_err(|e| match e {
-            StoreError::Token(why) => ControlError::Forbidden(format!("enrollment token refused: {why}")),
-            other => ControlError::from(other),
-        })?;
+        let groups = self
+            .registry
+            .consume_token(&id, &tollgate_pki::hash_token(token), now())
+            .map_err(|e| match e {
+                StoreError::Token(why) => {
+                    ControlError::Forbidden(format!("enrollment token refused: {why}"))
+                }
+                other => ControlError::from(other),
+            })?;
         self.registry.ensure_device(&id, &groups, now())?;
         let out = self.issue_from_csr(&id, &groups, &csr)?;
-        self.publish().map_err(|e| ControlError::Internal(e.to_string()))?;
-        self.events.emit(EventKind::DeviceEnrolled { device: id, serial: out.serial.clone(), method: "token", renewal: false });
+        self.publish()
+            .map_err(|e| ControlError::Internal(e.to_string()))?;
+        self.events.emit(EventKind::DeviceEnrolled {
+            device: id,
+            serial: out.serial.clone(),
+            method: "token",
+            renewal: false,
+        });
         Ok(out)
     }
 
     /// EST simplereenroll: the device authenticated with its current certificate.
-    pub fn reenroll(&self, device: &str, presented_serial: &str, csr_der: &[u8]) -> Result<Enrolled, ControlError> {
+    pub fn reenroll(
+        &self,
+        device: &str,
+        presented_serial: &str,
+        csr_der: &[u8],
+    ) -> Result<Enrolled, ControlError> {
         let auth = self.broker.auth();
         if auth.revoked.contains(presented_serial) {
-            return Err(ControlError::Forbidden("the presented certificate is revoked".into()));
+            return Err(ControlError::Forbidden(
+                "the presented certificate is revoked".into(),
+            ));
         }
         let Some(groups) = auth.devices.get(device).cloned() else {
-            return Err(ControlError::Forbidden(format!("device {device:?} is not registered or is revoked")));
+            return Err(ControlError::Forbidden(format!(
+                "device {device:?} is not registered or is revoked"
+            )));
         };
         let csr = tollgate_pki::check_csr(csr_der, &self.weak_keys).map_err(csr_error)?;
         if csr.common_name.as_deref() != Some(device) {
@@ -501,7 +570,7 @@ impl ControlPlane {
     }
 
     /// Be told of every new CRL (called at once with the current one).
-    pub fn on_crl(&self, f: Box<dyn Fn(Arc<Vec<u8>>) + Send + Sync>) {
+    pub fn on_crl(&self, f: CrlListener) {
         f(self.crl());
         self.crl_listeners.lock().push(f);
     }
@@ -515,14 +584,22 @@ impl ControlPlane {
             .filter(|c| c.kind != CertKind::Server)
             .map(|c| tollgate_pki::RevokedEntry {
                 serial: c.serial,
-                revoked_at: time::OffsetDateTime::from_unix_timestamp(c.revoked_at.unwrap_or(0)).unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
-                key_compromise: c.revoke_reason.as_deref().is_some_and(|r| r.contains("compromise")),
+                revoked_at: time::OffsetDateTime::from_unix_timestamp(c.revoked_at.unwrap_or(0))
+                    .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+                key_compromise: c
+                    .revoke_reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("compromise")),
             })
             .collect();
         let number = self.registry.next_crl_number()?;
         let this_update = time::OffsetDateTime::now_utc() - time::Duration::minutes(5);
-        let next_update = this_update + time::Duration::try_from(self.crl_validity).unwrap_or(time::Duration::hours(48));
-        let der = Arc::new(self.issuer.crl(&revoked, number, this_update, next_update)?);
+        let next_update = this_update
+            + time::Duration::try_from(self.crl_validity).unwrap_or(time::Duration::hours(48));
+        let der = Arc::new(
+            self.issuer
+                .crl(&revoked, number, this_update, next_update)?,
+        );
         *self.crl.lock() = (Arc::clone(&der), now());
         for l in self.crl_listeners.lock().iter() {
             l(Arc::clone(&der));

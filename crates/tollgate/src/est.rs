@@ -51,7 +51,10 @@ fn reply(status: StatusCode, content_type: &'static str, body: String) -> Respon
         r.headers_mut().insert(header::CONTENT_TYPE, v);
     }
     if content_type.starts_with("application/") {
-        r.headers_mut().insert("content-transfer-encoding", header::HeaderValue::from_static("base64"));
+        r.headers_mut().insert(
+            "content-transfer-encoding",
+            header::HeaderValue::from_static("base64"),
+        );
     }
     r
 }
@@ -74,34 +77,57 @@ fn control_error(e: ControlError) -> Response {
 
 /// Labels name enrollment profiles; Tollgate has one profile today, `default`, and accepts any
 /// label made of the device-id alphabet so devices can be configured ahead of new profiles.
-fn check_label(label: &str) -> Result<(), Response> {
-    tollgate_pki::validate_device_id(label).map_err(|_| error(StatusCode::NOT_FOUND, format!("unknown EST label {label:?}")))
+fn check_label(label: &str) -> Result<(), Box<Response>> {
+    tollgate_pki::validate_device_id(label).map_err(|_| {
+        Box::new(error(
+            StatusCode::NOT_FOUND,
+            format!("unknown EST label {label:?}"),
+        ))
+    })
 }
 
-fn decode_csr(body: &[u8]) -> Result<Vec<u8>, Response> {
-    let text: Vec<u8> = body.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+fn decode_csr(body: &[u8]) -> Result<Vec<u8>, Box<Response>> {
+    let text: Vec<u8> = body
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
     if text.first() == Some(&0x30) {
         // Raw DER is not what RFC 7030 says, but it is unambiguous: accept it.
         return Ok(body.to_vec());
     }
     base64::engine::general_purpose::STANDARD
         .decode(&text)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body must be a base64 DER PKCS#10 request: {e}")))
+        .map_err(|e| {
+            Box::new(error(
+                StatusCode::BAD_REQUEST,
+                format!("the body must be a base64 DER PKCS#10 request: {e}"),
+            ))
+        })
 }
 
 fn credentials(headers: &HeaderMap) -> Option<(Option<String>, String)> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
-    if let Some(b) = v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")) {
-        let raw = base64::engine::general_purpose::STANDARD.decode(b.trim()).ok()?;
+    if let Some(b) = v
+        .strip_prefix("Basic ")
+        .or_else(|| v.strip_prefix("basic "))
+    {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(b.trim())
+            .ok()?;
         let s = String::from_utf8(raw).ok()?;
         let (id, token) = s.split_once(':')?;
         return Some((Some(id.to_owned()), token.to_owned()));
     }
-    let t = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))?;
+    let t = v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))?;
     Some((None, t.trim().to_owned()))
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ControlError> + Send + 'static) -> Result<T, Response> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ControlError> + Send + 'static,
+) -> Result<T, Response> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r.map_err(control_error),
         Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
@@ -110,43 +136,64 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ControlError>
 
 async fn cacerts(State(s): State<EstState>) -> Response {
     let certs: Vec<&[u8]> = s.cp.cacerts_der().iter().map(Vec::as_slice).collect();
-    reply(StatusCode::OK, PKCS7, b64_body(&tollgate_pki::certs_only(&certs)))
+    reply(
+        StatusCode::OK,
+        PKCS7,
+        b64_body(&tollgate_pki::certs_only(&certs)),
+    )
 }
 
 async fn cacerts_l(s: State<EstState>, Path(label): Path<String>) -> Response {
     if let Err(r) = check_label(&label) {
-        return r;
+        return *r;
     }
     cacerts(s).await
 }
 
 async fn csrattrs() -> Response {
     // CsrAttrs ::= SEQUENCE OF AttrOrOID: ecdsa-with-SHA256 (P-256 keys are the default).
-    let der = [0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
+    let der = [
+        0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02,
+    ];
     reply(StatusCode::OK, "application/csrattrs", b64_body(&der))
 }
 
 async fn csrattrs_l(Path(label): Path<String>) -> Response {
     if let Err(r) = check_label(&label) {
-        return r;
+        return *r;
     }
     csrattrs().await
 }
 
-async fn simpleenroll(State(s): State<EstState>, Extension(peer): Extension<Peer>, headers: HeaderMap, body: Bytes) -> Response {
+async fn simpleenroll(
+    State(s): State<EstState>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Some((id, token)) = credentials(&headers) else {
-        let mut r = error(StatusCode::UNAUTHORIZED, "enrollment needs a one-time token: HTTP Basic ID:TOKEN or Bearer TOKEN");
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"tollgate-est\""));
+        let mut r = error(
+            StatusCode::UNAUTHORIZED,
+            "enrollment needs a one-time token: HTTP Basic ID:TOKEN or Bearer TOKEN",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Basic realm=\"tollgate-est\""),
+        );
         return r;
     };
     let csr = match decode_csr(&body) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let cp = Arc::clone(&s.cp);
     let who = id.clone();
     match blocking(move || cp.enroll_with_token(id.as_deref(), &token, &csr)).await {
-        Ok(e) => reply(StatusCode::OK, PKCS7, b64_body(&tollgate_pki::certs_only(&[&e.cert_der]))),
+        Ok(e) => reply(
+            StatusCode::OK,
+            PKCS7,
+            b64_body(&tollgate_pki::certs_only(&[&e.cert_der])),
+        ),
         Err(r) => {
             refused(&s.events, &peer, who, &r);
             r
@@ -154,27 +201,44 @@ async fn simpleenroll(State(s): State<EstState>, Extension(peer): Extension<Peer
     }
 }
 
-async fn simpleenroll_l(s: State<EstState>, p: Extension<Peer>, Path(label): Path<String>, h: HeaderMap, b: Bytes) -> Response {
+async fn simpleenroll_l(
+    s: State<EstState>,
+    p: Extension<Peer>,
+    Path(label): Path<String>,
+    h: HeaderMap,
+    b: Bytes,
+) -> Response {
     if let Err(r) = check_label(&label) {
-        return r;
+        return *r;
     }
     simpleenroll(s, p, h, b).await
 }
 
-async fn simplereenroll(State(s): State<EstState>, Extension(peer): Extension<Peer>, body: Bytes) -> Response {
+async fn simplereenroll(
+    State(s): State<EstState>,
+    Extension(peer): Extension<Peer>,
+    body: Bytes,
+) -> Response {
     let (Role::Device(device), Some(serial)) = (peer.role.clone(), peer.serial.clone()) else {
-        let r = error(StatusCode::FORBIDDEN, "re-enrollment needs the device's current certificate as the TLS client certificate");
+        let r = error(
+            StatusCode::FORBIDDEN,
+            "re-enrollment needs the device's current certificate as the TLS client certificate",
+        );
         refused(&s.events, &peer, None, &r);
         return r;
     };
     let csr = match decode_csr(&body) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let cp = Arc::clone(&s.cp);
     let dev = device.clone();
     match blocking(move || cp.reenroll(&dev, &serial, &csr)).await {
-        Ok(e) => reply(StatusCode::OK, PKCS7, b64_body(&tollgate_pki::certs_only(&[&e.cert_der]))),
+        Ok(e) => reply(
+            StatusCode::OK,
+            PKCS7,
+            b64_body(&tollgate_pki::certs_only(&[&e.cert_der])),
+        ),
         Err(r) => {
             refused(&s.events, &peer, Some(device), &r);
             r
@@ -182,9 +246,14 @@ async fn simplereenroll(State(s): State<EstState>, Extension(peer): Extension<Pe
     }
 }
 
-async fn simplereenroll_l(s: State<EstState>, p: Extension<Peer>, Path(label): Path<String>, b: Bytes) -> Response {
+async fn simplereenroll_l(
+    s: State<EstState>,
+    p: Extension<Peer>,
+    Path(label): Path<String>,
+    b: Bytes,
+) -> Response {
     if let Err(r) = check_label(&label) {
-        return r;
+        return *r;
     }
     simplereenroll(s, p, b).await
 }
@@ -200,7 +269,10 @@ fn refused(events: &EventBus, peer: &Peer, device: Option<String>, r: &Response)
 async fn crl(State(s): State<EstState>) -> Response {
     let der = s.cp.crl();
     let mut r = (StatusCode::OK, der.as_ref().clone()).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/pkix-crl"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/pkix-crl"),
+    );
     r
 }
 
@@ -212,8 +284,14 @@ pub fn router(state: EstState) -> Router {
         .route("/.well-known/est/simplereenroll", post(simplereenroll))
         .route("/.well-known/est/{label}/cacerts", get(cacerts_l))
         .route("/.well-known/est/{label}/csrattrs", get(csrattrs_l))
-        .route("/.well-known/est/{label}/simpleenroll", post(simpleenroll_l))
-        .route("/.well-known/est/{label}/simplereenroll", post(simplereenroll_l))
+        .route(
+            "/.well-known/est/{label}/simpleenroll",
+            post(simpleenroll_l),
+        )
+        .route(
+            "/.well-known/est/{label}/simplereenroll",
+            post(simplereenroll_l),
+        )
         .route("/crl", get(crl))
         .with_state(state)
 }

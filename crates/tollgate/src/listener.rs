@@ -66,7 +66,7 @@ pub struct MqttListener {
 }
 
 impl MqttListener {
-        pub fn new(
+    pub fn new(
         listener: TcpListener,
         tls: Arc<arc_swap::ArcSwap<rustls::ServerConfig>>,
         broker: Broker,
@@ -142,26 +142,28 @@ impl MqttListener {
     async fn handle(&self, tcp: TcpStream, addr: SocketAddr, guard: PendingGuard) {
         let _ = tcp.set_nodelay(true);
         let started = tokio::time::Instant::now();
-        let tls =
-            match tokio::time::timeout(self.handshake_timeout, Box::pin(TlsAcceptor::from(self.tls.load_full()).accept(tcp)))
-                .await
-            {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    let (reason, detail) = crate::tls::classify_handshake_error(&e);
-                    self.refuse(addr, None, reason, detail);
-                    return;
-                }
-                Err(_) => {
-                    self.refuse(
-                        addr,
-                        None,
-                        RefusalReason::Timeout,
-                        "TLS handshake did not finish in time".into(),
-                    );
-                    return;
-                }
-            };
+        let tls = match tokio::time::timeout(
+            self.handshake_timeout,
+            Box::pin(TlsAcceptor::from(self.tls.load_full()).accept(tcp)),
+        )
+        .await
+        {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                let (reason, detail) = crate::tls::classify_handshake_error(&e);
+                self.refuse(addr, None, reason, detail);
+                return;
+            }
+            Err(_) => {
+                self.refuse(
+                    addr,
+                    None,
+                    RefusalReason::Timeout,
+                    "TLS handshake did not finish in time".into(),
+                );
+                return;
+            }
+        };
         drop(guard);
         let conn = tls.get_ref().1;
         let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);

@@ -72,7 +72,7 @@ enum Command {
     /// Manage devices through the running server's admin API.
     #[command(subcommand)]
     Device(DeviceCommand),
-        /// Check, lint and explain policy files (offline).
+    /// Check, lint and explain policy files (offline).
     #[command(subcommand)]
     Policy(PolicyCommand),
     /// Device-side enrollment agent: obtain and renew this device's certificate over EST.
@@ -143,7 +143,7 @@ enum DeviceCommand {
         #[command(flatten)]
         conn: client::ConnectArgs,
     },
-        /// Issue a one-time enrollment token for a device; prints the token alone on stdout.
+    /// Issue a one-time enrollment token for a device; prints the token alone on stdout.
     Token {
         /// Device id the token is bound to.
         id: String,
@@ -279,7 +279,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Device(cmd) => runtime()?.block_on(device(cmd)),
-                Command::Policy(cmd) => policy(cmd),
+        Command::Policy(cmd) => policy(cmd),
         Command::Agent(cmd) => runtime()?.block_on(agent_cmd(cmd)),
     }
 }
@@ -334,7 +334,12 @@ async fn device(cmd: DeviceCommand) -> Result<ExitCode> {
                 println!("{}", f.display());
             }
         }
-                DeviceCommand::Token { id, groups, ttl, conn } => {
+        DeviceCommand::Token {
+            id,
+            groups,
+            ttl,
+            conn,
+        } => {
             let c = client::AdminClient::new(&conn)?;
             let v = c
                 .call(
@@ -418,18 +423,52 @@ fn parse_ttl(s: &str) -> Result<u64, String> {
         Some('d') => (&s[..s.len() - 1], 86400),
         _ => (s, 1),
     };
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 90s, 30m, 1h or 2d"))?;
-    n.checked_mul(mult).filter(|v| *v > 0).ok_or_else(|| format!("{s:?} is out of range"))
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 90s, 30m, 1h or 2d"))?;
+    n.checked_mul(mult)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("{s:?} is out of range"))
 }
 
 async fn agent_cmd(cmd: AgentCommand) -> Result<ExitCode> {
     match cmd {
-        AgentCommand::Enroll { server, token, id, out, cacert, label } => {
-            let crt = agent::enroll(&server, &token, &id, &out, cacert.as_deref(), label.as_deref()).await?;
+        AgentCommand::Enroll {
+            server,
+            token,
+            id,
+            out,
+            cacert,
+            label,
+        } => {
+            let crt = agent::enroll(
+                &server,
+                &token,
+                &id,
+                &out,
+                cacert.as_deref(),
+                label.as_deref(),
+            )
+            .await?;
             eprintln!("enrolled {id}: {}", crt.display());
         }
-        AgentCommand::Renew { server, out, daemon, rotate_key, reload, label } => {
-            agent::renew(&server, &out, rotate_key, daemon, reload.as_deref(), label.as_deref()).await?;
+        AgentCommand::Renew {
+            server,
+            out,
+            daemon,
+            rotate_key,
+            reload,
+            label,
+        } => {
+            agent::renew(
+                &server,
+                &out,
+                rotate_key,
+                daemon,
+                reload.as_deref(),
+                label.as_deref(),
+            )
+            .await?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -37,24 +37,47 @@ pub async fn serve(cfg: Config) -> Result<()> {
         let b = broker.clone();
         Arc::new(move |serial: &str| b.auth().revoked.contains(serial))
     };
-        let issuing = l.issuing_ca_cert();
+    let issuing = l.issuing_ca_cert();
     // The MQTT listener's configuration is swapped whenever a new CRL is signed (rustls's
     // verifier is immutable), so every new handshake checks the current CRL.
+    let resumption = crate::tls::Resumption::new()?;
     let mqtt_tls = Arc::new(arc_swap::ArcSwap::from(crate::tls::server_config(
         &l.server_cert(),
         &l.server_key(),
         &[&issuing],
         cfg.tls13_only,
         Arc::clone(&revoked),
-        &crate::tls::ClientAuth { optional: false, crl: Some(cp.crl()) },
+        &crate::tls::ClientAuth {
+            optional: false,
+            crl: Some(cp.crl()),
+            resumption: Some(resumption.clone()),
+        },
     )?));
     {
-        let (slot, l, revoked, tls13) = (Arc::clone(&mqtt_tls), l.clone(), Arc::clone(&revoked), cfg.tls13_only);
+        let (slot, l, revoked, tls13) = (
+            Arc::clone(&mqtt_tls),
+            l.clone(),
+            Arc::clone(&revoked),
+            cfg.tls13_only,
+        );
         cp.on_crl(Box::new(move |crl| {
-            let auth = crate::tls::ClientAuth { optional: false, crl: Some(crl) };
-            match crate::tls::server_config(&l.server_cert(), &l.server_key(), &[&l.issuing_ca_cert()], tls13, Arc::clone(&revoked), &auth) {
+            let auth = crate::tls::ClientAuth {
+                optional: false,
+                crl: Some(crl),
+                resumption: Some(resumption.clone()),
+            };
+            match crate::tls::server_config(
+                &l.server_cert(),
+                &l.server_key(),
+                &[&l.issuing_ca_cert()],
+                tls13,
+                Arc::clone(&revoked),
+                &auth,
+            ) {
                 Ok(c) => slot.store(c),
-                Err(e) => tracing::error!("rebuilding the MQTT TLS configuration with the new CRL: {e:#}"),
+                Err(e) => {
+                    tracing::error!("rebuilding the MQTT TLS configuration with the new CRL: {e:#}")
+                }
             }
         }));
     }
@@ -66,7 +89,11 @@ pub async fn serve(cfg: Config) -> Result<()> {
         &[&issuing],
         false,
         revoked,
-        &crate::tls::ClientAuth { optional: true, crl: None },
+        &crate::tls::ClientAuth {
+            optional: true,
+            crl: None,
+            resumption: None,
+        },
     )?;
 
     let mqtt = TcpListener::bind(cfg.mqtt_listen)
@@ -90,7 +117,8 @@ pub async fn serve(cfg: Config) -> Result<()> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mqtt_task = tokio::spawn(
-                MqttListener::new(mqtt, mqtt_tls, broker.clone(), events.clone(), &cfg).run(stop_rx.clone()),
+        MqttListener::new(mqtt, mqtt_tls, broker.clone(), events.clone(), &cfg)
+            .run(stop_rx.clone()),
     );
     let admin_task = tokio::spawn(crate::admin::serve(
         admin,

@@ -140,6 +140,26 @@ pub struct ClientAuth {
     /// The issuing CA's current CRL (DER): checked for the end-entity certificate, and its
     /// nextUpdate is enforced.
     pub crl: Option<Arc<Vec<u8>>>,
+    /// Ticket key and session cache shared by every configuration built for one listener, so
+    /// swapping in a new CRL does not invalidate the whole fleet's resumption tickets.
+    pub resumption: Option<Resumption>,
+}
+
+/// Resumption state that outlives one `ServerConfig`.
+#[derive(Clone)]
+pub struct Resumption {
+    ticketer: Arc<dyn rustls::server::ProducesTickets>,
+    cache: Arc<dyn rustls::server::StoresServerSessions>,
+}
+
+impl Resumption {
+    pub fn new() -> Result<Resumption> {
+        Ok(Resumption {
+            ticketer: rustls::crypto::ring::Ticketer::new()
+                .context("creating the session ticket key")?,
+            cache: rustls::server::ServerSessionMemoryCache::new(1024),
+        })
+    }
 }
 
 /// A server configuration that verifies client certificates issued by `client_ca`.
@@ -152,18 +172,28 @@ pub fn server_config(
     auth: &ClientAuth,
 ) -> Result<Arc<rustls::ServerConfig>> {
     let provider = provider();
-    let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(client_ca)?), Arc::clone(&provider));
+    let mut builder = WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots(client_ca)?),
+        Arc::clone(&provider),
+    );
     if auth.optional {
         builder = builder.allow_unauthenticated();
     }
     if let Some(crl) = auth.crl.as_ref().filter(|c| !c.is_empty()) {
         builder = builder
-            .with_crls([rustls::pki_types::CertificateRevocationListDer::from(crl.as_ref().clone())])
+            .with_crls([rustls::pki_types::CertificateRevocationListDer::from(
+                crl.as_ref().clone(),
+            )])
             .only_check_end_entity_revocation()
             .enforce_revocation_expiration();
     }
-    let inner = builder.build().context("building the client certificate verifier")?;
-    let verifier = Arc::new(RevocationAwareVerifier { inner, revoked: RevocationCheckDebug(revoked) });
+    let inner = builder
+        .build()
+        .context("building the client certificate verifier")?;
+    let verifier = Arc::new(RevocationAwareVerifier {
+        inner,
+        revoked: RevocationCheckDebug(revoked),
+    });
     let versions: &[&rustls::SupportedProtocolVersion] = if tls13_only {
         &[&rustls::version::TLS13]
     } else {
@@ -180,9 +210,12 @@ pub fn server_config(
     // Resumption stays on (it is what makes reconnect storms cheap) with stateless tickets, so
     // the server keeps no per-session state; every connection's serial and expiry, resumed or
     // not, is checked against the live snapshot after the handshake.
-    cfg.ticketer =
-        rustls::crypto::ring::Ticketer::new().context("creating the session ticket key")?;
-    cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(1024);
+    let resumption = match &auth.resumption {
+        Some(r) => r.clone(),
+        None => Resumption::new()?,
+    };
+    cfg.ticketer = resumption.ticketer;
+    cfg.session_storage = resumption.cache;
     Ok(Arc::new(cfg))
 }
 

@@ -1,0 +1,447 @@
+//! Device PKI end to end: EST enrollment with independent clients (curl + openssl), one-time
+//! tokens, key policy, re-enrollment, CRLs and the enrollment agent.
+
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)] // test harness code: panics are test failures
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use support::Server;
+
+fn token(s: &Server, id: &str, extra: &[&str]) -> String {
+    let mut args = vec!["device", "token", id, "--group", "sensors"];
+    args.extend_from_slice(extra);
+    let out = s.cli(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(t.trim().len(), 64, "the token alone on stdout: {t:?}");
+    t.trim().to_owned()
+}
+
+fn sh(dir: &Path, script: &str) -> Output {
+    Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+/// An openssl CSR (base64 DER, as EST wants it) for `cn` with `keyopts`; returns its path.
+fn csr(dir: &Path, name: &str, cn: &str, keyopts: &str, extra: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let out = sh(
+        dir,
+        &format!(
+            "openssl req -new {keyopts} -nodes -keyout {name}.key -subj /CN={cn} {extra} -outform DER -out {name}.der \
+             && base64 -w0 {name}.der > {name}.b64"
+        ),
+    );
+    assert!(
+        out.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.join(format!("{name}.b64"))
+}
+
+const P256: &str = "-newkey ec -pkeyopt ec_paramgen_curve:P-256";
+
+/// POST a CSR with curl; returns (HTTP status, body).
+fn curl_post(s: &Server, op: &str, csr: &Path, auth: &[&str]) -> (u16, String) {
+    let url = format!("https://127.0.0.1:{}/.well-known/est/{op}", s.admin_port);
+    let out = Command::new("curl")
+        .args(["-s", "-o", "-", "-w", "\n%{http_code}", "--cacert"])
+        .arg(s.data.join("ca/root.crt"))
+        .args(auth)
+        .args(["-H", "Content-Type: application/pkcs10", "--data-binary"])
+        .arg(format!("@{}", csr.display()))
+        .arg(url)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// Turn an EST reply (base64 PKCS#7) into a PEM certificate file with openssl.
+fn p7_to_pem(dir: &Path, body: &str, name: &str) -> PathBuf {
+    std::fs::write(dir.join(format!("{name}.p7.b64")), body).unwrap();
+    let out = sh(
+        dir,
+        &format!(
+            "base64 -d {name}.p7.b64 | openssl pkcs7 -inform DER -print_certs -out {name}.crt"
+        ),
+    );
+    assert!(
+        out.status.success(),
+        "openssl pkcs7: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.join(format!("{name}.crt"))
+}
+
+fn device_files(s: &Server, dir: &Path, id: &str, crt: &Path) -> support::Device {
+    std::fs::copy(s.data.join("ca/root.crt"), dir.join("ca.crt")).unwrap();
+    support::Device {
+        id: id.into(),
+        dir: dir.into(),
+        cert: crt.into(),
+        key: dir.join(format!("{id}.key")),
+        ca: dir.join("ca.crt"),
+    }
+}
+
+#[test]
+fn curl_and_openssl_enroll_with_a_token_and_the_certificate_publishes_with_mosquitto() {
+    let s = Server::start();
+    let dir = s.root.join("est");
+    let t = token(&s, "sensor-9", &["--ttl", "1h"]);
+    let req = csr(&dir, "sensor-9", "sensor-9", P256, "");
+    let (code, body) = curl_post(&s, "simpleenroll", &req, &["-u", &format!("sensor-9:{t}")]);
+    assert_eq!(code, 200, "{body}");
+    let crt = p7_to_pem(&dir, &body, "issued");
+    let text =
+        String::from_utf8(sh(&dir, "openssl x509 -in issued.crt -noout -text").stdout).unwrap();
+    assert!(
+        text.contains("URI:urn:tollgate:device:sensor-9") && text.contains("CA:FALSE"),
+        "{text}"
+    );
+    // The key never left the device: the certificate binds the CSR's key.
+    let a = sh(&dir, "openssl x509 -in issued.crt -noout -pubkey");
+    let b = sh(&dir, "openssl pkey -in sensor-9.key -pubout");
+    assert_eq!(a.stdout, b.stdout);
+    let dev = device_files(&s, &dir, "sensor-9", &crt);
+    let out = s.mosquitto_pub(
+        &dev,
+        &[
+            "-t",
+            "devices/sensor-9/telemetry",
+            "-m",
+            "enrolled",
+            "-q",
+            "1",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.wait_event("enrolled", |e| {
+        e["type"] == "device_enrolled" && e["device"] == "sensor-9"
+    });
+
+    // cacerts and csrattrs, also under a label.
+    for path in ["cacerts", "demo/cacerts"] {
+        let out = sh(
+            &dir,
+            &format!(
+                "curl -sf --cacert {} https://127.0.0.1:{}/.well-known/est/{path} | base64 -d | openssl pkcs7 -inform DER -print_certs | grep -c subject=",
+                s.data.join("ca/root.crt").display(),
+                s.admin_port
+            ),
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2", "{path}");
+    }
+    let out = sh(
+        &dir,
+        &format!("curl -sf --cacert {} https://127.0.0.1:{}/.well-known/est/csrattrs | base64 -d | openssl asn1parse -inform DER", s.data.join("ca/root.crt").display(), s.admin_port),
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ecdsa-with-SHA256"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn tokens_work_once_for_their_device_before_they_expire() {
+    let s = Server::start();
+    let dir = s.root.join("tokens");
+    let t = token(&s, "sensor-1", &[]);
+    let req = csr(&dir, "a", "sensor-1", P256, "");
+    // No credentials: 401 with a challenge.
+    assert_eq!(curl_post(&s, "simpleenroll", &req, &[]).0, 401);
+    // A CSR naming another device is refused, and does not use up the token.
+    let other = csr(&dir, "b", "sensor-2", P256, "");
+    let (code, body) = curl_post(
+        &s,
+        "simpleenroll",
+        &other,
+        &["-u", &format!("sensor-1:{t}")],
+    );
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("does not name device"), "{body}");
+    // Bearer works too (the device is named by the CSR).
+    assert_eq!(
+        curl_post(
+            &s,
+            "simpleenroll",
+            &req,
+            &["-H", &format!("Authorization: Bearer {t}")]
+        )
+        .0,
+        200
+    );
+    // Reused: refused.
+    let (code, body) = curl_post(&s, "simpleenroll", &req, &["-u", &format!("sensor-1:{t}")]);
+    assert_eq!(code, 403);
+    assert!(body.contains("already used"), "{body}");
+    // A wrong token: refused.
+    let t2 = token(&s, "sensor-3", &[]);
+    let c3 = csr(&dir, "c", "sensor-3", P256, "");
+    assert_eq!(
+        curl_post(
+            &s,
+            "simpleenroll",
+            &c3,
+            &["-u", &format!("sensor-3:{}x", &t2[1..])]
+        )
+        .0,
+        403
+    );
+    // Expired: refused.
+    let t4 = token(&s, "sensor-4", &["--ttl", "1s"]);
+    let c4 = csr(&dir, "d", "sensor-4", P256, "");
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let (code, body) = curl_post(&s, "simpleenroll", &c4, &["-u", &format!("sensor-4:{t4}")]);
+    assert_eq!(code, 403);
+    assert!(body.contains("expired"), "{body}");
+    assert!(s.count_events("enrollment_refused") >= 4);
+}
+
+#[test]
+fn weak_keys_sha1_signatures_ca_requests_and_garbage_are_refused_with_a_reason() {
+    let s = Server::start();
+    let dir = s.root.join("weak");
+    let cases: &[(&str, &str, &str, &str)] = &[
+        ("rsa1024", "-newkey rsa:1024", "", "at least 2048 bits"),
+        ("sha1", "-newkey rsa:2048 -sha1", "", "SHA-1"),
+        (
+            "ca",
+            P256,
+            "-addext basicConstraints=critical,CA:TRUE",
+            "CA certificates are refused",
+        ),
+        (
+            "p521",
+            "-newkey ec -pkeyopt ec_paramgen_curve:P-521",
+            "",
+            "unsupported key type",
+        ),
+    ];
+    for (name, keyopts, extra, why) in cases {
+        let t = token(&s, name, &[]);
+        let req = csr(&dir, name, name, keyopts, extra);
+        let (code, body) = curl_post(&s, "simpleenroll", &req, &["-u", &format!("{name}:{t}")]);
+        assert_eq!(code, 400, "{name}: {body}");
+        assert!(body.contains(why), "{name}: {body}");
+    }
+    let t = token(&s, "junk", &[]);
+    std::fs::write(dir.join("junk.b64"), "this is not base64 !!!").unwrap();
+    let (code, _) = curl_post(
+        &s,
+        "simpleenroll",
+        &dir.join("junk.b64"),
+        &["-u", &format!("junk:{t}")],
+    );
+    assert_eq!(code, 400);
+    // RSA 2048 and P-384 are fine.
+    for (name, keyopts) in [
+        ("rsa2048", "-newkey rsa:2048"),
+        ("p384", "-newkey ec -pkeyopt ec_paramgen_curve:P-384"),
+    ] {
+        let t = token(&s, name, &[]);
+        let req = csr(&dir, name, name, keyopts, "");
+        assert_eq!(
+            curl_post(&s, "simpleenroll", &req, &["-u", &format!("{name}:{t}")]).0,
+            200,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn reenrollment_needs_a_valid_unrevoked_certificate_and_the_crl_lists_revocations() {
+    let s = Server::start();
+    let dir = s.root.join("renew");
+    let t = token(&s, "sensor-1", &[]);
+    let req = csr(&dir, "sensor-1", "sensor-1", P256, "");
+    let (code, body) = curl_post(&s, "simpleenroll", &req, &["-u", &format!("sensor-1:{t}")]);
+    assert_eq!(code, 200, "{body}");
+    let crt = p7_to_pem(&dir, &body, "first");
+    let key = dir.join("sensor-1.key");
+    let with_cert = |req: &Path| {
+        curl_post(
+            &s,
+            "simplereenroll",
+            req,
+            &[
+                "--cert",
+                crt.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+            ],
+        )
+    };
+    // With the current certificate: a new one, with a rotated key if the CSR has one.
+    let rotated = csr(&dir, "rotated", "sensor-1", P256, "");
+    let (code, body) = with_cert(&rotated);
+    assert_eq!(code, 200, "{body}");
+    let second = p7_to_pem(&dir, &body, "second");
+    let serial = |p: &Path| {
+        String::from_utf8(
+            sh(
+                &dir,
+                &format!("openssl x509 -in {} -noout -serial", p.display()),
+            )
+            .stdout,
+        )
+        .unwrap()
+    };
+    assert_ne!(serial(&crt), serial(&second));
+    // Without a certificate: refused. For another device's name: refused.
+    assert_eq!(curl_post(&s, "simplereenroll", &req, &[]).0, 403);
+    let other = csr(&dir, "other", "sensor-2", P256, "");
+    assert_eq!(with_cert(&other).0, 403);
+    // Revoked: the TLS handshake itself fails (curl reports no HTTP status), and the CRL says so.
+    s.revoke("sensor-1");
+    assert_eq!(
+        with_cert(&rotated).0,
+        0,
+        "revoked certificate refused at TLS"
+    );
+    let first_serial = serial(&crt).trim().trim_start_matches("serial=").to_owned();
+    let out = sh(
+        &dir,
+        &format!("curl -sf --cacert {} https://127.0.0.1:{}/crl -o crl.der && openssl crl -inform DER -in crl.der -noout -text", s.data.join("ca/root.crt").display(), s.admin_port),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.to_uppercase().contains(&first_serial.to_uppercase()),
+        "CRL lists {first_serial}:\n{text}"
+    );
+    // The CRL verifies against the issuing CA.
+    let out = sh(
+        &dir,
+        &format!(
+            "openssl crl -inform DER -in crl.der -noout -CAfile {} 2>&1",
+            s.data.join("ca/issuing.crt").display()
+        ),
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("verify OK"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn the_agent_enrolls_renews_with_key_rotation_and_the_result_publishes() {
+    let s = Server::start();
+    let out_dir = s.root.join("agent");
+    let t = token(&s, "sensor-7", &[]);
+    let url = format!("https://127.0.0.1:{}", s.admin_port);
+    let run = |args: &[&str]| Command::new(support::BIN).args(args).output().unwrap();
+    let out = run(&[
+        "agent",
+        "enroll",
+        "--server",
+        &url,
+        "--token",
+        &t,
+        "--id",
+        "sensor-7",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--cacert",
+        s.data.join("ca/root.crt").to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(out_dir.join("sensor-7.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let dev = support::Device {
+        id: "sensor-7".into(),
+        dir: out_dir.clone(),
+        cert: out_dir.join("sensor-7.crt"),
+        key: out_dir.join("sensor-7.key"),
+        ca: out_dir.join("ca.crt"),
+    };
+    assert!(s
+        .mosquitto_pub(
+            &dev,
+            &["-t", "devices/sensor-7/telemetry", "-m", "1", "-q", "1"]
+        )
+        .status
+        .success());
+    let key_before = std::fs::read(&dev.key).unwrap();
+    let cert_before = std::fs::read(&dev.cert).unwrap();
+    let out = run(&[
+        "agent",
+        "renew",
+        "--server",
+        &url,
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--rotate-key",
+        "--reload",
+        "touch reloaded",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(std::fs::read(&dev.key).unwrap(), key_before, "key rotated");
+    assert_ne!(
+        std::fs::read(&dev.cert).unwrap(),
+        cert_before,
+        "certificate renewed"
+    );
+    assert!(s
+        .mosquitto_pub(
+            &dev,
+            &["-t", "devices/sensor-7/telemetry", "-m", "2", "-q", "1"]
+        )
+        .status
+        .success());
+    // A token is single-use for the agent too.
+    let again = run(&[
+        "agent",
+        "enroll",
+        "--server",
+        &url,
+        "--token",
+        &t,
+        "--id",
+        "sensor-7",
+        "--out",
+        s.root.join("again").to_str().unwrap(),
+        "--cacert",
+        s.data.join("ca/root.crt").to_str().unwrap(),
+    ]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already used"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+}
