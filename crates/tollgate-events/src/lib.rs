@@ -216,6 +216,13 @@ pub enum EventKind {
         /// Whether this renewed an existing certificate.
         renewal: bool,
     },
+    /// A supplier's manufacturing CA was registered for bootstrap enrollment.
+    SupplierAdded {
+        /// Supplier name.
+        supplier: String,
+        /// Who asked.
+        by: String,
+    },
     /// An EST request was refused.
     EnrollmentRefused {
         /// Remote address.

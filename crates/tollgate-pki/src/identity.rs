@@ -164,3 +164,65 @@ mod tests {
         assert!(parse_pem_certificates("not pem").is_err());
     }
 }
+
+/// Whether `cert_der` carries a valid signature by the CA in `ca_der` (and names it as issuer).
+/// Used to tell an operational certificate from a supplier's bootstrap certificate after TLS
+/// has already verified the chain to one of several trust anchors.
+pub fn is_issued_by(cert_der: &[u8], ca_der: &[u8]) -> bool {
+    let (Ok((_, cert)), Ok((_, ca))) = (
+        X509Certificate::from_der(cert_der),
+        X509Certificate::from_der(ca_der),
+    ) else {
+        return false;
+    };
+    cert.issuer() == ca.subject() && cert.verify_signature(Some(ca.public_key())).is_ok()
+}
+
+/// What a supplier's bootstrap (IEEE 802.1AR IDevID-style) certificate says about the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapIdentity {
+    /// The device id it may enroll as: the subject serialNumber attribute, else the CN.
+    pub device_id: String,
+    /// Hardware serial number (subject serialNumber, else the certificate serial).
+    pub hardware_serial: String,
+    /// Model (subject OU or title, if present).
+    pub model: Option<String>,
+    /// Manufacturer (subject O, if present).
+    pub manufacturer: Option<String>,
+}
+
+/// Read the bootstrap identity out of a manufacturing certificate.
+pub fn bootstrap_identity(der: &[u8]) -> Result<BootstrapIdentity, PkiError> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| PkiError::Parse(e.to_string()))?;
+    let subject = cert.subject();
+    let first = |oid: &x509_parser::der_parser::oid::Oid<'_>| {
+        subject
+            .iter_by_oid(oid)
+            .next()
+            .and_then(|a| a.as_str().ok())
+            .map(str::to_owned)
+    };
+    use x509_parser::oid_registry::{
+        OID_X509_COMMON_NAME, OID_X509_ORGANIZATIONAL_UNIT, OID_X509_ORGANIZATION_NAME,
+        OID_X509_SERIALNUMBER, OID_X509_TITLE,
+    };
+    let hw = first(&OID_X509_SERIALNUMBER);
+    let cn = first(&OID_X509_COMMON_NAME);
+    let device_id = hw.clone().or(cn).ok_or_else(|| {
+        PkiError::Parse("the bootstrap certificate names no device (no serialNumber or CN)".into())
+    })?;
+    validate_device_id(&device_id)?;
+    let hardware_serial = hw.unwrap_or_else(|| {
+        cert.tbs_certificate
+            .raw_serial()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    });
+    Ok(BootstrapIdentity {
+        device_id,
+        hardware_serial,
+        model: first(&OID_X509_ORGANIZATIONAL_UNIT).or_else(|| first(&OID_X509_TITLE)),
+        manufacturer: first(&OID_X509_ORGANIZATION_NAME),
+    })
+}

@@ -31,7 +31,10 @@ pub use hierarchy::{
     generate_key, CertAndKey, CertProfile, IssuedCert, Issuer, Validity, ADMIN_URI_PREFIX,
     DEVICE_URI_PREFIX,
 };
-pub use identity::{parse_certificate, parse_pem_certificates, validate_device_id, CertInfo, Role};
+pub use identity::{
+    bootstrap_identity, is_issued_by, parse_certificate, parse_pem_certificates,
+    validate_device_id, BootstrapIdentity, CertInfo, Role,
+};
 
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]

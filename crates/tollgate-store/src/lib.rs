@@ -101,6 +101,32 @@ pub struct CertRecord {
     pub revoke_reason: Option<String>,
 }
 
+/// A registered supplier (manufacturer) whose bootstrap certificates may enroll devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Supplier {
+    /// Name.
+    pub name: String,
+    /// Its manufacturing CA certificate(s), PEM.
+    pub ca_pem: String,
+    /// Groups given to devices it enrolls.
+    pub groups: Vec<String>,
+    /// Whether one hardware serial may enroll more than once.
+    pub allow_reenroll: bool,
+}
+
+/// Where a device enrolled from with a bootstrap certificate came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapRecord {
+    /// Supplier name.
+    pub supplier: String,
+    /// Hardware serial from the bootstrap certificate.
+    pub hardware_serial: String,
+    /// Model, if the certificate said.
+    pub model: Option<String>,
+    /// Device id it enrolled as.
+    pub device_id: String,
+}
+
 /// The device registry.
 pub trait Registry: Send + Sync {
     /// Register a device, or reactivate a revoked one with new groups. Conflict if it is active.
@@ -134,9 +160,23 @@ pub trait Registry: Send + Sync {
     fn consume_token(&self, device: &str, hash: &str, now: i64) -> Result<Vec<String>, StoreError>;
     /// The next CRL number (monotonic).
     fn next_crl_number(&self) -> Result<u64, StoreError>;
+    /// Register a supplier. Conflict if the name exists.
+    fn add_supplier(&self, s: &Supplier, now: i64) -> Result<(), StoreError>;
+    /// All suppliers.
+    fn suppliers(&self) -> Result<Vec<Supplier>, StoreError>;
+    /// Record a bootstrap enrollment; Conflict if this hardware serial already enrolled and the
+    /// supplier does not allow re-enrollment.
+    fn record_bootstrap(
+        &self,
+        r: &BootstrapRecord,
+        allow_reenroll: bool,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    /// The bootstrap record of a device, if it enrolled that way.
+    fn bootstrap_of(&self, device_id: &str) -> Result<Option<BootstrapRecord>, StoreError>;
 }
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// The embedded SQLite registry.
 pub struct SqliteRegistry {
@@ -208,7 +248,29 @@ impl SqliteRegistry {
                      used_at INTEGER
                  );
                  CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-                 PRAGMA user_version = 2;
+                                  PRAGMA user_version = 2;
+                 COMMIT;",
+            )?;
+        }
+        if version < 3 {
+            conn.execute_batch(
+                "BEGIN;
+                 CREATE TABLE IF NOT EXISTS suppliers (
+                     name TEXT PRIMARY KEY,
+                     ca_pem TEXT NOT NULL,
+                     groups TEXT NOT NULL DEFAULT '',
+                     allow_reenroll INTEGER NOT NULL DEFAULT 0,
+                     added_at INTEGER NOT NULL
+                 );
+                 CREATE TABLE IF NOT EXISTS bootstrap_enrollments (
+                     supplier TEXT NOT NULL,
+                     hardware_serial TEXT NOT NULL,
+                     device_id TEXT NOT NULL,
+                     model TEXT,
+                     enrolled_at INTEGER NOT NULL,
+                     PRIMARY KEY (supplier, hardware_serial)
+                 );
+                 PRAGMA user_version = 3;
                  COMMIT;",
             )?;
         }
@@ -434,6 +496,70 @@ impl Registry for SqliteRegistry {
         )?;
         tx.commit()?;
         Ok(split_groups(&groups))
+    }
+
+    fn add_supplier(&self, s: &Supplier, now: i64) -> Result<(), StoreError> {
+        let conn = self.conn.lock();
+        let n = conn.execute(
+            "INSERT OR IGNORE INTO suppliers (name, ca_pem, groups, allow_reenroll, added_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![s.name, s.ca_pem, join_groups(&s.groups), s.allow_reenroll, now],
+        )?;
+        if n == 0 {
+            return Err(StoreError::Conflict(format!("supplier {}", s.name)));
+        }
+        Ok(())
+    }
+
+    fn suppliers(&self) -> Result<Vec<Supplier>, StoreError> {
+        let conn = self.conn.lock();
+        let mut stmt = conn
+            .prepare("SELECT name, ca_pem, groups, allow_reenroll FROM suppliers ORDER BY name")?;
+        let rows = stmt.query_map([], |r| {
+            let groups: String = r.get(2)?;
+            Ok(Supplier {
+                name: r.get(0)?,
+                ca_pem: r.get(1)?,
+                groups: split_groups(&groups),
+                allow_reenroll: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn record_bootstrap(
+        &self,
+        r: &BootstrapRecord,
+        allow_reenroll: bool,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let conn = self.conn.lock();
+        let sql = if allow_reenroll {
+            "INSERT OR REPLACE INTO bootstrap_enrollments (supplier, hardware_serial, device_id, model, enrolled_at) VALUES (?1, ?2, ?3, ?4, ?5)"
+        } else {
+            "INSERT OR IGNORE INTO bootstrap_enrollments (supplier, hardware_serial, device_id, model, enrolled_at) VALUES (?1, ?2, ?3, ?4, ?5)"
+        };
+        let n = conn.execute(
+            sql,
+            params![r.supplier, r.hardware_serial, r.device_id, r.model, now],
+        )?;
+        if n == 0 {
+            return Err(StoreError::Conflict(format!(
+                "hardware serial {} of supplier {} already enrolled",
+                r.hardware_serial, r.supplier
+            )));
+        }
+        Ok(())
+    }
+
+    fn bootstrap_of(&self, device_id: &str) -> Result<Option<BootstrapRecord>, StoreError> {
+        let conn = self.conn.lock();
+        Ok(conn
+            .query_row(
+                "SELECT supplier, hardware_serial, model, device_id FROM bootstrap_enrollments WHERE device_id = ?1 ORDER BY enrolled_at DESC LIMIT 1",
+                [device_id],
+                |r| Ok(BootstrapRecord { supplier: r.get(0)?, hardware_serial: r.get(1)?, model: r.get(2)?, device_id: r.get(3)? }),
+            )
+            .optional()?)
     }
 
     fn next_crl_number(&self) -> Result<u64, StoreError> {

@@ -41,6 +41,10 @@ pub struct Peer {
     pub addr: SocketAddr,
     /// Serial of the verified client certificate.
     pub serial: Option<String>,
+    /// Which CA issued it: ours (operational) or a supplier's (bootstrap only).
+    pub kind: crate::control::PeerKind,
+    /// The client certificate (DER), for bootstrap enrollment.
+    pub cert_der: Option<Vec<u8>>,
 }
 
 /// Extractor: the caller is an administrator.
@@ -55,8 +59,10 @@ impl FromRequestParts<AppState> for Admin {
     ) -> Result<Self, Self::Rejection> {
         let peer = parts.extensions.get::<Peer>().cloned();
         match peer {
+            // Only an admin certificate from Tollgate's own CA: a supplier CA could write any SAN.
             Some(Peer {
                 role: Role::Admin(name),
+                kind: crate::control::PeerKind::Operational,
                 ..
             }) => Ok(Admin(name)),
             other => {
@@ -209,6 +215,40 @@ async fn revoke_device(
     ))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddSupplier {
+    name: String,
+    ca_pem: String,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    allow_reenroll: bool,
+}
+
+async fn add_supplier(
+    State(s): State<AppState>,
+    Admin(who): Admin,
+    Json(req): Json<AddSupplier>,
+) -> Result<impl IntoResponse, ApiError> {
+    let cp = Arc::clone(&s.cp);
+    let v = blocking(move || {
+        cp.add_supplier(
+            &req.name,
+            &req.ca_pem,
+            &req.groups,
+            req.allow_reenroll,
+            &who,
+        )
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+async fn list_suppliers(State(s): State<AppState>, _a: Admin) -> impl IntoResponse {
+    Json(s.cp.suppliers())
+}
+
 async fn connections(State(s): State<AppState>, _a: Admin) -> impl IntoResponse {
     Json(s.broker.connections())
 }
@@ -242,6 +282,7 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/devices/{id}/token", post(create_token))
         .route("/api/v1/connections", get(connections))
         .route("/api/v1/policy", get(policy))
+        .route("/api/v1/suppliers", get(list_suppliers).post(add_supplier))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .with_state(state)
 }
@@ -249,7 +290,7 @@ fn router(state: AppState) -> Router {
 /// Serve the admin API until `shutdown` flips.
 pub async fn serve(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    tls: Arc<arc_swap::ArcSwap<rustls::ServerConfig>>,
     cp: Arc<ControlPlane>,
     broker: Broker,
     events: EventBus,
@@ -259,6 +300,7 @@ pub async fn serve(
         cp: Arc::clone(&cp),
         events: events.clone(),
     });
+    let cp_peer = Arc::clone(&cp);
     let app = router(AppState {
         cp,
         broker,
@@ -277,8 +319,9 @@ pub async fn serve(
             },
             _ = shutdown.changed() => return,
         };
-        let acceptor = acceptor.clone();
+        let acceptor = TlsAcceptor::from(tls.load_full());
         let app = app.clone();
+        let cp_for_peer = Arc::clone(&cp_peer);
         let events = events.clone();
         tokio::spawn(async move {
             let tls =
@@ -293,17 +336,32 @@ pub async fn serve(
                     }
                     Err(_) => return,
                 };
-            let info = tls
+            let der = tls
                 .get_ref()
                 .1
                 .peer_certificates()
                 .and_then(|c| c.first())
+                .map(|c| c.to_vec());
+            let info = der
+                .as_deref()
                 .and_then(|c| tollgate_pki::parse_certificate(c).ok());
+            let kind = der
+                .as_deref()
+                .map_or(crate::control::PeerKind::Anonymous, |d| {
+                    cp_for_peer.classify(d)
+                });
             let (role, serial) = match info {
                 Some(i) => (i.role, Some(i.serial)),
                 None => (Role::Other, None),
             };
-            let svc = TowerToHyperService::new(app.layer(Extension(Peer { role, addr, serial })));
+            let peer = Peer {
+                role,
+                addr,
+                serial,
+                kind,
+                cert_der: der,
+            };
+            let svc = TowerToHyperService::new(app.layer(Extension(peer)));
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tls), svc)
                 .await

@@ -84,6 +84,33 @@ pub struct ControlPlane {
     /// Called with each new CRL (the TLS layer swaps in a verifier that uses it).
     crl_listeners: Mutex<Vec<CrlListener>>,
     cacerts_der: Vec<Vec<u8>>,
+    /// Suppliers whose bootstrap certificates may enroll devices (CA certificates as DER).
+    suppliers: arc_swap::ArcSwap<Vec<SupplierTrust>>,
+    /// Told when the set of trusted supplier CAs changes (the control listener rebuilds TLS).
+    trust_listeners: Mutex<Vec<TrustListener>>,
+}
+
+/// A supplier as the control listener needs it.
+#[derive(Debug, Clone)]
+pub struct SupplierTrust {
+    pub name: String,
+    pub ca_ders: Vec<Vec<u8>>,
+    pub groups: Vec<String>,
+    pub allow_reenroll: bool,
+}
+
+/// Told of the current supplier CAs (DER) whenever they change.
+pub type TrustListener = Box<dyn Fn(&[Vec<u8>]) + Send + Sync>;
+
+/// Who issued a client certificate on the control listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerKind {
+    /// No client certificate.
+    Anonymous,
+    /// Tollgate's issuing CA: an operational device or admin certificate.
+    Operational,
+    /// A supplier's manufacturing CA: a bootstrap certificate, good for enrollment only.
+    Supplier(String),
 }
 
 #[derive(Debug, Serialize)]
@@ -95,6 +122,16 @@ pub struct DeviceView {
     pub revoked_at: Option<i64>,
     pub connected: bool,
     pub certificates: Vec<CertView>,
+    /// Supplier, model and hardware serial, for devices enrolled with a bootstrap certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<BootstrapView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BootstrapView {
+    pub supplier: String,
+    pub model: Option<String>,
+    pub hardware_serial: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -167,7 +204,10 @@ impl ControlPlane {
             crl: Mutex::new((Arc::new(Vec::new()), 0)),
             crl_listeners: Mutex::new(Vec::new()),
             cacerts_der,
+            suppliers: arc_swap::ArcSwap::from_pointee(Vec::new()),
+            trust_listeners: Mutex::new(Vec::new()),
         });
+        cp.load_suppliers().context("loading suppliers")?;
         cp.regenerate_crl().context("signing the CRL")?;
         if let Err(e) = cp.reload_policy() {
             tracing::error!("policy not loaded, denying everything until it is fixed:\n{e}");
@@ -368,7 +408,13 @@ impl ControlPlane {
                 revoked_at: c.revoked_at,
             })
             .collect();
+        let bootstrap = self.registry.bootstrap_of(&d.id)?.map(|b| BootstrapView {
+            supplier: b.supplier,
+            model: b.model,
+            hardware_serial: b.hardware_serial,
+        });
         Ok(DeviceView {
+            bootstrap,
             connected: connected.contains(&d.id),
             status: if d.revoked_at.is_some() {
                 "revoked"
@@ -617,6 +663,201 @@ impl ControlPlane {
             }
         }
     }
+}
+
+fn pem_certs_to_der(pem: &str) -> Result<Vec<Vec<u8>>, ControlError> {
+    use rustls_pki_types::pem::PemObject;
+    let certs: Vec<Vec<u8>> = rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| ControlError::BadRequest(format!("not a PEM certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(ControlError::BadRequest(
+            "no certificate in the supplier CA file".into(),
+        ));
+    }
+    for c in &certs {
+        let info = tollgate_pki::parse_certificate(c)
+            .map_err(|e| ControlError::BadRequest(e.to_string()))?;
+        if !info.is_ca {
+            return Err(ControlError::BadRequest(format!(
+                "{} is not a CA certificate",
+                info.subject
+            )));
+        }
+    }
+    Ok(certs)
+}
+
+impl ControlPlane {
+    fn load_suppliers(&self) -> Result<()> {
+        let list: Vec<SupplierTrust> = self
+            .registry
+            .suppliers()?
+            .into_iter()
+            .filter_map(|s| {
+                let ca_ders = pem_certs_to_der(&s.ca_pem).ok()?;
+                Some(SupplierTrust {
+                    name: s.name,
+                    ca_ders,
+                    groups: s.groups,
+                    allow_reenroll: s.allow_reenroll,
+                })
+            })
+            .collect();
+        let all: Vec<Vec<u8>> = list
+            .iter()
+            .flat_map(|s| s.ca_ders.iter().cloned())
+            .collect();
+        self.suppliers.store(Arc::new(list));
+        for l in self.trust_listeners.lock().iter() {
+            l(&all);
+        }
+        Ok(())
+    }
+
+    /// Be told of the supplier CAs now and whenever they change.
+    pub fn on_trust_change(&self, f: TrustListener) {
+        let all: Vec<Vec<u8>> = self
+            .suppliers
+            .load()
+            .iter()
+            .flat_map(|s| s.ca_ders.iter().cloned())
+            .collect();
+        f(&all);
+        self.trust_listeners.lock().push(f);
+    }
+
+    /// Register a supplier's manufacturing CA.
+    pub fn add_supplier(
+        &self,
+        name: &str,
+        ca_pem: &str,
+        groups: &[String],
+        allow_reenroll: bool,
+        by: &str,
+    ) -> Result<SupplierView, ControlError> {
+        tollgate_pki::validate_device_id(name)
+            .map_err(|e| ControlError::BadRequest(format!("supplier name: {e}")))?;
+        if let Some(g) = groups.iter().find(|g| !valid_group(g)) {
+            return Err(ControlError::BadRequest(format!("invalid group {g:?}")));
+        }
+        pem_certs_to_der(ca_pem)?;
+        self.registry.add_supplier(
+            &tollgate_store::Supplier {
+                name: name.to_owned(),
+                ca_pem: ca_pem.to_owned(),
+                groups: groups.to_vec(),
+                allow_reenroll,
+            },
+            now(),
+        )?;
+        self.load_suppliers()
+            .map_err(|e| ControlError::Internal(e.to_string()))?;
+        self.events.emit(EventKind::SupplierAdded {
+            supplier: name.to_owned(),
+            by: by.to_owned(),
+        });
+        Ok(SupplierView {
+            name: name.to_owned(),
+            groups: groups.to_vec(),
+            allow_reenroll,
+        })
+    }
+
+    pub fn suppliers(&self) -> Vec<SupplierView> {
+        self.suppliers
+            .load()
+            .iter()
+            .map(|s| SupplierView {
+                name: s.name.clone(),
+                groups: s.groups.clone(),
+                allow_reenroll: s.allow_reenroll,
+            })
+            .collect()
+    }
+
+    /// Who issued a verified client certificate.
+    pub fn classify(&self, cert_der: &[u8]) -> PeerKind {
+        if self
+            .cacerts_der
+            .first()
+            .is_some_and(|issuing| tollgate_pki::is_issued_by(cert_der, issuing))
+        {
+            return PeerKind::Operational;
+        }
+        for s in self.suppliers.load().iter() {
+            if s.ca_ders
+                .iter()
+                .any(|ca| tollgate_pki::is_issued_by(cert_der, ca))
+            {
+                return PeerKind::Supplier(s.name.clone());
+            }
+        }
+        PeerKind::Anonymous
+    }
+
+    /// EST simpleenroll authorised by a supplier's bootstrap certificate.
+    pub fn enroll_with_bootstrap(
+        &self,
+        supplier: &str,
+        bootstrap_der: &[u8],
+        csr_der: &[u8],
+    ) -> Result<Enrolled, ControlError> {
+        let sup = self
+            .suppliers
+            .load()
+            .iter()
+            .find(|s| s.name == supplier)
+            .cloned()
+            .ok_or_else(|| ControlError::Forbidden(format!("unknown supplier {supplier:?}")))?;
+        let ident = tollgate_pki::bootstrap_identity(bootstrap_der)
+            .map_err(|e| ControlError::Forbidden(e.to_string()))?;
+        let csr = tollgate_pki::check_csr(csr_der, &self.weak_keys).map_err(csr_error)?;
+        if csr.common_name.as_deref() != Some(ident.device_id.as_str()) {
+            return Err(ControlError::Forbidden(format!(
+                "the request's subject CN {:?} does not name device {:?}, which the bootstrap certificate is for",
+                csr.common_name.unwrap_or_default(),
+                ident.device_id
+            )));
+        }
+        self.registry
+            .record_bootstrap(
+                &tollgate_store::BootstrapRecord {
+                    supplier: sup.name.clone(),
+                    hardware_serial: ident.hardware_serial.clone(),
+                    model: ident.model.clone(),
+                    device_id: ident.device_id.clone(),
+                },
+                sup.allow_reenroll,
+                now(),
+            )
+            .map_err(|e| match e {
+                StoreError::Conflict(m) => ControlError::Forbidden(format!(
+                    "{m}; the supplier does not allow re-enrollment"
+                )),
+                other => ControlError::from(other),
+            })?;
+        self.registry
+            .ensure_device(&ident.device_id, &sup.groups, now())?;
+        let out = self.issue_from_csr(&ident.device_id, &sup.groups, &csr)?;
+        self.publish()
+            .map_err(|e| ControlError::Internal(e.to_string()))?;
+        self.events.emit(EventKind::DeviceEnrolled {
+            device: ident.device_id,
+            serial: out.serial.clone(),
+            method: "bootstrap",
+            renewal: false,
+        });
+        Ok(out)
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct SupplierView {
+    pub name: String,
+    pub groups: Vec<String>,
+    pub allow_reenroll: bool,
 }
 
 fn policy_stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {

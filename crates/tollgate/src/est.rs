@@ -171,6 +171,27 @@ async fn simpleenroll(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // A supplier's bootstrap certificate (IDevID) authorises enrollment on its own.
+    if let (None, crate::control::PeerKind::Supplier(supplier), Some(der)) =
+        (credentials(&headers), &peer.kind, &peer.cert_der)
+    {
+        let csr = match decode_csr(&body) {
+            Ok(c) => c,
+            Err(r) => return *r,
+        };
+        let (cp, supplier, der) = (Arc::clone(&s.cp), supplier.clone(), der.clone());
+        return match blocking(move || cp.enroll_with_bootstrap(&supplier, &der, &csr)).await {
+            Ok(e) => reply(
+                StatusCode::OK,
+                PKCS7,
+                b64_body(&tollgate_pki::certs_only(&[&e.cert_der])),
+            ),
+            Err(r) => {
+                refused(&s.events, &peer, None, &r);
+                r
+            }
+        };
+    }
     let Some((id, token)) = credentials(&headers) else {
         let mut r = error(
             StatusCode::UNAUTHORIZED,
@@ -219,7 +240,10 @@ async fn simplereenroll(
     Extension(peer): Extension<Peer>,
     body: Bytes,
 ) -> Response {
-    let (Role::Device(device), Some(serial)) = (peer.role.clone(), peer.serial.clone()) else {
+    let operational = peer.kind == crate::control::PeerKind::Operational;
+    let (Role::Device(device), Some(serial), true) =
+        (peer.role.clone(), peer.serial.clone(), operational)
+    else {
         let r = error(
             StatusCode::FORBIDDEN,
             "re-enrollment needs the device's current certificate as the TLS client certificate",

@@ -78,6 +78,35 @@ enum Command {
     /// Device-side enrollment agent: obtain and renew this device's certificate over EST.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// Suppliers whose manufacturing (bootstrap) certificates may enroll devices.
+    #[command(subcommand)]
+    Supplier(SupplierCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SupplierCommand {
+    /// Register a supplier's manufacturing CA: a device whose bootstrap certificate chains to it
+    /// may enroll once per hardware serial (EST simpleenroll with that certificate, no token).
+    Add {
+        /// Supplier name.
+        name: String,
+        /// The supplier's CA certificate(s), PEM.
+        #[arg(long, value_name = "FILE")]
+        ca: PathBuf,
+        /// Group(s) given to devices this supplier enrolls (repeatable).
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<String>,
+        /// Allow a hardware serial to enroll again (e.g. after a factory reset).
+        #[arg(long)]
+        allow_reenroll: bool,
+        #[command(flatten)]
+        conn: client::ConnectArgs,
+    },
+    /// List registered suppliers.
+    List {
+        #[command(flatten)]
+        conn: client::ConnectArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -281,6 +310,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Device(cmd) => runtime()?.block_on(device(cmd)),
         Command::Policy(cmd) => policy(cmd),
         Command::Agent(cmd) => runtime()?.block_on(agent_cmd(cmd)),
+        Command::Supplier(cmd) => runtime()?.block_on(supplier_cmd(cmd)),
     }
 }
 
@@ -429,6 +459,36 @@ fn parse_ttl(s: &str) -> Result<u64, String> {
     n.checked_mul(mult)
         .filter(|v| *v > 0)
         .ok_or_else(|| format!("{s:?} is out of range"))
+}
+
+async fn supplier_cmd(cmd: SupplierCommand) -> Result<ExitCode> {
+    match cmd {
+        SupplierCommand::Add {
+            name,
+            ca,
+            groups,
+            allow_reenroll,
+            conn,
+        } => {
+            let ca_pem = std::fs::read_to_string(&ca)
+                .with_context(|| format!("reading {}", ca.display()))?;
+            client::AdminClient::new(&conn)?
+                .call(
+                    Method::POST,
+                    "/api/v1/suppliers",
+                    Some(serde_json::json!({ "name": name, "ca_pem": ca_pem, "groups": groups, "allow_reenroll": allow_reenroll })),
+                )
+                .await?;
+            println!("Supplier {name} registered.");
+        }
+        SupplierCommand::List { conn } => {
+            let v = client::AdminClient::new(&conn)?
+                .call(Method::GET, "/api/v1/suppliers", None)
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn agent_cmd(cmd: AgentCommand) -> Result<ExitCode> {

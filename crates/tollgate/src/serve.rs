@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tollgate_broker::{AuthSnapshot, Broker};
 use tollgate_events::EventBus;
 
@@ -51,6 +50,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
             optional: false,
             crl: Some(cp.crl()),
             resumption: Some(resumption.clone()),
+            extra_roots: Vec::new(),
         },
     )?));
     {
@@ -65,6 +65,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
                 optional: false,
                 crl: Some(crl),
                 resumption: Some(resumption.clone()),
+                extra_roots: Vec::new(),
             };
             match crate::tls::server_config(
                 &l.server_cert(),
@@ -83,18 +84,41 @@ pub async fn serve(cfg: Config) -> Result<()> {
     }
     // The control listener serves the admin API (admin certificate) and EST (a token, or the
     // device's current certificate): client certificates are optional at the TLS layer.
-    let admin_tls = crate::tls::server_config(
+    let admin_resumption = crate::tls::Resumption::new()?;
+    let admin_auth = move |extra_roots: Vec<Vec<u8>>| crate::tls::ClientAuth {
+        optional: true,
+        crl: None,
+        resumption: Some(admin_resumption.clone()),
+        extra_roots,
+    };
+    let admin_tls = Arc::new(arc_swap::ArcSwap::from(crate::tls::server_config(
         &l.server_cert(),
         &l.server_key(),
         &[&issuing],
         false,
-        revoked,
-        &crate::tls::ClientAuth {
-            optional: true,
-            crl: None,
-            resumption: None,
-        },
-    )?;
+        Arc::clone(&revoked),
+        &admin_auth(Vec::new()),
+    )?));
+    {
+        // Supplier CAs are trusted on the control listener only (bootstrap enrollment), never
+        // on the MQTT listener: a bootstrap certificate cannot open the MQTT port.
+        let (slot, l, revoked) = (Arc::clone(&admin_tls), l.clone(), Arc::clone(&revoked));
+        cp.on_trust_change(Box::new(move |suppliers| {
+            match crate::tls::server_config(
+                &l.server_cert(),
+                &l.server_key(),
+                &[&l.issuing_ca_cert()],
+                false,
+                Arc::clone(&revoked),
+                &admin_auth(suppliers.to_vec()),
+            ) {
+                Ok(c) => slot.store(c),
+                Err(e) => {
+                    tracing::error!("rebuilding the control listener's TLS configuration: {e:#}")
+                }
+            }
+        }));
+    }
 
     let mqtt = TcpListener::bind(cfg.mqtt_listen)
         .await
@@ -122,7 +146,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
     );
     let admin_task = tokio::spawn(crate::admin::serve(
         admin,
-        TlsAcceptor::from(admin_tls),
+        Arc::clone(&admin_tls),
         Arc::clone(&cp),
         broker.clone(),
         events.clone(),

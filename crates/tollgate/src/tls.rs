@@ -143,6 +143,8 @@ pub struct ClientAuth {
     /// Ticket key and session cache shared by every configuration built for one listener, so
     /// swapping in a new CRL does not invalidate the whole fleet's resumption tickets.
     pub resumption: Option<Resumption>,
+    /// More trust anchors (DER): the suppliers' manufacturing CAs on the control listener.
+    pub extra_roots: Vec<Vec<u8>>,
 }
 
 /// Resumption state that outlives one `ServerConfig`.
@@ -172,10 +174,14 @@ pub fn server_config(
     auth: &ClientAuth,
 ) -> Result<Arc<rustls::ServerConfig>> {
     let provider = provider();
-    let mut builder = WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots(client_ca)?),
-        Arc::clone(&provider),
-    );
+    let mut anchors = roots(client_ca)?;
+    for der in &auth.extra_roots {
+        anchors
+            .add(CertificateDer::from(der.clone()))
+            .context("adding a supplier CA as a trust anchor")?;
+    }
+    let mut builder =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(anchors), Arc::clone(&provider));
     if auth.optional {
         builder = builder.allow_unauthenticated();
     }

@@ -445,3 +445,91 @@ fn the_agent_enrolls_renews_with_key_rotation_and_the_result_publishes() {
         String::from_utf8_lossy(&again.stderr)
     );
 }
+
+#[test]
+fn a_supplier_bootstrap_certificate_enrolls_once_and_never_opens_the_mqtt_port() {
+    let s = Server::start();
+    let dir = s.root.join("supplier");
+    std::fs::create_dir_all(&dir).unwrap();
+    // The supplier's manufacturing CA and a device's IDevID, made with openssl like a factory would.
+    let out = sh(
+        &dir,
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout mfg.key -out mfg.crt -days 30 \
+           -subj '/O=Acme/CN=Acme Manufacturing CA' -addext basicConstraints=critical,CA:TRUE -addext keyUsage=keyCertSign,cRLSign \
+         && openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout idev.key -out idev.csr \
+           -subj '/O=Acme/OU=Scanner-X2/serialNumber=ACME-0042/CN=scanner' \
+         && openssl x509 -req -in idev.csr -CA mfg.crt -CAkey mfg.key -CAcreateserial -out idev.crt -days 30 \
+           -extfile <(printf 'basicConstraints=CA:FALSE\\nextendedKeyUsage=clientAuth\\nsubjectAltName=URI:urn:tollgate:admin:mallory')",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = s.cli(&[
+        "supplier",
+        "add",
+        "acme",
+        "--ca",
+        dir.join("mfg.crt").to_str().unwrap(),
+        "--group",
+        "sensors",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let boot = [
+        "--cert",
+        dir.join("idev.crt").to_str().unwrap().to_owned().leak(),
+        "--key",
+        dir.join("idev.key").to_str().unwrap().to_owned().leak(),
+    ];
+    // The CSR must name the device of the bootstrap certificate (its serialNumber).
+    let wrong = csr(&dir, "wrong", "someone-else", P256, "");
+    let (code, body) = curl_post(&s, "simpleenroll", &wrong, &boot);
+    assert_eq!(code, 403, "{body}");
+    let good = csr(&dir, "op", "ACME-0042", P256, "");
+    let (code, body) = curl_post(&s, "simpleenroll", &good, &boot);
+    assert_eq!(code, 200, "{body}");
+    let crt = p7_to_pem(&dir, &body, "operational");
+    s.wait_event("bootstrap", |e| {
+        e["type"] == "device_enrolled" && e["method"] == "bootstrap" && e["device"] == "ACME-0042"
+    });
+    // Once per hardware serial.
+    let (code, body) = curl_post(&s, "simpleenroll", &good, &boot);
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("already enrolled"), "{body}");
+    // The operational certificate publishes; the bootstrap certificate is refused on MQTT.
+    std::fs::rename(dir.join("op.key"), dir.join("ACME-0042.key")).unwrap();
+    let dev = device_files(&s, &dir, "ACME-0042", &crt);
+    assert!(s
+        .mosquitto_pub(
+            &dev,
+            &["-t", "devices/ACME-0042/telemetry", "-m", "x", "-q", "1"]
+        )
+        .status
+        .success());
+    let idev = support::Device {
+        id: "ACME-0042".into(),
+        dir: dir.clone(),
+        cert: dir.join("idev.crt"),
+        key: dir.join("idev.key"),
+        ca: dev.ca.clone(),
+    };
+    assert!(!s
+        .mosquitto_pub(&idev, &["-t", "devices/ACME-0042/telemetry", "-m", "x"])
+        .status
+        .success());
+    // Its admin-looking SAN buys nothing on the admin API, and it cannot re-enroll.
+    let out = sh(&dir, &format!("curl -s -o /dev/null -w '%{{http_code}}' --cacert {} --cert idev.crt --key idev.key https://127.0.0.1:{}/api/v1/devices", s.data.join("ca/root.crt").display(), s.admin_port));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
+    assert_eq!(curl_post(&s, "simplereenroll", &good, &boot).0, 403);
+    let show = s.cli(&["device", "show", "ACME-0042"]);
+    let v: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(v["bootstrap"]["supplier"], "acme");
+    assert_eq!(v["bootstrap"]["model"], "Scanner-X2");
+    assert_eq!(v["bootstrap"]["hardware_serial"], "ACME-0042");
+}
