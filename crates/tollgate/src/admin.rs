@@ -245,6 +245,11 @@ async fn add_supplier(
     Ok((StatusCode::CREATED, Json(v)))
 }
 
+async fn ca_status(State(s): State<AppState>, _a: Admin) -> Result<impl IntoResponse, ApiError> {
+    let cp = Arc::clone(&s.cp);
+    Ok(Json(blocking(move || cp.ca_status()).await?))
+}
+
 async fn list_suppliers(State(s): State<AppState>, _a: Admin) -> impl IntoResponse {
     Json(s.cp.suppliers())
 }
@@ -283,6 +288,7 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/connections", get(connections))
         .route("/api/v1/policy", get(policy))
         .route("/api/v1/suppliers", get(list_suppliers).post(add_supplier))
+        .route("/api/v1/ca", get(ca_status))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .with_state(state)
 }

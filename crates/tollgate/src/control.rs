@@ -56,7 +56,7 @@ impl From<StoreError> for ControlError {
 }
 
 /// Told of every newly signed CRL (DER).
-pub type CrlListener = Box<dyn Fn(Arc<Vec<u8>>) + Send + Sync>;
+pub type CrlListener = Box<dyn Fn(Vec<Arc<Vec<u8>>>) + Send + Sync>;
 
 struct PolicyState {
     policy: Arc<Policy>,
@@ -66,6 +66,8 @@ struct PolicyState {
 pub struct ControlPlane {
     registry: Arc<SqliteRegistry>,
     issuer: Issuer,
+    /// Retired issuing CAs still trusted: (issuer, certificate DER, trusted until).
+    retired: Vec<(Issuer, Vec<u8>, i64)>,
     root_pem: String,
     broker: Broker,
     events: EventBus,
@@ -79,8 +81,8 @@ pub struct ControlPlane {
     weak_keys: tollgate_pki::WeakKeyList,
     token_ttl: std::time::Duration,
     crl_validity: std::time::Duration,
-    /// The current CRL of the issuing CA (DER) and when it was signed.
-    crl: Mutex<(Arc<Vec<u8>>, i64)>,
+    /// The current CRLs (DER) of each trusted issuing CA, current CA first, and when signed.
+    crl: Mutex<(Vec<Arc<Vec<u8>>>, i64)>,
     /// Called with each new CRL (the TLS layer swaps in a verifier that uses it).
     crl_listeners: Mutex<Vec<CrlListener>>,
     cacerts_der: Vec<Vec<u8>>,
@@ -178,15 +180,21 @@ impl ControlPlane {
         };
         let issuing_pem = read(l.issuing_ca_cert())?;
         let root_pem = read(l.root_ca_cert())?;
-        let cacerts_der = [&issuing_pem, &root_pem]
-            .iter()
-            .map(|p| pem_to_der(p))
-            .collect::<Result<Vec<_>>>()?;
+        let mut retired = Vec::new();
+        for (cert, key, meta) in crate::datadir::retired_issuers(&l)? {
+            let issuer = Issuer::from_pem(&cert, &key).context("loading a retired issuing CA")?;
+            retired.push((issuer, pem_to_der(&cert)?, meta.trusted_until));
+        }
+        // /cacerts: the current issuing CA, the retired ones still trusted, then the root.
+        let mut cacerts_der = vec![pem_to_der(&issuing_pem)?];
+        cacerts_der.extend(retired.iter().map(|r| r.1.clone()));
+        cacerts_der.push(pem_to_der(&root_pem)?);
         let issuer = Issuer::from_pem(&issuing_pem, &read(l.issuing_ca_key())?)
             .context("loading the issuing CA")?;
         let cp = Arc::new(ControlPlane {
             registry,
             issuer,
+            retired,
             root_pem: read(l.root_ca_cert())?,
             broker,
             events,
@@ -201,7 +209,7 @@ impl ControlPlane {
             weak_keys: cfg.weak_keys.clone(),
             token_ttl: cfg.token_ttl,
             crl_validity: cfg.crl_validity,
-            crl: Mutex::new((Arc::new(Vec::new()), 0)),
+            crl: Mutex::new((Vec::new(), 0)),
             crl_listeners: Mutex::new(Vec::new()),
             cacerts_der,
             suppliers: arc_swap::ArcSwap::from_pointee(Vec::new()),
@@ -610,15 +618,64 @@ impl ControlPlane {
         Ok(out)
     }
 
-    /// The current CRL (DER).
+    /// The current issuing CA's CRL (DER).
     pub fn crl(&self) -> Arc<Vec<u8>> {
-        Arc::clone(&self.crl.lock().0)
+        self.crl.lock().0.first().cloned().unwrap_or_default()
     }
 
-    /// Be told of every new CRL (called at once with the current one).
+    /// Every trusted issuing CA's CRL.
+    pub fn crls(&self) -> Vec<Arc<Vec<u8>>> {
+        self.crl.lock().0.clone()
+    }
+
+    /// Be told of every new set of CRLs (called at once with the current one).
     pub fn on_crl(&self, f: CrlListener) {
-        f(self.crl());
+        f(self.crls());
         self.crl_listeners.lock().push(f);
+    }
+
+    /// Trust anchors for client certificates: the current and still-trusted retired issuing CAs.
+    pub fn issuing_anchors(&self) -> Vec<Vec<u8>> {
+        let mut v = vec![self.cacerts_der.first().cloned().unwrap_or_default()];
+        v.extend(self.retired.iter().map(|r| r.1.clone()));
+        v
+    }
+
+    /// The hierarchy, for `tollgate ca status`.
+    pub fn ca_status(&self) -> Result<serde_json::Value, ControlError> {
+        let describe = |der: &[u8]| -> serde_json::Value {
+            match tollgate_pki::parse_certificate(der) {
+                Ok(i) => {
+                    serde_json::json!({ "subject": i.subject, "serial": i.serial, "not_before": i.not_before, "not_after": i.not_after })
+                }
+                Err(e) => serde_json::json!({ "error": e.to_string() }),
+            }
+        };
+        let mut issuing = vec![{
+            let mut v = describe(
+                self.cacerts_der
+                    .first()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default(),
+            );
+            v["current"] = true.into();
+            v
+        }];
+        for (_, der, until) in &self.retired {
+            let mut v = describe(der);
+            v["current"] = false.into();
+            v["trusted_until"] = (*until).into();
+            issuing.push(v);
+        }
+        let devices = self.registry.devices()?;
+        let active = devices.iter().filter(|d| d.revoked_at.is_none()).count();
+        Ok(serde_json::json!({
+            "root": describe(self.cacerts_der.last().map(Vec::as_slice).unwrap_or_default()),
+            "issuing": issuing,
+            "devices": { "active": active, "revoked": devices.len() - active },
+            "revoked_certificates": self.registry.revoked_serials()?.len(),
+            "suppliers": self.suppliers().len(),
+        }))
     }
 
     /// Sign a fresh CRL from the registry and hand it to the listeners.
@@ -642,13 +699,23 @@ impl ControlPlane {
         let this_update = time::OffsetDateTime::now_utc() - time::Duration::minutes(5);
         let next_update = this_update
             + time::Duration::try_from(self.crl_validity).unwrap_or(time::Duration::hours(48));
-        let der = Arc::new(
-            self.issuer
-                .crl(&revoked, number, this_update, next_update)?,
-        );
-        *self.crl.lock() = (Arc::clone(&der), now());
+        let mut crls = vec![Arc::new(self.issuer.crl(
+            &revoked,
+            number,
+            this_update,
+            next_update,
+        )?)];
+        for (issuer, _, _) in &self.retired {
+            crls.push(Arc::new(issuer.crl(
+                &revoked,
+                number,
+                this_update,
+                next_update,
+            )?));
+        }
+        *self.crl.lock() = (crls.clone(), now());
         for l in self.crl_listeners.lock().iter() {
-            l(Arc::clone(&der));
+            l(crls.clone());
         }
         Ok(())
     }
@@ -780,9 +847,9 @@ impl ControlPlane {
     /// Who issued a verified client certificate.
     pub fn classify(&self, cert_der: &[u8]) -> PeerKind {
         if self
-            .cacerts_der
-            .first()
-            .is_some_and(|issuing| tollgate_pki::is_issued_by(cert_der, issuing))
+            .issuing_anchors()
+            .iter()
+            .any(|issuing| tollgate_pki::is_issued_by(cert_der, issuing))
         {
             return PeerKind::Operational;
         }

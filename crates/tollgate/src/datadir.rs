@@ -99,6 +99,8 @@ pub fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<()> {
 pub struct InitOptions {
     pub dns_names: Vec<String>,
     pub ips: Vec<IpAddr>,
+    /// An existing root CA (certificate PEM, key PEM) to build on.
+    pub import_root: Option<(String, String)>,
 }
 
 impl Default for InitOptions {
@@ -106,6 +108,7 @@ impl Default for InitOptions {
         InitOptions {
             dns_names: vec!["localhost".into()],
             ips: vec![IpAddr::from([127, 0, 0, 1])],
+            import_root: None,
         }
     }
 }
@@ -144,7 +147,18 @@ pub fn init(data: &Path, opts: &InitOptions) -> Result<InitReport> {
         Ok(())
     };
 
-    let root = Issuer::new_root("Tollgate Root CA").context("creating the root CA")?;
+    let root = match &opts.import_root {
+        Some((cert, key)) => {
+            let info = tollgate_pki::parse_pem_certificates(cert)
+                .context("reading the imported CA certificate")?;
+            if !info.first().is_some_and(|i| i.is_ca) {
+                bail!("the imported certificate is not a CA certificate");
+            }
+            Issuer::from_pem(cert, key)
+                .context("loading the imported CA (certificate and key must match)")?
+        }
+        None => Issuer::new_root("Tollgate Root CA").context("creating the root CA")?,
+    };
     let issuing = root
         .new_intermediate("Tollgate Issuing CA 1")
         .context("creating the issuing CA")?;
@@ -253,4 +267,92 @@ mod tests {
         assert!(err.to_string().contains("refusing to overwrite"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
+}
+
+/// A retired issuing CA: still trusted (and still signing its CRL) until `trusted_until`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RetiredMeta {
+    pub trusted_until: i64,
+    pub retired_at: i64,
+}
+
+impl Layout {
+    pub fn retired_dir(&self) -> PathBuf {
+        self.root.join("ca/retired")
+    }
+}
+
+/// Retired issuing CAs still within their trust window: (cert PEM, key PEM, meta).
+pub fn retired_issuers(l: &Layout) -> Result<Vec<(String, String, RetiredMeta)>> {
+    let mut out = Vec::new();
+    let dir = l.retired_dir();
+    if !dir.exists() {
+        return Ok(out);
+    }
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let meta: RetiredMeta = serde_json::from_str(&std::fs::read_to_string(&p)?)
+            .with_context(|| format!("reading {}", p.display()))?;
+        if meta.trusted_until <= now {
+            continue;
+        }
+        let cert = std::fs::read_to_string(p.with_extension("crt"))?;
+        let key = std::fs::read_to_string(p.with_extension("key"))?;
+        out.push((cert, key, meta));
+    }
+    Ok(out)
+}
+
+/// `tollgate ca rotate`: a new issuing CA signed by the root. The old one moves to
+/// `ca/retired/` and stays trusted for `keep_trusted` (the longest certificate lifetime), so
+/// every certificate it issued keeps working until it expires.
+pub fn rotate_ca(data: &Path, keep_trusted: time::Duration) -> Result<(String, i64)> {
+    let l = Layout::new(data);
+    let read = |p: PathBuf| {
+        std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
+    };
+    let root = Issuer::from_pem(&read(l.root_ca_cert())?, &read(l.root_ca_key())?)
+        .context("loading the root CA (its key must be in DATA/ca/root.key to rotate)")?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let n = std::fs::read_dir(l.retired_dir())
+        .map(|d| d.count())
+        .unwrap_or(0)
+        / 3
+        + 2;
+    let fresh = root
+        .new_intermediate(&format!("Tollgate Issuing CA {n}"))
+        .context("creating the new issuing CA")?;
+    let stem = l.retired_dir().join(format!("issuing-{now}"));
+    std::fs::create_dir_all(l.retired_dir())?;
+    write_file(
+        &stem.with_extension("crt"),
+        read(l.issuing_ca_cert())?.as_bytes(),
+        false,
+    )?;
+    write_file(
+        &stem.with_extension("key"),
+        read(l.issuing_ca_key())?.as_bytes(),
+        true,
+    )?;
+    let until = now + keep_trusted.whole_seconds();
+    let meta = RetiredMeta {
+        trusted_until: until,
+        retired_at: now,
+    };
+    write_file(
+        &stem.with_extension("json"),
+        serde_json::to_string_pretty(&meta)?.as_bytes(),
+        false,
+    )?;
+    write_file(&l.issuing_ca_cert(), fresh.cert_pem().as_bytes(), false)?;
+    write_file(&l.issuing_ca_key(), fresh.key_pem().as_bytes(), true)?;
+    Ok((format!("Tollgate Issuing CA {n}"), until))
 }

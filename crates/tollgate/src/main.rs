@@ -52,6 +52,9 @@ enum Command {
         /// IP address for the server certificate (repeatable; default: 127.0.0.1).
         #[arg(long = "ip", value_name = "ADDR")]
         ips: Vec<IpAddr>,
+        /// Build on an existing root CA (certificate and key, PEM) instead of creating one.
+        #[arg(long, num_args = 2, value_names = ["CERT", "KEY"])]
+        import_ca: Option<Vec<PathBuf>>,
     },
     /// Run the gateway: MQTT over mTLS and the admin API over HTTPS.
     /// Initialises DIR first if it does not exist.
@@ -81,6 +84,28 @@ enum Command {
     /// Suppliers whose manufacturing (bootstrap) certificates may enroll devices.
     #[command(subcommand)]
     Supplier(SupplierCommand),
+    /// The CA hierarchy: status and issuing-CA rotation.
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum CaCommand {
+    /// Show the root and issuing CAs, their expiry dates, and device and revocation counts.
+    Status {
+        #[command(flatten)]
+        conn: client::ConnectArgs,
+    },
+    /// Create a new issuing CA (signed by the root, whose key must be in DATA/ca/root.key). The
+    /// old one stays trusted until its last certificate has expired. Restart `serve` afterwards.
+    Rotate {
+        /// Data directory.
+        #[arg(long, env = "TOLLGATE_DATA", value_name = "DIR")]
+        data: PathBuf,
+        /// Configuration file (default: DIR/tollgate.toml), for certificate lifetimes.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -275,8 +300,21 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Init { data, dns, ips } => {
+        Command::Init {
+            data,
+            dns,
+            ips,
+            import_ca,
+        } => {
             let mut opts = datadir::InitOptions::default();
+            if let Some(paths) = import_ca {
+                let read = |p: &PathBuf| {
+                    std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+                };
+                if let [cert, key] = paths.as_slice() {
+                    opts.import_root = Some((read(cert)?, read(key)?));
+                }
+            }
             if !dns.is_empty() {
                 opts.dns_names = dns;
             }
@@ -311,6 +349,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Policy(cmd) => policy(cmd),
         Command::Agent(cmd) => runtime()?.block_on(agent_cmd(cmd)),
         Command::Supplier(cmd) => runtime()?.block_on(supplier_cmd(cmd)),
+        Command::Ca(CaCommand::Status { conn }) => runtime()?.block_on(async {
+            let v = client::AdminClient::new(&conn)?
+                .call(Method::GET, "/api/v1/ca", None)
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Ca(CaCommand::Rotate { data, config }) => {
+            let cfg = config::Config::load(&data, config.as_deref())?;
+            // Certificates issued by the old CA live at most this long; add a day of margin.
+            let longest = cfg
+                .group_lifetimes
+                .values()
+                .copied()
+                .fold(cfg.cert_lifetime, time::Duration::max);
+            let (name, until) = datadir::rotate_ca(&data, longest + time::Duration::days(1))?;
+            println!(
+                "New issuing CA: {name}. The previous one stays trusted until {until} (Unix time)."
+            );
+            eprintln!("Restart `tollgate serve` to start issuing from it.");
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -36,41 +36,42 @@ pub async fn serve(cfg: Config) -> Result<()> {
         let b = broker.clone();
         Arc::new(move |serial: &str| b.auth().revoked.contains(serial))
     };
-    let issuing = l.issuing_ca_cert();
+    let anchors = cp.issuing_anchors();
     // The MQTT listener's configuration is swapped whenever a new CRL is signed (rustls's
     // verifier is immutable), so every new handshake checks the current CRL.
     let resumption = crate::tls::Resumption::new()?;
     let mqtt_tls = Arc::new(arc_swap::ArcSwap::from(crate::tls::server_config(
         &l.server_cert(),
         &l.server_key(),
-        &[&issuing],
+        &anchors,
         cfg.tls13_only,
         Arc::clone(&revoked),
         &crate::tls::ClientAuth {
             optional: false,
-            crl: Some(cp.crl()),
+            crls: cp.crls(),
             resumption: Some(resumption.clone()),
             extra_roots: Vec::new(),
         },
     )?));
     {
+        let anchors2 = anchors.clone();
         let (slot, l, revoked, tls13) = (
             Arc::clone(&mqtt_tls),
             l.clone(),
             Arc::clone(&revoked),
             cfg.tls13_only,
         );
-        cp.on_crl(Box::new(move |crl| {
+        cp.on_crl(Box::new(move |crls| {
             let auth = crate::tls::ClientAuth {
                 optional: false,
-                crl: Some(crl),
+                crls,
                 resumption: Some(resumption.clone()),
                 extra_roots: Vec::new(),
             };
             match crate::tls::server_config(
                 &l.server_cert(),
                 &l.server_key(),
-                &[&l.issuing_ca_cert()],
+                &anchors2,
                 tls13,
                 Arc::clone(&revoked),
                 &auth,
@@ -87,14 +88,14 @@ pub async fn serve(cfg: Config) -> Result<()> {
     let admin_resumption = crate::tls::Resumption::new()?;
     let admin_auth = move |extra_roots: Vec<Vec<u8>>| crate::tls::ClientAuth {
         optional: true,
-        crl: None,
+        crls: Vec::new(),
         resumption: Some(admin_resumption.clone()),
         extra_roots,
     };
     let admin_tls = Arc::new(arc_swap::ArcSwap::from(crate::tls::server_config(
         &l.server_cert(),
         &l.server_key(),
-        &[&issuing],
+        &anchors,
         false,
         Arc::clone(&revoked),
         &admin_auth(Vec::new()),
@@ -102,12 +103,13 @@ pub async fn serve(cfg: Config) -> Result<()> {
     {
         // Supplier CAs are trusted on the control listener only (bootstrap enrollment), never
         // on the MQTT listener: a bootstrap certificate cannot open the MQTT port.
+        let anchors2 = anchors.clone();
         let (slot, l, revoked) = (Arc::clone(&admin_tls), l.clone(), Arc::clone(&revoked));
         cp.on_trust_change(Box::new(move |suppliers| {
             match crate::tls::server_config(
                 &l.server_cert(),
                 &l.server_key(),
-                &[&l.issuing_ca_cert()],
+                &anchors2,
                 false,
                 Arc::clone(&revoked),
                 &admin_auth(suppliers.to_vec()),

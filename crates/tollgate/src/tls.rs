@@ -137,9 +137,9 @@ pub struct ClientAuth {
     /// Accept connections without a client certificate (the EST/admin listener: enrollment
     /// with a token has none yet; each route decides what it requires).
     pub optional: bool,
-    /// The issuing CA's current CRL (DER): checked for the end-entity certificate, and its
+    /// The issuing CAs' current CRLs (DER): checked for the end-entity certificate, and their
     /// nextUpdate is enforced.
-    pub crl: Option<Arc<Vec<u8>>>,
+    pub crls: Vec<Arc<Vec<u8>>>,
     /// Ticket key and session cache shared by every configuration built for one listener, so
     /// swapping in a new CRL does not invalidate the whole fleet's resumption tickets.
     pub resumption: Option<Resumption>,
@@ -164,18 +164,19 @@ impl Resumption {
     }
 }
 
-/// A server configuration that verifies client certificates issued by `client_ca`.
+/// A server configuration that verifies client certificates issued by the CAs in `anchors`
+/// (DER), plus `auth.extra_roots`.
 pub fn server_config(
     cert: &Path,
     key: &Path,
-    client_ca: &[&Path],
+    anchors_der: &[Vec<u8>],
     tls13_only: bool,
     revoked: RevocationCheck,
     auth: &ClientAuth,
 ) -> Result<Arc<rustls::ServerConfig>> {
     let provider = provider();
-    let mut anchors = roots(client_ca)?;
-    for der in &auth.extra_roots {
+    let mut anchors = RootCertStore::empty();
+    for der in anchors_der.iter().chain(&auth.extra_roots) {
         anchors
             .add(CertificateDer::from(der.clone()))
             .context("adding a supplier CA as a trust anchor")?;
@@ -185,11 +186,15 @@ pub fn server_config(
     if auth.optional {
         builder = builder.allow_unauthenticated();
     }
-    if let Some(crl) = auth.crl.as_ref().filter(|c| !c.is_empty()) {
+    let crls: Vec<_> = auth
+        .crls
+        .iter()
+        .filter(|c| !c.is_empty())
+        .map(|c| rustls::pki_types::CertificateRevocationListDer::from(c.as_ref().clone()))
+        .collect();
+    if !crls.is_empty() {
         builder = builder
-            .with_crls([rustls::pki_types::CertificateRevocationListDer::from(
-                crl.as_ref().clone(),
-            )])
+            .with_crls(crls)
             .only_check_end_entity_revocation()
             .enforce_revocation_expiration();
     }

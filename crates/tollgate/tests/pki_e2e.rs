@@ -533,3 +533,123 @@ fn a_supplier_bootstrap_certificate_enrolls_once_and_never_opens_the_mqtt_port()
     assert_eq!(v["bootstrap"]["model"], "Scanner-X2");
     assert_eq!(v["bootstrap"]["hardware_serial"], "ACME-0042");
 }
+
+#[test]
+fn after_ca_rotate_devices_under_the_old_and_the_new_issuing_ca_both_work() {
+    let mut s = Server::start();
+    let old = s.add_device("old-1", &["sensors"]);
+    s.stop();
+    let out = Command::new(support::BIN)
+        .args(["ca", "rotate", "--data"])
+        .arg(&s.data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.spawn();
+    let new = s.add_device("new-1", &["sensors"]);
+    let issuer = |d: &support::Device| {
+        String::from_utf8(
+            sh(
+                &d.dir,
+                &format!("openssl x509 -in {} -noout -issuer", d.cert.display()),
+            )
+            .stdout,
+        )
+        .unwrap()
+    };
+    assert_ne!(
+        issuer(&old),
+        issuer(&new),
+        "the new device is issued by the new CA"
+    );
+    for d in [&old, &new] {
+        let out = s.mosquitto_pub(
+            d,
+            &[
+                "-t",
+                &format!("devices/{}/telemetry", d.id),
+                "-m",
+                "x",
+                "-q",
+                "1",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            d.id,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Revocation still works for the old CA's devices (its CRL is still signed).
+    s.revoke("old-1");
+    assert!(!s
+        .mosquitto_pub(&old, &["-t", "devices/old-1/telemetry", "-m", "x"])
+        .status
+        .success());
+    let status = s.cli(&["ca", "status"]);
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(v["issuing"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(v["issuing"][0]["current"], true);
+    assert!(v["issuing"][1]["trusted_until"].as_i64().unwrap() > 0);
+    assert_eq!(v["devices"]["revoked"], 1);
+    let out = sh(
+        &old.dir,
+        &format!("curl -sf --cacert {} https://127.0.0.1:{}/.well-known/est/cacerts | base64 -d | openssl pkcs7 -inform DER -print_certs | grep -c subject=", s.data.join("ca/root.crt").display(), s.admin_port),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "3",
+        "current, retired and root"
+    );
+}
+
+#[test]
+fn init_can_build_on_an_existing_root_ca() {
+    let dir = support::temp_dir("import");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = sh(
+        &dir,
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout root.key -out root.crt -days 3650 \
+           -subj '/O=Example Corp/CN=Example OT Root' -addext basicConstraints=critical,CA:TRUE -addext keyUsage=keyCertSign,cRLSign",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(support::BIN)
+        .args(["init", "--data"])
+        .arg(dir.join("data"))
+        .arg("--import-ca")
+        .arg(dir.join("root.crt"))
+        .arg(dir.join("root.key"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = sh(&dir, "openssl verify -CAfile root.crt data/ca/issuing.crt && openssl x509 -in data/ca/issuing.crt -noout -issuer");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("OK") && text.contains("Example OT Root"),
+        "{text}"
+    );
+    // A certificate that is not a CA is refused.
+    let out = Command::new(support::BIN)
+        .args(["init", "--data"])
+        .arg(dir.join("data2"))
+        .arg("--import-ca")
+        .arg(dir.join("data/admin/admin.crt"))
+        .arg(dir.join("data/admin/admin.key"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
