@@ -35,14 +35,11 @@ pub struct EstState {
 const PKCS7: &str = "application/pkcs7-mime; smime-type=certs-only";
 
 fn b64_body(der: &[u8]) -> String {
-    // RFC 8951: base64 with line breaks is fine for every client we know; 64-column lines.
-    let b = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = String::with_capacity(b.len() + b.len() / 64 + 2);
-    for chunk in b.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-        out.push('\n');
-    }
-    out
+    // One line, no breaks: RFC 8951 allows either, and some EST clients (strongSwan's
+    // `pki --est`) only decode unbroken base64.
+    let mut b = base64::engine::general_purpose::STANDARD.encode(der);
+    b.push('\n');
+    b
 }
 
 fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response {

@@ -653,3 +653,67 @@ fn init_can_build_on_an_existing_root_ca() {
     assert!(!out.status.success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn strongswan_pki_enrolls_and_reenrolls_over_est_and_the_certificate_publishes() {
+    let s = Server::start();
+    let dir = s.root.join("swan");
+    std::fs::create_dir_all(&dir).unwrap();
+    let t = token(&s, "swan-1", &[]);
+    let ca = s.data.join("ca/root.crt");
+    let issuing = s.data.join("ca/issuing.crt");
+    let url = format!("https://127.0.0.1:{}", s.admin_port);
+    let out = sh(
+        &dir,
+        &format!(
+            "pki --gen --type ecdsa --size 256 --outform pem > swan-1.key \
+             && pki --req --type priv --in swan-1.key --dn 'CN=swan-1' --outform der > swan.req \
+             && pki --est --url {url} --cacert {ca} --cacert {issuing} --userpass swan-1:{t} --in swan.req --outform pem > swan-1.crt",
+            ca = ca.display(),
+            issuing = issuing.display()
+        ),
+    );
+    assert!(
+        out.status.success(),
+        "strongSwan pki --est: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dev = device_files(&s, &dir, "swan-1", &dir.join("swan-1.crt"));
+    let pub_out = s.mosquitto_pub(
+        &dev,
+        &[
+            "-t",
+            "devices/swan-1/telemetry",
+            "-m",
+            "from strongswan",
+            "-q",
+            "1",
+        ],
+    );
+    assert!(
+        pub_out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pub_out.stderr)
+    );
+    // Re-enrollment authenticated by the current certificate.
+    let out = sh(
+        &dir,
+        &format!(
+            "pki --est --url {url} --cacert {ca} --cacert {issuing} --cert swan-1.crt --key swan-1.key --in swan.req --outform pem > renewed.crt \
+             && openssl x509 -in renewed.crt -noout -serial && openssl x509 -in swan-1.crt -noout -serial",
+            ca = ca.display(),
+            issuing = issuing.display()
+        ),
+    );
+    assert!(
+        out.status.success(),
+        "strongSwan re-enroll: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let serials: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(serials.len(), 2);
+    assert_ne!(serials[0], serials[1]);
+}
