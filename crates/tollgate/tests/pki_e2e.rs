@@ -717,3 +717,35 @@ fn strongswan_pki_enrolls_and_reenrolls_over_est_and_the_certificate_publishes()
     assert_eq!(serials.len(), 2);
     assert_ne!(serials[0], serials[1]);
 }
+
+#[test]
+fn a_key_on_the_weak_key_blocklist_is_refused() {
+    // The blocklist uses openssl-vulnkey's format (Debian's 2008 weak keys ship in it): the
+    // last 20 hex digits of SHA-1("Modulus=<HEX>\n").
+    let dir = support::temp_dir("blocklist");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = sh(&dir, "openssl genrsa -out weak.key 2048 2>/dev/null && openssl rsa -in weak.key -noout -modulus | sha1sum | cut -c21-40 > weak-keys.txt");
+    assert!(out.status.success());
+    let s = Server::start_with(
+        &[(
+            "# weak_key_blocklist = \"weak-keys.txt\"",
+            &format!(
+                "weak_key_blocklist = \"{}\"",
+                dir.join("weak-keys.txt").display()
+            ),
+        )],
+        support::EXAMPLE_POLICY,
+    );
+    let t = token(&s, "weak-1", &[]);
+    let out = sh(&dir, "openssl req -new -key weak.key -subj /CN=weak-1 -outform DER -out weak.der && base64 -w0 weak.der > weak.b64");
+    assert!(out.status.success());
+    let (code, body) = curl_post(
+        &s,
+        "simpleenroll",
+        &dir.join("weak.b64"),
+        &["-u", &format!("weak-1:{t}")],
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("blocklist"), "{body}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
