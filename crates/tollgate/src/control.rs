@@ -68,6 +68,10 @@ pub struct ControlPlane {
     issuer: Issuer,
     /// Retired issuing CAs still trusted: (issuer, certificate DER, trusted until).
     retired: Vec<(Issuer, Vec<u8>, i64)>,
+    /// The root CA, when its key is online (for the root's own CRL).
+    root: Option<Issuer>,
+    /// The root CA's CRL (DER; it revokes no issuing CA today).
+    root_crl: Mutex<Arc<Vec<u8>>>,
     root_pem: String,
     broker: Broker,
     events: EventBus,
@@ -191,10 +195,16 @@ impl ControlPlane {
         cacerts_der.push(pem_to_der(&root_pem)?);
         let issuer = Issuer::from_pem(&issuing_pem, &read(l.issuing_ca_key())?)
             .context("loading the issuing CA")?;
+        let root = match std::fs::read_to_string(l.root_ca_key()) {
+            Ok(key) => Some(Issuer::from_pem(&root_pem, &key).context("loading the root CA")?),
+            Err(_) => None, // kept offline: its CRL is signed wherever the key lives
+        };
         let cp = Arc::new(ControlPlane {
             registry,
             issuer,
             retired,
+            root,
+            root_crl: Mutex::new(Arc::new(Vec::new())),
             root_pem: read(l.root_ca_cert())?,
             broker,
             events,
@@ -623,6 +633,11 @@ impl ControlPlane {
         self.crl.lock().0.first().cloned().unwrap_or_default()
     }
 
+    /// The root CA's CRL (empty when the root key is offline).
+    pub fn root_crl(&self) -> Arc<Vec<u8>> {
+        Arc::clone(&self.root_crl.lock())
+    }
+
     /// Every trusted issuing CA's CRL.
     pub fn crls(&self) -> Vec<Arc<Vec<u8>>> {
         self.crl.lock().0.clone()
@@ -712,6 +727,9 @@ impl ControlPlane {
                 this_update,
                 next_update,
             )?));
+        }
+        if let Some(root) = &self.root {
+            *self.root_crl.lock() = Arc::new(root.crl(&[], number, this_update, next_update)?);
         }
         *self.crl.lock() = (crls.clone(), now());
         for l in self.crl_listeners.lock().iter() {

@@ -6,7 +6,7 @@
 //! - `POST /.well-known/est[/<label>]/simplereenroll` authorised by the current, valid,
 //!   unrevoked client certificate
 //! - `GET  /.well-known/est[/<label>]/csrattrs`      what a CSR should contain
-//! - `GET  /crl`                                      the issuing CA's CRL (DER)
+//! - `GET  /crl`, `GET /crl/root`                    the issuing and root CAs' CRLs (DER)
 //!
 //! Errors are plain-text reasons with EST-conformant statuses (400 bad request, 401 no
 //! credentials, 403 refused, 404 unknown label).
@@ -287,8 +287,21 @@ fn refused(events: &EventBus, peer: &Peer, device: Option<String>, r: &Response)
     });
 }
 
+async fn root_crl(State(s): State<EstState>) -> Response {
+    der_crl(s.cp.root_crl())
+}
+
 async fn crl(State(s): State<EstState>) -> Response {
-    let der = s.cp.crl();
+    der_crl(s.cp.crl())
+}
+
+fn der_crl(der: Arc<Vec<u8>>) -> Response {
+    if der.is_empty() {
+        return error(
+            StatusCode::NOT_FOUND,
+            "no CRL: the root CA's key is kept offline",
+        );
+    }
     let mut r = (StatusCode::OK, der.as_ref().clone()).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -314,5 +327,6 @@ pub fn router(state: EstState) -> Router {
             post(simplereenroll_l),
         )
         .route("/crl", get(crl))
+        .route("/crl/root", get(root_crl))
         .with_state(state)
 }
