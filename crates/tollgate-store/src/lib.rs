@@ -291,6 +291,20 @@ fn split_groups(s: &str) -> Vec<String> {
         .collect()
 }
 
+/// Maps `serial, subject, kind, not_before, not_after, revoked_at, revoke_reason`.
+fn cert_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CertRecord> {
+    let kind: String = r.get(2)?;
+    Ok(CertRecord {
+        serial: r.get(0)?,
+        subject: r.get(1)?,
+        kind: CertKind::parse(&kind),
+        not_before: r.get(3)?,
+        not_after: r.get(4)?,
+        revoked_at: r.get(5)?,
+        revoke_reason: r.get(6)?,
+    })
+}
+
 fn device_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
     let groups: String = row.get(1)?;
     Ok(Device {
@@ -364,18 +378,7 @@ impl Registry for SqliteRegistry {
             "SELECT serial, subject, kind, not_before, not_after, revoked_at, revoke_reason
              FROM certificates WHERE subject = ?1 ORDER BY not_before DESC, serial",
         )?;
-        let rows = stmt.query_map([subject], |r| {
-            let kind: String = r.get(2)?;
-            Ok(CertRecord {
-                serial: r.get(0)?,
-                subject: r.get(1)?,
-                kind: CertKind::parse(&kind),
-                not_before: r.get(3)?,
-                not_after: r.get(4)?,
-                revoked_at: r.get(5)?,
-                revoke_reason: r.get(6)?,
-            })
-        })?;
+        let rows = stmt.query_map([subject], cert_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -419,18 +422,7 @@ impl Registry for SqliteRegistry {
             "SELECT serial, subject, kind, not_before, not_after, revoked_at, revoke_reason
              FROM certificates WHERE revoked_at IS NOT NULL ORDER BY revoked_at, serial",
         )?;
-        let rows = stmt.query_map([], |r| {
-            let kind: String = r.get(2)?;
-            Ok(CertRecord {
-                serial: r.get(0)?,
-                subject: r.get(1)?,
-                kind: CertKind::parse(&kind),
-                not_before: r.get(3)?,
-                not_after: r.get(4)?,
-                revoked_at: r.get(5)?,
-                revoke_reason: r.get(6)?,
-            })
-        })?;
+        let rows = stmt.query_map([], cert_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

@@ -318,23 +318,7 @@ impl ControlPlane {
             )));
         }
         self.registry.upsert_device(id, groups, now())?;
-        let issued = self
-            .issuer
-            .issue(
-                &CertProfile::Device { id },
-                Validity::starting_now(self.cert_lifetime),
-                None,
-            )
-            .map_err(|e| ControlError::Internal(e.to_string()))?;
-        self.registry.record_certificate(&CertRecord {
-            serial: issued.serial.clone(),
-            subject: id.to_owned(),
-            kind: CertKind::Device,
-            not_before: issued.validity.not_before.unix_timestamp(),
-            not_after: issued.validity.not_after.unix_timestamp(),
-            revoked_at: None,
-            revoke_reason: None,
-        })?;
+        let issued = self.issue_device(id, groups, None)?;
         self.publish()
             .map_err(|e| ControlError::Internal(e.to_string()))?;
         self.events.emit(EventKind::DeviceAdded {
@@ -473,6 +457,34 @@ fn csr_error(e: tollgate_pki::CsrError) -> ControlError {
 }
 
 impl ControlPlane {
+    /// Issue a device certificate (for `public_key`, or with a fresh key) with the lifetime of
+    /// its groups, and record it. The one place device certificates are made.
+    fn issue_device(
+        &self,
+        id: &str,
+        groups: &[String],
+        public_key: Option<&rcgen::SubjectPublicKeyInfo>,
+    ) -> Result<tollgate_pki::IssuedCert, ControlError> {
+        let issued = self
+            .issuer
+            .issue(
+                &CertProfile::Device { id },
+                Validity::starting_now(self.lifetime_for(groups)),
+                public_key,
+            )
+            .map_err(|e| ControlError::Internal(e.to_string()))?;
+        self.registry.record_certificate(&CertRecord {
+            serial: issued.serial.clone(),
+            subject: id.to_owned(),
+            kind: CertKind::Device,
+            not_before: issued.validity.not_before.unix_timestamp(),
+            not_after: issued.validity.not_after.unix_timestamp(),
+            revoked_at: None,
+            revoke_reason: None,
+        })?;
+        Ok(issued)
+    }
+
     /// Lifetime for a device in `groups`: the shortest of its groups' overrides, else the default.
     fn lifetime_for(&self, groups: &[String]) -> time::Duration {
         groups
@@ -528,23 +540,7 @@ impl ControlPlane {
         groups: &[String],
         csr: &tollgate_pki::CheckedCsr,
     ) -> Result<Enrolled, ControlError> {
-        let issued = self
-            .issuer
-            .issue(
-                &CertProfile::Device { id },
-                Validity::starting_now(self.lifetime_for(groups)),
-                Some(&csr.public_key),
-            )
-            .map_err(|e| ControlError::Internal(e.to_string()))?;
-        self.registry.record_certificate(&CertRecord {
-            serial: issued.serial.clone(),
-            subject: id.to_owned(),
-            kind: CertKind::Device,
-            not_before: issued.validity.not_before.unix_timestamp(),
-            not_after: issued.validity.not_after.unix_timestamp(),
-            revoked_at: None,
-            revoke_reason: None,
-        })?;
+        let issued = self.issue_device(id, groups, Some(&csr.public_key))?;
         let cert_der =
             pem_to_der(&issued.cert_pem).map_err(|e| ControlError::Internal(e.to_string()))?;
         Ok(Enrolled {
