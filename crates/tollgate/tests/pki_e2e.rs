@@ -403,7 +403,7 @@ fn the_agent_enrolls_renews_with_key_rotation_and_the_result_publishes() {
         out_dir.to_str().unwrap(),
         "--rotate-key",
         "--reload",
-        "touch reloaded",
+        &format!("touch {}", out_dir.join("reloaded").display()),
     ]);
     assert!(
         out.status.success(),
@@ -411,6 +411,7 @@ fn the_agent_enrolls_renews_with_key_rotation_and_the_result_publishes() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_ne!(std::fs::read(&dev.key).unwrap(), key_before, "key rotated");
+    assert!(out_dir.join("reloaded").exists(), "the reload command ran");
     assert_ne!(
         std::fs::read(&dev.cert).unwrap(),
         cert_before,
@@ -748,4 +749,47 @@ fn a_key_on_the_weak_key_blocklist_is_refused() {
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("blocklist"), "{body}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn reenrollment_with_an_expired_certificate_is_refused() {
+    let s = Server::start();
+    let dir = s.root.join("expired");
+    std::fs::create_dir_all(&dir).unwrap();
+    // A certificate from our own issuing CA for a registered device, but already expired.
+    s.add_device("old-timer", &["sensors"]);
+    let ca = tollgate_pki::Issuer::from_pem(
+        &std::fs::read_to_string(s.data.join("ca/issuing.crt")).unwrap(),
+        &std::fs::read_to_string(s.data.join("ca/issuing.key")).unwrap(),
+    )
+    .unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let expired = ca
+        .issue(
+            &tollgate_pki::CertProfile::Device { id: "old-timer" },
+            tollgate_pki::Validity {
+                not_before: now - time::Duration::days(9),
+                not_after: now - time::Duration::days(2),
+            },
+            None,
+        )
+        .unwrap();
+    std::fs::write(dir.join("old.crt"), &expired.cert_pem).unwrap();
+    std::fs::write(dir.join("old.key"), expired.key_pem.unwrap()).unwrap();
+    let req = csr(&dir, "renew", "old-timer", P256, "");
+    let (code, _) = curl_post(
+        &s,
+        "simplereenroll",
+        &req,
+        &[
+            "--cert",
+            dir.join("old.crt").to_str().unwrap(),
+            "--key",
+            dir.join("old.key").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        code, 0,
+        "an expired client certificate fails the TLS handshake"
+    );
 }
