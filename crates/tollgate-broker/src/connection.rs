@@ -852,6 +852,12 @@ impl Conn {
                 codes.push(ReasonCode::TOPIC_FILTER_INVALID);
                 continue;
             }
+            if self.state.subscriptions.len() >= self.shared.config.max_subscriptions_per_session
+                && !self.state.subscriptions.contains_key(&req.filter)
+            {
+                codes.push(ReasonCode::QUOTA_EXCEEDED);
+                continue;
+            }
             if !self.policy.can_subscribe(&inner) {
                 self.shared
                     .stats

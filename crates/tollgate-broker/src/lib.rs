@@ -75,6 +75,8 @@ pub struct BrokerConfig {
     pub max_retained_messages: usize,
     /// A write to a client that makes no progress for this long ends the connection.
     pub write_timeout: Duration,
+    /// Most subscriptions one session may hold; more get SUBACK 0x97 (quota exceeded).
+    pub max_subscriptions_per_session: usize,
 }
 
 impl Default for BrokerConfig {
@@ -93,6 +95,7 @@ impl Default for BrokerConfig {
             max_topic_levels: 128,
             max_retained_messages: 100_000,
             write_timeout: Duration::from_secs(30),
+            max_subscriptions_per_session: 1000,
         }
     }
 }

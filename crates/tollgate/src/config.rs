@@ -39,6 +39,7 @@ pub struct MqttSection {
     pub max_topic_levels: usize,
     pub max_retained_messages: usize,
     pub write_timeout_secs: u64,
+    pub max_subscriptions_per_session: usize,
 }
 
 impl Default for MqttSection {
@@ -61,6 +62,7 @@ impl Default for MqttSection {
             max_topic_levels: b.max_topic_levels,
             max_retained_messages: b.max_retained_messages,
             write_timeout_secs: b.write_timeout.as_secs(),
+            max_subscriptions_per_session: b.max_subscriptions_per_session,
         }
     }
 }
@@ -227,6 +229,7 @@ impl Config {
             max_topic_levels: m.max_topic_levels.clamp(1, 4096),
             max_retained_messages: m.max_retained_messages,
             write_timeout: Duration::from_secs(m.write_timeout_secs.max(1)),
+            max_subscriptions_per_session: m.max_subscriptions_per_session.max(1),
         };
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { data.join(p) };
         Ok(Config {
@@ -302,6 +305,8 @@ max_connections = 100000
 max_topic_levels = 128           # deeper topics and filters are refused
 max_retained_messages = 100000   # new retained topics beyond this are not retained
 write_timeout_secs = 30          # a client that stops reading for this long is disconnected
+max_subscriptions_per_session = 1000   # more get SUBACK 0x97 (quota exceeded)
+
 
 
 [admin]

@@ -788,3 +788,30 @@ fn the_cli_reaches_the_admin_api_by_url_and_serve_initialises_a_missing_data_dir
     );
     let _ = std::fs::remove_dir_all(dir.parent().unwrap());
 }
+
+#[test]
+fn a_session_cannot_hold_more_subscriptions_than_its_quota() {
+    let s = Server::start_with(
+        &[(
+            "max_subscriptions_per_session = 1000",
+            "max_subscriptions_per_session = 2",
+        )],
+        support::EXAMPLE_POLICY,
+    );
+    let backend = s.add_device("backend", &["backend"]);
+    let r = s.paho(
+        &backend,
+        json!([
+            {"op": "connect", "client_id": "backend"},
+            {"op": "subscribe", "filters": ["devices/a/telemetry", "devices/b/telemetry", "devices/c/telemetry"], "qos": 0},
+            {"op": "subscribe", "filters": ["devices/a/telemetry"], "qos": 1},
+            {"op": "disconnect"}
+        ]),
+    );
+    assert_eq!(r[1]["codes"], json!([0, 0, 0x97]), "{r:?}");
+    assert_eq!(
+        r[2]["codes"],
+        json!([1]),
+        "re-subscribing to a held filter is not a new one: {r:?}"
+    );
+}
