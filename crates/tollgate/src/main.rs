@@ -56,7 +56,7 @@ enum Command {
         #[arg(long, num_args = 2, value_names = ["CERT", "KEY"])]
         import_ca: Option<Vec<PathBuf>>,
     },
-    /// Run the gateway: MQTT over mTLS and the admin API over HTTPS.
+    /// Run the gateway: MQTT over mTLS, and the admin API and EST enrollment over HTTPS.
     /// Initialises DIR first if it does not exist.
     Serve {
         /// Data directory.
@@ -68,7 +68,7 @@ enum Command {
         /// MQTT listen address (overrides mqtt.listen; default 0.0.0.0:8883).
         #[arg(long, value_name = "ADDR")]
         mqtt_listen: Option<SocketAddr>,
-        /// Admin API listen address (overrides admin.listen; default 127.0.0.1:8443).
+        /// Control listener: admin API, EST and CRLs (overrides admin.listen; default 127.0.0.1:8443).
         #[arg(long, value_name = "ADDR")]
         admin_listen: Option<SocketAddr>,
     },
