@@ -55,7 +55,7 @@ impl Running {
     }
 
     pub fn stop(mut self) {
-        tracing_free_log(self.kind, self.started);
+        log_stop(self.kind, self.started);
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
@@ -200,7 +200,8 @@ next_connection_delay_ms = 0
     })
 }
 
-fn tracing_free_log(kind: Kind, started: Instant) {
+/// With TOLLGATE_BENCH_VERBOSE set, say how long each broker ran.
+fn log_stop(kind: Kind, started: Instant) {
     if std::env::var_os("TOLLGATE_BENCH_VERBOSE").is_some() {
         eprintln!(
             "stopping {} after {:.1}s",

@@ -56,13 +56,12 @@ struct Spec {
     args: Vec<String>,
 }
 
-fn specs(quick: bool, connections: usize) -> Vec<Spec> {
+fn specs(connections: usize) -> Vec<Spec> {
     let s = |label, args: &[&str]| Spec {
         label,
         args: args.iter().map(|a| a.to_string()).collect(),
     };
     let conns = connections.to_string();
-    let _ = quick;
     vec![
         s(
             "fan-in q0 8→1",
@@ -193,7 +192,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
     let me = std::env::current_exe()?;
 
     let mut samples: Vec<Sample> = Vec::new();
-    let specs: Vec<Spec> = specs(a.quick, connections)
+    let specs: Vec<Spec> = specs(connections)
         .into_iter()
         .filter(|s| a.only.is_empty() || a.only.iter().any(|o| s.label.contains(o.as_str())))
         .collect();
@@ -320,8 +319,9 @@ fn ensure_tools(kinds: &[Kind]) -> Result<()> {
 }
 
 /// rumqttd with client-certificate verification (it does no client authentication without the
-/// `verify-client-cert` feature). Its lock file pins `metrics 0.22.1`, which no longer builds on
-/// current Rust; `metrics 0.22.4` does.
+/// `verify-client-cert` feature). Installed without `--locked`: its lock file pins
+/// `metrics 0.22.1`, which no longer builds on current Rust; cargo's resolution picks a
+/// compatible release that does.
 fn ensure_rumqttd(work: &Path) -> Result<PathBuf> {
     let root = work.join("tools");
     let bin = root.join("bin/rumqttd");
@@ -329,18 +329,6 @@ fn ensure_rumqttd(work: &Path) -> Result<PathBuf> {
         return Ok(bin);
     }
     eprintln!("building rumqttd (once) into {}", root.display());
-    let src = work.join("tools/rumqttd-src");
-    if !src.join("Cargo.toml").exists() {
-        std::fs::create_dir_all(&src)?;
-        let status = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "cd {} && cargo download rumqttd >/dev/null 2>&1 || true",
-                src.display()
-            ))
-            .status()?;
-        let _ = status;
-    }
     let status = Command::new("cargo")
         .args([
             "install",
