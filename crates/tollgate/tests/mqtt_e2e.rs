@@ -67,21 +67,15 @@ fn paho_qos_flows_and_v5_properties_are_forwarded() {
     let s = Server::start();
     let sensor = s.add_device("sensor-1", &["sensors"]);
     let backend = s.add_device("backend", &["backend"]);
-    let sub = std::thread::spawn({
-        let plan_srv = (s.mqtt_port, backend.clone());
-        move || {
-            let (port, dev) = plan_srv;
-            support::run_paho(json!({
-                "host": "127.0.0.1", "port": port, "ca": dev.ca, "cert": dev.cert, "key": dev.key,
-                "steps": [
-                    {"op": "connect", "client_id": "backend"},
-                    {"op": "subscribe", "filters": ["devices/+/telemetry"], "qos": 2, "sub_id": 7},
-                    {"op": "expect", "count": 3, "timeout": 10},
-                    {"op": "disconnect"}
-                ]
-            }))
-        }
-    });
+    let sub = s.paho_background(
+        &backend,
+        json!([
+            {"op": "connect", "client_id": "backend"},
+            {"op": "subscribe", "filters": ["devices/+/telemetry"], "qos": 2, "sub_id": 7},
+            {"op": "expect", "count": 3, "timeout": 10},
+            {"op": "disconnect"}
+        ]),
+    );
     std::thread::sleep(Duration::from_millis(1500));
     let r = s.paho(&sensor, json!([
         {"op": "connect", "client_id": "sensor-1"},
@@ -270,15 +264,7 @@ fn persistent_session_resumes_with_queued_messages_v311_and_v5_and_clean_start_d
 fn session_takeover_disconnects_the_older_connection() {
     let s = Server::start();
     let backend = s.add_device("backend", &["backend"]);
-    let first = std::thread::spawn({
-        let (port, dev) = (s.mqtt_port, backend.clone());
-        move || {
-            support::run_paho(
-                json!({"host": "127.0.0.1", "port": port, "ca": dev.ca, "cert": dev.cert, "key": dev.key,
-                "steps": [{"op": "connect", "client_id": "backend"}, {"op": "wait_disconnect", "timeout": 10}]}),
-            )
-        }
-    });
+    let first = s.paho_background(&backend, json!([{"op": "connect", "client_id": "backend"}, {"op": "wait_disconnect", "timeout": 10}]));
     std::thread::sleep(Duration::from_millis(1000));
     let r = s.paho(
         &backend,
@@ -545,16 +531,8 @@ fn policy_reload_that_tightens_access_takes_effect_on_live_sessions() {
             "8",
         ],
     );
-    let v5_thread = std::thread::spawn({
-        let (port, dev) = (s.mqtt_port, v5.clone());
-        move || {
-            support::run_paho(
-                json!({"host": "127.0.0.1", "port": port, "ca": dev.ca, "cert": dev.cert, "key": dev.key,
-                "steps": [{"op": "connect", "client_id": "backend-5"}, {"op": "subscribe", "filters": ["devices/+/telemetry"], "qos": 0},
-                          {"op": "wait_disconnect", "timeout": 10}]}),
-            )
-        }
-    });
+    let v5_thread = s.paho_background(&v5, json!([{"op": "connect", "client_id": "backend-5"}, {"op": "subscribe", "filters": ["devices/+/telemetry"], "qos": 0},
+                          {"op": "wait_disconnect", "timeout": 10}]));
     std::thread::sleep(Duration::from_millis(1500));
     let out = s.mosquitto_pub(
         &sensor,
@@ -677,15 +655,7 @@ fn v5_session_expiry_ends_a_session_and_keep_alive_is_enforced() {
 fn shutdown_tells_v5_clients_the_server_is_going_away() {
     let mut s = Server::start();
     let backend = s.add_device("backend", &["backend"]);
-    let h = std::thread::spawn({
-        let (port, dev) = (s.mqtt_port, backend.clone());
-        move || {
-            support::run_paho(
-                json!({"host": "127.0.0.1", "port": port, "ca": dev.ca, "cert": dev.cert, "key": dev.key,
-                "steps": [{"op": "connect", "client_id": "backend"}, {"op": "wait_disconnect", "timeout": 10}]}),
-            )
-        }
-    });
+    let h = s.paho_background(&backend, json!([{"op": "connect", "client_id": "backend"}, {"op": "wait_disconnect", "timeout": 10}]));
     std::thread::sleep(Duration::from_millis(1500));
     s.stop();
     let r = h.join().unwrap();

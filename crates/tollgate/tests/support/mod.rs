@@ -334,15 +334,29 @@ impl Server {
 
     /// Run a paho-mqtt plan as `dev` (see support/paho_plan.py); returns one result per step.
     pub fn paho(&self, dev: &Device, steps: Value) -> Vec<Value> {
-        let plan = serde_json::json!({
+        run_paho(self.paho_plan(dev, steps))
+    }
+
+    /// The same on a background thread: a client that waits (to receive, or to be
+    /// disconnected) while the test acts.
+    pub fn paho_background(
+        &self,
+        dev: &Device,
+        steps: Value,
+    ) -> std::thread::JoinHandle<Vec<Value>> {
+        let plan = self.paho_plan(dev, steps);
+        std::thread::spawn(move || run_paho(plan))
+    }
+
+    fn paho_plan(&self, dev: &Device, steps: Value) -> Value {
+        serde_json::json!({
             "host": "127.0.0.1",
             "port": self.mqtt_port,
             "ca": dev.ca,
             "cert": dev.cert,
             "key": dev.key,
             "steps": steps,
-        });
-        run_paho(plan)
+        })
     }
 }
 
