@@ -175,3 +175,40 @@ fn a_silent_client_is_disconnected_after_one_and_a_half_keep_alives() {
     let t = r["closed_after"].as_f64().unwrap();
     assert!((1.3..3.0).contains(&t), "closed after {t}s");
 }
+
+#[test]
+fn server_keep_alive_receive_maximum_and_packet_size_are_advertised_and_enforced() {
+    let s = Server::start_with(
+        &[
+            ("max_keep_alive = 0 ", "max_keep_alive = 5 "),
+            ("receive_maximum = 1024", "receive_maximum = 2"),
+        ],
+        support::EXAMPLE_POLICY,
+    );
+    let dev = s.add_device("sensor-1", &["sensors"]);
+    let r = s.paho(
+        &dev,
+        json!([{"op": "connect", "client_id": "sensor-1", "keepalive": 60}, {"op": "disconnect"}]),
+    );
+    assert_eq!(r[0]["server_keep_alive"], 5, "{r:?}");
+    assert_eq!(r[0]["receive_maximum"], 2, "{r:?}");
+    assert_eq!(r[0]["maximum_packet_size"], 1_048_576, "{r:?}");
+    // Three unreleased QoS 2 messages against a receive maximum of 2: DISCONNECT 0x93.
+    let topic = b"devices/sensor-1/telemetry";
+    let mut hex = String::new();
+    for id in 1u8..=3 {
+        let mut p = vec![
+            0x34,
+            (2 + topic.len() + 2 + 1 + 1) as u8,
+            0x00,
+            topic.len() as u8,
+        ];
+        p.extend_from_slice(topic);
+        p.extend_from_slice(&[0x00, id, 0x00, b'x']);
+        hex.push_str(&p.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    }
+    let r = probe(&s, &dev, "5", &hex, true);
+    let after = r["after"].as_array().unwrap();
+    let disconnect = after.iter().position(|b| b == 0xE0).expect("a DISCONNECT");
+    assert_eq!(after[disconnect + 2], 0x93, "receive maximum exceeded: {r}");
+}

@@ -68,6 +68,12 @@ class Runner:
             self.connack = {"rc": rc_value(rc), "session_present": bool(flags.session_present)}
             if props is not None and hasattr(props, "AssignedClientIdentifier"):
                 self.connack["assigned"] = props.AssignedClientIdentifier
+            if props is not None and hasattr(props, "ServerKeepAlive"):
+                self.connack["server_keep_alive"] = props.ServerKeepAlive
+            if props is not None and hasattr(props, "ReceiveMaximum"):
+                self.connack["receive_maximum"] = props.ReceiveMaximum
+            if props is not None and hasattr(props, "MaximumPacketSize"):
+                self.connack["maximum_packet_size"] = props.MaximumPacketSize
             self.cond.notify_all()
 
     def on_disconnect(self, c, u, flags, rc, props):
