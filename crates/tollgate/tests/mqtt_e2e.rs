@@ -785,3 +785,41 @@ fn a_session_cannot_hold_more_subscriptions_than_its_quota() {
         "re-subscribing to a held filter is not a new one: {r:?}"
     );
 }
+
+#[test]
+fn messages_larger_than_the_clients_maximum_packet_size_are_not_sent_to_it() {
+    let s = Server::start();
+    let sensor = s.add_device("sensor-1", &["sensors"]);
+    let backend = s.add_device("backend", &["backend"]);
+    let sub = s.paho_background(
+        &backend,
+        json!([
+            {"op": "connect", "client_id": "backend", "maximum_packet_size": 128, "receive_maximum": 1},
+            {"op": "subscribe", "filters": ["devices/+/telemetry"], "qos": 1},
+            {"op": "expect", "count": 3, "timeout": 4},
+            {"op": "disconnect"}
+        ]),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let big = "x".repeat(300);
+    s.paho(
+        &sensor,
+        json!([
+            {"op": "connect", "client_id": "sensor-1"},
+            {"op": "publish", "topic": "devices/sensor-1/telemetry", "payload": "small-1", "qos": 1},
+            {"op": "publish", "topic": "devices/sensor-1/telemetry", "payload": big, "qos": 1},
+            {"op": "publish", "topic": "devices/sensor-1/telemetry", "payload": "small-2", "qos": 1},
+            {"op": "publish", "topic": "devices/sensor-1/telemetry", "payload": "small-3", "qos": 1},
+            {"op": "disconnect"}
+        ]),
+    );
+    let r = sub.join().unwrap();
+    let payloads: Vec<&str> = r[2]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["payload"].as_str().unwrap())
+        .collect();
+    // MQTT 5 3.1.2.25: discarded as if delivered; with a receive maximum of 1 the rest still flow.
+    assert_eq!(payloads, vec!["small-1", "small-2", "small-3"], "{r:?}");
+}

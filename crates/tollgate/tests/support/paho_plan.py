@@ -133,6 +133,10 @@ class Runner:
                 props = Properties(PacketTypes.CONNECT)
                 if "session_expiry" in s:
                     props.SessionExpiryInterval = s["session_expiry"]
+                if "maximum_packet_size" in s:
+                    props.MaximumPacketSize = s["maximum_packet_size"]
+                if "receive_maximum" in s:
+                    props.ReceiveMaximum = s["receive_maximum"]
                 kwargs["clean_start"] = s.get("clean", True)
                 kwargs["properties"] = props
             try:
