@@ -174,7 +174,8 @@ pub async fn run(a: LoadArgs) -> Result<Outcome> {
     let devices = Devices::open(&a.certs)?;
     let gen_cpu0 = procstat::cpu_seconds(std::process::id());
     let mut out = match a.scenario {
-        Scenario::FanIn => {
+        // The latency scenario is fan-in at a fixed rate: same topology, different load.
+        Scenario::FanIn | Scenario::Latency => {
             let pubs = (0..a.clients)
                 .map(|i| (format!("bench-p{i}"), format!("bench/bench-p{i}/t")))
                 .collect();
@@ -206,18 +207,6 @@ pub async fn run(a: LoadArgs) -> Result<Outcome> {
                 .map(|i| (format!("bench-s{i}"), format!("bench/pair/bench-p{i}")))
                 .collect();
             pubsub(&a, &devices, pubs, subs).await?
-        }
-        Scenario::Latency => {
-            let pubs = (0..a.clients)
-                .map(|i| (format!("bench-p{i}"), format!("bench/bench-p{i}/t")))
-                .collect();
-            pubsub(
-                &a,
-                &devices,
-                pubs,
-                vec![("bench-s0".into(), "bench/+/t".into())],
-            )
-            .await?
         }
         Scenario::Connections => connections(&a, &devices).await?,
         Scenario::Handshakes => handshakes(&a, &devices).await?,
