@@ -4,7 +4,13 @@
 //! responses to the write buffer; the async [`run`] loop only moves bytes, waits for the
 //! mailbox, the control channel and the keep-alive deadline, and writes each batch of
 //! responses with one `write_all` (many packets, one TLS record batch).
+//!
+//! Durability: for a persistent session every state change is handed to the store
+//! ([`crate::persist`]) as it happens, and a packet that promises durability (PUBACK, PUBREC,
+//! PUBCOMP, SUBACK, UNSUBACK, and a QoS 2 PUBLISH whose packet id a redelivery must reuse) is
+//! held, in order, until the store's watermark passes the ticket of the changes it depends on.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +25,7 @@ use tollgate_mqtt::{
 };
 use tollgate_policy::{CompiledPolicy, Identity};
 
+use crate::persist::{pack_opts, unix_ms, Op, StoredWill};
 use crate::router::{SubOpts, Subscriber};
 use crate::session::{
     props_size, session_key, Control, ControlInbox, Delivery, Message, Outbound, Session,
@@ -233,6 +240,12 @@ struct Conn {
     /// A message of ours found a subscriber's queue full: give the subscribers CPU before
     /// reading more from this publisher.
     congested: bool,
+    /// Packets waiting for the store's watermark to reach their ticket (0: behind the others).
+    held: VecDeque<(u64, Packet)>,
+    /// The store's watermark (no store: `None`).
+    wm: Option<tokio::sync::watch::Receiver<u64>>,
+    /// The mailbox's next delivery waits for the store.
+    wm_blocked: bool,
 }
 
 type Refusal = (Protocol, ReasonCode, RefusalReason, String);
@@ -359,6 +372,9 @@ impl Conn {
         let (session, mut state, present) =
             attach(shared, &peer.device_id, &client_id, c.clean_start, ctrl).await;
         state.expiry_interval = capped_expiry;
+        if shared.store.is_some() {
+            persist_attach(shared, &session, &state, c.will.as_ref(), &peer.serial);
+        }
 
         let client_recv_max = c.properties.receive_maximum.unwrap_or(u16::MAX);
         let mut conn = Conn {
@@ -383,6 +399,9 @@ impl Conn {
             auth_seen: Arc::clone(&auth),
             cert_deadline,
             congested: false,
+            held: VecDeque::new(),
+            wm: shared.watermark(),
+            wm_blocked: false,
         };
 
         let mut props = ConnAckProperties::default();
@@ -455,11 +474,14 @@ impl Conn {
             return end;
         }
         let cert_deadline = self.cert_deadline;
+        let mut wm = self.wm.clone();
         loop {
             if self.pump_mailbox() {
                 // More is queued than one batch: come back for it without waiting.
                 session.notify.notify_one();
             }
+            self.release_held();
+            let wait_store = !self.held.is_empty() || self.wm_blocked;
             if let Err(e) = self.flush(wr).await {
                 return End::Io(e.to_string());
             }
@@ -514,6 +536,7 @@ impl Conn {
                     Err(e) => return End::Io(e.to_string()),
                 },
                 _ = session.notify.notified(), if window_open => {}
+                _ = async { if let Some(w) = wm.as_mut() { let _ = w.changed().await; } }, if wait_store && wm.is_some() => {}
                 _ = async { if let Some(d) = ka_deadline { sleep_until(d).await } }, if ka_deadline.is_some() => {
                                         self.push_disconnect(ReasonCode::KEEP_ALIVE_TIMEOUT, Some("keep-alive timeout".into()));
                     let _ = self.flush(wr).await;
@@ -553,15 +576,63 @@ impl Conn {
         Ok(())
     }
 
+    /// Queue a packet for the client (behind any packet still waiting for the store).
     fn push(&mut self, p: Packet) {
+        if self.held.is_empty() {
+            self.encode(&p);
+        } else {
+            self.held.push_back((0, p));
+        }
+    }
+
+    /// Queue a packet that may leave only once the store's watermark reaches `ticket`.
+    fn push_after(&mut self, ticket: u64, p: Packet) {
+        if ticket == 0 || (self.held.is_empty() && ticket <= self.watermark()) {
+            self.push(p);
+        } else {
+            self.held.push_back((ticket, p));
+        }
+    }
+
+    fn watermark(&self) -> u64 {
+        self.wm.as_ref().map_or(u64::MAX, |w| *w.borrow())
+    }
+
+    /// Move packets whose changes are on disk into the write buffer, in order.
+    fn release_held(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let wm = self
+            .wm
+            .as_mut()
+            .map_or(u64::MAX, |w| *w.borrow_and_update());
+        while self.held.front().is_some_and(|(t, _)| *t <= wm) {
+            if let Some((_, p)) = self.held.pop_front() {
+                self.encode(&p);
+            }
+        }
+    }
+
+    fn encode(&mut self, p: &Packet) {
         if let Err(e) = p.encode(self.protocol, &mut self.wbuf) {
             tracing::warn!(error = %e, kind = p.kind(), "cannot encode packet");
         }
     }
 
+    /// Hand `ops` to the store if this session is persistent; returns the ticket (0: none).
+    fn persist(&self, ops: Vec<Op>) -> u64 {
+        if self.session.durable.load(Ordering::Acquire) {
+            self.shared.persist(ops)
+        } else {
+            0
+        }
+    }
+
+    /// A DISCONNECT goes out at once: whatever waits for the store is not sent.
     fn push_disconnect(&mut self, code: ReasonCode, reason: Option<String>) {
         if self.protocol == Protocol::V5 {
-            self.push(Packet::Disconnect(Disconnect {
+            self.encode(&Packet::Disconnect(Disconnect {
                 code,
                 reason_string: reason,
                 ..Default::default()
@@ -619,19 +690,40 @@ impl Conn {
             Packet::PubAck(r) => {
                 if matches!(self.state.outbound.get(&r.packet_id), Some(Outbound::Published(d)) if d.qos == QoS::AtLeastOnce)
                 {
-                    self.state.outbound.remove(&r.packet_id);
+                    if let Some(Outbound::Published(d)) = self.state.outbound.remove(&r.packet_id) {
+                        self.dequeue(&d);
+                    }
                 }
             }
             Packet::PubRec(r) => match self.state.outbound.get(&r.packet_id) {
                 Some(Outbound::Published(d)) if d.qos == QoS::ExactlyOnce => {
+                    let durable = d.durable.then_some(d.msg.seq);
                     if r.code.is_error() {
-                        self.state.outbound.remove(&r.packet_id);
+                        if let Some(Outbound::Published(d)) =
+                            self.state.outbound.remove(&r.packet_id)
+                        {
+                            self.dequeue(&d);
+                        }
                     } else {
-                        self.state.outbound.insert(r.packet_id, Outbound::Released);
-                        self.push(Packet::PubRel(PubResp {
-                            packet_id: r.packet_id,
-                            ..Default::default()
-                        }));
+                        self.state
+                            .outbound
+                            .insert(r.packet_id, Outbound::Released(durable));
+                        // A crash must not resend a PUBLISH the client already has: the PUBREL
+                        // leaves once "released" is on disk.
+                        let ticket = match durable {
+                            Some(seq) => self.persist(vec![Op::Released {
+                                session: self.session.id,
+                                seq,
+                            }]),
+                            None => 0,
+                        };
+                        self.push_after(
+                            ticket,
+                            Packet::PubRel(PubResp {
+                                packet_id: r.packet_id,
+                                ..Default::default()
+                            }),
+                        );
                     }
                 }
                 _ => {
@@ -650,18 +742,36 @@ impl Conn {
                 } else {
                     ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
                 };
-                self.push(Packet::PubComp(PubResp {
-                    packet_id: r.packet_id,
-                    code,
-                    ..Default::default()
-                }));
+                // Once PUBCOMP is out the client may reuse the packet id: the release must be
+                // on disk first, or a restart would take the next message for a duplicate.
+                let ticket = if found {
+                    self.persist(vec![Op::Inbound {
+                        session: self.session.id,
+                        packet_id: r.packet_id,
+                        present: false,
+                    }])
+                } else {
+                    0
+                };
+                self.push_after(
+                    ticket,
+                    Packet::PubComp(PubResp {
+                        packet_id: r.packet_id,
+                        code,
+                        ..Default::default()
+                    }),
+                );
             }
             Packet::PubComp(r) => {
-                if matches!(
-                    self.state.outbound.get(&r.packet_id),
-                    Some(Outbound::Released)
-                ) {
+                if let Some(Outbound::Released(durable)) = self.state.outbound.get(&r.packet_id) {
+                    let durable = *durable;
                     self.state.outbound.remove(&r.packet_id);
+                    if let Some(seq) = durable {
+                        self.persist(vec![Op::Dequeue {
+                            session: self.session.id,
+                            seq,
+                        }]);
+                    }
                 }
             }
             Packet::Subscribe(s) => self.on_subscribe(s),
@@ -799,10 +909,9 @@ impl Conn {
             return None;
         }
 
-        let expires_at = p
-            .properties
-            .message_expiry_interval
-            .map(|s| Instant::now() + Duration::from_secs(u64::from(s)));
+        let expiry = p.properties.message_expiry_interval;
+        let expires_at = expiry.map(|s| Instant::now() + Duration::from_secs(u64::from(s)));
+        let expires_at_ms = expiry.map(|s| unix_ms().saturating_add(i64::from(s) * 1000));
         let mut props = std::mem::take(&mut p.properties);
         props.subscription_identifiers.clear();
         props.message_expiry_interval = None;
@@ -814,27 +923,77 @@ impl Conn {
             qos: p.qos,
             retain: p.retain,
             expires_at,
+            expires_at_ms,
+            seq: self.shared.new_seq(),
             from_session: self.session.id,
             size,
         });
-        if msg.retain {
-            self.shared.retain(&msg);
+        let routed = self.shared.route(&msg, &mut self.scratch, true);
+        if routed.storage_refused {
+            // Acknowledging would promise what the disk cannot keep: refuse instead.
+            if self.protocol == Protocol::V311 {
+                let reason = "durable store unavailable".to_owned();
+                return Some(End::Closed {
+                    code: ReasonCode::SERVER_BUSY,
+                    reason,
+                });
+            }
+            let resp = PubResp {
+                packet_id: pid,
+                code: ReasonCode::QUOTA_EXCEEDED,
+                reason_string: self.reason("durable store unavailable (disk full?)"),
+                ..Default::default()
+            };
+            self.push(if p.qos == QoS::AtLeastOnce {
+                Packet::PubAck(resp)
+            } else {
+                Packet::PubRec(resp)
+            });
+            return None;
         }
-        if self.shared.route(&msg, &mut self.scratch) > 0 {
+        let mut ticket = routed.ticket;
+        if msg.retain {
+            ticket = ticket.max(self.shared.retain(&msg));
+        }
+        if routed.refused > 0 {
             self.congested = true;
         }
+        // MQTT 5 publishers learn that a subscriber's queue was full.
+        let code = if routed.refused > 0 && self.protocol == Protocol::V5 {
+            ReasonCode::QUOTA_EXCEEDED
+        } else {
+            ReasonCode::SUCCESS
+        };
+        let reason_string = (code != ReasonCode::SUCCESS)
+            .then(|| self.reason("a subscriber's queue is full"))
+            .flatten();
         match p.qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.push(Packet::PubAck(PubResp {
-                packet_id: pid,
-                ..Default::default()
-            })),
+            QoS::AtLeastOnce => self.push_after(
+                ticket,
+                Packet::PubAck(PubResp {
+                    packet_id: pid,
+                    code,
+                    reason_string,
+                    ..Default::default()
+                }),
+            ),
             QoS::ExactlyOnce => {
                 self.state.inbound_qos2.insert(pid);
-                self.push(Packet::PubRec(PubResp {
+                let t = self.persist(vec![Op::Inbound {
+                    session: self.session.id,
                     packet_id: pid,
-                    ..Default::default()
-                }));
+                    present: true,
+                }]);
+                self.push_after(
+                    ticket.max(t),
+                    Packet::PubRec(PubResp {
+                        packet_id: pid,
+                        code,
+                        reason_string,
+                        ..Default::default()
+                    }),
+                );
             }
         }
         None
@@ -843,6 +1002,7 @@ impl Conn {
     fn on_subscribe(&mut self, s: Subscribe) {
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut retained_for: Vec<(String, SubOpts)> = Vec::new();
+        let mut ops = Vec::new();
         for req in s.filters {
             let (group, inner) = match topic::parse_shared(&req.filter) {
                 Some((g, f)) => (Some(g.to_owned()), f.to_owned()),
@@ -882,6 +1042,12 @@ impl Conn {
                 .subscriptions
                 .insert(req.filter.clone(), opts)
                 .is_some();
+            ops.push(Op::Subscribe {
+                session: self.session.id,
+                filter: req.filter.to_string(),
+                opts: pack_opts(&opts),
+                sub_id: opts.sub_id.unwrap_or(0),
+            });
             self.shared.router.subscribe(
                 &inner,
                 group.as_deref(),
@@ -902,12 +1068,18 @@ impl Conn {
         } else {
             None
         };
-        self.push(Packet::SubAck(SubAck {
-            packet_id: s.packet_id,
-            codes,
-            reason_string,
-            ..Default::default()
-        }));
+        // A persistent subscription is acknowledged once it is on disk: a message published
+        // after the SUBACK must find it even across a crash.
+        let ticket = self.persist(ops);
+        self.push_after(
+            ticket,
+            Packet::SubAck(SubAck {
+                packet_id: s.packet_id,
+                codes,
+                reason_string,
+                ..Default::default()
+            }),
+        );
         // Retained messages follow the SUBACK (queued to our own mailbox, in order).
         let now = Instant::now();
         for (filter, opts) in retained_for {
@@ -921,16 +1093,26 @@ impl Conn {
                     expired.push(msg.topic.clone());
                     continue;
                 }
+                // Not written to the store: a retained copy is re-sent on a new subscription,
+                // not on a restart (documented in docs/durability.md).
                 let d = Delivery {
                     msg: Arc::clone(msg),
                     qos: opts.qos.min(msg.qos),
                     retain: true,
                     sub_ids: opts.sub_id.into_iter().collect(),
+                    durable: false,
+                    ready: 0,
+                    dup: false,
                 };
                 let cfg = &self.shared.config;
                 if self
                     .session
-                    .deliver(d, cfg.max_queued_messages, cfg.max_queued_bytes)
+                    .deliver(
+                        d,
+                        cfg.max_queued_messages,
+                        cfg.max_queued_bytes,
+                        cfg.queue_full,
+                    )
                     .is_err()
                 {
                     self.shared
@@ -947,20 +1129,29 @@ impl Conn {
 
     fn on_unsubscribe(&mut self, u: Unsubscribe) {
         let mut codes = Vec::with_capacity(u.filters.len());
+        let mut ops = Vec::new();
         for f in u.filters {
             let existed = self.state.subscriptions.remove(&f).is_some();
             if existed {
                 self.unroute(&f);
+                ops.push(Op::Unsubscribe {
+                    session: self.session.id,
+                    filter: f.to_string(),
+                });
                 codes.push(ReasonCode::SUCCESS);
             } else {
                 codes.push(ReasonCode::NO_SUBSCRIPTION_EXISTED);
             }
         }
-        self.push(Packet::UnsubAck(UnsubAck {
-            packet_id: u.packet_id,
-            codes,
-            ..Default::default()
-        }));
+        let ticket = self.persist(ops);
+        self.push_after(
+            ticket,
+            Packet::UnsubAck(UnsubAck {
+                packet_id: u.packet_id,
+                codes,
+                ..Default::default()
+            }),
+        );
     }
 
     fn unroute(&self, filter: &str) {
@@ -975,6 +1166,8 @@ impl Conn {
     /// whether deliveries that could be sent now are still queued.
     fn pump_mailbox(&mut self) -> bool {
         let mut batch = std::mem::take(&mut self.batch);
+        let wm = self.watermark();
+        self.wm_blocked = false;
         let more = {
             let mut mb = self.session.mailbox.lock();
             let mut window = self
@@ -982,6 +1175,11 @@ impl Conn {
                 .saturating_sub(self.state.outbound.len());
             while batch.len() < MAX_BATCH && self.wbuf.len() < MAX_BATCH_BYTES {
                 let Some(front) = mb.queue.front() else { break };
+                if front.ready > wm {
+                    // Not on disk yet (QoS 2 to a persistent session): wait for the store.
+                    self.wm_blocked = true;
+                    break;
+                }
                 if front.qos != QoS::AtMostOnce {
                     if window == 0 {
                         break;
@@ -996,12 +1194,15 @@ impl Conn {
             batch.len() == MAX_BATCH && !mb.queue.is_empty()
         };
         let now = Instant::now();
+        let mut ops = Vec::new();
+        let mut sends: Vec<(Delivery, u16)> = Vec::with_capacity(batch.len());
         for d in batch.drain(..) {
             if d.msg.expired(now) {
                 self.shared
                     .stats
                     .messages_dropped
                     .fetch_add(1, Ordering::Relaxed);
+                self.dequeue_into(&d, &mut ops);
                 continue;
             }
             let packet_id = if d.qos == QoS::AtMostOnce {
@@ -1014,22 +1215,72 @@ impl Conn {
                             .stats
                             .messages_dropped
                             .fetch_add(1, Ordering::Relaxed);
+                        self.dequeue_into(&d, &mut ops);
                         continue;
                     }
                 }
             };
-            if self.encode_delivery(&d, packet_id, false, now) && d.qos != QoS::AtMostOnce {
-                self.state
-                    .outbound
-                    .insert(packet_id, Outbound::Published(d));
+            if d.durable && d.qos == QoS::ExactlyOnce {
+                // A redelivery after a crash must reuse this packet id.
+                ops.push(Op::Sent {
+                    session: self.session.id,
+                    seq: d.msg.seq,
+                    packet_id,
+                });
+            }
+            sends.push((d, packet_id));
+        }
+        let ticket = self.persist(ops);
+        let mut undo = Vec::new();
+        for (d, packet_id) in sends {
+            let after = if d.durable && d.qos == QoS::ExactlyOnce {
+                ticket
+            } else {
+                0
+            };
+            if self.encode_delivery(&d, packet_id, d.dup, now, after) {
+                if d.qos != QoS::AtMostOnce {
+                    self.state
+                        .outbound
+                        .insert(packet_id, Outbound::Published(d));
+                }
+            } else {
+                self.dequeue_into(&d, &mut undo);
             }
         }
+        self.persist(undo);
         self.batch = batch;
         more
     }
 
+    /// The delivery left the session for good: remove it from the store.
+    fn dequeue(&self, d: &Delivery) {
+        if d.durable {
+            self.persist(vec![Op::Dequeue {
+                session: self.session.id,
+                seq: d.msg.seq,
+            }]);
+        }
+    }
+
+    fn dequeue_into(&self, d: &Delivery, ops: &mut Vec<Op>) {
+        if d.durable {
+            ops.push(Op::Dequeue {
+                session: self.session.id,
+                seq: d.msg.seq,
+            });
+        }
+    }
+
     /// Encode one PUBLISH; false if it could not be sent (too large for the client).
-    fn encode_delivery(&mut self, d: &Delivery, packet_id: u16, dup: bool, now: Instant) -> bool {
+    fn encode_delivery(
+        &mut self,
+        d: &Delivery,
+        packet_id: u16,
+        dup: bool,
+        now: Instant,
+        after: u64,
+    ) -> bool {
         let mut properties: PublishProperties = d.msg.props.clone();
         if self.protocol == Protocol::V5 {
             properties.subscription_identifiers.clone_from(&d.sub_ids);
@@ -1054,7 +1305,7 @@ impl Conn {
                 .fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        self.push(p);
+        self.push_after(after, p);
         self.shared
             .stats
             .messages_out
@@ -1071,6 +1322,7 @@ impl Conn {
             .into_iter()
             .collect();
         let mut excess = Vec::new();
+        let mut ops = Vec::new();
         for (pid, o) in pending {
             match o {
                 Outbound::Published(d) => {
@@ -1079,21 +1331,27 @@ impl Conn {
                             .stats
                             .messages_dropped
                             .fetch_add(1, Ordering::Relaxed);
-                    } else if self.state.outbound.len() >= self.inflight_limit {
+                        self.dequeue_into(&d, &mut ops);
+                    } else if self.state.outbound.len() >= self.inflight_limit
+                        && d.qos == QoS::AtLeastOnce
+                    {
                         excess.push(d);
-                    } else if self.encode_delivery(&d, pid, true, now) {
+                    } else if self.encode_delivery(&d, pid, true, now, 0) {
                         self.state.outbound.insert(pid, Outbound::Published(d));
+                    } else {
+                        self.dequeue_into(&d, &mut ops);
                     }
                 }
-                Outbound::Released => {
+                Outbound::Released(seq) => {
                     self.push(Packet::PubRel(PubResp {
                         packet_id: pid,
                         ..Default::default()
                     }));
-                    self.state.outbound.insert(pid, Outbound::Released);
+                    self.state.outbound.insert(pid, Outbound::Released(seq));
                 }
             }
         }
+        self.persist(ops);
         if !excess.is_empty() {
             self.session.requeue_front(excess);
         }
@@ -1147,9 +1405,14 @@ impl Conn {
             })
             .cloned()
             .collect();
+        let mut ops = Vec::new();
         for f in &denied {
             self.state.subscriptions.remove(f);
             self.unroute(f);
+            ops.push(Op::Unsubscribe {
+                session: self.session.id,
+                filter: f.to_string(),
+            });
             self.shared.emit(EventKind::SubscriptionRevoked {
                 device: self.peer.device_id.clone(),
                 filter: f.to_string(),
@@ -1157,9 +1420,15 @@ impl Conn {
         }
         if !denied.is_empty() {
             let policy = &self.policy;
-            self.session
+            let dropped = self
+                .session
                 .retain_queued(|d| policy.can_subscribe(&d.msg.topic));
+            ops.extend(dropped.into_iter().map(|seq| Op::Dequeue {
+                session: self.session.id,
+                seq,
+            }));
         }
+        self.persist(ops);
         denied.len()
     }
 
@@ -1226,6 +1495,23 @@ impl Conn {
         let will_published = will.is_some();
         let expiry = state.expiry_interval;
         let generation = session.generation.load(Ordering::Acquire);
+        if session.durable.load(Ordering::Acquire) && (expiry > 0 || takeover.is_some()) {
+            // The expiry clock starts now; a will that is not due is forgotten.
+            let mut ops = vec![Op::Session {
+                id: session.id,
+                device_id: Arc::clone(&session.device_id),
+                client_id: Arc::clone(&session.client_id),
+                expiry_secs: expiry,
+                expires_at_ms: Some(unix_ms().saturating_add(i64::from(expiry) * 1000)),
+            }];
+            if will.is_none() {
+                ops.push(Op::Will {
+                    session: session.id,
+                    will: None,
+                });
+            }
+            shared.persist(ops);
+        }
 
         // Detach.
         {
@@ -1247,41 +1533,23 @@ impl Conn {
         }
         if let Some(w) = will {
             let delay = w.properties.will_delay_interval.unwrap_or(0).min(expiry);
-            let shared2 = Arc::clone(&shared);
-            let session2 = Arc::clone(&session);
-            if delay == 0 {
-                publish_will(&shared, &session, &peer.serial, &policy, w);
-            } else {
-                let serial = peer.serial.clone();
-                let t = tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_secs(u64::from(delay))).await;
-                    if session2.generation.load(Ordering::Acquire) == generation
-                        && !session2.is_online()
-                    {
-                        publish_will(&shared2, &session2, &serial, &policy, w);
-                    }
-                });
-                session.timers.lock().push(t.abort_handle());
-            }
+            schedule_will(
+                &shared,
+                &session,
+                peer.serial.clone(),
+                policy,
+                w,
+                delay,
+                generation,
+            );
         }
         if expiry > 0 {
-            let shared2 = Arc::clone(&shared);
-            let session2 = Arc::clone(&session);
-            let t = tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(u64::from(expiry))).await;
-                if session2.generation.load(Ordering::Acquire) == generation
-                    && !session2.is_online()
-                {
-                    let subs: Vec<ByteString> = session2
-                        .state
-                        .lock()
-                        .as_ref()
-                        .map(|s| s.subscriptions.keys().cloned().collect())
-                        .unwrap_or_default();
-                    destroy_session(&shared2, &session2, &subs);
-                }
-            });
-            session.timers.lock().push(t.abort_handle());
+            schedule_expiry(
+                &shared,
+                &session,
+                Duration::from_secs(u64::from(expiry)),
+                generation,
+            );
         }
         tracing::info!(device = %peer.device_id, %reason, will_published, "disconnected");
         shared.emit(EventKind::Disconnected {
@@ -1291,6 +1559,100 @@ impl Conn {
             will_published,
         });
     }
+}
+
+/// Publish `w` for `session` after `delay` seconds, unless the session reattaches first.
+pub(crate) fn schedule_will(
+    shared: &Arc<Shared>,
+    session: &Arc<Session>,
+    serial: String,
+    policy: CompiledPolicy,
+    w: Will,
+    delay: u32,
+    generation: u64,
+) {
+    if delay == 0 {
+        publish_will(shared, session, &serial, &policy, w);
+        return;
+    }
+    let shared2 = Arc::clone(shared);
+    let session2 = Arc::clone(session);
+    let t = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(u64::from(delay))).await;
+        if session2.generation.load(Ordering::Acquire) == generation && !session2.is_online() {
+            publish_will(&shared2, &session2, &serial, &policy, w);
+        }
+    });
+    session.timers.lock().push(t.abort_handle());
+}
+
+/// Destroy `session` after `after`, unless it reattaches first.
+pub(crate) fn schedule_expiry(
+    shared: &Arc<Shared>,
+    session: &Arc<Session>,
+    after: Duration,
+    generation: u64,
+) {
+    let shared2 = Arc::clone(shared);
+    let session2 = Arc::clone(session);
+    let t = tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        if session2.generation.load(Ordering::Acquire) == generation && !session2.is_online() {
+            let subs: Vec<ByteString> = session2
+                .state
+                .lock()
+                .as_ref()
+                .map(|s| s.subscriptions.keys().cloned().collect())
+                .unwrap_or_default();
+            destroy_session(&shared2, &session2, &subs);
+        }
+    });
+    session.timers.lock().push(t.abort_handle());
+}
+
+/// Write a (re)attached session's record, and its will, to the store.
+fn persist_attach(
+    shared: &Shared,
+    session: &Session,
+    state: &SessionState,
+    will: Option<&Will>,
+    serial: &str,
+) {
+    let was = session.durable.load(Ordering::Acquire);
+    let now = state.expiry_interval > 0;
+    session.durable.store(now, Ordering::Release);
+    let mut ops = Vec::new();
+    if !now {
+        if was {
+            ops.push(Op::DeleteSession { id: session.id });
+        }
+        shared.persist(ops);
+        return;
+    }
+    ops.push(Op::Session {
+        id: session.id,
+        device_id: Arc::clone(&session.device_id),
+        client_id: Arc::clone(&session.client_id),
+        expiry_secs: state.expiry_interval,
+        expires_at_ms: None,
+    });
+    if !was {
+        // Becoming persistent: what the session already holds becomes durable from here on.
+        for (f, o) in &state.subscriptions {
+            ops.push(Op::Subscribe {
+                session: session.id,
+                filter: f.to_string(),
+                opts: pack_opts(o),
+                sub_id: o.sub_id.unwrap_or(0),
+            });
+        }
+    }
+    // A will is kept so that a crash (which drops every connection) still publishes it.
+    ops.push(Op::Will {
+        session: session.id,
+        will: will.and_then(|w| StoredWill::from_will(w, serial)),
+    });
+    shared.persist(ops);
 }
 
 fn unroute(shared: &Shared, filter: &str, session_id: u64) {
@@ -1315,9 +1677,12 @@ fn destroy_session(shared: &Shared, session: &Arc<Session>, subs: &[ByteString])
         unroute(shared, f, session.id);
     }
     session.retain_queued(|_| false);
+    if session.durable.swap(false, Ordering::AcqRel) {
+        shared.persist(vec![Op::DeleteSession { id: session.id }]);
+    }
 }
 
-fn publish_will(
+pub(crate) fn publish_will(
     shared: &Shared,
     session: &Session,
     serial: &str,
@@ -1349,23 +1714,29 @@ fn publish_will(
         ..Default::default()
     };
     let size = w.topic.len() + w.payload.len() + props_size(&props);
+    let expiry = w.properties.message_expiry_interval;
     let msg = Arc::new(Message {
         topic: w.topic,
         payload: w.payload,
         props,
         qos: w.qos,
         retain: w.retain,
-        expires_at: w
-            .properties
-            .message_expiry_interval
-            .map(|s| now + Duration::from_secs(u64::from(s))),
+        expires_at: expiry.map(|s| now + Duration::from_secs(u64::from(s))),
+        expires_at_ms: expiry.map(|s| unix_ms().saturating_add(i64::from(s) * 1000)),
+        seq: shared.new_seq(),
         from_session: session.id,
         size,
     });
     if msg.retain {
         shared.retain(&msg);
     }
-    shared.route(&msg, &mut Vec::new());
+    shared.route(&msg, &mut Vec::new(), false);
+    if session.durable.load(Ordering::Acquire) {
+        shared.persist(vec![Op::Will {
+            session: session.id,
+            will: None,
+        }]);
+    }
 }
 
 /// Find or create the session for (device, client id), taking it over from a live connection.
@@ -1418,6 +1789,9 @@ async fn attach(
                     unroute(shared, f, s.id);
                 }
                 s.retain_queued(|_| false);
+                if s.durable.swap(false, Ordering::AcqRel) {
+                    shared.persist(vec![Op::DeleteSession { id: s.id }]);
+                }
                 reg = shared.sessions.lock();
                 if reg.contains_key(&key) {
                     continue;

@@ -10,10 +10,17 @@
 //! The per-message path takes no lock shared by all connections: the subscription trie is read
 //! through `arc-swap`, authorization uses a policy compiled for the connection at CONNECT time,
 //! and delivery touches only the receiving session's own mailbox.
+//!
+//! Durability is a port ([`persist::Durability`]): persistent sessions, their QoS 1/2 messages,
+//! retained messages and wills are mirrored to a store given to [`Broker::with_store`], and a
+//! PUBACK/PUBREC/PUBCOMP/SUBACK that promises something durable leaves only once the store's
+//! group commit has it on disk.
 
 #![forbid(unsafe_code)]
 
 mod connection;
+pub mod persist;
+mod restore;
 mod router;
 mod session;
 
@@ -31,8 +38,10 @@ use tollgate_events::{EventBus, EventKind};
 use tollgate_mqtt::{ByteString, QoS, ReasonCode};
 use tollgate_policy::Policy;
 
+use crate::persist::{Durability, Op, StoredMessage};
 use crate::router::Router;
-use crate::session::{Control, Delivery, Message, Session};
+pub use crate::session::QueueFull;
+use crate::session::{Control, Delivery, Message, Refused, Session};
 
 /// How the MQTT client id must relate to the certificate's device id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -55,10 +64,12 @@ pub struct BrokerConfig {
     pub receive_maximum: u16,
     /// Outgoing QoS 1/2 messages in flight per connection (also bounded by the client's own).
     pub max_inflight: u16,
-    /// Messages queued per session before new ones are dropped.
+    /// Messages queued per session before the queue counts as full.
     pub max_queued_messages: usize,
-    /// Bytes queued per session before new messages are dropped.
+    /// Bytes queued per session before the queue counts as full.
     pub max_queued_bytes: usize,
+    /// What a full queue does with a new message.
+    pub queue_full: QueueFull,
     /// Topic aliases a v5 client may use towards us.
     pub topic_alias_maximum: u16,
     /// Largest keep-alive accepted, seconds; 0 means any. Larger requests get Server Keep Alive.
@@ -87,6 +98,7 @@ impl Default for BrokerConfig {
             max_inflight: 1024,
             max_queued_messages: 10_000,
             max_queued_bytes: 64 * 1024 * 1024,
+            queue_full: QueueFull::Reject,
             topic_alias_maximum: 64,
             max_keep_alive: 0,
             max_session_expiry: 7 * 24 * 3600,
@@ -170,6 +182,12 @@ pub struct Stats {
     pub protocol_errors: AtomicU64,
     /// Retained messages not kept because the retained store was full.
     pub retained_dropped: AtomicU64,
+    /// Deliveries refused or evicted because a session's queue was full.
+    pub queue_full: AtomicU64,
+    /// Messages written to the durable store (one per persistent session they were queued for).
+    pub messages_persisted: AtomicU64,
+    /// QoS 1/2 messages refused because the durable store could not write.
+    pub storage_refused: AtomicU64,
 }
 
 pub(crate) struct Shared {
@@ -181,7 +199,22 @@ pub(crate) struct Shared {
     pub retained: DashMap<ByteString, Arc<Message>>,
     pub stats: Stats,
     pub next_session_id: AtomicU64,
+    /// Next message sequence number (keys durable queue entries).
+    pub next_seq: AtomicU64,
     pub shutting_down: std::sync::atomic::AtomicBool,
+    /// The durable store, if any.
+    pub store: Option<Arc<dyn Durability>>,
+}
+
+/// What routing one message did.
+#[derive(Debug, Default)]
+pub(crate) struct Routed {
+    /// Deliveries refused because a queue was full.
+    pub refused: usize,
+    /// The store ticket the message's durable fan-out rides on (0: none).
+    pub ticket: u64,
+    /// Not routed at all: it needed the durable store and the store cannot write.
+    pub storage_refused: bool,
 }
 
 /// The broker. Cheap to clone.
@@ -199,6 +232,30 @@ impl std::fmt::Debug for Broker {
 impl Broker {
     /// A broker with `config`, emitting on `events`, authorizing against `auth`.
     pub fn new(config: BrokerConfig, events: EventBus, auth: AuthSnapshot) -> Broker {
+        Broker::build(config, events, auth, None)
+    }
+
+    /// A broker whose persistent sessions, QoS 1/2 queues, retained messages and wills are
+    /// kept in `store`, starting from what the store `recovered`. Must be called inside a
+    /// Tokio runtime (expiry and will timers of restored sessions are scheduled).
+    pub fn with_store(
+        config: BrokerConfig,
+        events: EventBus,
+        auth: AuthSnapshot,
+        store: Arc<dyn Durability>,
+        recovered: persist::Recovered,
+    ) -> Broker {
+        let b = Broker::build(config, events, auth, Some(store));
+        restore::restore(&b.shared, recovered);
+        b
+    }
+
+    fn build(
+        config: BrokerConfig,
+        events: EventBus,
+        auth: AuthSnapshot,
+        store: Option<Arc<dyn Durability>>,
+    ) -> Broker {
         Broker {
             shared: Arc::new(Shared {
                 config,
@@ -209,7 +266,9 @@ impl Broker {
                 retained: DashMap::new(),
                 stats: Stats::default(),
                 next_session_id: AtomicU64::new(1),
+                next_seq: AtomicU64::new(1),
                 shutting_down: std::sync::atomic::AtomicBool::new(false),
+                store,
             }),
         }
     }
@@ -304,16 +363,27 @@ impl Shared {
     }
 
     /// Route a message to every matching subscription. `scratch` is reused between calls.
-    /// Returns how many deliveries were refused because a queue was full.
-    pub(crate) fn route(&self, msg: &Arc<Message>, scratch: &mut Vec<(u64, usize)>) -> usize {
+    ///
+    /// QoS 1/2 deliveries to persistent sessions are handed to the durable store before any
+    /// subscriber can see them (so an acknowledgement can never reach the store before the
+    /// message it acknowledges). QoS 1 deliveries may be sent before they are on disk (a crash
+    /// then makes the publisher resend: at least once); QoS 2 deliveries wait for the disk, so
+    /// a crash can never make one arrive twice. With `refusable`, a message that needs the store
+    /// while it cannot write is not routed at all.
+    pub(crate) fn route(
+        &self,
+        msg: &Arc<Message>,
+        scratch: &mut Vec<(u64, usize)>,
+        refusable: bool,
+    ) -> Routed {
         let guard = self.router.snapshot();
         let mut targets: Vec<router::Match<'_>> = Vec::new();
         self.router
             .for_each_match(&guard, &msg.topic, &mut |m| targets.push(m));
+        let mut out = Routed::default();
         if targets.is_empty() {
-            return 0;
+            return out;
         }
-        let mut refused = 0;
         // De-duplicate overlapping subscriptions of one session: one copy at the highest QoS
         // with every subscription identifier (MQTT 5 3.3.4).
         scratch.clear();
@@ -324,6 +394,9 @@ impl Shared {
                 .map(|(i, m)| (m.sub.session.id, i)),
         );
         scratch.sort_unstable();
+        let mut plan: Vec<(&Arc<Session>, Delivery)> = Vec::new();
+        let mut ops: Vec<Op> = Vec::new();
+        let mut stored: Option<StoredMessage> = None;
         let mut i = 0;
         while i < scratch.len() {
             let (sid, first) = scratch[i];
@@ -355,37 +428,143 @@ impl Shared {
             if !any {
                 continue;
             }
-            let d = Delivery {
-                msg: Arc::clone(msg),
-                qos: qos.min(msg.qos),
-                retain,
-                sub_ids,
-            };
-            if session
-                .deliver(
-                    d,
-                    self.config.max_queued_messages,
-                    self.config.max_queued_bytes,
-                )
-                .is_err()
-            {
-                self.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
-                refused += 1;
+            let qos = qos.min(msg.qos);
+            let durable = qos != QoS::AtMostOnce
+                && self.store.is_some()
+                && session.durable.load(Ordering::Acquire);
+            if durable {
+                let blob = stored.get_or_insert_with(|| msg.stored());
+                ops.push(Op::Enqueue {
+                    session: sid,
+                    seq: msg.seq,
+                    qos: qos as u8,
+                    retain,
+                    sub_ids: sub_ids.clone(),
+                    msg: blob.clone(),
+                });
+            }
+            plan.push((
+                session,
+                Delivery {
+                    msg: Arc::clone(msg),
+                    qos,
+                    retain,
+                    sub_ids,
+                    durable,
+                    ready: 0,
+                    dup: false,
+                },
+            ));
+        }
+        if let (Some(store), false) = (&self.store, ops.is_empty()) {
+            if refusable && !store.healthy() {
+                self.stats.storage_refused.fetch_add(1, Ordering::Relaxed);
+                out.storage_refused = true;
+                return out;
+            }
+            self.stats
+                .messages_persisted
+                .fetch_add(ops.len() as u64, Ordering::Relaxed);
+            out.ticket = store.submit(ops);
+        }
+        let mut undo: Vec<Op> = Vec::new();
+        let cfg = &self.config;
+        for (session, mut d) in plan {
+            if d.durable && d.qos == QoS::ExactlyOnce {
+                d.ready = out.ticket;
+            }
+            let durable = d.durable;
+            match session.deliver(
+                d,
+                cfg.max_queued_messages,
+                cfg.max_queued_bytes,
+                cfg.queue_full,
+            ) {
+                Ok(q) => {
+                    if q.evicted_count > 0 {
+                        self.stats
+                            .queue_full
+                            .fetch_add(q.evicted_count as u64, Ordering::Relaxed);
+                        self.stats
+                            .messages_dropped
+                            .fetch_add(q.evicted_count as u64, Ordering::Relaxed);
+                    }
+                    undo.extend(q.evicted.into_iter().map(|seq| Op::Dequeue {
+                        session: session.id,
+                        seq,
+                    }));
+                    if q.became_full {
+                        self.queue_full_event(session, "dropped_oldest");
+                    }
+                }
+                Err((why, first)) => {
+                    self.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+                    if why == Refused::Full {
+                        self.stats.queue_full.fetch_add(1, Ordering::Relaxed);
+                        out.refused += 1;
+                        if first {
+                            self.queue_full_event(session, "rejected");
+                        }
+                    }
+                    if durable {
+                        undo.push(Op::Dequeue {
+                            session: session.id,
+                            seq: msg.seq,
+                        });
+                    }
+                }
             }
         }
-        refused
+        if let (Some(store), false) = (&self.store, undo.is_empty()) {
+            store.submit(undo);
+        }
+        out
     }
 
-    /// Store or clear a retained message.
-    pub(crate) fn retain(&self, msg: &Arc<Message>) {
-        if msg.payload.is_empty() {
-            self.retained.remove(&msg.topic);
+    fn queue_full_event(&self, session: &Session, action: &'static str) {
+        self.emit(EventKind::QueueFull {
+            device: session.device_id.to_string(),
+            client_id: session.client_id.to_string(),
+            action,
+        });
+    }
+
+    /// Submit ops to the store, if there is one. Returns the ticket (0 without a store).
+    pub(crate) fn persist(&self, ops: Vec<Op>) -> u64 {
+        match &self.store {
+            Some(s) if !ops.is_empty() => s.submit(ops),
+            _ => 0,
+        }
+    }
+
+    /// The store's watermark, if there is a store.
+    pub(crate) fn watermark(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.store.as_ref().map(|s| s.watermark())
+    }
+
+    pub(crate) fn new_seq(&self) -> u64 {
+        self.next_seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Store or clear a retained message. Returns the store ticket of the change (0: none).
+    pub(crate) fn retain(&self, msg: &Arc<Message>) -> u64 {
+        let op = if msg.payload.is_empty() {
+            self.retained.remove(&msg.topic).map(|_| None)
         } else if self.retained.len() >= self.config.max_retained_messages
             && !self.retained.contains_key(&msg.topic)
         {
             self.stats.retained_dropped.fetch_add(1, Ordering::Relaxed);
+            None
         } else {
             self.retained.insert(msg.topic.clone(), Arc::clone(msg));
+            Some(Some(msg.stored()))
+        };
+        match op {
+            Some(stored) if self.store.is_some() => self.persist(vec![Op::Retain {
+                topic: msg.topic.to_string(),
+                msg: stored,
+            }]),
+            _ => 0,
         }
     }
 

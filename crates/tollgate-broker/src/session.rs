@@ -4,8 +4,8 @@
 //! message matches one of its subscriptions. Publishers touch only the session's own mailbox
 //! lock (never a lock shared by all connections), push a [`Delivery`] and wake the owner.
 //!
-//! Sessions live in memory in this version. The seam for durability is this module: a durable
-//! store persists `SessionState` changes and mailbox entries of persistent sessions.
+//! Sessions live in memory; a persistent session's state is mirrored to the durable store
+//! through [`crate::persist`] (see `connection.rs` for when each change is written).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,8 +14,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
-use tollgate_mqtt::{ByteString, Bytes, PublishProperties, QoS, ReasonCode};
+use tollgate_mqtt::{ByteString, Bytes, Publish, PublishProperties, QoS, ReasonCode};
 
+use crate::persist::{unix_ms, StoredMessage};
 use crate::router::SubOpts;
 
 /// A message as routed: shared by every subscriber it goes to (never copied per subscriber).
@@ -28,6 +29,10 @@ pub(crate) struct Message {
     pub qos: QoS,
     pub retain: bool,
     pub expires_at: Option<Instant>,
+    /// The same expiry on the wall clock (Unix ms), for the durable store.
+    pub expires_at_ms: Option<i64>,
+    /// Sequence number, unique per broker (keys durable queue entries).
+    pub seq: u64,
     /// Session that published it (for no-local).
     pub from_session: u64,
     /// Bytes it holds (topic, payload and properties), for queue limits.
@@ -50,6 +55,49 @@ impl Message {
         self.size
     }
 
+    /// The message as the durable store keeps it.
+    pub fn stored(&self) -> StoredMessage {
+        let p = Publish {
+            dup: false,
+            qos: self.qos,
+            retain: self.retain,
+            topic: self.topic.clone(),
+            packet_id: u16::from(self.qos != QoS::AtMostOnce),
+            payload: self.payload.clone(),
+            properties: self.props.clone(),
+        };
+        StoredMessage::encode(&p, self.expires_at_ms).unwrap_or(StoredMessage {
+            blob: Bytes::new(),
+            expires_at_ms: self.expires_at_ms,
+        })
+    }
+
+    /// A message read back from the store; `None` if it has expired.
+    pub fn from_stored(seq: u64, p: Publish, expires_at_ms: Option<i64>) -> Option<Message> {
+        let now_ms = unix_ms();
+        let expires_at = match expires_at_ms {
+            Some(t) if t <= now_ms => return None,
+            Some(t) => Some(
+                Instant::now()
+                    + std::time::Duration::from_millis(u64::try_from(t - now_ms).unwrap_or(0)),
+            ),
+            None => None,
+        };
+        let size = p.topic.len() + p.payload.len() + props_size(&p.properties);
+        Some(Message {
+            topic: p.topic,
+            payload: p.payload,
+            props: p.properties,
+            qos: p.qos,
+            retain: p.retain,
+            expires_at,
+            expires_at_ms,
+            seq,
+            from_session: 0,
+            size,
+        })
+    }
+
     pub fn expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|t| t <= now)
     }
@@ -62,6 +110,13 @@ pub(crate) struct Delivery {
     pub qos: QoS,
     pub retain: bool,
     pub sub_ids: Vec<u32>,
+    /// Mirrored in the durable store (a persistent session's QoS 1/2 message): every change
+    /// to it is written there too.
+    pub durable: bool,
+    /// Not to be sent before the store's watermark reaches this ticket (0: at once).
+    pub ready: u64,
+    /// May have been sent before (recovered after a restart): send with DUP set.
+    pub dup: bool,
 }
 
 /// Outgoing QoS 1/2 state for one packet id.
@@ -69,8 +124,9 @@ pub(crate) struct Delivery {
 pub(crate) enum Outbound {
     /// PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
     Published(Delivery),
-    /// PUBREL sent, waiting for PUBCOMP.
-    Released,
+    /// PUBREL sent, waiting for PUBCOMP; the durable sequence number if the message is in the
+    /// store.
+    Released(Option<u64>),
 }
 
 /// Everything a persistent session keeps between connections.
@@ -107,6 +163,8 @@ impl SessionState {
 pub(crate) struct Mailbox {
     pub queue: VecDeque<Delivery>,
     pub bytes: usize,
+    /// A queue-full event was emitted and the queue has not drained since.
+    pub full_reported: bool,
 }
 
 /// What the control plane (or a newer connection) asks of a live connection.
@@ -158,6 +216,8 @@ pub(crate) struct Session {
     pub notify: Notify,
     pub control: Mutex<Option<Arc<ControlInbox>>>,
     pub state: Mutex<Option<SessionState>>,
+    /// Persistent (session expiry > 0): its state and QoS 1/2 messages are written to the store.
+    pub durable: AtomicBool,
     /// Will-delay and expiry timers of the last disconnect; aborted when the session reattaches,
     /// so reconnect loops cannot pile them up.
     pub timers: Mutex<Vec<tokio::task::AbortHandle>>,
@@ -176,8 +236,29 @@ impl std::fmt::Debug for Session {
 pub(crate) enum Refused {
     /// QoS 0 to an offline session.
     Offline,
-    /// Mailbox at its limit.
+    /// Mailbox at its limit (and the policy is to refuse new messages).
     Full,
+}
+
+/// What a full queue does with a new message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueFull {
+    /// Refuse the new message: MQTT 5 publishers get 0x97 (Quota exceeded).
+    #[default]
+    Reject,
+    /// Drop the oldest queued messages to make room.
+    DropOldest,
+}
+
+/// The outcome of queuing one delivery.
+#[derive(Debug, Default)]
+pub(crate) struct Queued {
+    /// Durable sequence numbers evicted to make room (drop-oldest).
+    pub evicted: Vec<u64>,
+    /// Messages evicted in all.
+    pub evicted_count: usize,
+    /// The queue just became full (first time since it last drained).
+    pub became_full: bool,
 }
 
 impl Session {
@@ -193,6 +274,7 @@ impl Session {
             notify: Notify::new(),
             control: Mutex::new(None),
             state: Mutex::new(Some(SessionState::default())),
+            durable: AtomicBool::new(false),
             timers: Mutex::new(Vec::new()),
         }
     }
@@ -212,35 +294,65 @@ impl Session {
 
     /// Queue a delivery, within the given bounds. Never blocks on anything but this session's
     /// own mailbox lock.
-    pub fn deliver(&self, d: Delivery, max_msgs: usize, max_bytes: usize) -> Result<(), Refused> {
+    pub fn deliver(
+        &self,
+        d: Delivery,
+        max_msgs: usize,
+        max_bytes: usize,
+        when_full: QueueFull,
+    ) -> Result<Queued, (Refused, bool)> {
         if d.qos == QoS::AtMostOnce && !self.is_online() {
-            return Err(Refused::Offline);
+            return Err((Refused::Offline, false));
         }
         let size = d.msg.size();
+        let mut out = Queued::default();
         {
             let mut mb = self.mailbox.lock();
-            if mb.queue.len() >= max_msgs || mb.bytes.saturating_add(size) > max_bytes {
-                return Err(Refused::Full);
+            let full = |mb: &Mailbox| {
+                mb.queue.len() >= max_msgs || mb.bytes.saturating_add(size) > max_bytes
+            };
+            if full(&mb) {
+                let first = !std::mem::replace(&mut mb.full_reported, true);
+                if when_full == QueueFull::Reject || size > max_bytes {
+                    return Err((Refused::Full, first));
+                }
+                out.became_full = first;
+                while full(&mb) {
+                    let Some(old) = mb.queue.pop_front() else {
+                        break;
+                    };
+                    mb.bytes = mb.bytes.saturating_sub(old.msg.size());
+                    out.evicted_count += 1;
+                    if old.durable {
+                        out.evicted.push(old.msg.seq);
+                    }
+                }
+            } else if mb.full_reported && mb.queue.len() < max_msgs / 2 {
+                mb.full_reported = false;
             }
             mb.bytes += size;
             mb.queue.push_back(d);
         }
         self.notify.notify_one();
-        Ok(())
+        Ok(out)
     }
 
-    /// Drop queued QoS 0 messages (on disconnect) and those `keep` rejects.
-    pub fn retain_queued(&self, mut keep: impl FnMut(&Delivery) -> bool) {
+    /// Drop queued messages `keep` rejects. Returns the durable sequence numbers dropped.
+    pub fn retain_queued(&self, mut keep: impl FnMut(&Delivery) -> bool) -> Vec<u64> {
         let mut mb = self.mailbox.lock();
         let mut bytes = 0;
+        let mut dropped = Vec::new();
         mb.queue.retain(|d| {
             let k = keep(d);
             if k {
                 bytes += d.msg.size();
+            } else if d.durable {
+                dropped.push(d.msg.seq);
             }
             k
         });
         mb.bytes = bytes;
+        dropped
     }
 
     /// Cancel pending will and expiry timers (the session is back).

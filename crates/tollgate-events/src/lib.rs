@@ -239,6 +239,37 @@ pub enum EventKind {
         /// Why.
         detail: String,
     },
+    /// A session's message queue reached its limit (reported once until it drains).
+    QueueFull {
+        /// Device id.
+        device: String,
+        /// Client id.
+        client_id: String,
+        /// "rejected" (new messages refused) or "dropped_oldest".
+        action: &'static str,
+    },
+    /// The durable store cannot write (a full disk, say): QoS 1/2 messages for persistent
+    /// sessions are refused until it can.
+    StorageUnavailable {
+        /// The store's error.
+        error: String,
+    },
+    /// The durable store writes again.
+    StorageRecovered {
+        /// How long it was unavailable, milliseconds.
+        after_ms: u64,
+    },
+    /// Persistent sessions, queues and retained messages were restored on start.
+    SessionsRestored {
+        /// Sessions restored.
+        sessions: usize,
+        /// Queued messages restored.
+        messages: usize,
+        /// Retained messages restored.
+        retained: usize,
+        /// Sessions dropped because they expired while the broker was down.
+        expired: usize,
+    },
 }
 
 /// An event with its time stamp.

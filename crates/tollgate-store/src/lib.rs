@@ -1,7 +1,8 @@
 //! Tollgate's persistence.
 //!
-//! Owns everything that is written to a database: today the device registry (devices, their
-//! groups, every certificate issued and every revocation). The rest of Tollgate sees only the
+//! Owns everything that is written to a database: the device registry (devices, their
+//! groups, every certificate issued and every revocation), and the durable session store
+//! ([`sessions`]) that implements the broker's durability port. The rest of Tollgate sees only the
 //! [`Registry`] trait and plain records; no SQL leaves this crate. The embedded backend is
 //! SQLite (rusqlite, bundled, WAL); a PostgreSQL backend implements the same trait later.
 //!
@@ -9,6 +10,8 @@
 //! `spawn_blocking`, never from the per-message path.
 
 #![forbid(unsafe_code)]
+
+pub mod sessions;
 
 use std::path::Path;
 
@@ -31,6 +34,9 @@ pub enum StoreError {
     /// An enrollment token was refused.
     #[error("enrollment token refused: {0}")]
     Token(&'static str),
+    /// An operating-system error outside the database.
+    #[error("{0}")]
+    Io(String),
     /// The database was written by a newer Tollgate.
     #[error("database schema version {found} is newer than this binary understands ({supported})")]
     SchemaTooNew {

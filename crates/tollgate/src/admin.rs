@@ -172,6 +172,10 @@ async fn health(State(s): State<AppState>) -> Json<serde_json::Value> {
         "messages_dropped": st.messages_dropped.load(Relaxed),
         "publish_denied": st.publish_denied.load(Relaxed),
         "subscribe_denied": st.subscribe_denied.load(Relaxed),
+        "queue_full": st.queue_full.load(Relaxed),
+        "messages_persisted": st.messages_persisted.load(Relaxed),
+        "storage_refused": st.storage_refused.load(Relaxed),
+        "retained": s.broker.retained_count(),
         "events_dropped": s.events.dropped(),
     }))
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
-use tollgate_broker::{BrokerConfig, ClientIdRule};
+use tollgate_broker::{BrokerConfig, ClientIdRule, QueueFull};
 
 /// The whole configuration file. Every key is optional; unknown keys are errors.
 #[derive(Debug, Deserialize, Default)]
@@ -17,7 +17,26 @@ pub struct FileConfig {
     pub tls: TlsSection,
     pub policy: PolicySection,
     pub devices: DevicesSection,
+    pub sessions: SessionsSection,
     pub log: LogSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionsSection {
+    /// Keep persistent sessions, their QoS 1/2 messages, retained messages and wills on disk.
+    pub durable: bool,
+    /// The store file, relative to the data directory.
+    pub file: PathBuf,
+}
+
+impl Default for SessionsSection {
+    fn default() -> Self {
+        SessionsSection {
+            durable: true,
+            file: PathBuf::from("sessions.db"),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -29,6 +48,7 @@ pub struct MqttSection {
     pub max_inflight: u16,
     pub max_queued_messages: usize,
     pub max_queued_bytes: usize,
+    pub queue_full: String,
     pub topic_alias_maximum: u16,
     pub max_keep_alive: u16,
     pub max_session_expiry_secs: u32,
@@ -52,6 +72,7 @@ impl Default for MqttSection {
             max_inflight: b.max_inflight,
             max_queued_messages: b.max_queued_messages,
             max_queued_bytes: b.max_queued_bytes,
+            queue_full: "reject".into(),
             topic_alias_maximum: b.topic_alias_maximum,
             max_keep_alive: b.max_keep_alive,
             max_session_expiry_secs: b.max_session_expiry,
@@ -170,6 +191,8 @@ pub struct Config {
     pub token_ttl: Duration,
     pub crl_validity: Duration,
     pub events_file: PathBuf,
+    /// The durable session store, when sessions are durable.
+    pub sessions_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -209,6 +232,11 @@ impl Config {
         if m.handshake_timeout_secs == 0 {
             bail!("mqtt.handshake_timeout_secs must be at least 1");
         }
+        let queue_full = match m.queue_full.as_str() {
+            "reject" => QueueFull::Reject,
+            "drop-oldest" => QueueFull::DropOldest,
+            other => bail!("mqtt.queue_full: {other:?} is not \"reject\" or \"drop-oldest\""),
+        };
         let tls13_only = match raw.tls.min_version.as_str() {
             "1.2" => false,
             "1.3" => true,
@@ -221,6 +249,7 @@ impl Config {
             max_inflight: m.max_inflight,
             max_queued_messages: m.max_queued_messages.max(1),
             max_queued_bytes: m.max_queued_bytes.max(1024),
+            queue_full,
             topic_alias_maximum: m.topic_alias_maximum,
             max_keep_alive: m.max_keep_alive,
             max_session_expiry: m.max_session_expiry_secs,
@@ -264,6 +293,7 @@ impl Config {
                 u64::from(raw.devices.crl_validity_hours.max(2)) * 3600,
             ),
             events_file: resolve(raw.log.events_file),
+            sessions_file: raw.sessions.durable.then(|| resolve(raw.sessions.file)),
         })
     }
 }
@@ -293,8 +323,10 @@ listen = "0.0.0.0:8883"
 max_packet_size = 1048576        # bytes; larger packets get DISCONNECT 0x95
 receive_maximum = 1024           # unreleased incoming QoS 2 messages per client
 max_inflight = 1024              # unacknowledged outgoing QoS 1/2 messages per client
-max_queued_messages = 10000      # per session; further messages are dropped and counted
+max_queued_messages = 10000      # per session (queued for an offline or slow client)
 max_queued_bytes = 67108864      # per session
+queue_full = "reject"            # full queue: "reject" the new message (MQTT 5 publishers get
+                                 # PUBACK 0x97) or "drop-oldest"; counted and reported as events
 topic_alias_maximum = 64         # MQTT 5 topic aliases a client may use
 max_keep_alive = 0               # seconds; 0 accepts the client's value
 max_session_expiry_secs = 604800 # cap on session expiry; also 3.1.1 persistent sessions
@@ -327,6 +359,11 @@ cert_lifetime_days = 7           # device certificates are short-lived; `tollgat
 token_ttl_secs = 3600            # default lifetime of `tollgate device token`
 crl_validity_hours = 48          # CRL nextUpdate; re-signed every half interval and on revocation
 
+[sessions]
+# Persistent sessions (clean session 0 / session expiry > 0), their QoS 1/2 messages, retained
+# messages and wills are kept on disk: a QoS 1/2 PUBACK is sent only once the message is there.
+durable = true
+file = "sessions.db"
 
 [log]
 events_file = "events.log"       # security events, one JSON object per line

@@ -54,6 +54,10 @@ impl Layout {
     pub fn registry(&self) -> PathBuf {
         self.root.join("registry.db")
     }
+    /// The durable session store (persistent sessions, queued messages, retained messages).
+    pub fn sessions(&self) -> PathBuf {
+        self.root.join("sessions.db")
+    }
     pub fn addresses(&self) -> PathBuf {
         self.root.join("run/addresses.json")
     }
@@ -65,6 +69,15 @@ pub struct Addresses {
     pub mqtt: SocketAddr,
     pub admin: SocketAddr,
     pub pid: u32,
+}
+
+/// The pid of a `tollgate serve` running on `data`, if one is.
+pub fn running_server(data: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(Layout::new(data).addresses()).ok()?;
+    let a: Addresses = serde_json::from_str(&text).ok()?;
+    Path::new(&format!("/proc/{}", a.pid))
+        .exists()
+        .then_some(a.pid)
 }
 
 /// Write `contents` to `path` (creating parent directories). Private keys get mode 0600 from

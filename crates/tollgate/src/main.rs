@@ -87,6 +87,34 @@ enum Command {
     /// The CA hierarchy: status and issuing-CA rotation.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// The durable session store (sessions.db): verify it, or compact it while the server is
+    /// stopped.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Verify the store: SQLite integrity, every stored message decodes, rows that belong to
+    /// no session. Prints a JSON report; exits 1 if the store is damaged.
+    Check {
+        /// Data directory.
+        #[arg(long, env = "TOLLGATE_DATA", value_name = "DIR")]
+        data: PathBuf,
+        /// Configuration file (default: DIR/tollgate.toml), for sessions.file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Remove expired sessions and messages and orphaned rows, and rewrite the file compactly.
+    /// Refuses to run while `tollgate serve` is running on the data directory.
+    Compact {
+        /// Data directory.
+        #[arg(long, env = "TOLLGATE_DATA", value_name = "DIR")]
+        data: PathBuf,
+        /// Configuration file (default: DIR/tollgate.toml), for sessions.file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -356,6 +384,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(ExitCode::SUCCESS)
         }),
+        Command::Store(cmd) => store_cmd(cmd),
         Command::Ca(CaCommand::Rotate { data, config }) => {
             let cfg = config::Config::load(&data, config.as_deref())?;
             // Certificates issued by the old CA live at most this long; add a day of margin.
@@ -371,6 +400,38 @@ fn run(cli: Cli) -> Result<ExitCode> {
             eprintln!("Restart `tollgate serve` to start issuing from it.");
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+fn store_cmd(cmd: StoreCommand) -> Result<ExitCode> {
+    use tollgate_store::sessions;
+    let (data, config, compact) = match cmd {
+        StoreCommand::Check { data, config } => (data, config, false),
+        StoreCommand::Compact { data, config } => (data, config, true),
+    };
+    let cfg = config::Config::load(&data, config.as_deref())?;
+    let path = cfg
+        .sessions_file
+        .unwrap_or_else(|| datadir::Layout::new(&data).sessions());
+    if compact {
+        if let Some(pid) = datadir::running_server(&data) {
+            anyhow::bail!(
+                "tollgate serve (pid {pid}) is running on {}; stop it before compacting",
+                data.display()
+            );
+        }
+        let r =
+            sessions::compact(&path).with_context(|| format!("compacting {}", path.display()))?;
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let r = sessions::check(&path).with_context(|| format!("checking {}", path.display()))?;
+    println!("{}", serde_json::to_string_pretty(&r)?);
+    if r.ok() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("the session store is damaged (see the report above)");
+        Ok(ExitCode::from(1))
     }
 }
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 use tollgate_broker::{AuthSnapshot, Broker};
-use tollgate_events::EventBus;
+use tollgate_events::{EventBus, EventKind};
+use tollgate_store::sessions::SqliteSessionStore;
 
 use crate::config::Config;
 use crate::control::ControlPlane;
@@ -29,7 +30,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
     let (events, stream) = EventBus::new(16 * 1024);
     let event_writer = tokio::spawn(crate::eventlog::run(stream, cfg.events_file.clone()));
 
-    let broker = Broker::new(cfg.broker.clone(), events.clone(), AuthSnapshot::deny_all());
+    let (broker, store) = open_broker(&cfg, &events)?;
     let cp = ControlPlane::open(&cfg, broker.clone(), events.clone())?;
 
     let revoked: crate::tls::RevocationCheck = {
@@ -176,10 +177,46 @@ pub async fn serve(cfg: Config) -> Result<()> {
     watcher.abort();
     let _ = mqtt_task.await;
     let _ = admin_task.await;
+    if let Some(store) = store {
+        // Write what the last connections handed over before the process ends.
+        let _ = tokio::task::spawn_blocking(move || store.close()).await;
+    }
     // Let the event writer drain what is queued.
     tokio::time::sleep(Duration::from_millis(50)).await;
     event_writer.abort();
     Ok(())
+}
+
+/// The broker, with its durable session store unless sessions are configured in-memory.
+fn open_broker(
+    cfg: &Config,
+    events: &EventBus,
+) -> Result<(Broker, Option<Arc<SqliteSessionStore>>)> {
+    let Some(path) = &cfg.sessions_file else {
+        tracing::warn!("sessions.durable = false: persistent sessions live in memory only");
+        let b = Broker::new(cfg.broker.clone(), events.clone(), AuthSnapshot::deny_all());
+        return Ok((b, None));
+    };
+    let ev = events.clone();
+    let hook: tollgate_store::sessions::HealthHook = Box::new(move |r| {
+        ev.emit(match r {
+            Err(error) => EventKind::StorageUnavailable { error },
+            Ok(d) => EventKind::StorageRecovered {
+                after_ms: u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+            },
+        });
+    });
+    let (store, recovered) = SqliteSessionStore::open(path, hook)
+        .with_context(|| format!("opening the session store {}", path.display()))?;
+    let durable: Arc<dyn tollgate_broker::persist::Durability> = store.clone();
+    let b = Broker::with_store(
+        cfg.broker.clone(),
+        events.clone(),
+        AuthSnapshot::deny_all(),
+        durable,
+        recovered,
+    );
+    Ok((b, Some(store)))
 }
 
 async fn wait_for_signal() {

@@ -1,0 +1,763 @@
+//! The durable session store: persistent MQTT sessions, their queued and in-flight QoS 1/2
+//! messages, incoming QoS 2 packet ids, retained messages and wills, in `sessions.db` (SQLite,
+//! WAL, `synchronous = FULL`), written by one thread with group commit.
+//!
+//! Connections hand changes over with [`Durability::submit`] (a channel send, never a disk
+//! wait) and get a ticket. The writer thread takes everything queued, applies it in one
+//! transaction and commits with one fsync, so concurrent publishers share the fsync; then it
+//! advances the watermark that connections wait on before sending their acknowledgements. A
+//! message queued and acknowledged within the same batch never reaches the disk at all.
+//!
+//! When a commit fails (a full disk, say) the writer keeps the batch, reports itself unhealthy
+//! (the broker then refuses new messages that need the disk) and retries every 250 ms; nothing
+//! that was acknowledged is lost, and the store recovers by itself when the disk has room.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rusqlite::{params, Connection};
+use tokio::sync::watch;
+use tollgate_broker::persist::{
+    unix_ms, Durability, Op, Recovered, RecoveredEntry, RecoveredSession, StoredMessage, StoredWill,
+};
+
+use crate::StoreError;
+
+const SCHEMA_VERSION: i64 = 1;
+/// Most ops applied in one transaction (bounds a commit's latency under a flood).
+const MAX_BATCH_OPS: usize = 64 * 1024;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    expiry_secs INTEGER NOT NULL,
+    expires_at_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS subscriptions (
+    session INTEGER NOT NULL,
+    filter TEXT NOT NULL,
+    opts INTEGER NOT NULL,
+    sub_id INTEGER NOT NULL,
+    PRIMARY KEY (session, filter)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS queue (
+    session INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    qos INTEGER NOT NULL,
+    retain INTEGER NOT NULL,
+    sub_ids BLOB NOT NULL,
+    msg BLOB NOT NULL,
+    expires_at_ms INTEGER,
+    packet_id INTEGER,
+    released INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (session, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS inbound_qos2 (
+    session INTEGER NOT NULL,
+    packet_id INTEGER NOT NULL,
+    PRIMARY KEY (session, packet_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS retained (
+    topic TEXT PRIMARY KEY,
+    msg BLOB NOT NULL,
+    expires_at_ms INTEGER
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS wills (
+    session INTEGER PRIMARY KEY,
+    msg BLOB NOT NULL,
+    delay_secs INTEGER NOT NULL,
+    serial TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+";
+
+/// What connections send the writer.
+enum Msg {
+    Ops(u64, Vec<Op>),
+    /// Write what is queued, then stop.
+    Close,
+}
+
+/// Called from the writer thread when the store stops (`Err`) or starts again (`Ok`) writing.
+pub type HealthHook = Box<dyn Fn(Result<Duration, String>) + Send + 'static>;
+
+/// Group-commit counters.
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    /// Transactions committed.
+    pub commits: AtomicU64,
+    /// Ops written (after cancelling those acknowledged within their batch).
+    pub ops_written: AtomicU64,
+    /// Ops that cancelled out within a batch (queued and acknowledged before the commit).
+    pub ops_cancelled: AtomicU64,
+    /// Commits that failed (and were retried).
+    pub failures: AtomicU64,
+}
+
+/// The SQLite session store. Cheap to share (`Arc`); dropping the last handle stops the writer
+/// after it has written everything submitted.
+pub struct SqliteSessionStore {
+    /// Lock-free for senders (`std::sync::mpsc` is a lock-free queue): no lock shared by all
+    /// connections on the per-message path.
+    tx: Sender<Msg>,
+    next_ticket: AtomicU64,
+    watermark: watch::Receiver<u64>,
+    healthy: Arc<AtomicBool>,
+    stats: Arc<CommitStats>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for SqliteSessionStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteSessionStore").finish_non_exhaustive()
+    }
+}
+
+fn open_db(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    conn.execute_batch(SCHEMA)?;
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    Ok(conn)
+}
+
+impl SqliteSessionStore {
+    /// Open (or create) the store at `path`, read back everything in it, and start the writer.
+    pub fn open(
+        path: &Path,
+        on_health: HealthHook,
+    ) -> Result<(Arc<SqliteSessionStore>, Recovered), StoreError> {
+        let conn = open_db(path)?;
+        let recovered = load(&conn)?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (wm_tx, wm_rx) = watch::channel(0u64);
+        let healthy = Arc::new(AtomicBool::new(true));
+        let stats = Arc::new(CommitStats::default());
+        let writer = Writer {
+            conn,
+            rx,
+            watermark: wm_tx,
+            healthy: Arc::clone(&healthy),
+            stats: Arc::clone(&stats),
+            on_health,
+            committed_upto: 0,
+            out_of_order: BTreeSet::new(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("tollgate-store".into())
+            .spawn(move || writer.run())
+            .map_err(|e| StoreError::Io(format!("starting the store writer: {e}")))?;
+        Ok((
+            Arc::new(SqliteSessionStore {
+                tx,
+                next_ticket: AtomicU64::new(1),
+                watermark: wm_rx,
+                healthy,
+                stats,
+                writer: Mutex::new(Some(handle)),
+            }),
+            recovered,
+        ))
+    }
+
+    /// Group-commit counters.
+    pub fn stats(&self) -> &CommitStats {
+        &self.stats
+    }
+
+    /// Write what was submitted so far and stop the writer thread (blocks until it has; a
+    /// store that cannot write gives up after one more attempt).
+    pub fn close(&self) {
+        let _ = self.tx.send(Msg::Close);
+        if let Some(h) = self.writer.lock().take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Durability for SqliteSessionStore {
+    fn submit(&self, ops: Vec<Op>) -> u64 {
+        let ticket = self.next_ticket.fetch_add(1, Ordering::AcqRel);
+        if self.tx.send(Msg::Ops(ticket, ops)).is_err() {
+            self.healthy.store(false, Ordering::Release);
+        }
+        ticket
+    }
+
+    fn watermark(&self) -> watch::Receiver<u64> {
+        self.watermark.clone()
+    }
+
+    fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    rx: Receiver<Msg>,
+    watermark: watch::Sender<u64>,
+    healthy: Arc<AtomicBool>,
+    stats: Arc<CommitStats>,
+    on_health: HealthHook,
+    /// Every ticket up to this one is on disk.
+    committed_upto: u64,
+    /// Committed tickets above a gap (a ticket taken but not yet sent).
+    out_of_order: BTreeSet<u64>,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut tickets: Vec<u64> = Vec::new();
+        let mut ops: Vec<Op> = Vec::new();
+        let mut failing_since: Option<Instant> = None;
+        let mut open = true;
+        while open || !ops.is_empty() {
+            // Wait for work (or, while failing, for the retry interval).
+            if ops.is_empty() {
+                match self.rx.recv() {
+                    Ok(Msg::Ops(t, o)) => {
+                        tickets.push(t);
+                        ops.extend(o);
+                    }
+                    Ok(Msg::Close) => open = false,
+                    Err(_) => break,
+                }
+            } else if failing_since.is_some() {
+                match self.rx.recv_timeout(Duration::from_millis(250)) {
+                    Ok(Msg::Ops(t, o)) => {
+                        tickets.push(t);
+                        ops.extend(o);
+                    }
+                    Ok(Msg::Close) => open = false,
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => open = false,
+                }
+            }
+            // Take everything else already queued: one transaction, one fsync.
+            while ops.len() < MAX_BATCH_OPS {
+                match self.rx.try_recv() {
+                    Ok(Msg::Ops(t, o)) => {
+                        tickets.push(t);
+                        ops.extend(o);
+                    }
+                    Ok(Msg::Close) => open = false,
+                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                }
+            }
+            match self.commit(&ops) {
+                Ok(()) => {
+                    ops.clear();
+                    self.advance(&mut tickets);
+                    if let Some(since) = failing_since.take() {
+                        self.healthy.store(true, Ordering::Release);
+                        tracing::warn!("durable store writes again");
+                        (self.on_health)(Ok(since.elapsed()));
+                    }
+                }
+                Err(e) => {
+                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                    if failing_since.is_none() {
+                        failing_since = Some(Instant::now());
+                        self.healthy.store(false, Ordering::Release);
+                        tracing::error!(error = %e, "durable store cannot write; retrying");
+                        (self.on_health)(Err(e.to_string()));
+                    }
+                    if !open {
+                        // Shutting down with a disk that cannot take the batch: give up.
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn advance(&mut self, tickets: &mut Vec<u64>) {
+        self.out_of_order.extend(tickets.drain(..));
+        while self.out_of_order.first() == Some(&(self.committed_upto + 1)) {
+            self.out_of_order.pop_first();
+            self.committed_upto += 1;
+        }
+        let _ = self.watermark.send_replace(self.committed_upto);
+    }
+
+    fn commit(&mut self, ops: &[Op]) -> Result<(), StoreError> {
+        // Cancel messages queued and acknowledged within this batch.
+        let mut enq: HashMap<(u64, u64), usize> = HashMap::new();
+        let mut skip = vec![false; ops.len()];
+        for (i, op) in ops.iter().enumerate() {
+            match op {
+                Op::Enqueue { session, seq, .. } => {
+                    enq.insert((*session, *seq), i);
+                }
+                Op::Dequeue { session, seq } => {
+                    if let Some(j) = enq.remove(&(*session, *seq)) {
+                        skip[j] = true;
+                        skip[i] = true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let cancelled = skip.iter().filter(|s| **s).count();
+        let tx = self.conn.transaction()?;
+        for (op, _) in ops.iter().zip(&skip).filter(|(_, s)| !**s) {
+            apply(&tx, op)?;
+        }
+        tx.commit()?;
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .ops_written
+            .fetch_add((ops.len() - cancelled) as u64, Ordering::Relaxed);
+        self.stats
+            .ops_cancelled
+            .fetch_add(cancelled as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn sub_ids_blob(ids: &[u32]) -> Vec<u8> {
+    ids.iter().flat_map(|i| i.to_be_bytes()).collect()
+}
+
+fn sub_ids_from(b: &[u8]) -> Vec<u32> {
+    b.chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn apply(tx: &rusqlite::Transaction<'_>, op: &Op) -> Result<(), rusqlite::Error> {
+    match op {
+        Op::Session {
+            id,
+            device_id,
+            client_id,
+            expiry_secs,
+            expires_at_ms,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO sessions (id, device_id, client_id, expiry_secs, expires_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(id) DO UPDATE SET expiry_secs = ?4, expires_at_ms = ?5",
+            )?
+            .execute(params![
+                i(*id),
+                &**device_id,
+                &**client_id,
+                expiry_secs,
+                expires_at_ms
+            ])?;
+        }
+        Op::DeleteSession { id } => {
+            for sql in [
+                "DELETE FROM sessions WHERE id = ?1",
+                "DELETE FROM subscriptions WHERE session = ?1",
+                "DELETE FROM queue WHERE session = ?1",
+                "DELETE FROM inbound_qos2 WHERE session = ?1",
+                "DELETE FROM wills WHERE session = ?1",
+            ] {
+                tx.prepare_cached(sql)?.execute([i(*id)])?;
+            }
+        }
+        Op::Subscribe {
+            session,
+            filter,
+            opts,
+            sub_id,
+        } => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO subscriptions (session, filter, opts, sub_id)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![i(*session), filter, opts, sub_id])?;
+        }
+        Op::Unsubscribe { session, filter } => {
+            tx.prepare_cached("DELETE FROM subscriptions WHERE session = ?1 AND filter = ?2")?
+                .execute(params![i(*session), filter])?;
+        }
+        Op::Enqueue {
+            session,
+            seq,
+            qos,
+            retain,
+            sub_ids,
+            msg,
+        } => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO queue
+                 (session, seq, qos, retain, sub_ids, msg, expires_at_ms, packet_id, released)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, 0)",
+            )?
+            .execute(params![
+                i(*session),
+                i(*seq),
+                qos,
+                retain,
+                sub_ids_blob(sub_ids),
+                &msg.blob[..],
+                msg.expires_at_ms
+            ])?;
+        }
+        Op::Dequeue { session, seq } => {
+            tx.prepare_cached("DELETE FROM queue WHERE session = ?1 AND seq = ?2")?
+                .execute(params![i(*session), i(*seq)])?;
+        }
+        Op::Sent {
+            session,
+            seq,
+            packet_id,
+        } => {
+            tx.prepare_cached("UPDATE queue SET packet_id = ?3 WHERE session = ?1 AND seq = ?2")?
+                .execute(params![i(*session), i(*seq), packet_id])?;
+        }
+        Op::Released { session, seq } => {
+            tx.prepare_cached("UPDATE queue SET released = 1 WHERE session = ?1 AND seq = ?2")?
+                .execute(params![i(*session), i(*seq)])?;
+        }
+        Op::Inbound {
+            session,
+            packet_id,
+            present,
+        } => {
+            let sql = if *present {
+                "INSERT OR IGNORE INTO inbound_qos2 (session, packet_id) VALUES (?1, ?2)"
+            } else {
+                "DELETE FROM inbound_qos2 WHERE session = ?1 AND packet_id = ?2"
+            };
+            tx.prepare_cached(sql)?
+                .execute(params![i(*session), packet_id])?;
+        }
+        Op::Retain { topic, msg } => match msg {
+            Some(m) => {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO retained (topic, msg, expires_at_ms) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![topic, &m.blob[..], m.expires_at_ms])?;
+            }
+            None => {
+                tx.prepare_cached("DELETE FROM retained WHERE topic = ?1")?
+                    .execute([topic])?;
+            }
+        },
+        Op::Will { session, will } => match will {
+            Some(w) => {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO wills (session, msg, delay_secs, serial)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![
+                    i(*session),
+                    &w.msg.blob[..],
+                    w.delay_secs,
+                    w.serial
+                ])?;
+            }
+            None => {
+                tx.prepare_cached("DELETE FROM wills WHERE session = ?1")?
+                    .execute([i(*session)])?;
+            }
+        },
+    }
+    Ok(())
+}
+
+fn u(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn bytes(v: Vec<u8>) -> tollgate_mqtt::Bytes {
+    tollgate_mqtt::Bytes::from(v)
+}
+
+/// Read everything back.
+fn load(conn: &Connection) -> Result<Recovered, StoreError> {
+    let mut rec = Recovered::default();
+    let mut index: HashMap<u64, usize> = HashMap::new();
+    {
+        let mut st = conn.prepare(
+            "SELECT id, device_id, client_id, expiry_secs, expires_at_ms FROM sessions ORDER BY id",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(RecoveredSession {
+                id: u(r.get(0)?),
+                device_id: r.get(1)?,
+                client_id: r.get(2)?,
+                expiry_secs: r.get(3)?,
+                expires_at_ms: r.get(4)?,
+                subscriptions: Vec::new(),
+                queue: Vec::new(),
+                inbound_qos2: Vec::new(),
+                will: None,
+            })
+        })?;
+        for s in rows {
+            let s = s?;
+            rec.max_session_id = rec.max_session_id.max(s.id);
+            index.insert(s.id, rec.sessions.len());
+            rec.sessions.push(s);
+        }
+    }
+    {
+        let mut st = conn.prepare("SELECT session, filter, opts, sub_id FROM subscriptions")?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            if let Some(&k) = index.get(&u(r.get(0)?)) {
+                rec.sessions[k]
+                    .subscriptions
+                    .push((r.get(1)?, r.get(2)?, r.get(3)?));
+            }
+        }
+    }
+    {
+        let mut st = conn.prepare(
+            "SELECT session, seq, qos, retain, sub_ids, msg, expires_at_ms, packet_id, released
+             FROM queue ORDER BY session, seq",
+        )?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let seq = u(r.get(1)?);
+            rec.max_seq = rec.max_seq.max(seq);
+            if let Some(&k) = index.get(&u(r.get(0)?)) {
+                let sub_ids: Vec<u8> = r.get(4)?;
+                rec.sessions[k].queue.push(RecoveredEntry {
+                    seq,
+                    qos: r.get(2)?,
+                    retain: r.get(3)?,
+                    sub_ids: sub_ids_from(&sub_ids),
+                    msg: StoredMessage {
+                        blob: bytes(r.get(5)?),
+                        expires_at_ms: r.get(6)?,
+                    },
+                    packet_id: r.get(7)?,
+                    released: r.get(8)?,
+                });
+            }
+        }
+    }
+    {
+        let mut st = conn.prepare("SELECT session, packet_id FROM inbound_qos2")?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            if let Some(&k) = index.get(&u(r.get(0)?)) {
+                rec.sessions[k].inbound_qos2.push(r.get(1)?);
+            }
+        }
+    }
+    {
+        let mut st = conn.prepare("SELECT session, msg, delay_secs, serial FROM wills")?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            if let Some(&k) = index.get(&u(r.get(0)?)) {
+                rec.sessions[k].will = Some(StoredWill {
+                    msg: StoredMessage {
+                        blob: bytes(r.get(1)?),
+                        expires_at_ms: None,
+                    },
+                    delay_secs: r.get(2)?,
+                    serial: r.get(3)?,
+                });
+            }
+        }
+    }
+    {
+        let mut st = conn.prepare("SELECT topic, msg, expires_at_ms FROM retained")?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            rec.retained.push((
+                r.get(0)?,
+                StoredMessage {
+                    blob: bytes(r.get(1)?),
+                    expires_at_ms: r.get(2)?,
+                },
+            ));
+        }
+    }
+    Ok(rec)
+}
+
+/// What `tollgate store check` found.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CheckReport {
+    /// SQLite's own integrity check ("ok" when sound).
+    pub integrity: String,
+    /// Persistent sessions.
+    pub sessions: u64,
+    /// Sessions whose expiry has passed (removed on the next start or compact).
+    pub expired_sessions: u64,
+    /// Subscriptions.
+    pub subscriptions: u64,
+    /// Queued messages.
+    pub queued_messages: u64,
+    /// Retained messages.
+    pub retained: u64,
+    /// Wills pending.
+    pub wills: u64,
+    /// Rows that belong to no session (removed by compact).
+    pub orphans: u64,
+    /// Stored messages that do not decode as MQTT PUBLISH packets.
+    pub undecodable: u64,
+    /// File size, bytes (database plus WAL).
+    pub bytes: u64,
+}
+
+impl CheckReport {
+    /// Whether the store is sound (orphans and expired sessions are housekeeping, not damage).
+    pub fn ok(&self) -> bool {
+        self.integrity == "ok" && self.undecodable == 0
+    }
+}
+
+fn file_bytes(path: &Path) -> u64 {
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    [path.to_path_buf(), wal]
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Verify the store at `path`: SQLite integrity, every stored message decodes, and rows that
+/// belong to no session.
+pub fn check(path: &Path) -> Result<CheckReport, StoreError> {
+    if !path.exists() {
+        return Err(StoreError::NotFound(path.display().to_string()));
+    }
+    let conn = open_db(path)?;
+    let count = |sql: &str| -> Result<u64, StoreError> {
+        Ok(u(conn.query_row(sql, [], |r| r.get::<_, i64>(0))?))
+    };
+    let integrity: Vec<String> = {
+        let mut st = conn.prepare("PRAGMA integrity_check")?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut undecodable = 0;
+    for sql in [
+        "SELECT msg FROM queue",
+        "SELECT msg FROM retained",
+        "SELECT msg FROM wills",
+    ] {
+        let mut st = conn.prepare(sql)?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let m = StoredMessage {
+                blob: bytes(r.get(0)?),
+                expires_at_ms: None,
+            };
+            if m.decode().is_none() {
+                undecodable += 1;
+            }
+        }
+    }
+    let now = unix_ms();
+    Ok(CheckReport {
+        integrity: integrity.join("; "),
+        sessions: count("SELECT COUNT(*) FROM sessions")?,
+        expired_sessions: u(conn.query_row(
+            "SELECT COUNT(*) FROM sessions WHERE expires_at_ms IS NOT NULL AND expires_at_ms <= ?1",
+            [now],
+            |r| r.get::<_, i64>(0),
+        )?),
+        subscriptions: count("SELECT COUNT(*) FROM subscriptions")?,
+        queued_messages: count("SELECT COUNT(*) FROM queue")?,
+        retained: count("SELECT COUNT(*) FROM retained")?,
+        wills: count("SELECT COUNT(*) FROM wills")?,
+        orphans: count(ORPHANS_COUNT)?,
+        undecodable,
+        bytes: file_bytes(path),
+    })
+}
+
+const ORPHANS_COUNT: &str = "SELECT
+    (SELECT COUNT(*) FROM subscriptions WHERE session NOT IN (SELECT id FROM sessions)) +
+    (SELECT COUNT(*) FROM queue WHERE session NOT IN (SELECT id FROM sessions)) +
+    (SELECT COUNT(*) FROM inbound_qos2 WHERE session NOT IN (SELECT id FROM sessions)) +
+    (SELECT COUNT(*) FROM wills WHERE session NOT IN (SELECT id FROM sessions))";
+
+/// What `tollgate store compact` did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CompactReport {
+    /// Expired sessions removed.
+    pub expired_sessions: u64,
+    /// Expired messages removed (queued and retained).
+    pub expired_messages: u64,
+    /// Rows that belonged to no session, removed.
+    pub orphans: u64,
+    /// Bytes before.
+    pub bytes_before: u64,
+    /// Bytes after.
+    pub bytes_after: u64,
+}
+
+/// Drop expired sessions and messages and orphaned rows, then rewrite the file compactly.
+/// Run it while the broker is stopped.
+pub fn compact(path: &Path) -> Result<CompactReport, StoreError> {
+    if !path.exists() {
+        return Err(StoreError::NotFound(path.display().to_string()));
+    }
+    let bytes_before = file_bytes(path);
+    let mut conn = open_db(path)?;
+    let now = unix_ms();
+    let tx = conn.transaction()?;
+    let expired: Vec<i64> = {
+        let mut st = tx.prepare(
+            "SELECT id FROM sessions WHERE expires_at_ms IS NOT NULL AND expires_at_ms <= ?1",
+        )?;
+        let rows = st.query_map([now], |r| r.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    for id in &expired {
+        apply(&tx, &Op::DeleteSession { id: u(*id) })?;
+    }
+    let orphans = u(tx.query_row(ORPHANS_COUNT, [], |r| r.get::<_, i64>(0))?);
+    for t in ["subscriptions", "queue", "inbound_qos2", "wills"] {
+        tx.execute(
+            &format!("DELETE FROM {t} WHERE session NOT IN (SELECT id FROM sessions)"),
+            [],
+        )?;
+    }
+    let mut expired_messages = 0;
+    for t in ["queue", "retained"] {
+        expired_messages += tx.execute(
+            &format!("DELETE FROM {t} WHERE expires_at_ms IS NOT NULL AND expires_at_ms <= ?1"),
+            [now],
+        )? as u64;
+    }
+    tx.commit()?;
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); VACUUM;")?;
+    drop(conn);
+    Ok(CompactReport {
+        expired_sessions: expired.len() as u64,
+        expired_messages,
+        orphans,
+        bytes_before,
+        bytes_after: file_bytes(path),
+    })
+}
