@@ -928,7 +928,14 @@ impl Conn {
             from_session: self.session.id,
             size,
         });
-        let routed = self.shared.route(&msg, &mut self.scratch, true);
+        // A persistent publisher's QoS 2 packet id is written with the fan-out.
+        let inbound = (p.qos == QoS::ExactlyOnce && self.session.durable.load(Ordering::Acquire))
+            .then_some(Op::Inbound {
+                session: self.session.id,
+                packet_id: pid,
+                present: true,
+            });
+        let routed = self.shared.route(&msg, &mut self.scratch, true, inbound);
         if routed.storage_refused {
             // Acknowledging would promise what the disk cannot keep: refuse instead.
             if self.protocol == Protocol::V311 {
@@ -980,13 +987,8 @@ impl Conn {
             ),
             QoS::ExactlyOnce => {
                 self.state.inbound_qos2.insert(pid);
-                let t = self.persist(vec![Op::Inbound {
-                    session: self.session.id,
-                    packet_id: pid,
-                    present: true,
-                }]);
                 self.push_after(
-                    ticket.max(t),
+                    ticket,
                     Packet::PubRec(PubResp {
                         packet_id: pid,
                         code,
@@ -1730,7 +1732,7 @@ pub(crate) fn publish_will(
     if msg.retain {
         shared.retain(&msg);
     }
-    shared.route(&msg, &mut Vec::new(), false);
+    shared.route(&msg, &mut Vec::new(), false, None);
     if session.durable.load(Ordering::Acquire) {
         shared.persist(vec![Op::Will {
             session: session.id,

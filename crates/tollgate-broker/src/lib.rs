@@ -369,12 +369,15 @@ impl Shared {
     /// message it acknowledges). QoS 1 deliveries may be sent before they are on disk (a crash
     /// then makes the publisher resend: at least once); QoS 2 deliveries wait for the disk, so
     /// a crash can never make one arrive twice. With `refusable`, a message that needs the store
-    /// while it cannot write is not routed at all.
+    /// while it cannot write is not routed at all. `with` goes into the same store transaction
+    /// as the fan-out (the publisher's QoS 2 packet id: a crash must keep both or neither, or a
+    /// resent PUBLISH would be routed twice).
     pub(crate) fn route(
         &self,
         msg: &Arc<Message>,
         scratch: &mut Vec<(u64, usize)>,
         refusable: bool,
+        with: Option<Op>,
     ) -> Routed {
         let guard = self.router.snapshot();
         let mut targets: Vec<router::Match<'_>> = Vec::new();
@@ -382,6 +385,7 @@ impl Shared {
             .for_each_match(&guard, &msg.topic, &mut |m| targets.push(m));
         let mut out = Routed::default();
         if targets.is_empty() {
+            out.ticket = with.map_or(0, |op| self.persist(vec![op]));
             return out;
         }
         // De-duplicate overlapping subscriptions of one session: one copy at the highest QoS
@@ -465,7 +469,10 @@ impl Shared {
             self.stats
                 .messages_persisted
                 .fetch_add(ops.len() as u64, Ordering::Relaxed);
+            ops.extend(with);
             out.ticket = store.submit(ops);
+        } else if let Some(op) = with {
+            out.ticket = self.persist(vec![op]);
         }
         let mut undo: Vec<Op> = Vec::new();
         let cfg = &self.config;

@@ -58,6 +58,8 @@ pub struct Server {
     pub data: PathBuf,
     pub mqtt_port: u16,
     pub admin_port: u16,
+    /// Listen for MQTT on this port on every (re)start, so clients can reconnect.
+    pub fixed_mqtt_port: Option<u16>,
 }
 
 impl Server {
@@ -95,6 +97,7 @@ impl Server {
             data,
             mqtt_port: 0,
             admin_port: 0,
+            fixed_mqtt_port: None,
         };
         s.spawn();
         s
@@ -109,15 +112,11 @@ impl Server {
             COUNTER.fetch_add(1, Ordering::SeqCst)
         )))
         .unwrap();
+        let mqtt = format!("127.0.0.1:{}", self.fixed_mqtt_port.unwrap_or(0));
         let child = Command::new(BIN)
             .args(["serve", "--data"])
             .arg(&self.data)
-            .args([
-                "--mqtt-listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-            ])
+            .args(["--mqtt-listen", &mqtt, "--admin-listen", "127.0.0.1:0"])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -168,6 +167,14 @@ impl Server {
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGKILL the process: no shutdown, no flush, as in a crash or power cut.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -358,6 +365,15 @@ impl Server {
             "steps": steps,
         })
     }
+}
+
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn run_paho(plan: Value) -> Vec<Value> {

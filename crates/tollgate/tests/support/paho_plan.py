@@ -176,7 +176,8 @@ class Runner:
                     props.MessageExpiryInterval = s["message_expiry"]
                 if "topic_alias" in s:
                     props.TopicAlias = s["topic_alias"]
-            info = self.client.publish(s["topic"], s.get("payload", ""), qos=s.get("qos", 0), retain=s.get("retain", False), properties=props)
+            payload = "x" * s["payload_size"] if "payload_size" in s else s.get("payload", "")
+            info = self.client.publish(s["topic"], payload, qos=s.get("qos", 0), retain=s.get("retain", False), properties=props)
             if s.get("qos", 0) > 0:
                 self.wait(lambda: info.mid in self.pubacks, t)
                 return {"rc": self.pubacks.get(info.mid)}
