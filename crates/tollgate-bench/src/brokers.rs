@@ -111,7 +111,10 @@ pub struct Setup {
     pub rumqttd_bin: Option<PathBuf>,
 }
 
-pub fn start(kind: Kind, setup: &Setup, port: u16) -> Result<Running> {
+/// Start `kind` on `port`. With `persistent`, Mosquitto gets `persistence true` (its default
+/// autosave: it writes its state every 30 minutes and on exit, not per message) and Tollgate's
+/// durable store (on by default) starts empty; rumqttd has no disk persistence.
+pub fn start(kind: Kind, setup: &Setup, port: u16, persistent: bool) -> Result<Running> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let logs = setup.work.join("logs");
     std::fs::create_dir_all(&logs)?;
@@ -119,6 +122,9 @@ pub fn start(kind: Kind, setup: &Setup, port: u16) -> Result<Running> {
     let log_file = std::fs::File::create(&log)?;
     let mut cmd = match kind {
         Kind::Tollgate => {
+            for f in ["sessions.db", "sessions.db-wal", "sessions.db-shm"] {
+                let _ = std::fs::remove_file(setup.tollgate_data.join(f));
+            }
             let mut c = pinned(&format!(
                 "{} serve --data {} --mqtt-listen {addr} --admin-listen 127.0.0.1:0",
                 setup.tollgate_bin.display(),
@@ -136,11 +142,19 @@ pub fn start(kind: Kind, setup: &Setup, port: u16) -> Result<Running> {
                      cafile {ca}\ncertfile {cert}\nkeyfile {key}\n\
                      require_certificate true\nuse_identity_as_username true\n\
                      tls_version tlsv1.2\n\
-                     persistence false\nallow_anonymous false\nset_tcp_nodelay true\nuser root\n\
+                     persistence {persist}\npersistence_location {persist_dir}/\n\
+                     allow_anonymous false\nset_tcp_nodelay true\nuser root\n\
                      max_queued_messages 10000\nlog_dest stderr\nlog_type error\nlog_type warning\n",
                     ca = setup.tls.client_ca.display(),
                     cert = setup.tls.server_chain.display(),
                     key = setup.tls.server_key.display(),
+                    persist = persistent,
+                    persist_dir = {
+                        let d = setup.work.join("mosquitto-persist");
+                        let _ = std::fs::remove_dir_all(&d);
+                        std::fs::create_dir_all(&d)?;
+                        d.display().to_string()
+                    },
                 ),
             )?;
             pinned(&format!("mosquitto -c {}", conf.display()))

@@ -35,6 +35,17 @@ pub async fn connect(
     protocol: Protocol,
     keep_alive: u16,
 ) -> Result<(Conn, bool)> {
+    connect_session(addr, dev, protocol, keep_alive, false).await
+}
+
+/// Connect with a persistent session (`persistent`: clean session 0, or a v5 session expiry).
+pub async fn connect_session(
+    addr: SocketAddr,
+    dev: &DeviceTls,
+    protocol: Protocol,
+    keep_alive: u16,
+    persistent: bool,
+) -> Result<(Conn, bool)> {
     let tcp = TcpStream::connect(addr)
         .await
         .with_context(|| format!("TCP connect {addr}"))?;
@@ -52,13 +63,17 @@ pub async fn connect(
         rbuf: BytesMut::with_capacity(64 * 1024),
         protocol,
     };
-    let connect = Packet::Connect(Connect {
+    let mut connect = Connect {
         protocol,
-        clean_start: true,
+        clean_start: !persistent,
         keep_alive,
         client_id: dev.id.as_str().into(),
         ..Default::default()
-    });
+    };
+    if persistent && protocol == Protocol::V5 {
+        connect.properties.session_expiry_interval = Some(3600);
+    }
+    let connect = Packet::Connect(connect);
     c.send(&connect).await?;
     match c.next().await? {
         Packet::ConnAck(a) if !a.code.is_error() => Ok((c, resumed)),

@@ -93,6 +93,18 @@ fn specs(connections: usize) -> Vec<Spec> {
             &["--scenario", "pairs", "--qos", "1", "--clients", "8"],
         ),
         s(
+            "pairs q1 ×8 persistent",
+            &[
+                "--scenario",
+                "pairs",
+                "--qos",
+                "1",
+                "--clients",
+                "8",
+                "--persistent",
+            ],
+        ),
+        s(
             "latency q0 8×1k/s",
             &[
                 "--scenario",
@@ -213,7 +225,8 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
                     spec.label,
                     kind.name()
                 );
-                let broker = brokers::start(kind, &setup, port)?;
+                let persistent = spec.args.iter().any(|a| a == "--persistent");
+                let broker = brokers::start(kind, &setup, port, persistent)?;
                 let mut cmd = Command::new("bash");
                 let mut line = format!(
                     "ulimit -n 262144 2>/dev/null || ulimit -n $(ulimit -Hn); exec taskset -c 1 {} load --addr {} --certs {} --broker-pid {} --duration {duration} --warmup {warmup}",

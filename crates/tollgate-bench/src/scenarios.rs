@@ -84,6 +84,10 @@ pub struct LoadArgs {
     /// MQTT 5 instead of 3.1.1.
     #[arg(long)]
     pub v5: bool,
+    /// Subscribers keep persistent sessions (clean session 0): their QoS 1/2 messages must be
+    /// on disk before the publisher's PUBACK, in brokers that keep that promise.
+    #[arg(long)]
+    pub persistent: bool,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -245,9 +249,17 @@ async fn pubsub(
     let mut tasks = Vec::new();
     for (id, filter) in subs {
         let dev = devices.get(&id, true, false)?;
-        let (mut conn, _) = client::connect(a.addr, &dev, protocol(a), KEEP_ALIVE)
-            .await
-            .with_context(|| format!("subscriber {id}"))?;
+        if a.persistent {
+            // Start from an empty session: a clean connect discards what an earlier run left.
+            let (mut c, _) = client::connect(a.addr, &dev, protocol(a), KEEP_ALIVE)
+                .await
+                .with_context(|| format!("subscriber {id}"))?;
+            c.send(&Packet::Disconnect(Default::default())).await?;
+        }
+        let (mut conn, _) =
+            client::connect_session(a.addr, &dev, protocol(a), KEEP_ALIVE, a.persistent)
+                .await
+                .with_context(|| format!("subscriber {id}"))?;
         conn.send(&Packet::Subscribe(Subscribe {
             packet_id: 1,
             filters: vec![SubscriptionRequest {

@@ -39,6 +39,15 @@ const IDLE_CHUNK: usize = 256;
 const MAX_BATCH_BYTES: usize = 256 * 1024;
 const MAX_BATCH: usize = 2048;
 
+/// A packet waiting for the store.
+struct Held {
+    /// Leaves once the watermark reaches this ticket (0: with the packets before it).
+    ticket: u64,
+    packet: Packet,
+    /// A QoS 1 PUBACK may also leave once every persistent subscriber acknowledged this.
+    delivered: Option<Arc<Message>>,
+}
+
 /// How a connection ended.
 #[derive(Debug)]
 enum End {
@@ -241,11 +250,14 @@ struct Conn {
     /// reading more from this publisher.
     congested: bool,
     /// Packets waiting for the store's watermark to reach their ticket (0: behind the others).
-    held: VecDeque<(u64, Packet)>,
+    held: VecDeque<Held>,
     /// The store's watermark (no store: `None`).
     wm: Option<tokio::sync::watch::Receiver<u64>>,
     /// The mailbox's next delivery waits for the store.
     wm_blocked: bool,
+    /// Acknowledged deliveries to remove from the store: nothing waits for these, so they go
+    /// to the store once per pass of the loop rather than once per acknowledgement.
+    dequeued: Vec<Op>,
 }
 
 type Refusal = (Protocol, ReasonCode, RefusalReason, String);
@@ -402,6 +414,7 @@ impl Conn {
             held: VecDeque::new(),
             wm: shared.watermark(),
             wm_blocked: false,
+            dequeued: Vec::new(),
         };
 
         let mut props = ConnAckProperties::default();
@@ -479,6 +492,10 @@ impl Conn {
             if self.pump_mailbox() {
                 // More is queued than one batch: come back for it without waiting.
                 session.notify.notify_one();
+            }
+            if !self.dequeued.is_empty() {
+                let ops = std::mem::take(&mut self.dequeued);
+                self.persist(ops);
             }
             self.release_held();
             let wait_store = !self.held.is_empty() || self.wm_blocked;
@@ -581,16 +598,29 @@ impl Conn {
         if self.held.is_empty() {
             self.encode(&p);
         } else {
-            self.held.push_back((0, p));
+            self.held.push_back(Held {
+                ticket: 0,
+                packet: p,
+                delivered: None,
+            });
         }
     }
 
     /// Queue a packet that may leave only once the store's watermark reaches `ticket`.
     fn push_after(&mut self, ticket: u64, p: Packet) {
+        self.push_after_or_delivered(ticket, p, None);
+    }
+
+    /// Like [`Conn::push_after`], or once every durable delivery of `msg` is acknowledged.
+    fn push_after_or_delivered(&mut self, ticket: u64, p: Packet, msg: Option<Arc<Message>>) {
         if ticket == 0 || (self.held.is_empty() && ticket <= self.watermark()) {
             self.push(p);
         } else {
-            self.held.push_back((ticket, p));
+            self.held.push_back(Held {
+                ticket,
+                packet: p,
+                delivered: msg,
+            });
         }
     }
 
@@ -607,9 +637,14 @@ impl Conn {
             .wm
             .as_mut()
             .map_or(u64::MAX, |w| *w.borrow_and_update());
-        while self.held.front().is_some_and(|(t, _)| *t <= wm) {
-            if let Some((_, p)) = self.held.pop_front() {
-                self.encode(&p);
+        while self.held.front().is_some_and(|h| {
+            h.ticket <= wm
+                || h.delivered
+                    .as_ref()
+                    .is_some_and(|m| m.unacked.load(Ordering::Acquire) == 0)
+        }) {
+            if let Some(h) = self.held.pop_front() {
+                self.encode(&h.packet);
             }
         }
     }
@@ -691,6 +726,9 @@ impl Conn {
                 if matches!(self.state.outbound.get(&r.packet_id), Some(Outbound::Published(d)) if d.qos == QoS::AtLeastOnce)
                 {
                     if let Some(Outbound::Published(d)) = self.state.outbound.remove(&r.packet_id) {
+                        if d.durable && d.msg.qos == QoS::AtLeastOnce {
+                            acknowledged(&d.msg);
+                        }
                         self.dequeue(&d);
                     }
                 }
@@ -767,10 +805,10 @@ impl Conn {
                     let durable = *durable;
                     self.state.outbound.remove(&r.packet_id);
                     if let Some(seq) = durable {
-                        self.persist(vec![Op::Dequeue {
+                        self.dequeued.push(Op::Dequeue {
                             session: self.session.id,
                             seq,
-                        }]);
+                        });
                     }
                 }
             }
@@ -926,6 +964,8 @@ impl Conn {
             expires_at_ms,
             seq: self.shared.new_seq(),
             from_session: self.session.id,
+            unacked: std::sync::atomic::AtomicU32::new(0),
+            publisher: Some(Arc::downgrade(&self.session)),
             size,
         });
         // A persistent publisher's QoS 2 packet id is written with the fan-out.
@@ -974,9 +1014,11 @@ impl Conn {
         let reason_string = (code != ReasonCode::SUCCESS)
             .then(|| self.reason("a subscriber's queue is full"))
             .flatten();
+        // A retained message's own record must reach the disk: no early acknowledgement.
+        let delivered = (!msg.retain).then(|| Arc::clone(&msg));
         match p.qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.push_after(
+            QoS::AtLeastOnce => self.push_after_or_delivered(
                 ticket,
                 Packet::PubAck(PubResp {
                     packet_id: pid,
@@ -984,6 +1026,7 @@ impl Conn {
                     reason_string,
                     ..Default::default()
                 }),
+                delivered,
             ),
             QoS::ExactlyOnce => {
                 self.state.inbound_qos2.insert(pid);
@@ -1255,13 +1298,13 @@ impl Conn {
         more
     }
 
-    /// The delivery left the session for good: remove it from the store.
-    fn dequeue(&self, d: &Delivery) {
+    /// The delivery left the session for good: remove it from the store (with the next pass).
+    fn dequeue(&mut self, d: &Delivery) {
         if d.durable {
-            self.persist(vec![Op::Dequeue {
+            self.dequeued.push(Op::Dequeue {
                 session: self.session.id,
                 seq: d.msg.seq,
-            }]);
+            });
         }
     }
 
@@ -1435,7 +1478,9 @@ impl Conn {
     }
 
     /// After the loop: hand the session back, publish the will if due, emit the event.
-    fn finish(self, end: End) {
+    fn finish(mut self, end: End) {
+        let ops = std::mem::take(&mut self.dequeued);
+        self.persist(ops);
         let Conn {
             shared,
             peer,
@@ -1560,6 +1605,19 @@ impl Conn {
             reason,
             will_published,
         });
+    }
+}
+
+/// A persistent subscriber acknowledged a QoS 1 message: the last one wakes the publisher,
+/// whose PUBACK may now leave without waiting for the disk.
+fn acknowledged(msg: &Message) {
+    if msg.publisher.is_none() {
+        return;
+    }
+    if msg.unacked.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if let Some(p) = msg.publisher.as_ref().and_then(std::sync::Weak::upgrade) {
+            p.notify.notify_one();
+        }
     }
 }
 
@@ -1727,6 +1785,8 @@ pub(crate) fn publish_will(
         expires_at_ms: expiry.map(|s| unix_ms().saturating_add(i64::from(s) * 1000)),
         seq: shared.new_seq(),
         from_session: session.id,
+        unacked: std::sync::atomic::AtomicU32::new(0),
+        publisher: None,
         size,
     });
     if msg.retain {

@@ -476,6 +476,12 @@ impl Shared {
         }
         let mut undo: Vec<Op> = Vec::new();
         let cfg = &self.config;
+        if msg.qos == QoS::AtLeastOnce && out.ticket != 0 {
+            // Set before any subscriber can see (and acknowledge) the message.
+            let n = plan.iter().filter(|(_, d)| d.durable).count();
+            msg.unacked
+                .store(u32::try_from(n).unwrap_or(u32::MAX), Ordering::Release);
+        }
         for (session, mut d) in plan {
             if d.durable && d.qos == QoS::ExactlyOnce {
                 d.ready = out.ticket;
@@ -514,6 +520,10 @@ impl Shared {
                         }
                     }
                     if durable {
+                        // Never delivered there: nothing to wait for from that session.
+                        if msg.qos == QoS::AtLeastOnce {
+                            msg.unacked.fetch_sub(1, Ordering::AcqRel);
+                        }
                         undo.push(Op::Dequeue {
                             session: session.id,
                             seq: msg.seq,

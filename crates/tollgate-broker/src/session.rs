@@ -35,6 +35,12 @@ pub(crate) struct Message {
     pub seq: u64,
     /// Session that published it (for no-local).
     pub from_session: u64,
+    /// QoS 1 only: durable deliveries not yet acknowledged by their subscribers. When every
+    /// persistent session has acknowledged the message, the publisher's PUBACK need not wait
+    /// for the disk (the promise is kept: they all have it).
+    pub unacked: std::sync::atomic::AtomicU32,
+    /// The publisher's session, woken when `unacked` reaches 0.
+    pub publisher: Option<std::sync::Weak<Session>>,
     /// Bytes it holds (topic, payload and properties), for queue limits.
     pub size: usize,
 }
@@ -94,6 +100,8 @@ impl Message {
             expires_at_ms,
             seq,
             from_session: 0,
+            unacked: std::sync::atomic::AtomicU32::new(0),
+            publisher: None,
             size,
         })
     }

@@ -191,6 +191,14 @@ impl SqliteSessionStore {
         if let Some(h) = self.writer.lock().take() {
             let _ = h.join();
         }
+        let st = &self.stats;
+        tracing::warn!(
+            commits = st.commits.load(Ordering::Relaxed),
+            ops_written = st.ops_written.load(Ordering::Relaxed),
+            ops_cancelled = st.ops_cancelled.load(Ordering::Relaxed),
+            failures = st.failures.load(Ordering::Relaxed),
+            "durable store closed"
+        );
     }
 }
 
@@ -324,8 +332,36 @@ impl Writer {
         }
         let cancelled = skip.iter().filter(|s| **s).count();
         let tx = self.conn.transaction()?;
-        for (op, _) in ops.iter().zip(&skip).filter(|(_, s)| !**s) {
-            apply(&tx, op)?;
+        {
+            // The two statements of the hot path, prepared once per batch.
+            let mut enqueue = tx.prepare_cached(ENQUEUE)?;
+            let mut dequeue = tx.prepare_cached(DEQUEUE)?;
+            for (op, _) in ops.iter().zip(&skip).filter(|(_, s)| !**s) {
+                match op {
+                    Op::Enqueue {
+                        session,
+                        seq,
+                        qos,
+                        retain,
+                        sub_ids,
+                        msg,
+                    } => {
+                        enqueue.execute(params![
+                            i(*session),
+                            i(*seq),
+                            qos,
+                            retain,
+                            sub_ids_blob(sub_ids),
+                            &msg.blob[..],
+                            msg.expires_at_ms
+                        ])?;
+                    }
+                    Op::Dequeue { session, seq } => {
+                        dequeue.execute(params![i(*session), i(*seq)])?;
+                    }
+                    other => apply(&tx, other)?,
+                }
+            }
         }
         tx.commit()?;
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -338,6 +374,11 @@ impl Writer {
         Ok(())
     }
 }
+
+const ENQUEUE: &str = "INSERT OR REPLACE INTO queue
+    (session, seq, qos, retain, sub_ids, msg, expires_at_ms, packet_id, released)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, 0)";
+const DEQUEUE: &str = "DELETE FROM queue WHERE session = ?1 AND seq = ?2";
 
 fn sub_ids_blob(ids: &[u32]) -> Vec<u8> {
     ids.iter().flat_map(|i| i.to_be_bytes()).collect()
@@ -410,11 +451,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &Op) -> Result<(), rusqlite::Error>
             sub_ids,
             msg,
         } => {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO queue
-                 (session, seq, qos, retain, sub_ids, msg, expires_at_ms, packet_id, released)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, 0)",
-            )?
+            tx.prepare_cached(ENQUEUE)?
             .execute(params![
                 i(*session),
                 i(*seq),
@@ -426,7 +463,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &Op) -> Result<(), rusqlite::Error>
             ])?;
         }
         Op::Dequeue { session, seq } => {
-            tx.prepare_cached("DELETE FROM queue WHERE session = ?1 AND seq = ?2")?
+            tx.prepare_cached(DEQUEUE)?
                 .execute(params![i(*session), i(*seq)])?;
         }
         Op::Sent {
