@@ -192,7 +192,7 @@ impl SqliteSessionStore {
             let _ = h.join();
         }
         let st = &self.stats;
-        tracing::warn!(
+        tracing::info!(
             commits = st.commits.load(Ordering::Relaxed),
             ops_written = st.ops_written.load(Ordering::Relaxed),
             ops_cancelled = st.ops_cancelled.load(Ordering::Relaxed),
@@ -451,8 +451,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &Op) -> Result<(), rusqlite::Error>
             sub_ids,
             msg,
         } => {
-            tx.prepare_cached(ENQUEUE)?
-            .execute(params![
+            tx.prepare_cached(ENQUEUE)?.execute(params![
                 i(*session),
                 i(*seq),
                 qos,
