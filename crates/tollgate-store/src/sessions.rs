@@ -338,24 +338,7 @@ impl Writer {
             let mut dequeue = tx.prepare_cached(DEQUEUE)?;
             for (op, _) in ops.iter().zip(&skip).filter(|(_, s)| !**s) {
                 match op {
-                    Op::Enqueue {
-                        session,
-                        seq,
-                        qos,
-                        retain,
-                        sub_ids,
-                        msg,
-                    } => {
-                        enqueue.execute(params![
-                            i(*session),
-                            i(*seq),
-                            qos,
-                            retain,
-                            sub_ids_blob(sub_ids),
-                            &msg.blob[..],
-                            msg.expires_at_ms
-                        ])?;
-                    }
+                    Op::Enqueue { .. } => run_enqueue(&mut enqueue, op)?,
                     Op::Dequeue { session, seq } => {
                         dequeue.execute(params![i(*session), i(*seq)])?;
                     }
@@ -379,6 +362,30 @@ const ENQUEUE: &str = "INSERT OR REPLACE INTO queue
     (session, seq, qos, retain, sub_ids, msg, expires_at_ms, packet_id, released)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, 0)";
 const DEQUEUE: &str = "DELETE FROM queue WHERE session = ?1 AND seq = ?2";
+
+/// Insert an [`Op::Enqueue`] with the prepared [`ENQUEUE`] statement (other ops: nothing).
+fn run_enqueue(st: &mut rusqlite::CachedStatement<'_>, op: &Op) -> Result<(), rusqlite::Error> {
+    if let Op::Enqueue {
+        session,
+        seq,
+        qos,
+        retain,
+        sub_ids,
+        msg,
+    } = op
+    {
+        st.execute(params![
+            i(*session),
+            i(*seq),
+            qos,
+            retain,
+            sub_ids_blob(sub_ids),
+            &msg.blob[..],
+            msg.expires_at_ms
+        ])?;
+    }
+    Ok(())
+}
 
 fn sub_ids_blob(ids: &[u32]) -> Vec<u8> {
     ids.iter().flat_map(|i| i.to_be_bytes()).collect()
@@ -443,24 +450,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &Op) -> Result<(), rusqlite::Error>
             tx.prepare_cached("DELETE FROM subscriptions WHERE session = ?1 AND filter = ?2")?
                 .execute(params![i(*session), filter])?;
         }
-        Op::Enqueue {
-            session,
-            seq,
-            qos,
-            retain,
-            sub_ids,
-            msg,
-        } => {
-            tx.prepare_cached(ENQUEUE)?.execute(params![
-                i(*session),
-                i(*seq),
-                qos,
-                retain,
-                sub_ids_blob(sub_ids),
-                &msg.blob[..],
-                msg.expires_at_ms
-            ])?;
-        }
+        Op::Enqueue { .. } => run_enqueue(&mut tx.prepare_cached(ENQUEUE)?, op)?,
         Op::Dequeue { session, seq } => {
             tx.prepare_cached(DEQUEUE)?
                 .execute(params![i(*session), i(*seq)])?;

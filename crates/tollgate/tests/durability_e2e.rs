@@ -15,6 +15,14 @@ fn lines(s: &str) -> Vec<&str> {
     s.lines().filter(|l| !l.is_empty()).collect()
 }
 
+/// mosquitto_sub as a persistent (clean session 0) QoS 1 subscriber to every device's telemetry,
+/// with `extra` arguments.
+fn persistent_sub(s: &Server, dev: &Device, extra: &[&str]) -> std::process::Child {
+    let mut args = vec!["-c", "-q", "1", "-t", "devices/+/telemetry"];
+    args.extend_from_slice(extra);
+    s.mosquitto_sub(dev, &args)
+}
+
 /// Wait for the first event of type `ty` after the first `skip` of them.
 fn nth_event(s: &Server, ty: &str, skip: usize) -> Value {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -34,10 +42,7 @@ fn retained_messages_and_persistent_subscriptions_survive_kill_9_and_restart() {
     let backend = s.add_device("backend", &["backend"]);
 
     // A persistent subscription (clean session 0), then the subscriber goes away.
-    let sub = s.mosquitto_sub(
-        &backend,
-        &["-c", "-q", "1", "-t", "devices/+/telemetry", "-E"],
-    );
+    let sub = persistent_sub(&s, &backend, &["-E"]);
     finish(sub, Duration::from_secs(10));
     let out = s.mosquitto_pub(
         &sensor,
@@ -95,20 +100,7 @@ fn retained_messages_and_persistent_subscriptions_survive_kill_9_and_restart() {
     s.stop();
     s.spawn();
 
-    let sub = s.mosquitto_sub(
-        &backend,
-        &[
-            "-c",
-            "-q",
-            "1",
-            "-t",
-            "devices/+/telemetry",
-            "-C",
-            "2",
-            "-W",
-            "10",
-        ],
-    );
+    let sub = persistent_sub(&s, &backend, &["-C", "2", "-W", "10"]);
     let got = finish(sub, Duration::from_secs(12));
     assert_eq!(
         lines(&got),
@@ -382,10 +374,7 @@ fn a_full_disk_refuses_new_qos_1_messages_with_0x97_and_recovers_by_itself() {
     let sensor = s.add_device("sensor-1", &["sensors"]);
     let sensor2 = s.add_device("sensor-2", &["sensors"]);
     let backend = s.add_device("backend", &["backend"]);
-    let sub = s.mosquitto_sub(
-        &backend,
-        &["-c", "-q", "1", "-t", "devices/+/telemetry", "-E"],
-    );
+    let sub = persistent_sub(&s, &backend, &["-E"]);
     finish(sub, Duration::from_secs(10));
 
     fs.fill("filler");
@@ -434,22 +423,7 @@ fn a_full_disk_refuses_new_qos_1_messages_with_0x97_and_recovers_by_itself() {
     // the refused one was never queued.
     s.kill9();
     s.spawn();
-    let sub = s.mosquitto_sub(
-        &backend,
-        &[
-            "-c",
-            "-q",
-            "1",
-            "-t",
-            "devices/+/telemetry",
-            "-C",
-            "2",
-            "-W",
-            "10",
-            "-F",
-            "%l",
-        ],
-    );
+    let sub = persistent_sub(&s, &backend, &["-C", "2", "-W", "10", "-F", "%l"]);
     let got = finish(sub, Duration::from_secs(12));
     assert_eq!(lines(&got), ["300000", "2000"], "{}", s.log());
     s.stop();
@@ -461,10 +435,7 @@ fn store_check_finds_damage_and_compact_refuses_a_running_server() {
     let mut s = Server::start();
     let sensor = s.add_device("sensor-1", &["sensors"]);
     let backend = s.add_device("backend", &["backend"]);
-    let sub = s.mosquitto_sub(
-        &backend,
-        &["-c", "-q", "1", "-t", "devices/+/telemetry", "-E"],
-    );
+    let sub = persistent_sub(&s, &backend, &["-E"]);
     finish(sub, Duration::from_secs(10));
     for m in ["a", "b"] {
         let out = s.mosquitto_pub(
@@ -515,19 +486,6 @@ fn store_check_finds_damage_and_compact_refuses_a_running_server() {
 
     // The damaged message is skipped on start; the good one is still delivered.
     s.spawn();
-    let sub = s.mosquitto_sub(
-        &backend,
-        &[
-            "-c",
-            "-q",
-            "1",
-            "-t",
-            "devices/+/telemetry",
-            "-C",
-            "1",
-            "-W",
-            "10",
-        ],
-    );
+    let sub = persistent_sub(&s, &backend, &["-C", "1", "-W", "10"]);
     assert_eq!(lines(&finish(sub, Duration::from_secs(12))), ["b"]);
 }
