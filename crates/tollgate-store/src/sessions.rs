@@ -787,3 +787,86 @@ pub fn compact(path: &Path) -> Result<CompactReport, StoreError> {
         bytes_after: file_bytes(path),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_mqtt::{Publish, QoS};
+
+    fn msg(payload: &'static str) -> StoredMessage {
+        let p = Publish {
+            qos: QoS::AtLeastOnce,
+            topic: "t/1".into(),
+            packet_id: 1,
+            payload: tollgate_mqtt::Bytes::from_static(payload.as_bytes()),
+            ..Default::default()
+        };
+        StoredMessage::encode(&p, None).unwrap()
+    }
+
+    fn enqueue(seq: u64, payload: &'static str) -> Op {
+        Op::Enqueue {
+            session: 7,
+            seq,
+            qos: 1,
+            retain: false,
+            sub_ids: vec![3],
+            msg: msg(payload),
+        }
+    }
+
+    #[test]
+    fn changes_survive_a_reopen_and_an_acknowledged_message_never_reaches_the_disk() {
+        let dir = std::env::temp_dir().join(format!("tollgate-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sessions.db");
+        let (store, rec) = SqliteSessionStore::open(&path, Box::new(|_| {})).unwrap();
+        assert!(rec.sessions.is_empty());
+        store.submit(vec![Op::Session {
+            id: 7,
+            device_id: "d".into(),
+            client_id: "c".into(),
+            expiry_secs: 600,
+            expires_at_ms: None,
+        }]);
+        // Queued and acknowledged in one batch: cancels out.
+        let t = store.submit(vec![
+            enqueue(1, "gone"),
+            enqueue(2, "kept"),
+            Op::Dequeue { session: 7, seq: 1 },
+            Op::Inbound {
+                session: 7,
+                packet_id: 9,
+                present: true,
+            },
+        ]);
+        let mut wm = store.watermark();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(5), wm.wait_for(|w| *w >= t))
+                .await
+                .unwrap()
+                .unwrap();
+        });
+        assert!(store.stats().ops_cancelled.load(Ordering::Relaxed) >= 2);
+        store.close();
+
+        let (_store, rec) = SqliteSessionStore::open(&path, Box::new(|_| {})).unwrap();
+        assert_eq!(rec.sessions.len(), 1);
+        let s = &rec.sessions[0];
+        assert_eq!((s.id, s.expiry_secs), (7, 600));
+        assert_eq!(s.queue.len(), 1);
+        assert_eq!(s.queue[0].seq, 2);
+        assert_eq!(s.queue[0].sub_ids, vec![3]);
+        assert_eq!(&s.queue[0].msg.decode().unwrap().payload[..], b"kept");
+        assert_eq!(s.inbound_qos2, vec![9]);
+        assert_eq!(rec.max_seq, 2);
+        let report = check(&path).unwrap();
+        assert!(report.ok(), "{report:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
