@@ -1247,7 +1247,7 @@ impl Conn {
                     .stats
                     .messages_dropped
                     .fetch_add(1, Ordering::Relaxed);
-                self.dequeue_into(&d, &mut ops);
+                self.dequeue(&d);
                 continue;
             }
             let packet_id = if d.qos == QoS::AtMostOnce {
@@ -1260,7 +1260,7 @@ impl Conn {
                             .stats
                             .messages_dropped
                             .fetch_add(1, Ordering::Relaxed);
-                        self.dequeue_into(&d, &mut ops);
+                        self.dequeue(&d);
                         continue;
                     }
                 }
@@ -1276,7 +1276,6 @@ impl Conn {
             sends.push((d, packet_id));
         }
         let ticket = self.persist(ops);
-        let mut undo = Vec::new();
         for (d, packet_id) in sends {
             let after = if d.durable && d.qos == QoS::ExactlyOnce {
                 ticket
@@ -1290,10 +1289,9 @@ impl Conn {
                         .insert(packet_id, Outbound::Published(d));
                 }
             } else {
-                self.dequeue_into(&d, &mut undo);
+                self.dequeue(&d);
             }
         }
-        self.persist(undo);
         self.batch = batch;
         more
     }
@@ -1302,15 +1300,6 @@ impl Conn {
     fn dequeue(&mut self, d: &Delivery) {
         if d.durable {
             self.dequeued.push(Op::Dequeue {
-                session: self.session.id,
-                seq: d.msg.seq,
-            });
-        }
-    }
-
-    fn dequeue_into(&self, d: &Delivery, ops: &mut Vec<Op>) {
-        if d.durable {
-            ops.push(Op::Dequeue {
                 session: self.session.id,
                 seq: d.msg.seq,
             });
@@ -1367,7 +1356,6 @@ impl Conn {
             .into_iter()
             .collect();
         let mut excess = Vec::new();
-        let mut ops = Vec::new();
         for (pid, o) in pending {
             match o {
                 Outbound::Published(d) => {
@@ -1376,7 +1364,7 @@ impl Conn {
                             .stats
                             .messages_dropped
                             .fetch_add(1, Ordering::Relaxed);
-                        self.dequeue_into(&d, &mut ops);
+                        self.dequeue(&d);
                     } else if self.state.outbound.len() >= self.inflight_limit
                         && d.qos == QoS::AtLeastOnce
                     {
@@ -1384,7 +1372,7 @@ impl Conn {
                     } else if self.encode_delivery(&d, pid, true, now, 0) {
                         self.state.outbound.insert(pid, Outbound::Published(d));
                     } else {
-                        self.dequeue_into(&d, &mut ops);
+                        self.dequeue(&d);
                     }
                 }
                 Outbound::Released(seq) => {
@@ -1396,7 +1384,6 @@ impl Conn {
                 }
             }
         }
-        self.persist(ops);
         if !excess.is_empty() {
             self.session.requeue_front(excess);
         }

@@ -233,6 +233,18 @@ struct Writer {
     out_of_order: BTreeSet<u64>,
 }
 
+/// Add a message's changes to the batch; false for [`Msg::Close`].
+fn take(m: Msg, tickets: &mut Vec<u64>, ops: &mut Vec<Op>) -> bool {
+    match m {
+        Msg::Ops(t, o) => {
+            tickets.push(t);
+            ops.extend(o);
+            true
+        }
+        Msg::Close => false,
+    }
+}
+
 impl Writer {
     fn run(mut self) {
         let mut tickets: Vec<u64> = Vec::new();
@@ -243,20 +255,12 @@ impl Writer {
             // Wait for work (or, while failing, for the retry interval).
             if ops.is_empty() {
                 match self.rx.recv() {
-                    Ok(Msg::Ops(t, o)) => {
-                        tickets.push(t);
-                        ops.extend(o);
-                    }
-                    Ok(Msg::Close) => open = false,
+                    Ok(m) => open &= take(m, &mut tickets, &mut ops),
                     Err(_) => break,
                 }
             } else if failing_since.is_some() {
                 match self.rx.recv_timeout(Duration::from_millis(250)) {
-                    Ok(Msg::Ops(t, o)) => {
-                        tickets.push(t);
-                        ops.extend(o);
-                    }
-                    Ok(Msg::Close) => open = false,
+                    Ok(m) => open &= take(m, &mut tickets, &mut ops),
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => open = false,
                 }
@@ -264,11 +268,7 @@ impl Writer {
             // Take everything else already queued: one transaction, one fsync.
             while ops.len() < MAX_BATCH_OPS {
                 match self.rx.try_recv() {
-                    Ok(Msg::Ops(t, o)) => {
-                        tickets.push(t);
-                        ops.extend(o);
-                    }
-                    Ok(Msg::Close) => open = false,
+                    Ok(m) => open &= take(m, &mut tickets, &mut ops),
                     Err(std::sync::mpsc::TryRecvError::Empty) => break,
                     Err(std::sync::mpsc::TryRecvError::Disconnected) => {
                         open = false;
