@@ -105,8 +105,11 @@ pub enum EventKind {
         topic: String,
         /// QoS of the refused message.
         qos: u8,
-        /// "publish" or "will".
+        /// "publish", "will" or "redelivery".
         what: &'static str,
+        /// The quarantine reasons, when the device was denied because it is quarantined.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        quarantine: Option<String>,
     },
     /// A SUBSCRIBE filter was refused by policy.
     SubscribeDenied {
@@ -114,6 +117,9 @@ pub enum EventKind {
         device: String,
         /// Filter.
         filter: String,
+        /// The quarantine reasons, when the device was denied because it is quarantined.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        quarantine: Option<String>,
     },
     /// A live subscription was removed because the policy no longer allows it.
     SubscriptionRevoked {
@@ -121,6 +127,9 @@ pub enum EventKind {
         device: String,
         /// Filter.
         filter: String,
+        /// The quarantine reasons, when it was removed because the device was quarantined.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        quarantine: Option<String>,
     },
     /// Malformed or oversized input from a connected client.
     MalformedPacket {
@@ -270,6 +279,53 @@ pub enum EventKind {
         /// Sessions dropped because they expired while the broker was down.
         expired: usize,
     },
+    /// A revoked device was brought back by an operator (explicitly).
+    DeviceReactivated {
+        /// Device id.
+        device: String,
+        /// Its groups before it was revoked.
+        groups_before: Vec<String>,
+        /// Its groups now.
+        groups: Vec<String>,
+        /// Who asked.
+        by: String,
+    },
+    /// An existing device's groups were changed (by an enrollment token issued for that).
+    DeviceGroupsChanged {
+        /// Device id.
+        device: String,
+        /// Groups before.
+        from: Vec<String>,
+        /// Groups after.
+        to: Vec<String>,
+        /// Who or what changed them.
+        by: String,
+    },
+    /// A device was quarantined (or a quarantine reason updated): it stays connected, confined
+    /// to the quarantine policy.
+    DeviceQuarantined {
+        /// Device id.
+        device: String,
+        /// Who holds this reason: `operator`, `compliance:RULE`, `detector:NAME`.
+        source: String,
+        /// Why.
+        reason: String,
+        /// Who asked.
+        by: String,
+        /// Reasons holding now.
+        reasons: usize,
+    },
+    /// Quarantine reasons were removed; the device is released once none remains.
+    DeviceReleased {
+        /// Device id.
+        device: String,
+        /// Sources whose reasons were removed.
+        sources: Vec<String>,
+        /// Sources still holding it (empty: released).
+        remaining: Vec<String>,
+        /// Who asked.
+        by: String,
+    },
 }
 
 /// An event with its time stamp.
@@ -385,6 +441,7 @@ mod tests {
             bus.emit(EventKind::SubscribeDenied {
                 device: "d".into(),
                 filter: "#".into(),
+                quarantine: None,
             });
         }
         assert_eq!(bus.emitted(), 2);
@@ -398,6 +455,7 @@ mod tests {
             topic: "a/b".into(),
             qos: 1,
             what: "publish",
+            quarantine: None,
         });
         let line = ev.to_json();
         assert!(!line.contains('\n'));

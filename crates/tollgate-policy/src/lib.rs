@@ -33,7 +33,17 @@
 //! [[deny]]
 //! who = "*"
 //! publish = ["$SYS/#"]
+//!
+//! [quarantine]                      # optional; what a quarantined device may still do
+//! publish = ["$tollgate/devices/${device.id}/inventory"]
+//! subscribe = ["$tollgate/devices/${device.id}/firmware/#"]
 //! ```
+//!
+//! A quarantined device is confined to the `[quarantine]` grants (the file's deny rules still
+//! apply); without the section a built-in default lets it publish its inventory to
+//! `$tollgate/devices/${device.id}/inventory` and read `$tollgate/devices/${device.id}/firmware/#`
+//! and `.../commands/#`. [`AccessSnapshot`] carries, for the data plane, who is who and in
+//! which access state (active or quarantined with reasons), with the revoked serials.
 //!
 //! Default deny; a deny rule that applies overrides any allow. Patterns are
 //! MQTT topic filters. Substituted variable values are literal text inside a
@@ -45,6 +55,7 @@
 
 use std::fmt;
 
+mod access;
 mod compiled;
 mod error;
 mod explain;
@@ -55,6 +66,7 @@ mod pattern;
 #[cfg(test)]
 mod tests;
 
+pub use access::{AccessSnapshot, Changed, DeviceAccess, Quarantine};
 pub use compiled::CompiledPolicy;
 pub use error::{Diagnostic, PolicyError};
 pub use explain::Explanation;
@@ -69,6 +81,8 @@ pub struct Policy {
     rules: Vec<Rule>,
     /// Pre-parsed patterns, parallel to `rules`.
     internal: Vec<(Rule, RuleInternal)>,
+    /// What applies to a quarantined device: the quarantine grant, then the deny rules.
+    quarantine: Vec<(Rule, RuleInternal)>,
 }
 
 /// Who a device is, as far as the policy is concerned.
@@ -145,19 +159,45 @@ impl Policy {
     /// (e.g. "policy.toml"). On failure returns all the problems found, each
     /// with a 1-based line and column.
     pub fn parse(text: &str, source: &str) -> Result<Policy, PolicyError> {
-        let internal = parse::parse(text, source)?;
+        let file = parse::parse(text, source)?;
+        let internal = file.rules;
+        let grant = match file.quarantine {
+            Some(q) => q,
+            None => default_quarantine(),
+        };
+        let mut quarantine = vec![grant];
+        quarantine.extend(
+            internal
+                .iter()
+                .filter(|(r, _)| r.effect == Effect::Deny)
+                .cloned(),
+        );
         Ok(Policy {
             rules: internal.iter().map(|(r, _)| r.clone()).collect(),
             internal,
+            quarantine,
         })
     }
 
-    /// The empty policy: no rules, denies everything.
+    /// The empty policy: no rules, denies everything (the default quarantine grant still
+    /// lets a quarantined device report its inventory).
     pub fn deny_all() -> Policy {
         Policy {
             rules: Vec::new(),
             internal: Vec::new(),
+            quarantine: vec![default_quarantine()],
         }
+    }
+
+    /// The quarantine grant in force (the file's `[quarantine]`, or the built-in default).
+    pub fn quarantine_rule(&self) -> Option<&Rule> {
+        self.quarantine.first().map(|(r, _)| r)
+    }
+
+    /// Compile what a quarantined identity may do: the quarantine grant, minus the file's
+    /// deny rules. Like [`Policy::compile`], once per connection and access change.
+    pub fn compile_quarantined(&self, identity: &Identity<'_>) -> CompiledPolicy {
+        compiled::compile(&self.quarantine, identity)
     }
 
     /// The rules, in file order.
@@ -182,6 +222,32 @@ impl Policy {
     pub fn explain(&self, identity: &Identity<'_>, action: Action, topic: &str) -> Explanation {
         explain::explain(&self.internal, identity, action, topic)
     }
+}
+
+fn default_quarantine() -> (Rule, RuleInternal) {
+    // The built-in text is a constant that the tests parse; an error here is a bug in it, and
+    // the fallback (an empty grant) still denies rather than allows.
+    parse::parse(parse::DEFAULT_QUARANTINE, "built-in quarantine")
+        .ok()
+        .and_then(|f| f.quarantine)
+        .unwrap_or_else(|| {
+            (
+                Rule {
+                    id: "quarantine".into(),
+                    effect: Effect::Allow,
+                    description: None,
+                    who: vec![Who::Any],
+                    publish: Vec::new(),
+                    subscribe: Vec::new(),
+                    line: 0,
+                },
+                RuleInternal {
+                    label: "quarantine".into(),
+                    publish: Vec::new(),
+                    subscribe: Vec::new(),
+                },
+            )
+        })
 }
 
 /// A commented policy file with no rules (it denies everything), suitable

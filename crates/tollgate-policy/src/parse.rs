@@ -29,7 +29,21 @@ struct Parsed {
     internal: RuleInternal,
 }
 
-pub(crate) fn parse(text: &str, source: &str) -> Result<Vec<(Rule, RuleInternal)>, PolicyError> {
+/// What a policy file holds: its rules, and the quarantine section if it has one.
+pub(crate) struct ParsedFile {
+    pub(crate) rules: Vec<(Rule, RuleInternal)>,
+    pub(crate) quarantine: Option<(Rule, RuleInternal)>,
+}
+
+/// The allow rule used for quarantined devices when the file has no `[quarantine]` section.
+pub(crate) const DEFAULT_QUARANTINE: &str = r#"
+[quarantine]
+description = "built-in default: report inventory, receive firmware and commands"
+publish = ["$tollgate/devices/${device.id}/inventory"]
+subscribe = ["$tollgate/devices/${device.id}/firmware/#", "$tollgate/devices/${device.id}/commands/#"]
+"#;
+
+pub(crate) fn parse(text: &str, source: &str) -> Result<ParsedFile, PolicyError> {
     let mut diags = Diagnostics::new(text, source);
     let (document, syntax_errors) = DeTable::parse_recoverable(text);
     if !syntax_errors.is_empty() {
@@ -50,15 +64,19 @@ pub(crate) fn parse(text: &str, source: &str) -> Result<Vec<(Rule, RuleInternal)
     }
 
     let mut parsed = Vec::new();
+    let mut quarantine = None;
     for (key, value) in document.get_ref().iter() {
         let key_name: &str = key.get_ref();
         match key_name {
             "version" => check_version(&mut diags, value),
             "allow" => parse_rules(&mut diags, Effect::Allow, value, &mut parsed),
             "deny" => parse_rules(&mut diags, Effect::Deny, value, &mut parsed),
+            "quarantine" => quarantine = parse_quarantine(&mut diags, value),
             other => diags.error(
                 key.span().start,
-                format!("unknown top-level key `{other}`; expected one of version, allow, deny"),
+                format!(
+                    "unknown top-level key `{other}`; expected one of version, allow, deny, quarantine"
+                ),
             ),
         }
     }
@@ -83,7 +101,10 @@ pub(crate) fn parse(text: &str, source: &str) -> Result<Vec<(Rule, RuleInternal)
     }
 
     if diags.is_empty() {
-        Ok(parsed.into_iter().map(|p| (p.rule, p.internal)).collect())
+        Ok(ParsedFile {
+            rules: parsed.into_iter().map(|p| (p.rule, p.internal)).collect(),
+            quarantine,
+        })
     } else {
         Err(diags.into_error())
     }
@@ -145,6 +166,81 @@ fn parse_rules(
             ),
         }
     }
+}
+
+/// `[quarantine]`: what a quarantined device may still do. An allow rule for every device
+/// (`who = "*"` implied); the file's deny rules still apply on top of it.
+fn parse_quarantine(
+    diags: &mut Diagnostics<'_>,
+    value: &Spanned<DeValue<'_>>,
+) -> Option<(Rule, RuleInternal)> {
+    let label = "quarantine".to_owned();
+    let DeValue::Table(table) = value.get_ref() else {
+        diags.error(
+            value.span().start,
+            format!(
+                "`quarantine` must be a table (write it as `[quarantine]`), found {}",
+                value.get_ref().type_str()
+            ),
+        );
+        return None;
+    };
+    let offset = value.span().start;
+    let line = diags.line_of(offset);
+    let mut description = None;
+    let mut publish = (Vec::new(), Vec::new());
+    let mut subscribe = (Vec::new(), Vec::new());
+    let mut ok = true;
+    for (key, v) in table.iter() {
+        let key_name: &str = key.get_ref();
+        match key_name {
+            "description" => match v.get_ref() {
+                DeValue::String(s) => description = Some(s.to_string()),
+                other => {
+                    diags.error(
+                        v.span().start,
+                        format!(
+                            "`description` in [quarantine] must be a string, found {}",
+                            other.type_str()
+                        ),
+                    );
+                    ok = false;
+                }
+            },
+            "publish" | "subscribe" => match parse_patterns(diags, &label, key_name, v) {
+                Some(p) if key_name == "publish" => publish = p,
+                Some(p) => subscribe = p,
+                None => ok = false,
+            },
+            other => {
+                diags.error(
+                    key.span().start,
+                    format!(
+                        "unknown key `{other}` in [quarantine]; expected one of description, publish, subscribe"
+                    ),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then(|| {
+        (
+            Rule {
+                id: label.clone(),
+                effect: Effect::Allow,
+                description,
+                who: vec![Who::Any],
+                publish: publish.0,
+                subscribe: subscribe.0,
+                line,
+            },
+            RuleInternal {
+                label,
+                publish: publish.1,
+                subscribe: subscribe.1,
+            },
+        )
+    })
 }
 
 pub(crate) fn effect_name(effect: Effect) -> &'static str {

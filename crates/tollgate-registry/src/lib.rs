@@ -1,27 +1,28 @@
-//! Tollgate's persistence.
+//! Tollgate's device registry.
 //!
-//! Owns everything that is written to a database: the device registry (devices, their
-//! groups, every certificate issued and every revocation), and the durable session store
-//! ([`sessions`]) that implements the broker's durability port. The rest of Tollgate sees only the
-//! [`Registry`] trait and plain records; no SQL leaves this crate. The embedded backend is
-//! SQLite (rusqlite, bundled, WAL); a PostgreSQL backend implements the same trait later.
+//! Owns the records of who may connect: devices (groups, revocation, quarantine reasons),
+//! every certificate issued and every revocation, one-time enrollment tokens, suppliers and
+//! their bootstrap enrollments. Each aggregate is a trait ([`DeviceStore`], [`CertificateStore`],
+//! [`TokenStore`], [`SupplierStore`]); [`Registry`] is all of them, and the control plane holds a
+//! `dyn Registry`, so a PostgreSQL backend is one more implementation. The embedded backend is
+//! [`SqliteRegistry`] (rusqlite, bundled, WAL); no SQL leaves this crate.
 //!
-//! Calls are synchronous and may touch the disk: the control plane calls them from
-//! `spawn_blocking`, never from the per-message path.
+//! It must not depend on the broker or the session store, and it makes no decisions: whether a
+//! revoked device may come back, or a token may change a device's groups, is the control
+//! plane's call. Calls are synchronous and may touch the disk: the control plane calls them
+//! from blocking threads, never from the per-message path.
 
 #![forbid(unsafe_code)]
-
-pub mod sessions;
 
 use std::path::Path;
 
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 
-/// Errors from the store.
+/// Errors from the registry.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum StoreError {
+pub enum RegistryError {
     /// The database reported an error.
     #[error("database error: {0}")]
     Db(#[from] rusqlite::Error),
@@ -34,9 +35,6 @@ pub enum StoreError {
     /// An enrollment token was refused.
     #[error("enrollment token refused: {0}")]
     Token(&'static str),
-    /// An operating-system error outside the database.
-    #[error("{0}")]
-    Io(String),
     /// The database was written by a newer Tollgate.
     #[error("database schema version {found} is newer than this binary understands ({supported})")]
     SchemaTooNew {
@@ -58,6 +56,30 @@ pub struct Device {
     pub created_at: i64,
     /// Unix seconds of revocation, if revoked.
     pub revoked_at: Option<i64>,
+}
+
+/// Why a device is quarantined: one reason per source, several may hold at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantineReason {
+    /// Who holds it: `operator`, `compliance:RULE`, `detector:NAME`... A device is released
+    /// when no source holds it any more.
+    pub source: String,
+    /// Why, in words.
+    pub reason: String,
+    /// Who put it there (an admin name, or the component).
+    pub by: String,
+    /// Unix seconds.
+    pub since: i64,
+}
+
+/// What a used enrollment token grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenGrant {
+    /// Groups for the device.
+    pub groups: Vec<String>,
+    /// Whether the groups replace those of a device that already exists (the operator asked
+    /// for it explicitly when issuing the token); otherwise an existing device keeps its own.
+    pub change_groups: bool,
 }
 
 /// What kind of subject a certificate was issued to.
@@ -133,43 +155,72 @@ pub struct BootstrapRecord {
     pub device_id: String,
 }
 
-/// The device registry.
-pub trait Registry: Send + Sync {
-    /// Register a device, or reactivate a revoked one with new groups. Conflict if it is active.
-    fn upsert_device(&self, id: &str, groups: &[String], now: i64) -> Result<(), StoreError>;
+/// Devices: registration, groups, revocation and quarantine.
+pub trait DeviceStore: Send + Sync {
+    /// Register a new device. Conflict if the id exists at all (active or revoked).
+    fn create_device(&self, id: &str, groups: &[String], now: i64) -> Result<(), RegistryError>;
+    /// Bring a revoked device back with `groups`. NotFound if absent, Conflict if active.
+    fn reactivate_device(&self, id: &str, groups: &[String], now: i64)
+        -> Result<(), RegistryError>;
+    /// Replace an existing device's groups. NotFound if absent.
+    fn set_groups(&self, id: &str, groups: &[String]) -> Result<(), RegistryError>;
     /// One device.
-    fn device(&self, id: &str) -> Result<Option<Device>, StoreError>;
+    fn device(&self, id: &str) -> Result<Option<Device>, RegistryError>;
     /// All devices, by id.
-    fn devices(&self) -> Result<Vec<Device>, StoreError>;
-    /// Record an issued certificate.
-    fn record_certificate(&self, cert: &CertRecord) -> Result<(), StoreError>;
-    /// Certificates of one subject, newest first.
-    fn certificates_of(&self, subject: &str) -> Result<Vec<CertRecord>, StoreError>;
+    fn devices(&self) -> Result<Vec<Device>, RegistryError>;
     /// Revoke a device and every unrevoked certificate it holds; returns the serials revoked.
-    fn revoke_device(&self, id: &str, reason: &str, now: i64) -> Result<Vec<String>, StoreError>;
+    fn revoke_device(&self, id: &str, reason: &str, now: i64)
+        -> Result<Vec<String>, RegistryError>;
+    /// Add (or replace) the quarantine reason of `reason.source`. NotFound if no such device.
+    fn quarantine(&self, device: &str, reason: &QuarantineReason) -> Result<(), RegistryError>;
+    /// Remove the reasons of `source` (every source with `None`); returns those removed.
+    fn release(
+        &self,
+        device: &str,
+        source: Option<&str>,
+    ) -> Result<Vec<QuarantineReason>, RegistryError>;
+    /// Quarantine reasons of every device, by device id (for the first snapshot).
+    fn quarantines(&self) -> Result<Vec<(String, QuarantineReason)>, RegistryError>;
+    /// Quarantine reasons of one device.
+    fn quarantine_of(&self, device: &str) -> Result<Vec<QuarantineReason>, RegistryError>;
+}
+
+/// Certificates issued, revocations and CRL numbering.
+pub trait CertificateStore: Send + Sync {
+    /// Record an issued certificate.
+    fn record_certificate(&self, cert: &CertRecord) -> Result<(), RegistryError>;
+    /// Certificates of one subject, newest first.
+    fn certificates_of(&self, subject: &str) -> Result<Vec<CertRecord>, RegistryError>;
     /// Every revoked serial.
-    fn revoked_serials(&self) -> Result<Vec<String>, StoreError>;
+    fn revoked_serials(&self) -> Result<Vec<String>, RegistryError>;
     /// Revoked certificates with time and reason, for CRLs.
-    fn revoked_certificates(&self) -> Result<Vec<CertRecord>, StoreError>;
-    /// Register a device or update the groups of an existing one (reactivating it if revoked).
-    fn ensure_device(&self, id: &str, groups: &[String], now: i64) -> Result<(), StoreError>;
-    /// Store a one-time enrollment token (its hash) for a device; replaces an unused one.
+    fn revoked_certificates(&self) -> Result<Vec<CertRecord>, RegistryError>;
+    /// The next CRL number (monotonic).
+    fn next_crl_number(&self) -> Result<u64, RegistryError>;
+}
+
+/// One-time enrollment tokens (only their hashes are stored).
+pub trait TokenStore: Send + Sync {
+    /// Store a token for a device; replaces an unused one.
     fn create_token(
         &self,
         device: &str,
-        groups: &[String],
+        grant: &TokenGrant,
         hash: &str,
         expires_at: i64,
         now: i64,
-    ) -> Result<(), StoreError>;
-    /// Use a token: succeeds once, for that device, before it expires. Returns the groups.
-    fn consume_token(&self, device: &str, hash: &str, now: i64) -> Result<Vec<String>, StoreError>;
-    /// The next CRL number (monotonic).
-    fn next_crl_number(&self) -> Result<u64, StoreError>;
+    ) -> Result<(), RegistryError>;
+    /// Use a token: succeeds once, for that device, before it expires.
+    fn consume_token(&self, device: &str, hash: &str, now: i64)
+        -> Result<TokenGrant, RegistryError>;
+}
+
+/// Suppliers and the devices their bootstrap certificates enrolled.
+pub trait SupplierStore: Send + Sync {
     /// Register a supplier. Conflict if the name exists.
-    fn add_supplier(&self, s: &Supplier, now: i64) -> Result<(), StoreError>;
+    fn add_supplier(&self, s: &Supplier, now: i64) -> Result<(), RegistryError>;
     /// All suppliers.
-    fn suppliers(&self) -> Result<Vec<Supplier>, StoreError>;
+    fn suppliers(&self) -> Result<Vec<Supplier>, RegistryError>;
     /// Record a bootstrap enrollment; Conflict if this hardware serial already enrolled and the
     /// supplier does not allow re-enrollment.
     fn record_bootstrap(
@@ -177,12 +228,18 @@ pub trait Registry: Send + Sync {
         r: &BootstrapRecord,
         allow_reenroll: bool,
         now: i64,
-    ) -> Result<(), StoreError>;
-    /// The bootstrap record of a device, if it enrolled that way.
-    fn bootstrap_of(&self, device_id: &str) -> Result<Option<BootstrapRecord>, StoreError>;
+    ) -> Result<(), RegistryError>;
+    /// The first bootstrap record of a device (the supplier it is bound to), if it enrolled
+    /// that way.
+    fn bootstrap_of(&self, device_id: &str) -> Result<Option<BootstrapRecord>, RegistryError>;
 }
 
-const SCHEMA_VERSION: i64 = 3;
+/// The whole registry: every aggregate's store.
+pub trait Registry: DeviceStore + CertificateStore + TokenStore + SupplierStore {}
+
+impl<T: DeviceStore + CertificateStore + TokenStore + SupplierStore> Registry for T {}
+
+const SCHEMA_VERSION: i64 = 4;
 
 /// The embedded SQLite registry.
 pub struct SqliteRegistry {
@@ -197,24 +254,24 @@ impl std::fmt::Debug for SqliteRegistry {
 
 impl SqliteRegistry {
     /// Open (creating if needed) the database at `path`.
-    pub fn open(path: &Path) -> Result<SqliteRegistry, StoreError> {
+    pub fn open(path: &Path) -> Result<SqliteRegistry, RegistryError> {
         let conn = Connection::open(path)?;
         Self::init(conn)
     }
 
     /// An in-memory registry (tests).
-    pub fn open_in_memory() -> Result<SqliteRegistry, StoreError> {
+    pub fn open_in_memory() -> Result<SqliteRegistry, RegistryError> {
         Self::init(Connection::open_in_memory()?)
     }
 
-    fn init(conn: Connection) -> Result<SqliteRegistry, StoreError> {
+    fn init(conn: Connection) -> Result<SqliteRegistry, RegistryError> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > SCHEMA_VERSION {
-            return Err(StoreError::SchemaTooNew {
+            return Err(RegistryError::SchemaTooNew {
                 found: version,
                 supported: SCHEMA_VERSION,
             });
@@ -280,6 +337,23 @@ impl SqliteRegistry {
                  COMMIT;",
             )?;
         }
+        if version < 4 {
+            conn.execute_batch(
+                "BEGIN;
+                 CREATE TABLE IF NOT EXISTS quarantine (
+                     device_id TEXT NOT NULL,
+                     source TEXT NOT NULL,
+                     reason TEXT NOT NULL,
+                     by TEXT NOT NULL,
+                     since INTEGER NOT NULL,
+                     PRIMARY KEY (device_id, source)
+                 );
+                 ALTER TABLE tokens ADD COLUMN change_groups INTEGER NOT NULL DEFAULT 0;
+                 CREATE INDEX IF NOT EXISTS bootstrap_device ON bootstrap_enrollments(device_id);
+                 PRAGMA user_version = 4;
+                 COMMIT;",
+            )?;
+        }
         Ok(SqliteRegistry {
             conn: Mutex::new(conn),
         })
@@ -321,8 +395,34 @@ fn device_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
     })
 }
 
-impl Registry for SqliteRegistry {
-    fn upsert_device(&self, id: &str, groups: &[String], now: i64) -> Result<(), StoreError> {
+fn quarantine_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QuarantineReason> {
+    Ok(QuarantineReason {
+        source: r.get(0)?,
+        reason: r.get(1)?,
+        by: r.get(2)?,
+        since: r.get(3)?,
+    })
+}
+
+impl DeviceStore for SqliteRegistry {
+    fn create_device(&self, id: &str, groups: &[String], now: i64) -> Result<(), RegistryError> {
+        let conn = self.conn.lock();
+        let n = conn.execute(
+            "INSERT OR IGNORE INTO devices (id, groups, created_at) VALUES (?1, ?2, ?3)",
+            params![id, join_groups(groups), now],
+        )?;
+        if n == 0 {
+            return Err(RegistryError::Conflict(format!("device {id}")));
+        }
+        Ok(())
+    }
+
+    fn reactivate_device(
+        &self,
+        id: &str,
+        groups: &[String],
+        now: i64,
+    ) -> Result<(), RegistryError> {
         let mut conn = self.conn.lock();
         let tx = conn.transaction()?;
         let existing: Option<Option<i64>> = tx
@@ -331,16 +431,11 @@ impl Registry for SqliteRegistry {
             })
             .optional()?;
         match existing {
-            Some(None) => return Err(StoreError::Conflict(format!("device {id}"))),
+            None => return Err(RegistryError::NotFound(format!("device {id}"))),
+            Some(None) => return Err(RegistryError::Conflict(format!("device {id}"))),
             Some(Some(_)) => {
                 tx.execute(
                     "UPDATE devices SET groups = ?2, revoked_at = NULL, created_at = ?3 WHERE id = ?1",
-                    params![id, join_groups(groups), now],
-                )?;
-            }
-            None => {
-                tx.execute(
-                    "INSERT INTO devices (id, groups, created_at) VALUES (?1, ?2, ?3)",
                     params![id, join_groups(groups), now],
                 )?;
             }
@@ -349,7 +444,19 @@ impl Registry for SqliteRegistry {
         Ok(())
     }
 
-    fn device(&self, id: &str) -> Result<Option<Device>, StoreError> {
+    fn set_groups(&self, id: &str, groups: &[String]) -> Result<(), RegistryError> {
+        let conn = self.conn.lock();
+        let n = conn.execute(
+            "UPDATE devices SET groups = ?2 WHERE id = ?1",
+            params![id, join_groups(groups)],
+        )?;
+        if n == 0 {
+            return Err(RegistryError::NotFound(format!("device {id}")));
+        }
+        Ok(())
+    }
+
+    fn device(&self, id: &str) -> Result<Option<Device>, RegistryError> {
         let conn = self.conn.lock();
         Ok(conn
             .query_row(
@@ -360,7 +467,7 @@ impl Registry for SqliteRegistry {
             .optional()?)
     }
 
-    fn devices(&self) -> Result<Vec<Device>, StoreError> {
+    fn devices(&self) -> Result<Vec<Device>, RegistryError> {
         let conn = self.conn.lock();
         let mut stmt =
             conn.prepare("SELECT id, groups, created_at, revoked_at FROM devices ORDER BY id")?;
@@ -368,27 +475,12 @@ impl Registry for SqliteRegistry {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn record_certificate(&self, c: &CertRecord) -> Result<(), StoreError> {
-        let conn = self.conn.lock();
-        conn.execute(
-            "INSERT INTO certificates (serial, subject, kind, not_before, not_after, revoked_at, revoke_reason)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![c.serial, c.subject, c.kind.as_str(), c.not_before, c.not_after, c.revoked_at, c.revoke_reason],
-        )?;
-        Ok(())
-    }
-
-    fn certificates_of(&self, subject: &str) -> Result<Vec<CertRecord>, StoreError> {
-        let conn = self.conn.lock();
-        let mut stmt = conn.prepare(
-            "SELECT serial, subject, kind, not_before, not_after, revoked_at, revoke_reason
-             FROM certificates WHERE subject = ?1 ORDER BY not_before DESC, serial",
-        )?;
-        let rows = stmt.query_map([subject], cert_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    fn revoke_device(&self, id: &str, reason: &str, now: i64) -> Result<Vec<String>, StoreError> {
+    fn revoke_device(
+        &self,
+        id: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<Vec<String>, RegistryError> {
         let mut conn = self.conn.lock();
         let tx = conn.transaction()?;
         let n = tx.execute(
@@ -396,7 +488,7 @@ impl Registry for SqliteRegistry {
             params![id, now],
         )?;
         if n == 0 {
-            return Err(StoreError::NotFound(format!("device {id}")));
+            return Err(RegistryError::NotFound(format!("device {id}")));
         }
         let serials: Vec<String> = {
             let mut stmt = tx.prepare(
@@ -414,7 +506,90 @@ impl Registry for SqliteRegistry {
         Ok(serials)
     }
 
-    fn revoked_serials(&self) -> Result<Vec<String>, StoreError> {
+    fn quarantine(&self, device: &str, r: &QuarantineReason) -> Result<(), RegistryError> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        let exists: Option<String> = tx
+            .query_row("SELECT id FROM devices WHERE id = ?1", [device], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if exists.is_none() {
+            return Err(RegistryError::NotFound(format!("device {device}")));
+        }
+        tx.execute(
+            "INSERT INTO quarantine (device_id, source, reason, by, since) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(device_id, source) DO UPDATE SET reason = excluded.reason, by = excluded.by",
+            params![device, r.source, r.reason, r.by, r.since],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn release(
+        &self,
+        device: &str,
+        source: Option<&str>,
+    ) -> Result<Vec<QuarantineReason>, RegistryError> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        let removed: Vec<QuarantineReason> = {
+            let mut stmt = tx.prepare(
+                "SELECT source, reason, by, since FROM quarantine
+                 WHERE device_id = ?1 AND (?2 IS NULL OR source = ?2) ORDER BY since, source",
+            )?;
+            let rows = stmt.query_map(params![device, source], quarantine_from_row)?;
+            rows.collect::<Result<_, _>>()?
+        };
+        tx.execute(
+            "DELETE FROM quarantine WHERE device_id = ?1 AND (?2 IS NULL OR source = ?2)",
+            params![device, source],
+        )?;
+        tx.commit()?;
+        Ok(removed)
+    }
+
+    fn quarantines(&self) -> Result<Vec<(String, QuarantineReason)>, RegistryError> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare(
+            "SELECT source, reason, by, since, device_id FROM quarantine ORDER BY device_id, since, source",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(4)?, quarantine_from_row(r)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn quarantine_of(&self, device: &str) -> Result<Vec<QuarantineReason>, RegistryError> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare(
+            "SELECT source, reason, by, since FROM quarantine WHERE device_id = ?1 ORDER BY since, source",
+        )?;
+        let rows = stmt.query_map([device], quarantine_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+impl CertificateStore for SqliteRegistry {
+    fn record_certificate(&self, c: &CertRecord) -> Result<(), RegistryError> {
+        let conn = self.conn.lock();
+        conn.execute(
+            "INSERT INTO certificates (serial, subject, kind, not_before, not_after, revoked_at, revoke_reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![c.serial, c.subject, c.kind.as_str(), c.not_before, c.not_after, c.revoked_at, c.revoke_reason],
+        )?;
+        Ok(())
+    }
+
+    fn certificates_of(&self, subject: &str) -> Result<Vec<CertRecord>, RegistryError> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare(
+            "SELECT serial, subject, kind, not_before, not_after, revoked_at, revoke_reason
+             FROM certificates WHERE subject = ?1 ORDER BY not_before DESC, serial",
+        )?;
+        let rows = stmt.query_map([subject], cert_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn revoked_serials(&self) -> Result<Vec<String>, RegistryError> {
         let conn = self.conn.lock();
         let mut stmt =
             conn.prepare("SELECT serial FROM certificates WHERE revoked_at IS NOT NULL")?;
@@ -422,7 +597,7 @@ impl Registry for SqliteRegistry {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn revoked_certificates(&self) -> Result<Vec<CertRecord>, StoreError> {
+    fn revoked_certificates(&self) -> Result<Vec<CertRecord>, RegistryError> {
         let conn = self.conn.lock();
         let mut stmt = conn.prepare(
             "SELECT serial, subject, kind, not_before, not_after, revoked_at, revoke_reason
@@ -432,46 +607,56 @@ impl Registry for SqliteRegistry {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn ensure_device(&self, id: &str, groups: &[String], now: i64) -> Result<(), StoreError> {
+    fn next_crl_number(&self) -> Result<u64, RegistryError> {
         let conn = self.conn.lock();
         conn.execute(
-            "INSERT INTO devices (id, groups, created_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT(id) DO UPDATE SET groups = excluded.groups, revoked_at = NULL",
-            params![id, join_groups(groups), now],
+            "INSERT INTO counters (name, value) VALUES ('crl', 1) ON CONFLICT(name) DO UPDATE SET value = value + 1",
+            [],
         )?;
-        Ok(())
+        let v: i64 = conn.query_row("SELECT value FROM counters WHERE name = 'crl'", [], |r| {
+            r.get(0)
+        })?;
+        Ok(u64::try_from(v).unwrap_or(0))
     }
+}
 
+impl TokenStore for SqliteRegistry {
     fn create_token(
         &self,
         device: &str,
-        groups: &[String],
+        grant: &TokenGrant,
         hash: &str,
         expires_at: i64,
         now: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), RegistryError> {
         let conn = self.conn.lock();
         conn.execute(
-            "INSERT INTO tokens (device_id, groups, hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)
+            "INSERT INTO tokens (device_id, groups, hash, created_at, expires_at, change_groups) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT(device_id) DO UPDATE SET groups = excluded.groups, hash = excluded.hash,
-                 created_at = excluded.created_at, expires_at = excluded.expires_at, used_at = NULL",
-            params![device, join_groups(groups), hash, now, expires_at],
+                 created_at = excluded.created_at, expires_at = excluded.expires_at, used_at = NULL,
+                 change_groups = excluded.change_groups",
+            params![device, join_groups(&grant.groups), hash, now, expires_at, grant.change_groups],
         )?;
         Ok(())
     }
 
-    fn consume_token(&self, device: &str, hash: &str, now: i64) -> Result<Vec<String>, StoreError> {
+    fn consume_token(
+        &self,
+        device: &str,
+        hash: &str,
+        now: i64,
+    ) -> Result<TokenGrant, RegistryError> {
         let mut conn = self.conn.lock();
         let tx = conn.transaction()?;
-        let row: Option<(String, String, i64, Option<i64>)> = tx
+        let row: Option<(String, String, i64, Option<i64>, bool)> = tx
             .query_row(
-                "SELECT groups, hash, expires_at, used_at FROM tokens WHERE device_id = ?1",
+                "SELECT groups, hash, expires_at, used_at, change_groups FROM tokens WHERE device_id = ?1",
                 [device],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
             .optional()?;
-        let Some((groups, stored, expires_at, used_at)) = row else {
-            return Err(StoreError::Token("no token was issued for this device"));
+        let Some((groups, stored, expires_at, used_at, change_groups)) = row else {
+            return Err(RegistryError::Token("no token was issued for this device"));
         };
         // Same length hex strings; the hash, not the token, is compared.
         if stored.len() != hash.len()
@@ -480,35 +665,40 @@ impl Registry for SqliteRegistry {
                 .zip(hash.bytes())
                 .fold(true, |ok, (a, b)| ok & (a == b))
         {
-            return Err(StoreError::Token("wrong token"));
+            return Err(RegistryError::Token("wrong token"));
         }
         if used_at.is_some() {
-            return Err(StoreError::Token("token already used"));
+            return Err(RegistryError::Token("token already used"));
         }
         if expires_at <= now {
-            return Err(StoreError::Token("token expired"));
+            return Err(RegistryError::Token("token expired"));
         }
         tx.execute(
             "UPDATE tokens SET used_at = ?2 WHERE device_id = ?1",
             params![device, now],
         )?;
         tx.commit()?;
-        Ok(split_groups(&groups))
+        Ok(TokenGrant {
+            groups: split_groups(&groups),
+            change_groups,
+        })
     }
+}
 
-    fn add_supplier(&self, s: &Supplier, now: i64) -> Result<(), StoreError> {
+impl SupplierStore for SqliteRegistry {
+    fn add_supplier(&self, s: &Supplier, now: i64) -> Result<(), RegistryError> {
         let conn = self.conn.lock();
         let n = conn.execute(
             "INSERT OR IGNORE INTO suppliers (name, ca_pem, groups, allow_reenroll, added_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![s.name, s.ca_pem, join_groups(&s.groups), s.allow_reenroll, now],
         )?;
         if n == 0 {
-            return Err(StoreError::Conflict(format!("supplier {}", s.name)));
+            return Err(RegistryError::Conflict(format!("supplier {}", s.name)));
         }
         Ok(())
     }
 
-    fn suppliers(&self) -> Result<Vec<Supplier>, StoreError> {
+    fn suppliers(&self) -> Result<Vec<Supplier>, RegistryError> {
         let conn = self.conn.lock();
         let mut stmt = conn
             .prepare("SELECT name, ca_pem, groups, allow_reenroll FROM suppliers ORDER BY name")?;
@@ -529,7 +719,7 @@ impl Registry for SqliteRegistry {
         r: &BootstrapRecord,
         allow_reenroll: bool,
         now: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), RegistryError> {
         let conn = self.conn.lock();
         let sql = if allow_reenroll {
             "INSERT OR REPLACE INTO bootstrap_enrollments (supplier, hardware_serial, device_id, model, enrolled_at) VALUES (?1, ?2, ?3, ?4, ?5)"
@@ -541,7 +731,7 @@ impl Registry for SqliteRegistry {
             params![r.supplier, r.hardware_serial, r.device_id, r.model, now],
         )?;
         if n == 0 {
-            return Err(StoreError::Conflict(format!(
+            return Err(RegistryError::Conflict(format!(
                 "hardware serial {} of supplier {} already enrolled",
                 r.hardware_serial, r.supplier
             )));
@@ -549,27 +739,15 @@ impl Registry for SqliteRegistry {
         Ok(())
     }
 
-    fn bootstrap_of(&self, device_id: &str) -> Result<Option<BootstrapRecord>, StoreError> {
+    fn bootstrap_of(&self, device_id: &str) -> Result<Option<BootstrapRecord>, RegistryError> {
         let conn = self.conn.lock();
         Ok(conn
             .query_row(
-                "SELECT supplier, hardware_serial, model, device_id FROM bootstrap_enrollments WHERE device_id = ?1 ORDER BY enrolled_at DESC LIMIT 1",
+                "SELECT supplier, hardware_serial, model, device_id FROM bootstrap_enrollments WHERE device_id = ?1 ORDER BY enrolled_at, rowid LIMIT 1",
                 [device_id],
                 |r| Ok(BootstrapRecord { supplier: r.get(0)?, hardware_serial: r.get(1)?, model: r.get(2)?, device_id: r.get(3)? }),
             )
             .optional()?)
-    }
-
-    fn next_crl_number(&self) -> Result<u64, StoreError> {
-        let conn = self.conn.lock();
-        conn.execute(
-            "INSERT INTO counters (name, value) VALUES ('crl', 1) ON CONFLICT(name) DO UPDATE SET value = value + 1",
-            [],
-        )?;
-        let v: i64 = conn.query_row("SELECT value FROM counters WHERE name = 'crl'", [], |r| {
-            r.get(0)
-        })?;
-        Ok(u64::try_from(v).unwrap_or(0))
     }
 }
 
@@ -597,7 +775,7 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         {
             let reg = SqliteRegistry::open(&path).unwrap();
-            reg.upsert_device("pump-7", &["sensors".into()], 10)
+            reg.create_device("pump-7", &["sensors".into()], 10)
                 .unwrap();
             reg.record_certificate(&cert("aa", "pump-7")).unwrap();
             reg.record_certificate(&cert("bb", "pump-7")).unwrap();
@@ -617,28 +795,32 @@ mod tests {
     #[test]
     fn tokens_work_once_for_their_device_until_they_expire() {
         let reg = SqliteRegistry::open_in_memory().unwrap();
-        reg.create_token("d1", &["g".into()], "h1", 100, 10)
+        let grant = |groups: Vec<String>| TokenGrant {
+            groups,
+            change_groups: false,
+        };
+        reg.create_token("d1", &grant(vec!["g".into()]), "h1", 100, 10)
             .unwrap();
         assert!(matches!(
             reg.consume_token("d2", "h1", 20),
-            Err(StoreError::Token(_))
+            Err(RegistryError::Token(_))
         ));
         assert!(matches!(
             reg.consume_token("d1", "nope", 20),
-            Err(StoreError::Token("wrong token"))
+            Err(RegistryError::Token("wrong token"))
         ));
         assert_eq!(
             reg.consume_token("d1", "h1", 20).unwrap(),
-            vec!["g".to_string()]
+            grant(vec!["g".to_string()])
         );
         assert!(matches!(
             reg.consume_token("d1", "h1", 21),
-            Err(StoreError::Token("token already used"))
+            Err(RegistryError::Token("token already used"))
         ));
-        reg.create_token("d1", &[], "h2", 100, 30).unwrap();
+        reg.create_token("d1", &grant(vec![]), "h2", 100, 30).unwrap();
         assert!(matches!(
             reg.consume_token("d1", "h2", 100),
-            Err(StoreError::Token("token expired"))
+            Err(RegistryError::Token("token expired"))
         ));
         assert_eq!(
             reg.next_crl_number().unwrap() + 1,
@@ -647,20 +829,58 @@ mod tests {
     }
 
     #[test]
-    fn active_devices_conflict_revoked_ones_reactivate() {
+    fn devices_are_created_once_and_only_reactivated_explicitly() {
         let reg = SqliteRegistry::open_in_memory().unwrap();
-        reg.upsert_device("a", &[], 1).unwrap();
+        reg.create_device("a", &[], 1).unwrap();
         assert!(matches!(
-            reg.upsert_device("a", &[], 2),
-            Err(StoreError::Conflict(_))
+            reg.create_device("a", &[], 2),
+            Err(RegistryError::Conflict(_))
+        ));
+        assert!(matches!(
+            reg.reactivate_device("a", &[], 2),
+            Err(RegistryError::Conflict(_))
         ));
         reg.revoke_device("a", "x", 3).unwrap();
-        reg.upsert_device("a", &["g".into()], 4).unwrap();
+        // A revoked id is still taken: creating it again is a conflict, not a reactivation.
+        assert!(matches!(
+            reg.create_device("a", &[], 4),
+            Err(RegistryError::Conflict(_))
+        ));
+        reg.reactivate_device("a", &["g".into()], 4).unwrap();
         let d = reg.device("a").unwrap().unwrap();
         assert_eq!((d.groups, d.revoked_at), (vec!["g".to_string()], None));
         assert!(matches!(
             reg.revoke_device("nope", "x", 1),
-            Err(StoreError::NotFound(_))
+            Err(RegistryError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn quarantine_reasons_accumulate_per_source_and_release_by_source() {
+        let reg = SqliteRegistry::open_in_memory().unwrap();
+        reg.create_device("d", &[], 1).unwrap();
+        let reason = |source: &str| QuarantineReason {
+            source: source.into(),
+            reason: format!("because {source}"),
+            by: "test".into(),
+            since: 5,
+        };
+        reg.quarantine("d", &reason("operator")).unwrap();
+        reg.quarantine("d", &reason("compliance:no-high-vulns"))
+            .unwrap();
+        reg.quarantine("d", &reason("operator")).unwrap();
+        assert_eq!(reg.quarantine_of("d").unwrap().len(), 2);
+        assert!(matches!(
+            reg.quarantine("ghost", &reason("operator")),
+            Err(RegistryError::NotFound(_))
+        ));
+        let removed = reg.release("d", Some("operator")).unwrap();
+        assert_eq!(removed, vec![reason("operator")]);
+        assert_eq!(
+            reg.quarantines().unwrap(),
+            vec![("d".to_string(), reason("compliance:no-high-vulns"))]
+        );
+        assert_eq!(reg.release("d", None).unwrap().len(), 1);
+        assert!(reg.quarantine_of("d").unwrap().is_empty());
     }
 }

@@ -11,6 +11,12 @@
 //! When a commit fails (a full disk, say) the writer keeps the batch, reports itself unhealthy
 //! (the broker then refuses new messages that need the disk) and retries every 250 ms; nothing
 //! that was acknowledged is lost, and the store recovers by itself when the disk has room.
+//!
+//! This crate owns the session store and nothing else: it implements the broker's persistence
+//! port and knows nothing of devices, certificates or the registry (`tollgate-registry`), which
+//! it must not depend on. Its I/O runs on its own writer thread, never on a connection's task.
+
+#![forbid(unsafe_code)]
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -26,7 +32,29 @@ use tollgate_broker::persist::{
     unix_ms, Durability, Op, Recovered, RecoveredEntry, RecoveredSession, StoredMessage, StoredWill,
 };
 
-use crate::StoreError;
+
+/// Errors from the session store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database reported an error.
+    #[error("database error: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// The store file does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// An operating-system error outside the database.
+    #[error("{0}")]
+    Io(String),
+    /// The database was written by a newer Tollgate.
+    #[error("database schema version {found} is newer than this binary understands ({supported})")]
+    SchemaTooNew {
+        /// Version in the file.
+        found: i64,
+        /// Version this binary writes.
+        supported: i64,
+    },
+}
 
 const SCHEMA_VERSION: i64 = 1;
 /// Most ops applied in one transaction (bounds a commit's latency under a flood).

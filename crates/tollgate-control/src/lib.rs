@@ -1,0 +1,1260 @@
+//! Tollgate's control plane, as a library.
+//!
+//! Owns device lifecycle (register, revoke, reactivate, quarantine and release), enrollment
+//! (one-time tokens, supplier bootstrap certificates, re-enrollment), supplier trust and the
+//! classification of control-listener peers, CA operations and CRL signing, policy loading and
+//! reload, and the [`AccessSnapshot`] the data plane authorizes against.
+//!
+//! It reaches the data plane only through the small [`DataPlane`] trait (publish a snapshot with
+//! the devices whose access changed; close a device's connections; list live connections), and
+//! publishes trust material (issuing-CA anchors, CRLs, supplier CAs) through a `watch` channel
+//! ([`Control::trust`]) so the TLS configurations are rebuilt in one place. The snapshot is
+//! updated incrementally: each change reads the one device it touches from the registry and
+//! produces a new snapshot sharing the rest with the old one.
+//!
+//! It must not hold sockets or format HTTP: errors are [`ControlError`] values that the binary
+//! maps to statuses in one place. Calls may touch the disk (the registry, CA files): callers run
+//! them on blocking threads, never on the per-message path.
+
+#![forbid(unsafe_code)]
+
+pub mod ca;
+mod error;
+pub mod files;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::sync::watch;
+use tollgate_events::{EventBus, EventKind};
+use tollgate_pki::{CertProfile, Validity, WeakKeyList};
+use tollgate_policy::{AccessSnapshot, Changed, DeviceAccess, Policy, Quarantine};
+use tollgate_registry::{
+    BootstrapRecord, CertKind, CertRecord, QuarantineReason, Registry, RegistryError, Supplier,
+    TokenGrant,
+};
+
+pub use crate::ca::{Crls, InitOptions, InitReport, Layout};
+pub use crate::error::ControlError;
+
+/// The source name of quarantine reasons set by an operator.
+pub const OPERATOR: &str = "operator";
+
+/// What the control plane needs to know from the configuration.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// The data directory.
+    pub data: PathBuf,
+    /// The policy file.
+    pub policy_file: PathBuf,
+    /// Default device certificate lifetime.
+    pub cert_lifetime: time::Duration,
+    /// Per-group lifetimes (a device gets the shortest of its groups').
+    pub group_lifetimes: BTreeMap<String, time::Duration>,
+    /// Known-weak keys refused in CSRs.
+    pub weak_keys: WeakKeyList,
+    /// Default enrollment token lifetime.
+    pub token_ttl: Duration,
+    /// How long a CRL is valid (re-signed at half of it).
+    pub crl_validity: Duration,
+}
+
+/// A live connection, as the data plane reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveConnection {
+    /// Device id.
+    pub device_id: String,
+    /// MQTT client id.
+    pub client_id: String,
+}
+
+/// The only way the control plane reaches the data plane (a cluster implements it over NATS).
+pub trait DataPlane: Send + Sync {
+    /// Swap in `snapshot`; re-check the live connections of the devices in `changed` only.
+    fn publish(&self, snapshot: Arc<AccessSnapshot>, changed: Changed);
+    /// Close every live connection of `device` now (no will), saying `reason`. Returns how many.
+    fn close_device(&self, device: &str, reason: &str) -> usize;
+    /// Live connections.
+    fn connections(&self) -> Vec<LiveConnection>;
+}
+
+/// Trust material for the TLS layer, published whenever any of it changes.
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    /// Issuing CAs (current and retired but still trusted), DER: anchors for client certificates.
+    pub issuing_anchors: Vec<Vec<u8>>,
+    /// Their CRLs (DER), current CA first.
+    pub crls: Vec<Arc<Vec<u8>>>,
+    /// Supplier manufacturing CAs (DER): trusted on the control listener only.
+    pub supplier_cas: Vec<Vec<u8>>,
+}
+
+/// A supplier as enrollment needs it.
+#[derive(Debug, Clone)]
+pub struct SupplierTrust {
+    /// Name.
+    pub name: String,
+    /// Its CA certificates, DER.
+    pub ca_ders: Vec<Vec<u8>>,
+    /// Groups its devices get.
+    pub groups: Vec<String>,
+    /// Whether a hardware serial may enroll again.
+    pub allow_reenroll: bool,
+}
+
+/// Who issued a verified client certificate on the control listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerKind {
+    /// No client certificate.
+    Anonymous,
+    /// Tollgate's issuing CA: an operational device or admin certificate.
+    Operational,
+    /// A supplier's manufacturing CA: a bootstrap certificate, good for enrollment only.
+    Supplier(String),
+}
+
+/// A device, for the admin API.
+#[derive(Debug, Serialize)]
+pub struct DeviceView {
+    /// Device id.
+    pub id: String,
+    /// Groups.
+    pub groups: Vec<String>,
+    /// `active`, `quarantined` or `revoked`.
+    pub state: &'static str,
+    /// The same as `state` (kept for clients of the first API version).
+    pub status: &'static str,
+    /// Quarantine reasons, while quarantined.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub quarantine: Vec<QuarantineView>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub revoked_at: Option<i64>,
+    /// Whether a connection is live.
+    pub connected: bool,
+    /// Its device certificates, newest first.
+    pub certificates: Vec<CertView>,
+    /// Supplier, model and hardware serial, for devices enrolled with a bootstrap certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<BootstrapView>,
+}
+
+/// One quarantine reason, for the admin API.
+#[derive(Debug, Serialize)]
+pub struct QuarantineView {
+    /// Who holds it.
+    pub source: String,
+    /// Why.
+    pub reason: String,
+    /// Who set it.
+    pub by: String,
+    /// Unix seconds.
+    pub since: i64,
+}
+
+/// Where a bootstrap-enrolled device came from.
+#[derive(Debug, Serialize)]
+pub struct BootstrapView {
+    /// Supplier.
+    pub supplier: String,
+    /// Model, if the certificate said.
+    pub model: Option<String>,
+    /// Hardware serial.
+    pub hardware_serial: String,
+}
+
+/// A certificate, for the admin API.
+#[derive(Debug, Serialize)]
+pub struct CertView {
+    /// Serial (hex).
+    pub serial: String,
+    /// Unix seconds.
+    pub not_before: i64,
+    /// Unix seconds.
+    pub not_after: i64,
+    /// Unix seconds.
+    pub revoked_at: Option<i64>,
+}
+
+/// A device registered with a key generated here (`tollgate device add`).
+#[derive(Debug, Serialize)]
+pub struct IssuedDevice {
+    /// Device id.
+    pub id: String,
+    /// Groups.
+    pub groups: Vec<String>,
+    /// Certificate serial.
+    pub serial: String,
+    /// Unix seconds.
+    pub not_after: i64,
+    /// Certificate, PEM.
+    pub cert_pem: String,
+    /// Private key, PEM (shown once).
+    pub key_pem: String,
+    /// The root CA, PEM.
+    pub ca_pem: String,
+    /// Whether a revoked device was brought back.
+    pub reactivated: bool,
+}
+
+/// The outcome of a revocation.
+#[derive(Debug, Serialize)]
+pub struct Revoked {
+    /// Device id.
+    pub id: String,
+    /// Serials revoked now.
+    pub serials: Vec<String>,
+    /// Live connections closed.
+    pub sessions_closed: usize,
+}
+
+/// The outcome of a quarantine or release.
+#[derive(Debug, Serialize)]
+pub struct QuarantineOutcome {
+    /// Device id.
+    pub id: String,
+    /// `active` or `quarantined`, after the change.
+    pub state: &'static str,
+    /// Reasons still holding.
+    pub quarantine: Vec<QuarantineView>,
+    /// Whether a live connection was affected.
+    pub connected: bool,
+}
+
+/// A certificate issued through EST.
+#[derive(Debug)]
+pub struct Enrolled {
+    /// Serial (hex).
+    pub serial: String,
+    /// The certificate, DER.
+    pub cert_der: Vec<u8>,
+}
+
+/// A supplier, for the admin API.
+#[derive(Debug, Serialize)]
+pub struct SupplierView {
+    /// Name.
+    pub name: String,
+    /// Groups its devices get.
+    pub groups: Vec<String>,
+    /// Whether a hardware serial may enroll again.
+    pub allow_reenroll: bool,
+}
+
+struct PolicyState {
+    policy: Arc<Policy>,
+    modified: Option<(SystemTime, u64)>,
+}
+
+/// The control plane.
+pub struct Control {
+    registry: Arc<dyn Registry>,
+    authority: ca::Authority,
+    events: EventBus,
+    cfg: ControlConfig,
+    policy: Mutex<PolicyState>,
+    /// The snapshot in force; its lock also serialises "change, then publish", so snapshots
+    /// reach the data plane in the order they were made.
+    access: Mutex<Arc<AccessSnapshot>>,
+    /// The same snapshot, for lock-free readers.
+    current: ArcSwap<AccessSnapshot>,
+    data_plane: OnceLock<Arc<dyn DataPlane>>,
+    crls: Mutex<Crls>,
+    suppliers: ArcSwap<Vec<SupplierTrust>>,
+    trust: watch::Sender<Arc<Trust>>,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control").finish_non_exhaustive()
+    }
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn check_name(what: &'static str, name: &str) -> Result<(), ControlError> {
+    tollgate_pki::validate_device_id(name).map_err(|e| ControlError::InvalidName {
+        what,
+        detail: e.to_string(),
+    })
+}
+
+fn check_groups(groups: &[String]) -> Result<(), ControlError> {
+    for g in groups {
+        check_name("group", g)?;
+    }
+    Ok(())
+}
+
+fn policy_stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+fn view_reason(q: QuarantineReason) -> QuarantineView {
+    QuarantineView {
+        source: q.source,
+        reason: q.reason,
+        by: q.by,
+        since: q.since,
+    }
+}
+
+impl Control {
+    /// Open the control plane on `registry`: load the CA hierarchy, suppliers, the policy
+    /// (a broken one denies everything until fixed) and build the first snapshot. The data
+    /// plane is attached afterwards ([`Control::attach`]), built with [`Control::snapshot`].
+    pub fn open(
+        cfg: ControlConfig,
+        registry: Arc<dyn Registry>,
+        events: EventBus,
+    ) -> Result<Arc<Control>, ControlError> {
+        let authority = ca::Authority::open(&Layout::new(&cfg.data))?;
+        let (trust, _) = watch::channel(Arc::new(Trust::default()));
+        let cp = Arc::new(Control {
+            registry,
+            authority,
+            events,
+            cfg,
+            policy: Mutex::new(PolicyState {
+                policy: Arc::new(Policy::deny_all()),
+                modified: None,
+            }),
+            access: Mutex::new(Arc::new(AccessSnapshot::deny_all())),
+            current: ArcSwap::from_pointee(AccessSnapshot::deny_all()),
+            data_plane: OnceLock::new(),
+            crls: Mutex::new(Crls::default()),
+            suppliers: ArcSwap::from_pointee(Vec::new()),
+            trust,
+        });
+        cp.load_suppliers()?;
+        cp.regenerate_crl()?;
+        if let Err(e) = cp.reload_policy() {
+            tracing::error!("policy not loaded, denying everything until it is fixed:\n{e}");
+        }
+        cp.rebuild_snapshot()?;
+        Ok(cp)
+    }
+
+    /// Connect the data plane. Later snapshots are published to it.
+    pub fn attach(&self, data_plane: Arc<dyn DataPlane>) {
+        let snapshot = self.snapshot();
+        if self.data_plane.set(Arc::clone(&data_plane)).is_ok() {
+            data_plane.publish(snapshot, Changed::All);
+        }
+    }
+
+    /// The snapshot in force.
+    pub fn snapshot(&self) -> Arc<AccessSnapshot> {
+        self.current.load_full()
+    }
+
+    /// Trust material now and whenever it changes.
+    pub fn trust(&self) -> watch::Receiver<Arc<Trust>> {
+        self.trust.subscribe()
+    }
+
+    fn publish_trust(&self) {
+        let t = Trust {
+            issuing_anchors: self.authority.issuing_anchors(),
+            crls: self.crls.lock().issuing.clone(),
+            supplier_cas: self
+                .suppliers
+                .load()
+                .iter()
+                .flat_map(|s| s.ca_ders.iter().cloned())
+                .collect(),
+        };
+        self.trust.send_replace(Arc::new(t));
+    }
+
+    /// Build the whole snapshot from the registry (at start only).
+    fn rebuild_snapshot(&self) -> Result<(), ControlError> {
+        let mut devices = imbl::HashMap::new();
+        for d in self.registry.devices()? {
+            if d.revoked_at.is_none() {
+                devices.insert(
+                    d.id,
+                    DeviceAccess {
+                        groups: d.groups,
+                        quarantine: Vec::new(),
+                    },
+                );
+            }
+        }
+        for (id, q) in self.registry.quarantines()? {
+            if let Some(a) = devices.get_mut(&id) {
+                a.quarantine.push(Quarantine {
+                    source: q.source,
+                    reason: q.reason,
+                });
+            }
+        }
+        let revoked: imbl::HashSet<String> =
+            self.registry.revoked_serials()?.into_iter().collect();
+        let policy = self.policy();
+        self.update(Changed::All, move |s| {
+            s.devices = devices;
+            s.revoked = revoked;
+            s.policy = policy;
+        });
+        Ok(())
+    }
+
+    /// Make the next snapshot with `f` and publish it, in order.
+    fn update(&self, changed: Changed, f: impl FnOnce(&mut AccessSnapshot)) {
+        let mut cur = self.access.lock();
+        let mut next = AccessSnapshot::clone(&cur);
+        f(&mut next);
+        let next = Arc::new(next);
+        *cur = Arc::clone(&next);
+        self.current.store(Arc::clone(&next));
+        if let Some(dp) = self.data_plane.get() {
+            dp.publish(next, changed);
+        }
+    }
+
+    /// Re-read one device from the registry into the snapshot (and `revoked` serials).
+    fn refresh_device(&self, id: &str, revoked: &[String]) -> Result<(), ControlError> {
+        let access = match self.registry.device(id)? {
+            Some(d) if d.revoked_at.is_none() => Some(DeviceAccess {
+                groups: d.groups,
+                quarantine: self
+                    .registry
+                    .quarantine_of(id)?
+                    .into_iter()
+                    .map(|q| Quarantine {
+                        source: q.source,
+                        reason: q.reason,
+                    })
+                    .collect(),
+            }),
+            _ => None,
+        };
+        self.update(Changed::Devices(vec![id.to_owned()]), |s| {
+            match access {
+                Some(a) => {
+                    s.devices.insert(id.to_owned(), a);
+                }
+                None => {
+                    s.devices.remove(id);
+                }
+            }
+            for serial in revoked {
+                s.revoked.insert(serial.clone());
+            }
+        });
+        Ok(())
+    }
+
+    fn connected(&self) -> HashSet<String> {
+        self.data_plane
+            .get()
+            .map(|dp| dp.connections().into_iter().map(|c| c.device_id).collect())
+            .unwrap_or_default()
+    }
+
+    /// Live connections (empty before the data plane is attached).
+    pub fn connections(&self) -> Vec<LiveConnection> {
+        self.data_plane
+            .get()
+            .map(|dp| dp.connections())
+            .unwrap_or_default()
+    }
+
+    // ---- policy ---------------------------------------------------------------------------
+
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        Arc::clone(&self.policy.lock().policy)
+    }
+
+    /// Load the policy file. On error the policy in force stays, and the error is returned.
+    pub fn reload_policy(&self) -> Result<usize, ControlError> {
+        let file = &self.cfg.policy_file;
+        let source = file.display().to_string();
+        let stamp = policy_stamp(file);
+        let result = std::fs::read_to_string(file)
+            .map_err(|e| format!("{source}: {e}"))
+            .and_then(|text| Policy::parse(&text, &source).map_err(|e| e.to_string()));
+        let mut st = self.policy.lock();
+        st.modified = stamp;
+        match result {
+            Ok(p) => {
+                let rules = p.rules().len();
+                st.policy = Arc::new(p);
+                drop(st);
+                self.events
+                    .emit(EventKind::PolicyReloaded { source, rules });
+                Ok(rules)
+            }
+            Err(error) => {
+                drop(st);
+                self.events.emit(EventKind::PolicyRejected {
+                    source,
+                    error: error.clone(),
+                });
+                Err(ControlError::PolicyRejected(error))
+            }
+        }
+    }
+
+    /// Reload and publish if the file changed since the last look.
+    pub fn reload_if_changed(&self) {
+        if policy_stamp(&self.cfg.policy_file) == self.policy.lock().modified {
+            return;
+        }
+        self.reload_and_publish();
+    }
+
+    /// Reload the policy and, if it is good, publish it (every live connection re-checks).
+    pub fn reload_and_publish(&self) {
+        match self.reload_policy() {
+            Ok(rules) => {
+                tracing::info!(rules, "policy reloaded");
+                let policy = self.policy();
+                self.update(Changed::All, |s| s.policy = policy);
+            }
+            Err(e) => tracing::error!("policy rejected, the previous policy stays in force:\n{e}"),
+        }
+    }
+
+    // ---- devices --------------------------------------------------------------------------
+
+    /// Register a device and issue it a key and certificate made here. An id that belongs to a
+    /// revoked device is refused unless `reactivate` says to bring it back.
+    pub fn add_device(
+        &self,
+        id: &str,
+        groups: &[String],
+        reactivate: bool,
+        by: &str,
+    ) -> Result<IssuedDevice, ControlError> {
+        check_name("device id", id)?;
+        check_groups(groups)?;
+        let existing = self.registry.device(id)?;
+        let reactivated = match existing {
+            None => {
+                self.registry.create_device(id, groups, now())?;
+                false
+            }
+            Some(d) if d.revoked_at.is_none() => {
+                return Err(ControlError::DeviceExists(id.to_owned()))
+            }
+            Some(_) if !reactivate => {
+                return Err(ControlError::ReactivationRequired(id.to_owned()))
+            }
+            Some(d) => {
+                self.registry.reactivate_device(id, groups, now())?;
+                self.events.emit(EventKind::DeviceReactivated {
+                    device: id.to_owned(),
+                    groups_before: d.groups,
+                    groups: groups.to_vec(),
+                    by: by.to_owned(),
+                });
+                true
+            }
+        };
+        let issued = self.issue_device(id, groups, None)?;
+        self.refresh_device(id, &[])?;
+        self.events.emit(EventKind::DeviceAdded {
+            device: id.to_owned(),
+            groups: groups.to_vec(),
+            serial: issued.serial.clone(),
+            by: by.to_owned(),
+        });
+        Ok(IssuedDevice {
+            id: id.to_owned(),
+            groups: groups.to_vec(),
+            serial: issued.serial,
+            not_after: issued.validity.not_after.unix_timestamp(),
+            cert_pem: issued.cert_pem,
+            key_pem: issued.key_pem.unwrap_or_default(),
+            ca_pem: self.authority.root_pem.clone(),
+            reactivated,
+        })
+    }
+
+    /// Revoke every certificate of a device, close its live connections and re-sign the CRL.
+    pub fn revoke_device(&self, id: &str, reason: &str, by: &str) -> Result<Revoked, ControlError> {
+        let serials = self.registry.revoke_device(id, reason, now())?;
+        // The new snapshot refuses the serials at the next handshake and CONNECT (and makes any
+        // connection that slips in between re-check and close); closing directly counts them.
+        self.refresh_device(id, &serials)?;
+        let sessions_closed = self
+            .data_plane
+            .get()
+            .map_or(0, |dp| dp.close_device(id, "certificate revoked"));
+        if let Err(e) = self.regenerate_crl() {
+            tracing::error!("re-signing the CRL after a revocation: {e}");
+        }
+        self.events.emit(EventKind::DeviceRevoked {
+            device: id.to_owned(),
+            serials: serials.clone(),
+            reason: reason.to_owned(),
+            by: by.to_owned(),
+            sessions_closed,
+        });
+        Ok(Revoked {
+            id: id.to_owned(),
+            serials,
+            sessions_closed,
+        })
+    }
+
+    /// Quarantine a device for `source` (another source's reasons stay). Its live connections
+    /// are confined to the quarantine policy at once, not closed.
+    pub fn quarantine(
+        &self,
+        id: &str,
+        source: &str,
+        reason: &str,
+        by: &str,
+    ) -> Result<QuarantineOutcome, ControlError> {
+        if reason.trim().is_empty() {
+            return Err(ControlError::InvalidRequest(
+                "a quarantine needs a reason".into(),
+            ));
+        }
+        match self.registry.device(id)? {
+            None => return Err(ControlError::DeviceNotFound(id.to_owned())),
+            Some(d) if d.revoked_at.is_some() => {
+                return Err(ControlError::DeviceRevoked(id.to_owned()))
+            }
+            Some(_) => {}
+        }
+        self.registry.quarantine(
+            id,
+            &QuarantineReason {
+                source: source.to_owned(),
+                reason: reason.to_owned(),
+                by: by.to_owned(),
+                since: now(),
+            },
+        )?;
+        self.refresh_device(id, &[])?;
+        let out = self.quarantine_outcome(id)?;
+        self.events.emit(EventKind::DeviceQuarantined {
+            device: id.to_owned(),
+            source: source.to_owned(),
+            reason: reason.to_owned(),
+            by: by.to_owned(),
+            reasons: out.quarantine.len(),
+        });
+        Ok(out)
+    }
+
+    /// Remove the quarantine reasons of `source` (all with `None`). The device gets its normal
+    /// policy back, on its live connections too, once no reason remains.
+    pub fn release(
+        &self,
+        id: &str,
+        source: Option<&str>,
+        by: &str,
+    ) -> Result<QuarantineOutcome, ControlError> {
+        if self.registry.device(id)?.is_none() {
+            return Err(ControlError::DeviceNotFound(id.to_owned()));
+        }
+        let removed = self.registry.release(id, source)?;
+        if removed.is_empty() {
+            return Err(ControlError::NotQuarantined {
+                device: id.to_owned(),
+                by: source.map(|s| format!(" by {s}")).unwrap_or_default(),
+            });
+        }
+        self.refresh_device(id, &[])?;
+        let out = self.quarantine_outcome(id)?;
+        self.events.emit(EventKind::DeviceReleased {
+            device: id.to_owned(),
+            sources: removed.into_iter().map(|q| q.source).collect(),
+            remaining: out.quarantine.iter().map(|q| q.source.clone()).collect(),
+            by: by.to_owned(),
+        });
+        Ok(out)
+    }
+
+    fn quarantine_outcome(&self, id: &str) -> Result<QuarantineOutcome, ControlError> {
+        let quarantine: Vec<QuarantineView> = self
+            .registry
+            .quarantine_of(id)?
+            .into_iter()
+            .map(view_reason)
+            .collect();
+        Ok(QuarantineOutcome {
+            id: id.to_owned(),
+            state: if quarantine.is_empty() {
+                "active"
+            } else {
+                "quarantined"
+            },
+            quarantine,
+            connected: self.connected().contains(id),
+        })
+    }
+
+    /// Every device.
+    pub fn devices(&self) -> Result<Vec<DeviceView>, ControlError> {
+        let connected = self.connected();
+        self.registry
+            .devices()?
+            .into_iter()
+            .map(|d| self.view(d, &connected))
+            .collect()
+    }
+
+    /// One device.
+    pub fn device(&self, id: &str) -> Result<DeviceView, ControlError> {
+        let connected = self.connected();
+        let d = self
+            .registry
+            .device(id)?
+            .ok_or_else(|| ControlError::DeviceNotFound(id.to_owned()))?;
+        self.view(d, &connected)
+    }
+
+    fn view(
+        &self,
+        d: tollgate_registry::Device,
+        connected: &HashSet<String>,
+    ) -> Result<DeviceView, ControlError> {
+        let certificates = self
+            .registry
+            .certificates_of(&d.id)?
+            .into_iter()
+            .filter(|c| c.kind == CertKind::Device)
+            .map(|c| CertView {
+                serial: c.serial,
+                not_before: c.not_before,
+                not_after: c.not_after,
+                revoked_at: c.revoked_at,
+            })
+            .collect();
+        let bootstrap = self.registry.bootstrap_of(&d.id)?.map(|b| BootstrapView {
+            supplier: b.supplier,
+            model: b.model,
+            hardware_serial: b.hardware_serial,
+        });
+        let quarantine: Vec<QuarantineView> = if d.revoked_at.is_some() {
+            Vec::new()
+        } else {
+            self.registry
+                .quarantine_of(&d.id)?
+                .into_iter()
+                .map(view_reason)
+                .collect()
+        };
+        let state = if d.revoked_at.is_some() {
+            "revoked"
+        } else if !quarantine.is_empty() {
+            "quarantined"
+        } else {
+            "active"
+        };
+        Ok(DeviceView {
+            bootstrap,
+            connected: connected.contains(&d.id),
+            state,
+            status: state,
+            quarantine,
+            id: d.id,
+            groups: d.groups,
+            created_at: d.created_at,
+            revoked_at: d.revoked_at,
+            certificates,
+        })
+    }
+
+    /// Issue a device certificate (for `public_key`, or with a fresh key) with the lifetime of
+    /// its groups, and record it. The one place device certificates are made.
+    fn issue_device(
+        &self,
+        id: &str,
+        groups: &[String],
+        public_key: Option<&rcgen::SubjectPublicKeyInfo>,
+    ) -> Result<tollgate_pki::IssuedCert, ControlError> {
+        let issued = self.authority.issuer.issue(
+            &CertProfile::Device { id },
+            Validity::starting_now(self.lifetime_for(groups)),
+            public_key,
+        )?;
+        self.registry.record_certificate(&CertRecord {
+            serial: issued.serial.clone(),
+            subject: id.to_owned(),
+            kind: CertKind::Device,
+            not_before: issued.validity.not_before.unix_timestamp(),
+            not_after: issued.validity.not_after.unix_timestamp(),
+            revoked_at: None,
+            revoke_reason: None,
+        })?;
+        Ok(issued)
+    }
+
+    /// Lifetime for a device in `groups`: the shortest of its groups' overrides, else the default.
+    fn lifetime_for(&self, groups: &[String]) -> time::Duration {
+        groups
+            .iter()
+            .filter_map(|g| self.cfg.group_lifetimes.get(g))
+            .min()
+            .copied()
+            .unwrap_or(self.cfg.cert_lifetime)
+    }
+
+    // ---- enrollment -----------------------------------------------------------------------
+
+    /// Issue a one-time enrollment token for `id`. For a device that exists, the token keeps
+    /// its groups unless `change_groups` says to replace them with `groups`. Returns the token
+    /// (shown once) and its expiry.
+    pub fn create_token(
+        &self,
+        id: &str,
+        groups: &[String],
+        change_groups: bool,
+        ttl: Option<Duration>,
+        by: &str,
+    ) -> Result<(String, i64), ControlError> {
+        check_name("device id", id)?;
+        check_groups(groups)?;
+        if let Some(d) = self.registry.device(id)? {
+            if d.revoked_at.is_some() {
+                return Err(ControlError::DeviceRevoked(id.to_owned()));
+            }
+            let differ = !groups.is_empty() && d.groups != groups;
+            if differ && !change_groups {
+                return Err(ControlError::GroupChangeRequired {
+                    device: id.to_owned(),
+                    current: d.groups,
+                    requested: groups.to_vec(),
+                });
+            }
+        }
+        let token = tollgate_pki::generate_token()?;
+        let ttl = ttl.unwrap_or(self.cfg.token_ttl);
+        let expires_at = now().saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
+        self.registry.create_token(
+            id,
+            &TokenGrant {
+                groups: groups.to_vec(),
+                change_groups,
+            },
+            &tollgate_pki::hash_token(&token),
+            expires_at,
+            now(),
+        )?;
+        self.events.emit(EventKind::EnrollmentTokenIssued {
+            device: id.to_owned(),
+            expires_at,
+            by: by.to_owned(),
+        });
+        Ok((token, expires_at))
+    }
+
+    /// Make sure an enrolling device exists and may enroll: create it, or find it active.
+    /// Enrollment never brings a revoked device back.
+    fn enrolling_device(
+        &self,
+        id: &str,
+        groups: &[String],
+        change_groups: bool,
+        by: &str,
+    ) -> Result<Vec<String>, ControlError> {
+        match self.registry.device(id)? {
+            None => {
+                self.registry.create_device(id, groups, now())?;
+                Ok(groups.to_vec())
+            }
+            Some(d) if d.revoked_at.is_some() => Err(ControlError::DeviceRevoked(id.to_owned())),
+            Some(d) if change_groups && d.groups != groups => {
+                self.registry.set_groups(id, groups)?;
+                self.events.emit(EventKind::DeviceGroupsChanged {
+                    device: id.to_owned(),
+                    from: d.groups,
+                    to: groups.to_vec(),
+                    by: by.to_owned(),
+                });
+                Ok(groups.to_vec())
+            }
+            Some(d) => Ok(d.groups),
+        }
+    }
+
+    fn issue_from_csr(
+        &self,
+        id: &str,
+        groups: &[String],
+        csr: &tollgate_pki::CheckedCsr,
+    ) -> Result<Enrolled, ControlError> {
+        let issued = self.issue_device(id, groups, Some(&csr.public_key))?;
+        Ok(Enrolled {
+            serial: issued.serial,
+            cert_der: ca::pem_to_der(&issued.cert_pem)?,
+        })
+    }
+
+    /// EST simpleenroll authorised by a one-time token.
+    pub fn enroll_with_token(
+        &self,
+        id: Option<&str>,
+        token: &str,
+        csr_der: &[u8],
+    ) -> Result<Enrolled, ControlError> {
+        let csr = tollgate_pki::check_csr(csr_der, &self.cfg.weak_keys)?;
+        let cn = csr.common_name.clone().unwrap_or_default();
+        // With Bearer auth the device is named by the CSR; with Basic, both must agree.
+        let id = id.unwrap_or(&cn).to_owned();
+        check_name("device id", &id)?;
+        if cn != id {
+            return Err(ControlError::SubjectMismatch {
+                cn,
+                device: id,
+                why: "which the token is for",
+            });
+        }
+        let grant = self
+            .registry
+            .consume_token(&id, &tollgate_pki::hash_token(token), now())
+            .map_err(|e| match e {
+                RegistryError::Token(why) => ControlError::TokenRefused(why),
+                other => ControlError::from(other),
+            })?;
+        let groups = self.enrolling_device(&id, &grant.groups, grant.change_groups, "token")?;
+        let out = self.issue_from_csr(&id, &groups, &csr)?;
+        self.refresh_device(&id, &[])?;
+        self.events.emit(EventKind::DeviceEnrolled {
+            device: id,
+            serial: out.serial.clone(),
+            method: "token",
+            renewal: false,
+        });
+        Ok(out)
+    }
+
+    /// EST simplereenroll: the device authenticated with its current certificate.
+    pub fn reenroll(
+        &self,
+        device: &str,
+        presented_serial: &str,
+        csr_der: &[u8],
+    ) -> Result<Enrolled, ControlError> {
+        let access = self.snapshot();
+        if access.revoked.contains(presented_serial) {
+            return Err(ControlError::NotActive(
+                "the presented certificate is revoked".into(),
+            ));
+        }
+        let Some(groups) = access.device(device).map(|d| d.groups.clone()) else {
+            return Err(ControlError::NotActive(format!(
+                "device {device:?} is not registered or is revoked"
+            )));
+        };
+        let csr = tollgate_pki::check_csr(csr_der, &self.cfg.weak_keys)?;
+        if csr.common_name.as_deref() != Some(device) {
+            return Err(ControlError::SubjectMismatch {
+                cn: csr.common_name.unwrap_or_default(),
+                device: device.to_owned(),
+                why: "the authenticated device",
+            });
+        }
+        let out = self.issue_from_csr(device, &groups, &csr)?;
+        self.events.emit(EventKind::DeviceEnrolled {
+            device: device.to_owned(),
+            serial: out.serial.clone(),
+            method: "reenroll",
+            renewal: true,
+        });
+        Ok(out)
+    }
+
+    // ---- suppliers ------------------------------------------------------------------------
+
+    fn load_suppliers(&self) -> Result<(), ControlError> {
+        let mut list = Vec::new();
+        for s in self.registry.suppliers()? {
+            match pem_certs_to_der(&s.ca_pem) {
+                Ok(ca_ders) => list.push(SupplierTrust {
+                    name: s.name,
+                    ca_ders,
+                    groups: s.groups,
+                    allow_reenroll: s.allow_reenroll,
+                }),
+                // Reported, not swallowed: the supplier's devices cannot enroll until fixed.
+                Err(e) => tracing::error!(
+                    supplier = %s.name,
+                    "the stored CA of supplier {} does not parse; its devices cannot enroll: {e}",
+                    s.name
+                ),
+            }
+        }
+        self.suppliers.store(Arc::new(list));
+        self.publish_trust();
+        Ok(())
+    }
+
+    /// Register a supplier's manufacturing CA.
+    pub fn add_supplier(
+        &self,
+        name: &str,
+        ca_pem: &str,
+        groups: &[String],
+        allow_reenroll: bool,
+        by: &str,
+    ) -> Result<SupplierView, ControlError> {
+        check_name("supplier name", name)?;
+        check_groups(groups)?;
+        pem_certs_to_der(ca_pem)?;
+        self.registry
+            .add_supplier(
+                &Supplier {
+                    name: name.to_owned(),
+                    ca_pem: ca_pem.to_owned(),
+                    groups: groups.to_vec(),
+                    allow_reenroll,
+                },
+                now(),
+            )
+            .map_err(|e| match e {
+                RegistryError::Conflict(_) => ControlError::SupplierExists(name.to_owned()),
+                other => other.into(),
+            })?;
+        self.load_suppliers()?;
+        self.events.emit(EventKind::SupplierAdded {
+            supplier: name.to_owned(),
+            by: by.to_owned(),
+        });
+        Ok(SupplierView {
+            name: name.to_owned(),
+            groups: groups.to_vec(),
+            allow_reenroll,
+        })
+    }
+
+    /// Registered suppliers.
+    pub fn suppliers(&self) -> Vec<SupplierView> {
+        self.suppliers
+            .load()
+            .iter()
+            .map(|s| SupplierView {
+                name: s.name.clone(),
+                groups: s.groups.clone(),
+                allow_reenroll: s.allow_reenroll,
+            })
+            .collect()
+    }
+
+    /// Who issued a verified client certificate.
+    pub fn classify(&self, cert_der: &[u8]) -> PeerKind {
+        if self
+            .authority
+            .issuing_anchors()
+            .iter()
+            .any(|issuing| tollgate_pki::is_issued_by(cert_der, issuing))
+        {
+            return PeerKind::Operational;
+        }
+        for s in self.suppliers.load().iter() {
+            if s.ca_ders
+                .iter()
+                .any(|ca| tollgate_pki::is_issued_by(cert_der, ca))
+            {
+                return PeerKind::Supplier(s.name.clone());
+            }
+        }
+        PeerKind::Anonymous
+    }
+
+    /// EST simpleenroll authorised by a supplier's bootstrap certificate. A device id is bound
+    /// to the supplier that first enrolled it, and enrollment never reactivates a revoked one.
+    pub fn enroll_with_bootstrap(
+        &self,
+        supplier: &str,
+        bootstrap_der: &[u8],
+        csr_der: &[u8],
+    ) -> Result<Enrolled, ControlError> {
+        let sup = self
+            .suppliers
+            .load()
+            .iter()
+            .find(|s| s.name == supplier)
+            .cloned()
+            .ok_or_else(|| ControlError::UnknownSupplier(supplier.to_owned()))?;
+        let ident = tollgate_pki::bootstrap_identity(bootstrap_der)
+            .map_err(|e| ControlError::BootstrapRefused(e.to_string()))?;
+        let csr = tollgate_pki::check_csr(csr_der, &self.cfg.weak_keys)?;
+        if csr.common_name.as_deref() != Some(ident.device_id.as_str()) {
+            return Err(ControlError::SubjectMismatch {
+                cn: csr.common_name.unwrap_or_default(),
+                device: ident.device_id,
+                why: "which the bootstrap certificate is for",
+            });
+        }
+        let id = ident.device_id.clone();
+        if let Some(d) = self.registry.device(&id)? {
+            if d.revoked_at.is_some() {
+                return Err(ControlError::DeviceRevoked(id));
+            }
+            match self.registry.bootstrap_of(&id)? {
+                Some(b) if b.supplier == sup.name => {}
+                Some(b) => {
+                    return Err(ControlError::SupplierMismatch {
+                        device: id,
+                        bound: format!("supplier {:?}", b.supplier),
+                        supplier: sup.name,
+                    })
+                }
+                None => {
+                    return Err(ControlError::SupplierMismatch {
+                        device: id,
+                        bound: "no supplier (it was registered by an operator)".into(),
+                        supplier: sup.name,
+                    })
+                }
+            }
+        }
+        self.registry
+            .record_bootstrap(
+                &BootstrapRecord {
+                    supplier: sup.name.clone(),
+                    hardware_serial: ident.hardware_serial.clone(),
+                    model: ident.model.clone(),
+                    device_id: id.clone(),
+                },
+                sup.allow_reenroll,
+                now(),
+            )
+            .map_err(|e| match e {
+                RegistryError::Conflict(_) => ControlError::AlreadyEnrolled {
+                    serial: ident.hardware_serial.clone(),
+                    supplier: sup.name.clone(),
+                },
+                other => other.into(),
+            })?;
+        let groups = self.enrolling_device(&id, &sup.groups, false, &sup.name)?;
+        let out = self.issue_from_csr(&id, &groups, &csr)?;
+        self.refresh_device(&id, &[])?;
+        self.events.emit(EventKind::DeviceEnrolled {
+            device: id,
+            serial: out.serial.clone(),
+            method: "bootstrap",
+            renewal: false,
+        });
+        Ok(out)
+    }
+
+    // ---- CA and CRLs ----------------------------------------------------------------------
+
+    /// The CA certificates (issuing, retired, root) as DER, for /cacerts.
+    pub fn cacerts_der(&self) -> &[Vec<u8>] {
+        &self.authority.cacerts_der
+    }
+
+    /// The current issuing CA's CRL (DER).
+    pub fn crl(&self) -> Arc<Vec<u8>> {
+        self.crls.lock().issuing.first().cloned().unwrap_or_default()
+    }
+
+    /// The root CA's CRL (empty when the root key is offline).
+    pub fn root_crl(&self) -> Arc<Vec<u8>> {
+        Arc::clone(&self.crls.lock().root)
+    }
+
+    /// The hierarchy, for `tollgate ca status`.
+    pub fn ca_status(&self) -> Result<serde_json::Value, ControlError> {
+        let describe = |der: &[u8]| -> serde_json::Value {
+            match tollgate_pki::parse_certificate(der) {
+                Ok(i) => {
+                    serde_json::json!({ "subject": i.subject, "serial": i.serial, "not_before": i.not_before, "not_after": i.not_after })
+                }
+                Err(e) => serde_json::json!({ "error": e.to_string() }),
+            }
+        };
+        let cacerts = &self.authority.cacerts_der;
+        let mut issuing = vec![{
+            let mut v = describe(cacerts.first().map(Vec::as_slice).unwrap_or_default());
+            v["current"] = true.into();
+            v
+        }];
+        for (_, der, until) in &self.authority.retired {
+            let mut v = describe(der);
+            v["current"] = false.into();
+            v["trusted_until"] = (*until).into();
+            issuing.push(v);
+        }
+        let devices = self.registry.devices()?;
+        let active = devices.iter().filter(|d| d.revoked_at.is_none()).count();
+        Ok(serde_json::json!({
+            "root": describe(cacerts.last().map(Vec::as_slice).unwrap_or_default()),
+            "issuing": issuing,
+            "devices": { "active": active, "revoked": devices.len() - active },
+            "revoked_certificates": self.registry.revoked_serials()?.len(),
+            "suppliers": self.suppliers.load().len(),
+        }))
+    }
+
+    /// Sign fresh CRLs from the registry and publish them.
+    pub fn regenerate_crl(&self) -> Result<(), ControlError> {
+        let revoked: Vec<tollgate_pki::RevokedEntry> = self
+            .registry
+            .revoked_certificates()?
+            .into_iter()
+            .filter(|c| c.kind != CertKind::Server)
+            .map(|c| tollgate_pki::RevokedEntry {
+                serial: c.serial,
+                revoked_at: time::OffsetDateTime::from_unix_timestamp(c.revoked_at.unwrap_or(0))
+                    .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+                key_compromise: c
+                    .revoke_reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("compromise")),
+            })
+            .collect();
+        let number = self.registry.next_crl_number()?;
+        let crls = self
+            .authority
+            .sign_crls(&revoked, number, self.cfg.crl_validity)?;
+        *self.crls.lock() = crls;
+        self.publish_trust();
+        Ok(())
+    }
+
+    /// Re-sign the CRL when half its validity has passed.
+    pub fn refresh_crl_if_due(&self) {
+        let signed_at = self.crls.lock().signed_at;
+        let half = i64::try_from(self.cfg.crl_validity.as_secs() / 2).unwrap_or(3600);
+        if now() - signed_at >= half {
+            if let Err(e) = self.regenerate_crl() {
+                tracing::error!("re-signing the CRL: {e}");
+            }
+        }
+    }
+}
+
+fn pem_certs_to_der(pem: &str) -> Result<Vec<Vec<u8>>, ControlError> {
+    use rustls_pki_types::pem::PemObject;
+    let certs: Vec<Vec<u8>> = rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| ControlError::InvalidSupplierCa(format!("not a PEM certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(ControlError::InvalidSupplierCa(
+            "no certificate in the supplier CA file".into(),
+        ));
+    }
+    for c in &certs {
+        let info = tollgate_pki::parse_certificate(c)
+            .map_err(|e| ControlError::InvalidSupplierCa(e.to_string()))?;
+        if !info.is_ca {
+            return Err(ControlError::InvalidSupplierCa(format!(
+                "{} is not a CA certificate",
+                info.subject
+            )));
+        }
+    }
+    Ok(certs)
+}
