@@ -7,8 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context, Result};
-use tollgate_pki::{CertProfile, Issuer, Validity};
-use tollgate_store::Registry;
 
 use crate::brokers::{self, Kind, Setup, Tls};
 use crate::report::{self, Sample};
@@ -413,44 +411,44 @@ subscribe = ["bench/+/t", "bench/pair/+", "bench/bcast"]
         eprintln!("issuing benchmark certificates (1 per simulated device)...");
         std::fs::create_dir_all(&certs)?;
         std::fs::write(certs.join("ca.crt"), &root_pem)?;
-        let issuer = Issuer::from_pem(
-            &issuing_pem,
-            &std::fs::read_to_string(data.join("ca/issuing.key"))?,
+        // Certificates come from the control plane itself, exactly as `tollgate device add`
+        // makes them (registered devices, recorded certificates).
+        let registry: std::sync::Arc<dyn tollgate_registry::Registry> = std::sync::Arc::new(
+            tollgate_registry::SqliteRegistry::open(&data.join("registry.db"))?,
+        );
+        let (events, _dispatcher) = tollgate_events::EventBus::new(64, 1);
+        let control = tollgate_control::Control::open(
+            tollgate_control::ControlConfig {
+                data: data.clone(),
+                policy_file: data.join("policy.toml"),
+                cert_lifetime: time::Duration::days(365),
+                group_lifetimes: Default::default(),
+                weak_keys: Default::default(),
+                token_ttl: std::time::Duration::from_secs(3600),
+                crl_validity: std::time::Duration::from_secs(2 * 86400),
+            },
+            std::sync::Arc::clone(&registry),
+            events,
         )?;
-        let registry = tollgate_store::SqliteRegistry::open(&data.join("registry.db"))?;
         let existing: std::collections::HashSet<String> =
             registry.devices()?.into_iter().map(|d| d.id).collect();
         let ids = (0..64)
             .map(|i| format!("bench-p{i}"))
             .chain((0..64).map(|i| format!("bench-s{i}")))
             .chain((0..connections).map(|i| format!("bench-c{i}")));
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let groups = ["bench".to_string()];
         for id in ids {
             let path = certs.join(format!("{id}.pem"));
             if path.exists() && existing.contains(&id) {
                 continue;
             }
-            let c = issuer.issue(
-                &CertProfile::Device { id: &id },
-                Validity::starting_now(time::Duration::days(365)),
-                None,
-            )?;
-            std::fs::write(
-                &path,
-                format!("{}{}", c.cert_pem, c.key_pem.unwrap_or_default()),
-            )?;
-            if !existing.contains(&id) {
-                registry.upsert_device(&id, &["bench".to_string()], now)?;
+            // A device whose key file was lost gets a new certificate: revoke, then bring back.
+            let again = existing.contains(&id);
+            if again {
+                control.revoke_device(&id, "benchmark key file missing", "bench")?;
             }
-            registry.record_certificate(&tollgate_store::CertRecord {
-                serial: c.serial,
-                subject: id.clone(),
-                kind: tollgate_store::CertKind::Device,
-                not_before: c.validity.not_before.unix_timestamp(),
-                not_after: c.validity.not_after.unix_timestamp(),
-                revoked_at: None,
-                revoke_reason: None,
-            })?;
+            let c = control.add_device(&id, &groups, again, "bench")?;
+            std::fs::write(&path, format!("{}{}", c.cert_pem, c.key_pem))?;
         }
         std::fs::write(&marker, "")?;
     }

@@ -23,8 +23,8 @@ use tollgate_mqtt::{
     Disconnect, Packet, Protocol, PubResp, Publish, PublishProperties, QoS, ReasonCode, SubAck,
     Subscribe, UnsubAck, Unsubscribe, Will,
 };
-use tollgate_policy::{CompiledPolicy, Identity};
 
+use crate::gate::{Gate, Recheck};
 use crate::persist::{pack_opts, unix_ms, Op, StoredWill};
 use crate::router::{SubOpts, Subscriber};
 use crate::session::{
@@ -232,7 +232,8 @@ struct Conn {
     protocol: Protocol,
     session: Arc<Session>,
     state: SessionState,
-    policy: CompiledPolicy,
+    /// Every authorization decision of this connection.
+    gate: Gate,
     keep_alive: Option<Duration>,
     inflight_limit: usize,
     client_max_packet: usize,
@@ -242,8 +243,6 @@ struct Conn {
     wbuf: BytesMut,
     scratch: Vec<(u64, usize)>,
     batch: Vec<Delivery>,
-    /// The authorization snapshot this connection was checked against.
-    auth_seen: Arc<crate::AuthSnapshot>,
     /// When the client certificate expires.
     cert_deadline: Option<Instant>,
     /// A message of ours found a subscriber's queue full: give the subscribers CPU before
@@ -271,40 +270,19 @@ impl Conn {
     ) -> Result<Conn, Refusal> {
         let protocol = c.protocol;
         let cfg = &shared.config;
-        let auth = shared.auth.load_full();
         let refuse = |code, reason, why: &str| Err((protocol, code, reason, why.to_owned()));
 
-        // Every connection's serial is checked against the live revocation set, whether TLS
-        // resumed or not (TLS 1.3 resumption does not re-run the certificate verifier).
-        if auth.revoked.contains(&peer.serial) {
-            return refuse(
-                ReasonCode::NOT_AUTHORIZED,
-                RefusalReason::Revoked,
-                "certificate revoked",
-            );
-        }
-        // A resumed TLS session skips the verifier's validity check: do it here.
         let now_unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        if peer.cert_not_after.is_some_and(|na| na <= now_unix) {
-            return refuse(
-                ReasonCode::NOT_AUTHORIZED,
-                RefusalReason::Expired,
-                "certificate expired",
-            );
-        }
+        let gate = match Gate::admit(shared, peer, now_unix) {
+            Ok(g) => g,
+            Err((code, reason, why)) => return refuse(code, reason, why),
+        };
         let cert_deadline = peer.cert_not_after.map(|na| {
             Instant::now()
                 + Duration::from_secs(u64::try_from(na.saturating_sub(now_unix)).unwrap_or(0))
         });
-        let Some(groups) = auth.devices.get(&peer.device_id) else {
-            return refuse(
-                ReasonCode::NOT_AUTHORIZED,
-                RefusalReason::UnknownDevice,
-                "device not registered or revoked",
-            );
-        };
         if c.properties.authentication_method.is_some() {
             return refuse(
                 ReasonCode::BAD_AUTHENTICATION_METHOD,
@@ -343,20 +321,10 @@ impl Conn {
             cid.to_owned()
         };
 
-        let identity = Identity {
-            device_id: &peer.device_id,
-            groups,
-        };
-        let policy = auth.policy.compile(&identity);
         if let Some(w) = &c.will {
-            if topic_levels(&w.topic) > cfg.max_topic_levels || !policy.can_publish(&w.topic) {
-                shared.stats.publish_denied.fetch_add(1, Ordering::Relaxed);
-                shared.emit(EventKind::PublishDenied {
-                    device: peer.device_id.clone(),
-                    topic: w.topic.to_string(),
-                    qos: w.qos as u8,
-                    what: "will",
-                });
+            if topic_levels(&w.topic) > cfg.max_topic_levels
+                || !gate.publish(shared, &w.topic, w.qos, "will")
+            {
                 return refuse(
                     ReasonCode::NOT_AUTHORIZED,
                     RefusalReason::NotAuthorized,
@@ -395,7 +363,7 @@ impl Conn {
             protocol,
             session,
             state,
-            policy,
+            gate,
             keep_alive: (ka > 0).then(|| Duration::from_millis(u64::from(ka) * 1500)),
             inflight_limit: usize::from(client_recv_max.min(cfg.max_inflight)).max(1),
             client_max_packet: c
@@ -408,7 +376,6 @@ impl Conn {
             wbuf: BytesMut::new(),
             scratch: Vec::new(),
             batch: Vec::new(),
-            auth_seen: Arc::clone(&auth),
             cert_deadline,
             congested: false,
             held: VecDeque::new(),
@@ -432,6 +399,7 @@ impl Conn {
                 props.session_expiry_interval = Some(capped_expiry);
             }
         }
+        *conn.session.meter.lock() = Some(Arc::clone(conn.gate.meter()));
         conn.push(Packet::ConnAck(ConnAck {
             session_present: present,
             code: ReasonCode::SUCCESS,
@@ -475,7 +443,7 @@ impl Conn {
         let session = Arc::clone(&self.session);
         // A revocation or policy change published while this connection was attaching never
         // reached it as a Recheck: compare snapshots once now.
-        if !Arc::ptr_eq(&self.auth_seen, &self.shared.auth.load_full()) {
+        if self.gate.stale(&self.shared) {
             if let Some(end) = self.recheck() {
                 let _ = self.flush(wr).await;
                 return end;
@@ -851,6 +819,7 @@ impl Conn {
             .stats
             .messages_in
             .fetch_add(1, Ordering::Relaxed);
+        self.gate.meter().received(p.payload.len());
         // Topic aliases (v5).
         if let Some(alias) = p.properties.topic_alias.take() {
             let max = self.shared.config.topic_alias_maximum;
@@ -902,17 +871,7 @@ impl Conn {
             }
         }
 
-        if !self.policy.can_publish(&p.topic) {
-            self.shared
-                .stats
-                .publish_denied
-                .fetch_add(1, Ordering::Relaxed);
-            self.shared.emit(EventKind::PublishDenied {
-                device: self.peer.device_id.clone(),
-                topic: p.topic.to_string(),
-                qos: p.qos as u8,
-                what: "publish",
-            });
+        if !self.gate.publish(&self.shared, &p.topic, p.qos, "publish") {
             let v5 = self.protocol == Protocol::V5;
             let code = if v5 {
                 ReasonCode::NOT_AUTHORIZED
@@ -920,7 +879,7 @@ impl Conn {
                 ReasonCode::SUCCESS
             };
             let reason_string = if v5 {
-                self.reason("publish not authorized by policy")
+                self.reason(&self.gate.denial_reason("publish"))
             } else {
                 None
             };
@@ -1063,15 +1022,7 @@ impl Conn {
                 codes.push(ReasonCode::QUOTA_EXCEEDED);
                 continue;
             }
-            if !self.policy.can_subscribe(&inner) {
-                self.shared
-                    .stats
-                    .subscribe_denied
-                    .fetch_add(1, Ordering::Relaxed);
-                self.shared.emit(EventKind::SubscribeDenied {
-                    device: self.peer.device_id.clone(),
-                    filter: req.filter.to_string(),
-                });
+            if !self.gate.subscribe(&self.shared, &req.filter, &inner) {
                 codes.push(ReasonCode::NOT_AUTHORIZED);
                 continue;
             }
@@ -1109,7 +1060,12 @@ impl Conn {
             }
         }
         let reason_string = if codes.iter().any(|c| c.is_error()) && self.protocol == Protocol::V5 {
-            self.reason("one or more filters not authorized by policy")
+            let why = if self.gate.quarantine().is_some() {
+                self.gate.denial_reason("one or more subscriptions")
+            } else {
+                "one or more filters not authorized by policy".to_owned()
+            };
+            self.reason(&why)
         } else {
             None
         };
@@ -1344,6 +1300,7 @@ impl Conn {
             .stats
             .messages_out
             .fetch_add(1, Ordering::Relaxed);
+        self.gate.meter().sent(d.msg.payload.len());
         true
     }
 
@@ -1359,7 +1316,7 @@ impl Conn {
         for (pid, o) in pending {
             match o {
                 Outbound::Published(d) => {
-                    if !self.policy.can_subscribe(&d.msg.topic) {
+                    if !self.gate.may_read(&d.msg.topic) {
                         self.shared
                             .stats
                             .messages_dropped
@@ -1389,31 +1346,30 @@ impl Conn {
         }
     }
 
-    /// Authorization inputs changed.
+    /// Authorization inputs changed: re-check with the gate. A revoked or unregistered device
+    /// is closed; a quarantined one stays connected, confined (its subscriptions outside the
+    /// quarantine policy are suspended and their queued messages dropped); a released one gets
+    /// its suspended subscriptions back where its policy allows them.
     fn recheck(&mut self) -> Option<End> {
-        let auth = self.shared.auth.load_full();
-        if auth.revoked.contains(&self.peer.serial) {
-            let reason = "certificate revoked".to_owned();
-            self.push_disconnect(ReasonCode::ADMINISTRATIVE_ACTION, Some(reason.clone()));
-            return Some(End::Closed {
-                code: ReasonCode::ADMINISTRATIVE_ACTION,
-                reason,
-            });
-        }
-        let Some(groups) = auth.devices.get(&self.peer.device_id) else {
-            let reason = "device no longer registered".to_owned();
-            self.push_disconnect(ReasonCode::ADMINISTRATIVE_ACTION, Some(reason.clone()));
-            return Some(End::Closed {
-                code: ReasonCode::ADMINISTRATIVE_ACTION,
-                reason,
-            });
+        let (quarantined, was_quarantined) = match self.gate.recheck(&self.shared) {
+            Recheck::Revoked => return Some(self.close_admin("certificate revoked")),
+            Recheck::Unregistered => return Some(self.close_admin("device no longer registered")),
+            Recheck::Current {
+                quarantined,
+                was_quarantined,
+            } => (quarantined, was_quarantined),
         };
-        self.policy = auth.policy.compile(&Identity {
-            device_id: &self.peer.device_id,
-            groups,
-        });
         let removed = self.recheck_subscriptions();
-        if removed > 0 && self.protocol == Protocol::V5 {
+        if !quarantined {
+            self.restore_suspended();
+        }
+        if was_quarantined && !quarantined {
+            tracing::info!(device = %self.peer.device_id, "released from quarantine");
+        }
+        // Outside quarantine a v5 client whose subscriptions the policy took away is told so by
+        // being disconnected (it resubscribes with what it may still read); a quarantined one
+        // stays connected so it can report its inventory and receive updates.
+        if removed > 0 && !quarantined && self.protocol == Protocol::V5 {
             let reason = format!("{removed} subscription(s) no longer authorized by policy");
             self.push_disconnect(ReasonCode::NOT_AUTHORIZED, Some(reason.clone()));
             return Some(End::Closed {
@@ -1424,8 +1380,17 @@ impl Conn {
         None
     }
 
-    /// Drop subscriptions the policy no longer allows, and queued messages the device may no
-    /// longer read. Returns how many subscriptions were removed.
+    fn close_admin(&mut self, reason: &str) -> End {
+        self.push_disconnect(ReasonCode::ADMINISTRATIVE_ACTION, Some(reason.to_owned()));
+        End::Closed {
+            code: ReasonCode::ADMINISTRATIVE_ACTION,
+            reason: reason.to_owned(),
+        }
+    }
+
+    /// Drop subscriptions the device may no longer hold, and queued messages it may no longer
+    /// read. While it is quarantined they are suspended rather than forgotten, to come back on
+    /// release. Returns how many subscriptions were removed.
     fn recheck_subscriptions(&mut self) -> usize {
         let denied: Vec<ByteString> = self
             .state
@@ -1433,28 +1398,28 @@ impl Conn {
             .keys()
             .filter(|f| {
                 let inner = topic::parse_shared(f).map_or(&***f, |(_, i)| i);
-                !self.policy.can_subscribe(inner)
+                !self.gate.may_hold(inner)
             })
             .cloned()
             .collect();
+        let quarantined = self.gate.quarantine().is_some();
         let mut ops = Vec::new();
         for f in &denied {
-            self.state.subscriptions.remove(f);
+            if let Some(opts) = self.state.subscriptions.remove(f) {
+                if quarantined {
+                    self.state.suspended.insert(f.clone(), opts);
+                }
+            }
             self.unroute(f);
             ops.push(Op::Unsubscribe {
                 session: self.session.id,
                 filter: f.to_string(),
             });
-            self.shared.emit(EventKind::SubscriptionRevoked {
-                device: self.peer.device_id.clone(),
-                filter: f.to_string(),
-            });
+            self.gate.subscription_removed(&self.shared, f);
         }
-        if !denied.is_empty() {
-            let policy = &self.policy;
-            let dropped = self
-                .session
-                .retain_queued(|d| policy.can_subscribe(&d.msg.topic));
+        if !denied.is_empty() || quarantined {
+            let gate = &self.gate;
+            let dropped = self.session.retain_queued(|d| gate.may_read(&d.msg.topic));
             ops.extend(dropped.into_iter().map(|seq| Op::Dequeue {
                 session: self.session.id,
                 seq,
@@ -1462,6 +1427,39 @@ impl Conn {
         }
         self.persist(ops);
         denied.len()
+    }
+
+    /// Out of quarantine: put back the subscriptions it suspended, where the policy allows.
+    fn restore_suspended(&mut self) {
+        if self.state.suspended.is_empty() {
+            return;
+        }
+        let mut ops = Vec::new();
+        for (filter, opts) in std::mem::take(&mut self.state.suspended) {
+            let (group, inner) = match topic::parse_shared(&filter) {
+                Some((g, f)) => (Some(g.to_owned()), f.to_owned()),
+                None => (None, filter.to_string()),
+            };
+            if !self.gate.may_hold(&inner) || self.state.subscriptions.contains_key(&filter) {
+                continue;
+            }
+            ops.push(Op::Subscribe {
+                session: self.session.id,
+                filter: filter.to_string(),
+                opts: pack_opts(&opts),
+                sub_id: opts.sub_id.unwrap_or(0),
+            });
+            self.shared.router.subscribe(
+                &inner,
+                group.as_deref(),
+                Subscriber {
+                    session: Arc::clone(&self.session),
+                    opts,
+                },
+            );
+            self.state.subscriptions.insert(filter, opts);
+        }
+        self.persist(ops);
     }
 
     /// After the loop: hand the session back, publish the will if due, emit the event.
@@ -1474,7 +1472,6 @@ impl Conn {
             session,
             mut state,
             will,
-            policy,
             ..
         } = self;
         let (reason, will_due, takeover) = match end {
@@ -1552,6 +1549,7 @@ impl Conn {
             let _reg = shared.sessions.lock();
             session.set_online(false);
             *session.control.lock() = None;
+            *session.meter.lock() = None;
             // QoS 0 messages are not kept for offline sessions.
             session.retain_queued(|d| d.qos != QoS::AtMostOnce);
             state.inbound_qos2.shrink_to_fit();
@@ -1567,15 +1565,7 @@ impl Conn {
         }
         if let Some(w) = will {
             let delay = w.properties.will_delay_interval.unwrap_or(0).min(expiry);
-            schedule_will(
-                &shared,
-                &session,
-                peer.serial.clone(),
-                policy,
-                w,
-                delay,
-                generation,
-            );
+            schedule_will(&shared, &session, peer.serial.clone(), w, delay, generation);
         }
         if expiry > 0 {
             schedule_expiry(
@@ -1613,13 +1603,12 @@ pub(crate) fn schedule_will(
     shared: &Arc<Shared>,
     session: &Arc<Session>,
     serial: String,
-    policy: CompiledPolicy,
     w: Will,
     delay: u32,
     generation: u64,
 ) {
     if delay == 0 {
-        publish_will(shared, session, &serial, &policy, w);
+        publish_will(shared, session, &serial, w);
         return;
     }
     let shared2 = Arc::clone(shared);
@@ -1627,7 +1616,7 @@ pub(crate) fn schedule_will(
     let t = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(u64::from(delay))).await;
         if session2.generation.load(Ordering::Acquire) == generation && !session2.is_online() {
-            publish_will(&shared2, &session2, &serial, &policy, w);
+            publish_will(&shared2, &session2, &serial, w);
         }
     });
     session.timers.lock().push(t.abort_handle());
@@ -1729,25 +1718,20 @@ fn destroy_session(shared: &Shared, session: &Arc<Session>, subs: &[ByteString])
     }
 }
 
-pub(crate) fn publish_will(
-    shared: &Shared,
-    session: &Session,
-    serial: &str,
-    policy: &CompiledPolicy,
-    w: Will,
-) {
-    // A device revoked (or removed) since it disconnected does not get its will out.
-    let auth = shared.auth.load();
-    if auth.revoked.contains(serial) || !auth.devices.contains_key(&*session.device_id) {
+pub(crate) fn publish_will(shared: &Shared, session: &Session, serial: &str, w: Will) {
+    // A device revoked (or removed) since it disconnected does not get its will out; one
+    // quarantined since gets it out only where the quarantine policy allows.
+    let Some(policy) = crate::gate::will_policy(shared, &session.device_id, serial) else {
         return;
-    }
-    // The will was authorized at CONNECT; check again against the policy of that moment.
+    };
     if !policy.can_publish(&w.topic) {
+        shared.stats.publish_denied.fetch_add(1, Ordering::Relaxed);
         shared.emit(EventKind::PublishDenied {
             device: session.device_id.to_string(),
             topic: w.topic.to_string(),
             qos: w.qos as u8,
             what: "will",
+            quarantine: None,
         });
         return;
     }

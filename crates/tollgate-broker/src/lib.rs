@@ -3,9 +3,11 @@
 //! Owns sessions, subscriptions, the router, retained messages, wills, flow control and the
 //! delivery guarantees of MQTT 3.1.1 and 5.0. It takes an already authenticated byte stream and
 //! the identity proven by the TLS layer ([`PeerIdentity`]); it knows nothing about TLS, HTTP or
-//! storage. Authorization inputs arrive as an immutable [`AuthSnapshot`] (policy, device groups,
-//! revoked serials) swapped in atomically by the control plane with [`Broker::set_auth`]; every
-//! live connection then re-checks itself.
+//! storage. Authorization inputs arrive as an immutable [`AccessSnapshot`] (the policy, every
+//! active device with its groups and quarantine reasons, revoked serials) swapped in atomically
+//! by the control plane with [`Broker::set_access`], together with the devices whose access
+//! changed; only their live connections re-check themselves. Every authorization decision is
+//! made by the [`gate`](crate::gate) module, which also counts it.
 //!
 //! The per-message path takes no lock shared by all connections: the subscription trie is read
 //! through `arc-swap`, authorization uses a policy compiled for the connection at CONNECT time,
@@ -19,12 +21,13 @@
 #![forbid(unsafe_code)]
 
 mod connection;
+mod gate;
 pub mod persist;
 mod restore;
 mod router;
 mod session;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -36,11 +39,12 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tollgate_events::{EventBus, EventKind};
 use tollgate_mqtt::{ByteString, QoS, ReasonCode};
-use tollgate_policy::Policy;
 
 use crate::persist::{Durability, Op, StoredMessage};
 use crate::router::Router;
+pub use crate::gate::{Meter, MeterReading};
 pub use crate::session::QueueFull;
+pub use tollgate_policy::{AccessSnapshot, Changed};
 use crate::session::{Control, Delivery, Message, Refused, Session};
 
 /// How the MQTT client id must relate to the certificate's device id.
@@ -112,28 +116,6 @@ impl Default for BrokerConfig {
     }
 }
 
-/// What the control plane tells the data plane about who may do what.
-#[derive(Debug, Clone)]
-pub struct AuthSnapshot {
-    /// The policy in force.
-    pub policy: Arc<Policy>,
-    /// Active devices and their groups. A certificate for a device not listed is refused.
-    pub devices: HashMap<String, Vec<String>>,
-    /// Revoked certificate serials (lower-case hex).
-    pub revoked: HashSet<String>,
-}
-
-impl AuthSnapshot {
-    /// Nothing allowed, nobody known.
-    pub fn deny_all() -> AuthSnapshot {
-        AuthSnapshot {
-            policy: Arc::new(Policy::deny_all()),
-            devices: HashMap::new(),
-            revoked: HashSet::new(),
-        }
-    }
-}
-
 /// The identity the TLS layer proved for a connection.
 #[derive(Debug, Clone)]
 pub struct PeerIdentity {
@@ -152,13 +134,15 @@ pub struct PeerIdentity {
     pub cert_not_after: Option<i64>,
 }
 
-/// A live connection, for the admin API.
+/// A live connection, for the control plane and the admin API.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ConnectionInfo {
     /// Device id.
     pub device_id: String,
     /// Client id.
     pub client_id: String,
+    /// Its counters since it connected.
+    pub meter: MeterReading,
 }
 
 /// Fleet-wide counters (no per-device labels).
@@ -193,7 +177,7 @@ pub struct Stats {
 pub(crate) struct Shared {
     pub config: BrokerConfig,
     pub events: EventBus,
-    pub auth: ArcSwap<AuthSnapshot>,
+    pub access: ArcSwap<AccessSnapshot>,
     pub router: Router,
     pub sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
     pub retained: DashMap<ByteString, Arc<Message>>,
@@ -230,22 +214,23 @@ impl std::fmt::Debug for Broker {
 }
 
 impl Broker {
-    /// A broker with `config`, emitting on `events`, authorizing against `auth`.
-    pub fn new(config: BrokerConfig, events: EventBus, auth: AuthSnapshot) -> Broker {
-        Broker::build(config, events, auth, None)
+    /// A broker with `config`, emitting on `events`, authorizing against `access`.
+    pub fn new(config: BrokerConfig, events: EventBus, access: Arc<AccessSnapshot>) -> Broker {
+        Broker::build(config, events, access, None)
     }
 
     /// A broker whose persistent sessions, QoS 1/2 queues, retained messages and wills are
     /// kept in `store`, starting from what the store `recovered`. Must be called inside a
-    /// Tokio runtime (expiry and will timers of restored sessions are scheduled).
+    /// Tokio runtime (expiry and will timers of restored sessions are scheduled). `access`
+    /// must be the control plane's first snapshot: restored wills are authorized against it.
     pub fn with_store(
         config: BrokerConfig,
         events: EventBus,
-        auth: AuthSnapshot,
+        access: Arc<AccessSnapshot>,
         store: Arc<dyn Durability>,
         recovered: persist::Recovered,
     ) -> Broker {
-        let b = Broker::build(config, events, auth, Some(store));
+        let b = Broker::build(config, events, access, Some(store));
         restore::restore(&b.shared, recovered);
         b
     }
@@ -253,14 +238,14 @@ impl Broker {
     fn build(
         config: BrokerConfig,
         events: EventBus,
-        auth: AuthSnapshot,
+        access: Arc<AccessSnapshot>,
         store: Option<Arc<dyn Durability>>,
     ) -> Broker {
         Broker {
             shared: Arc::new(Shared {
                 config,
                 events,
-                auth: ArcSwap::from_pointee(auth),
+                access: ArcSwap::new(access),
                 router: Router::new(),
                 sessions: Mutex::new(HashMap::new()),
                 retained: DashMap::new(),
@@ -273,25 +258,30 @@ impl Broker {
         }
     }
 
-    /// The authorization snapshot in force.
-    pub fn auth(&self) -> Arc<AuthSnapshot> {
-        self.shared.auth.load_full()
+    /// The access snapshot in force.
+    pub fn access(&self) -> Arc<AccessSnapshot> {
+        self.shared.access.load_full()
     }
 
-    /// Swap in new authorization inputs; every live connection re-checks itself at once
-    /// (closing if its certificate was revoked, dropping subscriptions no longer allowed).
-    pub fn set_auth(&self, auth: AuthSnapshot) {
-        self.shared.auth.store(Arc::new(auth));
-        for s in self.live_sessions() {
-            s.send_control(Control::Recheck);
-        }
+    /// Swap in a new access snapshot; the live connections of the devices in `changed` re-check
+    /// themselves at once (closing if revoked, confined or released by a quarantine change,
+    /// dropping subscriptions no longer allowed). Returns how many were asked to.
+    pub fn set_access(&self, access: Arc<AccessSnapshot>, changed: &Changed) -> usize {
+        self.shared.access.store(access);
+        let targets = match changed {
+            Changed::All => self.live_sessions(),
+            Changed::Devices(ids) => self.live_sessions_of(|d| ids.iter().any(|i| i == d)),
+        };
+        targets
+            .iter()
+            .filter(|s| s.send_control(Control::Recheck))
+            .count()
     }
 
     /// Close every live connection of `device_id` with `code` (no will). Returns how many.
     pub fn close_device(&self, device_id: &str, code: ReasonCode, reason: &str) -> usize {
-        self.live_sessions()
+        self.live_sessions_of(|d| d == device_id)
             .into_iter()
-            .filter(|s| &*s.device_id == device_id)
             .filter(|s| {
                 s.send_control(Control::Close {
                     code,
@@ -308,6 +298,7 @@ impl Broker {
             .map(|s| ConnectionInfo {
                 device_id: s.device_id.to_string(),
                 client_id: s.client_id.to_string(),
+                meter: s.meter.lock().as_ref().map(|m| m.read()).unwrap_or_default(),
             })
             .collect()
     }
@@ -347,11 +338,15 @@ impl Broker {
     }
 
     fn live_sessions(&self) -> Vec<Arc<Session>> {
+        self.live_sessions_of(|_| true)
+    }
+
+    fn live_sessions_of(&self, device: impl Fn(&str) -> bool) -> Vec<Arc<Session>> {
         self.shared
             .sessions
             .lock()
             .values()
-            .filter(|s| s.is_online())
+            .filter(|s| s.is_online() && device(&s.device_id))
             .cloned()
             .collect()
     }
@@ -599,7 +594,7 @@ mod size_tests {
         let broker = crate::Broker::new(
             crate::BrokerConfig::default(),
             bus,
-            crate::AuthSnapshot::deny_all(),
+            std::sync::Arc::new(crate::AccessSnapshot::deny_all()),
         );
         let (a, _b) = tokio::io::duplex(64);
         let peer = crate::PeerIdentity {

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use tollgate_events::EventKind;
 use tollgate_mqtt::{ByteString, QoS};
-use tollgate_policy::Identity;
 
 use crate::connection::{publish_will, schedule_expiry};
 use crate::persist::{qos_from, unix_ms, Op, Recovered, RecoveredSession};
@@ -159,8 +158,8 @@ fn restore_session(
         Duration::from_millis(remaining),
         generation,
     );
-    // The connection ended with the broker: its will is due after its delay (at least a
-    // second, so the control plane's first authorization snapshot is in force by then).
+    // The connection ended with the broker: its will is due after its delay, authorized against
+    // the access snapshot of that moment (the broker starts with the control plane's first).
     if let Some((stored, w)) = rs.will.as_ref().and_then(|s| s.to_will().map(|w| (s, w))) {
         let delay = u64::from(stored.delay_secs.min(rs.expiry_secs).max(1));
         let serial = stored.serial.clone();
@@ -170,15 +169,7 @@ fn restore_session(
             if session2.generation.load(Ordering::Acquire) != generation || session2.is_online() {
                 return;
             }
-            let auth = shared2.auth.load_full();
-            let Some(groups) = auth.devices.get(&*session2.device_id) else {
-                return;
-            };
-            let policy = auth.policy.compile(&Identity {
-                device_id: &session2.device_id,
-                groups,
-            });
-            publish_will(&shared2, &session2, &serial, &policy, w);
+            publish_will(&shared2, &session2, &serial, w);
         });
         session.timers.lock().push(t.abort_handle());
     }

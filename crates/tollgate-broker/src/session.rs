@@ -148,6 +148,9 @@ pub(crate) struct SessionState {
     pub inbound_qos2: HashSet<u16>,
     /// Seconds the session outlives its connection.
     pub expiry_interval: u32,
+    /// Subscriptions suspended while the device is quarantined, restored on release (in memory
+    /// only: a restart while quarantined forgets them).
+    pub suspended: HashMap<ByteString, SubOpts>,
 }
 
 impl SessionState {
@@ -229,6 +232,8 @@ pub(crate) struct Session {
     /// Will-delay and expiry timers of the last disconnect; aborted when the session reattaches,
     /// so reconnect loops cannot pile them up.
     pub timers: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// The live connection's meter (read by the control plane; written only by the connection).
+    pub meter: Mutex<Option<Arc<crate::gate::Meter>>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -284,6 +289,7 @@ impl Session {
             state: Mutex::new(Some(SessionState::default())),
             durable: AtomicBool::new(false),
             timers: Mutex::new(Vec::new()),
+            meter: Mutex::new(None),
         }
     }
 

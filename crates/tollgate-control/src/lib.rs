@@ -76,7 +76,8 @@ pub struct LiveConnection {
 /// The only way the control plane reaches the data plane (a cluster implements it over NATS).
 pub trait DataPlane: Send + Sync {
     /// Swap in `snapshot`; re-check the live connections of the devices in `changed` only.
-    fn publish(&self, snapshot: Arc<AccessSnapshot>, changed: Changed);
+    /// Returns how many live connections were told to re-check.
+    fn publish(&self, snapshot: Arc<AccessSnapshot>, changed: Changed) -> usize;
     /// Close every live connection of `device` now (no will), saying `reason`. Returns how many.
     fn close_device(&self, device: &str, reason: &str) -> usize;
     /// Live connections.
@@ -377,7 +378,7 @@ impl Control {
     }
 
     /// Build the whole snapshot from the registry (at start only).
-    fn rebuild_snapshot(&self) -> Result<(), ControlError> {
+    fn rebuild_snapshot(&self) -> Result<usize, ControlError> {
         let mut devices = imbl::HashMap::new();
         for d in self.registry.devices()? {
             if d.revoked_at.is_none() {
@@ -401,29 +402,30 @@ impl Control {
         let revoked: imbl::HashSet<String> =
             self.registry.revoked_serials()?.into_iter().collect();
         let policy = self.policy();
-        self.update(Changed::All, move |s| {
+        Ok(self.update(Changed::All, move |s| {
             s.devices = devices;
             s.revoked = revoked;
             s.policy = policy;
-        });
-        Ok(())
+        }))
     }
 
-    /// Make the next snapshot with `f` and publish it, in order.
-    fn update(&self, changed: Changed, f: impl FnOnce(&mut AccessSnapshot)) {
+    /// Make the next snapshot with `f` and publish it, in order. Returns how many live
+    /// connections were told to re-check.
+    fn update(&self, changed: Changed, f: impl FnOnce(&mut AccessSnapshot)) -> usize {
         let mut cur = self.access.lock();
         let mut next = AccessSnapshot::clone(&cur);
         f(&mut next);
         let next = Arc::new(next);
         *cur = Arc::clone(&next);
         self.current.store(Arc::clone(&next));
-        if let Some(dp) = self.data_plane.get() {
-            dp.publish(next, changed);
-        }
+        self.data_plane
+            .get()
+            .map_or(0, |dp| dp.publish(next, changed))
     }
 
-    /// Re-read one device from the registry into the snapshot (and `revoked` serials).
-    fn refresh_device(&self, id: &str, revoked: &[String]) -> Result<(), ControlError> {
+    /// Re-read one device from the registry into the snapshot (and `revoked` serials). Returns
+    /// how many of its live connections were told to re-check.
+    fn refresh_device(&self, id: &str, revoked: &[String]) -> Result<usize, ControlError> {
         let access = match self.registry.device(id)? {
             Some(d) if d.revoked_at.is_none() => Some(DeviceAccess {
                 groups: d.groups,
@@ -439,7 +441,7 @@ impl Control {
             }),
             _ => None,
         };
-        self.update(Changed::Devices(vec![id.to_owned()]), |s| {
+        Ok(self.update(Changed::Devices(vec![id.to_owned()]), |s| {
             match access {
                 Some(a) => {
                     s.devices.insert(id.to_owned(), a);
@@ -451,8 +453,7 @@ impl Control {
             for serial in revoked {
                 s.revoked.insert(serial.clone());
             }
-        });
-        Ok(())
+        }))
     }
 
     fn connected(&self) -> HashSet<String> {
@@ -586,13 +587,10 @@ impl Control {
     /// Revoke every certificate of a device, close its live connections and re-sign the CRL.
     pub fn revoke_device(&self, id: &str, reason: &str, by: &str) -> Result<Revoked, ControlError> {
         let serials = self.registry.revoke_device(id, reason, now())?;
-        // The new snapshot refuses the serials at the next handshake and CONNECT (and makes any
-        // connection that slips in between re-check and close); closing directly counts them.
-        self.refresh_device(id, &serials)?;
-        let sessions_closed = self
-            .data_plane
-            .get()
-            .map_or(0, |dp| dp.close_device(id, "certificate revoked"));
+        // The new snapshot refuses the serials at the next handshake and CONNECT, and every
+        // live connection of the device re-checks against it and closes (0x98): the count of
+        // connections told is the count closed.
+        let sessions_closed = self.refresh_device(id, &serials)?;
         if let Err(e) = self.regenerate_crl() {
             tracing::error!("re-signing the CRL after a revocation: {e}");
         }

@@ -2,7 +2,9 @@
 //!
 //! The private key is generated on the device and never leaves it; the agent speaks EST to the
 //! gateway's control listener and writes `ID.key`, `ID.crt` and `ca.crt` atomically (write to a
-//! temporary file, fsync, rename), so a reader never sees half a certificate.
+//! temporary file, fsync, rename), so a reader never sees half a certificate. A renewal that
+//! rotates the key replaces key and certificate as one commit (`tollgate_control::files`): a
+//! crash between the two can never leave a key that does not match its certificate.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,15 +18,17 @@ use tokio_rustls::TlsConnector;
 
 use crate::client::{https_request, parse_url};
 
+use tollgate_control::files::{self, FileWrite};
+
 /// Write a file atomically; keys get mode 0600 before any byte is written.
 fn write_atomic(path: &Path, contents: &[u8], private: bool) -> Result<()> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
-    crate::datadir::write_file(&tmp, contents, private)?;
-    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
-    Ok(())
+    files::write_file(path, contents, private)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The commit record of a key-and-certificate change in `out`.
+fn journal(out: &Path) -> PathBuf {
+    out.join(".tollgate-agent.commit")
 }
 
 fn pem(label: &str, der: &[u8]) -> String {
@@ -148,8 +152,10 @@ pub async fn enroll(
     Ok(out.join(format!("{id}.crt")))
 }
 
-/// The device's certificate in `out` (the one `*.crt` that is not `ca.crt`).
+/// The device's certificate in `out` (the one `*.crt` that is not `ca.crt`), after finishing a
+/// key-and-certificate change that a crash interrupted.
 fn current(out: &Path) -> Result<(String, PathBuf, PathBuf)> {
+    files::recover(&journal(out)).context("finishing an interrupted key rotation")?;
     let mut found = Vec::new();
     for e in std::fs::read_dir(out).with_context(|| format!("reading {}", out.display()))? {
         let p = e?.path();
@@ -215,10 +221,28 @@ pub async fn renew_once(
     )
     .await
     .context("EST simplereenroll")?;
+    let cert_pem = pem("CERTIFICATE", &cert);
     if rotate_key {
-        write_atomic(&key_path, key.serialize_pem().as_bytes(), true)?;
+        let key_pem = key.serialize_pem();
+        files::commit(
+            &journal(out),
+            &[
+                FileWrite {
+                    path: key_path.clone(),
+                    contents: key_pem.as_bytes(),
+                    private: true,
+                },
+                FileWrite {
+                    path: crt.clone(),
+                    contents: cert_pem.as_bytes(),
+                    private: false,
+                },
+            ],
+        )
+        .context("replacing the key and certificate")?;
+    } else {
+        write_atomic(&crt, cert_pem.as_bytes(), false)?;
     }
-    write_atomic(&crt, pem("CERTIFICATE", &cert).as_bytes(), false)?;
     Ok(validity(&crt)?.1)
 }
 

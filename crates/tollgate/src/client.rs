@@ -185,7 +185,8 @@ pub fn write_device_files(
         (out.join("ca.crt"), ca, false),
     ];
     for (p, c, private) in &files {
-        crate::datadir::write_file(p, c.as_bytes(), *private)?;
+        tollgate_control::files::write_file(p, c.as_bytes(), *private)
+            .with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(files.into_iter().map(|f| f.0).collect())
 }

@@ -196,6 +196,19 @@ pub struct Config {
 }
 
 impl Config {
+    /// What the control plane needs of it.
+    pub fn control(&self) -> tollgate_control::ControlConfig {
+        tollgate_control::ControlConfig {
+            data: self.data.clone(),
+            policy_file: self.policy_file.clone(),
+            cert_lifetime: self.cert_lifetime,
+            group_lifetimes: self.group_lifetimes.clone(),
+            weak_keys: self.weak_keys.clone(),
+            token_ttl: self.token_ttl,
+            crl_validity: self.crl_validity,
+        }
+    }
+
     /// Read `file` (or `DATA/tollgate.toml` when present) and resolve paths against `data`.
     pub fn load(data: &Path, file: Option<&Path>) -> Result<Config> {
         let default_path = data.join("tollgate.toml");

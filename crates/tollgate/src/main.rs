@@ -1,15 +1,14 @@
-//! `tollgate`: the binary. Command line, configuration, listeners and TLS, the admin API and
-//! the wiring between the crates; no business logic of its own.
+//! `tollgate`: the binary. Command line, configuration, listeners and TLS, the control
+//! listener's thin HTTP adapters (admin API, EST) and the wiring between the crates; the
+//! business logic lives in the library crates (`tollgate-control` for the control plane).
 
 #![forbid(unsafe_code)]
 
-mod admin;
 mod agent;
 mod client;
 mod config;
-mod control;
+mod control_listener;
 mod datadir;
-mod est;
 mod eventlog;
 mod listener;
 mod serve;
@@ -222,6 +221,10 @@ enum DeviceCommand {
         /// Directory for the device's files.
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
+        /// The id belongs to a revoked device: bring it back (with a new certificate and these
+        /// groups). Without this flag a revoked id is refused.
+        #[arg(long)]
+        reactivate: bool,
         #[command(flatten)]
         conn: client::ConnectArgs,
     },
@@ -235,6 +238,11 @@ enum DeviceCommand {
         /// How long the token stays valid: 90s, 30m, 1h, 2d (default: devices.token_ttl_secs).
         #[arg(long, value_parser = parse_ttl)]
         ttl: Option<u64>,
+        /// The device exists: let its enrollment replace its groups with --group. Without this
+        /// flag a token for an existing device keeps its groups, and different --group values
+        /// are refused.
+        #[arg(long)]
+        change_groups: bool,
         #[command(flatten)]
         conn: client::ConnectArgs,
     },
@@ -250,6 +258,28 @@ enum DeviceCommand {
     Show {
         /// Device id.
         id: String,
+        #[command(flatten)]
+        conn: client::ConnectArgs,
+    },
+    /// Quarantine a device: it stays connected but may only do what the quarantine policy
+    /// allows (report its inventory, receive firmware and commands) until released.
+    Quarantine {
+        /// Device id.
+        id: String,
+        /// Why (recorded, shown by `device show`, and named in refusals the device receives).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        conn: client::ConnectArgs,
+    },
+    /// Release a device from the operator's quarantine; its normal policy applies to its live
+    /// connection within a second (unless compliance or detection still hold it).
+    Release {
+        /// Device id.
+        id: String,
+        /// Remove every quarantine reason, including those set by compliance or detection.
+        #[arg(long)]
+        all: bool,
         #[command(flatten)]
         conn: client::ConnectArgs,
     },
@@ -334,7 +364,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             ips,
             import_ca,
         } => {
-            let mut opts = datadir::InitOptions::default();
+            let mut opts = init_options();
             if let Some(paths) = import_ca {
                 let read = |p: &PathBuf| {
                     std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
@@ -349,7 +379,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if !ips.is_empty() {
                 opts.ips = ips;
             }
-            let report = datadir::init(&data, &opts)?;
+            opts.config_toml = config::default_config_toml(&opts.dns_names, &opts.ips);
+            let report = tollgate_control::ca::init(&data, &opts)?;
             print_init_report(&data, &report);
             Ok(ExitCode::SUCCESS)
         }
@@ -360,7 +391,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             admin_listen,
         } => {
             if !data.exists() {
-                let report = datadir::init(&data, &datadir::InitOptions::default())?;
+                let report = tollgate_control::ca::init(&data, &init_options())?;
                 print_init_report(&data, &report);
             }
             let mut cfg = config::Config::load(&data, config.as_deref())?;
@@ -393,7 +424,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .values()
                 .copied()
                 .fold(cfg.cert_lifetime, time::Duration::max);
-            let (name, until) = datadir::rotate_ca(&data, longest + time::Duration::days(1))?;
+            let (name, until) =
+                tollgate_control::ca::rotate(&data, longest + time::Duration::days(1))?;
             println!(
                 "New issuing CA: {name}. The previous one stays trusted until {until} (Unix time)."
             );
@@ -404,7 +436,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn store_cmd(cmd: StoreCommand) -> Result<ExitCode> {
-    use tollgate_store::sessions;
+    use tollgate_sessions as sessions;
     let (data, config, compact) = match cmd {
         StoreCommand::Check { data, config } => (data, config, false),
         StoreCommand::Compact { data, config } => (data, config, true),
@@ -414,12 +446,8 @@ fn store_cmd(cmd: StoreCommand) -> Result<ExitCode> {
         .sessions_file
         .unwrap_or_else(|| datadir::Layout::new(&data).sessions());
     if compact {
-        if let Some(pid) = datadir::running_server(&data) {
-            anyhow::bail!(
-                "tollgate serve (pid {pid}) is running on {}; stop it before compacting",
-                data.display()
-            );
-        }
+        // The same lock `serve` holds: compacting under a running server is refused.
+        let _lock = datadir::DataDirLock::acquire(&data, "store compact")?;
         let r =
             sessions::compact(&path).with_context(|| format!("compacting {}", path.display()))?;
         println!("{}", serde_json::to_string_pretty(&r)?);
@@ -435,7 +463,13 @@ fn store_cmd(cmd: StoreCommand) -> Result<ExitCode> {
     }
 }
 
-fn print_init_report(data: &std::path::Path, report: &datadir::InitReport) {
+fn init_options() -> tollgate_control::InitOptions {
+    let mut opts = tollgate_control::InitOptions::default();
+    opts.config_toml = config::default_config_toml(&opts.dns_names, &opts.ips);
+    opts
+}
+
+fn print_init_report(data: &std::path::Path, report: &tollgate_control::InitReport) {
     eprintln!("Initialised {}:", data.display());
     for f in &report.files {
         eprintln!("  {}", f.display());
@@ -457,6 +491,7 @@ async fn device(cmd: DeviceCommand) -> Result<ExitCode> {
             id,
             groups,
             out,
+            reactivate,
             conn,
         } => {
             let c = client::AdminClient::new(&conn)?;
@@ -464,7 +499,7 @@ async fn device(cmd: DeviceCommand) -> Result<ExitCode> {
                 .call(
                     Method::POST,
                     "/api/v1/devices",
-                    Some(serde_json::json!({ "id": id, "groups": groups })),
+                    Some(serde_json::json!({ "id": id, "groups": groups, "reactivate": reactivate })),
                 )
                 .await?;
             let field = |k: &str| {
@@ -480,7 +515,12 @@ async fn device(cmd: DeviceCommand) -> Result<ExitCode> {
                 &field("key_pem"),
                 &field("ca_pem"),
             )?;
-            eprintln!("Device {id} registered (serial {}).", field("serial"));
+            let again = if v.get("reactivated").and_then(|x| x.as_bool()) == Some(true) {
+                " again (it was revoked)"
+            } else {
+                ""
+            };
+            eprintln!("Device {id} registered{again} (serial {}).", field("serial"));
             for f in files {
                 println!("{}", f.display());
             }
@@ -489,6 +529,7 @@ async fn device(cmd: DeviceCommand) -> Result<ExitCode> {
             id,
             groups,
             ttl,
+            change_groups,
             conn,
         } => {
             let c = client::AdminClient::new(&conn)?;
@@ -496,7 +537,7 @@ async fn device(cmd: DeviceCommand) -> Result<ExitCode> {
                 .call(
                     Method::POST,
                     &format!("/api/v1/devices/{id}/token"),
-                    Some(serde_json::json!({ "groups": groups, "ttl_secs": ttl })),
+                    Some(serde_json::json!({ "groups": groups, "ttl_secs": ttl, "change_groups": change_groups })),
                 )
                 .await?;
             let token = v.get("token").and_then(|t| t.as_str()).unwrap_or_default();
@@ -510,8 +551,8 @@ async fn device(cmd: DeviceCommand) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!(
-                    "{:<32} {:<8} {:<10} GROUPS",
-                    "DEVICE", "STATUS", "CONNECTED"
+                    "{:<32} {:<12} {:<10} GROUPS",
+                    "DEVICE", "STATE", "CONNECTED"
                 );
                 for d in v.as_array().into_iter().flatten() {
                     let s = |k: &str| d.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned();
@@ -527,9 +568,9 @@ async fn device(cmd: DeviceCommand) -> Result<ExitCode> {
                         .and_then(|x| x.as_bool())
                         .unwrap_or(false);
                     println!(
-                        "{:<32} {:<8} {:<10} {}",
+                        "{:<32} {:<12} {:<10} {}",
                         s("id"),
-                        s("status"),
+                        s("state"),
                         if connected { "yes" } else { "no" },
                         groups.join(",")
                     );
@@ -541,6 +582,45 @@ async fn device(cmd: DeviceCommand) -> Result<ExitCode> {
                 .call(Method::GET, &format!("/api/v1/devices/{id}"), None)
                 .await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        DeviceCommand::Quarantine { id, reason, conn } => {
+            let v = client::AdminClient::new(&conn)?
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/devices/{id}/quarantine"),
+                    Some(serde_json::json!({ "reason": reason })),
+                )
+                .await?;
+            let live = if v.get("connected").and_then(|x| x.as_bool()) == Some(true) {
+                "; its live connection is confined now"
+            } else {
+                ""
+            };
+            println!("Quarantined {id}{live}.");
+        }
+        DeviceCommand::Release { id, all, conn } => {
+            let v = client::AdminClient::new(&conn)?
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/devices/{id}/release"),
+                    Some(serde_json::json!({ "all": all })),
+                )
+                .await?;
+            let still: Vec<String> = v
+                .get("quarantine")
+                .and_then(|q| q.as_array())
+                .into_iter()
+                .flatten()
+                .filter_map(|q| q.get("source").and_then(|s| s.as_str()).map(str::to_owned))
+                .collect();
+            if still.is_empty() {
+                println!("Released {id}: its normal policy applies again.");
+            } else {
+                println!(
+                    "Removed the operator's quarantine of {id}; still quarantined by: {}.",
+                    still.join(", ")
+                );
+            }
         }
         DeviceCommand::Revoke { id, reason, conn } => {
             let v = client::AdminClient::new(&conn)?

@@ -1,4 +1,9 @@
 //! `tollgate serve`: wire the crates together, run until SIGINT/SIGTERM, shut down cleanly.
+//!
+//! Order matters: the data directory is locked first; the control plane opens (registry, CAs,
+//! policy) and builds the first access snapshot; the broker is built with that snapshot (so
+//! restored wills are authorized against real access, not deny-all) and attached to the
+//! control plane as its data plane; then the listeners open.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -6,14 +11,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
-use tollgate_broker::{AuthSnapshot, Broker};
+use tollgate_broker::{AccessSnapshot, Broker, Changed};
+use tollgate_control::{Control, DataPlane, LiveConnection, Trust};
 use tollgate_events::{EventBus, EventKind};
-use tollgate_store::sessions::SqliteSessionStore;
+use tollgate_mqtt::ReasonCode;
+use tollgate_registry::SqliteRegistry;
+use tollgate_sessions::SqliteSessionStore;
 
 use crate::config::Config;
-use crate::control::ControlPlane;
-use crate::datadir::{Addresses, Layout};
+use crate::datadir::{Addresses, DataDirLock, Layout};
 use crate::listener::MqttListener;
 
 /// The address the CLI should dial for a listener bound to `a`.
@@ -25,103 +33,151 @@ fn dialable(a: SocketAddr) -> SocketAddr {
     }
 }
 
+/// The broker as the control plane's data plane.
+struct BrokerPlane(Broker);
+
+impl DataPlane for BrokerPlane {
+    fn publish(&self, snapshot: Arc<AccessSnapshot>, changed: Changed) -> usize {
+        self.0.set_access(snapshot, &changed)
+    }
+
+    fn close_device(&self, device: &str, reason: &str) -> usize {
+        self.0
+            .close_device(device, ReasonCode::ADMINISTRATIVE_ACTION, reason)
+    }
+
+    fn connections(&self) -> Vec<LiveConnection> {
+        self.0
+            .connections()
+            .into_iter()
+            .map(|c| LiveConnection {
+                device_id: c.device_id,
+                client_id: c.client_id,
+            })
+            .collect()
+    }
+}
+
+/// Both listeners' TLS configurations, rebuilt together from the control plane's trust
+/// material (rustls verifiers are immutable: a new CRL or supplier CA means a new config).
+struct ListenerTls {
+    layout: Layout,
+    tls13_only: bool,
+    revoked: crate::tls::RevocationCheck,
+    /// Shared across rebuilds so a CRL change does not invalidate resumption tickets.
+    mqtt_resumption: crate::tls::Resumption,
+    control_resumption: crate::tls::Resumption,
+}
+
+/// The configurations in force, read by each listener at every accept.
+struct TlsSlots {
+    mqtt: Arc<ArcSwap<rustls::ServerConfig>>,
+    control: Arc<ArcSwap<rustls::ServerConfig>>,
+}
+
+impl ListenerTls {
+    fn new(
+        layout: Layout,
+        tls13_only: bool,
+        revoked: crate::tls::RevocationCheck,
+    ) -> Result<ListenerTls> {
+        Ok(ListenerTls {
+            layout,
+            tls13_only,
+            revoked,
+            mqtt_resumption: crate::tls::Resumption::new()?,
+            control_resumption: crate::tls::Resumption::new()?,
+        })
+    }
+
+    fn slots(&self, trust: &Trust) -> Result<TlsSlots> {
+        let (mqtt, control) = self.build(trust)?;
+        Ok(TlsSlots {
+            mqtt: Arc::new(ArcSwap::new(mqtt)),
+            control: Arc::new(ArcSwap::new(control)),
+        })
+    }
+
+    fn build(&self, trust: &Trust) -> Result<(Arc<rustls::ServerConfig>, Arc<rustls::ServerConfig>)> {
+        let l = &self.layout;
+        // MQTT: Tollgate's issuing CAs only, with their CRLs. Supplier CAs are trusted on the
+        // control listener only (bootstrap enrollment): a bootstrap certificate cannot open MQTT.
+        let mqtt = crate::tls::server_config(
+            &l.server_cert(),
+            &l.server_key(),
+            &trust.issuing_anchors,
+            self.tls13_only,
+            Arc::clone(&self.revoked),
+            &crate::tls::ClientAuth {
+                optional: false,
+                crls: trust.crls.clone(),
+                resumption: Some(self.mqtt_resumption.clone()),
+                extra_roots: Vec::new(),
+            },
+        )?;
+        // The control listener serves the admin API (admin certificate) and EST (a token, the
+        // device's current certificate, or a supplier's bootstrap certificate): client
+        // certificates are optional at the TLS layer and required per route.
+        let control = crate::tls::server_config(
+            &l.server_cert(),
+            &l.server_key(),
+            &trust.issuing_anchors,
+            false,
+            Arc::clone(&self.revoked),
+            &crate::tls::ClientAuth {
+                optional: true,
+                crls: Vec::new(),
+                resumption: Some(self.control_resumption.clone()),
+                extra_roots: trust.supplier_cas.clone(),
+            },
+        )?;
+        Ok((mqtt, control))
+    }
+
+    /// Rebuild both configurations whenever the trust material changes.
+    async fn follow(
+        self,
+        slots: TlsSlots,
+        mut trust: tokio::sync::watch::Receiver<Arc<Trust>>,
+    ) {
+        while trust.changed().await.is_ok() {
+            let t = Arc::clone(&trust.borrow_and_update());
+            match self.build(&t) {
+                Ok((mqtt, control)) => {
+                    slots.mqtt.store(mqtt);
+                    slots.control.store(control);
+                }
+                Err(e) => tracing::error!(
+                    "rebuilding the TLS configurations with new trust material (the previous ones stay): {e:#}"
+                ),
+            }
+        }
+    }
+}
+
 pub async fn serve(cfg: Config) -> Result<()> {
+    // One server per data directory: a second one would share the stores and the event log.
+    let _lock = DataDirLock::acquire(&cfg.data, "serve")?;
     let l = Layout::new(&cfg.data);
     let (events, stream) = EventBus::new(16 * 1024);
     let event_writer = tokio::spawn(crate::eventlog::run(stream, cfg.events_file.clone()));
 
-    let (broker, store) = open_broker(&cfg, &events)?;
-    let cp = ControlPlane::open(&cfg, broker.clone(), events.clone())?;
+    let registry =
+        Arc::new(SqliteRegistry::open(&l.registry()).context("opening the registry")?);
+    let control = Control::open(cfg.control(), registry, events.clone())
+        .context("opening the control plane")?;
+    let (broker, store) = open_broker(&cfg, &events, control.snapshot())?;
+    control.attach(Arc::new(BrokerPlane(broker.clone())));
 
     let revoked: crate::tls::RevocationCheck = {
         let b = broker.clone();
-        Arc::new(move |serial: &str| b.auth().revoked.contains(serial))
+        Arc::new(move |serial: &str| b.access().revoked.contains(serial))
     };
-    let anchors = cp.issuing_anchors();
-    // The MQTT listener's configuration is swapped whenever a new CRL is signed (rustls's
-    // verifier is immutable), so every new handshake checks the current CRL.
-    let resumption = crate::tls::Resumption::new()?;
-    let mqtt_tls = Arc::new(arc_swap::ArcSwap::from(crate::tls::server_config(
-        &l.server_cert(),
-        &l.server_key(),
-        &anchors,
-        cfg.tls13_only,
-        Arc::clone(&revoked),
-        &crate::tls::ClientAuth {
-            optional: false,
-            crls: cp.crls(),
-            resumption: Some(resumption.clone()),
-            extra_roots: Vec::new(),
-        },
-    )?));
-    {
-        let anchors2 = anchors.clone();
-        let (slot, l, revoked, tls13) = (
-            Arc::clone(&mqtt_tls),
-            l.clone(),
-            Arc::clone(&revoked),
-            cfg.tls13_only,
-        );
-        cp.on_crl(Box::new(move |crls| {
-            let auth = crate::tls::ClientAuth {
-                optional: false,
-                crls,
-                resumption: Some(resumption.clone()),
-                extra_roots: Vec::new(),
-            };
-            match crate::tls::server_config(
-                &l.server_cert(),
-                &l.server_key(),
-                &anchors2,
-                tls13,
-                Arc::clone(&revoked),
-                &auth,
-            ) {
-                Ok(c) => slot.store(c),
-                Err(e) => {
-                    tracing::error!("rebuilding the MQTT TLS configuration with the new CRL: {e:#}")
-                }
-            }
-        }));
-    }
-    // The control listener serves the admin API (admin certificate) and EST (a token, or the
-    // device's current certificate): client certificates are optional at the TLS layer.
-    let admin_resumption = crate::tls::Resumption::new()?;
-    let admin_auth = move |extra_roots: Vec<Vec<u8>>| crate::tls::ClientAuth {
-        optional: true,
-        crls: Vec::new(),
-        resumption: Some(admin_resumption.clone()),
-        extra_roots,
-    };
-    let admin_tls = Arc::new(arc_swap::ArcSwap::from(crate::tls::server_config(
-        &l.server_cert(),
-        &l.server_key(),
-        &anchors,
-        false,
-        Arc::clone(&revoked),
-        &admin_auth(Vec::new()),
-    )?));
-    {
-        // Supplier CAs are trusted on the control listener only (bootstrap enrollment), never
-        // on the MQTT listener: a bootstrap certificate cannot open the MQTT port.
-        let anchors2 = anchors.clone();
-        let (slot, l, revoked) = (Arc::clone(&admin_tls), l.clone(), Arc::clone(&revoked));
-        cp.on_trust_change(Box::new(move |suppliers| {
-            match crate::tls::server_config(
-                &l.server_cert(),
-                &l.server_key(),
-                &anchors2,
-                false,
-                Arc::clone(&revoked),
-                &admin_auth(suppliers.to_vec()),
-            ) {
-                Ok(c) => slot.store(c),
-                Err(e) => {
-                    tracing::error!("rebuilding the control listener's TLS configuration: {e:#}")
-                }
-            }
-        }));
-    }
+    let trust = control.trust();
+    let tls = ListenerTls::new(l.clone(), cfg.tls13_only, revoked)?;
+    let slots = tls.slots(&trust.borrow())?;
+    let (mqtt_tls, control_tls) = (Arc::clone(&slots.mqtt), Arc::clone(&slots.control));
+    let tls_task = tokio::spawn(tls.follow(slots, trust));
 
     let mqtt = TcpListener::bind(cfg.mqtt_listen)
         .await
@@ -131,15 +187,13 @@ pub async fn serve(cfg: Config) -> Result<()> {
         .with_context(|| format!("binding admin listener {}", cfg.admin_listen))?;
     let mqtt_addr = mqtt.local_addr()?;
     let admin_addr = admin.local_addr()?;
-    let addrs = Addresses {
-        mqtt: dialable(mqtt_addr),
-        admin: dialable(admin_addr),
-        pid: std::process::id(),
-    };
-    crate::datadir::write_file(
-        &l.addresses(),
-        serde_json::to_string_pretty(&addrs)?.as_bytes(),
-        false,
+    crate::datadir::write_addresses(
+        &cfg.data,
+        &Addresses {
+            mqtt: dialable(mqtt_addr),
+            admin: dialable(admin_addr),
+            pid: std::process::id(),
+        },
     )?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -147,18 +201,15 @@ pub async fn serve(cfg: Config) -> Result<()> {
         MqttListener::new(mqtt, mqtt_tls, broker.clone(), events.clone(), &cfg)
             .run(stop_rx.clone()),
     );
-    let admin_task = tokio::spawn(crate::admin::serve(
+    let admin_task = tokio::spawn(crate::control_listener::serve(
         admin,
-        Arc::clone(&admin_tls),
-        Arc::clone(&cp),
+        control_tls,
+        Arc::clone(&control),
         broker.clone(),
         events.clone(),
         stop_rx,
     ));
-    let watcher = tokio::spawn(crate::control::watch_policy(
-        Arc::clone(&cp),
-        cfg.policy_watch,
-    ));
+    let watcher = tokio::spawn(watch_policy(Arc::clone(&control), cfg.policy_watch));
 
     tracing::info!(mqtt = %mqtt_addr, admin = %admin_addr, data = %cfg.data.display(), "tollgate is serving (MQTT over mTLS only)");
     eprintln!("tollgate: MQTT (mTLS) on {mqtt_addr}, admin API (HTTPS) on https://{admin_addr}");
@@ -175,6 +226,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
     }
     let _ = std::fs::remove_file(l.addresses());
     watcher.abort();
+    tls_task.abort();
     let _ = mqtt_task.await;
     let _ = admin_task.await;
     if let Some(store) = store {
@@ -191,14 +243,15 @@ pub async fn serve(cfg: Config) -> Result<()> {
 fn open_broker(
     cfg: &Config,
     events: &EventBus,
+    access: Arc<AccessSnapshot>,
 ) -> Result<(Broker, Option<Arc<SqliteSessionStore>>)> {
     let Some(path) = &cfg.sessions_file else {
         tracing::warn!("sessions.durable = false: persistent sessions live in memory only");
-        let b = Broker::new(cfg.broker.clone(), events.clone(), AuthSnapshot::deny_all());
+        let b = Broker::new(cfg.broker.clone(), events.clone(), access);
         return Ok((b, None));
     };
     let ev = events.clone();
-    let hook: tollgate_store::sessions::HealthHook = Box::new(move |r| {
+    let hook: tollgate_sessions::HealthHook = Box::new(move |r| {
         ev.emit(match r {
             Err(error) => EventKind::StorageUnavailable { error },
             Ok(d) => EventKind::StorageRecovered {
@@ -212,11 +265,45 @@ fn open_broker(
     let b = Broker::with_store(
         cfg.broker.clone(),
         events.clone(),
-        AuthSnapshot::deny_all(),
+        access,
         durable,
         recovered,
     );
     Ok((b, Some(store)))
+}
+
+/// Watch the policy file (polling its modification time and size) and SIGHUP; re-sign CRLs
+/// when due.
+async fn watch_policy(cp: Arc<Control>, every: Duration) {
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let hup_fut = async {
+            #[cfg(unix)]
+            match hup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+            #[cfg(not(unix))]
+            std::future::pending::<Option<()>>().await
+        };
+        let cp = Arc::clone(&cp);
+        tokio::select! {
+            _ = tick.tick() => {
+                let _ = tokio::task::spawn_blocking(move || {
+                    cp.reload_if_changed();
+                    cp.refresh_crl_if_due();
+                })
+                .await;
+            }
+            _ = hup_fut => {
+                tracing::info!("SIGHUP: reloading the policy");
+                let _ = tokio::task::spawn_blocking(move || cp.reload_and_publish()).await;
+            }
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -1,11 +1,11 @@
 //! The admin API: HTTPS with an admin client certificate, JSON in and out.
 //!
 //! Routes (all under `/api/v1`): `GET /health`, `GET /devices`, `POST /devices`,
-//! `GET /devices/{id}`, `POST /devices/{id}/revoke`, `GET /connections`, `GET /policy`.
-//! Errors come back as `{"error": "..."}` with a fitting status; this module is the one place
-//! control-plane errors become HTTP statuses.
+//! `GET /devices/{id}`, `POST /devices/{id}/revoke`, `POST /devices/{id}/quarantine`,
+//! `POST /devices/{id}/release`, `POST /devices/{id}/token`, `GET /connections`, `GET /policy`,
+//! `GET|POST /suppliers`, `GET /ca`. Errors come back as `{"error": "..."}` with the status
+//! [`super::status_of`] gives.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,38 +14,23 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
+use axum::{Json, Router};
 use serde::Deserialize;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 use tollgate_broker::Broker;
+use tollgate_control::{Control, ControlError, PeerKind, OPERATOR};
 use tollgate_events::{EventBus, EventKind};
 use tollgate_pki::Role;
 
-use crate::control::{ControlError, ControlPlane};
+use super::Peer;
 
 #[derive(Clone)]
-struct AppState {
-    cp: Arc<ControlPlane>,
-    broker: Broker,
-    events: EventBus,
+pub(super) struct AdminState {
+    pub cp: Arc<Control>,
+    pub broker: Broker,
+    pub events: EventBus,
 }
 
-/// Who the client certificate says is calling (`Role::Other` without one).
-#[derive(Clone, Debug)]
-pub struct Peer {
-    pub role: Role,
-    pub addr: SocketAddr,
-    /// Serial of the verified client certificate.
-    pub serial: Option<String>,
-    /// Which CA issued it: ours (operational) or a supplier's (bootstrap only).
-    pub kind: crate::control::PeerKind,
-    /// The client certificate (DER), for bootstrap enrollment.
-    pub cert_der: Option<Vec<u8>>,
-}
+type AppState = AdminState;
 
 /// Extractor: the caller is an administrator.
 struct Admin(String);
@@ -62,7 +47,7 @@ impl FromRequestParts<AppState> for Admin {
             // Only an admin certificate from Tollgate's own CA: a supplier CA could write any SAN.
             Some(Peer {
                 role: Role::Admin(name),
-                kind: crate::control::PeerKind::Operational,
+                kind: PeerKind::Operational,
                 ..
             }) => Ok(Admin(name)),
             other => {
@@ -92,21 +77,14 @@ impl IntoResponse for ApiError {
 
 impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
-        let status = match &e {
-            ControlError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ControlError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ControlError::NotFound(_) => StatusCode::NOT_FOUND,
-            ControlError::Conflict(_) => StatusCode::CONFLICT,
-            ControlError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiError(status, e.to_string())
+        ApiError(super::status_of(&e), e.to_string())
     }
 }
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ControlError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
+    super::blocking(f)
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(ApiError::from)
@@ -118,6 +96,9 @@ struct AddDevice {
     id: String,
     #[serde(default)]
     groups: Vec<String>,
+    /// Bring a revoked device with this id back (never implicit).
+    #[serde(default)]
+    reactivate: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -127,6 +108,29 @@ struct TokenRequest {
     groups: Vec<String>,
     #[serde(default)]
     ttl_secs: Option<u64>,
+    /// Let enrollment replace the groups of a device that exists (never implicit).
+    #[serde(default)]
+    change_groups: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuarantineRequest {
+    reason: String,
+    /// Who holds the reason (default `operator`); compliance and detection use their own.
+    #[serde(default)]
+    source: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReleaseRequest {
+    /// Whose reason to remove (default `operator`).
+    #[serde(default)]
+    source: Option<String>,
+    /// Remove every reason, whoever holds it.
+    #[serde(default)]
+    all: bool,
 }
 
 async fn create_token(
@@ -141,6 +145,7 @@ async fn create_token(
         cp.create_token(
             &id,
             &req.groups,
+            req.change_groups,
             req.ttl_secs.map(Duration::from_secs),
             &who,
         )
@@ -200,7 +205,8 @@ async fn add_device(
     Json(req): Json<AddDevice>,
 ) -> Result<impl IntoResponse, ApiError> {
     let cp = Arc::clone(&s.cp);
-    let issued = blocking(move || cp.add_device(&req.id, &req.groups, &who)).await?;
+    let issued =
+        blocking(move || cp.add_device(&req.id, &req.groups, req.reactivate, &who)).await?;
     Ok((StatusCode::CREATED, Json(issued)))
 }
 
@@ -216,6 +222,33 @@ async fn revoke_device(
         .unwrap_or_else(|| "unspecified".into());
     Ok(Json(
         blocking(move || cp.revoke_device(&id, &reason, &who)).await?,
+    ))
+}
+
+async fn quarantine_device(
+    State(s): State<AppState>,
+    Admin(who): Admin,
+    Path(id): Path<String>,
+    Json(req): Json<QuarantineRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let cp = Arc::clone(&s.cp);
+    let source = req.source.unwrap_or_else(|| OPERATOR.to_owned());
+    Ok(Json(
+        blocking(move || cp.quarantine(&id, &source, &req.reason, &who)).await?,
+    ))
+}
+
+async fn release_device(
+    State(s): State<AppState>,
+    Admin(who): Admin,
+    Path(id): Path<String>,
+    body: Option<Json<ReleaseRequest>>,
+) -> Result<impl IntoResponse, ApiError> {
+    let cp = Arc::clone(&s.cp);
+    let req = body.map(|b| b.0).unwrap_or_default();
+    let source = (!req.all).then(|| req.source.unwrap_or_else(|| OPERATOR.to_owned()));
+    Ok(Json(
+        blocking(move || cp.release(&id, source.as_deref(), &who)).await?,
     ))
 }
 
@@ -282,12 +315,14 @@ async fn policy(State(s): State<AppState>, _a: Admin) -> impl IntoResponse {
     Json(serde_json::json!({ "rules": rules, "lint": lint }))
 }
 
-fn router(state: AppState) -> Router {
+pub(super) fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/health", get(health))
         .route("/api/v1/devices", get(list_devices).post(add_device))
         .route("/api/v1/devices/{id}", get(get_device))
         .route("/api/v1/devices/{id}/revoke", post(revoke_device))
+        .route("/api/v1/devices/{id}/quarantine", post(quarantine_device))
+        .route("/api/v1/devices/{id}/release", post(release_device))
         .route("/api/v1/devices/{id}/token", post(create_token))
         .route("/api/v1/connections", get(connections))
         .route("/api/v1/policy", get(policy))
@@ -295,89 +330,4 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/ca", get(ca_status))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .with_state(state)
-}
-
-/// Serve the admin API until `shutdown` flips.
-pub async fn serve(
-    listener: TcpListener,
-    tls: Arc<arc_swap::ArcSwap<rustls::ServerConfig>>,
-    cp: Arc<ControlPlane>,
-    broker: Broker,
-    events: EventBus,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let est = crate::est::router(crate::est::EstState {
-        cp: Arc::clone(&cp),
-        events: events.clone(),
-    });
-    let cp_peer = Arc::clone(&cp);
-    let app = router(AppState {
-        cp,
-        broker,
-        events: events.clone(),
-    })
-    .merge(est);
-    loop {
-        let (tcp, addr) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!("admin accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
-        };
-        let acceptor = TlsAcceptor::from(tls.load_full());
-        let app = app.clone();
-        let cp_for_peer = Arc::clone(&cp_peer);
-        let events = events.clone();
-        tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        events.emit(EventKind::AdminDenied {
-                            addr: Some(addr),
-                            detail: format!("TLS: {e}"),
-                        });
-                        return;
-                    }
-                    Err(_) => return,
-                };
-            let der = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|c| c.to_vec());
-            let info = der
-                .as_deref()
-                .and_then(|c| tollgate_pki::parse_certificate(c).ok());
-            let kind = der
-                .as_deref()
-                .map_or(crate::control::PeerKind::Anonymous, |d| {
-                    cp_for_peer.classify(d)
-                });
-            let (role, serial) = match info {
-                Some(i) => (i.role, Some(i.serial)),
-                None => (Role::Other, None),
-            };
-            let peer = Peer {
-                role,
-                addr,
-                serial,
-                kind,
-                cert_der: der,
-            };
-            let svc = TowerToHyperService::new(app.layer(Extension(peer)));
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), svc)
-                .await
-            {
-                tracing::debug!("admin connection: {e}");
-            }
-        });
-    }
 }

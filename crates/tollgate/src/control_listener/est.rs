@@ -23,12 +23,13 @@ use base64::Engine;
 use tollgate_events::{EventBus, EventKind};
 use tollgate_pki::Role;
 
-use crate::admin::Peer;
-use crate::control::{ControlError, ControlPlane};
+use tollgate_control::{Control, ControlError, PeerKind};
+
+use super::Peer;
 
 #[derive(Clone)]
-pub struct EstState {
-    pub cp: Arc<ControlPlane>,
+pub(super) struct EstState {
+    pub cp: Arc<Control>,
     pub events: EventBus,
 }
 
@@ -62,28 +63,36 @@ fn error(status: StatusCode, why: impl Into<String>) -> Response {
     reply(status, "text/plain; charset=utf-8", why)
 }
 
-fn control_error(e: ControlError) -> Response {
-    match e {
-        ControlError::BadRequest(m) => error(StatusCode::BAD_REQUEST, m),
-        ControlError::Forbidden(m) => error(StatusCode::FORBIDDEN, m),
-        ControlError::NotFound(m) => error(StatusCode::NOT_FOUND, m),
-        ControlError::Conflict(m) => error(StatusCode::CONFLICT, m),
-        ControlError::Internal(m) => error(StatusCode::INTERNAL_SERVER_ERROR, m),
+/// An EST refusal: the response, and the reason recorded in the event log.
+struct Refusal {
+    response: Response,
+    reason: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, reason: impl Into<String>) -> Refusal {
+        let reason = reason.into();
+        Refusal {
+            response: error(status, reason.clone()),
+            reason,
+        }
+    }
+}
+
+impl From<ControlError> for Refusal {
+    fn from(e: ControlError) -> Refusal {
+        Refusal::new(super::status_of(&e), e.to_string())
     }
 }
 
 /// Labels name enrollment profiles; Tollgate has one profile today, `default`, and accepts any
 /// label made of the device-id alphabet so devices can be configured ahead of new profiles.
-fn check_label(label: &str) -> Result<(), Box<Response>> {
-    tollgate_pki::validate_device_id(label).map_err(|_| {
-        Box::new(error(
-            StatusCode::NOT_FOUND,
-            format!("unknown EST label {label:?}"),
-        ))
-    })
+fn check_label(label: &str) -> Result<(), Refusal> {
+    tollgate_pki::validate_device_id(label)
+        .map_err(|_| Refusal::new(StatusCode::NOT_FOUND, format!("unknown EST label {label:?}")))
 }
 
-fn decode_csr(body: &[u8]) -> Result<Vec<u8>, Box<Response>> {
+fn decode_csr(body: &[u8]) -> Result<Vec<u8>, Refusal> {
     let text: Vec<u8> = body
         .iter()
         .copied()
@@ -96,10 +105,10 @@ fn decode_csr(body: &[u8]) -> Result<Vec<u8>, Box<Response>> {
     base64::engine::general_purpose::STANDARD
         .decode(&text)
         .map_err(|e| {
-            Box::new(error(
+            Refusal::new(
                 StatusCode::BAD_REQUEST,
                 format!("the body must be a base64 DER PKCS#10 request: {e}"),
-            ))
+            )
         })
 }
 
@@ -124,11 +133,19 @@ fn credentials(headers: &HeaderMap) -> Option<(Option<String>, String)> {
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ControlError> + Send + 'static,
-) -> Result<T, Response> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r.map_err(control_error),
-        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+) -> Result<T, Refusal> {
+    match super::blocking(f).await {
+        Ok(r) => r.map_err(Refusal::from),
+        Err(e) => Err(Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }
+}
+
+fn issued(e: tollgate_control::Enrolled) -> Response {
+    reply(
+        StatusCode::OK,
+        PKCS7,
+        b64_body(&tollgate_pki::certs_only(&[&e.cert_der])),
+    )
 }
 
 async fn cacerts(State(s): State<EstState>) -> Response {
@@ -142,7 +159,7 @@ async fn cacerts(State(s): State<EstState>) -> Response {
 
 async fn cacerts_l(s: State<EstState>, Path(label): Path<String>) -> Response {
     if let Err(r) = check_label(&label) {
-        return *r;
+        return r.response;
     }
     cacerts(s).await
 }
@@ -157,7 +174,7 @@ async fn csrattrs() -> Response {
 
 async fn csrattrs_l(Path(label): Path<String>) -> Response {
     if let Err(r) = check_label(&label) {
-        return *r;
+        return r.response;
     }
     csrattrs().await
 }
@@ -168,54 +185,36 @@ async fn simpleenroll(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    // A supplier's bootstrap certificate (IDevID) authorises enrollment on its own.
-    if let (None, crate::control::PeerKind::Supplier(supplier), Some(der)) =
-        (credentials(&headers), &peer.kind, &peer.cert_der)
-    {
-        let csr = match decode_csr(&body) {
-            Ok(c) => c,
-            Err(r) => return *r,
-        };
-        let (cp, supplier, der) = (Arc::clone(&s.cp), supplier.clone(), der.clone());
-        return match blocking(move || cp.enroll_with_bootstrap(&supplier, &der, &csr)).await {
-            Ok(e) => reply(
-                StatusCode::OK,
-                PKCS7,
-                b64_body(&tollgate_pki::certs_only(&[&e.cert_der])),
-            ),
-            Err(r) => {
-                refused(&s.events, &peer, None, &r);
-                r
-            }
-        };
-    }
-    let Some((id, token)) = credentials(&headers) else {
-        let mut r = error(
-            StatusCode::UNAUTHORIZED,
-            "enrollment needs a one-time token: HTTP Basic ID:TOKEN or Bearer TOKEN",
-        );
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Basic realm=\"tollgate-est\""),
-        );
-        return r;
-    };
-    let csr = match decode_csr(&body) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
-    let cp = Arc::clone(&s.cp);
-    let who = id.clone();
-    match blocking(move || cp.enroll_with_token(id.as_deref(), &token, &csr)).await {
-        Ok(e) => reply(
-            StatusCode::OK,
-            PKCS7,
-            b64_body(&tollgate_pki::certs_only(&[&e.cert_der])),
-        ),
-        Err(r) => {
-            refused(&s.events, &peer, who, &r);
-            r
+    let creds = credentials(&headers);
+    let device = creds.as_ref().and_then(|c| c.0.clone());
+    let result = async {
+        // A supplier's bootstrap certificate (IDevID) authorises enrollment on its own.
+        if let (None, PeerKind::Supplier(supplier), Some(der)) =
+            (&creds, &peer.kind, &peer.cert_der)
+        {
+            let csr = decode_csr(&body)?;
+            let (cp, supplier, der) = (Arc::clone(&s.cp), supplier.clone(), der.clone());
+            return blocking(move || cp.enroll_with_bootstrap(&supplier, &der, &csr)).await;
         }
+        let Some((id, token)) = creds else {
+            let mut r = Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "enrollment needs a one-time token: HTTP Basic ID:TOKEN or Bearer TOKEN",
+            );
+            r.response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic realm=\"tollgate-est\""),
+            );
+            return Err(r);
+        };
+        let csr = decode_csr(&body)?;
+        let cp = Arc::clone(&s.cp);
+        blocking(move || cp.enroll_with_token(id.as_deref(), &token, &csr)).await
+    }
+    .await;
+    match result {
+        Ok(e) => issued(e),
+        Err(r) => refused(&s.events, &peer, device, r),
     }
 }
 
@@ -227,7 +226,7 @@ async fn simpleenroll_l(
     b: Bytes,
 ) -> Response {
     if let Err(r) = check_label(&label) {
-        return *r;
+        return refused(&s.events, &p, None, r);
     }
     simpleenroll(s, p, h, b).await
 }
@@ -237,33 +236,26 @@ async fn simplereenroll(
     Extension(peer): Extension<Peer>,
     body: Bytes,
 ) -> Response {
-    let operational = peer.kind == crate::control::PeerKind::Operational;
+    let operational = peer.kind == PeerKind::Operational;
     let (Role::Device(device), Some(serial), true) =
         (peer.role.clone(), peer.serial.clone(), operational)
     else {
-        let r = error(
+        let r = Refusal::new(
             StatusCode::FORBIDDEN,
             "re-enrollment needs the device's current certificate as the TLS client certificate",
         );
-        refused(&s.events, &peer, None, &r);
-        return r;
+        return refused(&s.events, &peer, None, r);
     };
-    let csr = match decode_csr(&body) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
-    let cp = Arc::clone(&s.cp);
-    let dev = device.clone();
-    match blocking(move || cp.reenroll(&dev, &serial, &csr)).await {
-        Ok(e) => reply(
-            StatusCode::OK,
-            PKCS7,
-            b64_body(&tollgate_pki::certs_only(&[&e.cert_der])),
-        ),
-        Err(r) => {
-            refused(&s.events, &peer, Some(device), &r);
-            r
-        }
+    let result = async {
+        let csr = decode_csr(&body)?;
+        let cp = Arc::clone(&s.cp);
+        let dev = device.clone();
+        blocking(move || cp.reenroll(&dev, &serial, &csr)).await
+    }
+    .await;
+    match result {
+        Ok(e) => issued(e),
+        Err(r) => refused(&s.events, &peer, Some(device), r),
     }
 }
 
@@ -274,17 +266,19 @@ async fn simplereenroll_l(
     b: Bytes,
 ) -> Response {
     if let Err(r) = check_label(&label) {
-        return *r;
+        return refused(&s.events, &p, None, r);
     }
     simplereenroll(s, p, b).await
 }
 
-fn refused(events: &EventBus, peer: &Peer, device: Option<String>, r: &Response) {
+/// Record an EST refusal with its real reason (and its status), then answer with it.
+fn refused(events: &EventBus, peer: &Peer, device: Option<String>, r: Refusal) -> Response {
     events.emit(EventKind::EnrollmentRefused {
         addr: Some(peer.addr),
         device,
-        reason: format!("HTTP {}", r.status().as_u16()),
+        reason: format!("{} (HTTP {})", r.reason, r.response.status().as_u16()),
     });
+    r.response
 }
 
 async fn root_crl(State(s): State<EstState>) -> Response {
@@ -310,7 +304,7 @@ fn der_crl(der: Arc<Vec<u8>>) -> Response {
     r
 }
 
-pub fn router(state: EstState) -> Router {
+pub(super) fn router(state: EstState) -> Router {
     Router::new()
         .route("/.well-known/est/cacerts", get(cacerts))
         .route("/.well-known/est/csrattrs", get(csrattrs))

@@ -1,0 +1,259 @@
+//! The gate: every authorization decision a connection needs, in one place.
+//!
+//! CONNECT (revoked serial, expired certificate, unknown device, will topic), PUBLISH,
+//! SUBSCRIBE, redelivery of queued messages and the re-check after a snapshot change are all
+//! decided here, against the policy compiled for the device in its current access state (the
+//! normal policy, or the quarantine policy while any quarantine reason holds). A denial is
+//! counted (fleet-wide [`crate::Stats`] and the connection's [`Meter`]) and becomes an event
+//! here, so no caller can forget either. Decisions are allocation-free on the per-message path:
+//! the policy is compiled once per connection and access change, never per message.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tollgate_events::{EventKind, RefusalReason};
+use tollgate_mqtt::{QoS, ReasonCode};
+use tollgate_policy::{AccessSnapshot, CompiledPolicy};
+
+use crate::{PeerIdentity, Shared};
+
+/// Per-connection counters: written by the gate and the outbox with relaxed atomics (no lock),
+/// read by the control plane and the detectors through [`crate::Broker::connections`].
+#[derive(Debug, Default)]
+pub struct Meter {
+    /// PUBLISH packets received.
+    pub messages_in: AtomicU64,
+    /// Payload bytes received.
+    pub bytes_in: AtomicU64,
+    /// PUBLISH packets sent.
+    pub messages_out: AtomicU64,
+    /// Payload bytes sent.
+    pub bytes_out: AtomicU64,
+    /// Publishes and subscriptions refused.
+    pub denied: AtomicU64,
+}
+
+/// A reading of a [`Meter`].
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, PartialEq, Eq)]
+pub struct MeterReading {
+    /// PUBLISH packets received.
+    pub messages_in: u64,
+    /// Payload bytes received.
+    pub bytes_in: u64,
+    /// PUBLISH packets sent.
+    pub messages_out: u64,
+    /// Payload bytes sent.
+    pub bytes_out: u64,
+    /// Publishes and subscriptions refused.
+    pub denied: u64,
+}
+
+impl Meter {
+    /// The counters now.
+    pub fn read(&self) -> MeterReading {
+        MeterReading {
+            messages_in: self.messages_in.load(Ordering::Relaxed),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            messages_out: self.messages_out.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            denied: self.denied.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn received(&self, payload: usize) {
+        self.messages_in.fetch_add(1, Ordering::Relaxed);
+        self.bytes_in.fetch_add(payload as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn sent(&self, payload: usize) {
+        self.messages_out.fetch_add(1, Ordering::Relaxed);
+        self.bytes_out.fetch_add(payload as u64, Ordering::Relaxed);
+    }
+}
+
+/// Why CONNECT was refused by the gate.
+pub(crate) type Refusal = (ReasonCode, RefusalReason, &'static str);
+
+/// What a re-check found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Recheck {
+    /// The certificate is revoked: close (0x98).
+    Revoked,
+    /// The device is no longer registered: close (0x98).
+    Unregistered,
+    /// Still allowed; the compiled policy is current.
+    Current {
+        /// Quarantined now.
+        quarantined: bool,
+        /// Was quarantined before this re-check.
+        was_quarantined: bool,
+    },
+}
+
+/// One connection's authorization state.
+#[derive(Debug)]
+pub(crate) struct Gate {
+    device: Arc<str>,
+    serial: String,
+    policy: CompiledPolicy,
+    /// The quarantine reasons, while quarantined.
+    quarantine: Option<Arc<str>>,
+    /// The snapshot this state was compiled from.
+    seen: Arc<AccessSnapshot>,
+    meter: Arc<Meter>,
+}
+
+impl Gate {
+    /// Admit a connection at CONNECT: its certificate's serial must not be revoked (TLS 1.3
+    /// resumption skips the verifier, so this is checked for every connection), the
+    /// certificate must not have expired, and the device must be registered and active.
+    pub fn admit(shared: &Shared, peer: &PeerIdentity, now_unix: i64) -> Result<Gate, Refusal> {
+        let seen = shared.access.load_full();
+        if seen.revoked.contains(&peer.serial) {
+            return Err((
+                ReasonCode::NOT_AUTHORIZED,
+                RefusalReason::Revoked,
+                "certificate revoked",
+            ));
+        }
+        if peer.cert_not_after.is_some_and(|na| na <= now_unix) {
+            return Err((
+                ReasonCode::NOT_AUTHORIZED,
+                RefusalReason::Expired,
+                "certificate expired",
+            ));
+        }
+        let Some((policy, quarantine)) = compile(&seen, &peer.device_id) else {
+            return Err((
+                ReasonCode::NOT_AUTHORIZED,
+                RefusalReason::UnknownDevice,
+                "device not registered or revoked",
+            ));
+        };
+        Ok(Gate {
+            device: Arc::from(peer.device_id.as_str()),
+            serial: peer.serial.clone(),
+            policy,
+            quarantine,
+            seen,
+            meter: Arc::new(Meter::default()),
+        })
+    }
+
+    /// The connection's meter.
+    pub fn meter(&self) -> &Arc<Meter> {
+        &self.meter
+    }
+
+    /// The quarantine reasons while the device is quarantined.
+    pub fn quarantine(&self) -> Option<&str> {
+        self.quarantine.as_deref()
+    }
+
+    /// A reason string for a refusal, naming the quarantine when that is why.
+    pub fn denial_reason(&self, what: &str) -> String {
+        match &self.quarantine {
+            Some(q) => format!("{what} not allowed: device quarantined ({q})"),
+            None => format!("{what} not authorized by policy"),
+        }
+    }
+
+    /// May the device PUBLISH (or set as its will) `topic`? Counts and reports a denial.
+    pub fn publish(&self, shared: &Shared, topic: &str, qos: QoS, what: &'static str) -> bool {
+        if self.policy.can_publish(topic) {
+            return true;
+        }
+        shared.stats.publish_denied.fetch_add(1, Ordering::Relaxed);
+        self.meter.denied.fetch_add(1, Ordering::Relaxed);
+        shared.emit(EventKind::PublishDenied {
+            device: self.device.to_string(),
+            topic: topic.to_owned(),
+            qos: qos as u8,
+            what,
+            quarantine: self.quarantine.as_deref().map(str::to_owned),
+        });
+        false
+    }
+
+    /// May the device SUBSCRIBE to `filter` (`inner`: without `$share/GROUP/`)? Counts and
+    /// reports a denial.
+    pub fn subscribe(&self, shared: &Shared, filter: &str, inner: &str) -> bool {
+        if self.policy.can_subscribe(inner) {
+            return true;
+        }
+        shared.stats.subscribe_denied.fetch_add(1, Ordering::Relaxed);
+        self.meter.denied.fetch_add(1, Ordering::Relaxed);
+        shared.emit(EventKind::SubscribeDenied {
+            device: self.device.to_string(),
+            filter: filter.to_owned(),
+            quarantine: self.quarantine.as_deref().map(str::to_owned),
+        });
+        false
+    }
+
+    /// May the device still hold the subscription `inner` (no event: the caller reports a
+    /// removal with [`Gate::subscription_removed`]).
+    pub fn may_hold(&self, inner: &str) -> bool {
+        self.policy.can_subscribe(inner)
+    }
+
+    /// May a queued or in-flight message on `topic` still go to the device? (A message it may
+    /// no longer read is dropped silently: its subscription's removal was reported.)
+    pub fn may_read(&self, topic: &str) -> bool {
+        self.policy.can_subscribe(topic)
+    }
+
+    /// Report a subscription removed because the device may no longer hold it.
+    pub fn subscription_removed(&self, shared: &Shared, filter: &str) {
+        shared.emit(EventKind::SubscriptionRevoked {
+            device: self.device.to_string(),
+            filter: filter.to_owned(),
+            quarantine: self.quarantine.as_deref().map(str::to_owned),
+        });
+    }
+
+    /// Whether the snapshot changed since this state was compiled.
+    pub fn stale(&self, shared: &Shared) -> bool {
+        !Arc::ptr_eq(&self.seen, &shared.access.load())
+    }
+
+    /// Re-check against the snapshot in force, recompiling the policy.
+    pub fn recheck(&mut self, shared: &Shared) -> Recheck {
+        let seen = shared.access.load_full();
+        if seen.revoked.contains(&self.serial) {
+            return Recheck::Revoked;
+        }
+        let Some((policy, quarantine)) = compile(&seen, &self.device) else {
+            return Recheck::Unregistered;
+        };
+        let was_quarantined = self.quarantine.is_some();
+        self.policy = policy;
+        self.quarantine = quarantine;
+        self.seen = seen;
+        Recheck::Current {
+            quarantined: self.quarantine.is_some(),
+            was_quarantined,
+        }
+    }
+}
+
+/// The device's policy in its access state, with its quarantine reasons; `None` if inactive.
+fn compile(seen: &AccessSnapshot, device: &str) -> Option<(CompiledPolicy, Option<Arc<str>>)> {
+    let access = seen.device(device)?;
+    let policy = seen.compile(device)?;
+    let quarantine = access
+        .is_quarantined()
+        .then(|| Arc::from(access.quarantine_text()));
+    Some((policy, quarantine))
+}
+
+/// The policy for a will published with no connection left (a delayed or restored will): the
+/// device's access state at the moment it is published. `None` if the device is not active or
+/// its certificate was revoked since.
+pub(crate) fn will_policy(shared: &Shared, device: &str, serial: &str) -> Option<CompiledPolicy> {
+    let seen = shared.access.load();
+    if seen.revoked.contains(serial) {
+        return None;
+    }
+    seen.compile(device)
+}
