@@ -590,7 +590,7 @@ mod size_tests {
     /// An idle device connection's memory is dominated by its task; keep the future small.
     #[test]
     fn serve_future_stays_small() {
-        let (bus, _s) = tollgate_events::EventBus::new(4);
+        let (bus, _s) = tollgate_events::EventBus::new(4, 1);
         let broker = crate::Broker::new(
             crate::BrokerConfig::default(),
             bus,

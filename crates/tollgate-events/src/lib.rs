@@ -1,21 +1,34 @@
-//! Typed security events and the bus that carries them.
+//! Typed security events and the bus that carries them, numbered for an audit log.
 //!
 //! Owns the [`Event`] vocabulary (every security decision Tollgate makes: connections accepted
 //! and refused with their reason, authorization denials, revocations, policy reloads, malformed
-//! input) and [`EventBus`], a bounded channel that never blocks the emitter: when it is full the
-//! event is dropped and counted. Consumers (the JSON log writer today; the audit log and the
-//! detectors later) subscribe with [`EventBus::subscribe`].
+//! input, server start and stop) and its transport:
+//!
+//! - [`EventBus`], the emitting side: cheap to clone, used from many threads at once. `emit`
+//!   never blocks and takes no lock (a `try_send` plus atomic counters): when the queue is full,
+//!   or the bus is shutting down, the event is dropped and counted.
+//! - [`Dispatcher`], one task that takes events off the bus in order, gives each its sequence
+//!   number (contiguous and increasing in the order events are forwarded), records every loss
+//!   as an explicit [`EventKind::EventsDropped`] event, and hands each event to every
+//!   [`Consumer`].
+//! - [`Consumer`], one bounded queue per reader (the JSON log writer today; the audit log and
+//!   the detectors later). The dispatcher never waits on a consumer: a consumer whose queue is
+//!   full misses events, and is told exactly which ones with a [`Delivery::Gap`].
+//!
+//! [`EventBus::shutdown`] ends it all without losing anything already queued.
 //!
 //! It must not do I/O itself: writing lines to a file is the consumer's job.
 
 #![forbid(unsafe_code)]
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::Serialize;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, watch, Notify};
 
 /// Why a connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -326,12 +339,41 @@ pub enum EventKind {
         /// Who asked.
         by: String,
     },
+    /// The server is up: its listeners are bound.
+    ServerStarted {
+        /// Tollgate's version.
+        version: String,
+        /// Process id.
+        pid: u32,
+    },
+    /// The server is shutting down.
+    ServerStopping {
+        /// Why (e.g. "signal").
+        reason: String,
+    },
+    /// Events were lost: the bus was full (or shutting down) when they were emitted. Inserted by
+    /// the dispatcher, with its own sequence number, before the next event it forwards (or at
+    /// shutdown), so a loss is never silent.
+    EventsDropped {
+        /// How many events were lost.
+        count: u64,
+        /// The last sequence number forwarded before the loss (the loss lies between it and
+        /// this record's own `seq`); `first_seq - 1` (0 on a fresh log) when nothing was
+        /// forwarded yet.
+        after_seq: u64,
+    },
 }
 
-/// An event with its time stamp.
+/// An event with its sequence number and time stamp.
+///
+/// Serialized as one JSON object with `seq` first: `{"seq":12,"ts":"...","type":"...",...}`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
-    /// RFC 3339 UTC time.
+    /// Position in the event log, given by the [`Dispatcher`]: contiguous and increasing in the
+    /// order events are forwarded. 0 for an event that was never dispatched ([`Event::now`]).
+    pub seq: u64,
+    /// RFC 3339 UTC time, taken when the event was emitted. Emitters run concurrently, so two
+    /// events close in time may carry time stamps out of `seq` order.
     pub ts: String,
     /// The fact.
     #[serde(flatten)]
@@ -339,12 +381,12 @@ pub struct Event {
 }
 
 impl Event {
-    /// Stamp `kind` with the current time.
+    /// Stamp `kind` with the current time; `seq` is 0 (not yet dispatched).
     pub fn now(kind: EventKind) -> Event {
         let ts = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
-        Event { ts, kind }
+        Event { seq: 0, ts, kind }
     }
 
     /// One JSON line (no trailing newline).
@@ -354,79 +396,321 @@ impl Event {
     }
 }
 
-/// The emitting side of the bus: cheap to clone, never blocks.
+/// What a [`Consumer`] receives.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// The next event, in `seq` order.
+    Event(Arc<Event>),
+    /// This consumer's queue was full: it missed the `count` events numbered `first_seq` to
+    /// `last_seq` (inclusive; other consumers may have received them). Comes before any later
+    /// event.
+    Gap {
+        /// First missed sequence number.
+        first_seq: u64,
+        /// Last missed sequence number.
+        last_seq: u64,
+        /// How many events were missed (`last_seq - first_seq + 1`).
+        count: u64,
+    },
+}
+
+/// An event on its way from an emitter to the dispatcher.
+#[derive(Debug)]
+struct Queued {
+    event: Event,
+    /// The bus's drop counter just before this event was queued: drops up to this count are
+    /// recorded before the event.
+    dropped_before: u64,
+}
+
+/// State shared by every bus handle and the dispatcher. Atomics only: emitters never lock.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Set by [`EventBus::shutdown`]: emits are refused from then on.
+    closed: AtomicBool,
+    /// Wakes the dispatcher when `closed` is set.
+    close: Notify,
+    dropped: AtomicU64,
+    emitted: AtomicU64,
+}
+
+/// The emitting side of the bus: cheap to clone, never blocks, takes no lock.
 #[derive(Clone, Debug)]
 pub struct EventBus {
-    tx: mpsc::Sender<Event>,
-    fanout: broadcast::Sender<Arc<Event>>,
-    dropped: Arc<AtomicU64>,
-    emitted: Arc<AtomicU64>,
-}
-
-/// Receives every event that made it onto the bus, in order, for the JSON log writer.
-#[derive(Debug)]
-pub struct EventStream {
-    rx: mpsc::Receiver<Event>,
-    fanout: broadcast::Sender<Arc<Event>>,
-}
-
-impl EventStream {
-    /// Next event; forwards it to broadcast subscribers too. None when every bus handle is gone.
-    pub async fn next(&mut self) -> Option<Arc<Event>> {
-        let ev = Arc::new(self.rx.recv().await?);
-        // No subscriber is fine: send only fails when nobody listens.
-        let _ = self.fanout.send(Arc::clone(&ev));
-        Some(ev)
-    }
-
-    /// The next event if one is already queued (lets a writer batch a burst into one write).
-    pub fn try_next(&mut self) -> Option<Arc<Event>> {
-        let ev = Arc::new(self.rx.try_recv().ok()?);
-        let _ = self.fanout.send(Arc::clone(&ev));
-        Some(ev)
-    }
+    tx: mpsc::Sender<Queued>,
+    shared: Arc<Shared>,
+    /// Becomes true when the dispatcher has finished (or is gone: the sender is dropped).
+    finished: watch::Receiver<bool>,
 }
 
 impl EventBus {
-    /// A bus holding at most `capacity` undelivered events.
-    pub fn new(capacity: usize) -> (EventBus, EventStream) {
+    /// A bus holding at most `capacity` events not yet taken by the dispatcher, and its
+    /// dispatcher, which numbers events from `first_seq` (0 is reserved for undispatched events:
+    /// a `first_seq` of 0 counts as 1). Register consumers on the dispatcher, then spawn
+    /// [`Dispatcher::run`].
+    pub fn new(capacity: usize, first_seq: u64) -> (EventBus, Dispatcher) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        let (fanout, _) = broadcast::channel(capacity.max(16));
+        let (finished_tx, finished) = watch::channel(false);
+        let shared = Arc::new(Shared::default());
+        let first_seq = first_seq.max(1);
         let bus = EventBus {
             tx,
-            fanout: fanout.clone(),
-            dropped: Arc::default(),
-            emitted: Arc::default(),
+            shared: Arc::clone(&shared),
+            finished,
         };
-        (bus, EventStream { rx, fanout })
+        let dispatcher = Dispatcher {
+            rx,
+            shared,
+            finished: finished_tx,
+            consumers: Vec::new(),
+            next_seq: first_seq,
+            last_seq: first_seq - 1,
+            reported_drops: 0,
+        };
+        (bus, dispatcher)
     }
 
-    /// Emit an event. Never blocks: a full bus drops the event and counts it.
+    /// Emit an event, time-stamped now. Never blocks: a full bus, or one that is shutting down,
+    /// drops the event and counts it (the dispatcher then records the loss in the stream).
     pub fn emit(&self, kind: EventKind) {
-        match self.tx.try_send(Event::now(kind)) {
+        let s = &*self.shared;
+        if s.closed.load(Ordering::Acquire) {
+            s.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let event = Event::now(kind);
+        let dropped_before = s.dropped.load(Ordering::Relaxed);
+        match self.tx.try_send(Queued {
+            event,
+            dropped_before,
+        }) {
             Ok(()) => {
-                self.emitted.fetch_add(1, Ordering::Relaxed);
+                s.emitted.fetch_add(1, Ordering::Relaxed);
             }
             Err(_) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+                s.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
 
-    /// Subscribe to events after the log writer has seen them (a slow subscriber lags and loses
-    /// events; it never slows the writer).
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
-        self.fanout.subscribe()
+    /// Stop the bus and wait for the dispatcher to finish.
+    ///
+    /// From the moment this is called (before the future is first polled) the bus refuses new
+    /// events: later emits, from any clone, are dropped and counted. The dispatcher forwards
+    /// everything already queued, records any loss in a final [`EventKind::EventsDropped`],
+    /// closes every consumer's queue (each consumer then drains it and sees the end), and
+    /// finishes; the future resolves then, or at once if the dispatcher is gone. Await the
+    /// consumers' own tasks afterwards. Emits that race with the very end of the dispatcher
+    /// are counted in [`EventBus::dropped`] but no longer recorded in the stream.
+    pub fn shutdown(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.close.notify_one();
+        let mut finished = self.finished.clone();
+        async move {
+            // An error means the dispatcher is gone, which is finished too.
+            let _ = finished.wait_for(|done| *done).await;
+        }
     }
 
-    /// Events dropped because the bus was full.
+    /// Events dropped because the bus was full or shutting down.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.shared.dropped.load(Ordering::Relaxed)
     }
 
     /// Events accepted onto the bus.
     pub fn emitted(&self) -> u64 {
-        self.emitted.load(Ordering::Relaxed)
+        self.shared.emitted.load(Ordering::Relaxed)
+    }
+}
+
+/// The single task that numbers events and hands them to every [`Consumer`].
+#[derive(Debug)]
+pub struct Dispatcher {
+    rx: mpsc::Receiver<Queued>,
+    shared: Arc<Shared>,
+    finished: watch::Sender<bool>,
+    consumers: Vec<Outlet>,
+    next_seq: u64,
+    /// The last sequence number given out (`first_seq - 1` before the first).
+    last_seq: u64,
+    /// Drops already recorded in an [`EventKind::EventsDropped`].
+    reported_drops: u64,
+}
+
+impl Dispatcher {
+    /// Register a consumer named `name` whose queue holds up to `capacity` deliveries. It
+    /// receives every event forwarded from now on, in `seq` order, unless its queue is full:
+    /// then it misses events and is told with a [`Delivery::Gap`] before the next one it gets.
+    pub fn consumer(&mut self, name: &'static str, capacity: usize) -> Consumer {
+        // One slot more than asked, kept free for the gap notice that may be pending at
+        // shutdown: events use a slot only when another stays free.
+        let (tx, rx) = mpsc::channel(capacity.max(1) + 1);
+        let skipped = Arc::new(AtomicU64::new(0));
+        self.consumers.push(Outlet {
+            tx: Some(tx),
+            gap: None,
+            skipped: Arc::clone(&skipped),
+        });
+        Consumer { name, rx, skipped }
+    }
+
+    /// Forward events until [`EventBus::shutdown`] (or until every bus handle is gone), then
+    /// forward what is still queued, record any final loss, and close the consumers' queues.
+    pub async fn run(mut self) {
+        loop {
+            // The flag covers a wake-up consumed by a `notified()` dropped by `select!`.
+            if self.shared.closed.load(Ordering::Acquire) {
+                break;
+            }
+            tokio::select! {
+                biased;
+                q = self.rx.recv() => match q {
+                    Some(q) => self.forward(q),
+                    None => break,
+                },
+                () = self.shared.close.notified() => {}
+            }
+        }
+        // Refuse further sends (a racing emit fails and is counted), then forward everything
+        // that made it onto the queue: `recv` ends only once the queue is empty.
+        self.rx.close();
+        while let Some(q) = self.rx.recv().await {
+            self.forward(q);
+        }
+        let dropped = self.shared.dropped.load(Ordering::Acquire);
+        self.record_drops(dropped);
+        for c in &mut self.consumers {
+            c.finish();
+        }
+        // Dropping the senders closes the consumers' queues.
+        self.consumers.clear();
+        self.finished.send_replace(true);
+    }
+
+    fn forward(&mut self, q: Queued) {
+        self.record_drops(q.dropped_before);
+        self.dispatch(q.event);
+    }
+
+    /// Record the drops counted up to `dropped` that are not recorded yet.
+    fn record_drops(&mut self, dropped: u64) {
+        if dropped <= self.reported_drops {
+            return;
+        }
+        let count = dropped - self.reported_drops;
+        self.reported_drops = dropped;
+        let after_seq = self.last_seq;
+        self.dispatch(Event::now(EventKind::EventsDropped { count, after_seq }));
+    }
+
+    fn dispatch(&mut self, mut event: Event) {
+        event.seq = self.next_seq;
+        self.last_seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        let event = Arc::new(event);
+        for c in &mut self.consumers {
+            c.offer(&event);
+        }
+    }
+}
+
+/// The dispatcher's end of one consumer's queue.
+#[derive(Debug)]
+struct Outlet {
+    /// None once the consumer is gone.
+    tx: Option<mpsc::Sender<Delivery>>,
+    /// Events missed and not yet reported: (first_seq, last_seq, count).
+    gap: Option<(u64, u64, u64)>,
+    skipped: Arc<AtomicU64>,
+}
+
+impl Outlet {
+    /// Queue `event`, or count it as missed. Never waits. Events only take a slot when another
+    /// stays free, so while a gap is pending there is always room to report it at the end.
+    fn offer(&mut self, event: &Arc<Event>) {
+        if let Some((first_seq, last_seq, count)) = self.gap {
+            if self.free() >= 2 {
+                let gap = Delivery::Gap {
+                    first_seq,
+                    last_seq,
+                    count,
+                };
+                if self.send(gap) {
+                    self.gap = None;
+                }
+            }
+        }
+        if self.gap.is_none() && self.free() >= 2 && self.send(Delivery::Event(Arc::clone(event))) {
+            return;
+        }
+        if self.tx.is_none() {
+            return;
+        }
+        self.skipped.fetch_add(1, Ordering::Relaxed);
+        self.gap = Some(match self.gap {
+            Some((first, _, count)) => (first, event.seq, count + 1),
+            None => (event.seq, event.seq, 1),
+        });
+    }
+
+    /// Free slots in the consumer's queue (the dispatcher is its only sender).
+    fn free(&self) -> usize {
+        self.tx.as_ref().map_or(0, mpsc::Sender::capacity)
+    }
+
+    /// Report a pending gap in the slot kept free for it.
+    fn finish(&mut self) {
+        if let Some((first_seq, last_seq, count)) = self.gap.take() {
+            self.send(Delivery::Gap {
+                first_seq,
+                last_seq,
+                count,
+            });
+        }
+    }
+
+    /// True if queued. A consumer that is gone is forgotten.
+    fn send(&mut self, d: Delivery) -> bool {
+        let Some(tx) = &self.tx else { return false };
+        match tx.try_send(d) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => false,
+            Err(TrySendError::Closed(_)) => {
+                self.tx = None;
+                self.gap = None;
+                false
+            }
+        }
+    }
+}
+
+/// One reader of the event stream, with its own bounded queue.
+#[derive(Debug)]
+pub struct Consumer {
+    name: &'static str,
+    rx: mpsc::Receiver<Delivery>,
+    skipped: Arc<AtomicU64>,
+}
+
+impl Consumer {
+    /// The next delivery; None once the dispatcher has finished and the queue is drained.
+    pub async fn recv(&mut self) -> Option<Delivery> {
+        self.rx.recv().await
+    }
+
+    /// The next delivery if one is already queued (lets a writer batch a burst into one write).
+    pub fn try_recv(&mut self) -> Option<Delivery> {
+        self.rx.try_recv().ok()
+    }
+
+    /// The name given at registration.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Events this consumer missed so far because its queue was full.
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
     }
 }
 
@@ -434,34 +718,343 @@ impl EventBus {
 mod tests {
     use super::*;
 
+    fn denied(device: &str, n: usize) -> EventKind {
+        EventKind::SubscribeDenied {
+            device: device.into(),
+            filter: n.to_string(),
+            quarantine: None,
+        }
+    }
+
+    /// Every delivery until the end of the stream.
+    async fn drain(c: &mut Consumer) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        while let Some(d) = c.recv().await {
+            out.push(d);
+        }
+        out
+    }
+
+    fn event(d: &Delivery) -> &Event {
+        match d {
+            Delivery::Event(e) => e,
+            Delivery::Gap { .. } => panic!("expected an event, got {d:?}"),
+        }
+    }
+
+    fn drops(e: &Event) -> Option<(u64, u64)> {
+        match e.kind {
+            EventKind::EventsDropped { count, after_seq } => Some((count, after_seq)),
+            _ => None,
+        }
+    }
+
+    /// Emits `per_thread` events from each of 4 threads while the dispatcher runs on a
+    /// multi-thread runtime; returns the bus and everything the one consumer received.
+    fn emit_from_four_threads(bus_capacity: usize, per_thread: usize) -> (EventBus, Vec<Delivery>) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let (bus, mut dispatcher) = EventBus::new(bus_capacity, 1);
+        let mut consumer = dispatcher.consumer("all", 8 * per_thread + 16);
+        let dispatcher_task = rt.spawn(dispatcher.run());
+        let collector = rt.spawn(async move { drain(&mut consumer).await });
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let bus = bus.clone();
+                s.spawn(move || {
+                    for n in 0..per_thread {
+                        bus.emit(denied(&format!("t{t}"), n));
+                    }
+                });
+            }
+        });
+        rt.block_on(bus.shutdown());
+        rt.block_on(dispatcher_task).unwrap();
+        let got = rt.block_on(collector).unwrap();
+        (bus, got)
+    }
+
+    /// Sequence numbers run 1, 2, 3... with no hole, and each thread's events keep its order
+    /// (with none missing when `lossless`).
+    fn check_contiguous_and_ordered(got: &[Delivery], lossless: bool) {
+        let mut last_per_thread = std::collections::HashMap::new();
+        for (i, d) in got.iter().enumerate() {
+            let e = event(d);
+            assert_eq!(e.seq, i as u64 + 1, "seq hole at delivery {i}");
+            if let EventKind::SubscribeDenied { device, filter, .. } = &e.kind {
+                let n: i64 = filter.parse().unwrap();
+                let last = last_per_thread.insert(device.clone(), n).unwrap_or(-1);
+                if lossless {
+                    assert_eq!(n, last + 1, "{device}'s events out of order");
+                } else {
+                    assert!(n > last, "{device}'s events out of order");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sequence_numbers_are_contiguous_across_four_emitting_threads() {
+        // Room for all 10,000: nothing may be lost.
+        let (bus, got) = emit_from_four_threads(10_000, 2_500);
+        assert_eq!(bus.emitted(), 10_000);
+        assert_eq!(bus.dropped(), 0);
+        assert_eq!(got.len(), 10_000);
+        check_contiguous_and_ordered(&got, true);
+        assert!(got.iter().all(|d| drops(event(d)).is_none()));
+    }
+
+    #[test]
+    fn drops_under_contention_are_all_recorded_in_sequence() {
+        // A tiny bus: 40,000 events from 4 threads overflow it, by an amount that varies.
+        let (bus, got) = emit_from_four_threads(64, 10_000);
+        assert_eq!(bus.emitted() + bus.dropped(), 40_000);
+        assert!(
+            bus.dropped() > 0,
+            "the bus never overflowed; the test proves nothing"
+        );
+        check_contiguous_and_ordered(&got, false);
+        let (mut forwarded, mut recorded) = (0, 0);
+        for d in &got {
+            let e = event(d);
+            match drops(e) {
+                Some((count, after_seq)) => {
+                    assert!(count > 0);
+                    assert_eq!(after_seq, e.seq - 1);
+                    recorded += count;
+                }
+                None => forwarded += 1,
+            }
+        }
+        assert_eq!(forwarded, bus.emitted());
+        assert_eq!(recorded, bus.dropped());
+    }
+
     #[test]
     fn a_full_bus_drops_and_counts_instead_of_blocking() {
-        let (bus, _stream) = EventBus::new(2);
-        for _ in 0..5 {
-            bus.emit(EventKind::SubscribeDenied {
-                device: "d".into(),
-                filter: "#".into(),
-                quarantine: None,
-            });
+        let (bus, _dispatcher) = EventBus::new(2, 1);
+        for n in 0..5 {
+            bus.emit(denied("d", n));
         }
         assert_eq!(bus.emitted(), 2);
         assert_eq!(bus.dropped(), 3);
     }
 
+    #[tokio::test]
+    async fn an_overflow_becomes_exactly_one_events_dropped_record_before_the_next_event() {
+        let (bus, mut dispatcher) = EventBus::new(4, 1);
+        let mut log = dispatcher.consumer("log", 100);
+        let dispatcher_task = tokio::spawn(dispatcher.run());
+        // The dispatcher has not run yet (current-thread runtime): 4 fit, 6 are dropped.
+        for n in 0..10 {
+            bus.emit(denied("d", n));
+        }
+        assert_eq!((bus.emitted(), bus.dropped()), (4, 6));
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            got.push(log.recv().await.unwrap());
+        }
+        bus.emit(denied("d", 10));
+        bus.shutdown().await;
+        dispatcher_task.await.unwrap();
+        got.extend(drain(&mut log).await);
+
+        let seqs: Vec<u64> = got.iter().map(|d| event(d).seq).collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
+        let records: Vec<_> = got.iter().filter_map(|d| drops(event(d))).collect();
+        assert_eq!(records, [(6, 4)], "one record: 6 lost after seq 4");
+        assert!(
+            drops(event(&got[4])).is_some(),
+            "recorded before the next event"
+        );
+        assert!(
+            matches!(&event(&got[5]).kind, EventKind::SubscribeDenied { filter, .. } if filter == "10")
+        );
+        let line = event(&got[4]).to_json();
+        assert!(
+            line.starts_with(r#"{"seq":5,"ts":""#)
+                && line.contains(r#""type":"events_dropped","count":6,"after_seq":4"#),
+            "{line}"
+        );
+    }
+
+    #[tokio::test]
+    async fn shutdown_loses_nothing_queued_and_counts_later_emits() {
+        let (bus, mut dispatcher) = EventBus::new(100, 1);
+        let elsewhere = bus.clone(); // a handle still alive elsewhere must not hold shutdown up
+        let mut log = dispatcher.consumer("log", 100);
+        let dispatcher_task = tokio::spawn(dispatcher.run());
+        for n in 0..50 {
+            bus.emit(denied("d", n));
+        }
+        let stopped = bus.shutdown();
+        elsewhere.emit(denied("late", 0));
+        assert_eq!(bus.dropped(), 1, "refused as soon as shutdown() is called");
+        stopped.await;
+        assert!(dispatcher_task.is_finished());
+        elsewhere.emit(denied("later", 0));
+        assert_eq!((bus.emitted(), bus.dropped()), (50, 2));
+
+        let got = drain(&mut log).await;
+        assert_eq!(got.len(), 51);
+        for (i, d) in got[..50].iter().enumerate() {
+            let e = event(d);
+            assert_eq!(e.seq, i as u64 + 1);
+            assert!(
+                matches!(&e.kind, EventKind::SubscribeDenied { filter, .. } if *filter == i.to_string())
+            );
+        }
+        // The emit refused during shutdown is still recorded; the one after it cannot be.
+        assert_eq!(event(&got[50]).seq, 51);
+        assert_eq!(drops(event(&got[50])), Some((1, 50)));
+        assert!(log.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_restarted_log_continues_numbering_and_records_a_loss_before_any_event() {
+        let (bus, mut dispatcher) = EventBus::new(8, 101);
+        let mut log = dispatcher.consumer("log", 8);
+        let dispatcher_task = tokio::spawn(dispatcher.run());
+        let stopped = bus.shutdown();
+        bus.emit(denied("d", 0));
+        stopped.await;
+        dispatcher_task.await.unwrap();
+        let got = drain(&mut log).await;
+        assert_eq!(got.len(), 1);
+        assert_eq!(event(&got[0]).seq, 101);
+        assert_eq!(drops(event(&got[0])), Some((1, 100)));
+    }
+
+    #[tokio::test]
+    async fn a_stalled_consumer_gets_an_exact_gap_and_the_others_everything() {
+        let (bus, mut dispatcher) = EventBus::new(100, 1);
+        let mut slow = dispatcher.consumer("slow", 2);
+        let mut fast = dispatcher.consumer("fast", 100);
+        let dispatcher_task = tokio::spawn(dispatcher.run());
+        let mut all = Vec::new();
+        for n in 1..=5 {
+            bus.emit(denied("d", n));
+        }
+        for _ in 1..=5 {
+            all.push(fast.recv().await.unwrap());
+        }
+        // `slow` holds 1 and 2; 3 to 5 missed it. The gap is told before the next event.
+        assert_eq!(event(&slow.try_recv().unwrap()).seq, 1);
+        assert_eq!(event(&slow.try_recv().unwrap()).seq, 2);
+        assert!(slow.try_recv().is_none());
+        assert_eq!(slow.skipped(), 3);
+        bus.emit(denied("d", 6));
+        all.push(fast.recv().await.unwrap());
+        assert!(matches!(
+            slow.try_recv(),
+            Some(Delivery::Gap {
+                first_seq: 3,
+                last_seq: 5,
+                count: 3
+            })
+        ));
+        assert_eq!(event(&slow.try_recv().unwrap()).seq, 6);
+
+        // Stalled again at shutdown: the gap still arrives, in the slot kept for it.
+        for n in 7..=9 {
+            bus.emit(denied("d", n));
+        }
+        bus.shutdown().await;
+        dispatcher_task.await.unwrap();
+        all.extend(drain(&mut fast).await);
+        let rest = drain(&mut slow).await;
+        assert_eq!(rest.len(), 3, "{rest:?}");
+        assert_eq!(event(&rest[0]).seq, 7);
+        assert_eq!(event(&rest[1]).seq, 8);
+        assert!(matches!(
+            rest[2],
+            Delivery::Gap {
+                first_seq: 9,
+                last_seq: 9,
+                count: 1
+            }
+        ));
+        assert_eq!(slow.skipped(), 4);
+        assert_eq!(fast.skipped(), 0);
+        let seqs: Vec<u64> = all.iter().map(|d| event(d).seq).collect();
+        assert_eq!(seqs, (1..=9).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_consumer_that_goes_away_does_not_disturb_the_others() {
+        let (bus, mut dispatcher) = EventBus::new(100, 1);
+        let gone = dispatcher.consumer("gone", 1);
+        let mut log = dispatcher.consumer("log", 100);
+        drop(gone);
+        let dispatcher_task = tokio::spawn(dispatcher.run());
+        for n in 0..10 {
+            bus.emit(denied("d", n));
+        }
+        bus.shutdown().await;
+        dispatcher_task.await.unwrap();
+        assert_eq!(drain(&mut log).await.len(), 10);
+    }
+
+    #[tokio::test]
+    async fn shutdown_returns_when_the_dispatcher_never_ran() {
+        let (bus, dispatcher) = EventBus::new(4, 1);
+        bus.emit(denied("d", 0));
+        drop(dispatcher);
+        bus.shutdown().await;
+    }
+
     #[test]
-    fn events_serialize_as_one_json_line_with_type_tag() {
-        let ev = Event::now(EventKind::PublishDenied {
+    fn events_serialize_as_one_json_line_with_seq_first_and_type_tag() {
+        let mut ev = Event::now(EventKind::PublishDenied {
             device: "pump-7".into(),
             topic: "a/b".into(),
             qos: 1,
             what: "publish",
             quarantine: None,
         });
+        assert_eq!(ev.seq, 0);
+        ev.seq = 12;
         let line = ev.to_json();
         assert!(!line.contains('\n'));
+        assert!(line.starts_with(r#"{"seq":12,"ts":""#), "{line}");
+        let type_at = line.find(r#","type":"publish_denied""#).unwrap();
+        assert!(type_at > line.find(r#""ts""#).unwrap());
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["seq"], 12);
         assert_eq!(v["type"], "publish_denied");
         assert_eq!(v["device"], "pump-7");
         assert!(v["ts"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn new_kinds_have_their_wire_names() {
+        let cases = [
+            (
+                EventKind::ServerStarted {
+                    version: "0.1.0".into(),
+                    pid: 42,
+                },
+                r#""type":"server_started","version":"0.1.0","pid":42}"#,
+            ),
+            (
+                EventKind::ServerStopping {
+                    reason: "signal".into(),
+                },
+                r#""type":"server_stopping","reason":"signal"}"#,
+            ),
+            (
+                EventKind::EventsDropped {
+                    count: 3,
+                    after_seq: 9,
+                },
+                r#""type":"events_dropped","count":3,"after_seq":9}"#,
+            ),
+        ];
+        for (kind, tail) in cases {
+            let line = Event::now(kind).to_json();
+            assert!(line.ends_with(tail), "{line}");
+        }
     }
 }

@@ -159,8 +159,11 @@ pub async fn serve(cfg: Config) -> Result<()> {
     // One server per data directory: a second one would share the stores and the event log.
     let _lock = DataDirLock::acquire(&cfg.data, "serve")?;
     let l = Layout::new(&cfg.data);
-    let (events, stream) = EventBus::new(16 * 1024);
-    let event_writer = tokio::spawn(crate::eventlog::run(stream, cfg.events_file.clone()));
+    let first = crate::eventlog::last_seq(&cfg.events_file).map_or(1, |s| s + 1);
+    let (events, mut dispatcher) = EventBus::new(16 * 1024, first);
+    let log = dispatcher.consumer("log", 16 * 1024);
+    let dispatcher_task = tokio::spawn(dispatcher.run());
+    let event_writer = tokio::spawn(crate::eventlog::run(log, cfg.events_file.clone()));
 
     let registry =
         Arc::new(SqliteRegistry::open(&l.registry()).context("opening the registry")?);
@@ -211,10 +214,17 @@ pub async fn serve(cfg: Config) -> Result<()> {
     ));
     let watcher = tokio::spawn(watch_policy(Arc::clone(&control), cfg.policy_watch));
 
+    events.emit(EventKind::ServerStarted {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        pid: std::process::id(),
+    });
     tracing::info!(mqtt = %mqtt_addr, admin = %admin_addr, data = %cfg.data.display(), "tollgate is serving (MQTT over mTLS only)");
     eprintln!("tollgate: MQTT (mTLS) on {mqtt_addr}, admin API (HTTPS) on https://{admin_addr}");
 
     wait_for_signal().await;
+    events.emit(EventKind::ServerStopping {
+        reason: "signal".to_string(),
+    });
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     broker.shutdown();
@@ -233,9 +243,10 @@ pub async fn serve(cfg: Config) -> Result<()> {
         // Write what the last connections handed over before the process ends.
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
     }
-    // Let the event writer drain what is queued.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    event_writer.abort();
+    // Forward everything queued, then let the writer flush and fsync.
+    events.shutdown().await;
+    let _ = dispatcher_task.await;
+    let _ = event_writer.await;
     Ok(())
 }
 
