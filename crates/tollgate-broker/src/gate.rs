@@ -181,7 +181,10 @@ impl Gate {
         if self.policy.can_subscribe(inner) {
             return true;
         }
-        shared.stats.subscribe_denied.fetch_add(1, Ordering::Relaxed);
+        shared
+            .stats
+            .subscribe_denied
+            .fetch_add(1, Ordering::Relaxed);
         self.meter.denied.fetch_add(1, Ordering::Relaxed);
         shared.emit(EventKind::SubscribeDenied {
             device: self.device.to_string(),

@@ -40,12 +40,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tollgate_events::{EventBus, EventKind};
 use tollgate_mqtt::{ByteString, QoS, ReasonCode};
 
+pub use crate::gate::{Meter, MeterReading};
 use crate::persist::{Durability, Op, StoredMessage};
 use crate::router::Router;
-pub use crate::gate::{Meter, MeterReading};
 pub use crate::session::QueueFull;
-pub use tollgate_policy::{AccessSnapshot, Changed};
 use crate::session::{Control, Delivery, Message, Refused, Session};
+pub use tollgate_policy::{AccessSnapshot, Changed};
 
 /// How the MQTT client id must relate to the certificate's device id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -298,7 +298,12 @@ impl Broker {
             .map(|s| ConnectionInfo {
                 device_id: s.device_id.to_string(),
                 client_id: s.client_id.to_string(),
-                meter: s.meter.lock().as_ref().map(|m| m.read()).unwrap_or_default(),
+                meter: s
+                    .meter
+                    .lock()
+                    .as_ref()
+                    .map(|m| m.read())
+                    .unwrap_or_default(),
             })
             .collect()
     }

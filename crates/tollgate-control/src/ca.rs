@@ -415,8 +415,8 @@ impl Authority {
         validity: std::time::Duration,
     ) -> Result<Crls, ControlError> {
         let this_update = time::OffsetDateTime::now_utc() - time::Duration::minutes(5);
-        let next_update = this_update
-            + time::Duration::try_from(validity).unwrap_or(time::Duration::hours(48));
+        let next_update =
+            this_update + time::Duration::try_from(validity).unwrap_or(time::Duration::hours(48));
         let mut issuing = vec![Arc::new(self.issuer.crl(
             revoked,
             number,

@@ -73,7 +73,9 @@ pub enum ControlError {
     #[error("device {0:?} already exists")]
     DeviceExists(String),
     /// The id belongs to a revoked device; reactivating it needs the explicit flag.
-    #[error("device {0:?} exists and is revoked; pass reactivate (CLI: --reactivate) to bring it back")]
+    #[error(
+        "device {0:?} exists and is revoked; pass reactivate (CLI: --reactivate) to bring it back"
+    )]
     ReactivationRequired(String),
     /// The request would change an existing device's groups without the explicit flag.
     #[error("device {device:?} exists with groups {current:?}; pass change_groups (CLI: --change-groups) to give it {requested:?}")]

@@ -153,7 +153,11 @@ mod tests {
         };
         std::fs::write(&journal, serde_json::to_vec(&j).unwrap()).unwrap();
         std::fs::rename(tmp_name(&key), &key).unwrap();
-        assert_eq!(std::fs::read(&crt).unwrap(), b"old cert", "the pair disagrees now");
+        assert_eq!(
+            std::fs::read(&crt).unwrap(),
+            b"old cert",
+            "the pair disagrees now"
+        );
         recover(&journal).unwrap();
         assert_eq!(std::fs::read(&key).unwrap(), b"new key");
         assert_eq!(std::fs::read(&crt).unwrap(), b"new cert");

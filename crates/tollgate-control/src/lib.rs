@@ -399,8 +399,7 @@ impl Control {
                 });
             }
         }
-        let revoked: imbl::HashSet<String> =
-            self.registry.revoked_serials()?.into_iter().collect();
+        let revoked: imbl::HashSet<String> = self.registry.revoked_serials()?.into_iter().collect();
         let policy = self.policy();
         Ok(self.update(Changed::All, move |s| {
             s.devices = devices;
@@ -586,7 +585,13 @@ impl Control {
 
     /// Revoke every certificate of a device, close its live connections and re-sign the CRL.
     pub fn revoke_device(&self, id: &str, reason: &str, by: &str) -> Result<Revoked, ControlError> {
-        let serials = self.registry.revoke_device(id, reason, now())?;
+        let serials = self
+            .registry
+            .revoke_device(id, reason, now())
+            .map_err(|e| match e {
+                RegistryError::NotFound(_) => ControlError::DeviceNotFound(id.to_owned()),
+                other => other.into(),
+            })?;
         // The new snapshot refuses the serials at the next handshake and CONNECT, and every
         // live connection of the device re-checks against it and closes (0x98): the count of
         // connections told is the count closed.
@@ -1154,7 +1159,12 @@ impl Control {
 
     /// The current issuing CA's CRL (DER).
     pub fn crl(&self) -> Arc<Vec<u8>> {
-        self.crls.lock().issuing.first().cloned().unwrap_or_default()
+        self.crls
+            .lock()
+            .issuing
+            .first()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The root CA's CRL (empty when the root key is offline).

@@ -265,7 +265,7 @@ pub struct RevokedEntry {
 }
 
 fn serial_from_hex(hex: &str) -> Option<SerialNumber> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     let bytes: Option<Vec<u8>> = (0..hex.len())

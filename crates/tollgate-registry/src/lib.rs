@@ -211,8 +211,12 @@ pub trait TokenStore: Send + Sync {
         now: i64,
     ) -> Result<(), RegistryError>;
     /// Use a token: succeeds once, for that device, before it expires.
-    fn consume_token(&self, device: &str, hash: &str, now: i64)
-        -> Result<TokenGrant, RegistryError>;
+    fn consume_token(
+        &self,
+        device: &str,
+        hash: &str,
+        now: i64,
+    ) -> Result<TokenGrant, RegistryError>;
 }
 
 /// Suppliers and the devices their bootstrap certificates enrolled.
@@ -817,7 +821,8 @@ mod tests {
             reg.consume_token("d1", "h1", 21),
             Err(RegistryError::Token("token already used"))
         ));
-        reg.create_token("d1", &grant(vec![]), "h2", 100, 30).unwrap();
+        reg.create_token("d1", &grant(vec![]), "h2", 100, 30)
+            .unwrap();
         assert!(matches!(
             reg.consume_token("d1", "h2", 100),
             Err(RegistryError::Token("token expired"))

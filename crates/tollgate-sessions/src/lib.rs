@@ -32,7 +32,6 @@ use tollgate_broker::persist::{
     unix_ms, Durability, Op, Recovered, RecoveredEntry, RecoveredSession, StoredMessage, StoredWill,
 };
 
-
 /// Errors from the session store.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -46,10 +46,14 @@ impl DataDirLock {
                 let mut holder = String::new();
                 let _ = file.read_to_string(&mut holder);
                 let holder = holder.trim();
+                let holder = if holder.is_empty() {
+                    "another Tollgate process"
+                } else {
+                    holder
+                };
                 bail!(
-                    "{} is in use by another Tollgate process ({}); {what} refuses to share it (stop the other one, or use another --data directory)",
-                    data.display(),
-                    if holder.is_empty() { "unknown" } else { holder }
+                    "tollgate {holder} is running on {}; {what} refuses to share the data directory (stop it first, or use another --data directory)",
+                    data.display()
                 );
             }
             Err(std::fs::TryLockError::Error(e)) => {
@@ -58,7 +62,7 @@ impl DataDirLock {
         }
         file.set_len(0)?;
         file.rewind()?;
-        write!(file, "{what}, pid {}", std::process::id())?;
+        write!(file, "{what} (pid {})", std::process::id())?;
         file.flush()?;
         Ok(DataDirLock { _file: file })
     }
@@ -81,7 +85,8 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let first = DataDirLock::acquire(&dir, "serve").unwrap();
         let err = DataDirLock::acquire(&dir, "store compact").unwrap_err();
-        assert!(err.to_string().contains("in use by another Tollgate process (serve, pid"), "{err}");
+        assert!(err.to_string().contains("tollgate serve (pid "), "{err}");
+        assert!(err.to_string().contains("is running on"), "{err}");
         drop(first);
         DataDirLock::acquire(&dir, "serve").unwrap();
         std::fs::remove_dir_all(&dir).unwrap();

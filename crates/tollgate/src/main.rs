@@ -499,7 +499,9 @@ async fn device(cmd: DeviceCommand) -> Result<ExitCode> {
                 .call(
                     Method::POST,
                     "/api/v1/devices",
-                    Some(serde_json::json!({ "id": id, "groups": groups, "reactivate": reactivate })),
+                    Some(
+                        serde_json::json!({ "id": id, "groups": groups, "reactivate": reactivate }),
+                    ),
                 )
                 .await?;
             let field = |k: &str| {
@@ -520,7 +522,10 @@ async fn device(cmd: DeviceCommand) -> Result<ExitCode> {
             } else {
                 ""
             };
-            eprintln!("Device {id} registered{again} (serial {}).", field("serial"));
+            eprintln!(
+                "Device {id} registered{again} (serial {}).",
+                field("serial")
+            );
             for f in files {
                 println!("{}", f.display());
             }

@@ -98,7 +98,10 @@ impl ListenerTls {
         })
     }
 
-    fn build(&self, trust: &Trust) -> Result<(Arc<rustls::ServerConfig>, Arc<rustls::ServerConfig>)> {
+    fn build(
+        &self,
+        trust: &Trust,
+    ) -> Result<(Arc<rustls::ServerConfig>, Arc<rustls::ServerConfig>)> {
         let l = &self.layout;
         // MQTT: Tollgate's issuing CAs only, with their CRLs. Supplier CAs are trusted on the
         // control listener only (bootstrap enrollment): a bootstrap certificate cannot open MQTT.
@@ -135,11 +138,7 @@ impl ListenerTls {
     }
 
     /// Rebuild both configurations whenever the trust material changes.
-    async fn follow(
-        self,
-        slots: TlsSlots,
-        mut trust: tokio::sync::watch::Receiver<Arc<Trust>>,
-    ) {
+    async fn follow(self, slots: TlsSlots, mut trust: tokio::sync::watch::Receiver<Arc<Trust>>) {
         while trust.changed().await.is_ok() {
             let t = Arc::clone(&trust.borrow_and_update());
             match self.build(&t) {
@@ -165,8 +164,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
     let dispatcher_task = tokio::spawn(dispatcher.run());
     let event_writer = tokio::spawn(crate::eventlog::run(log, cfg.events_file.clone()));
 
-    let registry =
-        Arc::new(SqliteRegistry::open(&l.registry()).context("opening the registry")?);
+    let registry = Arc::new(SqliteRegistry::open(&l.registry()).context("opening the registry")?);
     let control = Control::open(cfg.control(), registry, events.clone())
         .context("opening the control plane")?;
     let (broker, store) = open_broker(&cfg, &events, control.snapshot())?;

@@ -63,19 +63,32 @@ fn error(status: StatusCode, why: impl Into<String>) -> Response {
     reply(status, "text/plain; charset=utf-8", why)
 }
 
-/// An EST refusal: the response, and the reason recorded in the event log.
+/// An EST refusal: its status and the reason sent and recorded in the event log.
 struct Refusal {
-    response: Response,
+    status: StatusCode,
     reason: String,
+    /// Ask for credentials (401 with `WWW-Authenticate`).
+    challenge: bool,
 }
 
 impl Refusal {
     fn new(status: StatusCode, reason: impl Into<String>) -> Refusal {
-        let reason = reason.into();
         Refusal {
-            response: error(status, reason.clone()),
-            reason,
+            status,
+            reason: reason.into(),
+            challenge: false,
         }
+    }
+
+    fn response(&self) -> Response {
+        let mut r = error(self.status, self.reason.clone());
+        if self.challenge {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic realm=\"tollgate-est\""),
+            );
+        }
+        r
     }
 }
 
@@ -88,8 +101,12 @@ impl From<ControlError> for Refusal {
 /// Labels name enrollment profiles; Tollgate has one profile today, `default`, and accepts any
 /// label made of the device-id alphabet so devices can be configured ahead of new profiles.
 fn check_label(label: &str) -> Result<(), Refusal> {
-    tollgate_pki::validate_device_id(label)
-        .map_err(|_| Refusal::new(StatusCode::NOT_FOUND, format!("unknown EST label {label:?}")))
+    tollgate_pki::validate_device_id(label).map_err(|_| {
+        Refusal::new(
+            StatusCode::NOT_FOUND,
+            format!("unknown EST label {label:?}"),
+        )
+    })
 }
 
 fn decode_csr(body: &[u8]) -> Result<Vec<u8>, Refusal> {
@@ -136,7 +153,10 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, Refusal> {
     match super::blocking(f).await {
         Ok(r) => r.map_err(Refusal::from),
-        Err(e) => Err(Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        Err(e) => Err(Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            e.to_string(),
+        )),
     }
 }
 
@@ -159,7 +179,7 @@ async fn cacerts(State(s): State<EstState>) -> Response {
 
 async fn cacerts_l(s: State<EstState>, Path(label): Path<String>) -> Response {
     if let Err(r) = check_label(&label) {
-        return r.response;
+        return r.response();
     }
     cacerts(s).await
 }
@@ -174,7 +194,7 @@ async fn csrattrs() -> Response {
 
 async fn csrattrs_l(Path(label): Path<String>) -> Response {
     if let Err(r) = check_label(&label) {
-        return r.response;
+        return r.response();
     }
     csrattrs().await
 }
@@ -201,10 +221,7 @@ async fn simpleenroll(
                 StatusCode::UNAUTHORIZED,
                 "enrollment needs a one-time token: HTTP Basic ID:TOKEN or Bearer TOKEN",
             );
-            r.response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Basic realm=\"tollgate-est\""),
-            );
+            r.challenge = true;
             return Err(r);
         };
         let csr = decode_csr(&body)?;
@@ -276,9 +293,9 @@ fn refused(events: &EventBus, peer: &Peer, device: Option<String>, r: Refusal) -
     events.emit(EventKind::EnrollmentRefused {
         addr: Some(peer.addr),
         device,
-        reason: format!("{} (HTTP {})", r.reason, r.response.status().as_u16()),
+        reason: format!("{} (HTTP {})", r.reason, r.status.as_u16()),
     });
-    r.response
+    r.response()
 }
 
 async fn root_crl(State(s): State<EstState>) -> Response {

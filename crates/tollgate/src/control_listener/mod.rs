@@ -131,7 +131,9 @@ pub async fn serve(
             let info = der
                 .as_deref()
                 .and_then(|c| tollgate_pki::parse_certificate(c).ok());
-            let kind = der.as_deref().map_or(PeerKind::Anonymous, |d| cp.classify(d));
+            let kind = der
+                .as_deref()
+                .map_or(PeerKind::Anonymous, |d| cp.classify(d));
             let (role, serial) = match info {
                 Some(i) => (i.role, Some(i.serial)),
                 None => (Role::Other, None),
