@@ -162,12 +162,16 @@ impl Default for DevicesSection {
 #[serde(deny_unknown_fields, default)]
 pub struct LogSection {
     pub events_file: PathBuf,
+    /// Events the bus holds before the dispatcher takes them; beyond it events are dropped and
+    /// an `events_dropped` record says how many.
+    pub event_queue: usize,
 }
 
 impl Default for LogSection {
     fn default() -> Self {
         LogSection {
             events_file: PathBuf::from("events.log"),
+            event_queue: 16 * 1024,
         }
     }
 }
@@ -191,6 +195,8 @@ pub struct Config {
     pub token_ttl: Duration,
     pub crl_validity: Duration,
     pub events_file: PathBuf,
+    /// Capacity of the event bus (and of each consumer's queue).
+    pub event_queue: usize,
     /// The durable session store, when sessions are durable.
     pub sessions_file: Option<PathBuf>,
 }
@@ -306,6 +312,7 @@ impl Config {
                 u64::from(raw.devices.crl_validity_hours.max(2)) * 3600,
             ),
             events_file: resolve(raw.log.events_file),
+            event_queue: raw.log.event_queue.max(1),
             sessions_file: raw.sessions.durable.then(|| resolve(raw.sessions.file)),
         })
     }
@@ -379,7 +386,8 @@ durable = true
 file = "sessions.db"
 
 [log]
-events_file = "events.log"       # security events, one JSON object per line
+events_file = "events.log"       # security events, one JSON object per line, numbered by "seq"
+event_queue = 16384              # events buffered; an overflow is recorded as "events_dropped"
 "#
     )
 }

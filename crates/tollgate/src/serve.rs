@@ -159,8 +159,8 @@ pub async fn serve(cfg: Config) -> Result<()> {
     let _lock = DataDirLock::acquire(&cfg.data, "serve")?;
     let l = Layout::new(&cfg.data);
     let first = crate::eventlog::last_seq(&cfg.events_file).map_or(1, |s| s + 1);
-    let (events, mut dispatcher) = EventBus::new(16 * 1024, first);
-    let log = dispatcher.consumer("log", 16 * 1024);
+    let (events, mut dispatcher) = EventBus::new(cfg.event_queue, first);
+    let log = dispatcher.consumer("log", cfg.event_queue);
     let dispatcher_task = tokio::spawn(dispatcher.run());
     let event_writer = tokio::spawn(crate::eventlog::run(log, cfg.events_file.clone()));
 
