@@ -8,7 +8,7 @@ use std::time::Duration;
 use tollgate_events::EventKind;
 use tollgate_mqtt::{ByteString, QoS};
 
-use crate::connection::{publish_will, schedule_expiry};
+use crate::lifecycle::{publish_will, schedule_expiry};
 use crate::persist::{qos_from, unix_ms, Op, Recovered, RecoveredSession};
 use crate::router::Subscriber;
 use crate::session::{Delivery, Message, Outbound, Session, SessionState};

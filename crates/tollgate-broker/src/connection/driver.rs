@@ -1,0 +1,309 @@
+//! The tokio driver: reads bytes, waits for the mailbox, the control channel, the store's
+//! watermark and the deadlines, and writes each batch of responses with one `write_all`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{sleep_until, timeout_at, Instant};
+use tollgate_events::{EventKind, RefusalReason};
+use tollgate_mqtt::{
+    decode, BytesMut, ConnAck, Connect, DecodeError, Packet, Protocol, ReasonCode,
+};
+
+use super::{Conn, End, Now, IDLE_CHUNK, READ_CHUNK};
+use crate::session::{Control, ControlInbox};
+use crate::{PeerIdentity, Shared};
+
+pub(crate) async fn run<S>(shared: Arc<Shared>, stream: S, peer: PeerIdentity)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    // Idle connections are the common case in a fleet: start small, grow under load.
+    let mut rbuf = BytesMut::with_capacity(IDLE_CHUNK);
+    let deadline = peer
+        .connect_deadline
+        .unwrap_or_else(|| Instant::now() + shared.config.connect_timeout);
+    let max_packet = shared.config.max_packet_size as usize;
+
+    // 1. CONNECT, within the deadline.
+    let connect = match timeout_at(
+        deadline,
+        Box::pin(read_connect(&mut rd, &mut rbuf, max_packet)),
+    )
+    .await
+    {
+        Err(_) => {
+            refuse(
+                &shared,
+                &peer,
+                RefusalReason::Timeout,
+                "no CONNECT before the deadline".into(),
+            );
+            return;
+        }
+        Ok(Err(ReadError::Io(e))) => {
+            refuse(
+                &shared,
+                &peer,
+                RefusalReason::MalformedPacket,
+                format!("closed before CONNECT: {e}"),
+            );
+            return;
+        }
+        Ok(Err(ReadError::Decode(e))) => {
+            let reason = match e {
+                DecodeError::UnsupportedProtocol(_) => RefusalReason::UnsupportedProtocol,
+                _ => RefusalReason::MalformedPacket,
+            };
+            // The protocol level is unknown: answer like a 3.1.1 server would.
+            if matches!(e, DecodeError::UnsupportedProtocol(_)) {
+                let mut out = BytesMut::new();
+                let ack = ConnAck {
+                    code: ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+                    ..Default::default()
+                };
+                if Packet::ConnAck(ack)
+                    .encode(Protocol::V311, &mut out)
+                    .is_ok()
+                {
+                    let _ = wr.write_all(&out).await;
+                    let _ = wr.flush().await;
+                }
+            }
+            shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+            refuse(&shared, &peer, reason, e.to_string());
+            return;
+        }
+        Ok(Ok(c)) => c,
+    };
+    if shared.shutting_down.load(Ordering::Acquire) {
+        let _ = write_connack(
+            &mut wr,
+            connect.protocol,
+            ReasonCode::SERVER_UNAVAILABLE,
+            "server shutting down",
+        )
+        .await;
+        refuse(
+            &shared,
+            &peer,
+            RefusalReason::ShuttingDown,
+            "server shutting down".into(),
+        );
+        return;
+    }
+
+    // 2. Identity, client id and session.
+    let inbox = Arc::new(ControlInbox::default());
+    let mut conn = match Box::pin(Conn::accept(&shared, &peer, connect, Arc::clone(&inbox))).await {
+        Ok(c) => c,
+        Err((protocol, code, reason, why)) => {
+            let _ = write_connack(&mut wr, protocol, code, &why).await;
+            refuse(&shared, &peer, reason, why);
+            return;
+        }
+    };
+    shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+    shared.stats.connects_total.fetch_add(1, Ordering::Relaxed);
+
+    // 3. The packet loop.
+    let end = conn.run_loop(&mut rd, &mut wr, &mut rbuf, &inbox).await;
+    shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
+    let _ = wr.shutdown().await;
+    conn.finish(end);
+}
+
+fn refuse(shared: &Shared, peer: &PeerIdentity, reason: RefusalReason, detail: String) {
+    tracing::debug!(device = %peer.device_id, ?reason, %detail, "connection refused");
+    shared.emit(EventKind::ConnectionRefused {
+        addr: peer.addr,
+        device: Some(peer.device_id.clone()),
+        reason,
+        detail,
+    });
+}
+
+async fn write_connack<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    protocol: Protocol,
+    code: ReasonCode,
+    why: &str,
+) -> std::io::Result<()> {
+    let mut out = BytesMut::new();
+    let mut ack = ConnAck {
+        code,
+        ..Default::default()
+    };
+    if protocol == Protocol::V5 {
+        ack.properties.reason_string = Some(why.to_owned());
+    }
+    if Packet::ConnAck(ack).encode(protocol, &mut out).is_ok() {
+        wr.write_all(&out).await?;
+        wr.flush().await?;
+    }
+    Ok(())
+}
+
+enum ReadError {
+    Io(String),
+    Decode(DecodeError),
+}
+
+async fn read_connect<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    rbuf: &mut BytesMut,
+    max_packet: usize,
+) -> Result<Connect, ReadError> {
+    loop {
+        match decode(rbuf, None, max_packet) {
+            Ok(Some(Packet::Connect(c))) => return Ok(c),
+            Ok(Some(_)) => return Err(ReadError::Decode(DecodeError::FirstPacketNotConnect)),
+            Ok(None) => {}
+            Err(e) => return Err(ReadError::Decode(e)),
+        }
+        rbuf.reserve(IDLE_CHUNK);
+        match rd.read_buf(rbuf).await {
+            Ok(0) => return Err(ReadError::Io("end of stream".into())),
+            Ok(_) => {}
+            Err(e) => return Err(ReadError::Io(e.to_string())),
+        }
+    }
+}
+
+impl Conn {
+    pub(super) async fn run_loop<R, W>(
+        &mut self,
+        rd: &mut R,
+        wr: &mut W,
+        rbuf: &mut BytesMut,
+        ctrl: &ControlInbox,
+    ) -> End
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let max_packet = self.shared.config.max_packet_size as usize;
+        let mut last_rx = Instant::now();
+        let session = Arc::clone(&self.session);
+        // A revocation or policy change published while this connection was attaching never
+        // reached it as a Recheck: compare snapshots once now.
+        if self.gate.stale(&self.shared) {
+            if let Some(end) = self.recheck() {
+                let _ = self.flush(wr).await;
+                return end;
+            }
+        }
+        // Packets that arrived with CONNECT.
+        if let Some(end) = self.process_input(rbuf, max_packet, Now::current()) {
+            let _ = self.flush(wr).await;
+            return end;
+        }
+        let cert_deadline = self.cert_deadline;
+        let mut wm = self.out.wm.clone();
+        loop {
+            if self.pump_mailbox(Now::current()) {
+                // More is queued than one batch: come back for it without waiting.
+                session.notify.notify_one();
+            }
+            if !self.dequeued.is_empty() {
+                let ops = std::mem::take(&mut self.dequeued);
+                self.persist(ops);
+            }
+            self.out.release_held();
+            let wait_store = !self.out.held.is_empty() || self.wm_blocked;
+            if let Err(e) = self.flush(wr).await {
+                return End::Io(e.to_string());
+            }
+            let window_open = self.window_open();
+            let ka_deadline = self.keep_alive.map(|ka| last_rx + ka);
+            if rbuf.capacity() == rbuf.len() {
+                rbuf.reserve(IDLE_CHUNK);
+            }
+            let spare = rbuf.capacity() - rbuf.len();
+            tokio::select! {
+                biased;
+                c = ctrl.recv() => match c {
+                    Control::Recheck => {
+                        if let Some(end) = self.recheck() {
+                            let _ = self.flush(wr).await;
+                            return end;
+                        }
+                    }
+                    Control::Close { code, reason } => {
+                        self.out.push_disconnect(code, Some(reason.clone()));
+                        let _ = self.flush(wr).await;
+                        return End::Closed { code, reason };
+                    }
+                    Control::TakeOver(ack) => {
+                        self.out.push_disconnect(ReasonCode::SESSION_TAKEN_OVER, Some("session taken over".into()));
+                        let _ = self.flush(wr).await;
+                        return End::TakenOver(ack);
+                    }
+                },
+                r = rd.read_buf(rbuf) => match r {
+                    Ok(0) => return End::Io("connection closed by peer".into()),
+                    Ok(n) => {
+                        last_rx = Instant::now();
+                        if let Some(end) = self.process_input(rbuf, max_packet, Now::current()) {
+                            let _ = self.flush(wr).await;
+                            return end;
+                        }
+                        // A read that filled the buffer means a busy client: read in big
+                        // chunks. A quiet one keeps (or goes back to) a small buffer.
+                        let busy = n >= spare;
+                        if !busy && rbuf.is_empty() && rbuf.capacity() > 4 * READ_CHUNK {
+                            *rbuf = BytesMut::new();
+                        }
+                                                let want = if busy { READ_CHUNK } else { IDLE_CHUNK };
+                        if rbuf.capacity() - rbuf.len() < want / 2 {
+                            rbuf.reserve(want);
+                        }
+                        if std::mem::take(&mut self.congested) {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                    Err(e) => return End::Io(e.to_string()),
+                },
+                _ = session.notify.notified(), if window_open => {}
+                _ = async { if let Some(w) = wm.as_mut() { let _ = w.changed().await; } }, if wait_store && wm.is_some() => {}
+                _ = async { if let Some(d) = ka_deadline { sleep_until(d).await } }, if ka_deadline.is_some() => {
+                                        self.out.push_disconnect(ReasonCode::KEEP_ALIVE_TIMEOUT, Some("keep-alive timeout".into()));
+                    let _ = self.flush(wr).await;
+                    return End::KeepAlive;
+                }
+                _ = async { if let Some(d) = cert_deadline { sleep_until(d).await } }, if cert_deadline.is_some() => {
+                    let reason = "client certificate expired".to_owned();
+                    self.out.push_disconnect(ReasonCode::NOT_AUTHORIZED, Some(reason.clone()));
+                    let _ = self.flush(wr).await;
+                    return End::Closed { code: ReasonCode::NOT_AUTHORIZED, reason };
+                }
+            }
+        }
+    }
+
+    pub(super) async fn flush<W: AsyncWrite + Unpin>(&mut self, wr: &mut W) -> std::io::Result<()> {
+        if self.out.wbuf.is_empty() {
+            return Ok(());
+        }
+        let write = async {
+            wr.write_all(&self.out.wbuf).await?;
+            wr.flush().await
+        };
+        match tokio::time::timeout(self.shared.config.write_timeout, write).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "client stopped reading",
+                ))
+            }
+        }
+        self.out.wbuf.clear();
+        if self.out.wbuf.capacity() > 256 * 1024 {
+            self.out.wbuf = BytesMut::new();
+        }
+        Ok(())
+    }
+}

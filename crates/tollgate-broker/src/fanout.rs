@@ -1,0 +1,224 @@
+//! Fan-out: routing one message to every matching subscription (one copy per session, at the
+//! highest QoS of its overlapping subscriptions), handing durable deliveries to the store
+//! before any subscriber can see them, and the retained-message store. The payload is shared
+//! (`Arc<Message>`), never copied per subscriber; each delivery touches only the receiving
+//! session's own mailbox lock.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tollgate_events::EventKind;
+use tollgate_mqtt::QoS;
+
+use crate::persist::{Op, StoredMessage};
+use crate::router;
+use crate::session::{Delivery, Message, Refused, Session};
+use crate::{Routed, Shared};
+
+impl Shared {
+    /// Route a message to every matching subscription. `scratch` is reused between calls.
+    ///
+    /// QoS 1/2 deliveries to persistent sessions are handed to the durable store before any
+    /// subscriber can see them (so an acknowledgement can never reach the store before the
+    /// message it acknowledges). QoS 1 deliveries may be sent before they are on disk (a crash
+    /// then makes the publisher resend: at least once); QoS 2 deliveries wait for the disk, so
+    /// a crash can never make one arrive twice. With `refusable`, a message that needs the store
+    /// while it cannot write is not routed at all. `with` goes into the same store transaction
+    /// as the fan-out (the publisher's QoS 2 packet id: a crash must keep both or neither, or a
+    /// resent PUBLISH would be routed twice).
+    pub(crate) fn route(
+        &self,
+        msg: &Arc<Message>,
+        scratch: &mut Vec<(u64, usize)>,
+        refusable: bool,
+        with: Option<Op>,
+    ) -> Routed {
+        let guard = self.router.snapshot();
+        let mut targets: Vec<router::Match<'_>> = Vec::new();
+        self.router
+            .for_each_match(&guard, &msg.topic, &mut |m| targets.push(m));
+        let mut out = Routed::default();
+        if targets.is_empty() {
+            out.ticket = with.map_or(0, |op| self.persist(vec![op]));
+            return out;
+        }
+        // De-duplicate overlapping subscriptions of one session: one copy at the highest QoS
+        // with every subscription identifier (MQTT 5 3.3.4).
+        scratch.clear();
+        scratch.extend(
+            targets
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (m.sub.session.id, i)),
+        );
+        scratch.sort_unstable();
+        let mut plan: Vec<(&Arc<Session>, Delivery)> = Vec::new();
+        let mut ops: Vec<Op> = Vec::new();
+        let mut stored: Option<StoredMessage> = None;
+        let mut i = 0;
+        while i < scratch.len() {
+            let (sid, first) = scratch[i];
+            let mut j = i + 1;
+            while j < scratch.len() && scratch[j].0 == sid {
+                j += 1;
+            }
+            let Some(head) = targets.get(first) else {
+                break;
+            };
+            let session = &head.sub.session;
+            let mut qos = QoS::AtMostOnce;
+            let mut retain = false;
+            let mut sub_ids = Vec::new();
+            let mut any = false;
+            for &(_, idx) in &scratch[i..j] {
+                let Some(m) = targets.get(idx) else { continue };
+                if m.sub.opts.no_local && !m.shared && msg.from_session == sid {
+                    continue;
+                }
+                any = true;
+                qos = qos.max(m.sub.opts.qos);
+                retain |= m.sub.opts.retain_as_published && msg.retain;
+                if let Some(id) = m.sub.opts.sub_id {
+                    sub_ids.push(id);
+                }
+            }
+            i = j;
+            if !any {
+                continue;
+            }
+            let qos = qos.min(msg.qos);
+            let durable = qos != QoS::AtMostOnce
+                && self.store.is_some()
+                && session.durable.load(Ordering::Acquire);
+            if durable {
+                let blob = stored.get_or_insert_with(|| msg.stored());
+                ops.push(Op::Enqueue {
+                    session: sid,
+                    seq: msg.seq,
+                    qos: qos as u8,
+                    retain,
+                    sub_ids: sub_ids.clone(),
+                    msg: blob.clone(),
+                });
+            }
+            plan.push((
+                session,
+                Delivery {
+                    msg: Arc::clone(msg),
+                    qos,
+                    retain,
+                    sub_ids,
+                    durable,
+                    ready: 0,
+                    dup: false,
+                },
+            ));
+        }
+        if let (Some(store), false) = (&self.store, ops.is_empty()) {
+            if refusable && !store.healthy() {
+                self.stats.storage_refused.fetch_add(1, Ordering::Relaxed);
+                out.storage_refused = true;
+                return out;
+            }
+            self.stats
+                .messages_persisted
+                .fetch_add(ops.len() as u64, Ordering::Relaxed);
+            ops.extend(with);
+            out.ticket = store.submit(ops);
+        } else if let Some(op) = with {
+            out.ticket = self.persist(vec![op]);
+        }
+        let mut undo: Vec<Op> = Vec::new();
+        let cfg = &self.config;
+        if msg.qos == QoS::AtLeastOnce && out.ticket != 0 {
+            // Set before any subscriber can see (and acknowledge) the message.
+            let n = plan.iter().filter(|(_, d)| d.durable).count();
+            msg.unacked
+                .store(u32::try_from(n).unwrap_or(u32::MAX), Ordering::Release);
+        }
+        for (session, mut d) in plan {
+            if d.durable && d.qos == QoS::ExactlyOnce {
+                d.ready = out.ticket;
+            }
+            let durable = d.durable;
+            match session.deliver(
+                d,
+                cfg.max_queued_messages,
+                cfg.max_queued_bytes,
+                cfg.queue_full,
+            ) {
+                Ok(q) => {
+                    if q.evicted_count > 0 {
+                        self.stats
+                            .queue_full
+                            .fetch_add(q.evicted_count as u64, Ordering::Relaxed);
+                        self.stats
+                            .messages_dropped
+                            .fetch_add(q.evicted_count as u64, Ordering::Relaxed);
+                    }
+                    undo.extend(q.evicted.into_iter().map(|seq| Op::Dequeue {
+                        session: session.id,
+                        seq,
+                    }));
+                    if q.became_full {
+                        self.queue_full_event(session, "dropped_oldest");
+                    }
+                }
+                Err((why, first)) => {
+                    self.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+                    if why == Refused::Full {
+                        self.stats.queue_full.fetch_add(1, Ordering::Relaxed);
+                        out.refused += 1;
+                        if first {
+                            self.queue_full_event(session, "rejected");
+                        }
+                    }
+                    if durable {
+                        // Never delivered there: nothing to wait for from that session.
+                        if msg.qos == QoS::AtLeastOnce {
+                            msg.unacked.fetch_sub(1, Ordering::AcqRel);
+                        }
+                        undo.push(Op::Dequeue {
+                            session: session.id,
+                            seq: msg.seq,
+                        });
+                    }
+                }
+            }
+        }
+        if let (Some(store), false) = (&self.store, undo.is_empty()) {
+            store.submit(undo);
+        }
+        out
+    }
+
+    fn queue_full_event(&self, session: &Session, action: &'static str) {
+        self.emit(EventKind::QueueFull {
+            device: session.device_id.to_string(),
+            client_id: session.client_id.to_string(),
+            action,
+        });
+    }
+
+    /// Store or clear a retained message. Returns the store ticket of the change (0: none).
+    pub(crate) fn retain(&self, msg: &Arc<Message>) -> u64 {
+        let op = if msg.payload.is_empty() {
+            self.retained.remove(&msg.topic).map(|_| None)
+        } else if self.retained.len() >= self.config.max_retained_messages
+            && !self.retained.contains_key(&msg.topic)
+        {
+            self.stats.retained_dropped.fetch_add(1, Ordering::Relaxed);
+            None
+        } else {
+            self.retained.insert(msg.topic.clone(), Arc::clone(msg));
+            Some(Some(msg.stored()))
+        };
+        match op {
+            Some(stored) if self.store.is_some() => self.persist(vec![Op::Retain {
+                topic: msg.topic.to_string(),
+                msg: stored,
+            }]),
+            _ => 0,
+        }
+    }
+}
