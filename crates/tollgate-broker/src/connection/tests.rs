@@ -1,1 +1,583 @@
+//! The protocol state machine, driven packet by packet with no socket and no tokio driver:
+//! a fake durable store stands in for the disk (it records every change and advances its
+//! watermark only when told), and what the connection says to its client is decoded from its
+//! outbox.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tollgate_events::{Consumer, Delivery as Ev, EventBus};
+use tollgate_mqtt::{
+    decode, Bytes, BytesMut, Connect, ConnectProperties, Packet, Protocol, PubResp, Publish, QoS,
+    ReasonCode, Subscribe, SubscriptionRequest, Will,
+};
+use tollgate_policy::{AccessSnapshot, DeviceAccess, Policy, Quarantine};
+
+use super::{Conn, End, Now};
+use crate::persist::{Durability, Op};
+use crate::session::{Control, ControlInbox};
+use crate::{Broker, BrokerConfig, PeerIdentity};
+
+const POLICY: &str = r#"
+[[allow]]
+id = "sensors"
+who = "group:sensors"
+publish = ["devices/${device.id}/telemetry", "devices/${device.id}/status"]
+subscribe = ["devices/${device.id}/commands/#"]
+
+[[allow]]
+id = "backend"
+who = "group:backend"
+subscribe = ["devices/+/telemetry", "devices/+/status"]
+publish = ["devices/+/commands/#", "$tollgate/devices/+/commands/#"]
+"#;
+
+/// The disk, as far as the state machine can tell: every change recorded; on disk only when
+/// [`FakeStore::commit`] says so.
+struct FakeStore {
+    ops: Mutex<Vec<Op>>,
+    next: AtomicU64,
+    tx: tokio::sync::watch::Sender<u64>,
+}
+
+impl FakeStore {
+    fn new() -> Arc<FakeStore> {
+        Arc::new(FakeStore {
+            ops: Mutex::new(Vec::new()),
+            next: AtomicU64::new(1),
+            tx: tokio::sync::watch::channel(0).0,
+        })
+    }
+
+    /// Everything submitted so far is on disk.
+    fn commit(&self) {
+        self.tx
+            .send_replace(self.next.load(Ordering::SeqCst).saturating_sub(1));
+    }
+
+    fn count(&self, pred: impl Fn(&Op) -> bool) -> usize {
+        self.ops.lock().iter().filter(|o| pred(o)).count()
+    }
+}
+
+impl Durability for FakeStore {
+    fn submit(&self, ops: Vec<Op>) -> u64 {
+        self.ops.lock().extend(ops);
+        self.next.fetch_add(1, Ordering::SeqCst)
+    }
+    fn watermark(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.tx.subscribe()
+    }
+    fn healthy(&self) -> bool {
+        true
+    }
+}
+
+fn access(quarantined: &[&str]) -> Arc<AccessSnapshot> {
+    let mut s = AccessSnapshot::deny_all();
+    s.policy = Arc::new(Policy::parse(POLICY, "test-policy.toml").expect("test policy parses"));
+    for (id, group) in [("s1", "sensors"), ("s2", "sensors"), ("be", "backend")] {
+        s.devices.insert(
+            id.to_owned(),
+            DeviceAccess {
+                groups: vec![group.to_owned()],
+                quarantine: quarantined
+                    .contains(&id)
+                    .then(|| Quarantine {
+                        source: "operator".into(),
+                        reason: "suspicious firmware".into(),
+                    })
+                    .into_iter()
+                    .collect(),
+            },
+        );
+    }
+    Arc::new(s)
+}
+
+struct World {
+    broker: Broker,
+    events: Consumer,
+    store: Option<Arc<FakeStore>>,
+}
+
+impl World {
+    fn new(quarantined: &[&str], durable: bool) -> World {
+        let (bus, mut dispatcher) = EventBus::new(1024, 1);
+        let events = dispatcher.consumer("test", 1024);
+        tokio::spawn(dispatcher.run());
+        let store = durable.then(FakeStore::new);
+        let broker = match &store {
+            Some(s) => {
+                let port: Arc<dyn Durability> = s.clone();
+                Broker::build(
+                    BrokerConfig::default(),
+                    bus,
+                    access(quarantined),
+                    Some(port),
+                )
+            }
+            None => Broker::new(BrokerConfig::default(), bus, access(quarantined)),
+        };
+        World {
+            broker,
+            events,
+            store,
+        }
+    }
+
+    async fn connect(&self, device: &str, c: Connect) -> (Conn, Arc<ControlInbox>) {
+        let peer = PeerIdentity {
+            device_id: device.to_owned(),
+            serial: format!("serial-{device}"),
+            addr: None,
+            tls_resumed: false,
+            connect_deadline: None,
+            cert_not_after: None,
+        };
+        let inbox = Arc::new(ControlInbox::default());
+        match Conn::accept(&self.broker.shared, &peer, c, Arc::clone(&inbox)).await {
+            Ok(conn) => (conn, inbox),
+            Err((_, code, reason, why)) => panic!("CONNECT refused: {code:?} {reason:?} {why}"),
+        }
+    }
+
+    /// The next event of type `ty` (waiting for the dispatcher, at most a second).
+    async fn event(&mut self, ty: &str) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        loop {
+            let d = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no {ty} event"));
+            if let Some(Ev::Event(e)) = d {
+                let v: serde_json::Value =
+                    serde_json::from_str(&e.to_json()).expect("events are JSON");
+                if v["type"] == ty {
+                    return v;
+                }
+            }
+        }
+    }
+}
+
+fn connect_packet(client: &str, protocol: Protocol) -> Connect {
+    Connect {
+        protocol,
+        clean_start: true,
+        keep_alive: 0,
+        client_id: client.into(),
+        ..Default::default()
+    }
+}
+
+fn persistent(client: &str) -> Connect {
+    Connect {
+        clean_start: false,
+        properties: ConnectProperties {
+            session_expiry_interval: Some(3600),
+            ..Default::default()
+        },
+        ..connect_packet(client, Protocol::V5)
+    }
+}
+
+fn publish(topic: &str, qos: QoS, packet_id: u16) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic: topic.into(),
+        packet_id,
+        payload: Bytes::from_static(b"21.5"),
+        properties: Default::default(),
+    })
+}
+
+fn subscribe(packet_id: u16, filters: &[&str]) -> Packet {
+    Packet::Subscribe(Subscribe {
+        packet_id,
+        filters: filters
+            .iter()
+            .map(|f| SubscriptionRequest {
+                filter: (*f).into(),
+                qos: QoS::AtLeastOnce,
+                no_local: false,
+                retain_as_published: false,
+                retain_handling: 0,
+            })
+            .collect(),
+        ..Default::default()
+    })
+}
+
+/// What the connection has written for its client since the last call.
+fn sent(conn: &mut Conn) -> Vec<Packet> {
+    conn.out.release_held();
+    let mut buf: BytesMut = std::mem::take(&mut conn.out.wbuf);
+    let mut out = Vec::new();
+    while let Some(p) =
+        decode(&mut buf, Some(conn.protocol), usize::MAX).expect("we encode valid packets")
+    {
+        out.push(p);
+    }
+    out
+}
+
+fn handle(conn: &mut Conn, p: Packet) -> Option<End> {
+    conn.handle(p, Now::current())
+}
+
+/// The subscriber's deliveries, moved into its outbox and decoded.
+fn deliveries(conn: &mut Conn) -> Vec<Publish> {
+    conn.pump_mailbox(Now::current());
+    sent(conn)
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some(p),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ack(p: &Packet) -> (&'static str, u16, ReasonCode) {
+    match p {
+        Packet::PubAck(r) => ("puback", r.packet_id, r.code),
+        Packet::PubRec(r) => ("pubrec", r.packet_id, r.code),
+        Packet::PubRel(r) => ("pubrel", r.packet_id, r.code),
+        Packet::PubComp(r) => ("pubcomp", r.packet_id, r.code),
+        other => panic!("not an acknowledgement: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn publish_at_each_qos_is_acknowledged_and_routed_once() {
+    let w = World::new(&[], false);
+    let (mut be, _) = w.connect("be", connect_packet("be", Protocol::V5)).await;
+    let (mut s1, _) = w.connect("s1", connect_packet("s1", Protocol::V5)).await;
+    assert!(matches!(sent(&mut be)[..], [Packet::ConnAck(_)]));
+    assert!(matches!(sent(&mut s1)[..], [Packet::ConnAck(_)]));
+    assert!(handle(&mut be, subscribe(1, &["devices/+/telemetry"])).is_none());
+    assert!(matches!(&sent(&mut be)[..], [Packet::SubAck(a)] if a.codes == [ReasonCode(1)]));
+
+    // QoS 0: no acknowledgement.
+    handle(&mut s1, publish("devices/s1/telemetry", QoS::AtMostOnce, 0));
+    assert!(sent(&mut s1).is_empty());
+    // QoS 1: PUBACK.
+    handle(
+        &mut s1,
+        publish("devices/s1/telemetry", QoS::AtLeastOnce, 7),
+    );
+    let out = sent(&mut s1);
+    assert_eq!(
+        out.iter().map(ack).collect::<Vec<_>>(),
+        [("puback", 7, ReasonCode::SUCCESS)]
+    );
+    // QoS 2: PUBREC; a duplicate before PUBREL is acknowledged again but not routed again;
+    // PUBREL gets PUBCOMP.
+    handle(
+        &mut s1,
+        publish("devices/s1/telemetry", QoS::ExactlyOnce, 8),
+    );
+    handle(
+        &mut s1,
+        publish("devices/s1/telemetry", QoS::ExactlyOnce, 8),
+    );
+    handle(
+        &mut s1,
+        Packet::PubRel(PubResp {
+            packet_id: 8,
+            ..Default::default()
+        }),
+    );
+    let acks: Vec<_> = sent(&mut s1).iter().map(ack).collect();
+    assert_eq!(
+        acks,
+        [
+            ("pubrec", 8, ReasonCode::SUCCESS),
+            ("pubrec", 8, ReasonCode::SUCCESS),
+            ("pubcomp", 8, ReasonCode::SUCCESS)
+        ]
+    );
+    let got = deliveries(&mut be);
+    assert_eq!(
+        got.iter().map(|p| p.qos).collect::<Vec<_>>(),
+        [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::AtLeastOnce],
+        "one delivery per publish, at the subscription's QoS (1) at most"
+    );
+    assert!(got.iter().all(|p| &*p.topic == "devices/s1/telemetry"));
+    // The meters counted it: three messages in, three out.
+    assert_eq!(s1.gate.meter().read().messages_in, 4);
+    assert_eq!(be.gate.meter().read().messages_out, 3);
+}
+
+#[tokio::test]
+async fn a_durable_puback_waits_for_the_store_and_then_leaves() {
+    let w = World::new(&[], true);
+    let store = w.store.clone().expect("durable world");
+    let (mut be, _) = w.connect("be", persistent("be")).await;
+    store.commit();
+    let (mut s1, _) = w.connect("s1", connect_packet("s1", Protocol::V5)).await;
+    sent(&mut s1);
+    handle(&mut be, subscribe(1, &["devices/+/telemetry"]));
+    // The SUBACK of a persistent session promises the subscription is on disk.
+    assert!(sent(&mut be)
+        .iter()
+        .all(|p| !matches!(p, Packet::SubAck(_))));
+    store.commit();
+    assert!(sent(&mut be).iter().any(|p| matches!(p, Packet::SubAck(_))));
+
+    handle(
+        &mut s1,
+        publish("devices/s1/telemetry", QoS::AtLeastOnce, 3),
+    );
+    assert!(
+        sent(&mut s1).is_empty(),
+        "PUBACK before the message is on disk"
+    );
+    assert_eq!(store.count(|o| matches!(o, Op::Enqueue { .. })), 1);
+    store.commit();
+    assert_eq!(
+        sent(&mut s1).iter().map(ack).collect::<Vec<_>>(),
+        [("puback", 3, ReasonCode::SUCCESS)]
+    );
+}
+
+#[tokio::test]
+async fn a_subscription_the_policy_denies_gets_0x87_and_an_event_and_the_rest_are_granted() {
+    let mut w = World::new(&[], false);
+    let (mut s1, _) = w.connect("s1", connect_packet("s1", Protocol::V5)).await;
+    sent(&mut s1);
+    handle(
+        &mut s1,
+        subscribe(4, &["devices/s1/commands/#", "devices/+/telemetry"]),
+    );
+    let out = sent(&mut s1);
+    let [Packet::SubAck(a)] = &out[..] else {
+        panic!("expected one SUBACK, got {out:?}")
+    };
+    assert_eq!(a.codes, [ReasonCode(1), ReasonCode::NOT_AUTHORIZED]);
+    assert!(a
+        .reason_string
+        .as_deref()
+        .is_some_and(|r| r.contains("not authorized")));
+    let ev = w.event("subscribe_denied").await;
+    assert_eq!(
+        (ev["device"].as_str(), ev["filter"].as_str()),
+        (Some("s1"), Some("devices/+/telemetry"))
+    );
+    assert!(ev.get("quarantine").is_none());
+    assert_eq!(w.broker.stats().subscribe_denied.load(Ordering::Relaxed), 1);
+    assert_eq!(s1.gate.meter().read().denied, 1);
+    // A publish outside the policy: 0x87 for v5, with the policy named.
+    handle(
+        &mut s1,
+        publish("devices/s2/telemetry", QoS::AtLeastOnce, 5),
+    );
+    let out = sent(&mut s1);
+    let [Packet::PubAck(r)] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(r.code, ReasonCode::NOT_AUTHORIZED);
+    let ev = w.event("publish_denied").await;
+    assert_eq!(ev["topic"], "devices/s2/telemetry");
+}
+
+#[tokio::test]
+async fn a_quarantined_device_is_confined_and_told_why() {
+    let mut w = World::new(&["s1"], false);
+    let (mut be, _) = w.connect("be", connect_packet("be", Protocol::V5)).await;
+    let (mut s1, _) = w.connect("s1", connect_packet("s1", Protocol::V5)).await;
+    sent(&mut be);
+    sent(&mut s1);
+    handle(&mut be, subscribe(1, &["devices/+/telemetry"]));
+    sent(&mut be);
+    // Its normal grant no longer works, and the refusal names the quarantine.
+    handle(
+        &mut s1,
+        publish("devices/s1/telemetry", QoS::AtLeastOnce, 1),
+    );
+    let out = sent(&mut s1);
+    let [Packet::PubAck(r)] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(r.code, ReasonCode::NOT_AUTHORIZED);
+    let why = r.reason_string.clone().unwrap_or_default();
+    assert!(
+        why.contains("quarantined") && why.contains("suspicious firmware"),
+        "{why}"
+    );
+    let ev = w.event("publish_denied").await;
+    assert_eq!(ev["quarantine"], "operator: suspicious firmware");
+    assert!(
+        deliveries(&mut be).is_empty(),
+        "a confined publish is never delivered"
+    );
+    // The quarantine grant works: inventory out, commands in.
+    handle(
+        &mut s1,
+        publish("$tollgate/devices/s1/inventory", QoS::AtLeastOnce, 2),
+    );
+    assert_eq!(
+        sent(&mut s1).iter().map(ack).collect::<Vec<_>>(),
+        [("puback", 2, ReasonCode::SUCCESS)]
+    );
+    handle(
+        &mut s1,
+        subscribe(
+            3,
+            &["$tollgate/devices/s1/commands/#", "devices/s1/commands/#"],
+        ),
+    );
+    let out = sent(&mut s1);
+    let [Packet::SubAck(a)] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(a.codes, [ReasonCode(1), ReasonCode::NOT_AUTHORIZED]);
+    handle(
+        &mut be,
+        publish("$tollgate/devices/s1/commands/update", QoS::AtMostOnce, 0),
+    );
+    assert_eq!(deliveries(&mut s1).len(), 1);
+}
+
+#[tokio::test]
+async fn release_from_quarantine_restores_the_policy_and_suspended_subscriptions_live() {
+    let w = World::new(&[], false);
+    let (mut be, _) = w.connect("be", connect_packet("be", Protocol::V5)).await;
+    let (mut s1, _) = w.connect("s1", connect_packet("s1", Protocol::V5)).await;
+    sent(&mut be);
+    sent(&mut s1);
+    handle(&mut s1, subscribe(1, &["devices/s1/commands/#"]));
+    sent(&mut s1);
+    // Quarantined while connected: the subscription is suspended, the connection stays.
+    w.broker
+        .set_access(access(&["s1"]), &crate::Changed::Devices(vec!["s1".into()]));
+    assert!(s1.recheck().is_none(), "quarantine does not disconnect");
+    assert!(s1.state.subscriptions.is_empty());
+    handle(
+        &mut be,
+        publish("devices/s1/commands/x", QoS::AtMostOnce, 0),
+    );
+    assert!(deliveries(&mut s1).is_empty());
+    // Released: the subscription is back without the device doing anything.
+    w.broker
+        .set_access(access(&[]), &crate::Changed::Devices(vec!["s1".into()]));
+    assert!(s1.recheck().is_none());
+    handle(
+        &mut be,
+        publish("devices/s1/commands/x", QoS::AtMostOnce, 0),
+    );
+    assert_eq!(deliveries(&mut s1).len(), 1);
+    handle(
+        &mut s1,
+        publish("devices/s1/telemetry", QoS::AtLeastOnce, 9),
+    );
+    assert_eq!(
+        sent(&mut s1).iter().map(ack).collect::<Vec<_>>(),
+        [("puback", 9, ReasonCode::SUCCESS)]
+    );
+}
+
+#[tokio::test]
+async fn a_second_connection_takes_the_session_over_from_the_live_one() {
+    let w = World::new(&[], false);
+    let (first, inbox) = w.connect("s1", persistent("s1")).await;
+    let shared = Arc::clone(&w.broker.shared);
+    let second = tokio::spawn(async move {
+        let peer = PeerIdentity {
+            device_id: "s1".into(),
+            serial: "serial-s1".into(),
+            addr: None,
+            tls_resumed: false,
+            connect_deadline: None,
+            cert_not_after: None,
+        };
+        Conn::accept(&shared, &peer, persistent("s1"), Arc::default())
+            .await
+            .map_err(|e| format!("{e:?}"))
+    });
+    // The live connection is asked to hand over, and does (the driver would say 0x8E).
+    let Control::TakeOver(ack) = tokio::time::timeout(Duration::from_secs(1), inbox.recv())
+        .await
+        .expect("a takeover request")
+    else {
+        panic!("expected TakeOver")
+    };
+    first.finish(End::TakenOver(ack));
+    let mut second = tokio::time::timeout(Duration::from_secs(1), second)
+        .await
+        .expect("takeover completes")
+        .expect("task")
+        .expect("accepted");
+    let out = sent(&mut second);
+    let [Packet::ConnAck(c)] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert!(
+        c.session_present,
+        "the session was handed over, not recreated"
+    );
+    assert_eq!(w.broker.session_count(), 1);
+}
+
+#[tokio::test]
+async fn a_will_goes_out_when_the_network_drops_but_not_after_a_clean_disconnect() {
+    let w = World::new(&[], false);
+    let (mut be, _) = w.connect("be", connect_packet("be", Protocol::V5)).await;
+    sent(&mut be);
+    handle(&mut be, subscribe(1, &["devices/+/status"]));
+    sent(&mut be);
+    let with_will = |client: &str| Connect {
+        will: Some(Will {
+            topic: "devices/s1/status".into(),
+            payload: Bytes::from_static(b"gone"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Default::default(),
+        }),
+        ..connect_packet(client, Protocol::V5)
+    };
+    let (s1, _) = w.connect("s1", with_will("s1")).await;
+    s1.finish(End::Client { will: false });
+    assert!(deliveries(&mut be).is_empty(), "no will after DISCONNECT");
+    let (s1, _) = w.connect("s1", with_will("s1")).await;
+    s1.finish(End::Io("connection reset".into()));
+    let got = deliveries(&mut be);
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (&*got[0].topic, &got[0].payload[..]),
+        ("devices/s1/status", &b"gone"[..])
+    );
+}
+
+#[tokio::test]
+async fn a_will_topic_the_policy_denies_refuses_the_connect() {
+    let mut w = World::new(&[], false);
+    let peer = PeerIdentity {
+        device_id: "s1".into(),
+        serial: "serial-s1".into(),
+        addr: None,
+        tls_resumed: false,
+        connect_deadline: None,
+        cert_not_after: None,
+    };
+    let c = Connect {
+        will: Some(Will {
+            topic: "devices/s2/status".into(),
+            payload: Bytes::new(),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: Default::default(),
+        }),
+        ..connect_packet("s1", Protocol::V5)
+    };
+    let Err((_, code, _, _)) = Conn::accept(&w.broker.shared, &peer, c, Arc::default()).await
+    else {
+        panic!("accepted a will the policy denies")
+    };
+    assert_eq!(code, ReasonCode::NOT_AUTHORIZED);
+    let ev = w.event("publish_denied").await;
+    assert_eq!(ev["what"], "will");
+}
