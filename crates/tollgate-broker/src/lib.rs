@@ -134,6 +134,34 @@ pub struct PeerIdentity {
     /// The certificate's notAfter (Unix seconds). TLS resumption skips the verifier, so the
     /// broker refuses an expired certificate at CONNECT and closes the connection when it expires.
     pub cert_not_after: Option<i64>,
+    /// The transport under the connection, for health sampling off the hot path (the TCP
+    /// socket's round-trip time and retransmissions); `None` when there is nothing to sample.
+    pub transport: Option<Arc<dyn TransportProbe>>,
+}
+
+/// Reads the health of the transport under a connection. The broker knows nothing of TCP: the
+/// listener that accepted the socket provides this, and the broker only keeps it with the
+/// connection so the control plane and the detectors can sample it.
+pub trait TransportProbe: Send + Sync + std::fmt::Debug {
+    /// A reading now, or `None` if the transport cannot tell.
+    fn sample(&self) -> Option<TransportSample>;
+}
+
+/// One reading of a connection's transport.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TransportSample {
+    /// Smoothed round-trip time, microseconds.
+    pub rtt_us: u32,
+    /// Round-trip time variance, microseconds.
+    pub rttvar_us: u32,
+    /// Segments retransmitted over the connection's life.
+    pub retransmits: u32,
+    /// Segments currently presumed lost.
+    pub lost: u32,
+    /// Segments sent and not yet acknowledged.
+    pub unacked: u32,
+    /// Bytes written by the broker that the kernel has not sent yet.
+    pub unsent_bytes: u32,
 }
 
 /// A live connection, for the control plane and the admin API.
@@ -145,6 +173,9 @@ pub struct ConnectionInfo {
     pub client_id: String,
     /// Its counters since it connected.
     pub meter: MeterReading,
+    /// Its transport's health now, when the transport can tell.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transport: Option<TransportSample>,
 }
 
 /// Fleet-wide counters (no per-device labels).
@@ -297,15 +328,14 @@ impl Broker {
     pub fn connections(&self) -> Vec<ConnectionInfo> {
         self.live_sessions()
             .iter()
-            .map(|s| ConnectionInfo {
-                device_id: s.device_id.to_string(),
-                client_id: s.client_id.to_string(),
-                meter: s
-                    .meter
-                    .lock()
-                    .as_ref()
-                    .map(|m| m.read())
-                    .unwrap_or_default(),
+            .map(|s| {
+                let live = s.live.lock().clone();
+                ConnectionInfo {
+                    device_id: s.device_id.to_string(),
+                    client_id: s.client_id.to_string(),
+                    meter: live.as_ref().map(|l| l.meter.read()).unwrap_or_default(),
+                    transport: live.and_then(|l| l.transport).and_then(|t| t.sample()),
+                }
             })
             .collect()
     }
@@ -405,6 +435,7 @@ mod size_tests {
             tls_resumed: false,
             connect_deadline: None,
             cert_not_after: None,
+            transport: None,
         };
         let fut = broker.serve(a, peer);
         let size = std::mem::size_of_val(&fut);

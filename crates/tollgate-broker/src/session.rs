@@ -232,8 +232,16 @@ pub(crate) struct Session {
     /// Will-delay and expiry timers of the last disconnect; aborted when the session reattaches,
     /// so reconnect loops cannot pile them up.
     pub timers: Mutex<Vec<tokio::task::AbortHandle>>,
-    /// The live connection's meter (read by the control plane; written only by the connection).
-    pub meter: Mutex<Option<Arc<crate::gate::Meter>>>,
+    /// The live connection's meter and transport (read by the control plane; the meter is
+    /// written only by the connection).
+    pub live: Mutex<Option<LiveConnection>>,
+}
+
+/// What the control plane may read of a live connection.
+#[derive(Debug, Clone)]
+pub(crate) struct LiveConnection {
+    pub meter: Arc<crate::gate::Meter>,
+    pub transport: Option<Arc<dyn crate::TransportProbe>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -289,7 +297,7 @@ impl Session {
             state: Mutex::new(Some(SessionState::default())),
             durable: AtomicBool::new(false),
             timers: Mutex::new(Vec::new()),
-            meter: Mutex::new(None),
+            live: Mutex::new(None),
         }
     }
 

@@ -64,13 +64,28 @@ pub struct ControlConfig {
     pub crl_validity: Duration,
 }
 
-/// A live connection, as the data plane reports it.
-#[derive(Debug, Clone, Serialize)]
+/// A live connection, as the data plane reports it: who, and what its meter and transport
+/// say (the inputs of per-device behaviour and transport-health detection).
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct LiveConnection {
     /// Device id.
     pub device_id: String,
     /// MQTT client id.
     pub client_id: String,
+    /// PUBLISH packets received since it connected.
+    pub messages_in: u64,
+    /// PUBLISH packets sent.
+    pub messages_out: u64,
+    /// Payload bytes received.
+    pub bytes_in: u64,
+    /// Payload bytes sent.
+    pub bytes_out: u64,
+    /// Publishes and subscriptions refused.
+    pub denied: u64,
+    /// TCP smoothed round-trip time, microseconds (when the transport can tell).
+    pub rtt_us: Option<u32>,
+    /// TCP segments retransmitted over the connection's life (when the transport can tell).
+    pub retransmits: Option<u32>,
 }
 
 /// The only way the control plane reaches the data plane (a cluster implements it over NATS).

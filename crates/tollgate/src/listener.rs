@@ -141,6 +141,9 @@ impl MqttListener {
 
     async fn handle(&self, tcp: TcpStream, addr: SocketAddr, guard: PendingGuard) {
         let _ = tcp.set_nodelay(true);
+        // A second descriptor for the same socket, so its TCP_INFO can be sampled while the
+        // connection task owns the stream; closed with the connection.
+        let transport = TcpProbe::of(&tcp);
         let started = tokio::time::Instant::now();
         let tls = match tokio::time::timeout(
             self.handshake_timeout,
@@ -215,9 +218,39 @@ impl MqttListener {
             tls_resumed: resumed,
             connect_deadline: Some(started + self.handshake_timeout),
             cert_not_after: Some(info.not_after),
+            transport,
         };
         // Boxed: the connection's long-lived state is allocated once at its real size instead of
         // inflating this task to the largest state of every future it ever awaited.
         Box::pin(self.broker.serve(tls, peer)).await;
+    }
+}
+
+/// Samples a connection's TCP socket (`TCP_INFO`) through a duplicate of its descriptor. The
+/// duplicate keeps the socket's number from being reused while the probe lives, so a sample can
+/// never read another connection's socket.
+#[derive(Debug)]
+struct TcpProbe(std::os::fd::OwnedFd);
+
+impl TcpProbe {
+    fn of(tcp: &TcpStream) -> Option<std::sync::Arc<dyn tollgate_broker::TransportProbe>> {
+        use std::os::fd::AsFd;
+        let fd = tcp.as_fd().try_clone_to_owned().ok()?;
+        Some(std::sync::Arc::new(TcpProbe(fd)))
+    }
+}
+
+impl tollgate_broker::TransportProbe for TcpProbe {
+    fn sample(&self) -> Option<tollgate_broker::TransportSample> {
+        use std::os::fd::AsFd;
+        let i = tollgate_sys::tcp_info(self.0.as_fd()).ok()?;
+        Some(tollgate_broker::TransportSample {
+            rtt_us: i.rtt_us,
+            rttvar_us: i.rttvar_us,
+            retransmits: i.total_retrans,
+            lost: i.lost,
+            unacked: i.unacked,
+            unsent_bytes: i.notsent_bytes,
+        })
     }
 }

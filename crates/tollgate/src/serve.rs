@@ -53,6 +53,13 @@ impl DataPlane for BrokerPlane {
             .map(|c| LiveConnection {
                 device_id: c.device_id,
                 client_id: c.client_id,
+                messages_in: c.meter.messages_in,
+                messages_out: c.meter.messages_out,
+                bytes_in: c.meter.bytes_in,
+                bytes_out: c.meter.bytes_out,
+                denied: c.meter.denied,
+                rtt_us: c.transport.map(|t| t.rtt_us),
+                retransmits: c.transport.map(|t| t.retransmits),
             })
             .collect()
     }

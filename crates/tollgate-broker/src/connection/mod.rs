@@ -210,7 +210,7 @@ impl Conn {
             let _reg = shared.sessions.lock();
             session.set_online(false);
             *session.control.lock() = None;
-            *session.meter.lock() = None;
+            *session.live.lock() = None;
             // QoS 0 messages are not kept for offline sessions.
             session.retain_queued(|d| d.qos != QoS::AtMostOnce);
             state.inbound_qos2.shrink_to_fit();

@@ -159,7 +159,10 @@ impl Conn {
                 props.session_expiry_interval = Some(capped_expiry);
             }
         }
-        *conn.session.meter.lock() = Some(Arc::clone(conn.gate.meter()));
+        *conn.session.live.lock() = Some(crate::session::LiveConnection {
+            meter: Arc::clone(conn.gate.meter()),
+            transport: peer.transport.clone(),
+        });
         conn.out.push(Packet::ConnAck(ConnAck {
             session_present: present,
             code: ReasonCode::SUCCESS,

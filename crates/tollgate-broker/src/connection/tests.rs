@@ -136,6 +136,7 @@ impl World {
             tls_resumed: false,
             connect_deadline: None,
             cert_not_after: None,
+            transport: None,
         };
         let inbox = Arc::new(ControlInbox::default());
         match Conn::accept(&self.broker.shared, &peer, c, Arc::clone(&inbox)).await {
@@ -493,6 +494,7 @@ async fn a_second_connection_takes_the_session_over_from_the_live_one() {
             tls_resumed: false,
             connect_deadline: None,
             cert_not_after: None,
+            transport: None,
         };
         Conn::accept(&shared, &peer, persistent("s1"), Arc::default())
             .await
@@ -562,6 +564,7 @@ async fn a_will_topic_the_policy_denies_refuses_the_connect() {
         tls_resumed: false,
         connect_deadline: None,
         cert_not_after: None,
+        transport: None,
     };
     let c = Connect {
         will: Some(Will {

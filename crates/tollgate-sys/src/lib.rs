@@ -1,0 +1,108 @@
+//! The one crate of Tollgate that may use `unsafe`: system calls with no safe wrapper in the
+//! standard library or our dependencies. Today that is one call, `getsockopt(TCP_INFO)`, which
+//! reads the kernel's view of a TCP connection (round-trip time, retransmissions, unsent and
+//! unacknowledged data) for transport-health detection.
+//!
+//! Every `unsafe` block is allowed individually and says why it is sound; everything exported
+//! is safe to call. It must not grow business logic: anything that can be written safely lives
+//! elsewhere.
+
+use std::io;
+use std::os::fd::BorrowedFd;
+
+/// The kernel's view of one TCP connection (Linux `struct tcp_info`, the fields Tollgate uses).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpInfo {
+    /// Smoothed round-trip time, microseconds.
+    pub rtt_us: u32,
+    /// Round-trip time variance, microseconds.
+    pub rttvar_us: u32,
+    /// Lowest round-trip time seen, microseconds.
+    pub min_rtt_us: u32,
+    /// Segments retransmitted over the connection's life.
+    pub total_retrans: u32,
+    /// Segments currently presumed lost.
+    pub lost: u32,
+    /// Segments sent and not yet acknowledged.
+    pub unacked: u32,
+    /// Bytes written by us that the kernel has not sent yet.
+    pub notsent_bytes: u32,
+    /// Congestion window, segments.
+    pub snd_cwnd: u32,
+    /// Bytes the peer acknowledged.
+    pub bytes_acked: u64,
+    /// Bytes received from the peer.
+    pub bytes_received: u64,
+}
+
+/// Read `TCP_INFO` for the TCP socket `fd`.
+#[cfg(target_os = "linux")]
+pub fn tcp_info(fd: BorrowedFd<'_>) -> io::Result<TcpInfo> {
+    use std::os::fd::AsRawFd;
+    #[allow(unsafe_code)]
+    // SAFETY: `libc::tcp_info` is a plain C struct of integers, for which all-zero bytes are a
+    // valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::tcp_info>())
+        .map_err(|_| io::Error::other("tcp_info does not fit socklen_t"))?;
+    #[allow(unsafe_code)]
+    // SAFETY: `fd` is an open descriptor for as long as the borrow lives (`BorrowedFd`'s
+    // contract); `info` is a live, writable `tcp_info` of exactly `len` bytes, and the kernel
+    // writes at most `len` bytes into it (fewer on older kernels: the rest stays zero, still a
+    // valid value); `len` is a valid, writable `socklen_t`. Nothing is retained past the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            std::ptr::addr_of_mut!(info).cast::<libc::c_void>(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(TcpInfo {
+        rtt_us: info.tcpi_rtt,
+        rttvar_us: info.tcpi_rttvar,
+        min_rtt_us: info.tcpi_min_rtt,
+        total_retrans: info.tcpi_total_retrans,
+        lost: info.tcpi_lost,
+        unacked: info.tcpi_unacked,
+        notsent_bytes: info.tcpi_notsent_bytes,
+        snd_cwnd: info.tcpi_snd_cwnd,
+        bytes_acked: info.tcpi_bytes_acked,
+        bytes_received: info.tcpi_bytes_received,
+    })
+}
+
+/// `TCP_INFO` is Linux's; elsewhere there is nothing to read.
+#[cfg(not(target_os = "linux"))]
+pub fn tcp_info(_fd: BorrowedFd<'_>) -> io::Result<TcpInfo> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn tcp_info_reads_a_live_loopback_connection_and_refuses_a_non_socket() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut client =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (mut server, _) = listener.accept().expect("accept");
+        client.write_all(&[7u8; 4096]).expect("write");
+        let mut buf = [0u8; 4096];
+        server.read_exact(&mut buf).expect("read");
+        let info = super::tcp_info(server.as_fd()).expect("TCP_INFO");
+        assert_eq!(info.bytes_received, 4096);
+        let c = super::tcp_info(client.as_fd()).expect("TCP_INFO");
+        assert!(c.bytes_acked >= 4096, "{c:?}");
+        assert!(c.rtt_us > 0, "an RTT was measured on loopback: {c:?}");
+        // A file is not a socket: an error, never garbage.
+        let f = std::fs::File::open("/proc/self/status").expect("open");
+        assert!(super::tcp_info(f.as_fd()).is_err());
+    }
+}
