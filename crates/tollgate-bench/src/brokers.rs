@@ -12,6 +12,8 @@ use anyhow::{bail, Context, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Tollgate,
+    /// Another Tollgate binary (`--baseline`), e.g. the build before a change, run side by side.
+    Baseline,
     Mosquitto,
     Rumqttd,
 }
@@ -20,14 +22,18 @@ impl Kind {
     pub fn parse(s: &str) -> Result<Kind> {
         Ok(match s {
             "tollgate" => Kind::Tollgate,
+            "tollgate-baseline" => Kind::Baseline,
             "mosquitto" => Kind::Mosquitto,
             "rumqttd" => Kind::Rumqttd,
-            other => bail!("unknown broker {other:?} (tollgate, mosquitto, rumqttd)"),
+            other => bail!(
+                "unknown broker {other:?} (tollgate, tollgate-baseline, mosquitto, rumqttd)"
+            ),
         })
     }
     pub fn name(self) -> &'static str {
         match self {
             Kind::Tollgate => "tollgate",
+            Kind::Baseline => "tollgate-baseline",
             Kind::Mosquitto => "mosquitto",
             Kind::Rumqttd => "rumqttd",
         }
@@ -108,6 +114,8 @@ pub struct Setup {
     pub tls: Tls,
     pub tollgate_bin: PathBuf,
     pub tollgate_data: PathBuf,
+    /// The baseline binary and its own copy of the data directory.
+    pub baseline: Option<(PathBuf, PathBuf)>,
     pub rumqttd_bin: Option<PathBuf>,
 }
 
@@ -121,14 +129,19 @@ pub fn start(kind: Kind, setup: &Setup, port: u16, persistent: bool) -> Result<R
     let log = logs.join(format!("{}-{port}.log", kind.name()));
     let log_file = std::fs::File::create(&log)?;
     let mut cmd = match kind {
-        Kind::Tollgate => {
+        Kind::Tollgate | Kind::Baseline => {
+            let (bin, data) = match (kind, &setup.baseline) {
+                (Kind::Baseline, Some((bin, data))) => (bin, data),
+                (Kind::Baseline, None) => bail!("tollgate-baseline needs --baseline BIN"),
+                _ => (&setup.tollgate_bin, &setup.tollgate_data),
+            };
             for f in ["sessions.db", "sessions.db-wal", "sessions.db-shm"] {
-                let _ = std::fs::remove_file(setup.tollgate_data.join(f));
+                let _ = std::fs::remove_file(data.join(f));
             }
             let mut c = pinned(&format!(
                 "{} serve --data {} --mqtt-listen {addr} --admin-listen 127.0.0.1:0",
-                setup.tollgate_bin.display(),
-                setup.tollgate_data.display()
+                bin.display(),
+                data.display()
             ));
             c.env("RUST_LOG", "warn");
             c

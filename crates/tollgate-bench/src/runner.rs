@@ -47,6 +47,10 @@ pub struct RunArgs {
     /// Exit non-zero if any scenario reported an error.
     #[arg(long)]
     pub check: bool,
+    /// A second Tollgate binary (e.g. built from the commit before a change) to run side by
+    /// side as broker `tollgate-baseline`; added to --brokers automatically.
+    #[arg(long, value_name = "BIN")]
+    pub baseline: Option<PathBuf>,
 }
 
 struct Spec {
@@ -174,11 +178,14 @@ fn specs(connections: usize) -> Vec<Spec> {
 }
 
 pub fn run(a: RunArgs) -> Result<ExitCode> {
-    let kinds: Vec<Kind> = a
+    let mut kinds: Vec<Kind> = a
         .brokers
         .iter()
         .map(|b| Kind::parse(b))
         .collect::<Result<_>>()?;
+    if a.baseline.is_some() && !kinds.contains(&Kind::Baseline) {
+        kinds.push(Kind::Baseline);
+    }
     let repeat = a.repeat.unwrap_or(if a.quick { 1 } else { 3 });
     let connections = a.connections.unwrap_or(if a.quick { 300 } else { 10_000 });
     let duration = a.duration.unwrap_or(if a.quick { 1.5 } else { 5.0 });
@@ -198,7 +205,10 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
     } else {
         None
     };
-    let setup = prepare(&work, &tollgate_bin, connections.max(64), rumqttd_bin)?;
+    let mut setup = prepare(&work, &tollgate_bin, connections.max(64), rumqttd_bin)?;
+    if let Some(bin) = &a.baseline {
+        setup.baseline = Some((absolute(bin)?, baseline_data(&setup.tollgate_data, &work)?));
+    }
     let me = std::env::current_exe()?;
 
     let mut samples: Vec<Sample> = Vec::new();
@@ -457,6 +467,39 @@ subscribe = ["bench/+/t", "bench/pair/+", "bench/bcast"]
         tls,
         tollgate_bin: tollgate_bin.to_path_buf(),
         tollgate_data: data,
+        baseline: None,
         rumqttd_bin,
     })
+}
+
+/// The baseline's own copy of the data directory: the same CA, server certificate, policy and
+/// registered benchmark devices, so the same client certificates work against both builds.
+/// What a newer build adds that an older one refuses is taken out of the copy: the registry's
+/// schema number goes back to 3 (schema 4 only added a table and a column, which older builds
+/// ignore) and the `[log] event_queue` key is dropped from tollgate.toml.
+fn baseline_data(data: &Path, work: &Path) -> Result<PathBuf> {
+    let copy = work.join("tollgate-data-baseline");
+    let _ = std::fs::remove_dir_all(&copy);
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(data)
+        .arg(&copy)
+        .status()?;
+    if !st.success() {
+        bail!("copying {} for the baseline failed", data.display());
+    }
+    let _ = std::fs::remove_file(copy.join("run/lock"));
+    let cfg = std::fs::read_to_string(copy.join("tollgate.toml"))?;
+    let cfg: String = cfg
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("event_queue"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(copy.join("tollgate.toml"), cfg)?;
+    let db = rusqlite::Connection::open(copy.join("registry.db"))?;
+    let v: i64 = db.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if v > 3 {
+        db.pragma_update(None, "user_version", 3)?;
+    }
+    Ok(copy)
 }
