@@ -25,9 +25,9 @@ impl Kind {
             "tollgate-baseline" => Kind::Baseline,
             "mosquitto" => Kind::Mosquitto,
             "rumqttd" => Kind::Rumqttd,
-            other => bail!(
-                "unknown broker {other:?} (tollgate, tollgate-baseline, mosquitto, rumqttd)"
-            ),
+            other => {
+                bail!("unknown broker {other:?} (tollgate, tollgate-baseline, mosquitto, rumqttd)")
+            }
         })
     }
     pub fn name(self) -> &'static str {

@@ -480,11 +480,7 @@ subscribe = ["bench/+/t", "bench/pair/+", "bench/bcast"]
 fn baseline_data(data: &Path, work: &Path) -> Result<PathBuf> {
     let copy = work.join("tollgate-data-baseline");
     let _ = std::fs::remove_dir_all(&copy);
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(data)
-        .arg(&copy)
-        .status()?;
+    let st = Command::new("cp").arg("-a").arg(data).arg(&copy).status()?;
     if !st.success() {
         bail!("copying {} for the baseline failed", data.display());
     }

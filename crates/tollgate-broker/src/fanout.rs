@@ -54,7 +54,8 @@ impl Shared {
         scratch.sort_unstable();
         let mut plan: Vec<(&Arc<Session>, Delivery)> = Vec::new();
         let mut ops: Vec<Op> = Vec::new();
-        let mut stored: Option<StoredMessage> = None;
+        let mut stored: Option<Result<StoredMessage, tollgate_mqtt::EncodeError>> = None;
+        let mut unstorable = false;
         let mut i = 0;
         while i < scratch.len() {
             let (sid, first) = scratch[i];
@@ -91,15 +92,17 @@ impl Shared {
                 && self.store.is_some()
                 && session.durable.load(Ordering::Acquire);
             if durable {
-                let blob = stored.get_or_insert_with(|| msg.stored());
-                ops.push(Op::Enqueue {
-                    session: sid,
-                    seq: msg.seq,
-                    qos: qos as u8,
-                    retain,
-                    sub_ids: sub_ids.clone(),
-                    msg: blob.clone(),
-                });
+                match stored.get_or_insert_with(|| msg.stored()) {
+                    Ok(blob) => ops.push(Op::Enqueue {
+                        session: sid,
+                        seq: msg.seq,
+                        qos: qos as u8,
+                        retain,
+                        sub_ids: sub_ids.clone(),
+                        msg: blob.clone(),
+                    }),
+                    Err(_) => unstorable = true,
+                }
             }
             plan.push((
                 session,
@@ -113,6 +116,16 @@ impl Shared {
                     dup: false,
                 },
             ));
+        }
+        if let Some(Err(e)) = &stored {
+            // Never swallowed: storing an empty record would lose an acknowledged message on
+            // the next restart. A publisher that can be told is refused (0x97).
+            tracing::error!(topic = %msg.topic, error = %e, "a message cannot be encoded for the durable store");
+            if refusable && unstorable {
+                self.stats.storage_refused.fetch_add(1, Ordering::Relaxed);
+                out.storage_refused = true;
+                return out;
+            }
         }
         if let (Some(store), false) = (&self.store, ops.is_empty()) {
             if refusable && !store.healthy() {
@@ -211,7 +224,13 @@ impl Shared {
             None
         } else {
             self.retained.insert(msg.topic.clone(), Arc::clone(msg));
-            Some(Some(msg.stored()))
+            match msg.stored() {
+                Ok(s) => Some(Some(s)),
+                Err(e) => {
+                    tracing::error!(topic = %msg.topic, error = %e, "a retained message cannot be encoded for the durable store; it is kept in memory only");
+                    None
+                }
+            }
         };
         match op {
             Some(stored) if self.store.is_some() => self.persist(vec![Op::Retain {

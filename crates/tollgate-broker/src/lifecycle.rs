@@ -104,7 +104,13 @@ pub(crate) fn persist_attach(
     // A will is kept so that a crash (which drops every connection) still publishes it.
     ops.push(Op::Will {
         session: session.id,
-        will: will.and_then(|w| StoredWill::from_will(w, serial)),
+        will: will.and_then(|w| match StoredWill::from_will(w, serial) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(topic = %w.topic, error = %e, "a will cannot be encoded for the durable store; it survives disconnects but not a crash");
+                None
+            }
+        }),
     });
     shared.persist(ops);
 }

@@ -25,12 +25,13 @@ pub struct StoredMessage {
 
 impl StoredMessage {
     /// Encode a PUBLISH for storage.
-    pub fn encode(p: &Publish, expires_at_ms: Option<i64>) -> Option<StoredMessage> {
+    pub fn encode(
+        p: &Publish,
+        expires_at_ms: Option<i64>,
+    ) -> Result<StoredMessage, tollgate_mqtt::EncodeError> {
         let mut out = BytesMut::new();
-        Packet::Publish(p.clone())
-            .encode(Protocol::V5, &mut out)
-            .ok()?;
-        Some(StoredMessage {
+        Packet::Publish(p.clone()).encode(Protocol::V5, &mut out)?;
+        Ok(StoredMessage {
             blob: out.freeze(),
             expires_at_ms,
         })
@@ -59,7 +60,7 @@ pub struct StoredWill {
 
 impl StoredWill {
     /// A will as stored (its message expiry interval travels in the PUBLISH properties).
-    pub fn from_will(w: &Will, serial: &str) -> Option<StoredWill> {
+    pub fn from_will(w: &Will, serial: &str) -> Result<StoredWill, tollgate_mqtt::EncodeError> {
         let p = Publish {
             dup: false,
             qos: w.qos,
@@ -77,7 +78,7 @@ impl StoredWill {
                 ..Default::default()
             },
         };
-        Some(StoredWill {
+        Ok(StoredWill {
             msg: StoredMessage::encode(&p, None)?,
             delay_secs: w.properties.will_delay_interval.unwrap_or(0),
             serial: serial.to_owned(),

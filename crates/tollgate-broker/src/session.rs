@@ -62,7 +62,7 @@ impl Message {
     }
 
     /// The message as the durable store keeps it.
-    pub fn stored(&self) -> StoredMessage {
+    pub fn stored(&self) -> Result<StoredMessage, tollgate_mqtt::EncodeError> {
         let p = Publish {
             dup: false,
             qos: self.qos,
@@ -72,10 +72,7 @@ impl Message {
             payload: self.payload.clone(),
             properties: self.props.clone(),
         };
-        StoredMessage::encode(&p, self.expires_at_ms).unwrap_or(StoredMessage {
-            blob: Bytes::new(),
-            expires_at_ms: self.expires_at_ms,
-        })
+        StoredMessage::encode(&p, self.expires_at_ms)
     }
 
     /// A message read back from the store; `None` if it has expired.

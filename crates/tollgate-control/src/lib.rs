@@ -261,6 +261,9 @@ pub struct SupplierView {
     pub groups: Vec<String>,
     /// Whether a hardware serial may enroll again.
     pub allow_reenroll: bool,
+    /// Why its stored CA cannot be used (its devices cannot enroll until it is fixed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_error: Option<String>,
 }
 
 struct PolicyState {
@@ -283,6 +286,9 @@ pub struct Control {
     data_plane: OnceLock<Arc<dyn DataPlane>>,
     crls: Mutex<Crls>,
     suppliers: ArcSwap<Vec<SupplierTrust>>,
+    /// Suppliers whose stored CA does not parse, with the error (reported, never skipped
+    /// silently).
+    broken_suppliers: ArcSwap<Vec<SupplierView>>,
     trust: watch::Sender<Arc<Trust>>,
 }
 
@@ -349,6 +355,7 @@ impl Control {
             data_plane: OnceLock::new(),
             crls: Mutex::new(Crls::default()),
             suppliers: ArcSwap::from_pointee(Vec::new()),
+            broken_suppliers: ArcSwap::from_pointee(Vec::new()),
             trust,
         });
         cp.load_suppliers()?;
@@ -994,6 +1001,7 @@ impl Control {
 
     fn load_suppliers(&self) -> Result<(), ControlError> {
         let mut list = Vec::new();
+        let mut broken = Vec::new();
         for s in self.registry.suppliers()? {
             match pem_certs_to_der(&s.ca_pem) {
                 Ok(ca_ders) => list.push(SupplierTrust {
@@ -1003,14 +1011,23 @@ impl Control {
                     allow_reenroll: s.allow_reenroll,
                 }),
                 // Reported, not swallowed: the supplier's devices cannot enroll until fixed.
-                Err(e) => tracing::error!(
-                    supplier = %s.name,
-                    "the stored CA of supplier {} does not parse; its devices cannot enroll: {e}",
-                    s.name
-                ),
+                Err(e) => {
+                    tracing::error!(
+                        supplier = %s.name,
+                        "the stored CA of supplier {} does not parse; its devices cannot enroll: {e}",
+                        s.name
+                    );
+                    broken.push(SupplierView {
+                        name: s.name,
+                        groups: s.groups,
+                        allow_reenroll: s.allow_reenroll,
+                        ca_error: Some(e.to_string()),
+                    });
+                }
             }
         }
         self.suppliers.store(Arc::new(list));
+        self.broken_suppliers.store(Arc::new(broken));
         self.publish_trust();
         Ok(())
     }
@@ -1050,20 +1067,31 @@ impl Control {
             name: name.to_owned(),
             groups: groups.to_vec(),
             allow_reenroll,
+            ca_error: None,
         })
     }
 
-    /// Registered suppliers.
+    /// Registered suppliers, those whose CA cannot be used included (with `ca_error`).
     pub fn suppliers(&self) -> Vec<SupplierView> {
-        self.suppliers
+        let mut v: Vec<SupplierView> = self
+            .suppliers
             .load()
             .iter()
             .map(|s| SupplierView {
                 name: s.name.clone(),
                 groups: s.groups.clone(),
                 allow_reenroll: s.allow_reenroll,
+                ca_error: None,
             })
-            .collect()
+            .collect();
+        v.extend(self.broken_suppliers.load().iter().map(|b| SupplierView {
+            name: b.name.clone(),
+            groups: b.groups.clone(),
+            allow_reenroll: b.allow_reenroll,
+            ca_error: b.ca_error.clone(),
+        }));
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
     }
 
     /// Who issued a verified client certificate.
@@ -1280,4 +1308,151 @@ fn pem_certs_to_der(pem: &str) -> Result<Vec<Vec<u8>>, ControlError> {
         }
     }
     Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_registry::{SqliteRegistry, SupplierStore};
+
+    fn data_dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("tollgate-control-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        ca::init(&d, &InitOptions::default()).expect("init");
+        d
+    }
+
+    fn config(data: &std::path::Path) -> ControlConfig {
+        ControlConfig {
+            data: data.to_path_buf(),
+            policy_file: data.join("policy.toml"),
+            cert_lifetime: time::Duration::days(7),
+            group_lifetimes: BTreeMap::new(),
+            weak_keys: WeakKeyList::default(),
+            token_ttl: Duration::from_secs(3600),
+            crl_validity: Duration::from_secs(48 * 3600),
+        }
+    }
+
+    fn open(data: &std::path::Path) -> Result<Arc<Control>, ControlError> {
+        let registry = Arc::new(SqliteRegistry::open(&data.join("registry.db")).expect("registry"));
+        Control::open(config(data), registry, EventBus::new(64, 1).0)
+    }
+
+    #[test]
+    fn a_supplier_whose_stored_ca_does_not_parse_is_reported_not_silently_skipped() {
+        let data = data_dir("broken-supplier");
+        let reg = SqliteRegistry::open(&data.join("registry.db")).expect("registry");
+        reg.add_supplier(
+            &Supplier {
+                name: "acme".into(),
+                ca_pem: "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"
+                    .into(),
+                groups: vec!["scanners".into()],
+                allow_reenroll: false,
+            },
+            1,
+        )
+        .expect("stored");
+        drop(reg);
+        let cp = open(&data).expect("the control plane still opens");
+        let listed = cp.suppliers();
+        assert_eq!(
+            listed.len(),
+            1,
+            "the broken supplier is listed, not dropped"
+        );
+        assert_eq!(listed[0].name, "acme");
+        assert!(listed[0].ca_error.is_some(), "{listed:?}");
+        std::fs::remove_dir_all(&data).expect("cleanup");
+    }
+
+    #[test]
+    fn a_root_key_that_cannot_be_read_is_an_error_not_taken_for_an_offline_key() {
+        let data = data_dir("root-key");
+        let l = Layout::new(&data);
+        // Present but unreadable (a directory stands in for a permission problem, which root
+        // would not see): refusing to start is right, pretending the key is offline is not.
+        std::fs::remove_file(l.root_ca_key()).expect("remove");
+        std::fs::create_dir(l.root_ca_key()).expect("mkdir");
+        let err = open(&data).expect_err("must not start");
+        assert!(err.to_string().contains("root.key"), "{err}");
+        // Truly absent is the documented way to keep the root offline: that starts.
+        std::fs::remove_dir(l.root_ca_key()).expect("rmdir");
+        let cp = open(&data).expect("an offline root key is fine");
+        assert!(cp.root_crl().is_empty());
+        std::fs::remove_dir_all(&data).expect("cleanup");
+    }
+
+    #[test]
+    fn enrollment_never_reactivates_a_revoked_device_and_add_needs_the_flag() {
+        let data = data_dir("revoked");
+        let cp = open(&data).expect("open");
+        cp.add_device("pump-7", &["plcs".into()], false, "test")
+            .expect("add");
+        cp.revoke_device("pump-7", "stolen", "test")
+            .expect("revoke");
+        assert!(matches!(
+            cp.create_token("pump-7", &[], false, None, "test"),
+            Err(ControlError::DeviceRevoked(_))
+        ));
+        assert!(matches!(
+            cp.add_device("pump-7", &["plcs".into()], false, "test"),
+            Err(ControlError::ReactivationRequired(_))
+        ));
+        assert!(cp.snapshot().device("pump-7").is_none());
+        let again = cp
+            .add_device("pump-7", &["plcs".into()], true, "test")
+            .expect("reactivate");
+        assert!(again.reactivated);
+        assert!(cp.snapshot().device("pump-7").is_some());
+        std::fs::remove_dir_all(&data).expect("cleanup");
+    }
+
+    #[test]
+    fn quarantine_reasons_from_several_sources_release_only_when_none_remains() {
+        let data = data_dir("quarantine");
+        let cp = open(&data).expect("open");
+        cp.add_device("scanner-1", &["scanners".into()], false, "test")
+            .expect("add");
+        cp.quarantine("scanner-1", OPERATOR, "stolen badge reader", "admin")
+            .expect("q1");
+        cp.quarantine(
+            "scanner-1",
+            "compliance:no-high-vulns",
+            "CVE-2024-0001",
+            "compliance",
+        )
+        .expect("q2");
+        let snap = cp.snapshot();
+        let access = snap.device("scanner-1").expect("active");
+        assert_eq!(access.quarantine.len(), 2);
+        let out = cp
+            .release("scanner-1", Some(OPERATOR), "admin")
+            .expect("release");
+        assert_eq!(out.state, "quarantined", "compliance still holds it");
+        assert!(matches!(
+            cp.release("scanner-1", Some(OPERATOR), "admin"),
+            Err(ControlError::NotQuarantined { .. })
+        ));
+        let out = cp.release("scanner-1", None, "admin").expect("release all");
+        assert_eq!(out.state, "active");
+        assert!(!cp
+            .snapshot()
+            .device("scanner-1")
+            .expect("active")
+            .is_quarantined());
+        // It survives a restart of the control plane (the registry keeps it).
+        cp.quarantine("scanner-1", OPERATOR, "again", "admin")
+            .expect("q3");
+        drop(cp);
+        let cp = open(&data).expect("reopen");
+        assert!(cp
+            .snapshot()
+            .device("scanner-1")
+            .expect("active")
+            .is_quarantined());
+        assert_eq!(cp.device("scanner-1").expect("view").state, "quarantined");
+        std::fs::remove_dir_all(&data).expect("cleanup");
+    }
 }

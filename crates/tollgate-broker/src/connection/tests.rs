@@ -584,3 +584,44 @@ async fn a_will_topic_the_policy_denies_refuses_the_connect() {
     let ev = w.event("publish_denied").await;
     assert_eq!(ev["what"], "will");
 }
+
+#[tokio::test]
+async fn a_message_that_cannot_be_encoded_for_the_store_is_refused_not_stored_as_an_empty_record() {
+    let w = World::new(&[], true);
+    let store = w.store.clone().expect("durable world");
+    let (mut be, _) = w.connect("be", persistent("be")).await;
+    handle(&mut be, subscribe(1, &["devices/+/telemetry"]));
+    store.commit();
+    sent(&mut be);
+    let (mut s1, _) = w.connect("s1", connect_packet("s1", Protocol::V5)).await;
+    sent(&mut s1);
+    // A property longer than MQTT can encode (it cannot arrive off the wire; it stands for any
+    // message the store's encoder refuses).
+    let mut p = Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        topic: "devices/s1/telemetry".into(),
+        packet_id: 11,
+        payload: Bytes::from_static(b"x"),
+        properties: Default::default(),
+    };
+    p.properties
+        .user_properties
+        .push(("k".into(), "v".repeat(70_000)));
+    handle(&mut s1, Packet::Publish(p));
+    store.commit();
+    let out = sent(&mut s1);
+    assert_eq!(
+        out.iter().map(ack).collect::<Vec<_>>(),
+        [("puback", 11, ReasonCode::QUOTA_EXCEEDED)],
+        "the publisher is told, not acknowledged"
+    );
+    assert_eq!(
+        store.count(|o| matches!(o, Op::Enqueue { .. })),
+        0,
+        "nothing empty was stored"
+    );
+    assert!(deliveries(&mut be).is_empty());
+    assert_eq!(w.broker.stats().storage_refused.load(Ordering::Relaxed), 1);
+}
