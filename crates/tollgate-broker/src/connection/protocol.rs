@@ -595,25 +595,8 @@ impl Conn {
                 retain_handling: req.retain_handling,
                 sub_id: s.subscription_identifier,
             };
-            let existed = self
-                .state
-                .subscriptions
-                .insert(req.filter.clone(), opts)
-                .is_some();
-            ops.push(Op::Subscribe {
-                session: self.session.id,
-                filter: req.filter.to_string(),
-                opts: pack_opts(&opts),
-                sub_id: opts.sub_id.unwrap_or(0),
-            });
-            self.shared.router.subscribe(
-                &inner,
-                group.as_deref(),
-                Subscriber {
-                    session: Arc::clone(&self.session),
-                    opts,
-                },
-            );
+            let existed =
+                self.add_subscription(req.filter.clone(), &inner, group.as_deref(), opts, &mut ops);
             codes.push(ReasonCode(req.qos as u8));
             let send_retained = group.is_none()
                 && (opts.retain_handling == 0 || (opts.retain_handling == 1 && !existed));
@@ -820,23 +803,36 @@ impl Conn {
             if !self.gate.may_hold(&inner) || self.state.subscriptions.contains_key(&filter) {
                 continue;
             }
-            ops.push(Op::Subscribe {
-                session: self.session.id,
-                filter: filter.to_string(),
-                opts: pack_opts(&opts),
-                sub_id: opts.sub_id.unwrap_or(0),
-            });
-            self.shared.router.subscribe(
-                &inner,
-                group.as_deref(),
-                Subscriber {
-                    session: Arc::clone(&self.session),
-                    opts,
-                },
-            );
-            self.state.subscriptions.insert(filter, opts);
+            self.add_subscription(filter, &inner, group.as_deref(), opts, &mut ops);
         }
         self.persist(ops);
+    }
+
+    /// Record a granted subscription: in the session, for the store (`ops`), in the router.
+    /// Returns whether the session already had one with that filter.
+    fn add_subscription(
+        &mut self,
+        filter: ByteString,
+        inner: &str,
+        group: Option<&str>,
+        opts: SubOpts,
+        ops: &mut Vec<Op>,
+    ) -> bool {
+        ops.push(Op::Subscribe {
+            session: self.session.id,
+            filter: filter.to_string(),
+            opts: pack_opts(&opts),
+            sub_id: opts.sub_id.unwrap_or(0),
+        });
+        self.shared.router.subscribe(
+            inner,
+            group,
+            Subscriber {
+                session: Arc::clone(&self.session),
+                opts,
+            },
+        );
+        self.state.subscriptions.insert(filter, opts).is_some()
     }
 }
 
