@@ -655,6 +655,25 @@ fn several_sources_can_hold_a_device_and_release_without_all_removes_only_the_op
     let _ = s.cli(&["device", "release", "sensor-1"]);
     assert_eq!(s.show("sensor-1")["state"], "quarantined");
 
+    // The admin API releases one named source.
+    let (code, body) = s.admin_api(
+        "POST",
+        "/api/v1/devices/sensor-1/quarantine",
+        Some(json!({"reason": "beaconing", "source": "detection"})),
+    );
+    assert!((200..300).contains(&code), "{code} {body}");
+    let (code, body) = s.admin_api(
+        "POST",
+        "/api/v1/devices/sensor-1/release",
+        Some(json!({"source": "detection", "all": false})),
+    );
+    assert!((200..300).contains(&code), "{code} {body}");
+    let ev = s.wait_event("detection released", |e| {
+        e["type"] == "device_released" && e["sources"] == json!(["detection"])
+    });
+    assert_eq!(ev["remaining"], json!(["compliance"]), "{ev}");
+    assert_eq!(s.show("sensor-1")["state"], "quarantined");
+
     // --all removes every reason.
     let out = release(&s, "sensor-1", &["--all"]);
     assert!(out.contains("Released sensor-1"), "{out}");
@@ -711,4 +730,65 @@ fn the_policy_files_quarantine_table_replaces_the_default_and_its_deny_rules_sti
     );
     assert_eq!(r[6]["codes"], json!([1]), "{r:?}");
     assert_eq!(r[7]["codes"], json!([0x87]), "{r:?}");
+}
+
+#[test]
+fn a_persistent_session_gets_its_suspended_subscriptions_back_when_released_while_offline() {
+    let s = Server::start_with(&[], POLICY);
+    let sensor = s.add_device("sensor-1", &["sensors"]);
+    let ops = s.add_device("ops", &["backend"]);
+    let go = s.root.join("go");
+    // Quarantined while connected: its command subscription is suspended. Then it goes away.
+    let mut dev = s.paho_background(
+        &sensor,
+        json!([
+            {"op": "connect", "client_id": "sensor-1", "clean": false, "session_expiry": 300},
+            {"op": "subscribe", "filters": ["devices/sensor-1/commands/#"], "qos": 1},
+            {"op": "wait_file", "path": go, "timeout": 15},
+            {"op": "disconnect"}
+        ]),
+    );
+    assert_eq!(dev.wait_step(1)["codes"], json!([1]));
+    quarantine(&s, "sensor-1", REASON);
+    s.wait_event("suspended", |e| {
+        e["type"] == "subscription_revoked" && e["device"] == "sensor-1"
+    });
+    touch(&go);
+    dev.join().unwrap();
+    s.wait_event("offline", |e| {
+        e["type"] == "disconnected" && e["device"] == "sensor-1"
+    });
+    // Released while offline; it comes back to its persistent session.
+    release(&s, "sensor-1", &[]);
+    let go2 = s.root.join("go2");
+    let mut dev = s.paho_background(
+        &sensor,
+        json!([
+            {"op": "connect", "client_id": "sensor-1", "clean": false, "session_expiry": 300},
+            {"op": "wait_file", "path": go2, "timeout": 15},
+            {"op": "expect", "count": 1, "timeout": 5},
+            {"op": "disconnect"}
+        ]),
+    );
+    let c = dev.wait_step(0);
+    assert_eq!(c["session_present"], true, "{c}");
+    let out = s.mosquitto_pub(
+        &ops,
+        &[
+            "-t",
+            "devices/sensor-1/commands/ping",
+            "-q",
+            "1",
+            "-m",
+            "back",
+        ],
+    );
+    assert!(out.status.success());
+    touch(&go2);
+    let r = dev.join().unwrap();
+    assert_eq!(
+        payloads(&r[2]),
+        ["back"],
+        "the subscription the quarantine suspended was not put back on release: {r:?}"
+    );
 }
