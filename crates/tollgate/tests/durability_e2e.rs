@@ -6,33 +6,17 @@
 mod support;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::*;
 
-fn lines(s: &str) -> Vec<&str> {
-    s.lines().filter(|l| !l.is_empty()).collect()
-}
-
 /// mosquitto_sub as a persistent (clean session 0) QoS 1 subscriber to every device's telemetry,
 /// with `extra` arguments.
-fn persistent_sub(s: &Server, dev: &Device, extra: &[&str]) -> std::process::Child {
+fn persistent_sub(s: &Server, dev: &Device, extra: &[&str]) -> MosqSub {
     let mut args = vec!["-c", "-q", "1", "-t", "devices/+/telemetry"];
     args.extend_from_slice(extra);
     s.mosquitto_sub(dev, &args)
-}
-
-/// Wait for the first event of type `ty` after the first `skip` of them.
-fn nth_event(s: &Server, ty: &str, skip: usize) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(e) = s.events().into_iter().filter(|e| e["type"] == ty).nth(skip) {
-            return e;
-        }
-        assert!(Instant::now() < deadline, "no new {ty} event:\n{}", s.log());
-        std::thread::sleep(Duration::from_millis(25));
-    }
 }
 
 #[test]
@@ -78,7 +62,7 @@ fn retained_messages_and_persistent_subscriptions_survive_kill_9_and_restart() {
     let before = s.count_events("sessions_restored");
     s.kill9();
     s.spawn();
-    let restored = nth_event(&s, "sessions_restored", before);
+    let restored = s.nth_event("sessions_restored", before);
     assert_eq!(restored["sessions"], 1, "{restored}");
     assert_eq!(restored["messages"], 1, "{restored}");
     assert_eq!(restored["retained"], 1, "{restored}");
@@ -196,13 +180,29 @@ fn qos_1_and_2_messages_survive_repeated_sigkill_with_none_lost() {
             .write_all(plan.to_string().as_bytes())
             .unwrap();
     }
-    // Let the clients connect and subscribe.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while s.count_events("connection_accepted") < 4 {
-        assert!(Instant::now() < deadline, "clients did not connect");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(500));
+    // Wait until the subscribers hold their subscriptions (SUBACK) and the publishers are
+    // connected: chaos.py says so on stderr.
+    let stderr = child.stderr.take().unwrap();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let stderr_reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut rest = String::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line == "CHAOS-READY" {
+                let _ = ready_tx.send(());
+            } else {
+                rest.push_str(&line);
+                rest.push('\n');
+            }
+        }
+        rest
+    });
+    assert!(
+        ready_rx.recv_timeout(Duration::from_secs(45)).is_ok(),
+        "chaos clients did not connect and subscribe:\n{}",
+        s.log()
+    );
     for k in 0..kills {
         std::thread::sleep(Duration::from_millis(rand(150, 900)));
         s.kill9();
@@ -216,7 +216,7 @@ fn qos_1_and_2_messages_survive_repeated_sigkill_with_none_lost() {
     std::thread::sleep(Duration::from_millis(1000));
     std::fs::write(&stop_file, b"stop").unwrap();
     let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = stderr_reader.join().unwrap();
     assert!(out.status.success(), "chaos clients failed: {stderr}");
     let report: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
@@ -393,7 +393,7 @@ fn a_full_disk_refuses_new_qos_1_messages_with_0x97_and_recovers_by_itself() {
         Value::Null,
         "acknowledged without the disk: {held:?}"
     );
-    let ev = nth_event(&s, "storage_unavailable", 0);
+    let ev = s.nth_event("storage_unavailable", 0);
     // The store knows it cannot write: new QoS 1 messages are refused at once with 0x97.
     let r = s.paho(
         &sensor2,
@@ -408,7 +408,7 @@ fn a_full_disk_refuses_new_qos_1_messages_with_0x97_and_recovers_by_itself() {
 
     // Space comes back: the store retries and recovers without a restart.
     std::fs::remove_file(fs.dir.join("filler")).unwrap();
-    nth_event(&s, "storage_recovered", 0);
+    s.nth_event("storage_recovered", 0);
     let r = s.paho(
         &sensor,
         json!([

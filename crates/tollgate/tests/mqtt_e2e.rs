@@ -67,7 +67,7 @@ fn paho_qos_flows_and_v5_properties_are_forwarded() {
     let s = Server::start();
     let sensor = s.add_device("sensor-1", &["sensors"]);
     let backend = s.add_device("backend", &["backend"]);
-    let sub = s.paho_background(
+    let mut sub = s.paho_background(
         &backend,
         json!([
             {"op": "connect", "client_id": "backend"},
@@ -76,7 +76,7 @@ fn paho_qos_flows_and_v5_properties_are_forwarded() {
             {"op": "disconnect"}
         ]),
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    sub.wait_step(1);
     let r = s.paho(&sensor, json!([
         {"op": "connect", "client_id": "sensor-1"},
         {"op": "publish", "topic": "devices/sensor-1/telemetry", "payload": "a", "qos": 1,
@@ -264,8 +264,8 @@ fn persistent_session_resumes_with_queued_messages_v311_and_v5_and_clean_start_d
 fn session_takeover_disconnects_the_older_connection() {
     let s = Server::start();
     let backend = s.add_device("backend", &["backend"]);
-    let first = s.paho_background(&backend, json!([{"op": "connect", "client_id": "backend"}, {"op": "wait_disconnect", "timeout": 10}]));
-    std::thread::sleep(Duration::from_millis(1000));
+    let mut first = s.paho_background(&backend, json!([{"op": "connect", "client_id": "backend"}, {"op": "wait_disconnect", "timeout": 10}]));
+    assert_eq!(first.wait_step(0)["rc"], 0, "the first connection is up");
     let r = s.paho(
         &backend,
         json!([{"op": "connect", "client_id": "backend"}, {"op": "disconnect"}]),
@@ -283,17 +283,14 @@ fn shared_subscription_splits_messages_between_members() {
     let b1 = s.add_device("backend-1", &["backend"]);
     let b2 = s.add_device("backend-2", &["backend"]);
     let subs: Vec<_> = [b1, b2]
-        .into_iter()
+        .iter()
         .map(|dev| {
-            let port = s.mqtt_port;
-            std::thread::spawn(move || {
-                support::run_paho(json!({"host": "127.0.0.1", "port": port, "ca": dev.ca, "cert": dev.cert, "key": dev.key,
-                    "steps": [{"op": "connect", "client_id": dev.id}, {"op": "subscribe", "filters": ["$share/workers/devices/+/telemetry"], "qos": 1},
-                              {"op": "expect", "count": 10, "timeout": 4}, {"op": "disconnect"}]}))
-            })
+            let mut c = s.paho_background(dev, json!([{"op": "connect", "client_id": dev.id}, {"op": "subscribe", "filters": ["$share/workers/devices/+/telemetry"], "qos": 1},
+                              {"op": "expect", "count": 10, "timeout": 4}, {"op": "disconnect"}]));
+            c.wait_step(1);
+            c
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(1500));
     let steps: Vec<_> = std::iter::once(json!({"op": "connect", "client_id": "sensor-1"}))
         .chain((0..10).map(|i| json!({"op": "publish", "topic": "devices/sensor-1/telemetry", "payload": format!("{i}"), "qos": 1})))
         .chain(std::iter::once(json!({"op": "disconnect"})))
@@ -531,9 +528,9 @@ fn policy_reload_that_tightens_access_takes_effect_on_live_sessions() {
             "8",
         ],
     );
-    let v5_thread = s.paho_background(&v5, json!([{"op": "connect", "client_id": "backend-5"}, {"op": "subscribe", "filters": ["devices/+/telemetry"], "qos": 0},
+    let mut v5_thread = s.paho_background(&v5, json!([{"op": "connect", "client_id": "backend-5"}, {"op": "subscribe", "filters": ["devices/+/telemetry"], "qos": 0},
                           {"op": "wait_disconnect", "timeout": 10}]));
-    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(v5_thread.wait_step(1)["codes"], json!([0]));
     let out = s.mosquitto_pub(
         &sensor,
         &[
@@ -655,8 +652,8 @@ fn v5_session_expiry_ends_a_session_and_keep_alive_is_enforced() {
 fn shutdown_tells_v5_clients_the_server_is_going_away() {
     let mut s = Server::start();
     let backend = s.add_device("backend", &["backend"]);
-    let h = s.paho_background(&backend, json!([{"op": "connect", "client_id": "backend"}, {"op": "wait_disconnect", "timeout": 10}]));
-    std::thread::sleep(Duration::from_millis(1500));
+    let mut h = s.paho_background(&backend, json!([{"op": "connect", "client_id": "backend"}, {"op": "wait_disconnect", "timeout": 10}]));
+    assert_eq!(h.wait_step(0)["rc"], 0);
     s.stop();
     let r = h.join().unwrap();
     assert_eq!(
@@ -791,7 +788,7 @@ fn messages_larger_than_the_clients_maximum_packet_size_are_not_sent_to_it() {
     let s = Server::start();
     let sensor = s.add_device("sensor-1", &["sensors"]);
     let backend = s.add_device("backend", &["backend"]);
-    let sub = s.paho_background(
+    let mut sub = s.paho_background(
         &backend,
         json!([
             {"op": "connect", "client_id": "backend", "maximum_packet_size": 128, "receive_maximum": 1},
@@ -800,7 +797,7 @@ fn messages_larger_than_the_clients_maximum_packet_size_are_not_sent_to_it() {
             {"op": "disconnect"}
         ]),
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    sub.wait_step(1);
     let big = "x".repeat(300);
     s.paho(
         &sensor,

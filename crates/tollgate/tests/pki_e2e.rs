@@ -5,104 +5,23 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
-use support::Server;
+use support::{csr, curl_post, device_files, p7_to_pem, sh, Server, P256};
 
-fn token(s: &Server, id: &str, extra: &[&str]) -> String {
-    let mut args = vec!["device", "token", id, "--group", "sensors"];
+/// A one-time token for `id` to join the sensors group.
+fn sensor_token(s: &Server, id: &str, extra: &[&str]) -> String {
+    let mut args = vec!["--group", "sensors"];
     args.extend_from_slice(extra);
-    let out = s.cli(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let t = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(t.trim().len(), 64, "the token alone on stdout: {t:?}");
-    t.trim().to_owned()
-}
-
-fn sh(dir: &Path, script: &str) -> Output {
-    Command::new("bash")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .output()
-        .unwrap()
-}
-
-/// An openssl CSR (base64 DER, as EST wants it) for `cn` with `keyopts`; returns its path.
-fn csr(dir: &Path, name: &str, cn: &str, keyopts: &str, extra: &str) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    let out = sh(
-        dir,
-        &format!(
-            "openssl req -new {keyopts} -nodes -keyout {name}.key -subj /CN={cn} {extra} -outform DER -out {name}.der \
-             && base64 -w0 {name}.der > {name}.b64"
-        ),
-    );
-    assert!(
-        out.status.success(),
-        "openssl req: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dir.join(format!("{name}.b64"))
-}
-
-const P256: &str = "-newkey ec -pkeyopt ec_paramgen_curve:P-256";
-
-/// POST a CSR with curl; returns (HTTP status, body).
-fn curl_post(s: &Server, op: &str, csr: &Path, auth: &[&str]) -> (u16, String) {
-    let url = format!("https://127.0.0.1:{}/.well-known/est/{op}", s.admin_port);
-    let out = Command::new("curl")
-        .args(["-s", "-o", "-", "-w", "\n%{http_code}", "--cacert"])
-        .arg(s.data.join("ca/root.crt"))
-        .args(auth)
-        .args(["-H", "Content-Type: application/pkcs10", "--data-binary"])
-        .arg(format!("@{}", csr.display()))
-        .arg(url)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_owned())
-}
-
-/// Turn an EST reply (base64 PKCS#7) into a PEM certificate file with openssl.
-fn p7_to_pem(dir: &Path, body: &str, name: &str) -> PathBuf {
-    std::fs::write(dir.join(format!("{name}.p7.b64")), body).unwrap();
-    let out = sh(
-        dir,
-        &format!(
-            "base64 -d {name}.p7.b64 | openssl pkcs7 -inform DER -print_certs -out {name}.crt"
-        ),
-    );
-    assert!(
-        out.status.success(),
-        "openssl pkcs7: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dir.join(format!("{name}.crt"))
-}
-
-fn device_files(s: &Server, dir: &Path, id: &str, crt: &Path) -> support::Device {
-    std::fs::copy(s.data.join("ca/root.crt"), dir.join("ca.crt")).unwrap();
-    support::Device {
-        id: id.into(),
-        dir: dir.into(),
-        cert: crt.into(),
-        key: dir.join(format!("{id}.key")),
-        ca: dir.join("ca.crt"),
-    }
+    support::token(s, id, &args)
 }
 
 #[test]
 fn curl_and_openssl_enroll_with_a_token_and_the_certificate_publishes_with_mosquitto() {
     let s = Server::start();
     let dir = s.root.join("est");
-    let t = token(&s, "sensor-9", &["--ttl", "1h"]);
+    let t = sensor_token(&s, "sensor-9", &["--ttl", "1h"]);
     let req = csr(&dir, "sensor-9", "sensor-9", P256, "");
     let (code, body) = curl_post(&s, "simpleenroll", &req, &["-u", &format!("sensor-9:{t}")]);
     assert_eq!(code, 200, "{body}");
@@ -164,7 +83,7 @@ fn curl_and_openssl_enroll_with_a_token_and_the_certificate_publishes_with_mosqu
 fn tokens_work_once_for_their_device_before_they_expire() {
     let s = Server::start();
     let dir = s.root.join("tokens");
-    let t = token(&s, "sensor-1", &[]);
+    let t = sensor_token(&s, "sensor-1", &[]);
     let req = csr(&dir, "a", "sensor-1", P256, "");
     // No credentials: 401 with a challenge.
     assert_eq!(curl_post(&s, "simpleenroll", &req, &[]).0, 401);
@@ -194,7 +113,7 @@ fn tokens_work_once_for_their_device_before_they_expire() {
     assert_eq!(code, 403);
     assert!(body.contains("already used"), "{body}");
     // A wrong token: refused.
-    let t2 = token(&s, "sensor-3", &[]);
+    let t2 = sensor_token(&s, "sensor-3", &[]);
     let c3 = csr(&dir, "c", "sensor-3", P256, "");
     assert_eq!(
         curl_post(
@@ -207,7 +126,7 @@ fn tokens_work_once_for_their_device_before_they_expire() {
         403
     );
     // Expired: refused.
-    let t4 = token(&s, "sensor-4", &["--ttl", "1s"]);
+    let t4 = sensor_token(&s, "sensor-4", &["--ttl", "1s"]);
     let c4 = csr(&dir, "d", "sensor-4", P256, "");
     std::thread::sleep(std::time::Duration::from_millis(2100));
     let (code, body) = curl_post(&s, "simpleenroll", &c4, &["-u", &format!("sensor-4:{t4}")]);
@@ -237,13 +156,13 @@ fn weak_keys_sha1_signatures_ca_requests_and_garbage_are_refused_with_a_reason()
         ),
     ];
     for (name, keyopts, extra, why) in cases {
-        let t = token(&s, name, &[]);
+        let t = sensor_token(&s, name, &[]);
         let req = csr(&dir, name, name, keyopts, extra);
         let (code, body) = curl_post(&s, "simpleenroll", &req, &["-u", &format!("{name}:{t}")]);
         assert_eq!(code, 400, "{name}: {body}");
         assert!(body.contains(why), "{name}: {body}");
     }
-    let t = token(&s, "junk", &[]);
+    let t = sensor_token(&s, "junk", &[]);
     std::fs::write(dir.join("junk.b64"), "this is not base64 !!!").unwrap();
     let (code, _) = curl_post(
         &s,
@@ -257,7 +176,7 @@ fn weak_keys_sha1_signatures_ca_requests_and_garbage_are_refused_with_a_reason()
         ("rsa2048", "-newkey rsa:2048"),
         ("p384", "-newkey ec -pkeyopt ec_paramgen_curve:P-384"),
     ] {
-        let t = token(&s, name, &[]);
+        let t = sensor_token(&s, name, &[]);
         let req = csr(&dir, name, name, keyopts, "");
         assert_eq!(
             curl_post(&s, "simpleenroll", &req, &["-u", &format!("{name}:{t}")]).0,
@@ -271,7 +190,7 @@ fn weak_keys_sha1_signatures_ca_requests_and_garbage_are_refused_with_a_reason()
 fn reenrollment_needs_a_valid_unrevoked_certificate_and_the_crl_lists_revocations() {
     let s = Server::start();
     let dir = s.root.join("renew");
-    let t = token(&s, "sensor-1", &[]);
+    let t = sensor_token(&s, "sensor-1", &[]);
     let req = csr(&dir, "sensor-1", "sensor-1", P256, "");
     let (code, body) = curl_post(&s, "simpleenroll", &req, &["-u", &format!("sensor-1:{t}")]);
     assert_eq!(code, 200, "{body}");
@@ -346,7 +265,7 @@ fn reenrollment_needs_a_valid_unrevoked_certificate_and_the_crl_lists_revocation
 fn the_agent_enrolls_renews_with_key_rotation_and_the_result_publishes() {
     let s = Server::start();
     let out_dir = s.root.join("agent");
-    let t = token(&s, "sensor-7", &[]);
+    let t = sensor_token(&s, "sensor-7", &[]);
     let url = format!("https://127.0.0.1:{}", s.admin_port);
     let run = |args: &[&str]| Command::new(support::BIN).args(args).output().unwrap();
     let out = run(&[
@@ -378,13 +297,13 @@ fn the_agent_enrolls_renews_with_key_rotation_and_the_result_publishes() {
             & 0o777;
         assert_eq!(mode, 0o600);
     }
-    let dev = support::Device {
-        id: "sensor-7".into(),
-        dir: out_dir.clone(),
-        cert: out_dir.join("sensor-7.crt"),
-        key: out_dir.join("sensor-7.key"),
-        ca: out_dir.join("ca.crt"),
-    };
+    let dev = support::Device::from_files(
+        "sensor-7",
+        &out_dir,
+        out_dir.join("sensor-7.crt"),
+        out_dir.join("sensor-7.key"),
+        out_dir.join("ca.crt"),
+    );
     assert!(s
         .mosquitto_pub(
             &dev,
@@ -451,43 +370,17 @@ fn the_agent_enrolls_renews_with_key_rotation_and_the_result_publishes() {
 fn a_supplier_bootstrap_certificate_enrolls_once_and_never_opens_the_mqtt_port() {
     let s = Server::start();
     let dir = s.root.join("supplier");
-    std::fs::create_dir_all(&dir).unwrap();
     // The supplier's manufacturing CA and a device's IDevID, made with openssl like a factory would.
-    let out = sh(
+    let mfg = support::supplier_ca(&dir, "acme");
+    let boot = support::bootstrap_cert(
         &dir,
-        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout mfg.key -out mfg.crt -days 30 \
-           -subj '/O=Acme/CN=Acme Manufacturing CA' -addext basicConstraints=critical,CA:TRUE -addext keyUsage=keyCertSign,cRLSign \
-         && openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout idev.key -out idev.csr \
-           -subj '/O=Acme/OU=Scanner-X2/serialNumber=ACME-0042/CN=scanner' \
-         && openssl x509 -req -in idev.csr -CA mfg.crt -CAkey mfg.key -CAcreateserial -out idev.crt -days 30 \
-           -extfile <(printf 'basicConstraints=CA:FALSE\\nextendedKeyUsage=clientAuth\\nsubjectAltName=URI:urn:tollgate:admin:mallory')",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = s.cli(&[
-        "supplier",
-        "add",
         "acme",
-        "--ca",
-        dir.join("mfg.crt").to_str().unwrap(),
-        "--group",
-        "sensors",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        "idev",
+        "ACME-0042",
+        "URI:urn:tollgate:admin:mallory",
     );
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    let boot = [
-        "--cert",
-        dir.join("idev.crt").to_str().unwrap().to_owned().leak(),
-        "--key",
-        dir.join("idev.key").to_str().unwrap().to_owned().leak(),
-    ];
+    support::add_supplier(&s, "acme", &mfg, &["--group", "sensors"], &boot);
+    let boot: Vec<&str> = boot.iter().map(String::as_str).collect();
     // The CSR must name the device of the bootstrap certificate (its serialNumber).
     let wrong = csr(&dir, "wrong", "someone-else", P256, "");
     let (code, body) = curl_post(&s, "simpleenroll", &wrong, &boot);
@@ -513,13 +406,13 @@ fn a_supplier_bootstrap_certificate_enrolls_once_and_never_opens_the_mqtt_port()
         )
         .status
         .success());
-    let idev = support::Device {
-        id: "ACME-0042".into(),
-        dir: dir.clone(),
-        cert: dir.join("idev.crt"),
-        key: dir.join("idev.key"),
-        ca: dev.ca.clone(),
-    };
+    let idev = support::Device::from_files(
+        "ACME-0042",
+        &dir,
+        dir.join("idev.crt"),
+        dir.join("idev.key"),
+        &dev.ca,
+    );
     assert!(!s
         .mosquitto_pub(&idev, &["-t", "devices/ACME-0042/telemetry", "-m", "x"])
         .status
@@ -660,7 +553,7 @@ fn strongswan_pki_enrolls_and_reenrolls_over_est_and_the_certificate_publishes()
     let s = Server::start();
     let dir = s.root.join("swan");
     std::fs::create_dir_all(&dir).unwrap();
-    let t = token(&s, "swan-1", &[]);
+    let t = sensor_token(&s, "swan-1", &[]);
     let ca = s.data.join("ca/root.crt");
     let issuing = s.data.join("ca/issuing.crt");
     let url = format!("https://127.0.0.1:{}", s.admin_port);
@@ -737,7 +630,7 @@ fn a_key_on_the_weak_key_blocklist_is_refused() {
         )],
         support::EXAMPLE_POLICY,
     );
-    let t = token(&s, "weak-1", &[]);
+    let t = sensor_token(&s, "weak-1", &[]);
     let out = sh(&dir, "openssl req -new -key weak.key -subj /CN=weak-1 -outform DER -out weak.der && base64 -w0 weak.der > weak.b64");
     assert!(out.status.success());
     let (code, body) = curl_post(
@@ -758,24 +651,7 @@ fn reenrollment_with_an_expired_certificate_is_refused() {
     std::fs::create_dir_all(&dir).unwrap();
     // A certificate from our own issuing CA for a registered device, but already expired.
     s.add_device("old-timer", &["sensors"]);
-    let ca = tollgate_pki::Issuer::from_pem(
-        &std::fs::read_to_string(s.data.join("ca/issuing.crt")).unwrap(),
-        &std::fs::read_to_string(s.data.join("ca/issuing.key")).unwrap(),
-    )
-    .unwrap();
-    let now = time::OffsetDateTime::now_utc();
-    let expired = ca
-        .issue(
-            &tollgate_pki::CertProfile::Device { id: "old-timer" },
-            tollgate_pki::Validity {
-                not_before: now - time::Duration::days(9),
-                not_after: now - time::Duration::days(2),
-            },
-            None,
-        )
-        .unwrap();
-    std::fs::write(dir.join("old.crt"), &expired.cert_pem).unwrap();
-    std::fs::write(dir.join("old.key"), expired.key_pem.unwrap()).unwrap();
+    let old = s.expired_device("old-timer", &dir);
     let req = csr(&dir, "renew", "old-timer", P256, "");
     let (code, _) = curl_post(
         &s,
@@ -783,9 +659,9 @@ fn reenrollment_with_an_expired_certificate_is_refused() {
         &req,
         &[
             "--cert",
-            dir.join("old.crt").to_str().unwrap(),
+            old.cert.to_str().unwrap(),
             "--key",
-            dir.join("old.key").to_str().unwrap(),
+            old.key.to_str().unwrap(),
         ],
     );
     assert_eq!(

@@ -4,34 +4,14 @@
 
 mod support;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{Device, Server};
+use support::{read_until_closed, write_device, Device, Server};
 use tollgate_pki::{CertProfile, Issuer, Validity};
-
-fn write_device(
-    dir: &std::path::Path,
-    id: &str,
-    cert: &str,
-    key: &str,
-    ca: &std::path::Path,
-) -> Device {
-    std::fs::create_dir_all(dir).unwrap();
-    let d = Device {
-        id: id.into(),
-        dir: dir.into(),
-        cert: dir.join("c.crt"),
-        key: dir.join("c.key"),
-        ca: ca.into(),
-    };
-    std::fs::write(&d.cert, cert).unwrap();
-    std::fs::write(&d.key, key).unwrap();
-    d
-}
 
 #[test]
 fn connecting_by_ip_address_works() {
@@ -114,29 +94,7 @@ fn handshake_is_refused_without_a_certificate_for_a_foreign_ca_and_for_an_expire
     });
 
     // An expired certificate from our own issuing CA.
-    let ca = Issuer::from_pem(
-        &std::fs::read_to_string(s.data.join("ca/issuing.crt")).unwrap(),
-        &std::fs::read_to_string(s.data.join("ca/issuing.key")).unwrap(),
-    )
-    .unwrap();
-    let now = time::OffsetDateTime::now_utc();
-    let expired = ca
-        .issue(
-            &CertProfile::Device { id: "sensor-1" },
-            Validity {
-                not_before: now - time::Duration::days(10),
-                not_after: now - time::Duration::days(1),
-            },
-            None,
-        )
-        .unwrap();
-    let old = write_device(
-        &s.root.join("expired"),
-        "sensor-1",
-        &expired.cert_pem,
-        expired.key_pem.as_deref().unwrap(),
-        &sensor.ca,
-    );
+    let old = s.expired_device("sensor-1", &s.root.join("expired"));
     let out = s.mosquitto_pub(&old, &["-t", "devices/sensor-1/telemetry", "-m", "x"]);
     assert!(!out.status.success());
     s.wait_event("expired", |e| {
@@ -159,14 +117,13 @@ fn handshake_is_refused_without_a_certificate_for_a_foreign_ca_and_for_an_expire
 fn a_plaintext_mqtt_connect_is_never_answered_with_connack() {
     let s = Server::start();
     let mut tcp = TcpStream::connect(("127.0.0.1", s.mqtt_port)).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     // MQTT 3.1.1 CONNECT, client id "x", clean session, keep-alive 60.
     tcp.write_all(&[
         0x10, 0x0d, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3c, 0x00, 0x01, b'x',
     ])
     .unwrap();
-    let mut buf = Vec::new();
-    let _ = tcp.read_to_end(&mut buf);
+    // The server must close the connection (a timeout with nothing received is a failure).
+    let buf = read_until_closed(&mut tcp, Duration::from_secs(5));
     assert!(
         !buf.starts_with(&[0x20]),
         "got something like a CONNACK: {buf:02x?}"
@@ -184,19 +141,18 @@ fn revocation_cuts_live_sessions_within_one_second_and_bites_after_restart() {
     let backend = s.add_device("backend", &["backend"]);
     let v311 = s.add_device("backend-3", &["backend"]);
     let run = |dev: &Device, version: u8| {
-        let (port, dev) = (s.mqtt_port, dev.clone());
-        std::thread::spawn(move || {
-            support::run_paho(
-                json!({"host": "127.0.0.1", "port": port, "ca": dev.ca, "cert": dev.cert, "key": dev.key,
-                "steps": [{"op": "connect", "client_id": dev.id, "version": version},
-                          {"op": "subscribe", "filters": ["devices/+/telemetry"]},
-                          {"op": "wait_disconnect", "timeout": 15}]}),
-            )
-        })
+        let mut c = s.paho_background(
+            dev,
+            json!([{"op": "connect", "client_id": dev.id, "version": version},
+                   {"op": "subscribe", "filters": ["devices/+/telemetry"]},
+                   {"op": "wait_disconnect", "timeout": 15}]),
+        );
+        // Connected and subscribed (SUBACK received) before the revocation.
+        assert_eq!(c.wait_step(1)["codes"], json!([0]), "v{version}");
+        c
     };
     let h5 = run(&backend, 5);
     let h3 = run(&v311, 3);
-    std::thread::sleep(Duration::from_millis(1500));
     let t0 = std::time::SystemTime::now();
     s.revoke("backend");
     s.revoke("backend-3");
@@ -318,22 +274,22 @@ fn handshakes_that_stall_are_closed_and_bounded_per_source_address() {
         .collect();
     std::thread::sleep(Duration::from_millis(200));
     let mut third = TcpStream::connect(("127.0.0.1", s.mqtt_port)).unwrap();
-    third
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .unwrap();
-    let mut b = [0u8; 1];
-    assert_eq!(
-        third.read(&mut b).unwrap_or(0),
-        0,
-        "third concurrent handshake closed at once"
+    // Closed at once: well before the 1 s handshake timeout would close it anyway.
+    let t_third = Instant::now();
+    let got = read_until_closed(&mut third, Duration::from_secs(3));
+    assert!(got.is_empty(), "third concurrent handshake: {got:02x?}");
+    assert!(
+        t_third.elapsed() < Duration::from_millis(900),
+        "third concurrent handshake closed at once, not by the timeout: {:?}",
+        t_third.elapsed()
     );
     s.wait_event("too many", |e| {
         e["type"] == "connection_refused" && e["reason"] == "too_many_handshakes"
     });
     let t0 = Instant::now();
     for mut c in idle {
-        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        assert_eq!(c.read(&mut b).unwrap_or(0), 0);
+        let got = read_until_closed(&mut c, Duration::from_secs(5));
+        assert!(got.is_empty(), "stalled handshake: {got:02x?}");
     }
     assert!(
         t0.elapsed() < Duration::from_secs(3),

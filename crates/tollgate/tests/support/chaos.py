@@ -143,6 +143,14 @@ def main():
     for p in pubs:
         p.client.connect_async(plan["host"], plan["port"], keepalive=5)
         p.client.loop_start()
+    for p in pubs:
+        if not p.connected.wait(20):
+            print(json.dumps({"error": f"{p.id} never connected"}))
+            sys.exit(2)
+    # Readiness signal for the test: every subscriber holds its subscription (SUBACK) and every
+    # publisher is connected, so the broker may be killed from now on.
+    sys.stderr.write("CHAOS-READY\n")
+    sys.stderr.flush()
     threads = [threading.Thread(target=p.run, args=(plan["stop_file"],)) for p in pubs]
     for t in threads:
         t.start()

@@ -2,11 +2,16 @@
 """Run a plan of MQTT steps with paho-mqtt over mTLS and print the results as JSON.
 
 The plan (JSON on stdin) is {"host", "port", "ca", "cert", "key", "steps": [...]}; each step is
-an object with "op": connect | subscribe | unsubscribe | publish | expect | sleep | disconnect |
-drop (close the socket without DISCONNECT). Results are one JSON object per step, in order.
+an object with "op": connect | subscribe | unsubscribe | publish | publish_until_ok |
+publish_repeat | publish_many | expect | sleep | wait_file | wait_disconnect | disconnect | drop
+(close the socket without DISCONNECT). Results are one JSON object per step, in order, on stdout
+at the end; with "progress": true each result is also written to stderr as it completes
+("PAHO-STEP {"step": i, "result": ...}"), so a test can wait for a step (a SUBACK, say) as a
+readiness signal, and "wait_file" lets the test tell the client when to go on.
 Used by the Rust integration tests so that a real, independent MQTT client drives Tollgate.
 """
 import json
+import os
 import ssl
 import sys
 import threading
@@ -36,6 +41,8 @@ class Runner:
         self.disconnect = None
         self.subacks = {}
         self.pubacks = {}
+        self.pub_reasons = {}
+        self.pub_times = {}
         self.messages = []
         self.client = None
 
@@ -89,12 +96,15 @@ class Runner:
     def on_publish(self, c, u, mid, rc, props):
         with self.cond:
             self.pubacks[mid] = rc_value(rc)
+            self.pub_times[mid] = time.time()
+            if props is not None and hasattr(props, "ReasonString"):
+                self.pub_reasons[mid] = props.ReasonString
             self.cond.notify_all()
 
     def on_message(self, c, u, m):
         with self.cond:
             entry = {"topic": m.topic, "payload": m.payload.decode("utf-8", "replace"),
-                     "qos": m.qos, "retain": bool(m.retain)}
+                     "qos": m.qos, "retain": bool(m.retain), "at": time.time()}
             props = getattr(m, "properties", None)
             if props is not None:
                 if hasattr(props, "UserProperty"):
@@ -119,6 +129,33 @@ class Runner:
                     return False
                 self.cond.wait(left)
         return True
+
+    def publish_props(self, s):
+        props = None
+        if self.version == mqtt.MQTTv5:
+            props = Properties(PacketTypes.PUBLISH)
+            for k, v in s.get("user_properties", []):
+                props.UserProperty = (k, v)
+            if "response_topic" in s:
+                props.ResponseTopic = s["response_topic"]
+            if "correlation_data" in s:
+                props.CorrelationData = s["correlation_data"].encode()
+            if "message_expiry" in s:
+                props.MessageExpiryInterval = s["message_expiry"]
+            if "topic_alias" in s:
+                props.TopicAlias = s["topic_alias"]
+        return props
+
+    def publish_acked(self, topic, payload, qos, retain, props, t):
+        """Publish; for QoS > 0 wait for the acknowledgement. Returns the step result."""
+        info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+        if qos == 0:
+            return {"at": time.time()}
+        self.wait(lambda: info.mid in self.pubacks, t)
+        out = {"rc": self.pubacks.get(info.mid), "at": self.pub_times.get(info.mid)}
+        if info.mid in self.pub_reasons:
+            out["reason"] = self.pub_reasons[info.mid]
+        return out
 
     def step(self, s):
         op = s["op"]
@@ -163,25 +200,49 @@ class Runner:
             time.sleep(0.2)
             return {}
         if op == "publish":
-            props = None
-            if self.version == mqtt.MQTTv5:
-                props = Properties(PacketTypes.PUBLISH)
-                for k, v in s.get("user_properties", []):
-                    props.UserProperty = (k, v)
-                if "response_topic" in s:
-                    props.ResponseTopic = s["response_topic"]
-                if "correlation_data" in s:
-                    props.CorrelationData = s["correlation_data"].encode()
-                if "message_expiry" in s:
-                    props.MessageExpiryInterval = s["message_expiry"]
-                if "topic_alias" in s:
-                    props.TopicAlias = s["topic_alias"]
             payload = "x" * s["payload_size"] if "payload_size" in s else s.get("payload", "")
-            info = self.client.publish(s["topic"], payload, qos=s.get("qos", 0), retain=s.get("retain", False), properties=props)
-            if s.get("qos", 0) > 0:
-                self.wait(lambda: info.mid in self.pubacks, t)
-                return {"rc": self.pubacks.get(info.mid)}
-            return {}
+            out = self.publish_acked(s["topic"], payload, s.get("qos", 0), s.get("retain", False),
+                                     self.publish_props(s), t)
+            return out if s.get("qos", 0) > 0 else {}
+        if op == "publish_until_ok":
+            # Publish (QoS 1) every "interval" seconds until acknowledged with success (0), for
+            # at most "timeout" seconds: measures when a permission takes effect.
+            end = time.time() + t
+            attempts = 0
+            codes = []
+            while True:
+                attempts += 1
+                r = self.publish_acked(s["topic"], s.get("payload", ""), 1, False, None, t)
+                codes.append(r.get("rc"))
+                if r.get("rc") == 0 or time.time() >= end:
+                    r["attempts"] = attempts
+                    r["codes"] = codes
+                    return r
+                time.sleep(s.get("interval", 0.05))
+        if op == "publish_repeat":
+            # Publish PAYLOAD-1, PAYLOAD-2, ... every "interval" seconds until "until_file"
+            # exists (at most "timeout" seconds).
+            end = time.time() + t
+            n = 0
+            while time.time() < end and not os.path.exists(s["until_file"]):
+                n += 1
+                self.publish_acked(s["topic"], "%s-%d" % (s.get("payload", "m"), n), s.get("qos", 1), False, None, t)
+                time.sleep(s.get("interval", 0.05))
+            return {"sent": n, "stopped": os.path.exists(s["until_file"])}
+        if op == "publish_many":
+            # "count" QoS 0 publishes as fast as the client can send them.
+            for i in range(s["count"]):
+                info = self.client.publish(s["topic"], s.get("payload", str(i)), qos=0)
+                if info.rc == mqtt.MQTT_ERR_NO_CONN:
+                    return {"error": "not connected", "sent": i}
+            return {"sent": s["count"]}
+        if op == "wait_file":
+            end = time.time() + t
+            while not os.path.exists(s["path"]):
+                if time.time() >= end:
+                    return {"ok": False}
+                time.sleep(0.01)
+            return {"ok": True, "at": time.time()}
         if op == "expect":
             n = s.get("count", 1)
             self.wait(lambda: len(self.messages) >= n, t)
@@ -194,6 +255,10 @@ class Runner:
         if op == "wait_disconnect":
             self.wait(lambda: self.disconnect is not None, t)
             return {"disconnect": self.disconnect}
+        if op == "check_connected":
+            # Still connected, not disconnected by the server since the last connect?
+            return {"connected": self.disconnect is None and self.client.is_connected(),
+                    "disconnect": self.disconnect}
         if op == "disconnect":
             self.client.disconnect()
             time.sleep(0.1)
@@ -213,8 +278,12 @@ def main():
     plan = json.load(sys.stdin)
     r = Runner(plan)
     out = []
-    for s in plan["steps"]:
-        out.append(r.step(s))
+    for i, s in enumerate(plan["steps"]):
+        res = r.step(s)
+        out.append(res)
+        if plan.get("progress"):
+            sys.stderr.write("PAHO-STEP " + json.dumps({"step": i, "result": res}) + "\n")
+            sys.stderr.flush()
     print(json.dumps(out))
     sys.stdout.flush()
 
