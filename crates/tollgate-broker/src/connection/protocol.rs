@@ -170,6 +170,10 @@ impl Conn {
         }));
         // A resumed session may hold subscriptions the policy no longer allows.
         conn.recheck_subscriptions();
+        // Released while it was away: its suspended subscriptions come back now.
+        if conn.gate.quarantine().is_none() {
+            conn.restore_suspended();
+        }
         if present {
             conn.resend_inflight(Now::current());
         }
