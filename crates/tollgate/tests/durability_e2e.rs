@@ -376,6 +376,12 @@ fn a_full_disk_refuses_new_qos_1_messages_with_0x97_and_recovers_by_itself() {
     let backend = s.add_device("backend", &["backend"]);
     let sub = persistent_sub(&s, &backend, &["-E"]);
     finish(sub, Duration::from_secs(10));
+    // The subscriber's disconnect writes its session record; let that commit land before the
+    // disk fills, or the store is already unhealthy when the publish below arrives.
+    s.wait_event("subscriber gone", |e| {
+        e["type"] == "disconnected" && e["device"] == "backend"
+    });
+    std::thread::sleep(Duration::from_millis(300));
 
     fs.fill("filler");
     // Accepted for writing when the disk fills: not acknowledged while it cannot be written
