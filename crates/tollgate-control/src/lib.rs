@@ -21,6 +21,7 @@
 pub mod ca;
 mod error;
 pub mod files;
+pub mod requests;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;

@@ -1,0 +1,138 @@
+//! The bodies of admin API requests, and the one function that parses them.
+//!
+//! The control listener reads a request's body (bounded, after the caller's credentials were
+//! checked) and hands the bytes to [`parse`]; the fuzz target `admin_bodies` feeds the same
+//! function arbitrary bytes. This module owns only the shapes and their parsing: it must not
+//! touch the registry or know about HTTP.
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+/// A request body that is not what the route takes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// Not JSON at all (syntax error, truncated, not UTF-8).
+    #[error("the body is not valid JSON: {0}")]
+    Syntax(String),
+    /// JSON of the wrong shape: a missing or unknown field, a wrong type.
+    #[error("the body does not match the request: {0}")]
+    Shape(String),
+}
+
+/// Parse a JSON request body. An empty body (or only whitespace) is `None`, for routes whose
+/// body is optional.
+pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<Option<T>, RequestError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(body).map(Some).map_err(|e| {
+        if e.is_data() {
+            RequestError::Shape(e.to_string())
+        } else {
+            RequestError::Syntax(e.to_string())
+        }
+    })
+}
+
+/// `POST /api/v1/devices`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddDevice {
+    /// The device id.
+    pub id: String,
+    /// Its groups.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Bring a revoked device with this id back (never implicit).
+    #[serde(default)]
+    pub reactivate: bool,
+}
+
+/// `POST /api/v1/devices/{id}/token`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// Groups the device gets when it enrolls.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Lifetime of the token, seconds (capped by the configuration).
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+    /// Let enrollment replace the groups of a device that exists (never implicit).
+    #[serde(default)]
+    pub change_groups: bool,
+}
+
+/// `POST /api/v1/devices/{id}/quarantine`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuarantineRequest {
+    /// Why (required).
+    pub reason: String,
+    /// Who holds the reason (default `operator`); compliance and detection use their own.
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+/// `POST /api/v1/devices/{id}/release`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseRequest {
+    /// Whose reason to remove (default `operator`).
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Remove every reason, whoever holds it.
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// `POST /api/v1/devices/{id}/revoke`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    /// Why (default "unspecified").
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `POST /api/v1/suppliers`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddSupplier {
+    /// Supplier name.
+    pub name: String,
+    /// Its manufacturing CA certificate(s), PEM.
+    pub ca_pem: String,
+    /// Groups its devices get at bootstrap enrollment.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Whether a hardware serial may enroll more than once.
+    #[serde(default)]
+    pub allow_reenroll: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_bodies_are_none_and_bad_ones_say_why() {
+        assert!(parse::<RevokeRequest>(b"").unwrap().is_none());
+        assert!(parse::<RevokeRequest>(b" \n").unwrap().is_none());
+        let r = parse::<RevokeRequest>(br#"{"reason":"lost"}"#).unwrap().unwrap();
+        assert_eq!(r.reason.as_deref(), Some("lost"));
+        assert!(matches!(
+            parse::<RevokeRequest>(b"{\"reason\":"),
+            Err(RequestError::Syntax(_))
+        ));
+        assert!(matches!(
+            parse::<RevokeRequest>(br#"{"why":"x"}"#),
+            Err(RequestError::Shape(_))
+        ));
+        assert!(matches!(
+            parse::<AddDevice>(br#"{"id": 7}"#),
+            Err(RequestError::Shape(_))
+        ));
+    }
+}
