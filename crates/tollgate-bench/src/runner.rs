@@ -435,6 +435,7 @@ subscribe = ["bench/+/t", "bench/pair/+", "bench/bcast"]
                 group_lifetimes: Default::default(),
                 weak_keys: Default::default(),
                 token_ttl: std::time::Duration::from_secs(3600),
+                max_token_ttl: std::time::Duration::from_secs(3600),
                 crl_validity: std::time::Duration::from_secs(2 * 86400),
             },
             std::sync::Arc::clone(&registry),

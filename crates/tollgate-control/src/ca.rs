@@ -100,6 +100,9 @@ pub struct InitOptions {
     pub ips: Vec<IpAddr>,
     /// An existing root CA (certificate PEM, key PEM) to build on.
     pub import_root: Option<(String, String)>,
+    /// Where the issuing CA's CRL is served (`https://NAME:8443/crl`), written into the server
+    /// certificate as its CRL distribution point.
+    pub crl_urls: Vec<String>,
     /// The commented configuration file to write as `tollgate.toml`.
     pub config_toml: String,
 }
@@ -110,6 +113,7 @@ impl Default for InitOptions {
             dns_names: vec!["localhost".into()],
             ips: vec![IpAddr::from([127, 0, 0, 1])],
             import_root: None,
+            crl_urls: vec!["https://localhost:8443/crl".into()],
             config_toml: String::new(),
         }
     }
@@ -174,6 +178,7 @@ pub fn init(data: &Path, opts: &InitOptions) -> Result<InitReport, ControlError>
         &CertProfile::Server {
             dns: &opts.dns_names,
             ips: &opts.ips,
+            crl_urls: &opts.crl_urls,
         },
         Validity::starting_now(time::Duration::days(825)),
         None,

@@ -61,6 +61,8 @@ pub struct ControlConfig {
     pub weak_keys: WeakKeyList,
     /// Default enrollment token lifetime.
     pub token_ttl: Duration,
+    /// Longest lifetime a token may be given.
+    pub max_token_ttl: Duration,
     /// How long a CRL is valid (re-signed at half of it).
     pub crl_validity: Duration,
 }
@@ -861,8 +863,15 @@ impl Control {
                 });
             }
         }
-        let token = tollgate_pki::generate_token()?;
         let ttl = ttl.unwrap_or(self.cfg.token_ttl);
+        if ttl > self.cfg.max_token_ttl || ttl.is_zero() {
+            return Err(ControlError::InvalidRequest(format!(
+                "a token lifetime must be between 1 second and {} seconds (devices.max_token_ttl_secs); {} was asked",
+                self.cfg.max_token_ttl.as_secs(),
+                ttl.as_secs()
+            )));
+        }
+        let token = tollgate_pki::generate_token()?;
         let expires_at = now().saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
         self.registry.create_token(
             id,
@@ -925,6 +934,26 @@ impl Control {
     }
 
     /// EST simpleenroll authorised by a one-time token.
+    /// Whether `token` is a live enrollment token (for device `id`, when the request names
+    /// one): checked from the request's headers before its body is read, so a caller without
+    /// a token cannot make the server read a CSR. Consumes nothing; [`Control::enroll_with_token`]
+    /// decides.
+    pub fn check_token(&self, id: Option<&str>, token: &str) -> Result<(), ControlError> {
+        if let Some(id) = id {
+            check_name("device id", id)?;
+        }
+        let live = self
+            .registry
+            .token_live(id, &tollgate_pki::hash_token(token), now())?;
+        if live {
+            Ok(())
+        } else {
+            Err(ControlError::TokenRefused(
+                "no live token matches (wrong, used or expired)",
+            ))
+        }
+    }
+
     pub fn enroll_with_token(
         &self,
         id: Option<&str>,
@@ -1331,6 +1360,7 @@ mod tests {
             group_lifetimes: BTreeMap::new(),
             weak_keys: WeakKeyList::default(),
             token_ttl: Duration::from_secs(3600),
+            max_token_ttl: Duration::from_secs(7 * 24 * 3600),
             crl_validity: Duration::from_secs(48 * 3600),
         }
     }

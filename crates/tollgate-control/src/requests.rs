@@ -120,7 +120,9 @@ mod tests {
     fn empty_bodies_are_none_and_bad_ones_say_why() {
         assert!(parse::<RevokeRequest>(b"").unwrap().is_none());
         assert!(parse::<RevokeRequest>(b" \n").unwrap().is_none());
-        let r = parse::<RevokeRequest>(br#"{"reason":"lost"}"#).unwrap().unwrap();
+        let r = parse::<RevokeRequest>(br#"{"reason":"lost"}"#)
+            .unwrap()
+            .unwrap();
         assert_eq!(r.reason.as_deref(), Some("lost"));
         assert!(matches!(
             parse::<RevokeRequest>(b"{\"reason\":"),

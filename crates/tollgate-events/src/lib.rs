@@ -56,14 +56,45 @@ pub enum RefusalReason {
     UnsupportedProtocol,
     /// TLS handshake plus CONNECT did not finish in time.
     Timeout,
-    /// Too many handshakes in progress from one source address.
+    /// Too many handshakes in progress from one source (address prefix), or overall; or this
+    /// handshake made the least progress of its source's when a newcomer needed the slot.
     TooManyHandshakes,
+    /// The source (address prefix) opened connections faster than its connect rate.
+    RateLimited,
+    /// The listener is at its connection limit (overall or for this source).
+    ConnectionLimit,
     /// The client asked for an authentication method we do not offer.
     BadAuthMethod,
     /// The device is not allowed to connect by policy (it is granted nothing at all... reserved).
     NotAuthorized,
     /// The server is shutting down.
     ShuttingDown,
+}
+
+impl RefusalReason {
+    /// The reason's name, as it appears in events (`"too_many_handshakes"`).
+    pub fn as_str(self) -> &'static str {
+        use RefusalReason as R;
+        match self {
+            R::NoCertificate => "no_certificate",
+            R::UnknownCa => "unknown_ca",
+            R::Expired => "expired",
+            R::Revoked => "revoked",
+            R::UnknownDevice => "unknown_device",
+            R::BadCertificate => "bad_certificate",
+            R::TlsError => "tls_error",
+            R::ClientIdMismatch => "client_id_mismatch",
+            R::MalformedPacket => "malformed_packet",
+            R::UnsupportedProtocol => "unsupported_protocol",
+            R::Timeout => "timeout",
+            R::TooManyHandshakes => "too_many_handshakes",
+            R::RateLimited => "rate_limited",
+            R::ConnectionLimit => "connection_limit",
+            R::BadAuthMethod => "bad_auth_method",
+            R::NotAuthorized => "not_authorized",
+            R::ShuttingDown => "shutting_down",
+        }
+    }
 }
 
 /// One security-relevant fact.
@@ -350,6 +381,25 @@ pub enum EventKind {
     ServerStopping {
         /// Why (e.g. "signal").
         reason: String,
+    },
+    /// Refusals that repeated: after the first few from one source for one reason in an
+    /// interval are recorded individually, the rest are counted, and this record gives the count
+    /// when the interval ends. Individual records plus summaries account for every refusal.
+    RefusalsSummarized {
+        /// "mqtt" or "control".
+        listener: &'static str,
+        /// The source: an address prefix (`203.0.113.7/32`, `2001:db8:1:2::/64`), or `*` for
+        /// sources beyond the aggregator's table.
+        source: String,
+        /// The refusal reason (as in `connection_refused`, or the HTTP status and reason for the
+        /// control listener).
+        reason: String,
+        /// Refusals counted and not recorded individually in this interval.
+        count: u64,
+        /// Length of the interval, seconds.
+        interval_secs: u64,
+        /// The last refusal's detail, as an example.
+        example: String,
     },
     /// Events were lost: the bus was full (or shutting down) when they were emitted. Inserted by
     /// the dispatcher, with its own sequence number, before the next event it forwards (or at
@@ -717,6 +767,35 @@ impl Consumer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusal_reason_names_are_their_serialized_names() {
+        use RefusalReason as R;
+        for r in [
+            R::NoCertificate,
+            R::UnknownCa,
+            R::Expired,
+            R::Revoked,
+            R::UnknownDevice,
+            R::BadCertificate,
+            R::TlsError,
+            R::ClientIdMismatch,
+            R::MalformedPacket,
+            R::UnsupportedProtocol,
+            R::Timeout,
+            R::TooManyHandshakes,
+            R::RateLimited,
+            R::ConnectionLimit,
+            R::BadAuthMethod,
+            R::NotAuthorized,
+            R::ShuttingDown,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&r).unwrap(),
+                format!("\"{}\"", r.as_str())
+            );
+        }
+    }
 
     fn denied(device: &str, n: usize) -> EventKind {
         EventKind::SubscribeDenied {

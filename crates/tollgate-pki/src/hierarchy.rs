@@ -76,6 +76,8 @@ pub enum CertProfile<'a> {
         dns: &'a [String],
         /// IP addresses.
         ips: &'a [IpAddr],
+        /// Where its issuer's CRL is served (CRL distribution points), if anywhere.
+        crl_urls: &'a [String],
     },
     /// A device (MQTT client) certificate.
     Device {
@@ -204,7 +206,12 @@ impl Issuer {
         params.use_authority_key_identifier_extension = true;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         match profile {
-            CertProfile::Server { dns, ips } => {
+            CertProfile::Server { dns, ips, crl_urls } => {
+                if !crl_urls.is_empty() {
+                    params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+                        uris: crl_urls.to_vec(),
+                    }];
+                }
                 params.distinguished_name =
                     dn(dns.first().map(String::as_str).unwrap_or("tollgate"), None);
                 for name in dns.iter() {

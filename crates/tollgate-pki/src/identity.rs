@@ -42,9 +42,11 @@ pub struct CertInfo {
 /// not starting with `$` (implied) or `.`. No `/`, `+`, `#`, whitespace or control characters can
 /// appear, so an id can never widen a topic pattern it is substituted into.
 pub fn validate_device_id(id: &str) -> Result<(), PkiError> {
+    // The id in the error is escaped and cut short: it may have come off the network (a
+    // certificate's SAN) on its way to a log line.
     let err = |why| {
         Err(PkiError::InvalidDeviceId {
-            id: id.chars().take(140).collect(),
+            id: id.chars().take(64).flat_map(char::escape_default).collect(),
             why,
         })
     };
@@ -85,11 +87,14 @@ pub fn parse_certificate(der: &[u8]) -> Result<CertInfo, PkiError> {
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
             if let GeneralName::URI(uri) = name {
+                // Checked here, before the id reaches a registry lookup or a log line.
                 if let Some(id) = uri.strip_prefix(DEVICE_URI_PREFIX) {
+                    validate_device_id(id)?;
                     role = Some(Role::Device(id.to_owned()));
                     break;
                 }
                 if let Some(id) = uri.strip_prefix(ADMIN_URI_PREFIX) {
+                    validate_device_id(id)?;
                     role = Some(Role::Admin(id.to_owned()));
                     break;
                 }
@@ -155,6 +160,23 @@ mod tests {
             &"x".repeat(129),
         ] {
             assert!(validate_device_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_uri_san_outside_the_device_id_alphabet_is_refused_and_escaped() {
+        let long = "a".repeat(4096);
+        for bad in ["dev\u{0}ice", long.as_str(), "a/b", "+", "#", "x y"] {
+            let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.subject_alt_names = vec![rcgen::SanType::URI(
+                rcgen::string::Ia5String::try_from(format!("{DEVICE_URI_PREFIX}{bad}")).unwrap(),
+            )];
+            let key = rcgen::KeyPair::generate().unwrap();
+            let der = p.self_signed(&key).unwrap().der().to_vec();
+            let e = parse_certificate(&der).expect_err(bad);
+            let text = e.to_string();
+            assert!(!text.contains('\u{0}'), "{text:?}");
+            assert!(text.len() < 400, "{} bytes: {text:.80}", text.len());
         }
     }
 

@@ -210,6 +210,9 @@ pub trait TokenStore: Send + Sync {
         expires_at: i64,
         now: i64,
     ) -> Result<(), RegistryError>;
+    /// Whether an unused, unexpired token with this hash exists (for `device`, when given).
+    fn token_live(&self, device: Option<&str>, hash: &str, now: i64)
+        -> Result<bool, RegistryError>;
     /// Use a token: succeeds once, for that device, before it expires.
     fn consume_token(
         &self,
@@ -644,6 +647,22 @@ impl TokenStore for SqliteRegistry {
         Ok(())
     }
 
+    fn token_live(
+        &self,
+        device: Option<&str>,
+        hash: &str,
+        now: i64,
+    ) -> Result<bool, RegistryError> {
+        let conn = self.conn.lock();
+        let n: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM tokens WHERE hash = ?1 AND used_at IS NULL AND expires_at > ?2
+                 AND (?3 IS NULL OR device_id = ?3)",
+            params![hash, now, device],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
     fn consume_token(
         &self,
         device: &str,
@@ -805,6 +824,11 @@ mod tests {
         };
         reg.create_token("d1", &grant(vec!["g".into()]), "h1", 100, 10)
             .unwrap();
+        assert!(reg.token_live(None, "h1", 20).unwrap());
+        assert!(reg.token_live(Some("d1"), "h1", 20).unwrap());
+        assert!(!reg.token_live(Some("d2"), "h1", 20).unwrap());
+        assert!(!reg.token_live(None, "nope", 20).unwrap());
+        assert!(!reg.token_live(None, "h1", 100).unwrap(), "expired");
         assert!(matches!(
             reg.consume_token("d2", "h1", 20),
             Err(RegistryError::Token(_))
@@ -821,6 +845,7 @@ mod tests {
             reg.consume_token("d1", "h1", 21),
             Err(RegistryError::Token("token already used"))
         ));
+        assert!(!reg.token_live(None, "h1", 21).unwrap(), "used");
         reg.create_token("d1", &grant(vec![]), "h2", 100, 30)
             .unwrap();
         assert!(matches!(

@@ -1,7 +1,9 @@
 //! The one crate of Tollgate that may use `unsafe`: system calls with no safe wrapper in the
-//! standard library or our dependencies. Today that is one call, `getsockopt(TCP_INFO)`, which
-//! reads the kernel's view of a TCP connection (round-trip time, retransmissions, unsent and
-//! unacknowledged data) for transport-health detection.
+//! standard library or our dependencies. Today that is `getsockopt(TCP_INFO)`, which reads the
+//! kernel's view of a TCP connection (round-trip time, retransmissions, unsent and
+//! unacknowledged data) for transport-health detection, and `getrlimit`/`setrlimit` on
+//! `RLIMIT_NOFILE`, so the server can raise its descriptor limit and size its connection budgets
+//! from it.
 //!
 //! Every `unsafe` block is allowed individually and says why it is sound; everything exported
 //! is safe to call. It must not grow business logic: anything that can be written safely lives
@@ -33,6 +35,8 @@ pub struct TcpInfo {
     pub bytes_acked: u64,
     /// Bytes received from the peer.
     pub bytes_received: u64,
+    /// Milliseconds since data last arrived from the peer.
+    pub last_data_recv_ms: u32,
 }
 
 /// Read `TCP_INFO` for the TCP socket `fd`.
@@ -73,6 +77,7 @@ pub fn tcp_info(fd: BorrowedFd<'_>) -> io::Result<TcpInfo> {
         snd_cwnd: info.tcpi_snd_cwnd,
         bytes_acked: info.tcpi_bytes_acked,
         bytes_received: info.tcpi_bytes_received,
+        last_data_recv_ms: info.tcpi_last_data_recv,
     })
 }
 
@@ -82,8 +87,72 @@ pub fn tcp_info(_fd: BorrowedFd<'_>) -> io::Result<TcpInfo> {
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
+/// The process's open-file limit (`RLIMIT_NOFILE`) after [`raise_nofile_limit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NofileLimit {
+    /// The soft limit found at start.
+    pub before: u64,
+    /// The soft limit now in force (the hard limit, when raising it worked).
+    pub soft: u64,
+    /// The hard limit.
+    pub hard: u64,
+}
+
+/// Raise the soft open-file limit to the hard limit, and say what it is now. Failing to raise
+/// it is not an error (the soft limit found is reported); failing to read it is.
+#[cfg(target_os = "linux")]
+pub fn raise_nofile_limit() -> io::Result<NofileLimit> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: `lim` is a live, writable `rlimit`; the kernel writes exactly one `rlimit` to it
+    // and keeps no pointer past the call.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let before = lim.rlim_cur;
+    let hard = lim.rlim_max;
+    let mut soft = before;
+    if before < hard {
+        let want = libc::rlimit {
+            rlim_cur: hard,
+            rlim_max: hard,
+        };
+        #[allow(unsafe_code)]
+        // SAFETY: `want` is a live, readable `rlimit`; the kernel only reads it, during the
+        // call. Raising the soft limit up to the hard limit needs no privilege.
+        let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) };
+        if rc == 0 {
+            soft = hard;
+        }
+    }
+    Ok(NofileLimit { before, soft, hard })
+}
+
+/// Elsewhere nothing is raised and the limit is unknown.
+#[cfg(not(target_os = "linux"))]
+pub fn raise_nofile_limit() -> io::Result<NofileLimit> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_soft_file_limit_is_raised_to_the_hard_limit() {
+        let l = super::raise_nofile_limit().expect("getrlimit");
+        assert!(l.before <= l.soft && l.soft <= l.hard, "{l:?}");
+        assert_eq!(
+            l.soft, l.hard,
+            "raising to the hard limit needs no privilege"
+        );
+        // A second call finds it raised already.
+        let again = super::raise_nofile_limit().expect("getrlimit");
+        assert_eq!(again.before, l.hard);
+    }
+
     use std::io::{Read, Write};
     use std::os::fd::AsFd;
 

@@ -19,6 +19,41 @@ pub struct FileConfig {
     pub devices: DevicesSection,
     pub sessions: SessionsSection,
     pub log: LogSection,
+    pub limits: LimitsSection,
+}
+
+/// What an unauthenticated source may claim, on both listeners.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Addresses in one IPv4 prefix of this length count as one source.
+    pub source_prefix_v4: u8,
+    /// Addresses in one IPv6 prefix of this length count as one source.
+    pub source_prefix_v6: u8,
+    /// New connections per second from one source, per listener (0: unlimited).
+    pub connect_rate_per_source: u32,
+    /// New connections one source may open at once before the rate applies.
+    pub connect_burst_per_source: u32,
+    /// Unfinished MQTT handshakes overall.
+    pub max_handshakes: usize,
+    /// Refusals recorded one by one per source, reason and interval; the rest are summarized.
+    pub refusals_logged_per_source: u32,
+    /// Length of a refusal summary interval, seconds.
+    pub refusal_summary_secs: u64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            source_prefix_v4: 32,
+            source_prefix_v6: 64,
+            connect_rate_per_source: 50,
+            connect_burst_per_source: 200,
+            max_handshakes: 4096,
+            refusals_logged_per_source: 5,
+            refusal_summary_secs: 10,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,12 +127,31 @@ impl Default for MqttSection {
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSection {
     pub listen: SocketAddr,
+    /// Concurrent control-listener connections (lowered to fit the file limit).
+    pub max_connections: usize,
+    /// Concurrent control-listener connections from one source.
+    pub max_connections_per_source: usize,
+    /// The TLS handshake, and then each request's line and headers (also the wait for the next
+    /// request on a kept-alive connection), must arrive within this, seconds.
+    pub header_timeout_secs: u64,
+    /// A request body must arrive within this, seconds.
+    pub body_timeout_secs: u64,
+    /// Largest admin API request body, bytes.
+    pub max_body_bytes: usize,
+    /// Largest EST request body (a base64 PKCS#10 request), bytes.
+    pub max_csr_bytes: usize,
 }
 
 impl Default for AdminSection {
     fn default() -> Self {
         AdminSection {
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            max_connections: 256,
+            max_connections_per_source: 16,
+            header_timeout_secs: 10,
+            body_timeout_secs: 10,
+            max_body_bytes: 64 * 1024,
+            max_csr_bytes: 16 * 1024,
         }
     }
 }
@@ -142,6 +196,8 @@ pub struct DevicesSection {
     pub weak_key_blocklist: Option<PathBuf>,
     /// Lifetime of enrollment tokens when `device token` gives no --ttl, seconds.
     pub token_ttl_secs: u64,
+    /// Longest lifetime a token may be given, seconds.
+    pub max_token_ttl_secs: u64,
     /// Hours until a CRL's nextUpdate; CRLs are re-signed at half this interval.
     pub crl_validity_hours: u32,
 }
@@ -153,6 +209,7 @@ impl Default for DevicesSection {
             group_lifetime_days: Default::default(),
             weak_key_blocklist: None,
             token_ttl_secs: 3600,
+            max_token_ttl_secs: 7 * 24 * 3600,
             crl_validity_hours: 48,
         }
     }
@@ -199,6 +256,33 @@ pub struct Config {
     pub event_queue: usize,
     /// The durable session store, when sessions are durable.
     pub sessions_file: Option<PathBuf>,
+    /// Limits of the control listener.
+    pub control_limits: ControlLimits,
+    /// Limits on what an unauthenticated source may claim.
+    pub limits: Limits,
+    /// Longest enrollment-token lifetime.
+    pub max_token_ttl: Duration,
+}
+
+/// Limits of the control listener.
+#[derive(Debug, Clone, Copy)]
+pub struct ControlLimits {
+    pub max_connections: usize,
+    pub max_connections_per_source: usize,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub max_csr_bytes: usize,
+}
+
+/// Limits on sources, both listeners.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub prefixes: crate::admission::Prefixes,
+    pub connect_rate: u32,
+    pub connect_burst: u32,
+    pub max_handshakes: usize,
+    pub refusals: crate::admission::refusals::Aggregation,
 }
 
 impl Config {
@@ -211,6 +295,7 @@ impl Config {
             group_lifetimes: self.group_lifetimes.clone(),
             weak_keys: self.weak_keys.clone(),
             token_ttl: self.token_ttl,
+            max_token_ttl: self.max_token_ttl,
             crl_validity: self.crl_validity,
         }
     }
@@ -262,6 +347,46 @@ impl Config {
             other => bail!("tls.min_version: {other:?} is not \"1.2\" or \"1.3\""),
         };
         let handshake_timeout = Duration::from_secs(m.handshake_timeout_secs);
+        let a = &raw.admin;
+        if a.header_timeout_secs == 0 || a.body_timeout_secs == 0 {
+            bail!("admin.header_timeout_secs and admin.body_timeout_secs must be at least 1");
+        }
+        let l = &raw.limits;
+        if l.source_prefix_v4 > 32 || l.source_prefix_v6 > 128 {
+            bail!("limits.source_prefix_v4 must be at most 32 and limits.source_prefix_v6 at most 128");
+        }
+        if l.refusal_summary_secs == 0 {
+            bail!("limits.refusal_summary_secs must be at least 1");
+        }
+        if raw.devices.token_ttl_secs > raw.devices.max_token_ttl_secs {
+            bail!(
+                "devices.token_ttl_secs ({}) is longer than devices.max_token_ttl_secs ({})",
+                raw.devices.token_ttl_secs,
+                raw.devices.max_token_ttl_secs
+            );
+        }
+        let control_limits = ControlLimits {
+            max_connections: a.max_connections.max(1),
+            max_connections_per_source: a.max_connections_per_source.max(1),
+            header_timeout: Duration::from_secs(a.header_timeout_secs),
+            body_timeout: Duration::from_secs(a.body_timeout_secs),
+            max_body_bytes: a.max_body_bytes.max(1024),
+            max_csr_bytes: a.max_csr_bytes.max(1024),
+        };
+        let limits = Limits {
+            prefixes: crate::admission::Prefixes {
+                v4: l.source_prefix_v4,
+                v6: l.source_prefix_v6,
+            },
+            connect_rate: l.connect_rate_per_source,
+            connect_burst: l.connect_burst_per_source.max(1),
+            max_handshakes: l.max_handshakes.max(1),
+            refusals: crate::admission::refusals::Aggregation {
+                individual: l.refusals_logged_per_source,
+                interval: Duration::from_secs(l.refusal_summary_secs),
+                ..Default::default()
+            },
+        };
         let broker = BrokerConfig {
             max_packet_size: m.max_packet_size,
             receive_maximum: m.receive_maximum,
@@ -314,6 +439,9 @@ impl Config {
             events_file: resolve(raw.log.events_file),
             event_queue: raw.log.event_queue.max(1),
             sessions_file: raw.sessions.durable.then(|| resolve(raw.sessions.file)),
+            control_limits,
+            limits,
+            max_token_ttl: Duration::from_secs(raw.devices.max_token_ttl_secs.max(1)),
         })
     }
 }
@@ -352,7 +480,8 @@ max_keep_alive = 0               # seconds; 0 accepts the client's value
 max_session_expiry_secs = 604800 # cap on session expiry; also 3.1.1 persistent sessions
 client_id = "exact"              # "exact": client id = certificate device id; "prefix"; "any"
 handshake_timeout_secs = 10      # TLS handshake + CONNECT must finish within this
-max_handshakes_per_ip = 64       # concurrent unfinished handshakes per source address
+max_handshakes_per_ip = 64       # concurrent unfinished handshakes per source (address prefix,
+                                 # see [limits]); a newcomer evicts the least progressed one
 max_connections = 100000
 max_topic_levels = 128           # deeper topics and filters are refused
 max_retained_messages = 100000   # new retained topics beyond this are not retained
@@ -362,8 +491,14 @@ max_subscriptions_per_session = 1000   # more get SUBACK 0x97 (quota exceeded)
 
 
 [admin]
-# Admin API over HTTPS; requires the admin client certificate.
+# The control listener: admin API (admin client certificate), EST enrollment and CRLs, HTTPS.
 listen = "127.0.0.1:8443"
+max_connections = 256            # concurrent connections (lowered to fit the file limit)
+max_connections_per_source = 16  # concurrent connections from one source; beyond: 429
+header_timeout_secs = 10         # TLS handshake, then each request's headers (and keep-alive idle)
+body_timeout_secs = 10           # a request body must arrive within this
+max_body_bytes = 65536           # admin API request bodies
+max_csr_bytes = 16384            # EST request bodies (base64 PKCS#10)
 
 [tls]
 min_version = "1.2"              # "1.2" (ECDHE + AEAD suites only) or "1.3"
@@ -377,6 +512,7 @@ cert_lifetime_days = 7           # device certificates are short-lived; `tollgat
 # group_lifetime_days = {{ partners = 1, plcs = 30 }}
 # weak_key_blocklist = "weak-keys.txt"   # openssl-vulnkey fingerprints (e.g. Debian 2008 keys)
 token_ttl_secs = 3600            # default lifetime of `tollgate device token`
+max_token_ttl_secs = 604800      # no token lives longer than this (7 days)
 crl_validity_hours = 48          # CRL nextUpdate; re-signed every half interval and on revocation
 
 [sessions]
@@ -388,6 +524,16 @@ file = "sessions.db"
 [log]
 events_file = "events.log"       # security events, one JSON object per line, numbered by "seq"
 event_queue = 16384              # events buffered; an overflow is recorded as "events_dropped"
+
+[limits]
+# What a source may claim before it has authenticated, on both listeners.
+source_prefix_v4 = 32            # one source = one IPv4 /32 ...
+source_prefix_v6 = 64            # ... or one IPv6 /64
+connect_rate_per_source = 50     # new connections per second per source and listener (0: no limit)
+connect_burst_per_source = 200   # ... after a burst of this many
+max_handshakes = 4096            # unfinished MQTT handshakes overall
+refusals_logged_per_source = 5   # refusals logged one by one per source, reason and interval;
+refusal_summary_secs = 10        # the rest are counted in a "refusals_summarized" event
 "#
     )
 }

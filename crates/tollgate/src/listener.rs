@@ -1,12 +1,12 @@
-//! The MQTT listener: TCP accept, limits on unfinished handshakes, TLS with client
-//! certificates, identity from the verified certificate, then the broker takes over.
+//! The MQTT listener: TCP accept, the connect rate and unfinished-handshake limits per source
+//! (from [`crate::admission`]), TLS with client certificates, identity from the verified
+//! certificate, then the broker takes over. Refusals are recorded through a [`RefusalLog`], so
+//! a flood of them is summarised instead of written line by line.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -14,45 +14,10 @@ use tollgate_broker::{Broker, PeerIdentity};
 use tollgate_events::{EventBus, EventKind, RefusalReason};
 use tollgate_pki::Role;
 
+use crate::admission::handshakes::{Admitted, HandshakeLimits, Handshakes, Progress};
+use crate::admission::refusals::RefusalLog;
+use crate::admission::{ConnectRate, Prefixes, Source, Throttled};
 use crate::config::Config;
-
-/// Counts unfinished handshakes per source address.
-#[derive(Default)]
-struct Pending {
-    by_ip: Mutex<HashMap<IpAddr, usize>>,
-}
-
-struct PendingGuard {
-    pending: Arc<Pending>,
-    ip: IpAddr,
-}
-
-impl Pending {
-    fn enter(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<PendingGuard> {
-        let mut m = self.by_ip.lock();
-        let n = m.entry(ip).or_insert(0);
-        if *n >= limit {
-            return None;
-        }
-        *n += 1;
-        Some(PendingGuard {
-            pending: Arc::clone(self),
-            ip,
-        })
-    }
-}
-
-impl Drop for PendingGuard {
-    fn drop(&mut self) {
-        let mut m = self.pending.by_ip.lock();
-        if let Some(n) = m.get_mut(&self.ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                m.remove(&self.ip);
-            }
-        }
-    }
-}
 
 pub struct MqttListener {
     pub listener: TcpListener,
@@ -61,8 +26,12 @@ pub struct MqttListener {
     pub broker: Broker,
     pub events: EventBus,
     pub handshake_timeout: Duration,
-    pub max_handshakes_per_ip: usize,
     pub connections: Arc<Semaphore>,
+    pub max_connections: usize,
+    handshakes: Arc<Handshakes>,
+    rate: ConnectRate,
+    prefixes: Prefixes,
+    refusals: Arc<RefusalLog>,
 }
 
 impl MqttListener {
@@ -72,57 +41,100 @@ impl MqttListener {
         broker: Broker,
         events: EventBus,
         cfg: &Config,
+        max_connections: usize,
     ) -> Self {
+        let adm = cfg.limits;
         MqttListener {
             listener,
             tls,
+            refusals: RefusalLog::new("mqtt", adm.refusals, adm.prefixes, events.clone()),
             broker,
             events,
             handshake_timeout: cfg.handshake_timeout,
-            max_handshakes_per_ip: cfg.max_handshakes_per_ip,
-            connections: Arc::new(Semaphore::new(cfg.max_connections)),
+            connections: Arc::new(Semaphore::new(max_connections)),
+            max_connections,
+            handshakes: Handshakes::new(HandshakeLimits {
+                per_source: cfg.max_handshakes_per_ip,
+                total: adm.max_handshakes,
+                min_age: Duration::from_millis(250),
+            }),
+            rate: ConnectRate::new(adm.connect_rate, adm.connect_burst, 65_536),
+            prefixes: adm.prefixes,
         }
     }
 
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let pending = Arc::new(Pending::default());
+        tokio::spawn(Arc::clone(&self.refusals).run(shutdown.clone()));
         let this = Arc::new(self);
+        let accept_errors = Throttled::new(Duration::from_secs(1));
         loop {
             let (tcp, addr) = tokio::select! {
                 r = this.listener.accept() => match r {
                     Ok(x) => x,
                     Err(e) => {
-                        // Out of file descriptors and the like: back off, keep serving.
-                        tracing::warn!("accept: {e}");
+                        // Out of file descriptors and the like: back off, keep serving, and
+                        // say so once a second, not once per failed accept.
+                        if let Some(n) = accept_errors.tick(Instant::now()) {
+                            tracing::warn!(count = n, "accept: {e}");
+                        }
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 },
                 _ = shutdown.changed() => return,
             };
-            let Some(guard) = pending.enter(addr.ip(), this.max_handshakes_per_ip) else {
+            let now = Instant::now();
+            let src = Source::of(addr.ip(), this.prefixes);
+            if !this.rate.admit(src, now) {
+                this.refuse(
+                    addr,
+                    None,
+                    RefusalReason::RateLimited,
+                    format!(
+                        "more than {} new connections a second from {src}",
+                        this.rate.rate_per_sec()
+                    ),
+                );
+                continue;
+            }
+            let Ok(permit) = Arc::clone(&this.connections).try_acquire_owned() else {
+                this.refuse(
+                    addr,
+                    None,
+                    RefusalReason::ConnectionLimit,
+                    format!(
+                        "the MQTT listener is at its limit of {} connections",
+                        this.max_connections
+                    ),
+                );
+                continue;
+            };
+            // A second descriptor for the same socket, so its TCP_INFO can be sampled while
+            // the connection task owns the stream (handshake progress now, transport health
+            // later); closed with the connection.
+            let probe = TcpProbe::of(&tcp);
+            let progress = probe.clone().map(|p| p as Arc<dyn Progress>);
+            let Some(admitted) = this.handshakes.admit(src, progress, now) else {
                 this.refuse(
                     addr,
                     None,
                     RefusalReason::TooManyHandshakes,
-                    "too many unfinished handshakes from this address".into(),
+                    format!("too many unfinished handshakes from {src}, all of them recent"),
                 );
-                continue;
-            };
-            let Ok(permit) = Arc::clone(&this.connections).try_acquire_owned() else {
-                tracing::warn!(%addr, "connection limit reached");
                 continue;
             };
             let this = Arc::clone(&this);
             // The handshake and CONNECT futures are boxed inside `handle` and `serve`, so this
             // task's own state stays small for the long idle life of a device connection.
             tokio::spawn(async move {
-                this.handle(tcp, addr, guard).await;
+                let transport = probe.map(|p| p as Arc<dyn tollgate_broker::TransportProbe>);
+                this.handle(tcp, addr, admitted, transport).await;
                 drop(permit);
             });
         }
     }
 
+    /// Record a refusal: individually while few from this source, then in its summary.
     fn refuse(
         &self,
         addr: SocketAddr,
@@ -130,6 +142,12 @@ impl MqttListener {
         reason: RefusalReason,
         detail: String,
     ) {
+        if !self
+            .refusals
+            .note_addr(addr.ip(), reason.as_str(), || detail.clone())
+        {
+            return;
+        }
         tracing::info!(%addr, ?reason, %detail, "connection refused");
         self.events.emit(EventKind::ConnectionRefused {
             addr: Some(addr),
@@ -139,35 +157,57 @@ impl MqttListener {
         });
     }
 
-    async fn handle(&self, tcp: TcpStream, addr: SocketAddr, guard: PendingGuard) {
+    async fn handle(
+        &self,
+        tcp: TcpStream,
+        addr: SocketAddr,
+        admitted: Admitted,
+        transport: Option<Arc<dyn tollgate_broker::TransportProbe>>,
+    ) {
         let _ = tcp.set_nodelay(true);
-        // A second descriptor for the same socket, so its TCP_INFO can be sampled while the
-        // connection task owns the stream; closed with the connection.
-        let transport = TcpProbe::of(&tcp);
         let started = tokio::time::Instant::now();
-        let tls = match tokio::time::timeout(
-            self.handshake_timeout,
-            Box::pin(TlsAcceptor::from(self.tls.load_full()).accept(tcp)),
-        )
-        .await
-        {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
+        // Under pressure (the source or the listener half full of unfinished handshakes) a
+        // handshake gets a quarter of the usual time, at least two seconds.
+        let deadline = if admitted.pressure {
+            (self.handshake_timeout / 4).max(Duration::from_secs(2))
+        } else {
+            self.handshake_timeout
+        };
+        let accept = Box::pin(TlsAcceptor::from(self.tls.load_full()).accept(tcp));
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(deadline, accept) => Some(r),
+            _ = admitted.evicted.notified() => None,
+        };
+        let tls = match outcome {
+            Some(Ok(Ok(tls))) => tls,
+            Some(Ok(Err(e))) => {
                 let (reason, detail) = crate::tls::classify_handshake_error(&e);
                 self.refuse(addr, None, reason, detail);
                 return;
             }
-            Err(_) => {
+            Some(Err(_)) => {
                 self.refuse(
                     addr,
                     None,
                     RefusalReason::Timeout,
-                    "TLS handshake did not finish in time".into(),
+                    format!(
+                        "TLS handshake did not finish within {} s",
+                        deadline.as_secs()
+                    ),
+                );
+                return;
+            }
+            None => {
+                self.refuse(
+                    addr,
+                    None,
+                    RefusalReason::TooManyHandshakes,
+                    "evicted: its handshake had made the least progress of its source's when a newcomer needed the place".into(),
                 );
                 return;
             }
         };
-        drop(guard);
+        drop(admitted);
         let conn = tls.get_ref().1;
         let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
         let info = conn
@@ -233,10 +273,18 @@ impl MqttListener {
 struct TcpProbe(std::os::fd::OwnedFd);
 
 impl TcpProbe {
-    fn of(tcp: &TcpStream) -> Option<std::sync::Arc<dyn tollgate_broker::TransportProbe>> {
+    fn of(tcp: &TcpStream) -> Option<Arc<TcpProbe>> {
         use std::os::fd::AsFd;
         let fd = tcp.as_fd().try_clone_to_owned().ok()?;
-        Some(std::sync::Arc::new(TcpProbe(fd)))
+        Some(Arc::new(TcpProbe(fd)))
+    }
+}
+
+impl Progress for TcpProbe {
+    fn progress(&self) -> Option<(u64, u32)> {
+        use std::os::fd::AsFd;
+        let i = tollgate_sys::tcp_info(self.0.as_fd()).ok()?;
+        Some((i.bytes_received, i.last_data_recv_ms))
     }
 }
 

@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+mod admission;
 mod agent;
 mod client;
 mod config;
@@ -379,6 +380,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if !ips.is_empty() {
                 opts.ips = ips;
             }
+            opts.crl_urls = crl_urls(&opts.dns_names, &opts.ips);
             opts.config_toml = config::default_config_toml(&opts.dns_names, &opts.ips);
             let report = tollgate_control::ca::init(&data, &opts)?;
             print_init_report(&data, &report);
@@ -463,8 +465,22 @@ fn store_cmd(cmd: StoreCommand) -> Result<ExitCode> {
     }
 }
 
+/// The server certificate's CRL distribution point: the issuing CA's CRL on the control
+/// listener's default port, at the certificate's first name.
+fn crl_urls(dns: &[String], ips: &[IpAddr]) -> Vec<String> {
+    let port = config::FileConfig::default().admin.listen.port();
+    let host = match (dns.first(), ips.first()) {
+        (Some(d), _) => d.clone(),
+        (None, Some(IpAddr::V6(v6))) => format!("[{v6}]"),
+        (None, Some(ip)) => ip.to_string(),
+        (None, None) => return Vec::new(),
+    };
+    vec![format!("https://{host}:{port}/crl")]
+}
+
 fn init_options() -> tollgate_control::InitOptions {
     let mut opts = tollgate_control::InitOptions::default();
+    opts.crl_urls = crl_urls(&opts.dns_names, &opts.ips);
     opts.config_toml = config::default_config_toml(&opts.dns_names, &opts.ips);
     opts
 }

@@ -161,9 +161,51 @@ impl ListenerTls {
     }
 }
 
+/// Raise the descriptor limit and fit both listeners' connection limits into it.
+fn descriptor_budgets(cfg: &Config) -> crate::admission::Budgets {
+    let nofile = match tollgate_sys::raise_nofile_limit() {
+        Ok(l) => {
+            if l.soft > l.before {
+                tracing::info!(
+                    from = l.before,
+                    to = l.soft,
+                    "raised the open-file limit to its hard limit"
+                );
+            }
+            l.soft
+        }
+        Err(e) => {
+            tracing::warn!("cannot read the open-file limit ({e}); assuming 1024");
+            1024
+        }
+    };
+    let b = crate::admission::Budgets::fit(
+        nofile,
+        cfg.max_connections,
+        cfg.control_limits.max_connections,
+    );
+    if b.mqtt < cfg.max_connections || b.control < cfg.control_limits.max_connections {
+        tracing::warn!(
+            nofile,
+            mqtt = b.mqtt,
+            control = b.control,
+            "the open-file limit is too low for the configured connection limits; they are lowered to fit (raise it with `ulimit -n` or LimitNOFILE=)"
+        );
+    }
+    tracing::info!(
+        nofile,
+        mqtt = b.mqtt,
+        control = b.control,
+        control_refusing = b.control_refusing,
+        "connection budgets"
+    );
+    b
+}
+
 pub async fn serve(cfg: Config) -> Result<()> {
     // One server per data directory: a second one would share the stores and the event log.
     let _lock = DataDirLock::acquire(&cfg.data, "serve")?;
+    let budgets = descriptor_budgets(&cfg);
     let l = Layout::new(&cfg.data);
     let first = crate::eventlog::last_seq(&cfg.events_file).map_or(1, |s| s + 1);
     let (events, mut dispatcher) = EventBus::new(cfg.event_queue, first);
@@ -206,8 +248,15 @@ pub async fn serve(cfg: Config) -> Result<()> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mqtt_task = tokio::spawn(
-        MqttListener::new(mqtt, mqtt_tls, broker.clone(), events.clone(), &cfg)
-            .run(stop_rx.clone()),
+        MqttListener::new(
+            mqtt,
+            mqtt_tls,
+            broker.clone(),
+            events.clone(),
+            &cfg,
+            budgets.mqtt,
+        )
+        .run(stop_rx.clone()),
     );
     let admin_task = tokio::spawn(crate::control_listener::serve(
         admin,
@@ -215,6 +264,12 @@ pub async fn serve(cfg: Config) -> Result<()> {
         Arc::clone(&control),
         broker.clone(),
         events.clone(),
+        crate::control_listener::Settings {
+            limits: cfg.control_limits,
+            max_connections: budgets.control,
+            refusing: budgets.control_refusing,
+            admission: cfg.limits,
+        },
         stop_rx,
     ));
     let watcher = tokio::spawn(watch_policy(Arc::clone(&control), cfg.policy_watch));

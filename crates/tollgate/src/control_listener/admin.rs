@@ -4,30 +4,41 @@
 //! `GET /devices/{id}`, `POST /devices/{id}/revoke`, `POST /devices/{id}/quarantine`,
 //! `POST /devices/{id}/release`, `POST /devices/{id}/token`, `GET /connections`, `GET /policy`,
 //! `GET|POST /suppliers`, `GET /ca`. Errors come back as `{"error": "..."}` with the status
-//! [`super::status_of`] gives.
+//! [`super::status_of`] gives, and so do the listener's own (400, 404, 405, 408, 413, 415,
+//! 422). The caller's certificate is checked before a body is read; bodies are read with the
+//! route's limit and deadline ([`super::body`]) and parsed by [`tollgate_control::requests`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use tollgate_broker::Broker;
+use tollgate_control::requests::{
+    self, AddDevice, AddSupplier, QuarantineRequest, ReleaseRequest, RequestError, RevokeRequest,
+    TokenRequest,
+};
 use tollgate_control::{Control, ControlError, PeerKind, OPERATOR};
 use tollgate_events::{EventBus, EventKind};
 use tollgate_pki::Role;
 
 use super::Peer;
+use crate::admission::refusals::RefusalLog;
+use crate::config::ControlLimits;
 
 #[derive(Clone)]
 pub(super) struct AdminState {
     pub cp: Arc<Control>,
     pub broker: Broker,
     pub events: EventBus,
+    pub refusals: Arc<RefusalLog>,
+    pub limits: ControlLimits,
 }
 
 type AppState = AdminState;
@@ -57,7 +68,15 @@ impl FromRequestParts<AppState> for Admin {
                     parts.method,
                     parts.uri.path()
                 );
-                state.events.emit(EventKind::AdminDenied { addr, detail });
+                // Repeated denials from one source are summarised, not logged one by one.
+                let individual = addr.is_none_or(|a| {
+                    state
+                        .refusals
+                        .note_addr(a.ip(), "not_admin", || detail.clone())
+                });
+                if individual {
+                    state.events.emit(EventKind::AdminDenied { addr, detail });
+                }
                 Err(ApiError(
                     StatusCode::FORBIDDEN,
                     "an admin client certificate is required".into(),
@@ -71,8 +90,55 @@ struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+        super::json_error(self.0, self.1)
     }
+}
+
+impl From<super::body::BodyError> for ApiError {
+    fn from(e: super::body::BodyError) -> Self {
+        ApiError(e.status, e.reason)
+    }
+}
+
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> Self {
+        let status = match e {
+            RequestError::Syntax(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+/// Read and parse a JSON body (after the caller was found to be an admin); `None` when empty.
+async fn json_body<T: DeserializeOwned>(
+    s: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Option<T>, ApiError> {
+    super::body::media_type(headers, &["application/json"])?;
+    let bytes = super::body::read(
+        body,
+        headers,
+        s.limits.max_body_bytes,
+        s.limits.body_timeout,
+    )
+    .await?;
+    Ok(requests::parse(&bytes)?)
+}
+
+/// A JSON body the route cannot do without.
+async fn required<T: DeserializeOwned>(
+    s: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<T, ApiError> {
+    json_body(s, headers, body).await?.ok_or_else(|| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "this route needs a JSON body".into(),
+        )
+    })
 }
 
 impl From<ControlError> for ApiError {
@@ -90,57 +156,15 @@ async fn blocking<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AddDevice {
-    id: String,
-    #[serde(default)]
-    groups: Vec<String>,
-    /// Bring a revoked device with this id back (never implicit).
-    #[serde(default)]
-    reactivate: bool,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct TokenRequest {
-    #[serde(default)]
-    groups: Vec<String>,
-    #[serde(default)]
-    ttl_secs: Option<u64>,
-    /// Let enrollment replace the groups of a device that exists (never implicit).
-    #[serde(default)]
-    change_groups: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct QuarantineRequest {
-    reason: String,
-    /// Who holds the reason (default `operator`); compliance and detection use their own.
-    #[serde(default)]
-    source: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ReleaseRequest {
-    /// Whose reason to remove (default `operator`).
-    #[serde(default)]
-    source: Option<String>,
-    /// Remove every reason, whoever holds it.
-    #[serde(default)]
-    all: bool,
-}
-
 async fn create_token(
     State(s): State<AppState>,
     Admin(who): Admin,
     Path(id): Path<String>,
-    body: Option<Json<TokenRequest>>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
+    let req: TokenRequest = json_body(&s, &headers, body).await?.unwrap_or_default();
     let cp = Arc::clone(&s.cp);
-    let req = body.map(|b| b.0).unwrap_or_default();
     let (token, expires_at) = blocking(move || {
         cp.create_token(
             &id,
@@ -155,13 +179,6 @@ async fn create_token(
         StatusCode::CREATED,
         Json(serde_json::json!({ "token": token, "expires_at": expires_at })),
     ))
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RevokeRequest {
-    #[serde(default)]
-    reason: Option<String>,
 }
 
 async fn health(State(s): State<AppState>) -> Json<serde_json::Value> {
@@ -202,8 +219,10 @@ async fn get_device(
 async fn add_device(
     State(s): State<AppState>,
     Admin(who): Admin,
-    Json(req): Json<AddDevice>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
+    let req: AddDevice = required(&s, &headers, body).await?;
     let cp = Arc::clone(&s.cp);
     let issued =
         blocking(move || cp.add_device(&req.id, &req.groups, req.reactivate, &who)).await?;
@@ -214,11 +233,13 @@ async fn revoke_device(
     State(s): State<AppState>,
     Admin(who): Admin,
     Path(id): Path<String>,
-    body: Option<Json<RevokeRequest>>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
+    let req: Option<RevokeRequest> = json_body(&s, &headers, body).await?;
     let cp = Arc::clone(&s.cp);
-    let reason = body
-        .and_then(|b| b.0.reason)
+    let reason = req
+        .and_then(|r| r.reason)
         .unwrap_or_else(|| "unspecified".into());
     Ok(Json(
         blocking(move || cp.revoke_device(&id, &reason, &who)).await?,
@@ -229,8 +250,10 @@ async fn quarantine_device(
     State(s): State<AppState>,
     Admin(who): Admin,
     Path(id): Path<String>,
-    Json(req): Json<QuarantineRequest>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
+    let req: QuarantineRequest = required(&s, &headers, body).await?;
     let cp = Arc::clone(&s.cp);
     let source = req.source.unwrap_or_else(|| OPERATOR.to_owned());
     Ok(Json(
@@ -242,32 +265,24 @@ async fn release_device(
     State(s): State<AppState>,
     Admin(who): Admin,
     Path(id): Path<String>,
-    body: Option<Json<ReleaseRequest>>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
+    let req: ReleaseRequest = json_body(&s, &headers, body).await?.unwrap_or_default();
     let cp = Arc::clone(&s.cp);
-    let req = body.map(|b| b.0).unwrap_or_default();
     let source = (!req.all).then(|| req.source.unwrap_or_else(|| OPERATOR.to_owned()));
     Ok(Json(
         blocking(move || cp.release(&id, source.as_deref(), &who)).await?,
     ))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AddSupplier {
-    name: String,
-    ca_pem: String,
-    #[serde(default)]
-    groups: Vec<String>,
-    #[serde(default)]
-    allow_reenroll: bool,
-}
-
 async fn add_supplier(
     State(s): State<AppState>,
     Admin(who): Admin,
-    Json(req): Json<AddSupplier>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
+    let req: AddSupplier = required(&s, &headers, body).await?;
     let cp = Arc::clone(&s.cp);
     let v = blocking(move || {
         cp.add_supplier(
@@ -329,5 +344,11 @@ pub(super) fn router(state: AppState) -> Router {
         .route("/api/v1/suppliers", get(list_suppliers).post(add_supplier))
         .route("/api/v1/ca", get(ca_status))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "this endpoint does not take that method".into(),
+            )
+        })
         .with_state(state)
 }

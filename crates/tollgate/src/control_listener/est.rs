@@ -9,11 +9,14 @@
 //! - `GET  /crl`, `GET /crl/root`                    the issuing and root CAs' CRLs (DER)
 //!
 //! Errors are plain-text reasons with EST-conformant statuses (400 bad request, 401 no
-//! credentials, 403 refused, 404 unknown label).
+//! credentials, 403 refused, 404 unknown label, 405, 408 body too slow, 413 body too large,
+//! 415 not `application/pkcs10`). Credentials (the token in the headers, the client
+//! certificate) are checked before a byte of the body is read, and the body is read with the
+//! CSR limit and the body deadline.
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -26,11 +29,25 @@ use tollgate_pki::Role;
 use tollgate_control::{Control, ControlError, PeerKind};
 
 use super::Peer;
+use crate::admission::refusals::RefusalLog;
+use crate::config::ControlLimits;
 
 #[derive(Clone)]
 pub(super) struct EstState {
     pub cp: Arc<Control>,
     pub events: EventBus,
+    pub refusals: Arc<RefusalLog>,
+    pub limits: ControlLimits,
+}
+
+/// The CSR of a request whose credentials were accepted: media type, size and deadline first.
+async fn csr_body(s: &EstState, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, Refusal> {
+    let bad = |e: super::body::BodyError| Refusal::new(e.status, e.reason);
+    super::body::media_type(headers, &["application/pkcs10"]).map_err(bad)?;
+    let bytes = super::body::read(body, headers, s.limits.max_csr_bytes, s.limits.body_timeout)
+        .await
+        .map_err(bad)?;
+    decode_csr(&bytes)
 }
 
 const PKCS7: &str = "application/pkcs7-mime; smime-type=certs-only";
@@ -203,7 +220,7 @@ async fn simpleenroll(
     State(s): State<EstState>,
     Extension(peer): Extension<Peer>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let creds = credentials(&headers);
     let device = creds.as_ref().and_then(|c| c.0.clone());
@@ -212,7 +229,7 @@ async fn simpleenroll(
         if let (None, PeerKind::Supplier(supplier), Some(der)) =
             (&creds, &peer.kind, &peer.cert_der)
         {
-            let csr = decode_csr(&body)?;
+            let csr = csr_body(&s, &headers, body).await?;
             let (cp, supplier, der) = (Arc::clone(&s.cp), supplier.clone(), der.clone());
             return blocking(move || cp.enroll_with_bootstrap(&supplier, &der, &csr)).await;
         }
@@ -224,14 +241,17 @@ async fn simpleenroll(
             r.challenge = true;
             return Err(r);
         };
-        let csr = decode_csr(&body)?;
+        // The token is checked from the headers before the body is read.
+        let (cp, i, t) = (Arc::clone(&s.cp), id.clone(), token.clone());
+        blocking(move || cp.check_token(i.as_deref(), &t)).await?;
+        let csr = csr_body(&s, &headers, body).await?;
         let cp = Arc::clone(&s.cp);
         blocking(move || cp.enroll_with_token(id.as_deref(), &token, &csr)).await
     }
     .await;
     match result {
         Ok(e) => issued(e),
-        Err(r) => refused(&s.events, &peer, device, r),
+        Err(r) => refused(&s, &peer, device, r),
     }
 }
 
@@ -240,10 +260,10 @@ async fn simpleenroll_l(
     p: Extension<Peer>,
     Path(label): Path<String>,
     h: HeaderMap,
-    b: Bytes,
+    b: Body,
 ) -> Response {
     if let Err(r) = check_label(&label) {
-        return refused(&s.events, &p, None, r);
+        return refused(&s, &p, None, r);
     }
     simpleenroll(s, p, h, b).await
 }
@@ -251,7 +271,8 @@ async fn simpleenroll_l(
 async fn simplereenroll(
     State(s): State<EstState>,
     Extension(peer): Extension<Peer>,
-    body: Bytes,
+    headers: HeaderMap,
+    body: Body,
 ) -> Response {
     let operational = peer.kind == PeerKind::Operational;
     let (Role::Device(device), Some(serial), true) =
@@ -261,10 +282,10 @@ async fn simplereenroll(
             StatusCode::FORBIDDEN,
             "re-enrollment needs the device's current certificate as the TLS client certificate",
         );
-        return refused(&s.events, &peer, None, r);
+        return refused(&s, &peer, None, r);
     };
     let result = async {
-        let csr = decode_csr(&body)?;
+        let csr = csr_body(&s, &headers, body).await?;
         let cp = Arc::clone(&s.cp);
         let dev = device.clone();
         blocking(move || cp.reenroll(&dev, &serial, &csr)).await
@@ -272,7 +293,7 @@ async fn simplereenroll(
     .await;
     match result {
         Ok(e) => issued(e),
-        Err(r) => refused(&s.events, &peer, Some(device), r),
+        Err(r) => refused(&s, &peer, Some(device), r),
     }
 }
 
@@ -280,21 +301,36 @@ async fn simplereenroll_l(
     s: State<EstState>,
     p: Extension<Peer>,
     Path(label): Path<String>,
-    b: Bytes,
+    h: HeaderMap,
+    b: Body,
 ) -> Response {
     if let Err(r) = check_label(&label) {
-        return refused(&s.events, &p, None, r);
+        return refused(&s, &p, None, r);
     }
-    simplereenroll(s, p, b).await
+    simplereenroll(s, p, h, b).await
 }
 
-/// Record an EST refusal with its real reason (and its status), then answer with it.
-fn refused(events: &EventBus, peer: &Peer, device: Option<String>, r: Refusal) -> Response {
-    events.emit(EventKind::EnrollmentRefused {
-        addr: Some(peer.addr),
-        device,
-        reason: format!("{} (HTTP {})", r.reason, r.status.as_u16()),
-    });
+/// Record an EST refusal with its real reason (and its status), then answer with it. Repeated
+/// refusals from one source are counted into a summary instead of recorded one by one.
+fn refused(s: &EstState, peer: &Peer, device: Option<String>, r: Refusal) -> Response {
+    let reason = format!("{} (HTTP {})", r.reason, r.status.as_u16());
+    let key = match r.status.as_u16() {
+        400 => "est_bad_request",
+        401 => "est_no_credentials",
+        403 => "est_forbidden",
+        404 => "est_unknown_label",
+        408 => "est_body_timeout",
+        413 => "est_body_too_large",
+        415 => "est_media_type",
+        _ => "est_error",
+    };
+    if s.refusals.note_addr(peer.addr.ip(), key, || reason.clone()) {
+        s.events.emit(EventKind::EnrollmentRefused {
+            addr: Some(peer.addr),
+            device,
+            reason,
+        });
+    }
     r.response()
 }
 
@@ -339,5 +375,11 @@ pub(super) fn router(state: EstState) -> Router {
         )
         .route("/crl", get(crl))
         .route("/crl/root", get(root_crl))
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "this EST endpoint does not take that method",
+            )
+        })
         .with_state(state)
 }

@@ -1,6 +1,9 @@
 //! The control listener: HTTPS for the admin API, EST enrollment and CRLs.
 //!
-//! This module owns the TLS accept loop, the classification of each peer by which CA actually
+//! This module owns the TLS accept loop and what bounds it (the connect rate and connection
+//! slots per source and overall, from [`crate::admission`]; deadlines for the handshake, the
+//! headers and the body; a small header buffer), the answers to callers over a limit (503 or
+//! 429 with a JSON reason, from a few extra slots kept for saying no), the classification of each peer by which CA actually
 //! signed its client certificate (Tollgate's issuing CA, a registered supplier's manufacturing
 //! CA, or none), the [`Peer`] every handler sees, the admin and EST routers, and the one place
 //! control-plane errors become HTTP statuses ([`status_of`]). Client certificates are optional
@@ -8,23 +11,30 @@
 //! [`tollgate_control::Control`] on a blocking thread and translate the result.
 
 mod admin;
+mod body;
 mod est;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use axum::Extension;
-use hyper_util::rt::TokioIo;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tollgate_broker::Broker;
 use tollgate_control::{Control, ControlError, PeerKind};
 use tollgate_events::{EventBus, EventKind};
 use tollgate_pki::Role;
+
+use crate::admission::refusals::RefusalLog;
+use crate::admission::{ConnectRate, Full, Slots, Source, Throttled};
+use crate::config::{ControlLimits, Limits};
 
 /// Who is calling, as the TLS layer proved it (`Role::Other` without a client certificate).
 #[derive(Clone, Debug)]
@@ -68,11 +78,51 @@ pub fn status_of(e: &ControlError) -> StatusCode {
     }
 }
 
+/// The one error format of the control listener's JSON routes: `{"error": "..."}`.
+pub fn json_error(status: StatusCode, reason: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": reason.into() }))).into_response()
+}
+
 /// Run `f` (a control-plane call that may touch the disk) on a blocking thread.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ControlError> + Send + 'static,
 ) -> Result<Result<T, ControlError>, tokio::task::JoinError> {
     tokio::task::spawn_blocking(f).await
+}
+
+/// What the control listener may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Deadlines and body limits.
+    pub limits: ControlLimits,
+    /// Connections served at once (the configured limit, fitted to the file limit).
+    pub max_connections: usize,
+    /// Connections beyond that answered with 503/429 at once.
+    pub refusing: usize,
+    /// Source prefixes, connect rate, refusal aggregation.
+    pub admission: Limits,
+}
+
+/// What every connection task shares.
+struct Shared {
+    tls: Arc<arc_swap::ArcSwap<rustls::ServerConfig>>,
+    cp: Arc<Control>,
+    events: EventBus,
+    refusals: Arc<RefusalLog>,
+    settings: Settings,
+}
+
+impl Shared {
+    /// Record one refusal: individually while few, then counted in the summary.
+    fn refused(&self, src: Source, addr: SocketAddr, reason: &'static str, detail: String) {
+        if self.refusals.note(src, reason, || detail.clone()) {
+            tracing::info!(%addr, reason, %detail, "control connection refused");
+            self.events.emit(EventKind::AdminDenied {
+                addr: Some(addr),
+                detail: format!("{reason}: {detail}"),
+            });
+        }
+    }
 }
 
 /// Serve the control listener until `shutdown` flips.
@@ -82,76 +132,181 @@ pub async fn serve(
     cp: Arc<Control>,
     broker: Broker,
     events: EventBus,
+    settings: Settings,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let adm = settings.admission;
+    let refusals = RefusalLog::new("control", adm.refusals, adm.prefixes, events.clone());
+    tokio::spawn(Arc::clone(&refusals).run(shutdown.clone()));
+    let shared = Arc::new(Shared {
+        tls,
+        cp: Arc::clone(&cp),
+        events: events.clone(),
+        refusals: Arc::clone(&refusals),
+        settings,
+    });
     let app = admin::router(admin::AdminState {
         cp: Arc::clone(&cp),
         broker,
         events: events.clone(),
+        refusals: Arc::clone(&refusals),
+        limits: settings.limits,
     })
     .merge(est::router(est::EstState {
         cp: Arc::clone(&cp),
         events: events.clone(),
+        refusals: Arc::clone(&refusals),
+        limits: settings.limits,
     }));
+    let rate = ConnectRate::new(adm.connect_rate, adm.connect_burst, 65_536);
+    let slots = Slots::new(
+        settings.max_connections,
+        settings.limits.max_connections_per_source,
+    );
+    let refusing = Arc::new(Semaphore::new(settings.refusing));
+    let accept_errors = Throttled::new(Duration::from_secs(1));
     loop {
         let (tcp, addr) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    tracing::warn!("control listener accept: {e}");
+                    if let Some(n) = accept_errors.tick(Instant::now()) {
+                        tracing::warn!(count = n, "control listener accept: {e}");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             _ = shutdown.changed() => return,
         };
-        let acceptor = TlsAcceptor::from(tls.load_full());
-        let app = app.clone();
-        let cp = Arc::clone(&cp);
-        let events = events.clone();
-        tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        events.emit(EventKind::AdminDenied {
-                            addr: Some(addr),
-                            detail: format!("TLS: {e}"),
-                        });
-                        return;
-                    }
-                    Err(_) => return,
-                };
-            let der = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|c| c.to_vec());
-            let info = der
-                .as_deref()
-                .and_then(|c| tollgate_pki::parse_certificate(c).ok());
-            let kind = der
-                .as_deref()
-                .map_or(PeerKind::Anonymous, |d| cp.classify(d));
-            let (role, serial) = match info {
-                Some(i) => (i.role, Some(i.serial)),
-                None => (Role::Other, None),
-            };
-            let peer = Peer {
-                role,
+        let src = Source::of(addr.ip(), adm.prefixes);
+        if !rate.admit(src, Instant::now()) {
+            shared.refused(
+                src,
                 addr,
-                serial,
-                kind,
-                cert_der: der,
-            };
-            let svc = TowerToHyperService::new(app.layer(Extension(peer)));
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), svc)
-                .await
-            {
-                tracing::debug!("control connection: {e}");
+                "rate_limited",
+                format!(
+                    "more than {} new connections a second from {src}",
+                    adm.connect_rate
+                ),
+            );
+            continue;
+        }
+        let slot = match slots.enter(src) {
+            Ok(slot) => slot,
+            Err(full) => {
+                let (status, reason, text) = match full {
+                    Full::Overall => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "connection_limit",
+                        format!(
+                            "the control listener is at its limit of {} connections",
+                            settings.max_connections
+                        ),
+                    ),
+                    Full::Source => (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "source_connection_limit",
+                        format!(
+                            "{src} holds {} connections to the control listener, its limit",
+                            settings.limits.max_connections_per_source
+                        ),
+                    ),
+                };
+                shared.refused(src, addr, reason, text.clone());
+                if let Ok(permit) = Arc::clone(&refusing).try_acquire_owned() {
+                    let shared = Arc::clone(&shared);
+                    tokio::spawn(async move {
+                        shared.answer_busy(tcp, status, text).await;
+                        drop(permit);
+                    });
+                }
+                continue;
             }
+        };
+        let app = app.clone();
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            shared.connection(tcp, addr, src, app).await;
+            drop(slot);
         });
+    }
+}
+
+impl Shared {
+    /// Answer a caller over a limit with `status` and a reason, within two seconds, and close.
+    async fn answer_busy(&self, tcp: TcpStream, status: StatusCode, reason: String) {
+        let acceptor = TlsAcceptor::from(self.tls.load_full());
+        let _ = tokio::time::timeout(Duration::from_secs(2), async move {
+            let mut tls = acceptor.accept(tcp).await.ok()?;
+            let body = serde_json::json!({ "error": reason }).to_string();
+            let head = format!(
+                "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 5\r\nconnection: close\r\n\r\n",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or(""),
+                body.len()
+            );
+            tls.write_all(head.as_bytes()).await.ok()?;
+            tls.write_all(body.as_bytes()).await.ok()?;
+            tls.shutdown().await.ok()
+        })
+        .await;
+    }
+
+    /// One admitted connection: TLS within the header deadline, then HTTP/1.1 with deadlines.
+    async fn connection(&self, tcp: TcpStream, addr: SocketAddr, src: Source, app: axum::Router) {
+        let limits = self.settings.limits;
+        let acceptor = TlsAcceptor::from(self.tls.load_full());
+        let tls = match tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                self.refused(src, addr, "tls_error", format!("TLS: {e}"));
+                return;
+            }
+            Err(_) => {
+                self.refused(
+                    src,
+                    addr,
+                    "tls_timeout",
+                    "TLS handshake did not finish in time".into(),
+                );
+                return;
+            }
+        };
+        let der = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec());
+        let info = der
+            .as_deref()
+            .and_then(|c| tollgate_pki::parse_certificate(c).ok());
+        let kind = der
+            .as_deref()
+            .map_or(PeerKind::Anonymous, |d| self.cp.classify(d));
+        let (role, serial) = match info {
+            Some(i) => (i.role, Some(i.serial)),
+            None => (Role::Other, None),
+        };
+        let peer = Peer {
+            role,
+            addr,
+            serial,
+            kind,
+            cert_der: der,
+        };
+        let svc = TowerToHyperService::new(app.layer(Extension(peer)));
+        // The header deadline also bounds the wait for the next request on a kept-alive
+        // connection; the header buffer is small (no route needs large headers).
+        if let Err(e) = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .max_buf_size(16 * 1024)
+            .serve_connection(TokioIo::new(tls), svc)
+            .await
+        {
+            tracing::debug!(%addr, "control connection: {e}");
+        }
     }
 }
