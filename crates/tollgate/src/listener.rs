@@ -16,7 +16,7 @@ use tollgate_pki::Role;
 
 use crate::admission::handshakes::{Admitted, HandshakeLimits, Handshakes, Progress};
 use crate::admission::refusals::RefusalLog;
-use crate::admission::{ConnectRate, Prefixes, Source, Throttled};
+use crate::admission::{ConnectRate, Prefixes, Slots, Source, Throttled};
 use crate::config::Config;
 
 pub struct MqttListener {
@@ -29,6 +29,8 @@ pub struct MqttListener {
     pub connections: Arc<Semaphore>,
     pub max_connections: usize,
     handshakes: Arc<Handshakes>,
+    /// Newcomers waiting to show progress while their source is full.
+    parked: Arc<Slots>,
     rate: ConnectRate,
     prefixes: Prefixes,
     refusals: Arc<RefusalLog>,
@@ -58,6 +60,10 @@ impl MqttListener {
                 total: adm.max_handshakes,
                 min_age: Duration::from_millis(250),
             }),
+            parked: Slots::new(
+                (adm.max_handshakes / 4).max(1),
+                cfg.max_handshakes_per_ip.max(1),
+            ),
             rate: ConnectRate::new(adm.connect_rate, adm.connect_burst, 65_536),
             prefixes: adm.prefixes,
         }
@@ -114,24 +120,79 @@ impl MqttListener {
             // later); closed with the connection.
             let probe = TcpProbe::of(&tcp);
             let progress = probe.clone().map(|p| p as Arc<dyn Progress>);
-            let Some(admitted) = this.handshakes.admit(src, progress, now) else {
-                this.refuse(
-                    addr,
-                    None,
-                    RefusalReason::TooManyHandshakes,
-                    format!("too many unfinished handshakes from {src}, all of them recent"),
-                );
-                continue;
+            let admitted = this.handshakes.try_admit(src, progress.clone(), now);
+            let parked = match admitted {
+                Some(_) => None,
+                None => match this.parked.enter(src) {
+                    Ok(slot) => Some(slot),
+                    Err(_) => {
+                        this.refuse(
+                            addr,
+                            None,
+                            RefusalReason::TooManyHandshakes,
+                            format!("too many unfinished handshakes from {src}"),
+                        );
+                        continue;
+                    }
+                },
             };
             let this = Arc::clone(&this);
             // The handshake and CONNECT futures are boxed inside `handle` and `serve`, so this
             // task's own state stays small for the long idle life of a device connection.
             tokio::spawn(async move {
+                let admitted = match (admitted, parked) {
+                    (Some(a), _) => a,
+                    (None, parked) => {
+                        let a = this.unpark(&tcp, addr, src, progress).await;
+                        drop(parked);
+                        match a {
+                            Some(a) => a,
+                            None => return,
+                        }
+                    }
+                };
                 let transport = probe.map(|p| p as Arc<dyn tollgate_broker::TransportProbe>);
                 this.handle(tcp, addr, admitted, transport).await;
                 drop(permit);
             });
         }
+    }
+
+    /// A newcomer that found its source or the listener full of unfinished handshakes: wait
+    /// (without reading) for it to speak. A client that sends its ClientHello takes the place
+    /// of the least progressed pending handshake; one that stays silent is closed, evicting
+    /// nobody.
+    async fn unpark(
+        &self,
+        tcp: &TcpStream,
+        addr: SocketAddr,
+        src: Source,
+        progress: Option<Arc<dyn Progress>>,
+    ) -> Option<Admitted> {
+        let window = self.handshake_timeout.min(Duration::from_secs(2));
+        let spoke = matches!(
+            tokio::time::timeout(window, tcp.readable()).await,
+            Ok(Ok(()))
+        );
+        let admitted = if spoke {
+            self.handshakes
+                .admit_evicting(src, progress, Instant::now())
+        } else {
+            None
+        };
+        if admitted.is_none() {
+            self.refuse(
+                addr,
+                None,
+                RefusalReason::TooManyHandshakes,
+                if spoke {
+                    format!("too many unfinished handshakes from {src}, all of them recent")
+                } else {
+                    format!("too many unfinished handshakes from {src}, and this one sent nothing in {} s", window.as_secs())
+                },
+            );
+        }
+        admitted
     }
 
     /// Record a refusal: individually while few from this source, then in its summary.

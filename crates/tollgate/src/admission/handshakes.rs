@@ -1,13 +1,16 @@
 //! Unfinished handshakes: bounded per source and overall, and fair under pressure.
 //!
-//! A newcomer that finds its source (or the whole listener) at the limit does not simply lose:
-//! the pending handshake that has made the least progress is evicted to make room, provided it
-//! has had a fair chance ([`HandshakeLimits::min_age`]). Least progress means: nothing received
-//! at all first, oldest first; then the one that has been silent longest. A legitimate client
-//! sends its ClientHello at once and keeps the conversation going, so an attacker that holds
-//! the limit of its address with silent or stalled sockets loses its own sockets to the
-//! neighbour behind the same NAT, not the other way round. Under pressure the handshake
-//! deadline is also shortened ([`Admitted::pressure`]).
+//! A newcomer that finds its source (or the whole listener) at the limit does not simply lose.
+//! The listener parks it, unread, for a moment; if it speaks (a real client sends its
+//! ClientHello at once) it is admitted with [`Handshakes::admit_evicting`], and the pending
+//! handshake that has made the least progress is evicted to make room, provided it has had a
+//! fair chance ([`HandshakeLimits::min_age`]). Least progress means: nothing received at all
+//! first, oldest first; then the one that has been silent longest. A newcomer that stays silent
+//! evicts nobody and is closed. So an attacker that holds the limit of its address with silent
+//! or stalled sockets, re-opening each as it is closed, loses its own sockets to the neighbour
+//! behind the same NAT, not the other way round, and its re-opened sockets (silent too) cannot
+//! start a chain of evictions. Under pressure the handshake deadline is also shortened
+//! ([`Admitted::pressure`]).
 //!
 //! Progress is read from the kernel (`TCP_INFO`: bytes received and time since the last data)
 //! through [`Progress`], so measuring it costs nothing on the data path.
@@ -109,9 +112,25 @@ impl Handshakes {
         })
     }
 
-    /// Admit a handshake from `src`, evicting the least progressed one if a limit is reached;
-    /// `None` when nothing can be evicted (every candidate is younger than `min_age`).
-    pub fn admit(
+    /// Admit a handshake from `src` if neither its source nor the listener is at its limit.
+    pub fn try_admit(
+        self: &Arc<Self>,
+        src: Source,
+        probe: Option<Arc<dyn Progress>>,
+        now: Instant,
+    ) -> Option<Admitted> {
+        let mut t = self.table.lock();
+        let at_source = t.by_source.get(&src).map_or(0, Vec::len);
+        if at_source >= self.limits.per_source || t.total >= self.limits.total {
+            return None;
+        }
+        Some(self.insert(&mut t, src, probe, now))
+    }
+
+    /// Admit a handshake from `src` that has shown progress, evicting the least progressed one
+    /// if a limit is reached; `None` when nothing can be evicted (every candidate is younger
+    /// than `min_age`).
+    pub fn admit_evicting(
         self: &Arc<Self>,
         src: Source,
         probe: Option<Arc<dyn Progress>>,
@@ -130,6 +149,16 @@ impl Handshakes {
                 .map(|(s, _)| *s)?;
             self.evict_from(&mut t, busiest, now)?;
         }
+        Some(self.insert(&mut t, src, probe, now))
+    }
+
+    fn insert(
+        self: &Arc<Self>,
+        t: &mut Table,
+        src: Source,
+        probe: Option<Arc<dyn Progress>>,
+        now: Instant,
+    ) -> Admitted {
         t.next_id += 1;
         let id = t.next_id;
         let evicted = Arc::new(Notify::new());
@@ -144,13 +173,13 @@ impl Handshakes {
         let at_source = v.len();
         t.total += 1;
         let pressure = at_source * 2 > self.limits.per_source || t.total * 2 > self.limits.total;
-        Some(Admitted {
+        Admitted {
             handshakes: Arc::clone(self),
             id,
             src,
             evicted,
             pressure,
-        })
+        }
     }
 
     fn evict_from(&self, t: &mut Table, src: Source, now: Instant) -> Option<()> {
@@ -221,15 +250,20 @@ mod tests {
         let silent: Vec<_> = (0..2)
             .map(|_| {
                 let p = Arc::new(Fake(AtomicU64::new(0), AtomicU64::new(0)));
-                h.admit(src("10.0.0.1"), Some(p as Arc<dyn Progress>), t0)
+                h.try_admit(src("10.0.0.1"), Some(p as Arc<dyn Progress>), t0)
                     .unwrap()
             })
             .collect();
         assert!(silent[1].pressure);
-        // Too young to evict: refused.
-        assert!(h.admit(src("10.0.0.1"), None, t0).is_none());
+        // At the limit: no admission without eviction; and too young to evict.
+        assert!(
+            h.try_admit(src("10.0.0.9"), None, t0).is_some(),
+            "another source"
+        );
+        assert!(h.try_admit(src("10.0.0.1"), None, t0).is_none());
+        assert!(h.admit_evicting(src("10.0.0.1"), None, t0).is_none());
         let later = t0 + Duration::from_millis(200);
-        let newcomer = h.admit(src("10.0.0.1"), None, later).unwrap();
+        let newcomer = h.admit_evicting(src("10.0.0.1"), None, later).unwrap();
         assert_eq!(h.pending(), 3);
         // One of the silent ones was told to go; the talking one was not.
         let told = |n: &Arc<Notify>| futures_lite_now(n.notified());
@@ -247,11 +281,12 @@ mod tests {
         let h = Handshakes::new(limits(10, 4));
         let t0 = Instant::now();
         let busy: Vec<_> = (0..3)
-            .map(|_| h.admit(src("10.0.0.1"), None, t0).unwrap())
+            .map(|_| h.try_admit(src("10.0.0.1"), None, t0).unwrap())
             .collect();
-        let quiet = h.admit(src("10.0.0.2"), None, t0).unwrap();
+        let quiet = h.try_admit(src("10.0.0.2"), None, t0).unwrap();
         let later = t0 + Duration::from_secs(1);
-        let _n = h.admit(src("10.0.0.3"), None, later).unwrap();
+        assert!(h.try_admit(src("10.0.0.3"), None, later).is_none());
+        let _n = h.admit_evicting(src("10.0.0.3"), None, later).unwrap();
         assert!(!futures_lite_now(quiet.evicted.notified()));
         assert_eq!(
             busy.iter()
