@@ -170,9 +170,11 @@ impl MqttListener {
         progress: Option<Arc<dyn Progress>>,
     ) -> Option<Admitted> {
         let window = self.handshake_timeout.min(Duration::from_secs(2));
+        // `peek` waits for a byte without taking it (`readable` alone may wake spuriously).
+        let mut first = [0u8; 1];
         let spoke = matches!(
-            tokio::time::timeout(window, tcp.readable()).await,
-            Ok(Ok(()))
+            tokio::time::timeout(window, tcp.peek(&mut first)).await,
+            Ok(Ok(n)) if n > 0
         );
         let admitted = if spoke {
             self.handshakes

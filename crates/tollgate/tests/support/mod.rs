@@ -90,6 +90,8 @@ pub struct Server {
     pub admin_port: u16,
     /// Listen for MQTT on this port on every (re)start, so clients can reconnect.
     pub fixed_mqtt_port: Option<u16>,
+    /// A command the server is started under (`prlimit --nofile=1100`, say).
+    pub wrapper: Vec<String>,
 }
 
 impl Server {
@@ -100,6 +102,15 @@ impl Server {
     }
 
     pub fn start_with(config_overrides: &[(&str, &str)], policy: &str) -> Server {
+        Server::start_wrapped(&[], config_overrides, policy)
+    }
+
+    /// [`Server::start_with`], with the server started under `wrapper`.
+    pub fn start_wrapped(
+        wrapper: &[&str],
+        config_overrides: &[(&str, &str)],
+        policy: &str,
+    ) -> Server {
         let root = temp_dir("srv");
         let data = root.join("data");
         let out = Command::new(BIN)
@@ -128,6 +139,7 @@ impl Server {
             mqtt_port: 0,
             admin_port: 0,
             fixed_mqtt_port: None,
+            wrapper: wrapper.iter().map(|w| w.to_string()).collect(),
         };
         s.spawn();
         s
@@ -143,7 +155,15 @@ impl Server {
         )))
         .unwrap();
         let mqtt = format!("127.0.0.1:{}", self.fixed_mqtt_port.unwrap_or(0));
-        let child = Command::new(BIN)
+        let mut cmd = match self.wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let child = cmd
             .args(["serve", "--data"])
             .arg(&self.data)
             .args(["--mqtt-listen", &mqtt, "--admin-listen", "127.0.0.1:0"])
