@@ -241,7 +241,7 @@ mod tests {
         let t0 = Instant::now();
         let talking = Arc::new(Fake(AtomicU64::new(300), AtomicU64::new(5)));
         let a = h
-            .admit(
+            .try_admit(
                 src("10.0.0.1"),
                 Some(talking.clone() as Arc<dyn Progress>),
                 t0,
