@@ -327,6 +327,9 @@ enum PolicyCommand {
         /// Topic filter to subscribe to.
         #[arg(long)]
         subscribe: Option<String>,
+        /// With --publish: the PUBLISH has the retain flag set (needs a `retain` grant too).
+        #[arg(long, requires = "publish")]
+        retain: bool,
     },
 }
 
@@ -792,6 +795,7 @@ fn policy(cmd: PolicyCommand) -> Result<ExitCode> {
             groups,
             publish,
             subscribe,
+            retain,
         } => match load(&file)? {
             Ok(p) => {
                 let id = tollgate_policy::Identity {
@@ -799,6 +803,7 @@ fn policy(cmd: PolicyCommand) -> Result<ExitCode> {
                     groups: &groups,
                 };
                 let (action, topic) = match (publish, subscribe) {
+                    (Some(t), _) if retain => (tollgate_policy::Action::Retain, t),
                     (Some(t), _) => (tollgate_policy::Action::Publish, t),
                     (None, Some(t)) => (tollgate_policy::Action::Subscribe, t),
                     (None, None) => anyhow::bail!("pass --publish TOPIC or --subscribe FILTER"),

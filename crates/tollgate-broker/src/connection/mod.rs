@@ -22,6 +22,7 @@
 mod delivery;
 mod driver;
 mod outbox;
+mod progress;
 mod protocol;
 #[cfg(test)]
 mod tests;
@@ -84,6 +85,11 @@ pub(crate) enum End {
     },
     /// No packet within 1.5 × keep-alive.
     KeepAlive,
+    /// The client's socket made no progress for the write timeout (it stopped reading): closed
+    /// without a DISCONNECT, which could not get through.
+    Stalled(String),
+    /// A packet was started and not finished within the packet timeout.
+    PacketTimeout(String),
     /// The control plane closed it (revocation, policy, shutdown): no will.
     Closed { code: ReasonCode, reason: String },
     /// A newer connection took the session over.
@@ -118,6 +124,8 @@ pub(crate) struct Conn {
     /// Acknowledged deliveries to remove from the store: nothing waits for these, so they go
     /// to the store once per pass of the loop rather than once per acknowledgement.
     dequeued: Vec<Op>,
+    /// Whether the client takes what we send (sampled off the per-message path).
+    progress: progress::Progress,
 }
 
 type Refusal = (Protocol, ReasonCode, RefusalReason, String);
@@ -166,6 +174,22 @@ impl Conn {
                     reason_code: ReasonCode::KEEP_ALIVE_TIMEOUT.0,
                 });
                 ("keep-alive timeout".to_owned(), true, None)
+            }
+            End::Stalled(detail) => {
+                shared
+                    .stats
+                    .stalled_connections
+                    .fetch_add(1, Ordering::Relaxed);
+                (format!("write timeout: {detail}"), true, None)
+            }
+            End::PacketTimeout(detail) => {
+                shared.stats.packet_timeouts.fetch_add(1, Ordering::Relaxed);
+                shared.emit(EventKind::ProtocolViolation {
+                    device: peer.device_id.clone(),
+                    detail: format!("packet timeout: {detail}"),
+                    reason_code: ReasonCode::KEEP_ALIVE_TIMEOUT.0,
+                });
+                (format!("packet timeout: {detail}"), true, None)
             }
             End::Closed { code, reason } => {
                 shared.emit(EventKind::SessionClosed {
