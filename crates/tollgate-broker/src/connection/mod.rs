@@ -9,8 +9,12 @@
 //! - [`outbox`]: the write buffer and the acknowledgements held until the store's watermark
 //!   passes the changes they promise.
 //! - [`driver`]: the tokio loop. It reads bytes, waits for the mailbox, the control channel,
-//!   the store's watermark and the keep-alive and certificate deadlines, and writes each batch
-//!   of responses with one `write_all` (many packets, one TLS record batch).
+//!   the store's watermark and one timer for every deadline (keep-alive, certificate expiry,
+//!   a started packet's completion, the next socket-progress sample), and writes each batch
+//!   of responses in one go (many packets, one TLS record batch).
+//! - [`progress`]: whether the client still takes what we send, judged from the socket's
+//!   unsent and unacknowledged data (sampled on a timer only while some is outstanding), not
+//!   only from our own writes, which a client that stopped reading lets succeed for megabytes.
 //! - session lifecycle (attach and takeover, wills, expiry; also used by restore) lives in
 //!   [`crate::lifecycle`]; `finish` here hands the session back when the connection ends.
 //!
