@@ -916,4 +916,64 @@ mod tests {
         assert!(report.ok(), "{report:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[test]
+    fn a_version_1_store_gains_retained_owners_and_keeps_its_retained_messages() {
+        let dir = std::env::temp_dir().join(format!("tollgate-store-v1-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sessions.db");
+        {
+            // What version 1 wrote: no owner column.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE retained (topic TEXT PRIMARY KEY, msg BLOB NOT NULL, expires_at_ms INTEGER) WITHOUT ROWID;
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO retained (topic, msg) VALUES ('t/old', ?1)",
+                [&msg("old").blob[..]],
+            )
+            .unwrap();
+        }
+        let (store, rec) = SqliteSessionStore::open(&path, Box::new(|_| {})).unwrap();
+        assert_eq!(rec.retained.len(), 1);
+        assert_eq!(
+            (rec.retained[0].topic.as_str(), rec.retained[0].device.as_deref()),
+            ("t/old", None)
+        );
+        let t = store.submit(vec![Op::Retain {
+            topic: "t/new".into(),
+            msg: Some(msg("new")),
+            device: Some("sensor-1".into()),
+        }]);
+        let mut wm = store.watermark();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(5), wm.wait_for(|w| *w >= t))
+                .await
+                .unwrap()
+                .unwrap();
+        });
+        store.close();
+        let (_store, rec) = SqliteSessionStore::open(&path, Box::new(|_| {})).unwrap();
+        let mut got: Vec<(String, Option<String>)> = rec
+            .retained
+            .iter()
+            .map(|r| (r.topic.clone(), r.device.clone()))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("t/new".to_owned(), Some("sensor-1".to_owned())),
+                ("t/old".to_owned(), None)
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
