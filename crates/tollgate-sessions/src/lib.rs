@@ -940,7 +940,10 @@ mod tests {
         let (store, rec) = SqliteSessionStore::open(&path, Box::new(|_| {})).unwrap();
         assert_eq!(rec.retained.len(), 1);
         assert_eq!(
-            (rec.retained[0].topic.as_str(), rec.retained[0].device.as_deref()),
+            (
+                rec.retained[0].topic.as_str(),
+                rec.retained[0].device.as_deref()
+            ),
             ("t/old", None)
         );
         let t = store.submit(vec![Op::Retain {
