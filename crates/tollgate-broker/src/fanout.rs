@@ -11,6 +11,7 @@ use tollgate_events::EventKind;
 use tollgate_mqtt::QoS;
 
 use crate::persist::{Op, StoredMessage};
+use crate::retained;
 use crate::router;
 use crate::session::{Delivery, Message, Refused, Session};
 use crate::{Routed, Shared};
@@ -213,17 +214,53 @@ impl Shared {
         });
     }
 
-    /// Store or clear a retained message. Returns the store ticket of the change (0: none).
-    pub(crate) fn retain(&self, msg: &Arc<Message>) -> u64 {
+    /// The caps a retained message is checked against.
+    fn retained_limits(&self) -> retained::Limits {
+        let c = &self.config;
+        retained::Limits {
+            max_messages: c.max_retained_messages,
+            max_bytes: c.max_retained_bytes,
+            max_per_device: c.max_retained_per_device,
+            max_bytes_per_device: c.max_retained_bytes_per_device,
+        }
+    }
+
+    /// May `owner` retain `msg`? Clearing (an empty payload) always may. A refusal is counted
+    /// and reported (a `publish_denied` event with `what = "retain_quota"`).
+    pub(crate) fn retain_check(&self, msg: &Message, owner: &str) -> Result<(), retained::Refused> {
+        if msg.payload.is_empty() {
+            return Ok(());
+        }
+        self.retained
+            .check(&self.retained_limits(), msg, Some(owner))
+            .inspect_err(|why| self.retain_refused(msg, owner, *why))
+    }
+
+    fn retain_refused(&self, msg: &Message, owner: &str, why: retained::Refused) {
+        self.stats.retained_dropped.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(device = owner, topic = %msg.topic, %why, "retained publish refused");
+        self.emit(EventKind::PublishDenied {
+            device: owner.to_owned(),
+            topic: msg.topic.to_string(),
+            qos: msg.qos as u8,
+            what: "retain_quota",
+            quarantine: None,
+        });
+    }
+
+    /// Store or clear a retained message published by `owner`. Returns the store ticket of the
+    /// change (0: none), or the cap it would go over (counted and reported; nothing stored).
+    pub(crate) fn retain(
+        &self,
+        msg: &Arc<Message>,
+        owner: &Arc<str>,
+    ) -> Result<u64, retained::Refused> {
         let op = if msg.payload.is_empty() {
             self.retained.remove(&msg.topic).map(|_| None)
-        } else if self.retained.len() >= self.config.max_retained_messages
-            && !self.retained.contains_key(&msg.topic)
-        {
-            self.stats.retained_dropped.fetch_add(1, Ordering::Relaxed);
-            None
         } else {
-            self.retained.insert(msg.topic.clone(), Arc::clone(msg));
+            self.retain_check(msg, owner)?;
+            self.retained
+                .insert(Arc::clone(msg), Some(Arc::clone(owner)));
             match msg.stored() {
                 Ok(s) => Some(Some(s)),
                 Err(e) => {
@@ -232,12 +269,16 @@ impl Shared {
                 }
             }
         };
-        match op {
-            Some(stored) if self.store.is_some() => self.persist(vec![Op::Retain {
-                topic: msg.topic.to_string(),
-                msg: stored,
-            }]),
+        Ok(match op {
+            Some(stored) if self.store.is_some() => {
+                let device = stored.as_ref().map(|_| owner.to_string());
+                self.persist(vec![Op::Retain {
+                    topic: msg.topic.to_string(),
+                    msg: stored,
+                    device,
+                }])
+            }
             _ => 0,
-        }
+        })
     }
 }

@@ -158,21 +158,39 @@ impl Gate {
         }
     }
 
-    /// May the device PUBLISH (or set as its will) `topic`? Counts and reports a denial.
-    pub fn publish(&self, shared: &Shared, topic: &str, qos: QoS, what: &'static str) -> bool {
-        if self.policy.can_publish(topic) {
-            return true;
-        }
+    /// May the device PUBLISH (or set as its will) `topic`, with the retain flag if `retain`?
+    /// A retained PUBLISH needs the policy's `retain` grant on top of `publish`. Counts and
+    /// reports a denial; `Err` says what was refused (`what`, or `"retain"` / `"will_retain"`
+    /// when only the retain flag was).
+    pub fn publish(
+        &self,
+        shared: &Shared,
+        topic: &str,
+        qos: QoS,
+        retain: bool,
+        what: &'static str,
+    ) -> Result<(), &'static str> {
+        let refused = if !self.policy.can_publish(topic) {
+            what
+        } else if retain && !self.policy.can_retain(topic) {
+            if what == "will" {
+                "will_retain"
+            } else {
+                "retain"
+            }
+        } else {
+            return Ok(());
+        };
         shared.stats.publish_denied.fetch_add(1, Ordering::Relaxed);
         self.meter.denied.fetch_add(1, Ordering::Relaxed);
         shared.emit(EventKind::PublishDenied {
             device: self.device.to_string(),
             topic: topic.to_owned(),
             qos: qos as u8,
-            what,
+            what: refused,
             quarantine: self.quarantine.as_deref().map(str::to_owned),
         });
-        false
+        Err(refused)
     }
 
     /// May the device SUBSCRIBE to `filter` (`inner`: without `$share/GROUP/`)? Counts and

@@ -26,6 +26,7 @@ mod gate;
 mod lifecycle;
 pub mod persist;
 mod restore;
+mod retained;
 mod router;
 mod session;
 
@@ -36,17 +37,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use dashmap::DashMap;
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tollgate_events::{EventBus, EventKind};
-use tollgate_mqtt::{ByteString, ReasonCode};
+use tollgate_mqtt::ReasonCode;
 
 pub use crate::gate::{Meter, MeterReading};
 use crate::persist::{Durability, Op};
 use crate::router::Router;
 pub use crate::session::QueueFull;
-use crate::session::{Control, Message, Session};
+use crate::session::{Control, Session};
 pub use tollgate_policy::{AccessSnapshot, Changed};
 
 /// How the MQTT client id must relate to the certificate's device id.
@@ -88,12 +88,28 @@ pub struct BrokerConfig {
     pub connect_timeout: Duration,
     /// Most levels a topic name or filter may have (bounds the work and recursion per message).
     pub max_topic_levels: usize,
-    /// Most retained messages held; further new retained topics are not retained (and counted).
+    /// Most retained messages held; a retained PUBLISH for a new topic beyond it is refused.
     pub max_retained_messages: usize,
-    /// A write to a client that makes no progress for this long ends the connection.
+    /// Most bytes (topic, payload, properties) all retained messages may hold together.
+    pub max_retained_bytes: usize,
+    /// Most retained messages one device may own (have published).
+    pub max_retained_per_device: usize,
+    /// Most retained bytes one device may own.
+    pub max_retained_bytes_per_device: usize,
+    /// A client socket that makes no progress for this long ends the connection: a write that
+    /// blocks, or data the kernel holds for the client (unsent or unacknowledged) that does not
+    /// move.
     pub write_timeout: Duration,
     /// Most subscriptions one session may hold; more get SUBACK 0x97 (quota exceeded).
     pub max_subscriptions_per_session: usize,
+    /// Most bytes of topic filters (as written, `$share/...` included) one session may hold;
+    /// more get SUBACK 0x97.
+    pub max_subscription_bytes_per_session: usize,
+    /// Longest topic filter accepted, bytes; a longer one gets SUBACK 0x8F.
+    pub max_filter_bytes: usize,
+    /// A packet whose first byte has arrived must be complete within this long (whatever the
+    /// keep-alive, including none).
+    pub packet_timeout: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -112,8 +128,14 @@ impl Default for BrokerConfig {
             connect_timeout: Duration::from_secs(10),
             max_topic_levels: 128,
             max_retained_messages: 100_000,
+            max_retained_bytes: 256 * 1024 * 1024,
+            max_retained_per_device: 1000,
+            max_retained_bytes_per_device: 4 * 1024 * 1024,
             write_timeout: Duration::from_secs(30),
             max_subscriptions_per_session: 1000,
+            max_subscription_bytes_per_session: 128 * 1024,
+            max_filter_bytes: 1024,
+            packet_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -197,8 +219,12 @@ pub struct Stats {
     pub subscribe_denied: AtomicU64,
     /// Malformed or protocol-violating packets.
     pub protocol_errors: AtomicU64,
-    /// Retained messages not kept because the retained store was full.
+    /// Retained publishes refused because a retained cap (count, bytes, per device) was reached.
     pub retained_dropped: AtomicU64,
+    /// Connections closed because their socket made no progress for the write timeout.
+    pub stalled_connections: AtomicU64,
+    /// Connections closed because a packet was not completed within the packet timeout.
+    pub packet_timeouts: AtomicU64,
     /// Deliveries refused or evicted because a session's queue was full.
     pub queue_full: AtomicU64,
     /// Messages written to the durable store (one per persistent session they were queued for).
@@ -213,7 +239,7 @@ pub(crate) struct Shared {
     pub access: ArcSwap<AccessSnapshot>,
     pub router: Router,
     pub sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
-    pub retained: DashMap<ByteString, Arc<Message>>,
+    pub retained: retained::RetainedStore,
     pub stats: Stats,
     pub next_session_id: AtomicU64,
     /// Next message sequence number (keys durable queue entries).
@@ -281,7 +307,7 @@ impl Broker {
                 access: ArcSwap::new(access),
                 router: Router::new(),
                 sessions: Mutex::new(HashMap::new()),
-                retained: DashMap::new(),
+                retained: retained::RetainedStore::default(),
                 stats: Stats::default(),
                 next_session_id: AtomicU64::new(1),
                 next_seq: AtomicU64::new(1),
@@ -353,6 +379,11 @@ impl Broker {
     /// Retained messages held.
     pub fn retained_count(&self) -> usize {
         self.shared.retained.len()
+    }
+
+    /// Bytes the retained messages hold (topics, payloads, properties).
+    pub fn retained_bytes(&self) -> usize {
+        self.shared.retained.bytes()
     }
 
     /// Tell every connection the server is going away (v5 DISCONNECT 0x8B) and refuse new ones.

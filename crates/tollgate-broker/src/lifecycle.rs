@@ -148,13 +148,20 @@ pub(crate) fn publish_will(shared: &Shared, session: &Session, serial: &str, w: 
     let Some(policy) = crate::gate::will_policy(shared, &session.device_id, serial) else {
         return;
     };
-    if !policy.can_publish(&w.topic) {
+    let denied = if !policy.can_publish(&w.topic) {
+        Some("will")
+    } else if w.retain && !policy.can_retain(&w.topic) {
+        Some("will_retain")
+    } else {
+        None
+    };
+    if let Some(what) = denied {
         shared.stats.publish_denied.fetch_add(1, Ordering::Relaxed);
         shared.emit(EventKind::PublishDenied {
             device: session.device_id.to_string(),
             topic: w.topic.to_string(),
             qos: w.qos as u8,
-            what: "will",
+            what,
             quarantine: None,
         });
         return;
@@ -184,10 +191,11 @@ pub(crate) fn publish_will(shared: &Shared, session: &Session, serial: &str, w: 
         publisher: None,
         size,
     });
-    if msg.retain {
-        shared.retain(&msg);
+    // A will over a retained cap is refused as a whole, like any retained PUBLISH.
+    let refused = msg.retain && shared.retain(&msg, &session.device_id).is_err();
+    if !refused {
+        shared.route(&msg, &mut Vec::new(), false, None);
     }
-    shared.route(&msg, &mut Vec::new(), false, None);
     if session.durable.load(Ordering::Acquire) {
         shared.persist(vec![Op::Will {
             session: session.id,

@@ -155,10 +155,12 @@ pub enum Op {
         packet_id: u16,
         present: bool,
     },
-    /// Set (`Some`) or clear a retained message.
+    /// Set (`Some`) or clear a retained message; `device` published it (its owner, counted
+    /// against the per-device retained caps).
     Retain {
         topic: String,
         msg: Option<StoredMessage>,
+        device: Option<String>,
     },
     /// Set or clear a session's will.
     Will {
@@ -209,12 +211,20 @@ pub struct RecoveredSession {
     pub will: Option<StoredWill>,
 }
 
+/// A retained message read back on start.
+#[derive(Debug, Clone)]
+pub struct RecoveredRetained {
+    pub topic: String,
+    pub msg: StoredMessage,
+    /// The device that published it (`None` in a store written before owners were kept).
+    pub device: Option<String>,
+}
+
 /// Everything a store gives back on start.
 #[derive(Debug, Clone, Default)]
 pub struct Recovered {
     pub sessions: Vec<RecoveredSession>,
-    /// (topic, message).
-    pub retained: Vec<(String, StoredMessage)>,
+    pub retained: Vec<RecoveredRetained>,
     /// Highest message sequence number in use.
     pub max_seq: u64,
     /// Highest session id in use.

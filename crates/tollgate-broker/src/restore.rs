@@ -34,16 +34,24 @@ pub(crate) fn restore(shared: &Arc<Shared>, rec: Recovered) {
         messages += restore_session(shared, rs, now_ms, &mut ops);
     }
     let mut retained = 0;
-    for (topic, stored) in rec.retained {
-        let msg = stored
+    for r in rec.retained {
+        let msg = r
+            .msg
             .decode()
-            .and_then(|p| Message::from_stored(0, p, stored.expires_at_ms));
+            .and_then(|p| Message::from_stored(0, p, r.msg.expires_at_ms));
         match msg {
             Some(m) => {
                 retained += 1;
-                shared.retained.insert(m.topic.clone(), Arc::new(m));
+                // Restored whatever the caps say now: they bound new retained messages.
+                shared
+                    .retained
+                    .insert(Arc::new(m), r.device.map(|d| Arc::from(d.as_str())));
             }
-            None => ops.push(Op::Retain { topic, msg: None }),
+            None => ops.push(Op::Retain {
+                topic: r.topic,
+                msg: None,
+                device: None,
+            }),
         }
     }
     shared.persist(ops);

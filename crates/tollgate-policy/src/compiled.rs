@@ -18,6 +18,8 @@ pub struct CompiledPolicy {
     deny_publish: Vec<Pattern>,
     allow_subscribe: Vec<Pattern>,
     deny_subscribe: Vec<Pattern>,
+    allow_retain: Vec<Pattern>,
+    deny_retain: Vec<Pattern>,
 }
 
 impl CompiledPolicy {
@@ -57,6 +59,31 @@ impl CompiledPolicy {
                 .deny_subscribe
                 .iter()
                 .any(|p| pattern::intersects(&p.levels, filter))
+    }
+
+    /// May this identity set the retain flag on a PUBLISH to `topic`?
+    ///
+    /// `true` iff `topic` is a valid topic name, some applicable allow `retain` pattern matches
+    /// it and no applicable deny `retain` pattern does. This is on top of
+    /// [`can_publish`](Self::can_publish): a retained PUBLISH needs both
+    /// ([`can_publish_retained`](Self::can_publish_retained)).
+    pub fn can_retain(&self, topic: &str) -> bool {
+        if pattern::check_topic_name(topic).is_err() {
+            return false;
+        }
+        self.allow_retain
+            .iter()
+            .any(|p| pattern::matches(&p.levels, topic))
+            && !self
+                .deny_retain
+                .iter()
+                .any(|p| pattern::matches(&p.levels, topic))
+    }
+
+    /// May this identity PUBLISH to `topic` with the retain flag set? Both `publish` and
+    /// `retain` must allow it.
+    pub fn can_publish_retained(&self, topic: &str) -> bool {
+        self.can_publish(topic) && self.can_retain(topic)
     }
 
     /// Whether this compiled policy grants nothing at all.
@@ -107,13 +134,22 @@ pub(crate) fn compile(rules: &[(Rule, RuleInternal)], identity: &Identity<'_>) -
         if rule_applies(rule, identity).is_none() {
             continue;
         }
-        let (publish, subscribe) = match rule.effect {
-            Effect::Allow => (&mut compiled.allow_publish, &mut compiled.allow_subscribe),
-            Effect::Deny => (&mut compiled.deny_publish, &mut compiled.deny_subscribe),
+        let (publish, subscribe, retain) = match rule.effect {
+            Effect::Allow => (
+                &mut compiled.allow_publish,
+                &mut compiled.allow_subscribe,
+                &mut compiled.allow_retain,
+            ),
+            Effect::Deny => (
+                &mut compiled.deny_publish,
+                &mut compiled.deny_subscribe,
+                &mut compiled.deny_retain,
+            ),
         };
         for (templates, target) in [
             (&internal.publish, publish),
             (&internal.subscribe, subscribe),
+            (&internal.retain, retain),
         ] {
             for template in templates {
                 for pattern in expand(template, rule.effect, identity)

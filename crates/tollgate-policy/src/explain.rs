@@ -78,6 +78,10 @@ pub(crate) fn explain(
     let (verb, check) = match action {
         Action::Publish => ("publish to topic", pattern::check_topic_name(topic)),
         Action::Subscribe => ("subscribe to filter", pattern::check_filter(topic)),
+        Action::Retain => (
+            "publish with the retain flag to topic",
+            pattern::check_topic_name(topic),
+        ),
     };
     steps.push(format!("action: {verb} `{topic}`"));
     if let Err(why) = check {
@@ -91,6 +95,57 @@ pub(crate) fn explain(
         steps.push("the policy has no rules".to_string());
     }
 
+    let verdict = |steps: &mut Vec<String>, key: Key| {
+        let (allowed_by, denied_by) = evaluate(rules, identity, key, topic, steps);
+        match (denied_by, allowed_by) {
+            (Some(deny), _) => (false, format!("DENIED by {deny}")),
+            (None, Some(allow)) => (true, format!("ALLOWED by {allow}")),
+            (None, None) => (
+                false,
+                "DENIED: no rule grants it (default deny)".to_string(),
+            ),
+        }
+    };
+    let (allowed, line) = match action {
+        Action::Publish => verdict(&mut steps, Key::Publish),
+        Action::Subscribe => verdict(&mut steps, Key::Subscribe),
+        Action::Retain => {
+            // A retained PUBLISH needs both grants: the publish, then the retain flag.
+            let (publish_ok, publish_line) = verdict(&mut steps, Key::Publish);
+            steps.push(format!("publish: {publish_line}"));
+            let (retain_ok, retain_line) = verdict(&mut steps, Key::Retain);
+            steps.push(format!("retain: {retain_line}"));
+            match (publish_ok, retain_ok) {
+                (true, true) => (
+                    true,
+                    "ALLOWED (publish and retain both granted)".to_string(),
+                ),
+                (false, _) => (false, format!("DENIED: publish {publish_line}")),
+                (true, false) => (false, format!("DENIED: retain {retain_line}")),
+            }
+        }
+    };
+    steps.push(format!("=> {line}"));
+    Explanation { allowed, steps }
+}
+
+/// Which patterns of a rule an evaluation reads, and how they decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    Publish,
+    Subscribe,
+    Retain,
+}
+
+/// Walk the rules for one key, recording a step per rule and pattern; returns the first allow
+/// rule and the first deny rule that decided.
+fn evaluate(
+    rules: &[(Rule, RuleInternal)],
+    identity: &Identity<'_>,
+    key: Key,
+    topic: &str,
+    steps: &mut Vec<String>,
+) -> (Option<String>, Option<String>) {
     let mut allowed_by = None;
     let mut denied_by = None;
     for (rule, internal) in rules {
@@ -104,13 +159,10 @@ pub(crate) fn explain(
             ));
             continue;
         };
-        let templates = match action {
-            Action::Publish => &internal.publish,
-            Action::Subscribe => &internal.subscribe,
-        };
-        let action_key = match action {
-            Action::Publish => "publish",
-            Action::Subscribe => "subscribe",
+        let (templates, action_key) = match key {
+            Key::Publish => (&internal.publish, "publish"),
+            Key::Subscribe => (&internal.subscribe, "subscribe"),
+            Key::Retain => (&internal.retain, "retain"),
         };
         if templates.is_empty() {
             steps.push(format!(
@@ -125,6 +177,10 @@ pub(crate) fn explain(
             rule.line,
             who_text(who)
         ));
+        let action = match key {
+            Key::Subscribe => Action::Subscribe,
+            Key::Publish | Key::Retain => Action::Publish,
+        };
         let mut hit = false;
         for template in templates {
             for expanded in expand(template, rule.effect, identity) {
@@ -162,23 +218,13 @@ pub(crate) fn explain(
             }
         }
     }
-
-    let (allowed, verdict) = match (denied_by, allowed_by) {
-        (Some(deny), _) => (false, format!("=> DENIED by {deny}")),
-        (None, Some(allow)) => (true, format!("=> ALLOWED by {allow}")),
-        (None, None) => (
-            false,
-            "=> DENIED: no rule grants it (default deny)".to_string(),
-        ),
-    };
-    steps.push(verdict);
-    Explanation { allowed, steps }
+    (allowed_by, denied_by)
 }
 
 /// Whether one expanded pattern decides the action, with the wording.
 fn judge(p: &Pattern, effect: Effect, action: Action, topic: &str) -> (bool, &'static str) {
     match (action, effect) {
-        (Action::Publish, _) => {
+        (Action::Publish | Action::Retain, _) => {
             if pattern::matches(&p.levels, topic) {
                 (true, "matches")
             } else {

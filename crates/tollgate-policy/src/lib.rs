@@ -29,6 +29,7 @@
 //! who = "group:sensors"             # or ["group:sensors", "device:pump-7"], or "*"
 //! publish = ["devices/${device.id}/telemetry", "devices/${device.id}/events/#"]
 //! subscribe = ["devices/${device.id}/commands/#"]
+//! retain = ["devices/${device.id}/status"]  # where the retain flag may be set (needs publish too)
 //!
 //! [[deny]]
 //! who = "*"
@@ -44,6 +45,11 @@
 //! `$tollgate/devices/${device.id}/inventory` and read `$tollgate/devices/${device.id}/firmware/#`
 //! and `.../commands/#`. [`AccessSnapshot`] carries, for the data plane, who is who and in
 //! which access state (active or quarantined with reasons), with the revoked serials.
+//!
+//! A PUBLISH with the retain flag set needs a `retain` grant as well as a `publish` grant
+//! ([`CompiledPolicy::can_retain`]): no rule allows retaining unless it says so, and a deny
+//! rule's `retain` patterns forbid it (its `publish` patterns forbid the publish itself). The
+//! `[quarantine]` grant retains nothing unless it has its own `retain` key.
 //!
 //! Default deny; a deny rule that applies overrides any allow. Patterns are
 //! MQTT topic filters. Substituted variable values are literal text inside a
@@ -97,6 +103,8 @@ pub struct Identity<'a> {
 pub enum Action {
     Publish,
     Subscribe,
+    /// A PUBLISH with the retain flag set: it needs both a `publish` and a `retain` grant.
+    Retain,
 }
 
 impl fmt::Display for Action {
@@ -104,6 +112,7 @@ impl fmt::Display for Action {
         f.write_str(match self {
             Action::Publish => "publish",
             Action::Subscribe => "subscribe",
+            Action::Retain => "retain",
         })
     }
 }
@@ -120,6 +129,9 @@ pub struct Rule {
     pub publish: Vec<String>,
     /// Subscribe patterns, as written.
     pub subscribe: Vec<String>,
+    /// Retain patterns, as written: where a PUBLISH may set the retain flag (it also needs a
+    /// `publish` grant).
+    pub retain: Vec<String>,
     /// 1-based line of the rule's `[[allow]]` / `[[deny]]` header.
     pub line: usize,
 }
@@ -239,12 +251,14 @@ fn default_quarantine() -> (Rule, RuleInternal) {
                     who: vec![Who::Any],
                     publish: Vec::new(),
                     subscribe: Vec::new(),
+                    retain: Vec::new(),
                     line: 0,
                 },
                 RuleInternal {
                     label: "quarantine".into(),
                     publish: Vec::new(),
                     subscribe: Vec::new(),
+                    retain: Vec::new(),
                 },
             )
         })

@@ -62,10 +62,11 @@ fn who_at_least(deny_who: &[Who], allow_who: &[Who]) -> bool {
 fn actions<'a>(
     rule: &'a Rule,
     internal: &'a RuleInternal,
-) -> [(&'static str, &'a [String], &'a [Template]); 2] {
+) -> [(&'static str, &'a [String], &'a [Template]); 3] {
     [
         ("publish", &rule.publish, &internal.publish),
         ("subscribe", &rule.subscribe, &internal.subscribe),
+        ("retain", &rule.retain, &internal.retain),
     ]
 }
 
@@ -81,12 +82,35 @@ pub(crate) fn lint(rules: &[(Rule, RuleInternal)]) -> Vec<Lint> {
     };
 
     for (rule, internal) in rules {
-        if rule.publish.is_empty() && rule.subscribe.is_empty() {
+        if rule.publish.is_empty() && rule.subscribe.is_empty() && rule.retain.is_empty() {
             push(
                 Severity::Warning,
                 rule,
-                "rule has neither `publish` nor `subscribe` patterns; it has no effect".to_string(),
+                "rule has no `publish`, `subscribe` or `retain` patterns; it has no effect"
+                    .to_string(),
             );
+        }
+        if rule.effect == Effect::Allow {
+            // A retained PUBLISH needs a publish grant too: a retain pattern no publish pattern
+            // of an allow rule for the same devices covers is (at least partly) dead.
+            for t in &internal.retain {
+                let covered = rules.iter().any(|(r, i)| {
+                    r.effect == Effect::Allow
+                        && (r.who.contains(&Who::Any) || rule.who.iter().all(|w| r.who.contains(w)))
+                        && i.publish.iter().any(|p| template_covers(p, t))
+                });
+                if !covered {
+                    push(
+                        Severity::Info,
+                        rule,
+                        format!(
+                            "retain `{}` is not covered by a publish grant for the same devices; \
+                             a retained PUBLISH needs both",
+                            t.raw
+                        ),
+                    );
+                }
+            }
         }
 
         for (i, who) in rule.who.iter().enumerate() {
@@ -164,6 +188,7 @@ fn lint_against_denies(
                 }
                 let deny_templates = match action {
                     "publish" => &deny_internal.publish,
+                    "retain" => &deny_internal.retain,
                     _ => &deny_internal.subscribe,
                 };
                 if let Some(d) = deny_templates.iter().find(|d| template_covers(d, template)) {

@@ -18,9 +18,11 @@ pub(crate) struct RuleInternal {
     pub(crate) label: String,
     pub(crate) publish: Vec<Template>,
     pub(crate) subscribe: Vec<Template>,
+    /// Topics a retained PUBLISH (retain flag set) may go to, on top of `publish`.
+    pub(crate) retain: Vec<Template>,
 }
 
-pub(crate) const RULE_KEYS: &str = "id, description, who, publish, subscribe";
+pub(crate) const RULE_KEYS: &str = "id, description, who, publish, subscribe, retain";
 
 struct Parsed {
     offset: usize,
@@ -190,6 +192,7 @@ fn parse_quarantine(
     let mut description = None;
     let mut publish = (Vec::new(), Vec::new());
     let mut subscribe = (Vec::new(), Vec::new());
+    let mut retain = (Vec::new(), Vec::new());
     let mut ok = true;
     for (key, v) in table.iter() {
         let key_name: &str = key.get_ref();
@@ -207,16 +210,19 @@ fn parse_quarantine(
                     ok = false;
                 }
             },
-            "publish" | "subscribe" => match parse_patterns(diags, &label, key_name, v) {
-                Some(p) if key_name == "publish" => publish = p,
-                Some(p) => subscribe = p,
-                None => ok = false,
-            },
+            "publish" | "subscribe" | "retain" => {
+                match parse_patterns(diags, &label, key_name, v) {
+                    Some(p) if key_name == "publish" => publish = p,
+                    Some(p) if key_name == "subscribe" => subscribe = p,
+                    Some(p) => retain = p,
+                    None => ok = false,
+                }
+            }
             other => {
                 diags.error(
                     key.span().start,
                     format!(
-                        "unknown key `{other}` in [quarantine]; expected one of description, publish, subscribe"
+                        "unknown key `{other}` in [quarantine]; expected one of description, publish, subscribe, retain"
                     ),
                 );
                 ok = false;
@@ -232,12 +238,14 @@ fn parse_quarantine(
                 who: vec![Who::Any],
                 publish: publish.0,
                 subscribe: subscribe.0,
+                retain: retain.0,
                 line,
             },
             RuleInternal {
                 label,
                 publish: publish.1,
                 subscribe: subscribe.1,
+                retain: retain.1,
             },
         )
     })
@@ -264,6 +272,7 @@ fn parse_rule(
     let mut who: Option<Vec<Who>> = None;
     let mut publish = (Vec::new(), Vec::new());
     let mut subscribe = (Vec::new(), Vec::new());
+    let mut retain = (Vec::new(), Vec::new());
     let mut ok = true;
 
     for (key, value) in table.iter() {
@@ -310,11 +319,14 @@ fn parse_rule(
                     who = Some(Vec::new());
                 }
             },
-            "publish" | "subscribe" => match parse_patterns(diags, &label, key_name, value) {
-                Some(p) if key_name == "publish" => publish = p,
-                Some(p) => subscribe = p,
-                None => ok = false,
-            },
+            "publish" | "subscribe" | "retain" => {
+                match parse_patterns(diags, &label, key_name, value) {
+                    Some(p) if key_name == "publish" => publish = p,
+                    Some(p) if key_name == "subscribe" => subscribe = p,
+                    Some(p) => retain = p,
+                    None => ok = false,
+                }
+            }
             other => {
                 diags.error(
                     key.span().start,
@@ -348,12 +360,14 @@ fn parse_rule(
             who,
             publish: publish.0,
             subscribe: subscribe.0,
+            retain: retain.0,
             line,
         },
         internal: RuleInternal {
             label,
             publish: publish.1,
             subscribe: subscribe.1,
+            retain: retain.1,
         },
     })
 }

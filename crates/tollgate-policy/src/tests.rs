@@ -213,7 +213,7 @@ who = "*"
     assert_eq!(
         diags[0].to_string(),
         "policy.toml:7:5: unknown key `publsh` in rule allow[2]; expected one of id, \
-         description, who, publish, subscribe"
+         description, who, publish, subscribe, retain"
     );
 }
 
@@ -1039,7 +1039,7 @@ fn lint_rule_without_patterns() {
     assert_eq!(lints[0].line, 1);
     assert!(lints[0]
         .message
-        .contains("neither `publish` nor `subscribe`"));
+        .contains("no `publish`, `subscribe` or `retain` patterns"));
     assert_eq!(lints[1].rule, "deny[1]");
     assert_eq!(lints[1].line, 5);
 }
@@ -1135,5 +1135,165 @@ fn lint_no_allow_rule_is_info() {
         policy(EXAMPLE).lint().is_empty(),
         "{:#?}",
         policy(EXAMPLE).lint()
+    );
+}
+
+// ---------------------------------------------------------------- retain
+
+const RETAIN: &str = r##"
+[[allow]]
+id = "sensors"
+who = "group:sensors"
+publish = ["devices/${device.id}/#"]
+retain = ["devices/${device.id}/status"]
+
+[[allow]]
+id = "everyone"
+who = "*"
+publish = ["public/#"]
+
+[[deny]]
+id = "no-retained-alarms"
+who = "*"
+retain = ["devices/+/status/alarm"]
+
+[quarantine]
+publish = ["$tollgate/devices/${device.id}/inventory"]
+"##;
+
+#[test]
+fn retain_needs_its_own_grant_on_top_of_publish() {
+    let p = policy(RETAIN);
+    let c = compile(&p, "s1", &["sensors"]);
+    // Publishing is not retaining: a publish grant alone never allows the retain flag.
+    assert!(c.can_publish("devices/s1/telemetry"));
+    assert!(!c.can_retain("devices/s1/telemetry"));
+    assert!(!c.can_publish_retained("devices/s1/telemetry"));
+    assert!(c.can_publish_retained("devices/s1/status"));
+    // Another device's topic: neither.
+    assert!(!c.can_publish_retained("devices/s2/status"));
+    // A rule that grants publish only (to everyone) grants no retain.
+    assert!(c.can_publish("public/x"));
+    assert!(!c.can_publish_retained("public/x"));
+    // Invalid topics are never retained.
+    assert!(!c.can_retain("devices/s1/+"));
+    // The rule's id and patterns are listed as written.
+    assert_eq!(p.rules()[0].retain, vec!["devices/${device.id}/status"]);
+}
+
+#[test]
+fn a_deny_retain_pattern_forbids_the_retain_flag_only() {
+    let p = policy(
+        r##"
+[[allow]]
+who = "*"
+publish = ["a/#"]
+retain = ["a/#"]
+
+[[deny]]
+who = "*"
+retain = ["a/secret/#"]
+"##,
+    );
+    let c = compile(&p, "d", &[]);
+    assert!(c.can_publish("a/secret/x"));
+    assert!(!c.can_publish_retained("a/secret/x"));
+    assert!(c.can_publish_retained("a/open"));
+}
+
+#[test]
+fn quarantine_grants_no_retain_unless_written() {
+    let p = policy(RETAIN);
+    let g = groups(&["sensors"]);
+    let id = Identity {
+        device_id: "s1",
+        groups: &g,
+    };
+    let q = p.compile_quarantined(&id);
+    assert!(q.can_publish("$tollgate/devices/s1/inventory"));
+    assert!(!q.can_publish_retained("$tollgate/devices/s1/inventory"));
+    // The built-in default has no retain either.
+    let q = Policy::deny_all().compile_quarantined(&id);
+    assert!(q.can_publish("$tollgate/devices/s1/inventory"));
+    assert!(!q.can_retain("$tollgate/devices/s1/inventory"));
+    // Written down, it applies (and the file's deny rules still do).
+    let p = policy(
+        r##"
+[[deny]]
+who = "*"
+retain = ["$tollgate/devices/+/inventory/secret"]
+
+[quarantine]
+publish = ["$tollgate/devices/${device.id}/inventory/#"]
+retain = ["$tollgate/devices/${device.id}/inventory/#"]
+"##,
+    );
+    let q = p.compile_quarantined(&id);
+    assert!(q.can_publish_retained("$tollgate/devices/s1/inventory/x"));
+    assert!(!q.can_publish_retained("$tollgate/devices/s1/inventory/secret"));
+}
+
+#[test]
+fn retain_patterns_are_validated_like_the_others() {
+    let msg = single_error("[[allow]]\nwho = \"*\"\nretain = [\"a/#/b\"]\n", 3);
+    assert!(msg.contains("invalid retain pattern"), "{msg}");
+    let msg = single_error("[[allow]]\nwho = \"*\"\nretain = \"a\"\n", 3);
+    assert!(msg.contains("`retain`"), "{msg}");
+    let msg = single_error("[quarantine]\nretian = []\n", 2);
+    assert!(msg.contains("retain"), "{msg}");
+}
+
+#[test]
+fn explain_retain_needs_both_grants_and_agrees_with_compiled_policy() {
+    let p = policy(RETAIN);
+    let g = groups(&["sensors"]);
+    let id = Identity {
+        device_id: "s1",
+        groups: &g,
+    };
+    let e = p.explain(&id, Action::Retain, "devices/s1/status");
+    assert!(e.allowed, "{e}");
+    let e = p.explain(&id, Action::Retain, "devices/s1/telemetry");
+    assert!(!e.allowed);
+    assert!(e.to_string().contains("=> DENIED: retain"), "{e}");
+    let e = p.explain(&id, Action::Retain, "devices/s1/status/alarm");
+    assert!(!e.allowed);
+    let c = p.compile(&id);
+    for t in [
+        "devices/s1/status",
+        "devices/s1/status/alarm",
+        "devices/s1/x",
+        "public/x",
+        "devices/s2/status",
+        "a/+",
+    ] {
+        let e = p.explain(&id, Action::Retain, t);
+        assert_eq!(e.allowed, c.can_publish_retained(t), "retain {t}:\n{e}");
+    }
+}
+
+#[test]
+fn lint_retain_without_publish_is_info_and_dead_retain_is_a_warning() {
+    let lints = lint_messages(
+        r##"
+[[allow]]
+who = "group:a"
+publish = ["x/#"]
+retain = ["x/y", "z/#"]
+
+[[deny]]
+who = "*"
+retain = ["x/#"]
+"##,
+    );
+    assert!(
+        lints
+            .iter()
+            .any(|l| l.contains("retain `z/#` is not covered by a publish grant")),
+        "{lints:#?}"
+    );
+    assert!(
+        lints.iter().any(|l| l.contains("dead grant: retain `x/y`")),
+        "{lints:#?}"
     );
 }

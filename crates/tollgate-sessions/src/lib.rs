@@ -29,7 +29,8 @@ use parking_lot::Mutex;
 use rusqlite::{params, Connection};
 use tokio::sync::watch;
 use tollgate_broker::persist::{
-    unix_ms, Durability, Op, Recovered, RecoveredEntry, RecoveredSession, StoredMessage, StoredWill,
+    unix_ms, Durability, Op, Recovered, RecoveredEntry, RecoveredRetained, RecoveredSession,
+    StoredMessage, StoredWill,
 };
 
 /// Errors from the session store.
@@ -55,7 +56,8 @@ pub enum StoreError {
     },
 }
 
-const SCHEMA_VERSION: i64 = 1;
+/// 2: `retained.device`, the device that published each retained message (per-device caps).
+const SCHEMA_VERSION: i64 = 2;
 /// Most ops applied in one transaction (bounds a commit's latency under a flood).
 const MAX_BATCH_OPS: usize = 64 * 1024;
 
@@ -94,7 +96,8 @@ CREATE TABLE IF NOT EXISTS inbound_qos2 (
 CREATE TABLE IF NOT EXISTS retained (
     topic TEXT PRIMARY KEY,
     msg BLOB NOT NULL,
-    expires_at_ms INTEGER
+    expires_at_ms INTEGER,
+    device TEXT
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS wills (
     session INTEGER PRIMARY KEY,
@@ -163,8 +166,24 @@ fn open_db(path: &Path) -> Result<Connection, StoreError> {
         });
     }
     conn.execute_batch(SCHEMA)?;
+    if version < 2 && !has_column(&conn, "retained", "device")? {
+        // Version 1 kept no owner: its retained messages count towards the totals only.
+        conn.execute_batch("ALTER TABLE retained ADD COLUMN device TEXT")?;
+    }
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(conn)
+}
+
+fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool, StoreError> {
+    let mut st = conn.prepare("SELECT name FROM pragma_table_info(?1)")?;
+    let mut rows = st.query([table])?;
+    while let Some(r) = rows.next()? {
+        let name: String = r.get(0)?;
+        if name == column {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 impl SqliteSessionStore {
@@ -507,12 +526,12 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &Op) -> Result<(), rusqlite::Error>
             tx.prepare_cached(sql)?
                 .execute(params![i(*session), packet_id])?;
         }
-        Op::Retain { topic, msg } => match msg {
+        Op::Retain { topic, msg, device } => match msg {
             Some(m) => {
                 tx.prepare_cached(
-                    "INSERT OR REPLACE INTO retained (topic, msg, expires_at_ms) VALUES (?1, ?2, ?3)",
+                    "INSERT OR REPLACE INTO retained (topic, msg, expires_at_ms, device) VALUES (?1, ?2, ?3, ?4)",
                 )?
-                .execute(params![topic, &m.blob[..], m.expires_at_ms])?;
+                .execute(params![topic, &m.blob[..], m.expires_at_ms, device])?;
             }
             None => {
                 tx.prepare_cached("DELETE FROM retained WHERE topic = ?1")?
@@ -640,16 +659,17 @@ fn load(conn: &Connection) -> Result<Recovered, StoreError> {
         }
     }
     {
-        let mut st = conn.prepare("SELECT topic, msg, expires_at_ms FROM retained")?;
+        let mut st = conn.prepare("SELECT topic, msg, expires_at_ms, device FROM retained")?;
         let mut rows = st.query([])?;
         while let Some(r) = rows.next()? {
-            rec.retained.push((
-                r.get(0)?,
-                StoredMessage {
+            rec.retained.push(RecoveredRetained {
+                topic: r.get(0)?,
+                msg: StoredMessage {
                     blob: bytes(r.get(1)?),
                     expires_at_ms: r.get(2)?,
                 },
-            ));
+                device: r.get(3)?,
+            });
         }
     }
     Ok(rec)
@@ -894,6 +914,69 @@ mod tests {
         assert_eq!(rec.max_seq, 2);
         let report = check(&path).unwrap();
         assert!(report.ok(), "{report:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_version_1_store_gains_retained_owners_and_keeps_its_retained_messages() {
+        let dir = std::env::temp_dir().join(format!("tollgate-store-v1-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sessions.db");
+        {
+            // What version 1 wrote: no owner column.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE retained (topic TEXT PRIMARY KEY, msg BLOB NOT NULL, expires_at_ms INTEGER) WITHOUT ROWID;
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO retained (topic, msg) VALUES ('t/old', ?1)",
+                [&msg("old").blob[..]],
+            )
+            .unwrap();
+        }
+        let (store, rec) = SqliteSessionStore::open(&path, Box::new(|_| {})).unwrap();
+        assert_eq!(rec.retained.len(), 1);
+        assert_eq!(
+            (
+                rec.retained[0].topic.as_str(),
+                rec.retained[0].device.as_deref()
+            ),
+            ("t/old", None)
+        );
+        let t = store.submit(vec![Op::Retain {
+            topic: "t/new".into(),
+            msg: Some(msg("new")),
+            device: Some("sensor-1".into()),
+        }]);
+        let mut wm = store.watermark();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(5), wm.wait_for(|w| *w >= t))
+                .await
+                .unwrap()
+                .unwrap();
+        });
+        store.close();
+        let (_store, rec) = SqliteSessionStore::open(&path, Box::new(|_| {})).unwrap();
+        let mut got: Vec<(String, Option<String>)> = rec
+            .retained
+            .iter()
+            .map(|r| (r.topic.clone(), r.device.clone()))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("t/new".to_owned(), Some("sensor-1".to_owned())),
+                ("t/old".to_owned(), None)
+            ]
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

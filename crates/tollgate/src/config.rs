@@ -95,6 +95,12 @@ pub struct MqttSection {
     pub max_retained_messages: usize,
     pub write_timeout_secs: u64,
     pub max_subscriptions_per_session: usize,
+    pub max_retained_bytes: usize,
+    pub max_retained_per_device: usize,
+    pub max_retained_bytes_per_device: usize,
+    pub max_subscription_bytes_per_session: usize,
+    pub max_filter_bytes: usize,
+    pub packet_timeout_secs: u64,
 }
 
 impl Default for MqttSection {
@@ -119,6 +125,12 @@ impl Default for MqttSection {
             max_retained_messages: b.max_retained_messages,
             write_timeout_secs: b.write_timeout.as_secs(),
             max_subscriptions_per_session: b.max_subscriptions_per_session,
+            max_retained_bytes: b.max_retained_bytes,
+            max_retained_per_device: b.max_retained_per_device,
+            max_retained_bytes_per_device: b.max_retained_bytes_per_device,
+            max_subscription_bytes_per_session: b.max_subscription_bytes_per_session,
+            max_filter_bytes: b.max_filter_bytes,
+            packet_timeout_secs: b.packet_timeout.as_secs(),
         }
     }
 }
@@ -403,6 +415,12 @@ impl Config {
             max_retained_messages: m.max_retained_messages,
             write_timeout: Duration::from_secs(m.write_timeout_secs.max(1)),
             max_subscriptions_per_session: m.max_subscriptions_per_session.max(1),
+            max_retained_bytes: m.max_retained_bytes,
+            max_retained_per_device: m.max_retained_per_device,
+            max_retained_bytes_per_device: m.max_retained_bytes_per_device,
+            max_subscription_bytes_per_session: m.max_subscription_bytes_per_session.max(1),
+            max_filter_bytes: m.max_filter_bytes.clamp(1, 65535),
+            packet_timeout: Duration::from_secs(m.packet_timeout_secs.max(1)),
         };
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { data.join(p) };
         Ok(Config {
@@ -484,9 +502,15 @@ max_handshakes_per_ip = 64       # concurrent unfinished handshakes per source (
                                  # see [limits]); a newcomer evicts the least progressed one
 max_connections = 100000
 max_topic_levels = 128           # deeper topics and filters are refused
-max_retained_messages = 100000   # new retained topics beyond this are not retained
-write_timeout_secs = 30          # a client that stops reading for this long is disconnected
+max_retained_messages = 100000   # retained publishes to new topics beyond this are refused
+max_retained_bytes = 268435456   # all retained messages together; over it: refused (v5: 0x97)
+max_retained_per_device = 1000   # retained messages one device may have published
+max_retained_bytes_per_device = 4194304   # retained bytes one device may have published
+write_timeout_secs = 30          # a client that takes nothing we send for this long is disconnected
 max_subscriptions_per_session = 1000   # more get SUBACK 0x97 (quota exceeded)
+max_subscription_bytes_per_session = 131072   # bytes of topic filters per session; more: 0x97
+max_filter_bytes = 1024          # longest topic filter; longer ones get SUBACK 0x8F
+packet_timeout_secs = 30         # a packet that has started must be complete within this
 
 
 

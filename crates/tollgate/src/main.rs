@@ -328,6 +328,9 @@ enum PolicyCommand {
         /// Topic filter to subscribe to.
         #[arg(long)]
         subscribe: Option<String>,
+        /// With --publish: the PUBLISH has the retain flag set (needs a `retain` grant too).
+        #[arg(long, requires = "publish")]
+        retain: bool,
     },
 }
 
@@ -808,6 +811,7 @@ fn policy(cmd: PolicyCommand) -> Result<ExitCode> {
             groups,
             publish,
             subscribe,
+            retain,
         } => match load(&file)? {
             Ok(p) => {
                 let id = tollgate_policy::Identity {
@@ -815,6 +819,7 @@ fn policy(cmd: PolicyCommand) -> Result<ExitCode> {
                     groups: &groups,
                 };
                 let (action, topic) = match (publish, subscribe) {
+                    (Some(t), _) if retain => (tollgate_policy::Action::Retain, t),
                     (Some(t), _) => (tollgate_policy::Action::Publish, t),
                     (None, Some(t)) => (tollgate_policy::Action::Subscribe, t),
                     (None, None) => anyhow::bail!("pass --publish TOPIC or --subscribe FILTER"),

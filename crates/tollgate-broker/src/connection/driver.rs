@@ -11,6 +11,7 @@ use tollgate_mqtt::{
     decode, BytesMut, ConnAck, Connect, DecodeError, Packet, Protocol, ReasonCode,
 };
 
+use super::progress::Verdict;
 use super::{Conn, End, Now, IDLE_CHUNK, READ_CHUNK};
 use crate::session::{Control, ControlInbox};
 use crate::{PeerIdentity, Shared};
@@ -111,7 +112,10 @@ where
     // 3. The packet loop.
     let end = conn.run_loop(&mut rd, &mut wr, &mut rbuf, &inbox).await;
     shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
-    let _ = wr.shutdown().await;
+    // A client that stopped reading would hold the close (TLS close_notify) forever.
+    if !matches!(end, End::Stalled(_)) {
+        let _ = tokio::time::timeout(shared.config.write_timeout, wr.shutdown()).await;
+    }
     conn.finish(end);
 }
 
@@ -185,8 +189,11 @@ impl Conn {
         W: AsyncWrite + Unpin,
     {
         let max_packet = self.shared.config.max_packet_size as usize;
+        let packet_timeout = self.shared.config.packet_timeout;
         let mut last_rx = Instant::now();
         let session = Arc::clone(&self.session);
+        let probe = self.peer.transport.clone();
+
         // A revocation or policy change published while this connection was attaching never
         // reached it as a Recheck: compare snapshots once now.
         if self.gate.stale(&self.shared) {
@@ -200,6 +207,9 @@ impl Conn {
             let _ = self.flush(wr).await;
             return end;
         }
+        // A packet that has started (bytes in `rbuf` that are not a whole packet yet) must be
+        // complete by then, whatever the keep-alive.
+        let mut packet_deadline = (!rbuf.is_empty()).then(|| Instant::now() + packet_timeout);
         let cert_deadline = self.cert_deadline;
         let mut wm = self.out.wm.clone();
         loop {
@@ -214,10 +224,19 @@ impl Conn {
             self.out.release_held();
             let wait_store = !self.out.held.is_empty() || self.wm_blocked;
             if let Err(e) = self.flush(wr).await {
-                return End::Io(e.to_string());
+                return self.write_failed(&e);
             }
+            let next_sample = if probe.is_some() {
+                self.progress.next_sample()
+            } else {
+                None
+            };
             let window_open = self.window_open();
             let ka_deadline = self.keep_alive.map(|ka| last_rx + ka);
+            let next_timer = [ka_deadline, cert_deadline, packet_deadline, next_sample]
+                .into_iter()
+                .flatten()
+                .min();
             if rbuf.capacity() == rbuf.len() {
                 rbuf.reserve(IDLE_CHUNK);
             }
@@ -246,17 +265,26 @@ impl Conn {
                     Ok(0) => return End::Io("connection closed by peer".into()),
                     Ok(n) => {
                         last_rx = Instant::now();
+                        let before = rbuf.len();
                         if let Some(end) = self.process_input(rbuf, max_packet, Now::current()) {
                             let _ = self.flush(wr).await;
                             return end;
                         }
+                        packet_deadline = if rbuf.is_empty() {
+                            None
+                        } else if rbuf.len() < before || packet_deadline.is_none() {
+                            // A new packet has started.
+                            Some(last_rx + packet_timeout)
+                        } else {
+                            packet_deadline
+                        };
                         // A read that filled the buffer means a busy client: read in big
                         // chunks. A quiet one keeps (or goes back to) a small buffer.
                         let busy = n >= spare;
                         if !busy && rbuf.is_empty() && rbuf.capacity() > 4 * READ_CHUNK {
                             *rbuf = BytesMut::new();
                         }
-                                                let want = if busy { READ_CHUNK } else { IDLE_CHUNK };
+                        let want = if busy { READ_CHUNK } else { IDLE_CHUNK };
                         if rbuf.capacity() - rbuf.len() < want / 2 {
                             rbuf.reserve(want);
                         }
@@ -268,42 +296,98 @@ impl Conn {
                 },
                 _ = session.notify.notified(), if window_open => {}
                 _ = async { if let Some(w) = wm.as_mut() { let _ = w.changed().await; } }, if wait_store && wm.is_some() => {}
-                _ = async { if let Some(d) = ka_deadline { sleep_until(d).await } }, if ka_deadline.is_some() => {
-                                        self.out.push_disconnect(ReasonCode::KEEP_ALIVE_TIMEOUT, Some("keep-alive timeout".into()));
-                    let _ = self.flush(wr).await;
-                    return End::KeepAlive;
-                }
-                _ = async { if let Some(d) = cert_deadline { sleep_until(d).await } }, if cert_deadline.is_some() => {
-                    let reason = "client certificate expired".to_owned();
-                    self.out.push_disconnect(ReasonCode::NOT_AUTHORIZED, Some(reason.clone()));
-                    let _ = self.flush(wr).await;
-                    return End::Closed { code: ReasonCode::NOT_AUTHORIZED, reason };
+                // One timer for every deadline (a `Sleep` each would bloat every connection).
+                _ = async { if let Some(d) = next_timer { sleep_until(d).await } }, if next_timer.is_some() => {
+                    let now = Instant::now();
+                    let due = |d: Option<Instant>| d.is_some_and(|d| d <= now);
+                    if due(ka_deadline) {
+                        self.out.push_disconnect(ReasonCode::KEEP_ALIVE_TIMEOUT, Some("keep-alive timeout".into()));
+                        let _ = self.flush(wr).await;
+                        return End::KeepAlive;
+                    }
+                    if due(cert_deadline) {
+                        let reason = "client certificate expired".to_owned();
+                        self.out.push_disconnect(ReasonCode::NOT_AUTHORIZED, Some(reason.clone()));
+                        let _ = self.flush(wr).await;
+                        return End::Closed { code: ReasonCode::NOT_AUTHORIZED, reason };
+                    }
+                    if due(packet_deadline) {
+                        let detail = format!(
+                            "packet not completed within {} s ({} of {} bytes received)",
+                            packet_timeout.as_secs_f32(),
+                            rbuf.len(),
+                            packet_len(rbuf).map_or_else(|| "?".to_owned(), |n| n.to_string()),
+                        );
+                        self.out.push_disconnect(ReasonCode::KEEP_ALIVE_TIMEOUT, Some(detail.clone()));
+                        let _ = self.flush(wr).await;
+                        return End::PacketTimeout(detail);
+                    }
+                    if due(next_sample) {
+                        let sample = probe.as_ref().and_then(|p| p.sample());
+                        if let Verdict::Stalled { unsent } = self.progress.sample(sample, now) {
+                            return End::Stalled(format!(
+                                "the client took nothing for {} s ({unsent} bytes unsent)",
+                                self.shared.config.write_timeout.as_secs_f32()
+                            ));
+                        }
+                    }
                 }
             }
         }
     }
 
+    /// Write the outbox. Each write must make progress within the write timeout (a client that
+    /// stops reading fills the socket's buffer and blocks us).
     pub(super) async fn flush<W: AsyncWrite + Unpin>(&mut self, wr: &mut W) -> std::io::Result<()> {
         if self.out.wbuf.is_empty() {
             return Ok(());
         }
-        let write = async {
-            wr.write_all(&self.out.wbuf).await?;
-            wr.flush().await
-        };
-        match tokio::time::timeout(self.shared.config.write_timeout, write).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "client stopped reading",
-                ))
+        let wt = self.shared.config.write_timeout;
+        let stalled =
+            || std::io::Error::new(std::io::ErrorKind::TimedOut, "client stopped reading");
+        let mut off = 0;
+        while let Some(rest) = self.out.wbuf.get(off..).filter(|r| !r.is_empty()) {
+            match tokio::time::timeout(wt, wr.write(rest)).await {
+                Err(_) => return Err(stalled()),
+                Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(Ok(n)) => off += n,
+                Ok(Err(e)) => return Err(e),
             }
         }
+        match tokio::time::timeout(wt, wr.flush()).await {
+            Err(_) => return Err(stalled()),
+            Ok(r) => r?,
+        }
+        self.progress.wrote(off, Instant::now());
         self.out.wbuf.clear();
         if self.out.wbuf.capacity() > 256 * 1024 {
             self.out.wbuf = BytesMut::new();
         }
         Ok(())
     }
+
+    /// How a failed write ends the connection.
+    fn write_failed(&self, e: &std::io::Error) -> End {
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            End::Stalled(format!(
+                "a write made no progress for {} s",
+                self.shared.config.write_timeout.as_secs_f32()
+            ))
+        } else {
+            End::Io(e.to_string())
+        }
+    }
+}
+
+/// The length of the packet at the front of `buf` (fixed header included), once its header
+/// has arrived.
+fn packet_len(buf: &[u8]) -> Option<usize> {
+    let mut len = 0usize;
+    for (i, b) in buf.iter().skip(1).take(4).enumerate() {
+        len |= usize::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some(1 + (i + 1) + len);
+        }
+    }
+    None
 }

@@ -9,8 +9,12 @@
 //! - [`outbox`]: the write buffer and the acknowledgements held until the store's watermark
 //!   passes the changes they promise.
 //! - [`driver`]: the tokio loop. It reads bytes, waits for the mailbox, the control channel,
-//!   the store's watermark and the keep-alive and certificate deadlines, and writes each batch
-//!   of responses with one `write_all` (many packets, one TLS record batch).
+//!   the store's watermark and one timer for every deadline (keep-alive, certificate expiry,
+//!   a started packet's completion, the next socket-progress sample), and writes each batch
+//!   of responses in one go (many packets, one TLS record batch).
+//! - [`progress`]: whether the client still takes what we send, judged from the socket's
+//!   unsent and unacknowledged data (sampled on a timer only while some is outstanding), not
+//!   only from our own writes, which a client that stopped reading lets succeed for megabytes.
 //! - session lifecycle (attach and takeover, wills, expiry; also used by restore) lives in
 //!   [`crate::lifecycle`]; `finish` here hands the session back when the connection ends.
 //!
@@ -22,6 +26,7 @@
 mod delivery;
 mod driver;
 mod outbox;
+mod progress;
 mod protocol;
 #[cfg(test)]
 mod tests;
@@ -84,6 +89,11 @@ pub(crate) enum End {
     },
     /// No packet within 1.5 × keep-alive.
     KeepAlive,
+    /// The client's socket made no progress for the write timeout (it stopped reading): closed
+    /// without a DISCONNECT, which could not get through.
+    Stalled(String),
+    /// A packet was started and not finished within the packet timeout.
+    PacketTimeout(String),
     /// The control plane closed it (revocation, policy, shutdown): no will.
     Closed { code: ReasonCode, reason: String },
     /// A newer connection took the session over.
@@ -118,6 +128,8 @@ pub(crate) struct Conn {
     /// Acknowledged deliveries to remove from the store: nothing waits for these, so they go
     /// to the store once per pass of the loop rather than once per acknowledgement.
     dequeued: Vec<Op>,
+    /// Whether the client takes what we send (sampled off the per-message path).
+    progress: progress::Progress,
 }
 
 type Refusal = (Protocol, ReasonCode, RefusalReason, String);
@@ -166,6 +178,22 @@ impl Conn {
                     reason_code: ReasonCode::KEEP_ALIVE_TIMEOUT.0,
                 });
                 ("keep-alive timeout".to_owned(), true, None)
+            }
+            End::Stalled(detail) => {
+                shared
+                    .stats
+                    .stalled_connections
+                    .fetch_add(1, Ordering::Relaxed);
+                (format!("write timeout: {detail}"), true, None)
+            }
+            End::PacketTimeout(detail) => {
+                shared.stats.packet_timeouts.fetch_add(1, Ordering::Relaxed);
+                shared.emit(EventKind::ProtocolViolation {
+                    device: peer.device_id.clone(),
+                    detail: format!("packet timeout: {detail}"),
+                    reason_code: ReasonCode::KEEP_ALIVE_TIMEOUT.0,
+                });
+                (format!("packet timeout: {detail}"), true, None)
             }
             End::Closed { code, reason } => {
                 shared.emit(EventKind::SessionClosed {

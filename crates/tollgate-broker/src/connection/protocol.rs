@@ -85,7 +85,9 @@ impl Conn {
 
         if let Some(w) = &c.will {
             if topic_levels(&w.topic) > cfg.max_topic_levels
-                || !gate.publish(shared, &w.topic, w.qos, "will")
+                || gate
+                    .publish(shared, &w.topic, w.qos, w.retain, "will")
+                    .is_err()
             {
                 return refuse(
                     ReasonCode::NOT_AUTHORIZED,
@@ -142,6 +144,7 @@ impl Conn {
             congested: false,
             wm_blocked: false,
             dequeued: Vec::new(),
+            progress: super::progress::Progress::new(cfg.write_timeout, Instant::now()),
         };
 
         let mut props = ConnAckProperties::default();
@@ -437,38 +440,12 @@ impl Conn {
             }
         }
 
-        if !self.gate.publish(&self.shared, &p.topic, p.qos, "publish") {
-            let v5 = self.protocol == Protocol::V5;
-            let code = if v5 {
-                ReasonCode::NOT_AUTHORIZED
-            } else {
-                ReasonCode::SUCCESS
-            };
-            let reason_string = if v5 {
-                self.reason(&self.gate.denial_reason("publish"))
-            } else {
-                None
-            };
-            match p.qos {
-                QoS::AtMostOnce => {}
-                QoS::AtLeastOnce => self.out.push(Packet::PubAck(PubResp {
-                    packet_id: pid,
-                    code,
-                    reason_string,
-                    ..Default::default()
-                })),
-                QoS::ExactlyOnce => {
-                    if !v5 {
-                        self.state.inbound_qos2.insert(pid);
-                    }
-                    self.out.push(Packet::PubRec(PubResp {
-                        packet_id: pid,
-                        code,
-                        reason_string,
-                        ..Default::default()
-                    }));
-                }
-            }
+        if let Err(what) = self
+            .gate
+            .publish(&self.shared, &p.topic, p.qos, p.retain, "publish")
+        {
+            let why = self.gate.denial_reason(what);
+            self.refuse_publish(pid, p.qos, ReasonCode::NOT_AUTHORIZED, &why);
             return None;
         }
 
@@ -493,6 +470,13 @@ impl Conn {
             publisher: Some(Arc::downgrade(&self.session)),
             size,
         });
+        // A retained message over a retained cap is refused as a whole (not routed either).
+        if msg.retain {
+            if let Err(why) = self.shared.retain_check(&msg, &self.session.device_id) {
+                self.refuse_publish(pid, p.qos, ReasonCode::QUOTA_EXCEEDED, &why.to_string());
+                return None;
+            }
+        }
         // A persistent publisher's QoS 2 packet id is written with the fan-out.
         let inbound = (p.qos == QoS::ExactlyOnce && self.session.durable.load(Ordering::Acquire))
             .then_some(Op::Inbound {
@@ -525,7 +509,11 @@ impl Conn {
         }
         let mut ticket = routed.ticket;
         if msg.retain {
-            ticket = ticket.max(self.shared.retain(&msg));
+            // Checked above; only a publisher racing past the same cap can be refused here
+            // (counted; the message was routed).
+            if let Ok(t) = self.shared.retain(&msg, &self.session.device_id) {
+                ticket = ticket.max(t);
+            }
         }
         if routed.refused > 0 {
             self.congested = true;
@@ -569,27 +557,105 @@ impl Conn {
         None
     }
 
+    /// Refuse a PUBLISH: MQTT 5 gets PUBACK/PUBREC `code` with `why`; MQTT 3.1.1 has no way
+    /// to say no, so its message is acknowledged and dropped. QoS 0 is dropped.
+    fn refuse_publish(&mut self, pid: u16, qos: QoS, code: ReasonCode, why: &str) {
+        let v5 = self.protocol == Protocol::V5;
+        let (code, reason_string) = if v5 {
+            (code, self.reason(why))
+        } else {
+            (ReasonCode::SUCCESS, None)
+        };
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.out.push(Packet::PubAck(PubResp {
+                packet_id: pid,
+                code,
+                reason_string,
+                ..Default::default()
+            })),
+            QoS::ExactlyOnce => {
+                if !v5 {
+                    self.state.inbound_qos2.insert(pid);
+                }
+                self.out.push(Packet::PubRec(PubResp {
+                    packet_id: pid,
+                    code,
+                    reason_string,
+                    ..Default::default()
+                }));
+            }
+        }
+    }
+
     pub(super) fn on_subscribe(&mut self, s: Subscribe, now: Now) {
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut retained_for: Vec<(String, SubOpts)> = Vec::new();
         let mut ops = Vec::new();
+        // Why filters were refused, in words, once each (the SUBACK's reason string).
+        let mut why: Vec<String> = Vec::new();
+        let mut refuse = |codes: &mut Vec<ReasonCode>, code, reason: String| {
+            codes.push(code);
+            if !why.contains(&reason) {
+                why.push(reason);
+            }
+        };
+        let cfg = &self.shared.config;
+        let (max_levels, max_filter, max_subs, max_bytes) = (
+            cfg.max_topic_levels,
+            cfg.max_filter_bytes,
+            cfg.max_subscriptions_per_session,
+            cfg.max_subscription_bytes_per_session,
+        );
+        // Bytes of filters the session holds (counted once per SUBSCRIBE, not per message).
+        let mut held_bytes: usize = self.state.subscriptions.keys().map(|f| f.len()).sum();
         for req in s.filters {
             let (group, inner) = match topic::parse_shared(&req.filter) {
                 Some((g, f)) => (Some(g.to_owned()), f.to_owned()),
                 None => (None, req.filter.to_string()),
             };
-            if topic_levels(&inner) > self.shared.config.max_topic_levels {
-                codes.push(ReasonCode::TOPIC_FILTER_INVALID);
+            if req.filter.len() > max_filter {
+                refuse(
+                    &mut codes,
+                    ReasonCode::TOPIC_FILTER_INVALID,
+                    format!("filter longer than {max_filter} bytes"),
+                );
                 continue;
             }
-            if self.state.subscriptions.len() >= self.shared.config.max_subscriptions_per_session
-                && !self.state.subscriptions.contains_key(&req.filter)
-            {
-                codes.push(ReasonCode::QUOTA_EXCEEDED);
+            if topic_levels(&inner) > max_levels {
+                refuse(
+                    &mut codes,
+                    ReasonCode::TOPIC_FILTER_INVALID,
+                    format!("filter has more than {max_levels} levels"),
+                );
+                continue;
+            }
+            let existing = self.state.subscriptions.contains_key(&req.filter);
+            if !existing && self.state.subscriptions.len() >= max_subs {
+                refuse(
+                    &mut codes,
+                    ReasonCode::QUOTA_EXCEEDED,
+                    format!("subscription quota exceeded ({max_subs} per session)"),
+                );
+                continue;
+            }
+            if !existing && held_bytes.saturating_add(req.filter.len()) > max_bytes {
+                refuse(
+                    &mut codes,
+                    ReasonCode::QUOTA_EXCEEDED,
+                    format!(
+                        "subscription quota exceeded ({max_bytes} bytes of filters per session)"
+                    ),
+                );
                 continue;
             }
             if !self.gate.subscribe(&self.shared, &req.filter, &inner) {
-                codes.push(ReasonCode::NOT_AUTHORIZED);
+                let reason = if self.gate.quarantine().is_some() {
+                    self.gate.denial_reason("one or more subscriptions")
+                } else {
+                    "one or more filters not authorized by policy".to_owned()
+                };
+                refuse(&mut codes, ReasonCode::NOT_AUTHORIZED, reason);
                 continue;
             }
             let opts = SubOpts {
@@ -599,8 +665,12 @@ impl Conn {
                 retain_handling: req.retain_handling,
                 sub_id: s.subscription_identifier,
             };
+            let len = req.filter.len();
             let existed =
                 self.add_subscription(req.filter.clone(), &inner, group.as_deref(), opts, &mut ops);
+            if !existed {
+                held_bytes = held_bytes.saturating_add(len);
+            }
             codes.push(ReasonCode(req.qos as u8));
             let send_retained = group.is_none()
                 && (opts.retain_handling == 0 || (opts.retain_handling == 1 && !existed));
@@ -608,13 +678,8 @@ impl Conn {
                 retained_for.push((inner, opts));
             }
         }
-        let reason_string = if codes.iter().any(|c| c.is_error()) && self.protocol == Protocol::V5 {
-            let why = if self.gate.quarantine().is_some() {
-                self.gate.denial_reason("one or more subscriptions")
-            } else {
-                "one or more filters not authorized by policy".to_owned()
-            };
-            self.reason(&why)
+        let reason_string = if !why.is_empty() && self.protocol == Protocol::V5 {
+            self.reason(&why.join("; "))
         } else {
             None
         };
@@ -635,7 +700,7 @@ impl Conn {
         for (filter, opts) in retained_for {
             let mut expired = Vec::new();
             for entry in self.shared.retained.iter() {
-                let msg = entry.value();
+                let msg = &entry.value().msg;
                 if !topic::matches(&filter, &msg.topic) {
                     continue;
                 }
@@ -672,7 +737,7 @@ impl Conn {
                 }
             }
             for t in expired {
-                self.shared.retained.remove_if(&t, |_, m| m.expired(now));
+                self.shared.retained.remove_if(&t, |r| r.msg.expired(now));
             }
         }
     }

@@ -26,6 +26,7 @@ id = "sensors"
 who = "group:sensors"
 publish = ["devices/${device.id}/telemetry", "devices/${device.id}/status"]
 subscribe = ["devices/${device.id}/commands/#"]
+retain = ["devices/${device.id}/status"]
 
 [[allow]]
 id = "backend"
@@ -624,4 +625,90 @@ async fn a_message_that_cannot_be_encoded_for_the_store_is_refused_not_stored_as
     );
     assert!(deliveries(&mut be).is_empty());
     assert_eq!(w.broker.stats().storage_refused.load(Ordering::Relaxed), 1);
+}
+
+fn retained(topic: &str, packet_id: u16) -> Packet {
+    match publish(topic, QoS::AtLeastOnce, packet_id) {
+        Packet::Publish(p) => Packet::Publish(Publish { retain: true, ..p }),
+        other => other,
+    }
+}
+
+#[tokio::test]
+async fn a_retained_publish_needs_the_retain_grant_and_fits_the_retained_caps_or_is_refused_whole()
+{
+    let (bus, mut dispatcher) = EventBus::new(1024, 1);
+    let events = dispatcher.consumer("test", 1024);
+    tokio::spawn(dispatcher.run());
+    // Room for one 21-byte retained message (17-byte topic, 4-byte payload), not two.
+    let config = BrokerConfig {
+        max_retained_bytes: 30,
+        ..BrokerConfig::default()
+    };
+    let mut w = World {
+        broker: Broker::new(config, bus, access(&[])),
+        events,
+        store: None,
+    };
+    let (mut be, _) = w.connect("be", connect_packet("be", Protocol::V5)).await;
+    let (mut s1, _) = w.connect("s1", connect_packet("s1", Protocol::V5)).await;
+    let (mut s2, _) = w.connect("s2", connect_packet("s2", Protocol::V5)).await;
+    for c in [&mut be, &mut s1, &mut s2] {
+        sent(c);
+    }
+    assert!(handle(
+        &mut be,
+        subscribe(1, &["devices/+/status", "devices/+/telemetry"])
+    )
+    .is_none());
+    sent(&mut be);
+
+    // Publish is granted on telemetry, retain is not: refused like a publish denial.
+    assert!(handle(&mut s1, retained("devices/s1/telemetry", 1)).is_none());
+    let out = sent(&mut s1);
+    assert_eq!(ack(&out[0]), ("puback", 1, ReasonCode::NOT_AUTHORIZED));
+    assert!(
+        matches!(&out[0], Packet::PubAck(r) if r.reason_string.as_deref() == Some("retain not authorized by policy")),
+        "{out:?}"
+    );
+    let e = w.event("publish_denied").await;
+    assert_eq!(
+        (&e["what"], &e["topic"]),
+        (&"retain".into(), &"devices/s1/telemetry".into())
+    );
+
+    // Within the caps: retained and delivered.
+    assert!(handle(&mut s1, retained("devices/s1/status", 2)).is_none());
+    assert_eq!(ack(&sent(&mut s1)[0]), ("puback", 2, ReasonCode::SUCCESS));
+    assert_eq!(w.broker.retained_bytes(), 21);
+    // Over the total: refused whole (0x97), neither retained nor delivered.
+    assert!(handle(&mut s2, retained("devices/s2/status", 3)).is_none());
+    let out = sent(&mut s2);
+    assert_eq!(ack(&out[0]), ("puback", 3, ReasonCode::QUOTA_EXCEEDED));
+    assert!(
+        matches!(&out[0], Packet::PubAck(r) if r.reason_string.as_deref() == Some("retained message quota exceeded (30 bytes)")),
+        "{out:?}"
+    );
+    let e = w.event("publish_denied").await;
+    assert_eq!(e["what"], "retain_quota");
+    let got: Vec<String> = deliveries(&mut be)
+        .iter()
+        .map(|p| p.topic.to_string())
+        .collect();
+    assert_eq!(got, ["devices/s1/status"]);
+    assert_eq!(w.broker.retained_count(), 1);
+    assert_eq!(w.broker.stats().retained_dropped.load(Ordering::Relaxed), 1);
+    // Clearing is always allowed, and frees the room.
+    let clear = match retained("devices/s1/status", 4) {
+        Packet::Publish(p) => Packet::Publish(Publish {
+            payload: Bytes::new(),
+            ..p
+        }),
+        other => other,
+    };
+    assert!(handle(&mut s1, clear).is_none());
+    assert_eq!(ack(&sent(&mut s1)[0]), ("puback", 4, ReasonCode::SUCCESS));
+    assert_eq!(w.broker.retained_bytes(), 0);
+    assert!(handle(&mut s2, retained("devices/s2/status", 5)).is_none());
+    assert_eq!(ack(&sent(&mut s2)[0]), ("puback", 5, ReasonCode::SUCCESS));
 }

@@ -23,6 +23,7 @@ id = "sensors"
 who = "group:sensors"
 publish = ["devices/${device.id}/telemetry", "devices/${device.id}/events/#", "devices/${device.id}/status"]
 subscribe = ["devices/${device.id}/commands/#"]
+retain = ["devices/${device.id}/status"]
 
 [[allow]]
 id = "backend"
