@@ -933,7 +933,6 @@ impl Control {
         })
     }
 
-    /// EST simpleenroll authorised by a one-time token.
     /// Whether `token` is a live enrollment token (for device `id`, when the request names
     /// one): checked from the request's headers before its body is read, so a caller without
     /// a token cannot make the server read a CSR. Consumes nothing; [`Control::enroll_with_token`]
@@ -942,18 +941,15 @@ impl Control {
         if let Some(id) = id {
             check_name("device id", id)?;
         }
-        let live = self
-            .registry
-            .token_live(id, &tollgate_pki::hash_token(token), now())?;
-        if live {
-            Ok(())
-        } else {
-            Err(ControlError::TokenRefused(
-                "no live token matches (wrong, used or expired)",
-            ))
-        }
+        self.registry
+            .check_token(id, &tollgate_pki::hash_token(token), now())
+            .map_err(|e| match e {
+                RegistryError::Token(why) => ControlError::TokenRefused(why),
+                other => ControlError::from(other),
+            })
     }
 
+    /// EST simpleenroll authorised by a one-time token.
     pub fn enroll_with_token(
         &self,
         id: Option<&str>,

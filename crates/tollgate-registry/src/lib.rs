@@ -210,9 +210,9 @@ pub trait TokenStore: Send + Sync {
         expires_at: i64,
         now: i64,
     ) -> Result<(), RegistryError>;
-    /// Whether an unused, unexpired token with this hash exists (for `device`, when given).
-    fn token_live(&self, device: Option<&str>, hash: &str, now: i64)
-        -> Result<bool, RegistryError>;
+    /// Whether a token with this hash could be used now (for `device`, when given), without
+    /// using it: `Err(RegistryError::Token(why))` with the same reasons as `consume_token`.
+    fn check_token(&self, device: Option<&str>, hash: &str, now: i64) -> Result<(), RegistryError>;
     /// Use a token: succeeds once, for that device, before it expires.
     fn consume_token(
         &self,
@@ -627,6 +627,33 @@ impl CertificateStore for SqliteRegistry {
     }
 }
 
+/// Whether a stored token (its hash, expiry and use) can be used now by a caller whose token
+/// hashes to `hash`.
+fn token_usable(
+    stored: &str,
+    hash: &str,
+    expires_at: i64,
+    used_at: Option<i64>,
+    now: i64,
+) -> Result<(), RegistryError> {
+    // Same length hex strings; the hash, not the token, is compared, in constant time.
+    if stored.len() != hash.len()
+        || !stored
+            .bytes()
+            .zip(hash.bytes())
+            .fold(true, |ok, (a, b)| ok & (a == b))
+    {
+        return Err(RegistryError::Token("wrong token"));
+    }
+    if used_at.is_some() {
+        return Err(RegistryError::Token("token already used"));
+    }
+    if expires_at <= now {
+        return Err(RegistryError::Token("token expired"));
+    }
+    Ok(())
+}
+
 impl TokenStore for SqliteRegistry {
     fn create_token(
         &self,
@@ -647,20 +674,32 @@ impl TokenStore for SqliteRegistry {
         Ok(())
     }
 
-    fn token_live(
-        &self,
-        device: Option<&str>,
-        hash: &str,
-        now: i64,
-    ) -> Result<bool, RegistryError> {
+    fn check_token(&self, device: Option<&str>, hash: &str, now: i64) -> Result<(), RegistryError> {
         let conn = self.conn.lock();
-        let n: i64 = conn.query_row(
-            "SELECT COUNT(*) FROM tokens WHERE hash = ?1 AND used_at IS NULL AND expires_at > ?2
-                 AND (?3 IS NULL OR device_id = ?3)",
-            params![hash, now, device],
-            |r| r.get(0),
-        )?;
-        Ok(n > 0)
+        let row: Option<(String, i64, Option<i64>)> = match device {
+            Some(d) => conn
+                .query_row(
+                    "SELECT hash, expires_at, used_at FROM tokens WHERE device_id = ?1",
+                    [d],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?,
+            None => conn
+                .query_row(
+                    "SELECT hash, expires_at, used_at FROM tokens WHERE hash = ?1",
+                    [hash],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?,
+        };
+        let Some((stored, expires_at, used_at)) = row else {
+            return Err(RegistryError::Token(if device.is_some() {
+                "no token was issued for this device"
+            } else {
+                "wrong token"
+            }));
+        };
+        token_usable(&stored, hash, expires_at, used_at, now)
     }
 
     fn consume_token(
@@ -681,21 +720,7 @@ impl TokenStore for SqliteRegistry {
         let Some((groups, stored, expires_at, used_at, change_groups)) = row else {
             return Err(RegistryError::Token("no token was issued for this device"));
         };
-        // Same length hex strings; the hash, not the token, is compared.
-        if stored.len() != hash.len()
-            || !stored
-                .bytes()
-                .zip(hash.bytes())
-                .fold(true, |ok, (a, b)| ok & (a == b))
-        {
-            return Err(RegistryError::Token("wrong token"));
-        }
-        if used_at.is_some() {
-            return Err(RegistryError::Token("token already used"));
-        }
-        if expires_at <= now {
-            return Err(RegistryError::Token("token expired"));
-        }
+        token_usable(&stored, hash, expires_at, used_at, now)?;
         tx.execute(
             "UPDATE tokens SET used_at = ?2 WHERE device_id = ?1",
             params![device, now],
@@ -824,11 +849,19 @@ mod tests {
         };
         reg.create_token("d1", &grant(vec!["g".into()]), "h1", 100, 10)
             .unwrap();
-        assert!(reg.token_live(None, "h1", 20).unwrap());
-        assert!(reg.token_live(Some("d1"), "h1", 20).unwrap());
-        assert!(!reg.token_live(Some("d2"), "h1", 20).unwrap());
-        assert!(!reg.token_live(None, "nope", 20).unwrap());
-        assert!(!reg.token_live(None, "h1", 100).unwrap(), "expired");
+        assert!(reg.check_token(None, "h1", 20).is_ok());
+        assert!(reg.check_token(Some("d1"), "h1", 20).is_ok());
+        let why = |r: Result<(), RegistryError>| match r {
+            Err(RegistryError::Token(w)) => w,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            why(reg.check_token(Some("d2"), "h1", 20)),
+            "no token was issued for this device"
+        );
+        assert_eq!(why(reg.check_token(Some("d1"), "nope", 20)), "wrong token");
+        assert_eq!(why(reg.check_token(None, "nope", 20)), "wrong token");
+        assert_eq!(why(reg.check_token(None, "h1", 100)), "token expired");
         assert!(matches!(
             reg.consume_token("d2", "h1", 20),
             Err(RegistryError::Token(_))
@@ -845,7 +878,10 @@ mod tests {
             reg.consume_token("d1", "h1", 21),
             Err(RegistryError::Token("token already used"))
         ));
-        assert!(!reg.token_live(None, "h1", 21).unwrap(), "used");
+        assert!(matches!(
+            reg.check_token(None, "h1", 21),
+            Err(RegistryError::Token("token already used"))
+        ));
         reg.create_token("d1", &grant(vec![]), "h2", 100, 30)
             .unwrap();
         assert!(matches!(
