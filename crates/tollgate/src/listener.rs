@@ -44,12 +44,13 @@ impl MqttListener {
         events: EventBus,
         cfg: &Config,
         max_connections: usize,
+        refusals: Arc<RefusalLog>,
     ) -> Self {
         let adm = cfg.limits;
         MqttListener {
             listener,
             tls,
-            refusals: RefusalLog::new("mqtt", adm.refusals, adm.prefixes, events.clone()),
+            refusals,
             broker,
             events,
             handshake_timeout: cfg.handshake_timeout,

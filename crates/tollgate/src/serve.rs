@@ -247,6 +247,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
     )?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let refusals = crate::admission::refusals::Refusals::new(&cfg.limits, &events);
     let mqtt_task = tokio::spawn(
         MqttListener::new(
             mqtt,
@@ -255,6 +256,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
             events.clone(),
             &cfg,
             budgets.mqtt,
+            Arc::clone(&refusals.mqtt),
         )
         .run(stop_rx.clone()),
     );
@@ -270,6 +272,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
             refusing: budgets.control_refusing,
             admission: cfg.limits,
         },
+        refusals,
         stop_rx,
     ));
     let watcher = tokio::spawn(watch_policy(Arc::clone(&control), cfg.policy_watch));

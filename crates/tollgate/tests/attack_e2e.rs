@@ -370,6 +370,13 @@ fn a_connect_and_reset_flood_is_summarised_and_costs_the_disk_little() {
         total >= connects * 98 / 100 && total <= connects,
         "{total} refusals on record for {connects} connects"
     );
+    // And counted where monitoring looks.
+    let (code, health) = s.admin_api("GET", "/api/v1/health", None);
+    assert_eq!(code, 200, "{health}");
+    assert!(
+        health["refusals"]["mqtt"].as_u64().unwrap() >= total,
+        "{health}"
+    );
     assert!(ev_rate < 2048.0, "events.log grew {ev_rate:.0} B/s");
     assert!(err_rate < 2048.0, "stderr grew {err_rate:.0} B/s");
 }

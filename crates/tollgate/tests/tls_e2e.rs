@@ -274,17 +274,23 @@ fn handshakes_that_stall_are_closed_and_bounded_per_source_address() {
         .collect();
     std::thread::sleep(Duration::from_millis(200));
     let mut third = TcpStream::connect(("127.0.0.1", s.mqtt_port)).unwrap();
-    // Closed at once: well before the 1 s handshake timeout would close it anyway.
+    // Over the limit, a newcomer is parked unread until it speaks; this one never does, so it
+    // is closed at the end of the park window (the handshake timeout, 1 s here) without
+    // evicting anybody. (A newcomer that speaks is attack_e2e's neighbour test.)
     let t_third = Instant::now();
     let got = read_until_closed(&mut third, Duration::from_secs(3));
     assert!(got.is_empty(), "third concurrent handshake: {got:02x?}");
     assert!(
-        t_third.elapsed() < Duration::from_millis(900),
-        "third concurrent handshake closed at once, not by the timeout: {:?}",
+        t_third.elapsed() < Duration::from_millis(1900),
+        "third concurrent handshake closed at the end of the park window: {:?}",
         t_third.elapsed()
     );
     s.wait_event("too many", |e| {
-        e["type"] == "connection_refused" && e["reason"] == "too_many_handshakes"
+        e["type"] == "connection_refused"
+            && e["reason"] == "too_many_handshakes"
+            && e["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("sent nothing"))
     });
     let t0 = Instant::now();
     for mut c in idle {

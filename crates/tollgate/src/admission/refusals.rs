@@ -8,6 +8,7 @@
 //! sources is bounded; beyond it refusals are counted under the source `*`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +48,25 @@ struct Entry {
     example: String,
 }
 
+/// Both listeners' refusal records.
+#[derive(Clone)]
+pub struct Refusals {
+    /// The MQTT listener's.
+    pub mqtt: Arc<RefusalLog>,
+    /// The control listener's.
+    pub control: Arc<RefusalLog>,
+}
+
+impl Refusals {
+    /// Both records, as configured.
+    pub fn new(limits: &crate::config::Limits, events: &EventBus) -> Refusals {
+        Refusals {
+            mqtt: RefusalLog::new("mqtt", limits.refusals, limits.prefixes, events.clone()),
+            control: RefusalLog::new("control", limits.refusals, limits.prefixes, events.clone()),
+        }
+    }
+}
+
 /// One listener's refusal record.
 pub struct RefusalLog {
     listener: &'static str,
@@ -54,6 +74,7 @@ pub struct RefusalLog {
     prefixes: Prefixes,
     events: EventBus,
     table: Mutex<HashMap<Key, Entry>>,
+    total: AtomicU64,
 }
 
 impl RefusalLog {
@@ -70,6 +91,7 @@ impl RefusalLog {
             prefixes,
             events,
             table: Mutex::new(HashMap::new()),
+            total: AtomicU64::new(0),
         })
     }
 
@@ -77,6 +99,7 @@ impl RefusalLog {
     /// log line); `false`: it is counted, and the interval's summary will say so. `detail` is
     /// called only when the refusal becomes the summary's example.
     pub fn note(&self, src: Source, reason: &'static str, detail: impl FnOnce() -> String) -> bool {
+        self.total.fetch_add(1, Ordering::Relaxed);
         let mut t = self.table.lock();
         let key = if t.len() >= self.cfg.max_sources && !t.contains_key(&(Some(src), reason)) {
             (None, reason)
@@ -93,6 +116,11 @@ impl RefusalLog {
             e.example = detail();
         }
         false
+    }
+
+    /// Refusals noted since start, individual and summarised.
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
     }
 
     /// [`RefusalLog::note`] for a caller known by its address.

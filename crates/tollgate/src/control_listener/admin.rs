@@ -29,7 +29,7 @@ use tollgate_events::{EventBus, EventKind};
 use tollgate_pki::Role;
 
 use super::Peer;
-use crate::admission::refusals::RefusalLog;
+use crate::admission::refusals::Refusals;
 use crate::config::ControlLimits;
 
 #[derive(Clone)]
@@ -37,7 +37,8 @@ pub(super) struct AdminState {
     pub cp: Arc<Control>,
     pub broker: Broker,
     pub events: EventBus,
-    pub refusals: Arc<RefusalLog>,
+    /// Both listeners' refusal records (the control one for admin denials; both for health).
+    pub refusals: Refusals,
     pub limits: ControlLimits,
 }
 
@@ -72,6 +73,7 @@ impl FromRequestParts<AppState> for Admin {
                 let individual = addr.is_none_or(|a| {
                     state
                         .refusals
+                        .control
                         .note_addr(a.ip(), "not_admin", || detail.clone())
                 });
                 if individual {
@@ -198,6 +200,14 @@ async fn health(State(s): State<AppState>) -> Json<serde_json::Value> {
         "messages_persisted": st.messages_persisted.load(Relaxed),
         "storage_refused": st.storage_refused.load(Relaxed),
         "retained": s.broker.retained_count(),
+        "retained_bytes": s.broker.retained_bytes(),
+        "retained_refused": st.retained_dropped.load(Relaxed),
+        "stalled_connections": st.stalled_connections.load(Relaxed),
+        "packet_timeouts": st.packet_timeouts.load(Relaxed),
+        "refusals": {
+            "mqtt": s.refusals.mqtt.total(),
+            "control": s.refusals.control.total(),
+        },
         "events_dropped": s.events.dropped(),
     }))
 }

@@ -32,7 +32,7 @@ use tollgate_control::{Control, ControlError, PeerKind};
 use tollgate_events::{EventBus, EventKind};
 use tollgate_pki::Role;
 
-use crate::admission::refusals::RefusalLog;
+use crate::admission::refusals::{RefusalLog, Refusals};
 use crate::admission::{ConnectRate, Full, Slots, Source, Throttled};
 use crate::config::{ControlLimits, Limits};
 
@@ -133,10 +133,11 @@ pub async fn serve(
     broker: Broker,
     events: EventBus,
     settings: Settings,
+    all_refusals: Refusals,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let adm = settings.admission;
-    let refusals = RefusalLog::new("control", adm.refusals, adm.prefixes, events.clone());
+    let refusals = Arc::clone(&all_refusals.control);
     tokio::spawn(Arc::clone(&refusals).run(shutdown.clone()));
     let shared = Arc::new(Shared {
         tls,
@@ -149,7 +150,7 @@ pub async fn serve(
         cp: Arc::clone(&cp),
         broker,
         events: events.clone(),
-        refusals: Arc::clone(&refusals),
+        refusals: all_refusals,
         limits: settings.limits,
     })
     .merge(est::router(est::EstState {
