@@ -261,18 +261,20 @@ pub async fn serve(cfg: Config) -> Result<()> {
         .run(stop_rx.clone()),
     );
     let admin_task = tokio::spawn(crate::control_listener::serve(
-        admin,
-        control_tls,
-        Arc::clone(&control),
-        broker.clone(),
-        events.clone(),
-        crate::control_listener::Settings {
-            limits: cfg.control_limits,
-            max_connections: budgets.control,
-            refusing: budgets.control_refusing,
-            admission: cfg.limits,
+        crate::control_listener::ControlListener {
+            listener: admin,
+            tls: control_tls,
+            cp: Arc::clone(&control),
+            broker: broker.clone(),
+            events: events.clone(),
+            settings: crate::control_listener::Settings {
+                limits: cfg.control_limits,
+                max_connections: budgets.control,
+                refusing: budgets.control_refusing,
+                admission: cfg.limits,
+            },
+            refusals,
         },
-        refusals,
         stop_rx,
     ));
     let watcher = tokio::spawn(watch_policy(Arc::clone(&control), cfg.policy_watch));

@@ -4,6 +4,8 @@
 //! connect-and-reset flood against the log, and an attacker holding the handshake limit of a
 //! shared address. Plus the small findings of the hardening issue.
 
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)] // test harness code: panics are test failures
+
 mod support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

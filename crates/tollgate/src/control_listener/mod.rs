@@ -125,17 +125,35 @@ impl Shared {
     }
 }
 
+/// Everything the control listener serves with.
+pub struct ControlListener {
+    /// The bound socket.
+    pub listener: TcpListener,
+    /// The TLS configuration in force (swapped when trust material changes).
+    pub tls: Arc<arc_swap::ArcSwap<rustls::ServerConfig>>,
+    /// The control plane.
+    pub cp: Arc<Control>,
+    /// The data plane, for health and connections.
+    pub broker: Broker,
+    /// Where events go.
+    pub events: EventBus,
+    /// Limits.
+    pub settings: Settings,
+    /// Both listeners' refusal records.
+    pub refusals: Refusals,
+}
+
 /// Serve the control listener until `shutdown` flips.
-pub async fn serve(
-    listener: TcpListener,
-    tls: Arc<arc_swap::ArcSwap<rustls::ServerConfig>>,
-    cp: Arc<Control>,
-    broker: Broker,
-    events: EventBus,
-    settings: Settings,
-    all_refusals: Refusals,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn serve(this: ControlListener, mut shutdown: watch::Receiver<bool>) {
+    let ControlListener {
+        listener,
+        tls,
+        cp,
+        broker,
+        events,
+        settings,
+        refusals: all_refusals,
+    } = this;
     let adm = settings.admission;
     let refusals = Arc::clone(&all_refusals.control);
     tokio::spawn(Arc::clone(&refusals).run(shutdown.clone()));
