@@ -38,12 +38,12 @@ for a in system mimalloc jemalloc; do
     data=$(mktemp -d)/data
     cp -a "$work/tollgate-data" "$data"
     rm -f "$data/run/lock" "$data/run/addresses.json"
-    (ulimit -n 65536; exec taskset -c 0 "$out/tollgate-$a" serve --data "$data" \
+    (ulimit -n "$(ulimit -Hn)"; exec taskset -c 0 "$out/tollgate-$a" serve --data "$data" \
         --mqtt-listen 127.0.0.1:29883 --admin-listen 127.0.0.1:29443) 2>/dev/null &
     pid=$!
     for _ in $(seq 200); do [ -f "$data/run/addresses.json" ] && break; sleep 0.05; done
     start=$(rss $pid)
-    load() { (ulimit -n 65536; exec taskset -c 1 "$gen" load --addr 127.0.0.1:29883 \
+    load() { (ulimit -n "$(ulimit -Hn)"; exec taskset -c 1 "$gen" load --addr 127.0.0.1:29883 \
         --certs "$work/certs" --broker-pid $pid "$@"); }
     p1=$(load --scenario connections --connections 5000 --concurrency 32 | peak)
     sleep 3; a1=$(rss $pid); sleep 12; b1=$(rss $pid)

@@ -158,6 +158,9 @@ fn an_unfinished_header_flood_on_the_control_listener_cannot_starve_mqtt_or_outl
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(took < Duration::from_secs(3), "mosquitto_pub took {took:?}");
+    // And the admin API: anonymous connections may hold only three quarters of the slots.
+    let (code, v) = s.admin_api("GET", "/api/v1/health", None);
+    assert_eq!(code, 200, "the admin API during the flood: {v}");
     let endings: Vec<Ending> = rt.block_on(async {
         let mut v = Vec::new();
         for t in tasks {
@@ -187,16 +190,15 @@ fn an_unfinished_header_flood_on_the_control_listener_cannot_starve_mqtt_or_outl
         held.len(),
         endings.iter().filter(|e| **e == Ending::NoTls).count()
     );
-    // Budget: (1100 - 64) / 8 = 129 control connections at once.
-    assert!(held.len() <= 129 + 16, "{} held", held.len());
+    // Budget: (1100 - 64) / 8 = 129 control connections at once, 96 of them anonymous.
+    assert!(held.len() <= 96, "{} held", held.len());
     assert!(answered_503 + answered_429 > 0, "refusals are answered");
     assert!(
         longest < Duration::from_secs(4 + 3),
         "an unfinished request outlived the header deadline: {longest:?}"
     );
     assert!(fds < 1100, "{fds} descriptors");
-    // The admin API works again once the attack's connections are gone, and the log holds no
-    // descriptor exhaustion.
+    // The admin API works after the attack too, and the log holds no descriptor exhaustion.
     let (code, v) = s.admin_api("GET", "/api/v1/health", None);
     assert_eq!(code, 200, "{v}");
     assert!(

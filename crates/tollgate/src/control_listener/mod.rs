@@ -110,6 +110,10 @@ struct Shared {
     events: EventBus,
     refusals: Arc<RefusalLog>,
     settings: Settings,
+    /// Connections without a client certificate (token enrollment) may hold at most three
+    /// quarters of the slots: a flood of anonymous ones leaves room for administrators, devices
+    /// and suppliers, who prove who they are in the handshake.
+    anonymous: Arc<Semaphore>,
 }
 
 impl Shared {
@@ -163,6 +167,7 @@ pub async fn serve(this: ControlListener, mut shutdown: watch::Receiver<bool>) {
         events: events.clone(),
         refusals: Arc::clone(&refusals),
         settings,
+        anonymous: Arc::new(Semaphore::new(anonymous_share(settings.max_connections))),
     });
     let app = admin::router(admin::AdminState {
         cp: Arc::clone(&cp),
@@ -258,16 +263,7 @@ impl Shared {
         let acceptor = TlsAcceptor::from(self.tls.load_full());
         let _ = tokio::time::timeout(Duration::from_secs(2), async move {
             let mut tls = acceptor.accept(tcp).await.ok()?;
-            let body = serde_json::json!({ "error": reason }).to_string();
-            let head = format!(
-                "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 5\r\nconnection: close\r\n\r\n",
-                status.as_u16(),
-                status.canonical_reason().unwrap_or(""),
-                body.len()
-            );
-            tls.write_all(head.as_bytes()).await.ok()?;
-            tls.write_all(body.as_bytes()).await.ok()?;
-            tls.shutdown().await.ok()
+            write_refusal(&mut tls, status, &reason).await
         })
         .await;
     }
@@ -276,7 +272,8 @@ impl Shared {
     async fn connection(&self, tcp: TcpStream, addr: SocketAddr, src: Source, app: axum::Router) {
         let limits = self.settings.limits;
         let acceptor = TlsAcceptor::from(self.tls.load_full());
-        let tls = match tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await {
+        let mut tls = match tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await
+        {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 self.refused(src, addr, "tls_error", format!("TLS: {e}"));
@@ -308,6 +305,26 @@ impl Shared {
             Some(i) => (i.role, Some(i.serial)),
             None => (Role::Other, None),
         };
+        let _anonymous = if der.is_none() {
+            match Arc::clone(&self.anonymous).try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    let why = format!(
+                        "the control listener holds its limit of {} connections without a client certificate",
+                        anonymous_share(self.settings.max_connections)
+                    );
+                    self.refused(src, addr, "anonymous_limit", why.clone());
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(2),
+                        write_refusal(&mut tls, StatusCode::SERVICE_UNAVAILABLE, &why),
+                    )
+                    .await;
+                    return;
+                }
+            }
+        } else {
+            None
+        };
         let peer = Peer {
             role,
             addr,
@@ -328,4 +345,27 @@ impl Shared {
             tracing::debug!(%addr, "control connection: {e}");
         }
     }
+}
+
+/// How many control-listener connections may be without a client certificate.
+fn anonymous_share(max_connections: usize) -> usize {
+    (max_connections * 3 / 4).max(1)
+}
+
+/// Write a JSON refusal as a complete HTTP/1.1 response, then close the stream.
+async fn write_refusal<S: tokio::io::AsyncWrite + Unpin>(
+    stream: &mut S,
+    status: StatusCode,
+    reason: &str,
+) -> Option<()> {
+    let body = serde_json::json!({ "error": reason }).to_string();
+    let head = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 5\r\nconnection: close\r\n\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.ok()?;
+    stream.write_all(body.as_bytes()).await.ok()?;
+    stream.shutdown().await.ok()
 }
