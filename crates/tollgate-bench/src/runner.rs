@@ -486,9 +486,9 @@ max_connections = 200000
 
 /// The baseline's own copy of the data directory: the same CA, server certificate, policy and
 /// registered benchmark devices, so the same client certificates work against both builds.
-/// What a newer build adds that an older one refuses is taken out of the copy: the registry's
-/// schema number goes back to 3 (schema 4 only added a table and a column, which older builds
-/// ignore) and tollgate.toml holds only keys older builds know.
+/// What a newer build adds that an older one refuses is taken out of the copy: tollgate.toml
+/// holds only keys older builds know, and the session store is left out. (Baselines must be
+/// from registry schema 4 on, the control-plane step of 2026-12-01.)
 fn baseline_data(data: &Path, work: &Path) -> Result<PathBuf> {
     let copy = work.join("tollgate-data-baseline");
     let _ = std::fs::remove_dir_all(&copy);
@@ -499,10 +499,10 @@ fn baseline_data(data: &Path, work: &Path) -> Result<PathBuf> {
     let _ = std::fs::remove_file(copy.join("run/lock"));
     // Only the keys every build since the benchmarks began knows.
     std::fs::write(copy.join("tollgate.toml"), BASELINE_CONFIG)?;
-    let db = rusqlite::Connection::open(copy.join("registry.db"))?;
-    let v: i64 = db.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    if v > 3 {
-        db.pragma_update(None, "user_version", 3)?;
+    // The session store starts empty (benchmark sessions are throw-away), so a baseline from
+    // before a session-store schema change opens it.
+    for f in ["sessions.db", "sessions.db-wal", "sessions.db-shm"] {
+        let _ = std::fs::remove_file(copy.join(f));
     }
     Ok(copy)
 }
