@@ -304,18 +304,27 @@ fn a_connect_and_reset_flood_is_summarised_and_costs_the_disk_little() {
     let flood = {
         let (stop, made) = (Arc::clone(&stop), Arc::clone(&made));
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                while !stop.load(Ordering::Relaxed) {
-                    if let Ok(tcp) = connect_from(Ipv4Addr::new(127, 0, 0, 3), port).await {
-                        // Reset, not FIN: SO_LINGER 0.
-                        let _ = tcp.set_zero_linger();
-                        drop(tcp);
-                        made.fetch_add(1, Ordering::Relaxed);
-                    }
+            // 16 connectors at once, each connecting and resetting as fast as it can.
+            runtime().block_on(async {
+                let tasks: Vec<_> = (0..16)
+                    .map(|_| {
+                        let (stop, made) = (Arc::clone(&stop), Arc::clone(&made));
+                        tokio::spawn(async move {
+                            while !stop.load(Ordering::Relaxed) {
+                                if let Ok(tcp) =
+                                    connect_from(Ipv4Addr::new(127, 0, 0, 3), port).await
+                                {
+                                    // Reset, not FIN: SO_LINGER 0.
+                                    let _ = tcp.set_zero_linger();
+                                    drop(tcp);
+                                    made.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    let _ = t.await;
                 }
             });
         })
