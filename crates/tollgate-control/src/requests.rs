@@ -27,10 +27,15 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<Option<T>, RequestError
         return Ok(None);
     }
     serde_json::from_slice(body).map(Some).map_err(|e| {
-        if e.is_data() {
-            RequestError::Shape(e.to_string())
-        } else {
-            RequestError::Syntax(e.to_string())
+        if !e.is_data() {
+            return RequestError::Syntax(e.to_string());
+        }
+        // serde stops at the first field it refuses, before it has read the rest of the body:
+        // a body that is not JSON at all is a syntax error, whatever its first field was.
+        // (`Value`, not `IgnoredAny`: skipping a string does not check its UTF-8.)
+        match serde_json::from_slice::<serde_json::Value>(body) {
+            Err(syntax) => RequestError::Syntax(syntax.to_string()),
+            Ok(_) => RequestError::Shape(e.to_string()),
         }
     })
 }
@@ -132,6 +137,30 @@ mod tests {
         ));
         assert!(matches!(
             parse::<AddDevice>(br#"{"id": 7}"#),
+            Err(RequestError::Shape(_))
+        ));
+    }
+
+    /// Found by the `admin_bodies` fuzz target: serde refused the unknown field before it had
+    /// read the rest, so a body that is not JSON was reported as JSON of the wrong shape.
+    #[test]
+    fn a_body_that_is_not_json_is_a_syntax_error_whatever_its_first_field() {
+        for body in [
+            &b"{\"source\":\"operat\x03\":false}"[..],
+            br#"{"source":"x""#,
+            br#"{"id":7,"#,
+            br#"{"reason":"lost"} trailing"#,
+            &b"{\"reason\":\"stolen\",\"source\":\"de\x8e\x8e\"}"[..],
+            &b"{\"source\":\"x\",\"id\":\"\xff\"}"[..],
+        ] {
+            assert!(
+                matches!(parse::<AddDevice>(body), Err(RequestError::Syntax(_))),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert!(matches!(
+            parse::<AddDevice>(br#"{"source":"x"}"#),
             Err(RequestError::Shape(_))
         ));
     }
