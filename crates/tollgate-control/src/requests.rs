@@ -27,12 +27,12 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<Option<T>, RequestError
         return Ok(None);
     }
     serde_json::from_slice(body).map(Some).map_err(|e| {
-        if !e.is_data() {
-            return RequestError::Syntax(e.to_string());
-        }
-        // serde stops at the first field it refuses, before it has read the rest of the body:
-        // a body that is not JSON at all is a syntax error, whatever its first field was.
-        // (`Value`, not `IgnoredAny`: skipping a string does not check its UTF-8.)
+        // serde_json's own category of the error does not say whether the body is JSON: it stops
+        // at the first field a struct refuses, before it has read the rest (a body that is not
+        // JSON came back as the wrong shape), and it calls the surplus elements of an array
+        // given for a struct "trailing characters" (valid JSON came back as a syntax error). So
+        // the body itself decides; only the error path pays for the second parse. (`Value`, not
+        // `IgnoredAny`: skipping a string does not check its UTF-8.)
         match serde_json::from_slice::<serde_json::Value>(body) {
             Err(syntax) => RequestError::Syntax(syntax.to_string()),
             Ok(_) => RequestError::Shape(e.to_string()),
@@ -125,7 +125,9 @@ mod tests {
     fn empty_bodies_are_none_and_bad_ones_say_why() {
         assert!(parse::<RevokeRequest>(b"").unwrap().is_none());
         assert!(parse::<RevokeRequest>(b" \n").unwrap().is_none());
-        let r = parse::<RevokeRequest>(br#"{"reason":"lost"}"#).unwrap().unwrap();
+        let r = parse::<RevokeRequest>(br#"{"reason":"lost"}"#)
+            .unwrap()
+            .unwrap();
         assert_eq!(r.reason.as_deref(), Some("lost"));
         assert!(matches!(
             parse::<RevokeRequest>(b"{\"reason\":"),
@@ -142,9 +144,11 @@ mod tests {
     }
 
     /// Found by the `admin_bodies` fuzz target: serde refused the unknown field before it had
-    /// read the rest, so a body that is not JSON was reported as JSON of the wrong shape.
+    /// read the rest, so a body that is not JSON was reported as JSON of the wrong shape; and
+    /// an array with more elements than the struct has fields, valid JSON, was reported as a
+    /// syntax error.
     #[test]
-    fn a_body_that_is_not_json_is_a_syntax_error_whatever_its_first_field() {
+    fn syntax_means_not_json_and_shape_means_json_of_the_wrong_shape() {
         for body in [
             &b"{\"source\":\"operat\x03\":false}"[..],
             br#"{"source":"x""#,
@@ -159,8 +163,20 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+        for body in [
+            &br#"{"source":"x"}"#[..],
+            // serde reads an array as the fields in order; the surplus is not a syntax error.
+            br#"  ["@s",""  ]  "#,
+            br#"["pump-7", [], false, 1]"#,
+        ] {
+            assert!(
+                matches!(parse::<AddDevice>(body), Err(RequestError::Shape(_))),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
         assert!(matches!(
-            parse::<AddDevice>(br#"{"source":"x"}"#),
+            parse::<RevokeRequest>(br#"["lost", "and found"]"#),
             Err(RequestError::Shape(_))
         ));
     }
