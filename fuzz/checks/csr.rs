@@ -10,8 +10,7 @@
 use base64::Engine as _;
 use tollgate_pki::{
     bootstrap_identity, certs_only, check_csr, is_roca_vulnerable, parse_certificate,
-    parse_certs_only, validate_device_id, vulnkey_fingerprint, CsrError, KeyKind,
-    WeakKeyList,
+    parse_certs_only, validate_device_id, vulnkey_fingerprint, CsrError, KeyKind, WeakKeyList,
 };
 
 /// Feed `data` to every reader above; panics on any broken invariant.
@@ -42,7 +41,10 @@ pub fn check(data: &[u8]) {
         );
     }
     let list = WeakKeyList::parse(&String::from_utf8_lossy(data));
-    assert!(list.len() <= data.len() / 20, "more fingerprints than the text can hold");
+    assert!(
+        list.len() <= data.len() / 20,
+        "more fingerprints than the text can hold"
+    );
     assert_eq!(vulnkey_fingerprint(data).len(), 20);
     let _ = is_roca_vulnerable(data);
 }
@@ -57,7 +59,9 @@ fn csr(der: &[u8], weak: &WeakKeyList) {
             // A request that passed is one of these shapes, and the same bytes pass again.
             let again = check_csr(der, weak);
             assert!(
-                again.as_ref().is_ok_and(|a| a.key == c.key && a.common_name == c.common_name),
+                again
+                    .as_ref()
+                    .is_ok_and(|a| a.key == c.key && a.common_name == c.common_name),
                 "check_csr is not deterministic: {again:?}"
             );
         }

@@ -48,10 +48,7 @@ pub fn check(data: &[u8]) {
     let identities = identities(rules);
     let topics = topics(rules, &identities);
     for (device_id, groups) in &identities {
-        let identity = Identity {
-            device_id,
-            groups,
-        };
+        let identity = Identity { device_id, groups };
         let compiled = policy.compile(&identity);
         let quarantined = policy.compile_quarantined(&identity);
         for topic in &topics {
@@ -158,7 +155,16 @@ fn identities(rules: &[Rule]) -> Vec<(String, Vec<String>)> {
 /// for each identity, concrete topics they match, and a few fixed ones.
 fn topics(rules: &[Rule], identities: &[(String, Vec<String>)]) -> Vec<String> {
     let mut out: Vec<String> = [
-        "a", "a/b", "/", "x/", "$SYS/x", "#", "+", "a/+/c", "+/#", "devices/pump-7/telemetry",
+        "a",
+        "a/b",
+        "/",
+        "x/",
+        "$SYS/x",
+        "#",
+        "+",
+        "a/+/c",
+        "+/#",
+        "devices/pump-7/telemetry",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -268,7 +274,8 @@ fn substitutions(pattern: &str, id: &str, groups: &[String]) -> Vec<Substituted>
                     Some(v) => {
                         let shape = v.contains(['/', '+', '#', '\0']);
                         deny &= !shape;
-                        allow &= !(shape || v.is_empty() || (text.is_empty() && v.starts_with('$')));
+                        allow &=
+                            !(shape || v.is_empty() || (text.is_empty() && v.starts_with('$')));
                         text.push_str(v);
                     }
                     None => text.push_str(&rest[..len]),

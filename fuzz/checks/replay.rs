@@ -36,7 +36,10 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     let entries =
         std::fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
     let mut files: Vec<PathBuf> = entries
-        .map(|e| e.unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display())).path())
+        .map(|e| {
+            e.unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+                .path()
+        })
         .filter(|p| p.is_file())
         .collect();
     files.sort();
