@@ -26,11 +26,23 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<Option<T>, RequestError
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
+    // Every request is a JSON object: serde would also take an array as the fields in order.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(match serde_json::from_slice::<serde_json::Value>(body) {
+            Err(syntax) => RequestError::Syntax(syntax.to_string()),
+            Ok(_) => RequestError::Shape("the body must be a JSON object".into()),
+        });
+    }
     serde_json::from_slice(body).map(Some).map_err(|e| {
-        if e.is_data() {
-            RequestError::Shape(e.to_string())
-        } else {
-            RequestError::Syntax(e.to_string())
+        // serde_json's own category of the error does not say whether the body is JSON: it stops
+        // at the first field a struct refuses, before it has read the rest (a body that is not
+        // JSON came back as the wrong shape), and it calls the surplus elements of an array
+        // given for a struct "trailing characters" (valid JSON came back as a syntax error). So
+        // the body itself decides; only the error path pays for the second parse. (`Value`, not
+        // `IgnoredAny`: skipping a string does not check its UTF-8.)
+        match serde_json::from_slice::<serde_json::Value>(body) {
+            Err(syntax) => RequestError::Syntax(syntax.to_string()),
+            Ok(_) => RequestError::Shape(e.to_string()),
         }
     })
 }
@@ -134,6 +146,53 @@ mod tests {
         ));
         assert!(matches!(
             parse::<AddDevice>(br#"{"id": 7}"#),
+            Err(RequestError::Shape(_))
+        ));
+        // An array is JSON, but no request is one (serde would read it as the fields in order).
+        assert!(matches!(
+            parse::<AddDevice>(br#"["pump-7"]"#),
+            Err(RequestError::Shape(_))
+        ));
+        assert!(matches!(
+            parse::<AddDevice>(b"[\"pump-7\""),
+            Err(RequestError::Syntax(_))
+        ));
+    }
+
+    /// Found by the `admin_bodies` fuzz target: serde refused the unknown field before it had
+    /// read the rest, so a body that is not JSON was reported as JSON of the wrong shape; and
+    /// an array with more elements than the struct has fields, valid JSON, was reported as a
+    /// syntax error.
+    #[test]
+    fn syntax_means_not_json_and_shape_means_json_of_the_wrong_shape() {
+        for body in [
+            &b"{\"source\":\"operat\x03\":false}"[..],
+            br#"{"source":"x""#,
+            br#"{"id":7,"#,
+            br#"{"reason":"lost"} trailing"#,
+            &b"{\"reason\":\"stolen\",\"source\":\"de\x8e\x8e\"}"[..],
+            &b"{\"source\":\"x\",\"id\":\"\xff\"}"[..],
+        ] {
+            assert!(
+                matches!(parse::<AddDevice>(body), Err(RequestError::Syntax(_))),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        for body in [
+            &br#"{"source":"x"}"#[..],
+            // serde reads an array as the fields in order; the surplus is not a syntax error.
+            br#"  ["@s",""  ]  "#,
+            br#"["pump-7", [], false, 1]"#,
+        ] {
+            assert!(
+                matches!(parse::<AddDevice>(body), Err(RequestError::Shape(_))),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert!(matches!(
+            parse::<RevokeRequest>(br#"["lost", "and found"]"#),
             Err(RequestError::Shape(_))
         ));
     }
