@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Which allocator gives memory back after a burst, and what it costs in throughput.
 #
-# Builds Tollgate three times (the system allocator, `--features mimalloc`,
-# `--features jemalloc`), then for each build, on one server process:
+# Builds Tollgate three times (`--no-default-features`: the system allocator, then with
+# `--features mimalloc` and `--features jemalloc`, the default), then for each build, on one server process:
 #   1. 5,000 connections opened and closed (the cost of a connection flood),
 #   2. 10 s of QoS 1 pairs with 16 KiB payloads (message buffers),
 # and reports the resident memory at start, at each peak, and 3 s and 15 s after each phase
@@ -16,9 +16,9 @@ out=target/alloc
 mkdir -p "$out"
 for a in system mimalloc jemalloc; do
     if [ "$a" = system ]; then
-        cargo build --release --locked -p tollgate
+        cargo build --release --locked -p tollgate --no-default-features
     else
-        cargo build --release --locked -p tollgate --features "$a"
+        cargo build --release --locked -p tollgate --no-default-features --features "$a"
     fi
     cp target/release/tollgate "$out/tollgate-$a"
 done
