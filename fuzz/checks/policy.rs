@@ -67,6 +67,25 @@ pub fn check(data: &[u8]) {
                 "quarantined publish differs from the reference: {}",
                 why()
             );
+            let retain = compiled.can_retain(topic);
+            assert_eq!(
+                retain,
+                reference(rules, &identity, Action::Retain, topic),
+                "retain differs from the reference: {}",
+                why()
+            );
+            assert_eq!(
+                quarantined.can_retain(topic),
+                reference(&quarantine, &identity, Action::Retain, topic),
+                "quarantined retain differs from the reference: {}",
+                why()
+            );
+            assert_eq!(
+                compiled.can_publish_retained(topic),
+                publish && retain,
+                "a retained publish needs both grants: {}",
+                why()
+            );
             if is_topic_name(topic) {
                 assert_eq!(
                     subscribe,
@@ -94,9 +113,17 @@ pub fn check(data: &[u8]) {
                 }
             }
             if compiled.is_empty() {
-                assert!(!publish && !subscribe, "an empty policy granted: {}", why());
+                assert!(
+                    !publish && !subscribe && !compiled.can_publish_retained(topic),
+                    "an empty policy granted: {}",
+                    why()
+                );
             }
-            for (action, verdict) in [(Action::Publish, publish), (Action::Subscribe, subscribe)] {
+            for (action, verdict) in [
+                (Action::Publish, publish),
+                (Action::Subscribe, subscribe),
+                (Action::Retain, retain),
+            ] {
                 let e = policy.explain(&identity, action, topic);
                 assert_eq!(e.allowed, verdict, "explain({action}) disagrees: {}", why());
                 assert!(
@@ -308,6 +335,7 @@ fn reference(rules: &[Rule], identity: &Identity<'_>, action: Action, topic: &st
             .flat_map(|r| match action {
                 Action::Publish => &r.publish,
                 Action::Subscribe => &r.subscribe,
+                Action::Retain => &r.retain,
             })
             .flat_map(|p| substitutions(p, identity.device_id, identity.groups))
             .any(|s| {
