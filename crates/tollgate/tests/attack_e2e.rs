@@ -185,7 +185,7 @@ fn an_unfinished_header_flood_on_the_control_listener_cannot_starve_mqtt_or_outl
         .count();
     let longest = held.iter().max().copied().unwrap_or_default();
     eprintln!(
-        "flood: {} connections, {} held and closed (longest {longest:?}), {answered_503} answered 503, {answered_429} answered 429, {} closed before TLS; server descriptors during the flood: {fds}",
+        "flood: {} connections, {} held and closed (longest {longest:?}), {answered_503} answered 503, {answered_429} answered 429, {} closed before TLS; server descriptors during the flood: {fds}; mosquitto_pub took {took:?}",
         endings.len(),
         held.len(),
         endings.iter().filter(|e| **e == Ending::NoTls).count()
