@@ -29,7 +29,8 @@ pub struct RunArgs {
     /// Only the scenarios whose label contains one of these words.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
-    /// Idle connections for the connections scenario (default 10000, 300 with --quick).
+    /// Idle connections for the connections scenario (default 10000, or what the hard open-file
+    /// limit holds at two descriptors each; 300 with --quick).
     #[arg(long)]
     pub connections: Option<usize>,
     /// Measured seconds per scenario (default 5, 1.5 with --quick).
@@ -187,7 +188,11 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         kinds.push(Kind::Baseline);
     }
     let repeat = a.repeat.unwrap_or(if a.quick { 1 } else { 3 });
-    let connections = a.connections.unwrap_or(if a.quick { 300 } else { 10_000 });
+    let connections = a.connections.unwrap_or(if a.quick {
+        300
+    } else {
+        fitting_connections(10_000)
+    });
     let duration = a.duration.unwrap_or(if a.quick { 1.5 } else { 5.0 });
     let warmup = if a.quick { 0.5 } else { 1.0 };
     let work = absolute(&a.work)?;
@@ -290,6 +295,28 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `wanted` idle connections, or fewer if the hard open-file limit cannot hold them: Tollgate
+/// holds two descriptors per MQTT connection (the socket and its `TCP_INFO` probe) and sizes its
+/// connection budget from the limit, so beyond it the scenario would measure refusals.
+fn fitting_connections(wanted: usize) -> usize {
+    let hard = Command::new("sh")
+        .args(["-c", "ulimit -Hn"])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<usize>().ok());
+    match hard {
+        Some(h) if h.saturating_sub(400) / 2 < wanted => {
+            let fit = h.saturating_sub(400) / 2 / 100 * 100;
+            eprintln!(
+                "idle connections: {fit}, not {wanted} (the hard open-file limit is {h}; pass --connections to choose)"
+            );
+            fit.max(100)
+        }
+        _ => wanted,
+    }
 }
 
 fn absolute(p: &Path) -> Result<PathBuf> {
