@@ -65,7 +65,11 @@ impl MqttListener {
                 (adm.max_handshakes / 4).max(1),
                 cfg.max_handshakes_per_ip.max(1),
             ),
-            rate: ConnectRate::new(adm.connect_rate, adm.connect_burst, 65_536),
+            rate: ConnectRate::new(
+                adm.connect_rate,
+                adm.connect_burst,
+                crate::admission::MAX_TRACKED_SOURCES,
+            ),
             prefixes: adm.prefixes,
         }
     }
@@ -76,18 +80,7 @@ impl MqttListener {
         let accept_errors = Throttled::new(Duration::from_secs(1));
         loop {
             let (tcp, addr) = tokio::select! {
-                r = this.listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off, keep serving, and
-                        // say so once a second, not once per failed accept.
-                        if let Some(n) = accept_errors.tick(Instant::now()) {
-                            tracing::warn!(count = n, "accept: {e}");
-                        }
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+                x = crate::admission::accept(&this.listener, &accept_errors, "mqtt") => x,
                 _ = shutdown.changed() => return,
             };
             let now = Instant::now();

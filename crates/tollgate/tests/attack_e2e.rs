@@ -50,19 +50,6 @@ async fn connect_from(from: Ipv4Addr, port: u16) -> std::io::Result<TcpStream> {
     sock.connect(SocketAddr::from(([127, 0, 0, 1], port))).await
 }
 
-fn pid(s: &Server) -> u32 {
-    s.child.as_ref().unwrap().id()
-}
-
-/// A field of /proc/PID/status, in kB.
-fn status_kb(pid: u32, field: &str) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
-}
-
 /// The server's CPU time so far (user + system), seconds.
 fn cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -143,7 +130,7 @@ fn an_unfinished_header_flood_on_the_control_listener_cannot_starve_mqtt_or_outl
     while opened.load(Ordering::SeqCst) < 1000 && started.elapsed() < Duration::from_secs(15) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let fds = std::fs::read_dir(format!("/proc/{}/fd", pid(&s)))
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", s.pid()))
         .unwrap()
         .count();
     let t = Instant::now();
@@ -214,10 +201,9 @@ fn an_unfinished_header_flood_on_the_control_listener_cannot_starve_mqtt_or_outl
 #[test]
 fn unauthenticated_est_requests_with_huge_bodies_are_refused_before_the_body_is_read() {
     let s = Server::start();
-    let p = pid(&s);
     let connector = anonymous_tls(&s);
     let port = s.admin_port;
-    let rss_before = status_kb(p, "VmRSS:");
+    let rss_before = s.status_kib("VmRSS:");
     let rt = runtime();
     // 200 requests from 13 addresses, each declaring 2 MiB and sending 1.9 MB.
     let statuses: Vec<u16> = rt.block_on(async {
@@ -256,7 +242,7 @@ fn unauthenticated_est_requests_with_huge_bodies_are_refused_before_the_body_is_
         }
         v
     });
-    let peak = status_kb(p, "VmHWM:");
+    let peak = s.status_kib("VmHWM:");
     let growth_mb = peak.saturating_sub(rss_before) as f64 / 1024.0;
     eprintln!(
         "big-body EST flood: RSS {rss_before} kB before, peak {peak} kB ({growth_mb:.1} MB growth, {:.0} kB per request); {} answered, all 401: {}",
@@ -294,7 +280,7 @@ fn a_connect_and_reset_flood_is_summarised_and_costs_the_disk_little() {
         EXAMPLE_POLICY,
     );
     let dev = s.add_device("sensor-1", &["sensors"]);
-    let p = pid(&s);
+    let p = s.pid();
     let events_file = s.data.join("events.log");
     let stderr_len = || s.log().len() as u64;
     let (ev0, err0, cpu0) = (file_len(&events_file), stderr_len(), cpu_secs(p));

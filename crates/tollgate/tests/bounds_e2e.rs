@@ -437,17 +437,6 @@ fn status_tree_policy() -> String {
     EXAMPLE_POLICY.replace("/status\"", "/status/#\"")
 }
 
-/// Resident memory of the server process, KiB.
-fn rss_kib(s: &Server) -> u64 {
-    let pid = s.child.as_ref().unwrap().id();
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
-}
-
 #[test]
 fn retained_publishes_over_the_per_device_cap_are_refused_with_0x97_across_a_restart() {
     let mut s = Server::start_with(
@@ -533,7 +522,7 @@ fn retained_publishes_over_the_per_device_cap_are_refused_with_0x97_across_a_res
 fn retained_flood(config: &[(&str, &str)], n: usize) -> (usize, usize, u64, u64) {
     let s = Server::start_with(config, &status_tree_policy());
     let sensor = s.add_device("sensor-1", &["sensors"]);
-    let rss_before = rss_kib(&s);
+    let rss_before = s.status_kib("VmRSS:");
     let steps: Vec<Value> = std::iter::once(json!({"op": "connect", "client_id": "sensor-1"}))
         .chain((0..n).map(|i| {
             json!({"op": "publish", "topic": format!("devices/sensor-1/status/{i}"),
@@ -544,7 +533,7 @@ fn retained_flood(config: &[(&str, &str)], n: usize) -> (usize, usize, u64, u64)
     let r = s.paho(&sensor, json!(steps));
     let accepted = r[1..=n].iter().filter(|x| x["rc"] == 0).count();
     let refused = r[1..=n].iter().filter(|x| x["rc"] == 0x97).count();
-    let rss = rss_kib(&s).saturating_sub(rss_before);
+    let rss = s.status_kib("VmRSS:").saturating_sub(rss_before);
     let db = std::fs::metadata(s.data.join("sessions.db")).map_or(0, |m| m.len())
         + std::fs::metadata(s.data.join("sessions.db-wal")).map_or(0, |m| m.len());
     (accepted, refused, rss, db / 1024)

@@ -15,11 +15,12 @@ pub mod refusals;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use tokio::net::{TcpListener, TcpStream};
 
 /// Prefix lengths that make one source: /32 and /64 by default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +78,9 @@ impl fmt::Display for Source {
         write!(f, "{}/{}", self.net, self.len)
     }
 }
+
+/// Sources a listener's connect-rate table tracks at once.
+pub const MAX_TRACKED_SOURCES: usize = 65_536;
 
 /// A token bucket per source: `rate` connects a second on average, `burst` at once. A rate of
 /// 0 admits everything. The table is bounded: buckets that have refilled are forgotten first,
@@ -279,6 +283,27 @@ impl Throttled {
                 let n = s.1;
                 *s = (Some(now), 0);
                 Some(n)
+            }
+        }
+    }
+}
+
+/// Accept the next connection. Accept errors (descriptors exhausted and the like) are waited
+/// out 50 ms at a time and logged at most once a second, with how many there were; `listener`
+/// names the listener in that line.
+pub async fn accept(
+    tcp: &TcpListener,
+    errors: &Throttled,
+    listener: &str,
+) -> (TcpStream, SocketAddr) {
+    loop {
+        match tcp.accept().await {
+            Ok(x) => return x,
+            Err(e) => {
+                if let Some(n) = errors.tick(Instant::now()) {
+                    tracing::warn!(listener, count = n, "accept: {e}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }

@@ -182,7 +182,11 @@ pub async fn serve(this: ControlListener, mut shutdown: watch::Receiver<bool>) {
         refusals: Arc::clone(&refusals),
         limits: settings.limits,
     }));
-    let rate = ConnectRate::new(adm.connect_rate, adm.connect_burst, 65_536);
+    let rate = ConnectRate::new(
+        adm.connect_rate,
+        adm.connect_burst,
+        crate::admission::MAX_TRACKED_SOURCES,
+    );
     let slots = Slots::new(
         settings.max_connections,
         settings.limits.max_connections_per_source,
@@ -191,16 +195,7 @@ pub async fn serve(this: ControlListener, mut shutdown: watch::Receiver<bool>) {
     let accept_errors = Throttled::new(Duration::from_secs(1));
     loop {
         let (tcp, addr) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    if let Some(n) = accept_errors.tick(Instant::now()) {
-                        tracing::warn!(count = n, "control listener accept: {e}");
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            x = crate::admission::accept(&listener, &accept_errors, "control") => x,
             _ = shutdown.changed() => return,
         };
         let src = Source::of(addr.ip(), adm.prefixes);

@@ -975,3 +975,21 @@ impl Drop for Server {
         }
     }
 }
+
+impl Server {
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
+    }
+
+    /// A field of the server's /proc/PID/status (`"VmRSS:"`, `"VmHWM:"`), KiB.
+    pub fn status_kib(&self, field: &str) -> u64 {
+        let pid = self.pid();
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
+    }
+}
