@@ -247,7 +247,8 @@ enum DeviceCommand {
         /// Group(s) the device joins when it enrolls (repeatable).
         #[arg(long = "group", value_name = "GROUP")]
         groups: Vec<String>,
-        /// How long the token stays valid: 90s, 30m, 1h, 2d (default: devices.token_ttl_secs).
+        /// How long the token stays valid: 90s, 30m, 1h, 2d (default: devices.token_ttl_secs;
+        /// at most devices.max_token_ttl_secs).
         #[arg(long, value_parser = parse_ttl)]
         ttl: Option<u64>,
         /// The device exists: let its enrollment replace its groups with --group. Without this
