@@ -3,7 +3,8 @@
 //! Owns the records of who may connect: devices (groups, revocation, quarantine reasons),
 //! every certificate issued and every revocation, one-time enrollment tokens, suppliers and
 //! their bootstrap enrollments. Each aggregate is a trait ([`DeviceStore`], [`CertificateStore`],
-//! [`TokenStore`], [`SupplierStore`]); [`Registry`] is all of them, and the control plane holds a
+//! [`TokenStore`], [`SupplierStore`], [`InventoryStore`] for models, what each device runs,
+//! SBOMs, advisories, VEX, waivers and grace-period clocks); [`Registry`] is all of them, and the control plane holds a
 //! `dyn Registry`, so a PostgreSQL backend is one more implementation. The embedded backend is
 //! [`SqliteRegistry`] (rusqlite, bundled, WAL); no SQL leaves this crate.
 //!
@@ -13,6 +14,8 @@
 //! from blocking threads, never from the per-message path.
 
 #![forbid(unsafe_code)]
+
+mod inventory;
 
 use std::path::Path;
 
@@ -242,11 +245,22 @@ pub trait SupplierStore: Send + Sync {
 }
 
 /// The whole registry: every aggregate's store.
-pub trait Registry: DeviceStore + CertificateStore + TokenStore + SupplierStore {}
+pub trait Registry:
+    DeviceStore + CertificateStore + TokenStore + SupplierStore + InventoryStore
+{
+}
 
-impl<T: DeviceStore + CertificateStore + TokenStore + SupplierStore> Registry for T {}
+impl<T: DeviceStore + CertificateStore + TokenStore + SupplierStore + InventoryStore> Registry
+    for T
+{
+}
 
-const SCHEMA_VERSION: i64 = 4;
+pub use crate::inventory::{
+    AdvisoryRecord, Inventory, InventoryStore, Model, SbomRecord, SupplierInfo, VexRecord,
+    WaiverRecord,
+};
+
+const SCHEMA_VERSION: i64 = 5;
 
 /// The embedded SQLite registry.
 pub struct SqliteRegistry {
@@ -360,6 +374,9 @@ impl SqliteRegistry {
                  PRAGMA user_version = 4;
                  COMMIT;",
             )?;
+        }
+        if version < 5 {
+            conn.execute_batch(inventory::SCHEMA_V5)?;
         }
         Ok(SqliteRegistry {
             conn: Mutex::new(conn),
