@@ -459,6 +459,7 @@ subscribe = ["bench/+/t", "bench/pair/+", "bench/bcast"]
                 token_ttl: std::time::Duration::from_secs(3600),
                 max_token_ttl: std::time::Duration::from_secs(3600),
                 crl_validity: std::time::Duration::from_secs(2 * 86400),
+                compliance_file: data.join("compliance.toml"),
             },
             std::sync::Arc::clone(&registry),
             events,

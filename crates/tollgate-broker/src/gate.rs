@@ -170,7 +170,12 @@ impl Gate {
         retain: bool,
         what: &'static str,
     ) -> Result<(), &'static str> {
-        let refused = if !self.policy.can_publish(topic) {
+        let refused = if crate::reports::reserved_owner(topic).is_some() {
+            // Reserved topics are consumed, never routed: only a device's own live PUBLISH to
+            // its own report topic is taken ([`Gate::report`]); wills and anything else there
+            // are refused whatever the policy says.
+            what
+        } else if !self.policy.can_publish(topic) {
             what
         } else if retain && !self.policy.can_retain(topic) {
             if what == "will" {
@@ -191,6 +196,32 @@ impl Gate {
             quarantine: self.quarantine.as_deref().map(str::to_owned),
         });
         Err(refused)
+    }
+
+    /// Whether `topic` is a reserved report topic, and if so whether this device may publish
+    /// to it: `None` for an ordinary topic; `Some(Ok(()))` for the device's own
+    /// `$tollgate/devices/<id>/inventory`, which every active device may use, quarantined or
+    /// not; `Some(Err(_))` (counted and reported) for another device's.
+    pub fn report(
+        &self,
+        shared: &Shared,
+        topic: &str,
+        qos: QoS,
+    ) -> Option<Result<(), &'static str>> {
+        let owner = crate::reports::reserved_owner(topic)?;
+        if owner == &*self.device {
+            return Some(Ok(()));
+        }
+        shared.stats.publish_denied.fetch_add(1, Ordering::Relaxed);
+        self.meter.denied.fetch_add(1, Ordering::Relaxed);
+        shared.emit(EventKind::PublishDenied {
+            device: self.device.to_string(),
+            topic: topic.to_owned(),
+            qos: qos as u8,
+            what: "report",
+            quarantine: self.quarantine.as_deref().map(str::to_owned),
+        });
+        Some(Err("report"))
     }
 
     /// May the device SUBSCRIBE to `filter` (`inner`: without `$share/GROUP/`)? Counts and

@@ -25,6 +25,7 @@ mod fanout;
 mod gate;
 mod lifecycle;
 pub mod persist;
+pub mod reports;
 mod restore;
 mod retained;
 mod router;
@@ -247,6 +248,8 @@ pub(crate) struct Shared {
     pub shutting_down: std::sync::atomic::AtomicBool,
     /// The durable store, if any.
     pub store: Option<Arc<dyn Durability>>,
+    /// Where devices' reports on their reserved topic go (set once, by the wiring).
+    pub reports: std::sync::OnceLock<Arc<dyn reports::ReportSink>>,
 }
 
 /// What routing one message did.
@@ -313,8 +316,15 @@ impl Broker {
                 next_seq: AtomicU64::new(1),
                 shutting_down: std::sync::atomic::AtomicBool::new(false),
                 store,
+                reports: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Send the reports devices publish on their reserved topic to `sink` (once; later calls
+    /// are ignored). Without a sink such reports are refused.
+    pub fn set_report_sink(&self, sink: Arc<dyn reports::ReportSink>) {
+        let _ = self.shared.reports.set(sink);
     }
 
     /// The access snapshot in force.

@@ -226,6 +226,7 @@ pub fn init(data: &Path, opts: &InitOptions) -> Result<InitReport, ControlError>
             not_after: v.not_after.unix_timestamp(),
             revoked_at: None,
             revoke_reason: None,
+            key: None,
         })?;
     }
     written.push(l.registry());

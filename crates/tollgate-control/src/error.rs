@@ -116,6 +116,18 @@ pub enum ControlError {
     /// The policy file was refused (its line-precise errors); the last good policy stays.
     #[error("{0}")]
     PolicyRejected(String),
+    /// The compliance profile was refused (every problem, with line and column).
+    #[error("{0}")]
+    ProfileRejected(String),
+    /// An SBOM, advisory or VEX document was refused; nothing from it was stored.
+    #[error("{0}")]
+    InvalidDocument(String),
+    /// A model that is not recorded.
+    #[error("{0}")]
+    UnknownModel(String),
+    /// Something named by the request does not exist (an advisory, a waiver).
+    #[error("{0} not found")]
+    NotFound(String),
 }
 
 impl From<RegistryError> for ControlError {

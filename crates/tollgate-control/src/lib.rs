@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod ca;
+pub mod compliance;
 mod error;
 pub mod files;
 pub mod requests;
@@ -65,6 +66,8 @@ pub struct ControlConfig {
     pub max_token_ttl: Duration,
     /// How long a CRL is valid (re-signed at half of it).
     pub crl_validity: Duration,
+    /// The compliance profile (`compliance.toml` in the data directory by default).
+    pub compliance_file: PathBuf,
 }
 
 /// A live connection, as the data plane reports it: who, and what its meter and transport
@@ -162,6 +165,12 @@ pub struct DeviceView {
     /// Supplier, model and hardware serial, for devices enrolled with a bootstrap certificate.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bootstrap: Option<BootstrapView>,
+    /// Supplier, model, serial, firmware and the SBOM of that firmware (one device's view).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<compliance::InventoryView>,
+    /// Its compliance: state, failing rules, findings, vulnerabilities (one device's view).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compliance: Option<compliance::DeviceCompliance>,
 }
 
 /// One quarantine reason, for the admin API.
@@ -293,6 +302,8 @@ pub struct Control {
     /// silently).
     broken_suppliers: ArcSwap<Vec<SupplierView>>,
     trust: watch::Sender<Arc<Trust>>,
+    /// Inventory and compliance state (slow path only).
+    compliance: Mutex<compliance::State>,
 }
 
 impl std::fmt::Debug for Control {
@@ -360,6 +371,7 @@ impl Control {
             suppliers: ArcSwap::from_pointee(Vec::new()),
             broken_suppliers: ArcSwap::from_pointee(Vec::new()),
             trust,
+            compliance: Mutex::new(compliance::State::default()),
         });
         cp.load_suppliers()?;
         cp.regenerate_crl()?;
@@ -367,6 +379,7 @@ impl Control {
             tracing::error!("policy not loaded, denying everything until it is fixed:\n{e}");
         }
         cp.rebuild_snapshot()?;
+        cp.load_compliance()?;
         Ok(cp)
     }
 
@@ -588,8 +601,9 @@ impl Control {
                 true
             }
         };
-        let issued = self.issue_device(id, groups, None)?;
+        let issued = self.issue_device(id, groups, None, "ecdsa-p256")?;
         self.refresh_device(id, &[])?;
+        self.evaluate_new(id);
         self.events.emit(EventKind::DeviceAdded {
             device: id.to_owned(),
             groups: groups.to_vec(),
@@ -709,6 +723,76 @@ impl Control {
         Ok(out)
     }
 
+    /// Apply several devices' quarantine changes (from a compliance evaluation) in one
+    /// registry transaction and one snapshot, then report each as the quarantine and release
+    /// events an operator's action would give.
+    pub(crate) fn apply_quarantine_changes(
+        &self,
+        changes: &[tollgate_registry::QuarantineChange],
+    ) -> Result<(), ControlError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.registry.apply_quarantines(changes)?;
+        let mut updated = Vec::with_capacity(changes.len());
+        for c in changes {
+            let access = match self.registry.device(&c.device)? {
+                Some(d) if d.revoked_at.is_none() => Some(DeviceAccess {
+                    groups: d.groups,
+                    quarantine: self
+                        .registry
+                        .quarantine_of(&c.device)?
+                        .into_iter()
+                        .map(|q| Quarantine {
+                            source: q.source,
+                            reason: q.reason,
+                        })
+                        .collect(),
+                }),
+                _ => None,
+            };
+            updated.push((c.device.clone(), access));
+        }
+        let ids: Vec<String> = updated.iter().map(|(id, _)| id.clone()).collect();
+        self.update(Changed::Devices(ids), |s| {
+            for (id, access) in updated.iter() {
+                match access {
+                    Some(a) => {
+                        s.devices.insert(id.clone(), a.clone());
+                    }
+                    None => {
+                        s.devices.remove(id);
+                    }
+                }
+            }
+        });
+        let snap = self.snapshot();
+        for c in changes {
+            let remaining: Vec<String> = snap
+                .device(&c.device)
+                .map(|a| a.quarantine.iter().map(|q| q.source.clone()).collect())
+                .unwrap_or_default();
+            for r in &c.set {
+                self.events.emit(EventKind::DeviceQuarantined {
+                    device: c.device.clone(),
+                    source: r.source.clone(),
+                    reason: r.reason.clone(),
+                    by: r.by.clone(),
+                    reasons: remaining.len(),
+                });
+            }
+            if !c.remove.is_empty() {
+                self.events.emit(EventKind::DeviceReleased {
+                    device: c.device.clone(),
+                    sources: c.remove.clone(),
+                    remaining,
+                    by: "compliance".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn quarantine_outcome(&self, id: &str) -> Result<QuarantineOutcome, ControlError> {
         let quarantine: Vec<QuarantineView> = self
             .registry
@@ -745,7 +829,13 @@ impl Control {
             .registry
             .device(id)?
             .ok_or_else(|| ControlError::DeviceNotFound(id.to_owned()))?;
-        self.view(d, &connected)
+        let revoked = d.revoked_at.is_some();
+        let mut v = self.view(d, &connected)?;
+        v.inventory = Some(self.inventory(id)?);
+        if !revoked {
+            v.compliance = self.compliance_report(Some(id))?.into_iter().next();
+        }
+        Ok(v)
     }
 
     fn view(
@@ -797,6 +887,8 @@ impl Control {
             created_at: d.created_at,
             revoked_at: d.revoked_at,
             certificates,
+            inventory: None,
+            compliance: None,
         })
     }
 
@@ -807,6 +899,7 @@ impl Control {
         id: &str,
         groups: &[String],
         public_key: Option<&rcgen::SubjectPublicKeyInfo>,
+        key: &str,
     ) -> Result<tollgate_pki::IssuedCert, ControlError> {
         let issued = self.authority.issuer.issue(
             &CertProfile::Device { id },
@@ -821,6 +914,7 @@ impl Control {
             not_after: issued.validity.not_after.unix_timestamp(),
             revoked_at: None,
             revoke_reason: None,
+            key: Some(key.to_owned()),
         })?;
         Ok(issued)
     }
@@ -926,7 +1020,7 @@ impl Control {
         groups: &[String],
         csr: &tollgate_pki::CheckedCsr,
     ) -> Result<Enrolled, ControlError> {
-        let issued = self.issue_device(id, groups, Some(&csr.public_key))?;
+        let issued = self.issue_device(id, groups, Some(&csr.public_key), &key_name(&csr.key))?;
         Ok(Enrolled {
             serial: issued.serial,
             cert_der: ca::pem_to_der(&issued.cert_pem)?,
@@ -978,6 +1072,7 @@ impl Control {
         let groups = self.enrolling_device(&id, &grant.groups, grant.change_groups, "token")?;
         let out = self.issue_from_csr(&id, &groups, &csr)?;
         self.refresh_device(&id, &[])?;
+        self.evaluate_new(&id);
         self.events.emit(EventKind::DeviceEnrolled {
             device: id,
             serial: out.serial.clone(),
@@ -1029,7 +1124,13 @@ impl Control {
         let mut list = Vec::new();
         let mut broken = Vec::new();
         for s in self.registry.suppliers()? {
-            match pem_certs_to_der(&s.ca_pem) {
+            let parsed = if s.ca_pem.trim().is_empty() {
+                // A supplier recorded for inventory only: its devices enroll by token.
+                Ok(Vec::new())
+            } else {
+                pem_certs_to_der(&s.ca_pem)
+            };
+            match parsed {
                 Ok(ca_ders) => list.push(SupplierTrust {
                     name: s.name,
                     ca_ders,
@@ -1069,7 +1170,9 @@ impl Control {
     ) -> Result<SupplierView, ControlError> {
         check_name("supplier name", name)?;
         check_groups(groups)?;
-        pem_certs_to_der(ca_pem)?;
+        if !ca_pem.trim().is_empty() {
+            pem_certs_to_der(ca_pem)?;
+        }
         self.registry
             .add_supplier(
                 &Supplier {
@@ -1209,7 +1312,14 @@ impl Control {
             })?;
         let groups = self.enrolling_device(&id, &sup.groups, false, &sup.name)?;
         let out = self.issue_from_csr(&id, &groups, &csr)?;
+        self.record_bootstrap_inventory(
+            &id,
+            &sup.name,
+            ident.model.as_deref(),
+            &ident.hardware_serial,
+        )?;
         self.refresh_device(&id, &[])?;
+        self.evaluate_new(&id);
         self.events.emit(EventKind::DeviceEnrolled {
             device: id,
             serial: out.serial.clone(),
@@ -1217,6 +1327,14 @@ impl Control {
             renewal: false,
         });
         Ok(out)
+    }
+
+    /// Evaluate a device that was just added or enrolled (a failure is logged: the device
+    /// exists either way, and the next input change evaluates it again).
+    fn evaluate_new(&self, id: &str) {
+        if let Err(e) = self.evaluate_fleet(Some(&[id.to_owned()]), "enrollment", None) {
+            tracing::error!(device = id, "evaluating compliance of a new device: {e}");
+        }
     }
 
     // ---- CA and CRLs ----------------------------------------------------------------------
@@ -1312,6 +1430,16 @@ impl Control {
     }
 }
 
+/// The key name compliance profiles use (`key_algorithms`).
+fn key_name(k: &tollgate_pki::KeyKind) -> String {
+    match k {
+        tollgate_pki::KeyKind::EcP256 => "ecdsa-p256".into(),
+        tollgate_pki::KeyKind::EcP384 => "ecdsa-p384".into(),
+        tollgate_pki::KeyKind::Ed25519 => "ed25519".into(),
+        tollgate_pki::KeyKind::Rsa(bits) => format!("rsa-{bits}"),
+    }
+}
+
 fn pem_certs_to_der(pem: &str) -> Result<Vec<Vec<u8>>, ControlError> {
     use rustls_pki_types::pem::PemObject;
     let certs: Vec<Vec<u8>> = rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
@@ -1358,6 +1486,7 @@ mod tests {
             token_ttl: Duration::from_secs(3600),
             max_token_ttl: Duration::from_secs(7 * 24 * 3600),
             crl_validity: Duration::from_secs(48 * 3600),
+            compliance_file: data.join("compliance.toml"),
         }
     }
 

@@ -114,7 +114,9 @@ pub struct RevokeRequest {
 pub struct AddSupplier {
     /// Supplier name.
     pub name: String,
-    /// Its manufacturing CA certificate(s), PEM.
+    /// Its manufacturing CA certificate(s), PEM; empty for a supplier recorded for inventory
+    /// only (its devices enroll by token).
+    #[serde(default)]
     pub ca_pem: String,
     /// Groups its devices get at bootstrap enrollment.
     #[serde(default)]
@@ -122,6 +124,54 @@ pub struct AddSupplier {
     /// Whether a hardware serial may enroll more than once.
     #[serde(default)]
     pub allow_reenroll: bool,
+    /// Where vulnerabilities are reported.
+    #[serde(default)]
+    pub disclosure_contact: Option<String>,
+    /// Unix seconds at which the supplier's support ends.
+    #[serde(default)]
+    pub support_end: Option<i64>,
+}
+
+/// `PATCH /api/v1/suppliers/{name}`: fields given are set, an empty string clears the contact.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SupplierUpdate {
+    /// Where vulnerabilities are reported.
+    #[serde(default)]
+    pub disclosure_contact: Option<String>,
+    /// Unix seconds at which the supplier's support ends (0 clears it).
+    #[serde(default)]
+    pub support_end: Option<i64>,
+}
+
+/// `POST /api/v1/compliance/waivers`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaiverRequest {
+    /// Rule id.
+    pub rule: String,
+    /// The device it covers (or `model`).
+    #[serde(default)]
+    pub device: Option<String>,
+    /// The model it covers (or `device`).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Why.
+    pub reason: String,
+    /// Seconds from now until it expires.
+    pub expires_in_secs: u64,
+}
+
+/// `POST /api/v1/compliance/evaluate`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluateRequest {
+    /// A candidate profile (TOML text) to evaluate instead of the one in force; never applied.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Show what would change without applying it (always true with `profile`).
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 #[cfg(test)]

@@ -370,6 +370,113 @@ pub enum EventKind {
         /// Who asked.
         by: String,
     },
+    /// A device's compliance verdict changed: the rules it fails now (in force, not waived or
+    /// within a grace period), with the advisories behind them and the advisory database they
+    /// were matched against.
+    ComplianceChanged {
+        /// Device id.
+        device: String,
+        /// Whether no rule is violated now.
+        compliant: bool,
+        /// Rules violated now.
+        failing: Vec<String>,
+        /// Rules violated before.
+        previously_failing: Vec<String>,
+        /// Of `failing`, the rules whose action is `quarantine`.
+        quarantining: Vec<String>,
+        /// Advisory ids behind the violations.
+        advisories: Vec<String>,
+        /// Content hash of the advisory database (`sha256:...`).
+        database: String,
+        /// What triggered the evaluation (`connect`, `firmware_report`, `advisory_import`...).
+        trigger: String,
+    },
+    /// A device's inventory changed (by its own report or by an operator).
+    InventoryChanged {
+        /// Device id.
+        device: String,
+        /// Firmware before.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        firmware_before: Option<String>,
+        /// Firmware now.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        firmware: Option<String>,
+        /// Model now.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        model: Option<String>,
+        /// `device` (its own report) or the operator's name.
+        by: String,
+    },
+    /// An SBOM was imported for a model's firmware.
+    SbomImported {
+        /// Supplier.
+        supplier: String,
+        /// Model.
+        model: String,
+        /// Firmware version.
+        firmware: String,
+        /// Format and version.
+        format: String,
+        /// Components listed.
+        components: usize,
+        /// `sha256:` of the file.
+        document: String,
+        /// Who imported it.
+        by: String,
+    },
+    /// OSV advisories were imported.
+    AdvisoriesImported {
+        /// New records.
+        added: usize,
+        /// Records replaced by a newer `modified`.
+        updated: usize,
+        /// Records skipped (not newer than the stored ones).
+        unchanged: usize,
+        /// Content hash of the database after the import.
+        database: String,
+        /// Devices re-evaluated because the import could affect them.
+        reevaluated: usize,
+        /// Who imported them.
+        by: String,
+    },
+    /// VEX statements were imported.
+    VexImported {
+        /// Statements.
+        statements: usize,
+        /// The format.
+        format: String,
+        /// The model they are scoped to.
+        model: String,
+        /// Who imported them.
+        by: String,
+    },
+    /// A compliance waiver was granted, removed or expired.
+    WaiverChanged {
+        /// Waiver id.
+        id: i64,
+        /// Rule.
+        rule: String,
+        /// The device or `model:NAME` it covers.
+        covers: String,
+        /// `added`, `removed` or `expired`.
+        change: &'static str,
+        /// Who (the author, or `compliance` for an expiry).
+        by: String,
+    },
+    /// The compliance profile was loaded.
+    ComplianceProfileReloaded {
+        /// The file.
+        source: String,
+        /// Rules in it.
+        rules: usize,
+    },
+    /// The compliance profile was refused; the previous one stays in force.
+    ComplianceProfileRejected {
+        /// The file.
+        source: String,
+        /// Every problem, with line and column.
+        error: String,
+    },
     /// The server is up: its listeners are bound.
     ServerStarted {
         /// Tollgate's version.

@@ -173,6 +173,7 @@ pub trait InventoryStore: Send + Sync {
 pub(crate) const SCHEMA_V5: &str = "BEGIN;
      ALTER TABLE suppliers ADD COLUMN disclosure_contact TEXT;
      ALTER TABLE suppliers ADD COLUMN support_end INTEGER;
+     ALTER TABLE certificates ADD COLUMN key TEXT;
      CREATE TABLE IF NOT EXISTS models (
          supplier TEXT NOT NULL,
          name TEXT NOT NULL,
@@ -283,9 +284,8 @@ impl InventoryStore for SqliteRegistry {
 
     fn supplier_infos(&self) -> Result<Vec<SupplierInfo>, RegistryError> {
         let conn = self.conn.lock();
-        let mut stmt = conn.prepare(
-            "SELECT name, disclosure_contact, support_end FROM suppliers ORDER BY name",
-        )?;
+        let mut stmt = conn
+            .prepare("SELECT name, disclosure_contact, support_end FROM suppliers ORDER BY name")?;
         let rows = stmt.query_map([], |r| {
             Ok(SupplierInfo {
                 name: r.get(0)?,
@@ -299,7 +299,11 @@ impl InventoryStore for SqliteRegistry {
     fn put_model(&self, m: &Model) -> Result<(), RegistryError> {
         let conn = self.conn.lock();
         let exists: Option<String> = conn
-            .query_row("SELECT name FROM suppliers WHERE name = ?1", [&m.supplier], |r| r.get(0))
+            .query_row(
+                "SELECT name FROM suppliers WHERE name = ?1",
+                [&m.supplier],
+                |r| r.get(0),
+            )
             .optional()?;
         if exists.is_none() {
             return Err(RegistryError::NotFound(format!("supplier {}", m.supplier)));
@@ -309,7 +313,14 @@ impl InventoryStore for SqliteRegistry {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (supplier, name) DO UPDATE SET scheme = excluded.scheme,
                  firmware_order = excluded.firmware_order, min_firmware = excluded.min_firmware",
-            params![m.supplier, m.name, m.scheme, order_to_json(&m.firmware_order), m.min_firmware, m.created_at],
+            params![
+                m.supplier,
+                m.name,
+                m.scheme,
+                order_to_json(&m.firmware_order),
+                m.min_firmware,
+                m.created_at
+            ],
         )?;
         Ok(())
     }
@@ -336,7 +347,9 @@ impl InventoryStore for SqliteRegistry {
     fn set_inventory(&self, inv: &Inventory) -> Result<(), RegistryError> {
         let conn = self.conn.lock();
         let exists: Option<String> = conn
-            .query_row("SELECT id FROM devices WHERE id = ?1", [&inv.device], |r| r.get(0))
+            .query_row("SELECT id FROM devices WHERE id = ?1", [&inv.device], |r| {
+                r.get(0)
+            })
             .optional()?;
         if exists.is_none() {
             return Err(RegistryError::NotFound(format!("device {}", inv.device)));
@@ -370,8 +383,9 @@ impl InventoryStore for SqliteRegistry {
 
     fn inventories(&self) -> Result<Vec<Inventory>, RegistryError> {
         let conn = self.conn.lock();
-        let mut stmt =
-            conn.prepare(&format!("SELECT {INVENTORY_COLUMNS} FROM inventory ORDER BY device_id"))?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {INVENTORY_COLUMNS} FROM inventory ORDER BY device_id"
+        ))?;
         let rows = stmt.query_map([], inventory_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -454,8 +468,9 @@ impl InventoryStore for SqliteRegistry {
 
     fn vex(&self) -> Result<Vec<VexRecord>, RegistryError> {
         let conn = self.conn.lock();
-        let mut stmt =
-            conn.prepare("SELECT seq, scope, statement, imported_at, imported_by FROM vex ORDER BY seq")?;
+        let mut stmt = conn.prepare(
+            "SELECT seq, scope, statement, imported_at, imported_by FROM vex ORDER BY seq",
+        )?;
         let rows = stmt.query_map([], |r| {
             Ok(VexRecord {
                 seq: r.get(0)?,
@@ -473,7 +488,15 @@ impl InventoryStore for SqliteRegistry {
         conn.execute(
             "INSERT INTO waivers (rule, device, model, reason, author, created_at, expires_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![w.rule, w.device, w.model, w.reason, w.author, w.created_at, w.expires_at],
+            params![
+                w.rule,
+                w.device,
+                w.model,
+                w.reason,
+                w.author,
+                w.created_at,
+                w.expires_at
+            ],
         )?;
         Ok(conn.last_insert_rowid())
     }
@@ -582,13 +605,26 @@ mod tests {
         assert_eq!(reg.inventory("scanner-1").expect("read"), Some(inv));
         let ids = reg
             .add_vex(&[
-                VexRecord { seq: 0, scope: "{}".into(), statement: "{}".into(), imported_at: 5, imported_by: "t".into() },
-                VexRecord { seq: 0, scope: "{}".into(), statement: "{}".into(), imported_at: 5, imported_by: "t".into() },
+                VexRecord {
+                    seq: 0,
+                    scope: "{}".into(),
+                    statement: "{}".into(),
+                    imported_at: 5,
+                    imported_by: "t".into(),
+                },
+                VexRecord {
+                    seq: 0,
+                    scope: "{}".into(),
+                    statement: "{}".into(),
+                    imported_at: 5,
+                    imported_by: "t".into(),
+                },
             ])
             .expect("vex");
         assert_eq!(ids.len(), 2);
         assert!(ids[0] < ids[1]);
-        reg.set_first_seen("scanner-1", &[("no-high-vulns/CVE-1".into(), 9)]).expect("seen");
+        reg.set_first_seen("scanner-1", &[("no-high-vulns/CVE-1".into(), 9)])
+            .expect("seen");
         assert_eq!(reg.first_seen().expect("seen").len(), 1);
         reg.set_first_seen("scanner-1", &[]).expect("cleared");
         assert!(reg.first_seen().expect("seen").is_empty());

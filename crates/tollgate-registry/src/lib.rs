@@ -75,6 +75,17 @@ pub struct QuarantineReason {
     pub since: i64,
 }
 
+/// One device's quarantine changes, applied with others in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct QuarantineChange {
+    /// Device id.
+    pub device: String,
+    /// Reasons to add or replace (per source).
+    pub set: Vec<QuarantineReason>,
+    /// Sources whose reasons to remove.
+    pub remove: Vec<String>,
+}
+
 /// What a used enrollment token grants.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenGrant {
@@ -130,6 +141,9 @@ pub struct CertRecord {
     pub revoked_at: Option<i64>,
     /// Reason given at revocation.
     pub revoke_reason: Option<String>,
+    /// The certified key: `ecdsa-p256`, `ecdsa-p384`, `ed25519` or `rsa-<bits>` (unknown for
+    /// certificates recorded before schema 5).
+    pub key: Option<String>,
 }
 
 /// A registered supplier (manufacturer) whose bootstrap certificates may enroll devices.
@@ -182,6 +196,10 @@ pub trait DeviceStore: Send + Sync {
         device: &str,
         source: Option<&str>,
     ) -> Result<Vec<QuarantineReason>, RegistryError>;
+    /// Several devices' quarantine changes in one transaction (a fleet-wide compliance
+    /// evaluation): per device, set the reasons given (replacing those of the same source) and
+    /// remove the sources listed. Devices that no longer exist are skipped.
+    fn apply_quarantines(&self, changes: &[QuarantineChange]) -> Result<(), RegistryError>;
     /// Quarantine reasons of every device, by device id (for the first snapshot).
     fn quarantines(&self) -> Result<Vec<(String, QuarantineReason)>, RegistryError>;
     /// Quarantine reasons of one device.
@@ -395,7 +413,7 @@ fn split_groups(s: &str) -> Vec<String> {
         .collect()
 }
 
-/// Maps `serial, subject, kind, not_before, not_after, revoked_at, revoke_reason`.
+/// Maps `serial, subject, kind, not_before, not_after, revoked_at, revoke_reason, key`.
 fn cert_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CertRecord> {
     let kind: String = r.get(2)?;
     Ok(CertRecord {
@@ -406,6 +424,7 @@ fn cert_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CertRecord> {
         not_after: r.get(4)?,
         revoked_at: r.get(5)?,
         revoke_reason: r.get(6)?,
+        key: r.get(7)?,
     })
 }
 
@@ -573,6 +592,30 @@ impl DeviceStore for SqliteRegistry {
         Ok(removed)
     }
 
+    fn apply_quarantines(&self, changes: &[QuarantineChange]) -> Result<(), RegistryError> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        {
+            let mut set = tx.prepare(
+                "INSERT INTO quarantine (device_id, source, reason, by, since)
+                 SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM devices WHERE id = ?1)
+                 ON CONFLICT(device_id, source) DO UPDATE SET reason = excluded.reason, by = excluded.by",
+            )?;
+            let mut remove =
+                tx.prepare("DELETE FROM quarantine WHERE device_id = ?1 AND source = ?2")?;
+            for c in changes {
+                for r in &c.set {
+                    set.execute(params![c.device, r.source, r.reason, r.by, r.since])?;
+                }
+                for source in &c.remove {
+                    remove.execute(params![c.device, source])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     fn quarantines(&self) -> Result<Vec<(String, QuarantineReason)>, RegistryError> {
         let conn = self.conn.lock();
         let mut stmt = conn.prepare(
@@ -596,9 +639,9 @@ impl CertificateStore for SqliteRegistry {
     fn record_certificate(&self, c: &CertRecord) -> Result<(), RegistryError> {
         let conn = self.conn.lock();
         conn.execute(
-            "INSERT INTO certificates (serial, subject, kind, not_before, not_after, revoked_at, revoke_reason)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![c.serial, c.subject, c.kind.as_str(), c.not_before, c.not_after, c.revoked_at, c.revoke_reason],
+            "INSERT INTO certificates (serial, subject, kind, not_before, not_after, revoked_at, revoke_reason, key)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![c.serial, c.subject, c.kind.as_str(), c.not_before, c.not_after, c.revoked_at, c.revoke_reason, c.key],
         )?;
         Ok(())
     }
@@ -606,7 +649,7 @@ impl CertificateStore for SqliteRegistry {
     fn certificates_of(&self, subject: &str) -> Result<Vec<CertRecord>, RegistryError> {
         let conn = self.conn.lock();
         let mut stmt = conn.prepare(
-            "SELECT serial, subject, kind, not_before, not_after, revoked_at, revoke_reason
+            "SELECT serial, subject, kind, not_before, not_after, revoked_at, revoke_reason, key
              FROM certificates WHERE subject = ?1 ORDER BY not_before DESC, serial",
         )?;
         let rows = stmt.query_map([subject], cert_from_row)?;
@@ -624,7 +667,7 @@ impl CertificateStore for SqliteRegistry {
     fn revoked_certificates(&self) -> Result<Vec<CertRecord>, RegistryError> {
         let conn = self.conn.lock();
         let mut stmt = conn.prepare(
-            "SELECT serial, subject, kind, not_before, not_after, revoked_at, revoke_reason
+            "SELECT serial, subject, kind, not_before, not_after, revoked_at, revoke_reason, key
              FROM certificates WHERE revoked_at IS NOT NULL ORDER BY revoked_at, serial",
         )?;
         let rows = stmt.query_map([], cert_from_row)?;
@@ -829,6 +872,7 @@ mod tests {
             not_after: 2,
             revoked_at: None,
             revoke_reason: None,
+            key: None,
         }
     }
 

@@ -91,21 +91,33 @@ impl AdminClient {
             Some(v) => Bytes::from(serde_json::to_vec(v)?),
             None => Bytes::new(),
         };
+        self.call_raw(method, path, "application/json", body_bytes)
+            .await
+    }
+
+    /// A request whose body is given as it is (a document upload).
+    pub async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<serde_json::Value> {
         let (status, bytes) = https_request(
             &self.host,
             self.port,
             &self.tls,
             method,
             path,
-            &[("content-type", "application/json".to_owned())],
-            body_bytes,
+            &[("content-type", content_type.to_owned())],
+            body,
         )
         .await
         .context("calling the admin API")?;
         let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
             serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
         });
-        if status != StatusCode::OK && status != StatusCode::CREATED {
+        if !status.is_success() {
             let msg = value
                 .get("error")
                 .and_then(|e| e.as_str())

@@ -16,6 +16,7 @@ pub struct FileConfig {
     pub admin: AdminSection,
     pub tls: TlsSection,
     pub policy: PolicySection,
+    pub compliance: ComplianceSection,
     pub devices: DevicesSection,
     pub sessions: SessionsSection,
     pub log: LogSection,
@@ -152,6 +153,11 @@ pub struct AdminSection {
     pub max_body_bytes: usize,
     /// Largest EST request body (a base64 PKCS#10 request), bytes.
     pub max_csr_bytes: usize,
+    /// Largest document uploaded to the admin API (an SBOM, a VEX file, a batch of OSV
+    /// advisories), bytes.
+    pub max_document_bytes: usize,
+    /// A document body must arrive within this, seconds.
+    pub document_timeout_secs: u64,
 }
 
 impl Default for AdminSection {
@@ -164,6 +170,8 @@ impl Default for AdminSection {
             body_timeout_secs: 10,
             max_body_bytes: 64 * 1024,
             max_csr_bytes: 16 * 1024,
+            max_document_bytes: 64 * 1024 * 1024,
+            document_timeout_secs: 120,
         }
     }
 }
@@ -187,6 +195,22 @@ impl Default for TlsSection {
 pub struct PolicySection {
     pub file: PathBuf,
     pub watch_interval_ms: u64,
+}
+
+/// Supply-chain compliance.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ComplianceSection {
+    /// The compliance profile (relative to the data directory); reloaded like the policy.
+    pub profile: PathBuf,
+}
+
+impl Default for ComplianceSection {
+    fn default() -> Self {
+        ComplianceSection {
+            profile: PathBuf::from("compliance.toml"),
+        }
+    }
 }
 
 impl Default for PolicySection {
@@ -258,6 +282,7 @@ pub struct Config {
     pub tls13_only: bool,
     pub policy_file: PathBuf,
     pub policy_watch: Duration,
+    pub compliance_file: PathBuf,
     pub cert_lifetime: time::Duration,
     pub group_lifetimes: std::collections::BTreeMap<String, time::Duration>,
     pub weak_keys: tollgate_pki::WeakKeyList,
@@ -285,6 +310,8 @@ pub struct ControlLimits {
     pub body_timeout: Duration,
     pub max_body_bytes: usize,
     pub max_csr_bytes: usize,
+    pub max_document_bytes: usize,
+    pub document_timeout: Duration,
 }
 
 /// Limits on sources, both listeners.
@@ -303,6 +330,7 @@ impl Config {
         tollgate_control::ControlConfig {
             data: self.data.clone(),
             policy_file: self.policy_file.clone(),
+            compliance_file: self.compliance_file.clone(),
             cert_lifetime: self.cert_lifetime,
             group_lifetimes: self.group_lifetimes.clone(),
             weak_keys: self.weak_keys.clone(),
@@ -384,6 +412,8 @@ impl Config {
             body_timeout: Duration::from_secs(a.body_timeout_secs),
             max_body_bytes: a.max_body_bytes.max(1024),
             max_csr_bytes: a.max_csr_bytes.max(1024),
+            max_document_bytes: a.max_document_bytes.max(1024),
+            document_timeout: Duration::from_secs(a.document_timeout_secs.max(1)),
         };
         let limits = Limits {
             prefixes: crate::admission::Prefixes {
@@ -433,6 +463,7 @@ impl Config {
             max_connections: m.max_connections.max(1),
             tls13_only,
             policy_file: resolve(raw.policy.file),
+            compliance_file: resolve(raw.compliance.profile),
             policy_watch: Duration::from_millis(raw.policy.watch_interval_ms.max(50)),
             cert_lifetime: time::Duration::days(i64::from(raw.devices.cert_lifetime_days.max(1))),
             group_lifetimes: raw
@@ -523,6 +554,8 @@ header_timeout_secs = 10         # TLS handshake, then each request's headers (a
 body_timeout_secs = 10           # a request body must arrive within this
 max_body_bytes = 65536           # admin API request bodies
 max_csr_bytes = 16384            # EST request bodies (base64 PKCS#10)
+max_document_bytes = 67108864    # SBOM, VEX and advisory-batch uploads (64 MiB)
+document_timeout_secs = 120      # a document upload must arrive within this
 
 [tls]
 min_version = "1.2"              # "1.2" (ECDHE + AEAD suites only) or "1.3"
@@ -530,6 +563,9 @@ min_version = "1.2"              # "1.2" (ECDHE + AEAD suites only) or "1.3"
 [policy]
 file = "policy.toml"             # reloaded on change and on SIGHUP
 watch_interval_ms = 1000
+
+[compliance]
+profile = "compliance.toml"      # supply-chain rules (docs/compliance.md); none: nothing required
 
 [devices]
 cert_lifetime_days = 7           # device certificates are short-lived; `tollgate agent renew` renews them

@@ -11,7 +11,9 @@ mod config;
 mod control_listener;
 mod datadir;
 mod eventlog;
+mod inventory_cli;
 mod listener;
+mod reports;
 mod serve;
 mod tls;
 
@@ -95,6 +97,21 @@ enum Command {
     /// Suppliers whose manufacturing (bootstrap) certificates may enroll devices.
     #[command(subcommand)]
     Supplier(SupplierCommand),
+    /// Device models: firmware ordering and minimum firmware.
+    #[command(subcommand)]
+    Model(inventory_cli::ModelCommand),
+    /// Software bills of materials, one per model firmware.
+    #[command(subcommand)]
+    Sbom(inventory_cli::SbomCommand),
+    /// The offline OSV advisory database.
+    #[command(subcommand)]
+    Advisories(inventory_cli::AdvisoriesCommand),
+    /// VEX statements: which vulnerabilities do not affect a model's firmware.
+    #[command(subcommand)]
+    Vex(inventory_cli::VexCommand),
+    /// Compliance profiles: evaluate, report, waive.
+    #[command(subcommand)]
+    Compliance(inventory_cli::ComplianceCommand),
     /// The CA hierarchy: status and issuing-CA rotation.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -154,9 +171,16 @@ enum SupplierCommand {
     Add {
         /// Supplier name.
         name: String,
-        /// The supplier's CA certificate(s), PEM.
+        /// The supplier's CA certificate(s), PEM. Without it the supplier is recorded for
+        /// inventory and compliance only, and its devices enroll by token.
         #[arg(long, value_name = "FILE")]
-        ca: PathBuf,
+        ca: Option<PathBuf>,
+        /// Where vulnerabilities in its products are reported (URL or address).
+        #[arg(long, value_name = "CONTACT")]
+        disclosure_contact: Option<String>,
+        /// The day its support for its products ends (YYYY-MM-DD, UTC).
+        #[arg(long, value_name = "DATE", value_parser = parse_date)]
+        support_until: Option<i64>,
         /// Group(s) given to devices this supplier enrolls (repeatable).
         #[arg(long = "group", value_name = "GROUP")]
         groups: Vec<String>,
@@ -171,6 +195,27 @@ enum SupplierCommand {
         #[command(flatten)]
         conn: client::ConnectArgs,
     },
+    /// Set a supplier's vulnerability-disclosure contact or support end.
+    Set {
+        /// Supplier name.
+        name: String,
+        /// Where vulnerabilities in its products are reported ("" clears it).
+        #[arg(long, value_name = "CONTACT")]
+        disclosure_contact: Option<String>,
+        /// The day its support ends (YYYY-MM-DD, UTC).
+        #[arg(long, value_name = "DATE", value_parser = parse_date)]
+        support_until: Option<i64>,
+        #[command(flatten)]
+        conn: client::ConnectArgs,
+    },
+}
+
+/// `YYYY-MM-DD` as Unix seconds at 00:00 UTC.
+fn parse_date(s: &str) -> Result<i64, String> {
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(s.trim(), &fmt)
+        .map(|d| d.midnight().assume_utc().unix_timestamp())
+        .map_err(|e| format!("{s:?} is not a date like 2027-12-31: {e}"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -267,10 +312,35 @@ enum DeviceCommand {
         #[command(flatten)]
         conn: client::ConnectArgs,
     },
-    /// Show one device and its certificates (JSON).
+    /// Show one device (JSON): state, certificates, supplier, model, serial, firmware, the SBOM
+    /// of that firmware and its compliance findings.
     Show {
         /// Device id.
         id: String,
+        #[command(flatten)]
+        conn: client::ConnectArgs,
+    },
+    /// Show or set what a device is and runs: supplier, model, hardware serial, firmware and
+    /// labels (devices also report their firmware themselves over MQTT). A change is
+    /// re-evaluated for compliance at once.
+    Inventory {
+        /// Device id.
+        id: String,
+        /// Supplier (registered with `tollgate supplier add`).
+        #[arg(long)]
+        supplier: Option<String>,
+        /// Model.
+        #[arg(long)]
+        model: Option<String>,
+        /// Hardware serial.
+        #[arg(long)]
+        serial: Option<String>,
+        /// Running firmware version.
+        #[arg(long)]
+        firmware: Option<String>,
+        /// A label KEY=VALUE (repeatable; KEY= removes it).
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
         #[command(flatten)]
         conn: client::ConnectArgs,
     },
@@ -425,6 +495,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Policy(cmd) => policy(cmd),
         Command::Agent(cmd) => runtime()?.block_on(agent_cmd(cmd)),
         Command::Supplier(cmd) => runtime()?.block_on(supplier_cmd(cmd)),
+        Command::Model(cmd) => runtime()?.block_on(inventory_cli::model(cmd)),
+        Command::Sbom(cmd) => runtime()?.block_on(inventory_cli::sbom(cmd)),
+        Command::Advisories(cmd) => runtime()?.block_on(inventory_cli::advisories(cmd)),
+        Command::Vex(cmd) => runtime()?.block_on(inventory_cli::vex(cmd)),
+        Command::Compliance(cmd) => match cmd {
+            inventory_cli::ComplianceCommand::Check { .. } => {
+                tokio::runtime::Builder::new_current_thread()
+                    .build()?
+                    .block_on(inventory_cli::compliance(cmd))
+            }
+            cmd => runtime()?.block_on(inventory_cli::compliance(cmd)),
+        },
         Command::Ca(CaCommand::Status { conn }) => runtime()?.block_on(async {
             let v = client::AdminClient::new(&conn)?
                 .call(Method::GET, "/api/v1/ca", None)
@@ -619,6 +701,45 @@ async fn device(cmd: DeviceCommand) -> Result<ExitCode> {
                 .await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
+        DeviceCommand::Inventory {
+            id,
+            supplier,
+            model,
+            serial,
+            firmware,
+            labels,
+            conn,
+        } => {
+            let client = client::AdminClient::new(&conn)?;
+            let path = format!("/api/v1/devices/{id}/inventory");
+            let unchanged = supplier.is_none()
+                && model.is_none()
+                && serial.is_none()
+                && firmware.is_none()
+                && labels.is_empty();
+            let v = if unchanged {
+                client.call(Method::GET, &path, None).await?
+            } else {
+                let mut map = serde_json::Map::new();
+                for l in &labels {
+                    let (k, v) = l
+                        .split_once('=')
+                        .ok_or_else(|| anyhow::anyhow!("label {l:?}: expected KEY=VALUE"))?;
+                    map.insert(k.to_owned(), v.into());
+                }
+                client
+                    .call(
+                        Method::PUT,
+                        &path,
+                        Some(serde_json::json!({
+                            "supplier": supplier, "model": model, "hardware_serial": serial,
+                            "firmware": firmware, "labels": map,
+                        })),
+                    )
+                    .await?
+            };
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
         DeviceCommand::Quarantine { id, reason, conn } => {
             let v = client::AdminClient::new(&conn)?
                 .call(
@@ -705,18 +826,44 @@ async fn supplier_cmd(cmd: SupplierCommand) -> Result<ExitCode> {
             ca,
             groups,
             allow_reenroll,
+            disclosure_contact,
+            support_until,
             conn,
         } => {
-            let ca_pem = std::fs::read_to_string(&ca)
-                .with_context(|| format!("reading {}", ca.display()))?;
+            let ca_pem = match &ca {
+                Some(ca) => std::fs::read_to_string(ca)
+                    .with_context(|| format!("reading {}", ca.display()))?,
+                None => String::new(),
+            };
             client::AdminClient::new(&conn)?
                 .call(
                     Method::POST,
                     "/api/v1/suppliers",
-                    Some(serde_json::json!({ "name": name, "ca_pem": ca_pem, "groups": groups, "allow_reenroll": allow_reenroll })),
+                    Some(serde_json::json!({
+                        "name": name, "ca_pem": ca_pem, "groups": groups,
+                        "allow_reenroll": allow_reenroll,
+                        "disclosure_contact": disclosure_contact, "support_end": support_until,
+                    })),
                 )
                 .await?;
             println!("Supplier {name} registered.");
+        }
+        SupplierCommand::Set {
+            name,
+            disclosure_contact,
+            support_until,
+            conn,
+        } => {
+            let v = client::AdminClient::new(&conn)?
+                .call(
+                    Method::PATCH,
+                    &format!("/api/v1/suppliers/{name}"),
+                    Some(serde_json::json!({
+                        "disclosure_contact": disclosure_contact, "support_end": support_until,
+                    })),
+                )
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
         }
         SupplierCommand::List { conn } => {
             let v = client::AdminClient::new(&conn)?

@@ -210,6 +210,8 @@ pub async fn serve(cfg: Config) -> Result<()> {
     let first = crate::eventlog::last_seq(&cfg.events_file).map_or(1, |s| s + 1);
     let (events, mut dispatcher) = EventBus::new(cfg.event_queue, first);
     let log = dispatcher.consumer("log", cfg.event_queue);
+    // Connections are evaluated for compliance as they are accepted (off the data path).
+    let dispatcher_compliance = dispatcher.consumer("compliance", cfg.event_queue);
     let dispatcher_task = tokio::spawn(dispatcher.run());
     let event_writer = tokio::spawn(crate::eventlog::run(log, cfg.events_file.clone()));
 
@@ -218,6 +220,12 @@ pub async fn serve(cfg: Config) -> Result<()> {
         .context("opening the control plane")?;
     let (broker, store) = open_broker(&cfg, &events, control.snapshot())?;
     control.attach(Arc::new(BrokerPlane(broker.clone())));
+    let reports = crate::reports::start(Arc::clone(&control), &broker);
+    let compliance_consumer = dispatcher_compliance;
+    let connects = tokio::spawn(crate::reports::evaluate_on_connect(
+        Arc::clone(&control),
+        compliance_consumer,
+    ));
 
     let revoked: crate::tls::RevocationCheck = {
         let b = broker.clone();
@@ -278,6 +286,16 @@ pub async fn serve(cfg: Config) -> Result<()> {
         stop_rx,
     ));
     let watcher = tokio::spawn(watch_policy(Arc::clone(&control), cfg.policy_watch));
+    // Verdicts (for reports, and quarantines whose inputs changed while the server was down)
+    // from the state on disk, in the background.
+    {
+        let cp = Arc::clone(&control);
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = cp.evaluate_fleet(None, "startup", None) {
+                tracing::error!("evaluating compliance at start: {e}");
+            }
+        });
+    }
 
     events.emit(EventKind::ServerStarted {
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -302,6 +320,8 @@ pub async fn serve(cfg: Config) -> Result<()> {
     let _ = std::fs::remove_file(l.addresses());
     watcher.abort();
     tls_task.abort();
+    reports.abort();
+    connects.abort();
     let _ = mqtt_task.await;
     let _ = admin_task.await;
     if let Some(store) = store {
@@ -370,13 +390,23 @@ async fn watch_policy(cp: Arc<Control>, every: Duration) {
             _ = tick.tick() => {
                 let _ = tokio::task::spawn_blocking(move || {
                     cp.reload_if_changed();
+                    cp.reload_compliance_if_changed();
+                    cp.compliance_tick();
                     cp.refresh_crl_if_due();
                 })
                 .await;
             }
             _ = hup_fut => {
-                tracing::info!("SIGHUP: reloading the policy");
-                let _ = tokio::task::spawn_blocking(move || cp.reload_and_publish()).await;
+                tracing::info!("SIGHUP: reloading the policy and the compliance profile");
+                let _ = tokio::task::spawn_blocking(move || {
+                    cp.reload_and_publish();
+                    if let Err(e) = cp.reload_compliance() {
+                        tracing::error!("compliance profile refused, the previous one stays:\n{e}");
+                    } else if let Err(e) = cp.evaluate_fleet(None, "profile_change", None) {
+                        tracing::error!("evaluating compliance after SIGHUP: {e}");
+                    }
+                })
+                .await;
             }
         }
     }

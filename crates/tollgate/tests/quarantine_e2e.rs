@@ -89,9 +89,10 @@ fn a_quarantined_v5_device_stays_connected_and_is_confined_to_the_quarantine_pol
     let sensor = s.add_device("sensor-1", &["sensors"]);
     let backend = s.add_device("backend", &["backend"]);
     let ops = s.add_device("ops", &["backend"]);
+    let other = s.add_device("sensor-2", &["sensors"]);
     let go = s.root.join("go");
 
-    // The backend reads telemetry and inventories.
+    // The backend reads telemetry and (tries to read) inventories.
     let mut reader = s.paho_background(
         &backend,
         json!([
@@ -157,10 +158,13 @@ fn a_quarantined_v5_device_stays_connected_and_is_confined_to_the_quarantine_pol
     );
     assert_eq!(r[9]["connected"], true, "never disconnected: {r:?}");
 
-    // The backend got the message from before and the inventory, never the refused one (it
-    // would have come between them).
+    // The backend got the message from before and another sensor's marker, never the refused
+    // one nor the inventory report (consumed by the gateway, never routed): either would have
+    // come between them.
+    let out = s.mosquitto_pub(&other, &["-t", "devices/sensor-2/telemetry", "-q", "1", "-m", "marker"]);
+    assert!(out.status.success());
     let got = reader.join().unwrap();
-    assert_eq!(payloads(&got[2]), ["before", "inv-1"], "{got:?}");
+    assert_eq!(payloads(&got[2]), ["before", "marker"], "{got:?}");
 
     // QoS 2 outside the quarantine policy: PUBREC 0x87, as mosquitto_pub reports it.
     let out = s.mosquitto_pub(
@@ -233,6 +237,7 @@ fn a_quarantined_mqtt_311_device_gets_a_normal_puback_but_nothing_outside_is_del
     let sensor = s.add_device("sensor-1", &["sensors"]);
     let backend = s.add_device("backend", &["backend"]);
     let ops = s.add_device("ops", &["backend"]);
+    let other = s.add_device("sensor-2", &["sensors"]);
     let go = s.root.join("go");
 
     let mut reader = s.paho_background(
@@ -291,16 +296,18 @@ fn a_quarantined_mqtt_311_device_gets_a_normal_puback_but_nothing_outside_is_del
         "{r:?}"
     );
     assert_eq!(r[8]["connected"], true, "never disconnected: {r:?}");
+    let out = s.mosquitto_pub(&other, &["-t", "devices/sensor-2/telemetry", "-q", "1", "-m", "marker"]);
+    assert!(out.status.success());
     let got = reader.join().unwrap();
     assert_eq!(
         payloads(&got[2]),
-        ["before", "inv-1"],
-        "the acknowledged message was dropped: {got:?}"
+        ["before", "marker"],
+        "the acknowledged message was dropped, the inventory report consumed: {got:?}"
     );
 
     // A new 3.1.1 connection of the quarantined device (mosquitto clients): QoS 1 outside is
-    // acknowledged (mosquitto_pub succeeds) and dropped; the inventory that follows it is the
-    // first thing the subscriber gets.
+    // acknowledged (mosquitto_pub succeeds) and dropped; the inventory report that follows it
+    // is consumed; another sensor's marker is the first thing the subscriber gets.
     let sub = s.mosquitto_sub(
         &backend,
         &[
@@ -351,9 +358,14 @@ fn a_quarantined_mqtt_311_device_gets_a_normal_puback_but_nothing_outside_is_del
         ],
     );
     assert!(out.status.success());
+    let out = s.mosquitto_pub(
+        &other,
+        &["-V", "mqttv311", "-t", "devices/sensor-2/telemetry", "-q", "1", "-m", "marker"],
+    );
+    assert!(out.status.success());
     assert_eq!(
         finish(sub, Duration::from_secs(12)).trim(),
-        "$tollgate/devices/sensor-1/inventory inv-2"
+        "devices/sensor-2/telemetry marker"
     );
     let ev = s.wait_event("publish denied", |e| {
         e["type"] == "publish_denied"
@@ -722,7 +734,10 @@ fn the_policy_files_quarantine_table_replaces_the_default_and_its_deny_rules_sti
     assert_eq!(r[0]["rc"], 0, "{r:?}");
     assert_eq!(r[1]["rc"], 0, "the file's quarantine grant: {r:?}");
     assert_eq!(r[2]["rc"], 0x87, "the deny rule still applies: {r:?}");
-    assert_eq!(r[3]["rc"], 0x87, "the default grant is replaced: {r:?}");
+    assert_eq!(
+        r[3]["rc"], 0,
+        "the inventory report topic is reserved: every device may report, whatever the grant: {r:?}"
+    );
     assert_eq!(r[4]["rc"], 0x87, "{r:?}");
     assert_eq!(
         r[5]["rc"], 0x87,

@@ -440,6 +440,15 @@ impl Conn {
             }
         }
 
+        match self.gate.report(&self.shared, &p.topic, p.qos) {
+            None => {}
+            Some(Ok(())) => return self.on_report(p),
+            Some(Err(_)) => {
+                let why = "a device reports only its own inventory on $tollgate/devices/<its id>/inventory";
+                self.refuse_publish(pid, p.qos, ReasonCode::NOT_AUTHORIZED, why);
+                return None;
+            }
+        }
         if let Err(what) = self
             .gate
             .publish(&self.shared, &p.topic, p.qos, p.retain, "publish")
@@ -552,6 +561,53 @@ impl Conn {
                         ..Default::default()
                     }),
                 );
+            }
+        }
+        None
+    }
+
+    /// A device's report on its own reserved topic: handed to the report sink (the control
+    /// plane), acknowledged, never routed or retained.
+    fn on_report(&mut self, p: Publish) -> Option<End> {
+        let pid = p.packet_id;
+        let refused = if p.payload.len() > crate::reports::MAX_REPORT_BYTES {
+            Some((
+                ReasonCode::PAYLOAD_FORMAT_INVALID,
+                format!(
+                    "an inventory report is at most {} bytes",
+                    crate::reports::MAX_REPORT_BYTES
+                ),
+            ))
+        } else {
+            match self.shared.reports.get() {
+                Some(sink) if sink.report(&self.session.device_id, p.payload) => None,
+                Some(_) => Some((
+                    ReasonCode::QUOTA_EXCEEDED,
+                    "inventory reports are arriving faster than they are processed; retry later"
+                        .to_owned(),
+                )),
+                None => Some((
+                    ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR,
+                    "this server takes no inventory reports".to_owned(),
+                )),
+            }
+        };
+        if let Some((code, why)) = refused {
+            self.refuse_publish(pid, p.qos, code, &why);
+            return None;
+        }
+        match p.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.out.push(Packet::PubAck(PubResp {
+                packet_id: pid,
+                ..Default::default()
+            })),
+            QoS::ExactlyOnce => {
+                self.state.inbound_qos2.insert(pid);
+                self.out.push(Packet::PubRec(PubResp {
+                    packet_id: pid,
+                    ..Default::default()
+                }));
             }
         }
         None

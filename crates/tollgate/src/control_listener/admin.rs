@@ -3,7 +3,8 @@
 //! Routes (all under `/api/v1`): `GET /health`, `GET /devices`, `POST /devices`,
 //! `GET /devices/{id}`, `POST /devices/{id}/revoke`, `POST /devices/{id}/quarantine`,
 //! `POST /devices/{id}/release`, `POST /devices/{id}/token`, `GET /connections`, `GET /policy`,
-//! `GET|POST /suppliers`, `GET /ca`. Errors come back as `{"error": "..."}` with the status
+//! `GET|POST /suppliers`, `GET /ca`, and the inventory and compliance routes of
+//! [`super::compliance_api`]. Errors come back as `{"error": "..."}` with the status
 //! [`super::status_of`] gives, and so do the listener's own (400, 404, 405, 408, 413, 415,
 //! 422). The caller's certificate is checked before a body is read; bodies are read with the
 //! route's limit and deadline ([`super::body`]) and parsed by [`tollgate_control::requests`].
@@ -42,10 +43,10 @@ pub(super) struct AdminState {
     pub limits: ControlLimits,
 }
 
-type AppState = AdminState;
+pub(super) type AppState = AdminState;
 
 /// Extractor: the caller is an administrator.
-struct Admin(String);
+pub(super) struct Admin(pub(super) String);
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
@@ -88,7 +89,7 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-struct ApiError(StatusCode, String);
+pub(super) struct ApiError(pub(super) StatusCode, pub(super) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -113,7 +114,7 @@ impl From<RequestError> for ApiError {
 }
 
 /// Read and parse a JSON body (after the caller was found to be an admin); `None` when empty.
-async fn json_body<T: DeserializeOwned>(
+pub(super) async fn json_body<T: DeserializeOwned>(
     s: &AppState,
     headers: &HeaderMap,
     body: Body,
@@ -130,7 +131,7 @@ async fn json_body<T: DeserializeOwned>(
 }
 
 /// A JSON body the route cannot do without.
-async fn required<T: DeserializeOwned>(
+pub(super) async fn required<T: DeserializeOwned>(
     s: &AppState,
     headers: &HeaderMap,
     body: Body,
@@ -149,7 +150,7 @@ impl From<ControlError> for ApiError {
     }
 }
 
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ControlError> + Send + 'static,
 ) -> Result<T, ApiError> {
     super::blocking(f)
@@ -295,13 +296,17 @@ async fn add_supplier(
     let req: AddSupplier = required(&s, &headers, body).await?;
     let cp = Arc::clone(&s.cp);
     let v = blocking(move || {
-        cp.add_supplier(
+        let v = cp.add_supplier(
             &req.name,
             &req.ca_pem,
             &req.groups,
             req.allow_reenroll,
             &who,
-        )
+        )?;
+        if req.disclosure_contact.is_some() || req.support_end.is_some() {
+            cp.set_supplier_info(&req.name, req.disclosure_contact, req.support_end, &who)?;
+        }
+        Ok(v)
     })
     .await?;
     Ok((StatusCode::CREATED, Json(v)))
@@ -312,8 +317,14 @@ async fn ca_status(State(s): State<AppState>, _a: Admin) -> Result<impl IntoResp
     Ok(Json(blocking(move || cp.ca_status()).await?))
 }
 
-async fn list_suppliers(State(s): State<AppState>, _a: Admin) -> impl IntoResponse {
-    Json(s.cp.suppliers())
+async fn list_suppliers(
+    State(s): State<AppState>,
+    _a: Admin,
+) -> Result<impl IntoResponse, ApiError> {
+    let cp = Arc::clone(&s.cp);
+    Ok(Json(
+        blocking(move || super::compliance_api::suppliers_with_info(&cp)).await?,
+    ))
 }
 
 async fn connections(State(s): State<AppState>, _a: Admin) -> impl IntoResponse {
@@ -353,6 +364,7 @@ pub(super) fn router(state: AppState) -> Router {
         .route("/api/v1/policy", get(policy))
         .route("/api/v1/suppliers", get(list_suppliers).post(add_supplier))
         .route("/api/v1/ca", get(ca_status))
+        .merge(super::compliance_api::routes())
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError(

@@ -11,6 +11,7 @@
 //! [`tollgate_control::Control`] on a blocking thread and translate the result.
 
 mod admin;
+mod compliance_api;
 mod body;
 mod est;
 
@@ -58,6 +59,7 @@ pub fn status_of(e: &ControlError) -> StatusCode {
         | E::InvalidSupplierCa(_)
         | E::CsrRefused(_)
         | E::PolicyRejected(_) => StatusCode::BAD_REQUEST,
+        E::ProfileRejected(_) | E::InvalidDocument(_) => StatusCode::UNPROCESSABLE_ENTITY,
         E::SubjectMismatch { .. }
         | E::TokenRefused(_)
         | E::BootstrapRefused(_)
@@ -66,7 +68,7 @@ pub fn status_of(e: &ControlError) -> StatusCode {
         | E::AlreadyEnrolled { .. }
         | E::DeviceRevoked(_)
         | E::NotActive(_) => StatusCode::FORBIDDEN,
-        E::DeviceNotFound(_) => StatusCode::NOT_FOUND,
+        E::DeviceNotFound(_) | E::UnknownModel(_) | E::NotFound(_) => StatusCode::NOT_FOUND,
         E::DeviceExists(_)
         | E::ReactivationRequired(_)
         | E::GroupChangeRequired { .. }
