@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::purl::{osv_key, Package, PackageKey};
 use crate::{version, ComplianceError, Severity, MAX_RECORD_BYTES};
 
-pub use read::{read_path, RawRecord};
+pub use read::{read_path, RawRecord, MAX_ARCHIVE_BYTES, MAX_RECORDS};
 
 /// A severity rating of an advisory, with where it came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -509,11 +509,7 @@ fn range_includes(
     for (at, _, e) in &events {
         match (e, at) {
             (Event::Introduced(_), None) => affected = true,
-            (Event::Introduced(_), Some(x)) => {
-                if v >= *x {
-                    affected = true;
-                }
-            }
+            (Event::Introduced(_), Some(x)) if v >= *x => affected = true,
             (Event::Fixed(s), Some(x)) => {
                 if v >= *x {
                     affected = false;
@@ -522,11 +518,7 @@ fn range_includes(
                     fixed = Some((x.clone(), s.clone()));
                 }
             }
-            (Event::LastAffected(_), Some(x)) => {
-                if v > *x {
-                    affected = false;
-                }
-            }
+            (Event::LastAffected(_), Some(x)) if v > *x => affected = false,
             (Event::Limit(_), Some(x)) => limits.push(x),
             _ => {}
         }

@@ -68,8 +68,7 @@ fn parse_lenient(v: &str) -> Result<Lenient, String> {
         None => (v, None),
     };
     let mut nums = [0u64; 4];
-    let mut count = 0usize;
-    for part in core.split('.') {
+    for (count, part) in core.split('.').enumerate() {
         if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
             return Err(format!("{part:?} is not a number"));
         }
@@ -79,7 +78,6 @@ fn parse_lenient(v: &str) -> Result<Lenient, String> {
         *slot = part
             .parse::<u64>()
             .map_err(|_| format!("{part} is too large"))?;
-        count += 1;
     }
     let pre = match pre {
         Some(p) => semver::Prerelease::new(p).map_err(|e| format!("pre-release {p:?}: {e}"))?,
