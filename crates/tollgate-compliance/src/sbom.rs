@@ -58,7 +58,8 @@ pub struct Sbom {
     /// The tools that produced it, `"name version"`.
     pub tools: Vec<String>,
     /// Every component at any depth, in document order, deduplicated by package URL (or by
-    /// name and version when there is none). The described root is not one of them.
+    /// name and version when there is none). The described root (and its own sub-components)
+    /// is not one of them.
     pub components: Vec<Component>,
     /// CycloneDX `vulnerabilities[]` that carry an `analysis.state` (embedded VEX).
     pub vex: Vec<crate::vex::Statement>,

@@ -345,10 +345,9 @@ pub(crate) fn to_sbom(mut bom: Bom, version: String) -> Sbom {
         .as_ref()
         .and_then(|s| non_empty(s.name.clone()))
         .or_else(|| root.as_ref().and_then(|r| r.supplier.clone()));
+    // The root's own sub-components (cargo-cyclonedx lists the crate's targets there) are
+    // parts of what is described, not components it contains.
     let mut flat = Vec::new();
-    if let Some(root) = &meta.component {
-        flatten(&root.components.0, &mut flat);
-    }
     flatten(&bom.components.0, &mut flat);
     let components = dedup(flat.into_iter().map(component).collect(), root.as_slice());
     Sbom {

@@ -1,7 +1,8 @@
 //! Bounded, path-reporting JSON reading shared by the SBOM and VEX parsers.
 //!
 //! Owns the limits every document parser applies beyond `MAX_DOCUMENT_BYTES` (list items in
-//! total, components in total; nesting is serde_json's recursion limit of 128) and the wording
+//! total, components in total; nesting of what is read is serde_json's recursion limit of 128,
+//! while fields nobody reads are skipped by serde_json without recursion) and the wording
 //! of a JSON error: the JSON path of the offending value, then serde_json's line and column.
 //! It must not know any SBOM or VEX format: those live in the sibling modules and in `vex`.
 
