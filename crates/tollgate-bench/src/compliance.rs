@@ -17,7 +17,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde::Serialize;
 use tollgate_control::{Control, ControlConfig};
-use tollgate_registry::{Inventory, InventoryStore, Registry, SqliteRegistry, SupplierStore};
+use tollgate_registry::{Inventory, Registry, SqliteRegistry};
 
 /// Arguments of `tollgate-bench compliance`.
 #[derive(Debug, clap::Args)]
@@ -130,7 +130,8 @@ fn advisory_doc(rng: &mut Rng, i: usize, eco: usize, n: usize, modified: &str) -
                 {"introduced": "0"}, {"last_affected": version(a, b, 0)}]}]);
         }
         8 => {
-            affected["versions"] = serde_json::json!((0..10).map(|p| version(a, b, p)).collect::<Vec<_>>());
+            affected["versions"] =
+                serde_json::json!((0..10).map(|p| version(a, b, p)).collect::<Vec<_>>());
         }
         _ => {
             affected["ranges"] = serde_json::json!([{"type": "ECOSYSTEM", "events": [
@@ -138,7 +139,11 @@ fn advisory_doc(rng: &mut Rng, i: usize, eco: usize, n: usize, modified: &str) -
                 {"introduced": version(a + 1, 0, 0)}, {"fixed": version(a + 1, 2, 0)}]}]);
         }
     }
-    let score = ["CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H", "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:H", "CVSS:3.1/AV:L/AC:H/PR:L/UI:R/S:U/C:L/I:N/A:N"][rng.below(3)];
+    let score = [
+        "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H",
+        "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:H",
+        "CVSS:3.1/AV:L/AC:H/PR:L/UI:R/S:U/C:L/I:N/A:N",
+    ][rng.below(3)];
     let mut doc = serde_json::json!({
         "schema_version": "1.6.0",
         "id": format!("BENCH-{i:06}"),
@@ -148,7 +153,7 @@ fn advisory_doc(rng: &mut Rng, i: usize, eco: usize, n: usize, modified: &str) -
         "severity": [{"type": "CVSS_V3", "score": score}],
         "affected": [affected],
     });
-    if i % 200 == 0 {
+    if i.is_multiple_of(200) {
         doc["withdrawn"] = "2026-01-01T00:00:00Z".into();
     }
     doc.to_string()
@@ -188,9 +193,7 @@ fn build(args: &ComplianceArgs, data: &Path) -> Result<()> {
         std::fs::remove_dir_all(data)?;
     }
     eprintln!("building the fleet ({spec}); once per work directory...");
-    let mut opts = tollgate_control::InitOptions::default();
-    opts.config_toml = String::new();
-    tollgate_control::ca::init(data, &opts)?;
+    tollgate_control::ca::init(data, &tollgate_control::InitOptions::default())?;
     std::fs::write(
         data.join("compliance.toml"),
         "[[rule]]\nid = \"no-high-vulns\"\nmax_severity = \"medium\"\naction = \"quarantine\"\n\n\
@@ -206,7 +209,7 @@ fn build(args: &ComplianceArgs, data: &Path) -> Result<()> {
         },
         0,
     )?;
-    let mut rng = Rng(0x5EED_0F_C0FF_EE);
+    let mut rng = Rng(0x5EED_0FC0_FFEE);
     let models = (args.sboms / 4).max(1);
     for m in 0..models {
         cp.put_model(
@@ -233,7 +236,11 @@ fn build(args: &ComplianceArgs, data: &Path) -> Result<()> {
             "bench",
         )?;
     }
-    eprintln!("  {} SBOMs imported in {:.1}s", args.sboms, t.elapsed().as_secs_f64());
+    eprintln!(
+        "  {} SBOMs imported in {:.1}s",
+        args.sboms,
+        t.elapsed().as_secs_f64()
+    );
     let t = Instant::now();
     let mut batch = Vec::new();
     for i in 0..args.advisories {
@@ -248,7 +255,11 @@ fn build(args: &ComplianceArgs, data: &Path) -> Result<()> {
     if !batch.is_empty() {
         cp.import_advisories(&batch, "bench")?;
     }
-    eprintln!("  {} advisories imported in {:.1}s", args.advisories, t.elapsed().as_secs_f64());
+    eprintln!(
+        "  {} advisories imported in {:.1}s",
+        args.advisories,
+        t.elapsed().as_secs_f64()
+    );
     let t = Instant::now();
     for d in 0..args.devices {
         let id = format!("dev-{d:05}");
@@ -263,7 +274,11 @@ fn build(args: &ComplianceArgs, data: &Path) -> Result<()> {
             ..Default::default()
         })?;
     }
-    eprintln!("  {} devices registered in {:.1}s", args.devices, t.elapsed().as_secs_f64());
+    eprintln!(
+        "  {} devices registered in {:.1}s",
+        args.devices,
+        t.elapsed().as_secs_f64()
+    );
     drop(cp);
     std::fs::write(&marker, spec)?;
     Ok(())
@@ -309,14 +324,20 @@ pub fn run(args: ComplianceArgs) -> Result<std::process::ExitCode> {
         // One advisory for a package some SBOMs name (the first component of SBOM 0's
         // universe draw is not known here, so pick a package by scanning a known-named one:
         // lib-0 in PyPI is in the universe and appears in some SBOMs at this scale).
-        let mut rng = Rng(0xBADC_0DE + r as u64);
+        let mut rng = Rng(0x0BAD_C0DE + r as u64);
         let stamp = format!("2026-12-{:02}T00:00:00Z", 2 + r);
         let hit = advisory_doc(&mut rng, 900_000 + r, 0, 0, &stamp);
         let t = Instant::now();
         let h = cp.import_advisories(&[hit.into_bytes()], "bench")?;
         let hit_import_ms = ms(t);
         // One for a package in no SBOM (outside the universe).
-        let miss = advisory_doc(&mut rng, 950_000 + r, 1, PACKAGES_PER_ECOSYSTEM + 7 + r, &stamp);
+        let miss = advisory_doc(
+            &mut rng,
+            950_000 + r,
+            1,
+            PACKAGES_PER_ECOSYSTEM + 7 + r,
+            &stamp,
+        );
         let t = Instant::now();
         let m = cp.import_advisories(&[miss.into_bytes()], "bench")?;
         let miss_import_ms = ms(t);
@@ -332,7 +353,11 @@ pub fn run(args: ComplianceArgs) -> Result<std::process::ExitCode> {
             miss_import_ms,
             miss_reevaluated: m.reevaluated,
         });
-        eprintln!("run {}: {}", r + 1, serde_json::to_string(runs.last().unwrap_or(&runs[0]))?);
+        eprintln!(
+            "run {}: {}",
+            r + 1,
+            serde_json::to_string(runs.last().unwrap_or(&runs[0]))?
+        );
     }
     let med = |f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
     let summary = serde_json::json!({
@@ -357,7 +382,10 @@ pub fn run(args: ComplianceArgs) -> Result<std::process::ExitCode> {
     println!("{}", serde_json::to_string_pretty(&summary)?);
     if let Some(out) = &args.out {
         std::fs::create_dir_all(out)?;
-        std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&summary)?)?;
+        std::fs::write(
+            out.join("results.json"),
+            serde_json::to_string_pretty(&summary)?,
+        )?;
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -553,7 +553,11 @@ fn check(rule: &Rule, d: &DeviceFacts<'_>, now: i64, out: &mut Vec<Raw>, verdict
                         (Some(_), None) => true,
                     };
                     if banned {
-                        let why = b.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+                        let why = b
+                            .reason
+                            .as_deref()
+                            .map(|r| format!(": {r}"))
+                            .unwrap_or_default();
                         out.push(Raw {
                             component: Some(purl.clone()),
                             ..Raw::simple(
@@ -612,7 +616,7 @@ fn check(rule: &Rule, d: &DeviceFacts<'_>, now: i64, out: &mut Vec<Raw>, verdict
             min_rsa_bits,
         } => {
             let Some(c) = d.certificate else { return };
-            let ok = allowed.iter().any(|a| *a == c.key_algorithm)
+            let ok = allowed.contains(&c.key_algorithm)
                 && (c.key_algorithm != "rsa" || c.key_bits >= *min_rsa_bits);
             if !ok {
                 out.push(Raw::simple(
@@ -640,7 +644,9 @@ fn check(rule: &Rule, d: &DeviceFacts<'_>, now: i64, out: &mut Vec<Raw>, verdict
             }
         }
         Check::SupplierAllowlist { suppliers } => {
-            let ok = d.supplier_name.is_some_and(|s| suppliers.iter().any(|x| x == s));
+            let ok = d
+                .supplier_name
+                .is_some_and(|s| suppliers.iter().any(|x| x == s));
             if !ok {
                 out.push(Raw::simple(
                     "supplier",
@@ -773,8 +779,13 @@ mod tests {
     #[test]
     fn a_vulnerable_component_violates_max_severity_and_the_fixed_one_does_not() {
         let idx = index();
-        let p = profile("[[rule]]\nid = \"v\"\nmax_severity = \"medium\"\naction = \"quarantine\"\n");
-        let bad = assess(&sbom(&[("urllib3", Some("1.26.4"), Some("pkg:pypi/urllib3@1.26.4"))]), &idx, &[]);
+        let p =
+            profile("[[rule]]\nid = \"v\"\nmax_severity = \"medium\"\naction = \"quarantine\"\n");
+        let bad = assess(
+            &sbom(&[("urllib3", Some("1.26.4"), Some("pkg:pypi/urllib3@1.26.4"))]),
+            &idx,
+            &[],
+        );
         assert_eq!(bad.vulnerabilities.len(), 1, "{bad:?}");
         assert_eq!(bad.vulnerabilities[0].fixed.as_deref(), Some("1.26.5"));
         assert_eq!(bad.vulnerabilities[0].severity, Some(Severity::High));
@@ -785,7 +796,11 @@ mod tests {
         assert!(f.advisories.iter().any(|a| a == "CVE-2021-33503"), "{f:?}");
         assert!(f.message.contains("fixed in 1.26.5"), "{f:?}");
 
-        let good = assess(&sbom(&[("urllib3", Some("1.26.5"), Some("pkg:pypi/urllib3@1.26.5"))]), &idx, &[]);
+        let good = assess(
+            &sbom(&[("urllib3", Some("1.26.5"), Some("pkg:pypi/urllib3@1.26.5"))]),
+            &idx,
+            &[],
+        );
         assert!(good.vulnerabilities.is_empty());
         assert!(evaluate(&p, &facts(Some(&good)), &[], &|_| None, 1000).compliant());
     }
@@ -794,7 +809,8 @@ mod tests {
     fn vex_not_affected_clears_and_a_later_affected_statement_overrides_it() {
         let idx = index();
         let s = sbom(&[("urllib3", Some("1.26.4"), Some("pkg:pypi/urllib3@1.26.4"))]);
-        let p = profile("[[rule]]\nid = \"v\"\nmax_severity = \"medium\"\naction = \"quarantine\"\n");
+        let p =
+            profile("[[rule]]\nid = \"v\"\nmax_severity = \"medium\"\naction = \"quarantine\"\n");
         let na = statement(Status::NotAffected, "pkg:pypi/urllib3");
         let a = assess(&s, &idx, &[(1, &na)]);
         assert!(!a.vulnerabilities[0].counts());
@@ -817,7 +833,12 @@ mod tests {
         let p = profile("[[rule]]\nid = \"v\"\nmax_severity = \"medium\"\ngrace = { high = \"72h\" }\naction = \"quarantine\"\n");
         let now = 1_000_000;
         let v = evaluate(&p, &facts(Some(&a)), &[], &|_| None, now);
-        assert_eq!(v.findings[0].state, FindingState::Grace { until: now + 72 * 3600 });
+        assert_eq!(
+            v.findings[0].state,
+            FindingState::Grace {
+                until: now + 72 * 3600
+            }
+        );
         assert!(v.compliant(), "within grace");
         assert_eq!(v.next_change, Some(now + 72 * 3600));
         let key = v.findings[0].key.clone();
@@ -832,9 +853,22 @@ mod tests {
             model: None,
             expires_at: now + 10,
         };
-        let p = profile("[[rule]]\nid = \"v\"\nmax_severity = \"medium\"\naction = \"quarantine\"\n");
-        let v = evaluate(&p, &facts(Some(&a)), std::slice::from_ref(&w), &|_| None, now);
-        assert_eq!(v.findings[0].state, FindingState::Waived { waiver: 7, until: now + 10 });
+        let p =
+            profile("[[rule]]\nid = \"v\"\nmax_severity = \"medium\"\naction = \"quarantine\"\n");
+        let v = evaluate(
+            &p,
+            &facts(Some(&a)),
+            std::slice::from_ref(&w),
+            &|_| None,
+            now,
+        );
+        assert_eq!(
+            v.findings[0].state,
+            FindingState::Waived {
+                waiver: 7,
+                until: now + 10
+            }
+        );
         assert!(v.quarantining().is_empty());
         assert_eq!(v.next_change, Some(now + 10));
         let v = evaluate(&p, &facts(Some(&a)), &[w], &|_| None, now + 10);
@@ -904,12 +938,18 @@ action = "quarantine"
         f.supplier = Some(&supplier);
         let v = evaluate(&p, &f, &[], &|_| None, 1000);
         let failing: Vec<&str> = v.failing_rules().into_iter().collect();
-        assert_eq!(failing, ["allow", "banned", "contact", "fw", "support"], "{v:?}");
+        assert_eq!(
+            failing,
+            ["allow", "banned", "contact", "fw", "support"],
+            "{v:?}"
+        );
         let v = evaluate(&p, &f, &[], &|_| None, 100);
         assert!(!v.failing_rules().contains("support"));
         assert_eq!(v.next_change, Some(500), "support end is a deadline");
         f.sbom = None;
-        assert!(evaluate(&p, &f, &[], &|_| None, 100).failing_rules().contains("sbom"));
+        assert!(evaluate(&p, &f, &[], &|_| None, 100)
+            .failing_rules()
+            .contains("sbom"));
         let ordered = FirmwareScheme::Ordered(vec!["r1".into(), "r10".into(), "r2".into()]);
         assert_eq!(ordered.compare("r10", "r2"), Some(Ordering::Less));
         assert_eq!(ordered.compare("r3", "r2"), None);

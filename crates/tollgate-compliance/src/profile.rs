@@ -77,9 +77,17 @@ pub struct Banned {
     /// that starts with what precedes it (`pkg:npm/@evil/*`).
     pub purl: String,
     /// Versions banned (all when absent), e.g. `< 5.4`.
+    #[serde(serialize_with = "constraint_text")]
     pub versions: Option<Constraint>,
     /// Why, shown in findings.
     pub reason: Option<String>,
+}
+
+fn constraint_text<S: serde::Serializer>(c: &Option<Constraint>, s: S) -> Result<S::Ok, S::Error> {
+    match c {
+        Some(c) => s.serialize_str(&c.to_string()),
+        None => s.serialize_none(),
+    }
 }
 
 /// What a rule checks. Exactly one per rule.
@@ -203,12 +211,14 @@ impl Profile {
         })?;
         let mut errors = Vec::new();
         let mut rules: Vec<Rule> = Vec::new();
+        let mut ids: Vec<(String, usize)> = Vec::new();
         for raw in file.rule {
             let offset = raw.span().start;
             let (line, _) = line_col(text, offset);
             let raw = raw.into_inner();
             let id = raw.id.get_ref().clone();
-            let mut err = |offset: usize, msg: String| errors.push(format!("{}: {msg}", at(offset)));
+            let mut err =
+                |offset: usize, msg: String| errors.push(format!("{}: {msg}", at(offset)));
             if id.is_empty()
                 || !id
                     .chars()
@@ -219,12 +229,13 @@ impl Profile {
                     format!("rule id {id:?} must be letters, digits, '-', '_' or '.'"),
                 );
             }
-            if let Some(first) = rules.iter().find(|r| r.id == id) {
+            if let Some((_, first)) = ids.iter().find(|(i, _)| *i == id) {
                 err(
                     raw.id.span().start,
-                    format!("duplicate rule id `{id}`; already used by the rule on line {}", first.line),
+                    format!("duplicate rule id `{id}`; already used by the rule on line {first}"),
                 );
             }
+            ids.push((id.clone(), line));
             match raw.check(&mut err, offset) {
                 Some(check) => rules.push(Rule {
                     id,
@@ -323,13 +334,21 @@ impl RawRule {
                 } else {
                     err(
                         v.span().start,
-                        format!("`{name} = false` checks nothing; remove the rule or set it to true"),
+                        format!(
+                            "`{name} = false` checks nothing; remove the rule or set it to true"
+                        ),
                     );
                     found.push((name, v.span().start, None));
                 }
             }
         };
-        flag(&self.require_sbom, "require_sbom", Check::SbomRequired, &mut found, err);
+        flag(
+            &self.require_sbom,
+            "require_sbom",
+            Check::SbomRequired,
+            &mut found,
+            err,
+        );
         flag(
             &self.sbom_minimum_elements,
             "sbom_minimum_elements",
@@ -337,7 +356,13 @@ impl RawRule {
             &mut found,
             err,
         );
-        flag(&self.supplier_supported, "supplier_supported", Check::SupplierSupported, &mut found, err);
+        flag(
+            &self.supplier_supported,
+            "supplier_supported",
+            Check::SupplierSupported,
+            &mut found,
+            err,
+        );
         flag(
             &self.supplier_disclosure_contact,
             "supplier_disclosure_contact",
@@ -353,7 +378,11 @@ impl RawRule {
                 );
                 found.push(("allow_indeterminate", v.span().start, None));
             } else {
-                found.push(("allow_indeterminate", v.span().start, Some(Check::NoIndeterminate)));
+                found.push((
+                    "allow_indeterminate",
+                    v.span().start,
+                    Some(Check::NoIndeterminate),
+                ));
             }
         }
         if let Some(v) = &self.min_firmware {
@@ -362,7 +391,10 @@ impl RawRule {
                     per_model: BTreeMap::new(),
                 }),
                 MinFirmware::Models(false) => {
-                    err(v.span().start, "`min_firmware = false` checks nothing".into());
+                    err(
+                        v.span().start,
+                        "`min_firmware = false` checks nothing".into(),
+                    );
                     None
                 }
                 MinFirmware::PerModel(m) => Some(Check::MinFirmware {
@@ -391,7 +423,10 @@ impl RawRule {
                     None => None,
                     Some(Ok(c)) => Some(c),
                     Some(Err(e)) => {
-                        err(b.span().start, format!("banned component {:?}: {e}", raw.purl));
+                        err(
+                            b.span().start,
+                            format!("banned component {:?}: {e}", raw.purl),
+                        );
                         ok = false;
                         continue;
                     }
@@ -448,7 +483,10 @@ impl RawRule {
                 }),
             ));
         } else if let Some(g) = &self.grace {
-            err(g.span().start, "`grace` applies to `max_severity` only".into());
+            err(
+                g.span().start,
+                "`grace` applies to `max_severity` only".into(),
+            );
         }
         if let Some(v) = &self.key_algorithms {
             let mut ok = true;
@@ -456,7 +494,11 @@ impl RawRule {
                 if !KEY_ALGORITHMS.contains(&a.get_ref().as_str()) {
                     err(
                         a.span().start,
-                        format!("unknown key algorithm {:?}; expected one of {}", a.get_ref(), KEY_ALGORITHMS.join(", ")),
+                        format!(
+                            "unknown key algorithm {:?}; expected one of {}",
+                            a.get_ref(),
+                            KEY_ALGORITHMS.join(", ")
+                        ),
                     );
                     ok = false;
                 }
@@ -470,10 +512,14 @@ impl RawRule {
                 }),
             ));
         } else if let Some(b) = &self.min_rsa_bits {
-            err(b.span().start, "`min_rsa_bits` applies to `key_algorithms` only".into());
+            err(
+                b.span().start,
+                "`min_rsa_bits` applies to `key_algorithms` only".into(),
+            );
         }
         if let Some(v) = &self.max_certificate_lifetime {
-            let check = parse_duration(v.get_ref()).map(|seconds| Check::MaxCertificateLifetime { seconds });
+            let check = parse_duration(v.get_ref())
+                .map(|seconds| Check::MaxCertificateLifetime { seconds });
             if check.is_none() {
                 err(
                     v.span().start,
@@ -491,6 +537,7 @@ impl RawRule {
                 }),
             ));
         }
+        found.sort_by_key(|f| f.1);
         match found.len() {
             0 => {
                 err(
@@ -674,22 +721,41 @@ action = "report"
             "[[rule]]\nid = \"a\"\naction = \"quarantine\"\n\n[[rule]]\nid = \"a\"\nmax_severity = \"high\"\nrequire_sbom = true\naction = \"report\"\n",
         );
         assert_eq!(e.len(), 3, "{e:?}");
-        assert!(e[0].starts_with("compliance.toml:1:1: rule `a` checks nothing"), "{e:?}");
-        assert!(e[1].starts_with("compliance.toml:6:6: duplicate rule id `a`"), "{e:?}");
-        assert!(e[2].contains(":8:") && e[2].contains("exactly one"), "{e:?}");
+        assert!(
+            e[0].starts_with("compliance.toml:1:1: rule `a` checks nothing"),
+            "{e:?}"
+        );
+        assert!(
+            e[1].starts_with("compliance.toml:6:6: duplicate rule id `a`"),
+            "{e:?}"
+        );
+        assert!(
+            e[2].contains(":8:") && e[2].contains("exactly one"),
+            "{e:?}"
+        );
 
-        let e = errors("[[rule]]\nid = \"x\"\nmax_severity = \"severe\"\naction = \"quarantine\"\n");
+        let e =
+            errors("[[rule]]\nid = \"x\"\nmax_severity = \"severe\"\naction = \"quarantine\"\n");
         assert!(e[0].starts_with("compliance.toml:3:"), "{e:?}");
         let e = errors("[[rule]]\nid = \"x\"\nmax_severity = \"high\"\naction = \"ban\"\n");
         assert!(e[0].starts_with("compliance.toml:4:"), "{e:?}");
         let e = errors("[[rule]]\nid = \"x\"\nmax_sevrity = \"high\"\naction = \"report\"\n");
-        assert!(e[0].contains(":3:") && e[0].contains("max_sevrity"), "{e:?}");
+        assert!(
+            e[0].contains(":3:") && e[0].contains("max_sevrity"),
+            "{e:?}"
+        );
         let e = errors(
             "[[rule]]\nid = \"x\"\nmax_severity = \"high\"\ngrace = { high = \"soon\" }\naction = \"report\"\n",
         );
-        assert!(e[0].starts_with("compliance.toml:4:") && e[0].contains("soon"), "{e:?}");
+        assert!(
+            e[0].starts_with("compliance.toml:4:") && e[0].contains("soon"),
+            "{e:?}"
+        );
         let e = errors("[[rule]]\nid = \"x\"\nbanned_components = [{ purl = \"pkg:pypi/a@1.0\" }]\naction = \"report\"\n");
-        assert!(e[0].contains(":3:") && e[0].contains("without version"), "{e:?}");
+        assert!(
+            e[0].contains(":3:") && e[0].contains("without version"),
+            "{e:?}"
+        );
         let e = errors("[[rule]\nid = 1");
         assert!(e[0].starts_with("compliance.toml:1:"), "{e:?}");
     }
@@ -698,7 +764,12 @@ action = "report"
     fn hostile_profiles_are_refused_without_panicking() {
         let deep = format!("x = {}{}", "[".repeat(100_000), "]".repeat(100_000));
         let big = "#".repeat(MAX_PROFILE_BYTES + 1);
-        for text in [deep.as_str(), big.as_str(), "\u{0}", "[[rule]]\nid = \"\u{202e}\"\naction = \"report\"\nrequire_sbom = true\n"] {
+        for text in [
+            deep.as_str(),
+            big.as_str(),
+            "\u{0}",
+            "[[rule]]\nid = \"\u{202e}\"\naction = \"report\"\nrequire_sbom = true\n",
+        ] {
             let r = std::thread::Builder::new()
                 .stack_size(8 << 20)
                 .spawn({

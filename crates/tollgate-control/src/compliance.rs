@@ -410,10 +410,6 @@ fn sha256_hex(bytes: &[u8]) -> String {
     out
 }
 
-fn reg(e: RegistryError) -> ControlError {
-    ControlError::from(e)
-}
-
 fn bad(e: ComplianceError) -> ControlError {
     ControlError::InvalidDocument(e.to_string())
 }
@@ -496,7 +492,11 @@ impl Control {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Profile::default()),
             Err(e) => Err(format!("{source}: {e}")),
             Ok(bytes) if bytes.len() > tollgate_compliance::profile::MAX_PROFILE_BYTES => {
-                Err(format!("{source}: {} bytes, over the limit of {}", bytes.len(), tollgate_compliance::profile::MAX_PROFILE_BYTES))
+                Err(format!(
+                    "{source}: {} bytes, over the limit of {}",
+                    bytes.len(),
+                    tollgate_compliance::profile::MAX_PROFILE_BYTES
+                ))
             }
             Ok(bytes) => String::from_utf8(bytes)
                 .map_err(|e| format!("{source}: not UTF-8: {e}"))
@@ -606,7 +606,9 @@ impl Control {
         if let (Some(min), FirmwareScheme::Semver) = (&model.min_firmware, scheme_of(&model)) {
             tollgate_compliance::version::parse("SemVer", min).map_err(bad)?;
         }
-        if let (Some(min), FirmwareScheme::Ordered(order)) = (&model.min_firmware, scheme_of(&model)) {
+        if let (Some(min), FirmwareScheme::Ordered(order)) =
+            (&model.min_firmware, scheme_of(&model))
+        {
             if !order.contains(min) {
                 return Err(ControlError::InvalidRequest(format!(
                     "min_firmware {min:?} is not in firmware_order"
@@ -863,7 +865,10 @@ impl Control {
                     version: firmware.to_owned(),
                 },
             };
-            self.store_vex(embedded.into_iter().map(|s| (scope.clone(), s)).collect(), by)?;
+            self.store_vex(
+                embedded.into_iter().map(|s| (scope.clone(), s)).collect(),
+                by,
+            )?;
         }
         self.events.emit(EventKind::SbomImported {
             supplier: supplier.clone(),
@@ -900,7 +905,9 @@ impl Control {
                 sbom_view(&st, k)
             })
             .collect();
-        out.sort_by(|a, b| (&a.supplier, &a.model, &a.firmware).cmp(&(&b.supplier, &b.model, &b.firmware)));
+        out.sort_by(|a, b| {
+            (&a.supplier, &a.model, &a.firmware).cmp(&(&b.supplier, &b.model, &b.firmware))
+        });
         out
     }
 
@@ -995,7 +1002,7 @@ impl Control {
             self.registry.put_advisories(&rows)?;
             for (a, raw) in staged {
                 let ins = st.index.insert(a, raw);
-                touched.extend(ins.keys);
+                touched.extend(ins.keys().iter().cloned());
             }
             st.digest = st.index.digest();
             out.total = st.index.len();
@@ -1031,7 +1038,11 @@ impl Control {
 
     /// The advisory database: its hash, size and (up to `limit`) records matching `query`
     /// (an id, alias or package name substring).
-    pub fn advisories(&self, query: Option<&str>, limit: usize) -> (String, usize, Vec<AdvisoryView>) {
+    pub fn advisories(
+        &self,
+        query: Option<&str>,
+        limit: usize,
+    ) -> (String, usize, Vec<AdvisoryView>) {
         let st = self.compliance.lock();
         let q = query.map(str::to_ascii_lowercase);
         let list = st
@@ -1041,7 +1052,9 @@ impl Control {
                 q.as_deref().is_none_or(|q| {
                     a.id.to_ascii_lowercase().contains(q)
                         || a.aliases.iter().any(|x| x.to_ascii_lowercase().contains(q))
-                        || a.keys().iter().any(|k| k.name.to_ascii_lowercase().contains(q))
+                        || a.keys()
+                            .iter()
+                            .any(|k| k.name.to_ascii_lowercase().contains(q))
                 })
             })
             .take(limit)
@@ -1152,8 +1165,10 @@ impl Control {
         for (scope, stmt) in &scoped {
             rows.push(VexRecord {
                 seq: 0,
-                scope: serde_json::to_string(scope).map_err(|e| ControlError::InvalidDocument(e.to_string()))?,
-                statement: serde_json::to_string(stmt).map_err(|e| ControlError::InvalidDocument(e.to_string()))?,
+                scope: serde_json::to_string(scope)
+                    .map_err(|e| ControlError::InvalidDocument(e.to_string()))?,
+                statement: serde_json::to_string(stmt)
+                    .map_err(|e| ControlError::InvalidDocument(e.to_string()))?,
                 imported_at: now(),
                 imported_by: by.to_owned(),
             });
@@ -1190,10 +1205,14 @@ impl Control {
             ));
         }
         if reason.trim().is_empty() {
-            return Err(ControlError::InvalidRequest("a waiver needs a reason".into()));
+            return Err(ControlError::InvalidRequest(
+                "a waiver needs a reason".into(),
+            ));
         }
         if expires_at <= now() {
-            return Err(ControlError::InvalidRequest("a waiver must expire in the future".into()));
+            return Err(ControlError::InvalidRequest(
+                "a waiver must expire in the future".into(),
+            ));
         }
         if let Some(d) = device {
             if self.registry.device(d)?.is_none() {
@@ -1201,7 +1220,10 @@ impl Control {
             }
         }
         if self.compliance.lock().profile.rule(rule).is_none() {
-            tracing::warn!(rule, "waiver granted for a rule the profile in force does not have");
+            tracing::warn!(
+                rule,
+                "waiver granted for a rule the profile in force does not have"
+            );
         }
         let mut w = WaiverRecord {
             id: 0,
@@ -1283,7 +1305,7 @@ impl Control {
             .inventories()?
             .into_iter()
             .filter_map(|i| match (i.supplier, i.model, i.firmware) {
-                (Some(s), Some(m), Some(fw)) if f(&(s, m, fw)) => Some(i.device),
+                (Some(s), Some(m), Some(fw)) => f(&(s, m, fw)).then_some(i.device),
                 _ => None,
             })
             .collect())
@@ -1308,7 +1330,10 @@ impl Control {
             .registry
             .models()
             .ok()
-            .and_then(|ms| ms.into_iter().find(|m| m.supplier == key.0 && m.name == key.1))
+            .and_then(|ms| {
+                ms.into_iter()
+                    .find(|m| m.supplier == key.0 && m.name == key.1)
+            })
             .map_or(FirmwareScheme::Semver, |m| scheme_of(&m));
         let vex: Vec<(i64, &Statement)> = st
             .vex
@@ -1385,11 +1410,10 @@ impl Control {
             if !want_certs {
                 break;
             }
-            if let Some(c) = self
-                .registry
-                .certificates_of(&d.id)?
-                .into_iter()
-                .find(|c| c.revoked_at.is_none() && c.kind == tollgate_registry::CertKind::Device)
+            if let Some(c) =
+                self.registry.certificates_of(&d.id)?.into_iter().find(|c| {
+                    c.revoked_at.is_none() && c.kind == tollgate_registry::CertKind::Device
+                })
             {
                 let (alg, bits) = split_key(c.key.as_deref());
                 certs.insert(
@@ -1502,7 +1526,8 @@ impl Control {
             if !v.compliant() {
                 noncompliant += 1;
             }
-            let quarantining: Vec<String> = v.quarantining().keys().map(|r| r.to_string()).collect();
+            let quarantining: Vec<String> =
+                v.quarantining().keys().map(|r| r.to_string()).collect();
             if !quarantining.is_empty() {
                 quarantined += 1;
             }
@@ -1678,7 +1703,10 @@ impl Control {
     }
 
     /// Per device: state, failing rules, findings, vulnerabilities (with fix versions).
-    pub fn compliance_report(&self, only: Option<&str>) -> Result<Vec<DeviceCompliance>, ControlError> {
+    pub fn compliance_report(
+        &self,
+        only: Option<&str>,
+    ) -> Result<Vec<DeviceCompliance>, ControlError> {
         let ids: Option<Vec<String>> = only.map(|d| vec![d.to_owned()]);
         let fleet = self.gather(ids.as_deref())?;
         if let Some(d) = only {
@@ -1691,7 +1719,8 @@ impl Control {
             let inventory = self.inventory(&d.id)?;
             let mut st = self.compliance.lock();
             let verdict = st.verdicts.get(&d.id).cloned();
-            let vulnerabilities = match (&inventory.supplier, &inventory.model, &inventory.firmware) {
+            let vulnerabilities = match (&inventory.supplier, &inventory.model, &inventory.firmware)
+            {
                 (Some(s), Some(m), Some(f)) => {
                     let key = (s.clone(), m.clone(), f.clone());
                     if st.sboms.contains_key(&key) {
@@ -1768,7 +1797,10 @@ fn split_key(k: Option<&str>) -> (String, u32) {
 }
 
 fn quarantine_reason(findings: &[&evaluate::Finding], database: &str) -> String {
-    let first = findings.first().map(|f| f.message.as_str()).unwrap_or_default();
+    let first = findings
+        .first()
+        .map(|f| f.message.as_str())
+        .unwrap_or_default();
     let more = if findings.len() > 1 {
         format!(" (+{} more)", findings.len() - 1)
     } else {
@@ -1779,7 +1811,10 @@ fn quarantine_reason(findings: &[&evaluate::Finding], database: &str) -> String 
     } else {
         String::new()
     };
-    let rule = findings.first().map(|f| f.rule.as_str()).unwrap_or_default();
+    let rule = findings
+        .first()
+        .map(|f| f.rule.as_str())
+        .unwrap_or_default();
     format!("{rule}: {first}{more}{db}")
 }
 
@@ -1803,9 +1838,15 @@ fn sbom_view(st: &State, key: &SbomKey) -> Option<SbomView> {
         format: meta.format.clone(),
         document: meta.sha256.clone(),
         components: sbom.components.len(),
-        vulnerabilities: a.map_or(0, |a| a.vulnerabilities.iter().filter(|v| v.counts()).count()),
+        vulnerabilities: a.map_or(0, |a| {
+            a.vulnerabilities.iter().filter(|v| v.counts()).count()
+        }),
         indeterminate: a.map_or(0, |a| a.indeterminate.len()),
-        missing_elements: sbom.minimum_elements().into_iter().map(|g| g.element).collect(),
+        missing_elements: sbom
+            .minimum_elements()
+            .into_iter()
+            .map(|g| g.element)
+            .collect(),
         imported_at: meta.imported_at,
         imported_by: meta.imported_by.clone(),
     })

@@ -255,6 +255,33 @@ fn read_document(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
 
+/// Read the records at `path` into JSON-array batches of at most [`BATCH_RECORDS`] records and
+/// about [`BATCH_BYTES`], handing each to `tx`.
+fn read_batches(
+    path: &Path,
+    tx: &tokio::sync::mpsc::Sender<Vec<u8>>,
+) -> Result<(), tollgate_compliance::ComplianceError> {
+    let mut batch: Vec<u8> = Vec::new();
+    let mut in_batch = 0usize;
+    osv::read_path(path, |r| {
+        if in_batch > 0 && (in_batch >= BATCH_RECORDS || batch.len() + r.bytes.len() > BATCH_BYTES)
+        {
+            batch.push(b']');
+            let _ = tx.blocking_send(std::mem::take(&mut batch));
+            in_batch = 0;
+        }
+        batch.push(if in_batch == 0 { b'[' } else { b',' });
+        batch.extend_from_slice(&r.bytes);
+        in_batch += 1;
+        Ok(())
+    })?;
+    if in_batch > 0 {
+        batch.push(b']');
+        let _ = tx.blocking_send(batch);
+    }
+    Ok(())
+}
+
 fn print_json(v: &serde_json::Value) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
@@ -283,7 +310,11 @@ pub async fn model(cmd: ModelCommand) -> Result<ExitCode> {
             print_json(&v)?;
         }
         ModelCommand::List { conn } => {
-            print_json(&AdminClient::new(&conn)?.call(Method::GET, "/api/v1/models", None).await?)?;
+            print_json(
+                &AdminClient::new(&conn)?
+                    .call(Method::GET, "/api/v1/models", None)
+                    .await?,
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -316,7 +347,10 @@ pub async fn sbom(cmd: SbomCommand) -> Result<ExitCode> {
                 parsed.format,
                 parsed.components.len()
             );
-            let gaps = v["missing_elements"].as_array().cloned().unwrap_or_default();
+            let gaps = v["missing_elements"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             if gaps.is_empty() {
                 eprintln!("It has every CISA minimum element.");
             } else {
@@ -331,7 +365,10 @@ pub async fn sbom(cmd: SbomCommand) -> Result<ExitCode> {
                             .filter(|e| !e.is_empty())
                             .map(|e| format!(
                                 " (e.g. {})",
-                                e.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", ")
+                                e.iter()
+                                    .filter_map(|x| x.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
                             ))
                             .unwrap_or_default()
                     );
@@ -340,7 +377,11 @@ pub async fn sbom(cmd: SbomCommand) -> Result<ExitCode> {
             print_json(&v)?;
         }
         SbomCommand::List { conn } => {
-            print_json(&AdminClient::new(&conn)?.call(Method::GET, "/api/v1/sboms", None).await?)?;
+            print_json(
+                &AdminClient::new(&conn)?
+                    .call(Method::GET, "/api/v1/sboms", None)
+                    .await?,
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -355,64 +396,50 @@ pub async fn advisories(cmd: AdvisoriesCommand) -> Result<ExitCode> {
             })
             .with_context(|| format!("checking {}", path.display()))?;
             let client = AdminClient::new(&conn)?;
-            let mut total = serde_json::json!({"added": 0, "updated": 0, "unchanged": 0, "reevaluated": 0});
-            let mut batch: Vec<u8> = Vec::new();
-            let mut in_batch = 0usize;
-            let mut batches: Vec<Vec<u8>> = Vec::new();
-            let mut send_err: Option<anyhow::Error> = None;
-            // Second pass: batches of raw records (their bytes unchanged), sent as they fill.
+            // Second pass: batches of raw records (their bytes unchanged: the database hash is
+            // over what the files say), read on a thread and sent as they fill.
             let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
             let reader = {
                 let path = path.clone();
-                std::thread::spawn(move || -> Result<(), tollgate_compliance::ComplianceError> {
-                    osv::read_path(&path, |r| {
-                        if in_batch > 0
-                            && (in_batch >= BATCH_RECORDS || batch.len() + r.bytes.len() > BATCH_BYTES)
-                        {
-                            batch.push(b']');
-                            let _ = tx.blocking_send(std::mem::take(&mut batch));
-                            in_batch = 0;
-                        }
-                        batch.push(if in_batch == 0 { b'[' } else { b',' });
-                        batch.extend_from_slice(&r.bytes);
-                        in_batch += 1;
-                        Ok(())
-                    })?;
-                    if in_batch > 0 {
-                        batch.push(b']');
-                        let _ = tx.blocking_send(batch);
-                    }
-                    Ok(())
-                })
+                std::thread::spawn(move || read_batches(&path, &tx))
             };
+            let mut total =
+                serde_json::json!({"added": 0, "updated": 0, "unchanged": 0, "reevaluated": 0});
             let mut last = serde_json::Value::Null;
+            let mut sent = 0usize;
+            let mut failed: Option<anyhow::Error> = None;
             while let Some(b) = rx.recv().await {
-                if send_err.is_some() {
-                    continue;
+                if failed.is_some() {
+                    continue; // drain, so the reader finishes
                 }
                 match client
-                    .call_raw(Method::POST, "/api/v1/advisories", "application/json", Bytes::from(b))
+                    .call_raw(
+                        Method::POST,
+                        "/api/v1/advisories",
+                        "application/json",
+                        Bytes::from(b),
+                    )
                     .await
                 {
                     Ok(v) => {
                         for k in ["added", "updated", "unchanged", "reevaluated"] {
-                            total[k] = (total[k].as_u64().unwrap_or(0) + v[k].as_u64().unwrap_or(0)).into();
+                            let sum = total[k].as_u64().unwrap_or(0) + v[k].as_u64().unwrap_or(0);
+                            total[k] = sum.into();
                         }
                         last = v;
+                        sent += 1;
                     }
-                    Err(e) => send_err = Some(e),
+                    Err(e) => failed = Some(e),
                 }
-                batches.push(Vec::new());
             }
             match reader.join() {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => bail!("reading {}: {e}", path.display()),
                 Err(_) => bail!("reading {}: the reader thread failed", path.display()),
             }
-            if let Some(e) = send_err {
+            if let Some(e) = failed {
                 return Err(e.context(format!(
-                    "importing advisories ({} batches were stored before the failure)",
-                    batches.len().saturating_sub(1)
+                    "importing advisories ({sent} batches of up to {BATCH_RECORDS} records were stored before the failure; importing again skips them)"
                 )));
             }
             total["records"] = checked.into();
@@ -424,17 +451,29 @@ pub async fn advisories(cmd: AdvisoriesCommand) -> Result<ExitCode> {
             );
             print_json(&total)?;
         }
-        AdvisoriesCommand::List { query: q, limit, conn } => {
+        AdvisoriesCommand::List {
+            query: q,
+            limit,
+            conn,
+        } => {
             let limit = limit.to_string();
             let path = format!(
                 "/api/v1/advisories{}",
                 query(&[("q", q.as_deref()), ("limit", Some(&limit))])
             );
-            print_json(&AdminClient::new(&conn)?.call(Method::GET, &path, None).await?)?;
+            print_json(
+                &AdminClient::new(&conn)?
+                    .call(Method::GET, &path, None)
+                    .await?,
+            )?;
         }
         AdvisoriesCommand::Affected { id, json, conn } => {
             let v = AdminClient::new(&conn)?
-                .call(Method::GET, &format!("/api/v1/advisories/{}/affected", enc(&id)), None)
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/advisories/{}/affected", enc(&id)),
+                    None,
+                )
                 .await?;
             if json {
                 print_json(&v)?;
@@ -449,7 +488,12 @@ pub async fn advisories(cmd: AdvisoriesCommand) -> Result<ExitCode> {
                 println!("database {}", v["database"].as_str().unwrap_or_default());
                 let list = |k: &str| -> String {
                     v[k].as_array()
-                        .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", "))
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|x| x.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        })
                         .filter(|s| !s.is_empty())
                         .unwrap_or_else(|| "none".into())
                 };
@@ -462,8 +506,14 @@ pub async fn advisories(cmd: AdvisoriesCommand) -> Result<ExitCode> {
                         m["model"].as_str().unwrap_or_default(),
                         m["firmware"].as_str().unwrap_or_default(),
                         m["component"].as_str().unwrap_or_default(),
-                        m["fixed"].as_str().map(|f| format!(", fixed in {f}")).unwrap_or_default(),
-                        m["vex"].as_str().map(|s| format!(" (VEX: {s})")).unwrap_or_default(),
+                        m["fixed"]
+                            .as_str()
+                            .map(|f| format!(", fixed in {f}"))
+                            .unwrap_or_default(),
+                        m["vex"]
+                            .as_str()
+                            .map(|s| format!(" (VEX: {s})"))
+                            .unwrap_or_default(),
                     );
                 }
                 println!("devices: {}", list("devices"));
@@ -516,7 +566,11 @@ fn print_evaluation(v: &serde_json::Value) {
         v["elapsed_ms"],
         v["noncompliant"],
         v["quarantined"],
-        if dry { " (dry run: nothing applied)" } else { "" }
+        if dry {
+            " (dry run: nothing applied)"
+        } else {
+            ""
+        }
     );
     let changes = v["changes"].as_array().cloned().unwrap_or_default();
     if changes.is_empty() {
@@ -533,7 +587,10 @@ fn print_evaluation(v: &serde_json::Value) {
                 .filter(|a| !a.is_empty())
                 .map(|a| format!(
                     " (fails {})",
-                    a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", ")
+                    a.iter()
+                        .filter_map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ))
                 .unwrap_or_default()
         );
@@ -577,8 +634,14 @@ fn print_report(v: &serde_json::Value) {
                 x["id"].as_str().unwrap_or_default(),
                 x["severity"].as_str().unwrap_or("unrated"),
                 x["component"].as_str().unwrap_or_default(),
-                x["fixed"].as_str().map(|f| format!(", fixed in {f}")).unwrap_or_default(),
-                x["vex"]["status"].as_str().map(|s| format!(" (VEX: {s})")).unwrap_or_default(),
+                x["fixed"]
+                    .as_str()
+                    .map(|f| format!(", fixed in {f}"))
+                    .unwrap_or_default(),
+                x["vex"]["status"]
+                    .as_str()
+                    .map(|s| format!(" (VEX: {s})"))
+                    .unwrap_or_default(),
             );
         }
     }
@@ -587,7 +650,10 @@ fn print_report(v: &serde_json::Value) {
 /// Unix seconds as an RFC 3339 UTC time.
 fn human_time(t: Option<i64>) -> String {
     t.and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| "?".into())
 }
 
@@ -622,8 +688,13 @@ pub async fn compliance(cmd: ComplianceCommand) -> Result<ExitCode> {
             }
         }
         ComplianceCommand::Report { device, json, conn } => {
-            let path = format!("/api/v1/compliance{}", query(&[("device", device.as_deref())]));
-            let v = AdminClient::new(&conn)?.call(Method::GET, &path, None).await?;
+            let path = format!(
+                "/api/v1/compliance{}",
+                query(&[("device", device.as_deref())])
+            );
+            let v = AdminClient::new(&conn)?
+                .call(Method::GET, &path, None)
+                .await?;
             if json {
                 print_json(&v)?;
             } else {
@@ -682,7 +753,11 @@ pub async fn compliance(cmd: ComplianceCommand) -> Result<ExitCode> {
         }
         ComplianceCommand::Unwaive { id, conn } => {
             AdminClient::new(&conn)?
-                .call(Method::DELETE, &format!("/api/v1/compliance/waivers/{id}"), None)
+                .call(
+                    Method::DELETE,
+                    &format!("/api/v1/compliance/waivers/{id}"),
+                    None,
+                )
                 .await?;
             eprintln!("Waiver {id} removed.");
         }

@@ -272,7 +272,10 @@ fn a_noncompliant_device_is_quarantined_live_and_released_when_it_reports_a_fixe
     let out = cli_ok(&s, &["advisories", "import", osv.to_str().unwrap()]);
     let imported: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(imported["added"], 1, "{imported}");
-    assert_eq!(imported["reevaluated"], 1, "only the device whose SBOM names urllib3");
+    assert_eq!(
+        imported["reevaluated"], 1,
+        "only the device whose SBOM names urllib3"
+    );
     let database = imported["database"].as_str().unwrap().to_owned();
     assert!(database.starts_with("sha256:"), "{database}");
 
@@ -288,7 +291,11 @@ fn a_noncompliant_device_is_quarantined_live_and_released_when_it_reports_a_fixe
         e["type"] == "compliance_changed" && e["device"] == SERIAL && e["compliant"] == false
     });
     assert_eq!(changed["database"], database.as_str(), "{changed}");
-    assert_eq!(changed["quarantining"], json!(["no-high-vulns"]), "{changed}");
+    assert_eq!(
+        changed["quarantining"],
+        json!(["no-high-vulns"]),
+        "{changed}"
+    );
     assert!(
         changed["advisories"]
             .as_array()
@@ -305,12 +312,18 @@ fn a_noncompliant_device_is_quarantined_live_and_released_when_it_reports_a_fixe
     std::fs::write(&quarantined, b"go").unwrap();
 
     let r = scanner.join().unwrap();
-    assert_eq!(r[4]["rc"], 0x87, "telemetry refused while quarantined: {r:?}");
+    assert_eq!(
+        r[4]["rc"], 0x87,
+        "telemetry refused while quarantined: {r:?}"
+    );
     assert!(
         r[4]["reason"].as_str().unwrap_or_default().contains(Q),
         "{r:?}"
     );
-    assert_eq!(r[5]["rc"], 0, "the inventory topic works while quarantined: {r:?}");
+    assert_eq!(
+        r[5]["rc"], 0,
+        "the inventory topic works while quarantined: {r:?}"
+    );
     assert_eq!(r[6]["rc"], 0, "released: {r:?}");
     let latency = r[6]["at"].as_f64().unwrap() - r[5]["at"].as_f64().unwrap();
     assert!(
@@ -338,7 +351,10 @@ fn a_noncompliant_device_is_quarantined_live_and_released_when_it_reports_a_fixe
     );
 
     // Who the advisory hits.
-    let out = cli_ok(&s, &["advisories", "affected", "GHSA-q2q7-5pp4-w6pg", "--json"]);
+    let out = cli_ok(
+        &s,
+        &["advisories", "affected", "GHSA-q2q7-5pp4-w6pg", "--json"],
+    );
     let a: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(a["suppliers"], json!(["acme"]), "{a}");
     assert_eq!(a["models"][0]["firmware"], "1.2.0", "{a}");
@@ -390,11 +406,20 @@ fn a_noncompliant_device_is_quarantined_live_and_released_when_it_reports_a_fixe
     let not_affected = vex("not_affected", "vex-1");
     cli_ok(
         &s,
-        &["vex", "import", not_affected.to_str().unwrap(), "--model", MODEL],
+        &[
+            "vex",
+            "import",
+            not_affected.to_str().unwrap(),
+            "--model",
+            MODEL,
+        ],
     );
     wait_nth(&s, "device_released", Some(Q), 1);
     let c = compliance_of(&s);
-    assert_eq!(c["vulnerabilities"][0]["vex"]["status"], "not_affected", "{c}");
+    assert_eq!(
+        c["vulnerabilities"][0]["vex"]["status"], "not_affected",
+        "{c}"
+    );
 
     // A later statement overrides it: affected again, quarantined; a waiver releases it until it
     // expires, by itself.
@@ -425,7 +450,9 @@ fn a_noncompliant_device_is_quarantined_live_and_released_when_it_reports_a_fixe
             .as_array()
             .unwrap()
             .iter()
-            .any(|f| f["rule"] == "no-high-vulns" && f["state"] == "waived" && f["waiver"] == w["id"]),
+            .any(|f| f["rule"] == "no-high-vulns"
+                && f["state"] == "waived"
+                && f["waiver"] == w["id"]),
         "{c}"
     );
     let expired = s.wait_event("the waiver expires", |e| {
@@ -455,16 +482,17 @@ fn a_noncompliant_device_is_quarantined_live_and_released_when_it_reports_a_fixe
     let e: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(e["dry_run"], true, "{e}");
     assert!(
-        e["changes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|c| c["device"] == SERIAL
-                && c["failing_rules"] == json!(["acme-only-before-2020"])),
+        e["changes"].as_array().unwrap().iter().any(
+            |c| c["device"] == SERIAL && c["failing_rules"] == json!(["acme-only-before-2020"])
+        ),
         "{e}"
     );
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(s.count_events("device_quarantined"), before, "nothing applied");
+    assert_eq!(
+        s.count_events("device_quarantined"),
+        before,
+        "nothing applied"
+    );
 
     // `device show` carries supplier, model, serial, firmware, SBOM and findings.
     let v = s.show(SERIAL);

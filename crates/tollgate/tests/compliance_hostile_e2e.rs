@@ -14,7 +14,8 @@ use std::process::Command;
 use serde_json::Value;
 use support::Server;
 
-const GOOD_PROFILE: &str = "[[rule]]\nid = \"no-high-vulns\"\nmax_severity = \"medium\"\naction = \"quarantine\"\n";
+const GOOD_PROFILE: &str =
+    "[[rule]]\nid = \"no-high-vulns\"\nmax_severity = \"medium\"\naction = \"quarantine\"\n";
 
 fn cli_err(s: &Server, args: &[&str]) -> String {
     let out = s.cli(args);
@@ -70,7 +71,8 @@ fn huge(dir: &Path, name: &str) -> std::path::PathBuf {
     let mut f = std::io::BufWriter::new(std::fs::File::create(&p).unwrap());
     f.write_all(b"{\"bomFormat\":\"CycloneDX\",\"specVersion\":\"1.5\",\"components\":[")
         .unwrap();
-    let chunk = b"{\"type\":\"library\",\"name\":\"x\",\"version\":\"1\",\"purl\":\"pkg:pypi/x@1\"},";
+    let chunk =
+        b"{\"type\":\"library\",\"name\":\"x\",\"version\":\"1\",\"purl\":\"pkg:pypi/x@1\"},";
     let mut written = 0;
     while written < 100 * 1024 * 1024 {
         f.write_all(chunk).unwrap();
@@ -90,9 +92,17 @@ fn hostile_documents_and_profiles_are_refused_clearly_and_change_nothing() {
         e["type"] == "compliance_profile_reloaded" && e["rules"] == 1
     });
     let out = s.cli(&["supplier", "add", "acme"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = s.cli(&["model", "add", "Scanner-X2", "--supplier", "acme"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let hwm_before = s.status_kib("VmHWM:");
 
     let sbom = |file: &Path| -> String {
@@ -113,7 +123,11 @@ fn hostile_documents_and_profiles_are_refused_clearly_and_change_nothing() {
 
     // Malformed, truncated, wrong-typed, unsupported version, deeply nested.
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("malformed.json", b"{\"bomFormat\": CycloneDX}".to_vec(), "SBOM"),
+        (
+            "malformed.json",
+            b"{\"bomFormat\": CycloneDX}".to_vec(),
+            "SBOM",
+        ),
         ("truncated.json", good[..good.len() / 2].to_vec(), "SBOM"),
         (
             "wrong-type.json",
@@ -135,18 +149,18 @@ fn hostile_documents_and_profiles_are_refused_clearly_and_change_nothing() {
             .into_bytes(),
             "SBOM",
         ),
-        ("not-an-sbom.json", b"{\"hello\": \"world\"}".to_vec(), "SBOM"),
+        (
+            "not-an-sbom.json",
+            b"{\"hello\": \"world\"}".to_vec(),
+            "SBOM",
+        ),
     ];
     for (name, bytes, what) in &cases {
         let p = write(&dir, name, bytes);
         let err = sbom(&p);
         assert!(err.contains(what), "{name}: {err}");
         // The server refuses it too, precisely, when the CLI's check is bypassed.
-        let (code, body) = upload(
-            &s,
-            "/api/v1/sboms?model=Scanner-X2&firmware=1.0.0",
-            &p,
-        );
+        let (code, body) = upload(&s, "/api/v1/sboms?model=Scanner-X2&firmware=1.0.0", &p);
         assert_eq!(code, 422, "{name}: {body}");
         assert!(body.contains("SBOM"), "{name}: {body}");
     }
@@ -228,9 +242,16 @@ fn hostile_documents_and_profiles_are_refused_clearly_and_change_nothing() {
             e["type"] == "compliance_profile_rejected"
                 && s.count_events("compliance_profile_rejected") > i
         });
-        assert!(ev["error"].as_str().unwrap().contains("compliance.toml"), "{ev}");
+        assert!(
+            ev["error"].as_str().unwrap().contains("compliance.toml"),
+            "{ev}"
+        );
         let st = status(&s);
-        assert_eq!(st["profile"]["rules"].as_array().unwrap().len(), 1, "the last good profile stays: {st}");
+        assert_eq!(
+            st["profile"]["rules"].as_array().unwrap().len(),
+            1,
+            "the last good profile stays: {st}"
+        );
         assert_eq!(st["profile"]["rules"][0]["id"], "no-high-vulns", "{st}");
         assert!(st["profile"]["error"].is_string(), "{st}");
         let p = write(&dir, &format!("bad-{i}.toml"), bad.as_bytes());
@@ -264,6 +285,10 @@ fn hostile_documents_and_profiles_are_refused_clearly_and_change_nothing() {
         "1.0.0",
         p.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(status(&s)["sboms"], 1);
 }

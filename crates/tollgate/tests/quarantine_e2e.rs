@@ -161,7 +161,17 @@ fn a_quarantined_v5_device_stays_connected_and_is_confined_to_the_quarantine_pol
     // The backend got the message from before and another sensor's marker, never the refused
     // one nor the inventory report (consumed by the gateway, never routed): either would have
     // come between them.
-    let out = s.mosquitto_pub(&other, &["-t", "devices/sensor-2/telemetry", "-q", "1", "-m", "marker"]);
+    let out = s.mosquitto_pub(
+        &other,
+        &[
+            "-t",
+            "devices/sensor-2/telemetry",
+            "-q",
+            "1",
+            "-m",
+            "marker",
+        ],
+    );
     assert!(out.status.success());
     let got = reader.join().unwrap();
     assert_eq!(payloads(&got[2]), ["before", "marker"], "{got:?}");
@@ -296,7 +306,17 @@ fn a_quarantined_mqtt_311_device_gets_a_normal_puback_but_nothing_outside_is_del
         "{r:?}"
     );
     assert_eq!(r[8]["connected"], true, "never disconnected: {r:?}");
-    let out = s.mosquitto_pub(&other, &["-t", "devices/sensor-2/telemetry", "-q", "1", "-m", "marker"]);
+    let out = s.mosquitto_pub(
+        &other,
+        &[
+            "-t",
+            "devices/sensor-2/telemetry",
+            "-q",
+            "1",
+            "-m",
+            "marker",
+        ],
+    );
     assert!(out.status.success());
     let got = reader.join().unwrap();
     assert_eq!(
@@ -360,7 +380,16 @@ fn a_quarantined_mqtt_311_device_gets_a_normal_puback_but_nothing_outside_is_del
     assert!(out.status.success());
     let out = s.mosquitto_pub(
         &other,
-        &["-V", "mqttv311", "-t", "devices/sensor-2/telemetry", "-q", "1", "-m", "marker"],
+        &[
+            "-V",
+            "mqttv311",
+            "-t",
+            "devices/sensor-2/telemetry",
+            "-q",
+            "1",
+            "-m",
+            "marker",
+        ],
     );
     assert!(out.status.success());
     assert_eq!(

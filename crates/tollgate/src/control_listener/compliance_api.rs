@@ -43,13 +43,19 @@ pub(super) fn routes() -> Router<AppState> {
             get(get_inventory).put(set_inventory),
         )
         .route("/api/v1/sboms", get(list_sboms).post(import_sbom))
-        .route("/api/v1/advisories", get(list_advisories).post(import_advisories))
+        .route(
+            "/api/v1/advisories",
+            get(list_advisories).post(import_advisories),
+        )
         .route("/api/v1/advisories/{id}/affected", get(advisory_affected))
         .route("/api/v1/vex", post(import_vex))
         .route("/api/v1/compliance", get(report))
         .route("/api/v1/compliance/status", get(status))
         .route("/api/v1/compliance/evaluate", post(evaluate))
-        .route("/api/v1/compliance/waivers", get(list_waivers).post(add_waiver))
+        .route(
+            "/api/v1/compliance/waivers",
+            get(list_waivers).post(add_waiver),
+        )
         .route("/api/v1/compliance/waivers/{id}", delete(remove_waiver))
 }
 
@@ -190,10 +196,9 @@ async fn import_sbom(
 ) -> Result<impl IntoResponse, ApiError> {
     let doc = document(&s, &headers, body).await?;
     let cp = Arc::clone(&s.cp);
-    let v = blocking(move || {
-        cp.import_sbom(q.supplier.as_deref(), &q.model, &q.firmware, &doc, &who)
-    })
-    .await?;
+    let v =
+        blocking(move || cp.import_sbom(q.supplier.as_deref(), &q.model, &q.firmware, &doc, &who))
+            .await?;
     Ok((StatusCode::CREATED, Json(v)))
 }
 
@@ -212,10 +217,9 @@ async fn list_advisories(
     Query(q): Query<AdvisoryQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let cp = Arc::clone(&s.cp);
-    let (database, total, advisories) = blocking(move || {
-        Ok(cp.advisories(q.q.as_deref(), q.limit.unwrap_or(100).min(10_000)))
-    })
-    .await?;
+    let (database, total, advisories) =
+        blocking(move || Ok(cp.advisories(q.q.as_deref(), q.limit.unwrap_or(100).min(10_000))))
+            .await?;
     Ok(Json(serde_json::json!({
         "database": database,
         "total": total,
@@ -231,8 +235,8 @@ async fn import_advisories(
 ) -> Result<impl IntoResponse, ApiError> {
     let doc = document(&s, &headers, body).await?;
     // The records' own bytes, unchanged: the database hash is over what the files said.
-    let records: Vec<Box<serde_json::value::RawValue>> = serde_json::from_slice(&doc)
-        .map_err(|e| {
+    let records: Vec<Box<serde_json::value::RawValue>> =
+        serde_json::from_slice(&doc).map_err(|e| {
             ApiError(
                 StatusCode::BAD_REQUEST,
                 format!("the body must be a JSON array of OSV records: {e}"),

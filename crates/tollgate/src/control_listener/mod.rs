@@ -11,8 +11,8 @@
 //! [`tollgate_control::Control`] on a blocking thread and translate the result.
 
 mod admin;
-mod compliance_api;
 mod body;
+mod compliance_api;
 mod est;
 
 use std::net::SocketAddr;
