@@ -568,6 +568,9 @@ pub enum Delivery {
         last_seq: u64,
         /// How many events were missed (`last_seq - first_seq + 1`).
         count: u64,
+        /// Among them, `events_dropped` records: the sum of their counts (events lost on the
+        /// bus that this consumer would otherwise never hear of), so no loss goes unaccounted.
+        dropped_within: u64,
     },
 }
 
@@ -771,13 +774,33 @@ impl Dispatcher {
     }
 }
 
+/// Events one consumer missed and has not been told about yet.
+#[derive(Debug, Clone, Copy)]
+struct PendingGap {
+    first_seq: u64,
+    last_seq: u64,
+    count: u64,
+    dropped_within: u64,
+}
+
+impl PendingGap {
+    fn delivery(self) -> Delivery {
+        Delivery::Gap {
+            first_seq: self.first_seq,
+            last_seq: self.last_seq,
+            count: self.count,
+            dropped_within: self.dropped_within,
+        }
+    }
+}
+
 /// The dispatcher's end of one consumer's queue.
 #[derive(Debug)]
 struct Outlet {
     /// None once the consumer is gone.
     tx: Option<mpsc::Sender<Delivery>>,
-    /// Events missed and not yet reported: (first_seq, last_seq, count).
-    gap: Option<(u64, u64, u64)>,
+    /// Events missed and not yet reported.
+    gap: Option<PendingGap>,
     skipped: Arc<AtomicU64>,
 }
 
@@ -785,16 +808,9 @@ impl Outlet {
     /// Queue `event`, or count it as missed. Never waits. Events only take a slot when another
     /// stays free, so while a gap is pending there is always room to report it at the end.
     fn offer(&mut self, event: &Arc<Event>) {
-        if let Some((first_seq, last_seq, count)) = self.gap {
-            if self.free() >= 2 {
-                let gap = Delivery::Gap {
-                    first_seq,
-                    last_seq,
-                    count,
-                };
-                if self.send(gap) {
-                    self.gap = None;
-                }
+        if let Some(gap) = self.gap {
+            if self.free() >= 2 && self.send(gap.delivery()) {
+                self.gap = None;
             }
         }
         if self.gap.is_none() && self.free() >= 2 && self.send(Delivery::Event(Arc::clone(event))) {
@@ -804,9 +820,23 @@ impl Outlet {
             return;
         }
         self.skipped.fetch_add(1, Ordering::Relaxed);
+        let dropped = match event.kind {
+            EventKind::EventsDropped { count, .. } => count,
+            _ => 0,
+        };
         self.gap = Some(match self.gap {
-            Some((first, _, count)) => (first, event.seq, count + 1),
-            None => (event.seq, event.seq, 1),
+            Some(g) => PendingGap {
+                last_seq: event.seq,
+                count: g.count + 1,
+                dropped_within: g.dropped_within + dropped,
+                ..g
+            },
+            None => PendingGap {
+                first_seq: event.seq,
+                last_seq: event.seq,
+                count: 1,
+                dropped_within: dropped,
+            },
         });
     }
 
@@ -817,12 +847,8 @@ impl Outlet {
 
     /// Report a pending gap in the slot kept free for it.
     fn finish(&mut self) {
-        if let Some((first_seq, last_seq, count)) = self.gap.take() {
-            self.send(Delivery::Gap {
-                first_seq,
-                last_seq,
-                count,
-            });
+        if let Some(gap) = self.gap.take() {
+            self.send(gap.delivery());
         }
     }
 
@@ -1138,7 +1164,8 @@ mod tests {
             Some(Delivery::Gap {
                 first_seq: 3,
                 last_seq: 5,
-                count: 3
+                count: 3,
+                dropped_within: 0
             })
         ));
         assert_eq!(event(&slow.try_recv().unwrap()).seq, 6);
@@ -1159,7 +1186,8 @@ mod tests {
             Delivery::Gap {
                 first_seq: 9,
                 last_seq: 9,
-                count: 1
+                count: 1,
+                dropped_within: 0
             }
         ));
         assert_eq!(slow.skipped(), 4);

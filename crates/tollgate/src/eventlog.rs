@@ -25,6 +25,13 @@ struct LostLine {
     first_seq: u64,
     last_seq: u64,
     count: u64,
+    /// Events lost on the bus that `events_dropped` records inside this gap reported.
+    #[serde(skip_serializing_if = "is_zero")]
+    dropped_within: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Write every delivery of `consumer` to `path` until the stream ends, then flush and fsync.
@@ -69,6 +76,7 @@ pub async fn run(mut consumer: Consumer, path: PathBuf) {
                     first_seq,
                     last_seq,
                     count,
+                    dropped_within,
                 } => {
                     let lost = LostLine {
                         kind: "events_lost",
@@ -76,6 +84,7 @@ pub async fn run(mut consumer: Consumer, path: PathBuf) {
                         first_seq,
                         last_seq,
                         count,
+                        dropped_within,
                     };
                     let line = serde_json::to_string(&lost).unwrap_or_else(|e| {
                         format!("{{\"type\":\"events_lost\",\"count\":{count},\"error\":\"{e}\"}}")

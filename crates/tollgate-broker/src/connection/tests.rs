@@ -386,9 +386,23 @@ async fn a_subscription_the_policy_denies_gets_0x87_and_an_event_and_the_rest_ar
     assert_eq!(ev["topic"], "devices/s2/telemetry");
 }
 
+/// A report sink that keeps what it is given.
+#[derive(Default)]
+struct Reports(parking_lot::Mutex<Vec<(String, bytes::Bytes)>>);
+
+impl crate::reports::ReportSink for Reports {
+    fn report(&self, device: &str, payload: bytes::Bytes) -> bool {
+        self.0.lock().push((device.to_owned(), payload));
+        true
+    }
+}
+
 #[tokio::test]
 async fn a_quarantined_device_is_confined_and_told_why() {
     let mut w = World::new(&["s1"], false);
+    let reports = Arc::new(Reports::default());
+    w.broker
+        .set_report_sink(Arc::clone(&reports) as Arc<dyn crate::reports::ReportSink>);
     let (mut be, _) = w.connect("be", connect_packet("be", Protocol::V5)).await;
     let (mut s1, _) = w.connect("s1", connect_packet("s1", Protocol::V5)).await;
     sent(&mut be);
@@ -416,7 +430,10 @@ async fn a_quarantined_device_is_confined_and_told_why() {
         deliveries(&mut be).is_empty(),
         "a confined publish is never delivered"
     );
-    // The quarantine grant works: inventory out, commands in.
+    // Its own inventory report always works: consumed by the sink, never routed; another
+    // device's report topic is refused.
+    handle(&mut be, subscribe(2, &["$tollgate/devices/+/inventory"]));
+    sent(&mut be);
     handle(
         &mut s1,
         publish("$tollgate/devices/s1/inventory", QoS::AtLeastOnce, 2),
@@ -425,6 +442,18 @@ async fn a_quarantined_device_is_confined_and_told_why() {
         sent(&mut s1).iter().map(ack).collect::<Vec<_>>(),
         [("puback", 2, ReasonCode::SUCCESS)]
     );
+    assert_eq!(reports.0.lock().len(), 1, "handed to the sink");
+    assert_eq!(reports.0.lock()[0].0, "s1");
+    assert!(deliveries(&mut be).is_empty(), "a report is never routed");
+    handle(
+        &mut s1,
+        publish("$tollgate/devices/s2/inventory", QoS::AtLeastOnce, 3),
+    );
+    assert_eq!(
+        sent(&mut s1).iter().map(ack).collect::<Vec<_>>(),
+        [("puback", 3, ReasonCode::NOT_AUTHORIZED)]
+    );
+    assert_eq!(reports.0.lock().len(), 1);
     handle(
         &mut s1,
         subscribe(
