@@ -326,17 +326,17 @@ pub struct Finding {
     pub state: FindingState,
     /// What is wrong, in words.
     pub message: String,
-    /// Advisory ids involved.
+    /// Advisory ids involved (of the worst few, every alias).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub advisories: Vec<String>,
-    /// Component involved.
+    /// Component involved (the worst one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub component: Option<String>,
-    /// Fix version, when known.
+    /// Fix version (of the worst item), when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fixed: Option<String>,
-    /// Identity of this violation for grace-period clocks (`rule/advisory/component`).
-    pub key: String,
+    /// Items aggregated into this finding (vulnerabilities, components, missing elements).
+    pub count: usize,
 }
 
 /// A device's verdict.
@@ -347,6 +347,10 @@ pub struct Verdict {
     /// When the verdict changes by itself (a grace period or waiver ends, support ends).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_change: Option<i64>,
+    /// Grace-period clocks in use: (`rule/advisory/component`, first seen), for the caller
+    /// to keep; a clock not listed here any more can be forgotten.
+    #[serde(skip)]
+    pub clocks: Vec<(String, i64)>,
 }
 
 impl Verdict {
@@ -398,7 +402,7 @@ pub fn evaluate(
             continue;
         }
         let mut raw = Vec::new();
-        check(rule, d, now, &mut raw, &mut verdict);
+        check(rule, d, now, first_seen, &mut raw, &mut verdict);
         let waiver = waivers
             .iter()
             .filter(|w| w.rule == rule.id && w.expires_at > now)
@@ -408,24 +412,19 @@ pub fn evaluate(
             })
             .max_by_key(|w| w.expires_at);
         for r in raw {
-            let key = format!("{}/{}", rule.id, r.key);
-            let mut state = FindingState::Violation;
-            if let Some(grace) = r.grace {
-                let since = first_seen(&key).unwrap_or(now);
-                let until = since.saturating_add(grace);
-                if until > now {
-                    state = FindingState::Grace { until };
+            let mut state = match r.grace_until {
+                Some(until) => {
                     verdict.soonest(until);
+                    FindingState::Grace { until }
                 }
-            }
+                None => FindingState::Violation,
+            };
             if let Some(w) = waiver {
-                if state == FindingState::Violation || matches!(state, FindingState::Grace { .. }) {
-                    state = FindingState::Waived {
-                        waiver: w.id,
-                        until: w.expires_at,
-                    };
-                    verdict.soonest(w.expires_at);
-                }
+                state = FindingState::Waived {
+                    waiver: w.id,
+                    until: w.expires_at,
+                };
+                verdict.soonest(w.expires_at);
             }
             verdict.findings.push(Finding {
                 rule: rule.id.clone(),
@@ -433,40 +432,70 @@ pub fn evaluate(
                 action: rule.action,
                 state,
                 message: r.message,
+                count: r.count,
                 advisories: r.advisories,
                 component: r.component,
                 fixed: r.fixed,
-                key,
             });
         }
     }
     verdict
 }
 
-/// A violation before grace and waivers.
+/// At most this many advisory ids (worst first) are named in one finding; the assessment
+/// lists them all.
+pub const ADVISORIES_PER_FINDING: usize = 10;
+
+/// A finding before waivers: one per rule (items of a kind are aggregated).
 struct Raw {
-    key: String,
     message: String,
+    count: usize,
     advisories: Vec<String>,
     component: Option<String>,
     fixed: Option<String>,
-    grace: Option<i64>,
+    /// Within its grace period until then (only when nothing in it is past its grace).
+    grace_until: Option<i64>,
 }
 
 impl Raw {
-    fn simple(key: &str, message: String) -> Raw {
+    fn simple(message: String) -> Raw {
         Raw {
-            key: key.to_owned(),
             message,
+            count: 1,
             advisories: Vec::new(),
             component: None,
             fixed: None,
-            grace: None,
+            grace_until: None,
         }
+    }
+
+    /// One finding for `items` (each a message, component), or none when empty.
+    fn aggregate(what: &str, items: Vec<(String, Option<String>)>) -> Option<Raw> {
+        let count = items.len();
+        let mut it = items.into_iter();
+        let (first, component) = it.next()?;
+        let message = if count == 1 {
+            first
+        } else {
+            format!("{first} (+{} more {what})", count - 1)
+        };
+        Some(Raw {
+            message,
+            count,
+            component,
+            ..Raw::simple(String::new())
+        })
     }
 }
 
-fn check(rule: &Rule, d: &DeviceFacts<'_>, now: i64, out: &mut Vec<Raw>, verdict: &mut Verdict) {
+fn check(
+    rule: &Rule,
+    d: &DeviceFacts<'_>,
+    now: i64,
+    first_seen: &dyn Fn(&str) -> Option<i64>,
+    out: &mut Vec<Raw>,
+    verdict: &mut Verdict,
+) {
     let what = || {
         format!(
             "{} {} firmware {}",
@@ -485,27 +514,32 @@ fn check(rule: &Rule, d: &DeviceFacts<'_>, now: i64, out: &mut Vec<Raw>, verdict
                 } else {
                     format!("no SBOM was imported for {}", what())
                 };
-                out.push(Raw::simple("sbom", format!("no SBOM: {why}")));
+                out.push(Raw::simple(format!("no SBOM: {why}")));
             }
         }
         Check::SbomMinimumElements => {
             if let Some(a) = d.sbom {
-                for g in &a.gaps {
-                    let examples = if g.examples.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (e.g. {})", g.examples.join(", "))
-                    };
-                    out.push(Raw::simple(
-                        &format!("gap/{}", g.element),
-                        format!(
-                            "the SBOM of {} lacks the minimum element \"{}\" ({} missing){examples}",
-                            what(),
-                            g.element,
-                            g.missing
-                        ),
-                    ));
-                }
+                let items = a
+                    .gaps
+                    .iter()
+                    .map(|g| {
+                        let examples = if g.examples.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (e.g. {})", g.examples.join(", "))
+                        };
+                        (
+                            format!(
+                                "the SBOM of {} lacks the minimum element \"{}\" ({} missing){examples}",
+                                what(),
+                                g.element,
+                                g.missing
+                            ),
+                            None,
+                        )
+                    })
+                    .collect();
+                out.extend(Raw::aggregate("missing elements", items));
             }
         }
         Check::MinFirmware { per_model } => {
@@ -516,28 +550,24 @@ fn check(rule: &Rule, d: &DeviceFacts<'_>, now: i64, out: &mut Vec<Raw>, verdict
             let Some(min) = min else { return };
             let scheme = d.model.map_or(FirmwareScheme::Semver, |m| m.scheme.clone());
             match d.firmware {
-                None => out.push(Raw::simple(
-                    "firmware",
-                    format!("firmware not reported; at least {min} is required"),
-                )),
+                None => out.push(Raw::simple(format!(
+                    "firmware not reported; at least {min} is required"
+                ))),
                 Some(fw) => match scheme.compare(fw, &min) {
                     Some(Ordering::Less) => out.push(Raw {
                         fixed: Some(min.clone()),
-                        ..Raw::simple(
-                            "firmware",
-                            format!("firmware {fw} is older than the minimum {min}"),
-                        )
+                        ..Raw::simple(format!("firmware {fw} is older than the minimum {min}"))
                     }),
                     Some(_) => {}
-                    None => out.push(Raw::simple(
-                        "firmware",
-                        format!("firmware {fw} cannot be compared with the minimum {min}"),
-                    )),
+                    None => out.push(Raw::simple(format!(
+                        "firmware {fw} cannot be compared with the minimum {min}"
+                    ))),
                 },
             }
         }
         Check::BannedComponents { components } => {
             let Some(a) = d.sbom else { return };
+            let mut items = Vec::new();
             for b in components {
                 for (purl, v) in &a.purls {
                     if !purl_matches(&b.purl, purl) {
@@ -558,27 +588,46 @@ fn check(rule: &Rule, d: &DeviceFacts<'_>, now: i64, out: &mut Vec<Raw>, verdict
                             .as_deref()
                             .map(|r| format!(": {r}"))
                             .unwrap_or_default();
-                        out.push(Raw {
-                            component: Some(purl.clone()),
-                            ..Raw::simple(
-                                &format!("banned/{purl}"),
-                                format!("banned component {purl}{why}"),
-                            )
-                        });
+                        items.push((format!("banned component {purl}{why}"), Some(purl.clone())));
                     }
                 }
             }
+            out.extend(Raw::aggregate("banned components", items));
         }
         Check::MaxSeverity { max, grace } => {
             let Some(a) = d.sbom else { return };
-            for v in a.vulnerabilities.iter().filter(|v| v.counts()) {
-                // An unrated vulnerability is taken as critical: unknown is never clean.
-                let sev = v.severity.unwrap_or(Severity::Critical);
-                if sev <= *max {
-                    continue;
+            // Worst first (the assessment is sorted so), unrated taken as critical.
+            let mut over: Vec<(&Vulnerability, Severity)> = a
+                .vulnerabilities
+                .iter()
+                .filter(|v| v.counts())
+                .map(|v| (v, v.severity.unwrap_or(Severity::Critical)))
+                .filter(|(_, sev)| sev > max)
+                .collect();
+            over.sort_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.id.cmp(&y.0.id)));
+            let mut violating = Vec::new();
+            let mut in_grace: Option<i64> = None;
+            let mut graced = 0usize;
+            for (v, sev) in &over {
+                match grace.get(sev).copied().filter(|g| *g > 0) {
+                    Some(g) => {
+                        let key = format!("{}/{}/{}", rule.id, v.id, v.component);
+                        let since = first_seen(&key).unwrap_or(now);
+                        verdict.clocks.push((key, since));
+                        let until = since.saturating_add(g);
+                        if until > now {
+                            graced += 1;
+                            in_grace = Some(in_grace.map_or(until, |u| u.min(until)));
+                            continue;
+                        }
+                        violating.push((*v, *sev));
+                    }
+                    None => violating.push((*v, *sev)),
                 }
+            }
+            let describe = |v: &Vulnerability, sev: Severity| {
                 let rated = match v.severity {
-                    Some(s) => s.to_string(),
+                    Some(_) => sev.to_string(),
                     None => "unrated, taken as critical".into(),
                 };
                 let fix = v
@@ -586,30 +635,54 @@ fn check(rule: &Rule, d: &DeviceFacts<'_>, now: i64, out: &mut Vec<Raw>, verdict
                     .as_deref()
                     .map(|f| format!(", fixed in {f}"))
                     .unwrap_or_default();
-                out.push(Raw {
-                    key: format!("{}/{}", v.id, v.component),
-                    message: format!(
-                        "{} ({rated}) in {}{fix}; above the allowed {max}",
-                        v.id, v.component
-                    ),
-                    advisories: v.ids().map(str::to_owned).collect(),
-                    component: Some(v.component.clone()),
-                    fixed: v.fixed.clone(),
-                    grace: grace.get(&sev).copied().filter(|g| *g > 0),
-                });
+                format!("{} ({rated}) in {}{fix}", v.id, v.component)
+            };
+            let list = if violating.is_empty() {
+                &over
+            } else {
+                &violating
+            };
+            let Some((worst, sev)) = list.first().copied() else {
+                return;
+            };
+            let more = if list.len() > 1 {
+                format!(" and {} more", list.len() - 1)
+            } else {
+                String::new()
+            };
+            let mut message = format!("{}{more}; above the allowed {max}", describe(worst, sev));
+            if !violating.is_empty() && graced > 0 {
+                message.push_str(&format!(" ({graced} more within their grace period)"));
+                if let Some(u) = in_grace {
+                    verdict.soonest(u);
+                }
             }
+            let mut advisories: Vec<String> = Vec::new();
+            for (v, _) in list.iter().take(ADVISORIES_PER_FINDING) {
+                advisories.extend(v.ids().map(str::to_owned));
+            }
+            out.push(Raw {
+                message,
+                count: list.len(),
+                advisories,
+                component: Some(worst.component.clone()),
+                fixed: worst.fixed.clone(),
+                grace_until: if violating.is_empty() { in_grace } else { None },
+            });
         }
         Check::NoIndeterminate => {
             let Some(a) = d.sbom else { return };
-            for i in &a.indeterminate {
-                out.push(Raw {
-                    component: Some(i.component.clone()),
-                    ..Raw::simple(
-                        &format!("indeterminate/{}", i.component),
+            let items = a
+                .indeterminate
+                .iter()
+                .map(|i| {
+                    (
                         format!("{} cannot be matched: {}", i.component, i.detail),
+                        Some(i.component.clone()),
                     )
-                });
-            }
+                })
+                .collect();
+            out.extend(Raw::aggregate("indeterminate components", items));
         }
         Check::KeyAlgorithm {
             allowed,
@@ -619,28 +692,22 @@ fn check(rule: &Rule, d: &DeviceFacts<'_>, now: i64, out: &mut Vec<Raw>, verdict
             let ok = allowed.contains(&c.key_algorithm)
                 && (c.key_algorithm != "rsa" || c.key_bits >= *min_rsa_bits);
             if !ok {
-                out.push(Raw::simple(
-                    "key",
-                    format!(
-                        "certificate key {} ({} bits) is not allowed (allowed: {}; RSA at least {} bits)",
-                        c.key_algorithm,
-                        c.key_bits,
-                        allowed.join(", "),
-                        min_rsa_bits
-                    ),
-                ));
+                out.push(Raw::simple(format!(
+                    "certificate key {} ({} bits) is not allowed (allowed: {}; RSA at least {} bits)",
+                    c.key_algorithm,
+                    c.key_bits,
+                    allowed.join(", "),
+                    min_rsa_bits
+                )));
             }
         }
         Check::MaxCertificateLifetime { seconds } => {
             if let Some(c) = d.certificate.filter(|c| c.lifetime_secs > *seconds) {
-                out.push(Raw::simple(
-                    "lifetime",
-                    format!(
-                        "certificate lifetime {} is longer than the allowed {}",
-                        human_secs(c.lifetime_secs),
-                        human_secs(*seconds)
-                    ),
-                ));
+                out.push(Raw::simple(format!(
+                    "certificate lifetime {} is longer than the allowed {}",
+                    human_secs(c.lifetime_secs),
+                    human_secs(*seconds)
+                )));
             }
         }
         Check::SupplierAllowlist { suppliers } => {
@@ -648,27 +715,20 @@ fn check(rule: &Rule, d: &DeviceFacts<'_>, now: i64, out: &mut Vec<Raw>, verdict
                 .supplier_name
                 .is_some_and(|s| suppliers.iter().any(|x| x == s));
             if !ok {
-                out.push(Raw::simple(
-                    "supplier",
-                    format!(
-                        "supplier {} is not on the allowlist ({})",
-                        d.supplier_name.unwrap_or("(none recorded)"),
-                        suppliers.join(", ")
-                    ),
-                ));
+                out.push(Raw::simple(format!(
+                    "supplier {} is not on the allowlist ({})",
+                    d.supplier_name.unwrap_or("(none recorded)"),
+                    suppliers.join(", ")
+                )));
             }
         }
         Check::SupplierSupported => match d.supplier.and_then(|s| s.support_end) {
-            Some(end) if end <= now => out.push(Raw::simple(
-                "support",
-                format!(
-                    "supplier {}'s support period ended",
-                    d.supplier_name.unwrap_or_default()
-                ),
-            )),
+            Some(end) if end <= now => out.push(Raw::simple(format!(
+                "supplier {}'s support period ended",
+                d.supplier_name.unwrap_or_default()
+            ))),
             Some(end) => verdict.soonest(end),
             None if d.supplier.is_none() => out.push(Raw::simple(
-                "support",
                 "no registered supplier: its support period is unknown".into(),
             )),
             None => {}
@@ -679,13 +739,10 @@ fn check(rule: &Rule, d: &DeviceFacts<'_>, now: i64, out: &mut Vec<Raw>, verdict
                 .and_then(|s| s.disclosure_contact.as_deref())
                 .is_some_and(|c| !c.trim().is_empty());
             if !has {
-                out.push(Raw::simple(
-                    "contact",
-                    format!(
-                        "supplier {} has no vulnerability-disclosure contact",
-                        d.supplier_name.unwrap_or("(none recorded)")
-                    ),
-                ));
+                out.push(Raw::simple(format!(
+                    "supplier {} has no vulnerability-disclosure contact",
+                    d.supplier_name.unwrap_or("(none recorded)")
+                )));
             }
         }
     }
@@ -841,7 +898,8 @@ mod tests {
         );
         assert!(v.compliant(), "within grace");
         assert_eq!(v.next_change, Some(now + 72 * 3600));
-        let key = v.findings[0].key.clone();
+        assert_eq!(v.clocks.len(), 1, "{v:?}");
+        let key = v.clocks[0].0.clone();
         let seen = move |k: &str| (k == key).then_some(now);
         let later = evaluate(&p, &facts(Some(&a)), &[], &seen, now + 72 * 3600);
         assert_eq!(later.findings[0].state, FindingState::Violation);

@@ -1346,7 +1346,7 @@ impl Control {
         a
     }
 
-    fn gather(&self, only: Option<&[String]>) -> Result<Fleet, ControlError> {
+    fn gather(&self, only: Option<&[String]>, profile: &Profile) -> Result<Fleet, ControlError> {
         // A few devices (a report, a connect, an enrollment) are read one by one; a fleet
         // evaluation reads each table once.
         let few = only.filter(|o| o.len() <= 64);
@@ -1405,7 +1405,7 @@ impl Control {
             .map(|m| ((m.supplier.clone(), m.name.clone()), m))
             .collect();
         let mut certs = HashMap::new();
-        let want_certs = self.compliance.lock().profile.rules.iter().any(needs_cert);
+        let want_certs = profile.rules.iter().any(needs_cert);
         for d in &devices {
             if !want_certs {
                 break;
@@ -1447,13 +1447,13 @@ impl Control {
     ) -> Result<Evaluation, ControlError> {
         let started = Instant::now();
         let dry_run = candidate.is_some();
-        let fleet = self.gather(only)?;
-        let t = now();
-        let mut st = self.compliance.lock();
         let profile = match candidate {
             Some(p) => Arc::new(p.clone()),
-            None => Arc::clone(&st.profile),
+            None => Arc::clone(&self.compliance.lock().profile),
         };
+        let fleet = self.gather(only, &profile)?;
+        let t = now();
+        let mut st = self.compliance.lock();
         let waivers: Vec<evaluate::Waiver> = st
             .waivers
             .iter()
@@ -1589,7 +1589,7 @@ impl Control {
                     .findings
                     .iter()
                     .filter(|f| f.state == evaluate::FindingState::Violation)
-                    .flat_map(|f| f.advisories.first().cloned())
+                    .flat_map(|f| f.advisories.iter().cloned())
                     .collect();
                 events.push(EventKind::ComplianceChanged {
                     device: id.clone(),
@@ -1602,13 +1602,9 @@ impl Control {
                     trigger: trigger.to_owned(),
                 });
             }
-            // Grace clocks: keep the first-seen time of every violation still present.
+            // Grace clocks: keep the first-seen time of every graced violation still present.
             let old = st.first_seen.get(id);
-            let mut next: HashMap<String, i64> = HashMap::new();
-            for f in &v.findings {
-                let since = old.and_then(|m| m.get(&f.key).copied()).unwrap_or(t);
-                next.insert(f.key.clone(), since);
-            }
+            let next: HashMap<String, i64> = v.clocks.iter().cloned().collect();
             if old.map_or(!next.is_empty(), |o| *o != next) {
                 seen_updates.push((id.clone(), next));
             }
@@ -1631,9 +1627,17 @@ impl Control {
         let rules = profile.rules.len();
         drop(st);
         if !dry_run {
-            for (id, next) in &seen_updates {
-                let list: Vec<(String, i64)> = next.iter().map(|(k, v)| (k.clone(), *v)).collect();
-                self.registry.set_first_seen(id, &list)?;
+            if !seen_updates.is_empty() {
+                let changes: Vec<(String, Vec<(String, i64)>)> = seen_updates
+                    .iter()
+                    .map(|(id, next)| {
+                        (
+                            id.clone(),
+                            next.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                        )
+                    })
+                    .collect();
+                self.registry.set_first_seen(&changes)?;
             }
             for w in newly_expired {
                 self.events.emit(EventKind::WaiverChanged {
@@ -1708,7 +1712,8 @@ impl Control {
         only: Option<&str>,
     ) -> Result<Vec<DeviceCompliance>, ControlError> {
         let ids: Option<Vec<String>> = only.map(|d| vec![d.to_owned()]);
-        let fleet = self.gather(ids.as_deref())?;
+        let profile = Arc::clone(&self.compliance.lock().profile);
+        let fleet = self.gather(ids.as_deref(), &profile)?;
         if let Some(d) = only {
             if fleet.devices.is_empty() {
                 return Err(ControlError::DeviceNotFound(d.to_owned()));

@@ -166,8 +166,9 @@ pub trait InventoryStore: Send + Sync {
     fn waivers(&self) -> Result<Vec<WaiverRecord>, RegistryError>;
     /// When each violation (device, key) was first seen.
     fn first_seen(&self) -> Result<Vec<(String, String, i64)>, RegistryError>;
-    /// Replace the first-seen times of one device's violations.
-    fn set_first_seen(&self, device: &str, seen: &[(String, i64)]) -> Result<(), RegistryError>;
+    /// Replace the first-seen times of several devices' violations, in one transaction.
+    fn set_first_seen(&self, changes: &[(String, Vec<(String, i64)>)])
+        -> Result<(), RegistryError>;
 }
 
 pub(crate) const SCHEMA_V5: &str = "BEGIN;
@@ -533,16 +534,22 @@ impl InventoryStore for SqliteRegistry {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn set_first_seen(&self, device: &str, seen: &[(String, i64)]) -> Result<(), RegistryError> {
+    fn set_first_seen(
+        &self,
+        changes: &[(String, Vec<(String, i64)>)],
+    ) -> Result<(), RegistryError> {
         let mut conn = self.conn.lock();
         let tx = conn.transaction()?;
-        tx.execute("DELETE FROM compliance_seen WHERE device_id = ?1", [device])?;
         {
-            let mut stmt = tx.prepare(
+            let mut clear = tx.prepare("DELETE FROM compliance_seen WHERE device_id = ?1")?;
+            let mut insert = tx.prepare(
                 "INSERT OR REPLACE INTO compliance_seen (device_id, key, since) VALUES (?1, ?2, ?3)",
             )?;
-            for (key, since) in seen {
-                stmt.execute(params![device, key, since])?;
+            for (device, seen) in changes {
+                clear.execute([device])?;
+                for (key, since) in seen {
+                    insert.execute(params![device, key, since])?;
+                }
             }
         }
         tx.commit()?;
@@ -623,10 +630,11 @@ mod tests {
             .expect("vex");
         assert_eq!(ids.len(), 2);
         assert!(ids[0] < ids[1]);
-        reg.set_first_seen("scanner-1", &[("no-high-vulns/CVE-1".into(), 9)])
+        reg.set_first_seen(&[("scanner-1".into(), vec![("no-high-vulns/CVE-1".into(), 9)])])
             .expect("seen");
         assert_eq!(reg.first_seen().expect("seen").len(), 1);
-        reg.set_first_seen("scanner-1", &[]).expect("cleared");
+        reg.set_first_seen(&[("scanner-1".into(), vec![])])
+            .expect("cleared");
         assert!(reg.first_seen().expect("seen").is_empty());
     }
 }
