@@ -186,16 +186,27 @@ impl Gate {
         } else {
             return Ok(());
         };
+        Err(self.deny_publish(shared, topic, qos, refused))
+    }
+
+    /// Count and report a refused publish of `what`; returns `what`.
+    fn deny_publish(
+        &self,
+        shared: &Shared,
+        topic: &str,
+        qos: QoS,
+        what: &'static str,
+    ) -> &'static str {
         shared.stats.publish_denied.fetch_add(1, Ordering::Relaxed);
         self.meter.denied.fetch_add(1, Ordering::Relaxed);
         shared.emit(EventKind::PublishDenied {
             device: self.device.to_string(),
             topic: topic.to_owned(),
             qos: qos as u8,
-            what: refused,
+            what,
             quarantine: self.quarantine.as_deref().map(str::to_owned),
         });
-        Err(refused)
+        what
     }
 
     /// Whether `topic` is a reserved report topic, and if so whether this device may publish
@@ -212,16 +223,7 @@ impl Gate {
         if owner == &*self.device {
             return Some(Ok(()));
         }
-        shared.stats.publish_denied.fetch_add(1, Ordering::Relaxed);
-        self.meter.denied.fetch_add(1, Ordering::Relaxed);
-        shared.emit(EventKind::PublishDenied {
-            device: self.device.to_string(),
-            topic: topic.to_owned(),
-            qos: qos as u8,
-            what: "report",
-            quarantine: self.quarantine.as_deref().map(str::to_owned),
-        });
-        Some(Err("report"))
+        Some(Err(self.deny_publish(shared, topic, qos, "report")))
     }
 
     /// May the device SUBSCRIBE to `filter` (`inner`: without `$share/GROUP/`)? Counts and

@@ -463,21 +463,7 @@ impl Control {
     /// Re-read one device from the registry into the snapshot (and `revoked` serials). Returns
     /// how many of its live connections were told to re-check.
     fn refresh_device(&self, id: &str, revoked: &[String]) -> Result<usize, ControlError> {
-        let access = match self.registry.device(id)? {
-            Some(d) if d.revoked_at.is_none() => Some(DeviceAccess {
-                groups: d.groups,
-                quarantine: self
-                    .registry
-                    .quarantine_of(id)?
-                    .into_iter()
-                    .map(|q| Quarantine {
-                        source: q.source,
-                        reason: q.reason,
-                    })
-                    .collect(),
-            }),
-            _ => None,
-        };
+        let access = self.access_of(id)?;
         Ok(self.update(Changed::Devices(vec![id.to_owned()]), |s| {
             match access {
                 Some(a) => {
@@ -491,6 +477,25 @@ impl Control {
                 s.revoked.insert(serial.clone());
             }
         }))
+    }
+
+    /// A device's access as the registry has it now: `None` unless it is active.
+    fn access_of(&self, id: &str) -> Result<Option<DeviceAccess>, ControlError> {
+        Ok(match self.registry.device(id)? {
+            Some(d) if d.revoked_at.is_none() => Some(DeviceAccess {
+                groups: d.groups,
+                quarantine: self
+                    .registry
+                    .quarantine_of(id)?
+                    .into_iter()
+                    .map(|q| Quarantine {
+                        source: q.source,
+                        reason: q.reason,
+                    })
+                    .collect(),
+            }),
+            _ => None,
+        })
     }
 
     fn connected(&self) -> HashSet<String> {
@@ -736,22 +741,7 @@ impl Control {
         self.registry.apply_quarantines(changes)?;
         let mut updated = Vec::with_capacity(changes.len());
         for c in changes {
-            let access = match self.registry.device(&c.device)? {
-                Some(d) if d.revoked_at.is_none() => Some(DeviceAccess {
-                    groups: d.groups,
-                    quarantine: self
-                        .registry
-                        .quarantine_of(&c.device)?
-                        .into_iter()
-                        .map(|q| Quarantine {
-                            source: q.source,
-                            reason: q.reason,
-                        })
-                        .collect(),
-                }),
-                _ => None,
-            };
-            updated.push((c.device.clone(), access));
+            updated.push((c.device.clone(), self.access_of(&c.device)?));
         }
         let ids: Vec<String> = updated.iter().map(|(id, _)| id.clone()).collect();
         self.update(Changed::Devices(ids), |s| {

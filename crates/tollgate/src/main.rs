@@ -94,7 +94,8 @@ enum Command {
     /// Device-side enrollment agent: obtain and renew this device's certificate over EST.
     #[command(subcommand)]
     Agent(AgentCommand),
-    /// Suppliers whose manufacturing (bootstrap) certificates may enroll devices.
+    /// Suppliers: manufacturing CAs whose bootstrap certificates may enroll devices, disclosure
+    /// contacts and support periods.
     #[command(subcommand)]
     Supplier(SupplierCommand),
     /// Device models: firmware ordering and minimum firmware.
