@@ -608,8 +608,9 @@ fn hex(bytes: &[u8]) -> String {
         })
 }
 
-/// Whether `new` is strictly newer than `old` (RFC 3339; text order when either does not parse).
-fn newer(new: &str, old: &str) -> bool {
+/// Whether `new` is strictly newer than `old` (RFC 3339; text order when either does not parse):
+/// the rule by which an import replaces a stored record.
+pub fn newer(new: &str, old: &str) -> bool {
     match (timestamp(new), timestamp(old)) {
         (Some(n), Some(o)) => n > o,
         _ => new > old,

@@ -619,6 +619,11 @@ impl Control {
             RegistryError::NotFound(_) => ControlError::UnknownSupplier(m.supplier.clone()),
             other => other.into(),
         })?;
+        // VEX firmware ranges are read with the model's scheme: its assessments are stale.
+        self.compliance
+            .lock()
+            .assessed
+            .retain(|k, _| !(k.0 == m.supplier && k.1 == m.name));
         tracing::info!(supplier = %m.supplier, model = %m.name, by, "model recorded");
         self.evaluate_fleet(None, "model_change", None)?;
         Ok(self
@@ -975,11 +980,11 @@ impl Control {
             // succeeds.
             let mut staged: Vec<(Advisory, &Vec<u8>)> = Vec::new();
             for (a, raw) in parsed {
-                match st.index.get(&a.id) {
-                    Some(old) if old.id == a.id && old.modified.as_str() >= a.modified.as_str() => {
+                match st.index.get(&a.id).filter(|old| old.id == a.id) {
+                    Some(old) if !tollgate_compliance::osv::newer(&a.modified, &old.modified) => {
                         out.unchanged += 1;
                     }
-                    Some(old) if old.id == a.id => {
+                    Some(_) => {
                         out.updated += 1;
                         rows.push(AdvisoryRecord {
                             id: a.id.clone(),
@@ -1061,6 +1066,17 @@ impl Control {
             .map(advisory_view)
             .collect();
         (st.digest.clone(), st.index.len(), list)
+    }
+
+    /// Every stored record's id and `modified`, so an importer can skip what would not change.
+    pub fn advisory_versions(&self) -> (String, BTreeMap<String, String>) {
+        let st = self.compliance.lock();
+        let map = st
+            .index
+            .advisories()
+            .map(|a| (a.id.clone(), a.modified.clone()))
+            .collect();
+        (st.digest.clone(), map)
     }
 
     /// The suppliers, models and devices an advisory (by id or alias) hits.
@@ -1447,6 +1463,9 @@ impl Control {
     ) -> Result<Evaluation, ControlError> {
         let started = Instant::now();
         let dry_run = candidate.is_some();
+        // One evaluation at a time, from reading the registry to applying the verdicts: an
+        // evaluation that read older inputs must not apply its verdicts after a newer one.
+        let _serial = (!dry_run).then(|| self.evaluations.lock());
         let profile = match candidate {
             Some(p) => Arc::new(p.clone()),
             None => Arc::clone(&self.compliance.lock().profile),

@@ -304,6 +304,9 @@ pub struct Control {
     trust: watch::Sender<Arc<Trust>>,
     /// Inventory and compliance state (slow path only).
     compliance: Mutex<compliance::State>,
+    /// Held for the whole of a compliance evaluation that applies its verdicts (taken before
+    /// `compliance`, never while holding it).
+    evaluations: Mutex<()>,
 }
 
 impl std::fmt::Debug for Control {
@@ -372,6 +375,7 @@ impl Control {
             broken_suppliers: ArcSwap::from_pointee(Vec::new()),
             trust,
             compliance: Mutex::new(compliance::State::default()),
+            evaluations: Mutex::new(()),
         });
         cp.load_suppliers()?;
         cp.regenerate_crl()?;

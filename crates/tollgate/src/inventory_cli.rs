@@ -6,6 +6,7 @@
 //! server; the server checks again. Advisory folders and `all.zip` archives are read twice:
 //! once to validate every record, once to send them in bounded batches.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -256,14 +257,25 @@ fn read_document(path: &Path) -> Result<Vec<u8>> {
 }
 
 /// Read the records at `path` into JSON-array batches of at most [`BATCH_RECORDS`] records and
-/// about [`BATCH_BYTES`], handing each to `tx`.
+/// about [`BATCH_BYTES`], handing each to `tx`; records not newer than the `stored` ones are
+/// left out. Returns how many were left out.
 fn read_batches(
     path: &Path,
+    stored: &HashMap<String, String>,
     tx: &tokio::sync::mpsc::Sender<Vec<u8>>,
-) -> Result<(), tollgate_compliance::ComplianceError> {
+) -> Result<u64, tollgate_compliance::ComplianceError> {
     let mut batch: Vec<u8> = Vec::new();
     let mut in_batch = 0usize;
+    let mut skipped = 0u64;
     osv::read_path(path, |r| {
+        let a = osv::Advisory::parse(&r.bytes, &r.origin)?;
+        if stored
+            .get(&a.id)
+            .is_some_and(|old| !osv::newer(&a.modified, old))
+        {
+            skipped += 1;
+            return Ok(());
+        }
         if in_batch > 0 && (in_batch >= BATCH_RECORDS || batch.len() + r.bytes.len() > BATCH_BYTES)
         {
             batch.push(b']');
@@ -279,7 +291,7 @@ fn read_batches(
         batch.push(b']');
         let _ = tx.blocking_send(batch);
     }
-    Ok(())
+    Ok(skipped)
 }
 
 fn print_json(v: &serde_json::Value) -> Result<()> {
@@ -396,12 +408,18 @@ pub async fn advisories(cmd: AdvisoriesCommand) -> Result<ExitCode> {
             })
             .with_context(|| format!("checking {}", path.display()))?;
             let client = AdminClient::new(&conn)?;
+            // What the server has: records not newer than those are not sent at all.
+            let stored = client
+                .call(Method::GET, "/api/v1/advisories/modified", None)
+                .await?;
+            let stored: HashMap<String, String> =
+                serde_json::from_value(stored["records"].clone()).unwrap_or_default();
             // Second pass: batches of raw records (their bytes unchanged: the database hash is
             // over what the files say), read on a thread and sent as they fill.
             let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
             let reader = {
                 let path = path.clone();
-                std::thread::spawn(move || read_batches(&path, &tx))
+                std::thread::spawn(move || read_batches(&path, &stored, &tx))
             };
             let mut total =
                 serde_json::json!({"added": 0, "updated": 0, "unchanged": 0, "reevaluated": 0});
@@ -432,19 +450,23 @@ pub async fn advisories(cmd: AdvisoriesCommand) -> Result<ExitCode> {
                     Err(e) => failed = Some(e),
                 }
             }
-            match reader.join() {
-                Ok(Ok(())) => {}
+            let skipped = match reader.join() {
+                Ok(Ok(n)) => n,
                 Ok(Err(e)) => bail!("reading {}: {e}", path.display()),
                 Err(_) => bail!("reading {}: the reader thread failed", path.display()),
-            }
+            };
+            let unchanged = total["unchanged"].as_u64().unwrap_or(0) + skipped;
+            total["unchanged"] = unchanged.into();
             if let Some(e) = failed {
                 return Err(e.context(format!(
                     "importing advisories ({sent} batches of up to {BATCH_RECORDS} records were stored before the failure; importing again skips them)"
                 )));
             }
             total["records"] = checked.into();
-            total["total"] = last["total"].clone();
-            total["database"] = last["database"].clone();
+            if !last.is_null() {
+                total["total"] = last["total"].clone();
+                total["database"] = last["database"].clone();
+            }
             eprintln!(
                 "{checked} records read: {} added, {} updated, {} unchanged; {} devices re-evaluated.",
                 total["added"], total["updated"], total["unchanged"], total["reevaluated"]

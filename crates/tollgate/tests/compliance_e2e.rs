@@ -278,6 +278,16 @@ fn a_noncompliant_device_is_quarantined_live_and_released_when_it_reports_a_fixe
     );
     let database = imported["database"].as_str().unwrap().to_owned();
     assert!(database.starts_with("sha256:"), "{database}");
+    // Incremental: the same folder again sends nothing and changes nothing.
+    let out = cli_ok(&s, &["advisories", "import", osv.to_str().unwrap()]);
+    let again: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(again["added"], 0, "{again}");
+    assert_eq!(again["unchanged"], 1, "{again}");
+    assert_eq!(
+        s.count_events("advisories_imported"),
+        1,
+        "nothing was sent: {again}"
+    );
 
     // Quarantined while connected, with the rule, advisory and database named.
     let q = wait_nth(&s, "device_quarantined", Some(Q), 0);

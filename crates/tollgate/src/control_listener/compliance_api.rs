@@ -1,6 +1,7 @@
 //! Inventory and compliance routes of the admin API.
 //!
 //! `GET|POST /api/v1/models`; `GET|PUT /api/v1/devices/{id}/inventory`;
+//! `GET /api/v1/advisories/modified` (every stored id with its `modified`);
 //! `PATCH /api/v1/suppliers/{name}`; `GET|POST /api/v1/sboms` (the body is the SBOM file,
 //! `?model=&firmware=[&supplier=]`); `GET|POST /api/v1/advisories` (a JSON array of OSV
 //! records per batch; `GET ?q=&limit=`), `GET /api/v1/advisories/{id}/affected`;
@@ -47,6 +48,7 @@ pub(super) fn routes() -> Router<AppState> {
             "/api/v1/advisories",
             get(list_advisories).post(import_advisories),
         )
+        .route("/api/v1/advisories/modified", get(advisory_versions))
         .route("/api/v1/advisories/{id}/affected", get(advisory_affected))
         .route("/api/v1/vex", post(import_vex))
         .route("/api/v1/compliance", get(report))
@@ -249,6 +251,17 @@ async fn import_advisories(
     let cp = Arc::clone(&s.cp);
     Ok(Json(
         blocking(move || cp.import_advisories(&records, &who)).await?,
+    ))
+}
+
+async fn advisory_versions(
+    State(s): State<AppState>,
+    _a: Admin,
+) -> Result<impl IntoResponse, ApiError> {
+    let cp = Arc::clone(&s.cp);
+    let (database, records) = blocking(move || Ok(cp.advisory_versions())).await?;
+    Ok(Json(
+        serde_json::json!({ "database": database, "records": records }),
     ))
 }
 
