@@ -566,7 +566,10 @@ fn check(
             }
         }
         Check::BannedComponents { components } => {
-            let Some(a) = d.sbom else { return };
+            let Some(a) = d.sbom else {
+                out.extend(unassessable(d));
+                return;
+            };
             let mut items = Vec::new();
             for b in components {
                 for (purl, v) in &a.purls {
@@ -595,7 +598,10 @@ fn check(
             out.extend(Raw::aggregate("banned components", items));
         }
         Check::MaxSeverity { max, grace } => {
-            let Some(a) = d.sbom else { return };
+            let Some(a) = d.sbom else {
+                out.extend(unassessable(d));
+                return;
+            };
             // Worst first (the assessment is sorted so), unrated taken as critical.
             let mut over: Vec<(&Vulnerability, Severity)> = a
                 .vulnerabilities
@@ -611,7 +617,7 @@ fn check(
             for (v, sev) in &over {
                 match grace.get(sev).copied().filter(|g| *g > 0) {
                     Some(g) => {
-                        let key = format!("{}/{}/{}", rule.id, v.id, v.component);
+                        let key = clock_key(&rule.id, v);
                         let since = first_seen(&key).unwrap_or(now);
                         verdict.clocks.push((key, since));
                         let until = since.saturating_add(g);
@@ -671,7 +677,10 @@ fn check(
             });
         }
         Check::NoIndeterminate => {
-            let Some(a) = d.sbom else { return };
+            let Some(a) = d.sbom else {
+                out.extend(unassessable(d));
+                return;
+            };
             let items = a
                 .indeterminate
                 .iter()
@@ -688,7 +697,10 @@ fn check(
             allowed,
             min_rsa_bits,
         } => {
-            let Some(c) = d.certificate else { return };
+            // A key recorded before Tollgate kept keys is not known: no finding either way.
+            let Some(c) = d.certificate.filter(|c| c.key_algorithm != "unknown") else {
+                return;
+            };
             let ok = allowed.contains(&c.key_algorithm)
                 && (c.key_algorithm != "rsa" || c.key_bits >= *min_rsa_bits);
             if !ok {
@@ -746,6 +758,32 @@ fn check(
             }
         }
     }
+}
+
+/// A device whose model and firmware are known but whose firmware has no SBOM cannot be
+/// assessed: unknown is never clean. (Devices with no model or firmware recorded are left to
+/// `require_sbom` rules.)
+fn unassessable(d: &DeviceFacts<'_>) -> Option<Raw> {
+    match (d.model_name, d.firmware) {
+        (Some(m), Some(fw)) => Some(Raw::simple(format!(
+            "{} {m} firmware {fw} has no SBOM: its components cannot be assessed",
+            d.supplier_name.unwrap_or("(no supplier)")
+        ))),
+        _ => None,
+    }
+}
+
+/// A grace clock's identity that survives what does not change the flaw or the component: the
+/// smallest of the vulnerability's ids (a CVE alias added later does not restart it) and the
+/// package URL without version or qualifiers (an update that stays vulnerable does not either).
+fn clock_key(rule: &str, v: &Vulnerability) -> String {
+    let id = v.ids().min().unwrap_or(&v.id);
+    let component = v
+        .component
+        .split(['@', '?', '#'])
+        .next()
+        .unwrap_or(&v.component);
+    format!("{rule}/{id}/{component}")
 }
 
 /// Seconds in words: `72h`, `30d`, `90s`.
@@ -931,6 +969,41 @@ mod tests {
         assert_eq!(v.next_change, Some(now + 10));
         let v = evaluate(&p, &facts(Some(&a)), &[w], &|_| None, now + 10);
         assert_eq!(v.findings[0].state, FindingState::Violation, "expired");
+    }
+
+    #[test]
+    fn a_known_firmware_without_an_sbom_is_not_clean_and_grace_clocks_survive_updates() {
+        let p = profile("[[rule]]\nid = \"v\"\nmax_severity = \"medium\"\ngrace = { high = \"72h\" }\naction = \"quarantine\"\n");
+        let v = evaluate(&p, &facts(None), &[], &|_| None, 0);
+        assert!(!v.compliant(), "no SBOM for a known firmware: {v:?}");
+        assert!(v.findings[0].message.contains("has no SBOM"), "{v:?}");
+        let mut unknown = facts(None);
+        unknown.firmware = None;
+        assert!(
+            evaluate(&p, &unknown, &[], &|_| None, 0).compliant(),
+            "nothing recorded: left to require_sbom"
+        );
+        // The same flaw in the next (still vulnerable) version keeps its clock.
+        let idx = index();
+        let a1 = assess(
+            &sbom(&[("urllib3", Some("1.26.3"), Some("pkg:pypi/urllib3@1.26.3"))]),
+            &idx,
+            &[],
+        );
+        let a2 = assess(
+            &sbom(&[(
+                "urllib3",
+                Some("1.26.4"),
+                Some("pkg:pypi/urllib3@1.26.4?x=1"),
+            )]),
+            &idx,
+            &[],
+        );
+        let k1 = evaluate(&p, &facts(Some(&a1)), &[], &|_| None, 0).clocks;
+        let k2 = evaluate(&p, &facts(Some(&a2)), &[], &|_| None, 0).clocks;
+        assert_eq!(k1.len(), 1);
+        assert_eq!(k1[0].0, k2[0].0, "one clock across versions");
+        assert_eq!(k1[0].0, "v/CVE-2021-33503/pkg:pypi/urllib3");
     }
 
     #[test]

@@ -72,6 +72,9 @@ pub struct VexScope {
     pub model: String,
     /// Firmware versions.
     pub firmware: FirmwareScope,
+    /// Imported from the SBOM of this exact firmware (replaced when that SBOM is re-imported).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub embedded: bool,
 }
 
 impl VexScope {
@@ -106,6 +109,11 @@ pub(crate) struct State {
     pub(crate) profile: Arc<Profile>,
     pub(crate) profile_stamp: Option<(std::time::SystemTime, u64)>,
     pub(crate) profile_error: Option<String>,
+    /// Whether a profile (or the absence of a file) was ever loaded: until then verdicts are
+    /// not applied, so a profile broken at start releases nothing.
+    profile_good: bool,
+    /// Firmware ordering per (supplier, model), kept with the models.
+    schemes: HashMap<(String, String), FirmwareScheme>,
     index: Index,
     digest: String,
     sboms: HashMap<SbomKey, Arc<Sbom>>,
@@ -472,6 +480,12 @@ impl Control {
             }
         }
         st.waivers = self.registry.waivers()?;
+        st.schemes = self
+            .registry
+            .models()?
+            .iter()
+            .map(|m| ((m.supplier.clone(), m.name.clone()), scheme_of(m)))
+            .collect();
         for (device, key, since) in self.registry.first_seen()? {
             st.first_seen.entry(device).or_default().insert(key, since);
         }
@@ -488,8 +502,9 @@ impl Control {
         let file = &self.cfg.compliance_file;
         let source = file.display().to_string();
         let stamp = crate::policy_stamp(file);
-        let result = match std::fs::read(file) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Profile::default()),
+        // (profile, its text to keep as the last good one; None for "no file")
+        let result: Result<(Profile, Option<String>), String> = match std::fs::read(file) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((Profile::default(), None)),
             Err(e) => Err(format!("{source}: {e}")),
             Ok(bytes) if bytes.len() > tollgate_compliance::profile::MAX_PROFILE_BYTES => {
                 Err(format!(
@@ -500,22 +515,59 @@ impl Control {
             }
             Ok(bytes) => String::from_utf8(bytes)
                 .map_err(|e| format!("{source}: not UTF-8: {e}"))
-                .and_then(|t| Profile::parse(&t, &source).map_err(|e| e.to_string())),
+                .and_then(|t| match Profile::parse(&t, &source) {
+                    Ok(p) => Ok((p, Some(t))),
+                    Err(e) => Err(e.to_string()),
+                }),
         };
+        let last_good = self.cfg.data.join("run").join("compliance.last-good.toml");
         let mut st = self.compliance.lock();
         st.profile_stamp = stamp;
         match result {
-            Ok(p) => {
+            Ok((p, text)) => {
                 let rules = p.rules.len();
                 st.profile = Arc::new(p);
                 st.profile_error = None;
+                st.profile_good = true;
                 drop(st);
+                // Kept so that a profile broken while the server was down does not leave it
+                // with no rule at the next start.
+                let kept = match &text {
+                    Some(t) => std::fs::create_dir_all(self.cfg.data.join("run"))
+                        .and_then(|()| crate::files::write_file(&last_good, t.as_bytes(), false)),
+                    None => match std::fs::remove_file(&last_good) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                        _ => Ok(()),
+                    },
+                };
+                if let Err(e) = kept {
+                    tracing::warn!("keeping the last good compliance profile: {e}");
+                }
                 self.events
                     .emit(EventKind::ComplianceProfileReloaded { source, rules });
                 Ok(rules)
             }
             Err(error) => {
                 st.profile_error = Some(error.clone());
+                if !st.profile_good {
+                    // At start: the profile in force when the server last ran.
+                    let kept = std::fs::read_to_string(&last_good)
+                        .ok()
+                        .and_then(|t| Profile::parse(&t, &last_good.display().to_string()).ok());
+                    match kept {
+                        Some(p) => {
+                            tracing::warn!(
+                                rules = p.rules.len(),
+                                "the compliance profile is broken; the last good one stays in force"
+                            );
+                            st.profile = Arc::new(p);
+                            st.profile_good = true;
+                        }
+                        None => tracing::error!(
+                            "the compliance profile is broken and no earlier one is known: verdicts are not applied until it is fixed"
+                        ),
+                    }
+                }
                 drop(st);
                 self.events.emit(EventKind::ComplianceProfileRejected {
                     source,
@@ -620,10 +672,15 @@ impl Control {
             other => other.into(),
         })?;
         // VEX firmware ranges are read with the model's scheme: its assessments are stale.
-        self.compliance
-            .lock()
-            .assessed
-            .retain(|k, _| !(k.0 == m.supplier && k.1 == m.name));
+        {
+            let mut st = self.compliance.lock();
+            st.schemes.insert(
+                (model.supplier.clone(), model.name.clone()),
+                scheme_of(&model),
+            );
+            st.assessed
+                .retain(|k, _| !(k.0 == m.supplier && k.1 == m.name));
+        }
         tracing::info!(supplier = %m.supplier, model = %m.name, by, "model recorded");
         self.evaluate_fleet(None, "model_change", None)?;
         Ok(self
@@ -700,6 +757,7 @@ impl Control {
         let Some(d) = self.registry.device(device)? else {
             return Err(ControlError::DeviceNotFound(device.to_owned()));
         };
+        let edit = self.inventory_edits.lock();
         let mut inv = self.registry.inventory(device)?.unwrap_or(Inventory {
             device: device.to_owned(),
             ..Default::default()
@@ -739,6 +797,7 @@ impl Control {
         }
         inv.updated_at = now();
         self.registry.set_inventory(&inv)?;
+        drop(edit);
         self.events.emit(EventKind::InventoryChanged {
             device: device.to_owned(),
             firmware_before: before,
@@ -760,6 +819,7 @@ impl Control {
         model: Option<&str>,
         serial: &str,
     ) -> Result<(), ControlError> {
+        let _edit = self.inventory_edits.lock();
         let mut inv = self.registry.inventory(device)?.unwrap_or(Inventory {
             device: device.to_owned(),
             ..Default::default()
@@ -786,20 +846,25 @@ impl Control {
         if let Some(m) = &report.model {
             check_field("model", m)?;
         }
+        let edit = self.inventory_edits.lock();
         let mut inv = self.registry.inventory(device)?.unwrap_or(Inventory {
             device: device.to_owned(),
             ..Default::default()
         });
         let before = inv.firmware.clone();
-        let changed = before.as_deref() != Some(report.firmware.as_str())
-            || (report.model.is_some() && report.model != inv.model);
+        // A device may name its model only while none is recorded: the model from its
+        // manufacturing certificate or from an operator is not the device's to change (it
+        // would choose which SBOM judges it).
+        let model = report.model.filter(|_| inv.model.is_none());
+        let changed = before.as_deref() != Some(report.firmware.as_str()) || model.is_some();
         inv.firmware = Some(report.firmware);
-        if report.model.is_some() {
-            inv.model = report.model;
+        if model.is_some() {
+            inv.model = model;
         }
         inv.reported_at = Some(now());
         inv.updated_at = now();
         self.registry.set_inventory(&inv)?;
+        drop(edit);
         if changed {
             self.events.emit(EventKind::InventoryChanged {
                 device: device.to_owned(),
@@ -862,14 +927,30 @@ impl Control {
             st.assessed.remove(&key);
         }
         let vex_statements = embedded.len();
+        let scope = VexScope {
+            supplier: Some(supplier.clone()),
+            model: model.to_owned(),
+            firmware: FirmwareScope::Exact {
+                version: firmware.to_owned(),
+            },
+            embedded: true,
+        };
+        // The statements a previous version of this SBOM carried go with it.
+        let stale: Vec<i64> = self
+            .compliance
+            .lock()
+            .vex
+            .iter()
+            .filter(|(_, sc, _)| *sc == scope)
+            .map(|(seq, _, _)| *seq)
+            .collect();
+        if !stale.is_empty() {
+            self.registry.remove_vex(&stale)?;
+            let mut st = self.compliance.lock();
+            st.vex.retain(|(seq, _, _)| !stale.contains(seq));
+            st.assessed.remove(&key);
+        }
         if !embedded.is_empty() {
-            let scope = VexScope {
-                supplier: Some(supplier.clone()),
-                model: model.to_owned(),
-                firmware: FirmwareScope::Exact {
-                    version: firmware.to_owned(),
-                },
-            };
             self.store_vex(
                 embedded.into_iter().map(|s| (scope.clone(), s)).collect(),
                 by,
@@ -1196,6 +1277,8 @@ impl Control {
             for (seq, (scope, stmt)) in seqs.into_iter().zip(scoped) {
                 st.vex.push((seq, scope, stmt));
             }
+            // Import order decides which statement is later, whatever order threads came in.
+            st.vex.sort_by_key(|(seq, _, _)| *seq);
             st.assessed.retain(|k, _| !models.contains(&k.1));
         }
         let devices = self.devices_running(|k| models.contains(&k.1))?;
@@ -1342,15 +1425,11 @@ impl Control {
                 purls: Vec::new(),
             });
         };
-        let scheme = self
-            .registry
-            .models()
-            .ok()
-            .and_then(|ms| {
-                ms.into_iter()
-                    .find(|m| m.supplier == key.0 && m.name == key.1)
-            })
-            .map_or(FirmwareScheme::Semver, |m| scheme_of(&m));
+        let scheme = st
+            .schemes
+            .get(&(key.0.clone(), key.1.clone()))
+            .cloned()
+            .unwrap_or(FirmwareScheme::Semver);
         let vex: Vec<(i64, &Statement)> = st
             .vex
             .iter()
@@ -1628,24 +1707,12 @@ impl Control {
                 seen_updates.push((id.clone(), next));
             }
         }
-        if !dry_run {
-            for (id, v) in verdicts {
-                match v.next_change {
-                    Some(at) => st.deadlines.insert(id.clone(), at),
-                    None => st.deadlines.remove(&id),
-                };
-                st.verdicts.insert(id, v);
-            }
-            for w in &newly_expired {
-                st.expired_waivers.insert(w.id);
-            }
-            for (id, next) in &seen_updates {
-                st.first_seen.insert(id.clone(), next.clone());
-            }
-        }
         let rules = profile.rules.len();
+        let apply = !dry_run && st.profile_good;
         drop(st);
-        if !dry_run {
+        if apply {
+            // The registry first: should a write fail, memory still says what the registry
+            // says, and the next evaluation tries again.
             if !seen_updates.is_empty() {
                 let changes: Vec<(String, Vec<(String, i64)>)> = seen_updates
                     .iter()
@@ -1658,6 +1725,30 @@ impl Control {
                     .collect();
                 self.registry.set_first_seen(&changes)?;
             }
+            self.apply_quarantine_changes(&q_changes)?;
+            let mut st = self.compliance.lock();
+            for (id, v) in verdicts {
+                match v.next_change {
+                    Some(at) => st.deadlines.insert(id.clone(), at),
+                    None => st.deadlines.remove(&id),
+                };
+                st.verdicts.insert(id, v);
+            }
+            // Devices asked for that are gone (revoked, unknown) keep no verdict or deadline.
+            if let Some(only) = only {
+                let present: HashSet<&String> = fleet.devices.iter().map(|d| &d.id).collect();
+                for id in only.iter().filter(|id| !present.contains(id)) {
+                    st.deadlines.remove(id);
+                    st.verdicts.remove(id);
+                }
+            }
+            for w in &newly_expired {
+                st.expired_waivers.insert(w.id);
+            }
+            for (id, next) in seen_updates {
+                st.first_seen.insert(id, next);
+            }
+            drop(st);
             for w in newly_expired {
                 self.events.emit(EventKind::WaiverChanged {
                     id: w.id,
@@ -1667,10 +1758,14 @@ impl Control {
                     by: BY.into(),
                 });
             }
-            self.apply_quarantine_changes(&q_changes)?;
             for e in events {
                 self.events.emit(e);
             }
+        } else if !dry_run {
+            tracing::warn!(
+                "compliance verdicts not applied: no compliance profile has loaded yet (fix {})",
+                self.cfg.compliance_file.display()
+            );
         }
         Ok(Evaluation {
             dry_run,
@@ -1938,6 +2033,7 @@ fn product_scope(s: &Statement) -> Option<VexScope> {
             },
             None => FirmwareScope::All,
         },
+        embedded: false,
     })
 }
 

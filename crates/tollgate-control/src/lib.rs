@@ -307,6 +307,9 @@ pub struct Control {
     /// Held for the whole of a compliance evaluation that applies its verdicts (taken before
     /// `compliance`, never while holding it).
     evaluations: Mutex<()>,
+    /// Serialises read-modify-write edits of a device's inventory (its own reports, operators,
+    /// enrollment), so none is lost to another.
+    inventory_edits: Mutex<()>,
 }
 
 impl std::fmt::Debug for Control {
@@ -376,6 +379,7 @@ impl Control {
             trust,
             compliance: Mutex::new(compliance::State::default()),
             evaluations: Mutex::new(()),
+            inventory_edits: Mutex::new(()),
         });
         cp.load_suppliers()?;
         cp.regenerate_crl()?;
@@ -467,20 +471,27 @@ impl Control {
     /// Re-read one device from the registry into the snapshot (and `revoked` serials). Returns
     /// how many of its live connections were told to re-check.
     fn refresh_device(&self, id: &str, revoked: &[String]) -> Result<usize, ControlError> {
-        let access = self.access_of(id)?;
-        Ok(self.update(Changed::Devices(vec![id.to_owned()]), |s| {
-            match access {
-                Some(a) => {
+        // Read under the snapshot lock, so a concurrent change to the same device cannot be
+        // overwritten by this older read.
+        let mut error = None;
+        let told = self.update(Changed::Devices(vec![id.to_owned()]), |s| {
+            match self.access_of(id) {
+                Ok(Some(a)) => {
                     s.devices.insert(id.to_owned(), a);
                 }
-                None => {
+                Ok(None) => {
                     s.devices.remove(id);
                 }
+                Err(e) => error = Some(e),
             }
             for serial in revoked {
                 s.revoked.insert(serial.clone());
             }
-        }))
+        });
+        match error {
+            Some(e) => Err(e),
+            None => Ok(told),
+        }
     }
 
     /// A device's access as the registry has it now: `None` unless it is active.
@@ -723,12 +734,23 @@ impl Control {
         }
         self.refresh_device(id, &[])?;
         let out = self.quarantine_outcome(id)?;
+        let compliance_released = removed
+            .iter()
+            .any(|q| q.source.starts_with(compliance::SOURCE_PREFIX));
         self.events.emit(EventKind::DeviceReleased {
             device: id.to_owned(),
             sources: removed.into_iter().map(|q| q.source).collect(),
             remaining: out.quarantine.iter().map(|q| q.source.clone()).collect(),
             by: by.to_owned(),
         });
+        if compliance_released {
+            // Compliance decides its own reasons: a rule that still fails holds the device
+            // again at once (a waiver is the way to exempt it).
+            if let Err(e) = self.evaluate_fleet(Some(&[id.to_owned()]), "operator_release", None) {
+                tracing::error!(device = id, "re-evaluating compliance after a release: {e}");
+            }
+            return self.quarantine_outcome(id);
+        }
         Ok(out)
     }
 
@@ -743,20 +765,18 @@ impl Control {
             return Ok(());
         }
         self.registry.apply_quarantines(changes)?;
-        let mut updated = Vec::with_capacity(changes.len());
-        for c in changes {
-            updated.push((c.device.clone(), self.access_of(&c.device)?));
-        }
-        let ids: Vec<String> = updated.iter().map(|(id, _)| id.clone()).collect();
-        self.update(Changed::Devices(ids), |s| {
-            for (id, access) in updated.iter() {
-                match access {
-                    Some(a) => {
-                        s.devices.insert(id.clone(), a.clone());
+        let ids: Vec<String> = changes.iter().map(|c| c.device.clone()).collect();
+        // Each device is read from the registry under the snapshot lock (see refresh_device).
+        self.update(Changed::Devices(ids.clone()), |s| {
+            for id in &ids {
+                match self.access_of(id) {
+                    Ok(Some(a)) => {
+                        s.devices.insert(id.clone(), a);
                     }
-                    None => {
+                    Ok(None) => {
                         s.devices.remove(id);
                     }
+                    Err(e) => tracing::error!(device = %id, "reading a device's access: {e}"),
                 }
             }
         });
@@ -1556,6 +1576,39 @@ mod tests {
             .expect("reactivate");
         assert!(again.reactivated);
         assert!(cp.snapshot().device("pump-7").is_some());
+        std::fs::remove_dir_all(&data).expect("cleanup");
+    }
+
+    #[test]
+    fn a_profile_broken_while_down_leaves_the_last_good_one_in_force_and_releases_nothing() {
+        let data = data_dir("last-good");
+        std::fs::write(
+            data.join("compliance.toml"),
+            "[[rule]]\nid = \"keys\"\nsupplier_allowlist = [\"acme\"]\naction = \"quarantine\"\n",
+        )
+        .expect("profile");
+        let cp = open(&data).expect("open");
+        cp.add_device("pump-7", &["plcs".into()], false, "test")
+            .expect("add");
+        assert!(
+            cp.snapshot()
+                .device("pump-7")
+                .expect("active")
+                .is_quarantined(),
+            "no supplier: held by the allowlist rule"
+        );
+        drop(cp);
+        std::fs::write(data.join("compliance.toml"), "[[rule]\nid = ").expect("broken");
+        let cp = open(&data).expect("reopen");
+        let e = cp.evaluate_fleet(None, "startup", None).expect("evaluate");
+        assert_eq!(e.rules, 1, "the last good profile is in force");
+        assert!(
+            cp.snapshot()
+                .device("pump-7")
+                .expect("active")
+                .is_quarantined(),
+            "a broken profile released nothing"
+        );
         std::fs::remove_dir_all(&data).expect("cleanup");
     }
 

@@ -158,6 +158,8 @@ pub trait InventoryStore: Send + Sync {
     fn add_vex(&self, records: &[VexRecord]) -> Result<Vec<i64>, RegistryError>;
     /// Every VEX statement, in import order.
     fn vex(&self) -> Result<Vec<VexRecord>, RegistryError>;
+    /// Remove VEX statements by sequence number, in one transaction.
+    fn remove_vex(&self, seqs: &[i64]) -> Result<(), RegistryError>;
     /// Add a waiver; returns its id.
     fn add_waiver(&self, waiver: &WaiverRecord) -> Result<i64, RegistryError>;
     /// Remove a waiver; whether it existed.
@@ -482,6 +484,19 @@ impl InventoryStore for SqliteRegistry {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn remove_vex(&self, seqs: &[i64]) -> Result<(), RegistryError> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare("DELETE FROM vex WHERE seq = ?1")?;
+            for seq in seqs {
+                stmt.execute([seq])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     fn add_waiver(&self, w: &WaiverRecord) -> Result<i64, RegistryError> {

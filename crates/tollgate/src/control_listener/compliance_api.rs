@@ -240,7 +240,7 @@ async fn import_advisories(
     let records: Vec<Box<serde_json::value::RawValue>> =
         serde_json::from_slice(&doc).map_err(|e| {
             ApiError(
-                StatusCode::BAD_REQUEST,
+                StatusCode::UNPROCESSABLE_ENTITY,
                 format!("the body must be a JSON array of OSV records: {e}"),
             )
         })?;
@@ -319,6 +319,7 @@ impl VexQuery {
             supplier: self.supplier,
             model,
             firmware,
+            embedded: false,
         }))
     }
 }
