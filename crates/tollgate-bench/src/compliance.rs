@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use tollgate_control::{Control, ControlConfig};
+use tollgate_control::Control;
 use tollgate_registry::{DeviceStore, Inventory, Registry, SqliteRegistry};
 
 /// Arguments of `tollgate-bench compliance`.
@@ -172,17 +172,7 @@ fn control(data: &Path) -> Result<(Arc<Control>, Arc<dyn Registry>)> {
     let registry: Arc<dyn Registry> = Arc::new(SqliteRegistry::open(&data.join("registry.db"))?);
     let (events, _dispatcher) = tollgate_events::EventBus::new(1024, 1);
     let cp = Control::open(
-        ControlConfig {
-            data: data.to_path_buf(),
-            policy_file: data.join("policy.toml"),
-            cert_lifetime: time::Duration::days(30),
-            group_lifetimes: Default::default(),
-            weak_keys: Default::default(),
-            token_ttl: std::time::Duration::from_secs(3600),
-            max_token_ttl: std::time::Duration::from_secs(3600),
-            crl_validity: std::time::Duration::from_secs(2 * 86400),
-            compliance_file: data.join("compliance.toml"),
-        },
+        crate::runner::control_config(data, time::Duration::days(30)),
         Arc::clone(&registry),
         events,
     )?;

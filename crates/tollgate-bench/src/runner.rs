@@ -450,17 +450,7 @@ subscribe = ["bench/+/t", "bench/pair/+", "bench/bcast"]
         );
         let (events, _dispatcher) = tollgate_events::EventBus::new(64, 1);
         let control = tollgate_control::Control::open(
-            tollgate_control::ControlConfig {
-                data: data.clone(),
-                policy_file: data.join("policy.toml"),
-                cert_lifetime: time::Duration::days(365),
-                group_lifetimes: Default::default(),
-                weak_keys: Default::default(),
-                token_ttl: std::time::Duration::from_secs(3600),
-                max_token_ttl: std::time::Duration::from_secs(3600),
-                crl_validity: std::time::Duration::from_secs(2 * 86400),
-                compliance_file: data.join("compliance.toml"),
-            },
+            control_config(&data, time::Duration::days(365)),
             std::sync::Arc::clone(&registry),
             events,
         )?;
@@ -533,4 +523,22 @@ fn baseline_data(data: &Path, work: &Path) -> Result<PathBuf> {
         let _ = std::fs::remove_file(copy.join(f));
     }
     Ok(copy)
+}
+
+/// The control plane's configuration for a benchmark data directory.
+pub(crate) fn control_config(
+    data: &Path,
+    cert_lifetime: time::Duration,
+) -> tollgate_control::ControlConfig {
+    tollgate_control::ControlConfig {
+        data: data.to_path_buf(),
+        policy_file: data.join("policy.toml"),
+        cert_lifetime,
+        group_lifetimes: Default::default(),
+        weak_keys: Default::default(),
+        token_ttl: std::time::Duration::from_secs(3600),
+        max_token_ttl: std::time::Duration::from_secs(3600),
+        crl_validity: std::time::Duration::from_secs(2 * 86400),
+        compliance_file: data.join("compliance.toml"),
+    }
 }

@@ -54,15 +54,6 @@ pub enum Severity {
 }
 
 impl Severity {
-    /// Every level, lowest first.
-    pub const ALL: [Severity; 5] = [
-        Severity::None,
-        Severity::Low,
-        Severity::Medium,
-        Severity::High,
-        Severity::Critical,
-    ];
-
     /// The band a CVSS base score falls in.
     pub fn from_score(score: f64) -> Severity {
         if score >= 9.0 {

@@ -142,25 +142,6 @@ pub enum Check {
     SupplierDisclosureContact,
 }
 
-impl Check {
-    /// The check's name, as the profile key that selects it.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Check::SbomRequired => "require_sbom",
-            Check::SbomMinimumElements => "sbom_minimum_elements",
-            Check::MinFirmware { .. } => "min_firmware",
-            Check::BannedComponents { .. } => "banned_components",
-            Check::MaxSeverity { .. } => "max_severity",
-            Check::NoIndeterminate => "allow_indeterminate",
-            Check::KeyAlgorithm { .. } => "key_algorithms",
-            Check::MaxCertificateLifetime { .. } => "max_certificate_lifetime",
-            Check::SupplierAllowlist { .. } => "supplier_allowlist",
-            Check::SupplierSupported => "supplier_supported",
-            Check::SupplierDisclosureContact => "supplier_disclosure_contact",
-        }
-    }
-}
-
 /// One rule.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Rule {

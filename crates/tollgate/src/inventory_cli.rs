@@ -294,6 +294,15 @@ fn read_batches(
     Ok(skipped)
 }
 
+/// GET `path` from the admin API and print the JSON.
+async fn get_json(conn: &client::ConnectArgs, path: &str) -> Result<()> {
+    print_json(
+        &AdminClient::new(conn)?
+            .call(Method::GET, path, None)
+            .await?,
+    )
+}
+
 fn print_json(v: &serde_json::Value) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
@@ -322,11 +331,7 @@ pub async fn model(cmd: ModelCommand) -> Result<ExitCode> {
             print_json(&v)?;
         }
         ModelCommand::List { conn } => {
-            print_json(
-                &AdminClient::new(&conn)?
-                    .call(Method::GET, "/api/v1/models", None)
-                    .await?,
-            )?;
+            get_json(&conn, "/api/v1/models").await?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -389,11 +394,7 @@ pub async fn sbom(cmd: SbomCommand) -> Result<ExitCode> {
             print_json(&v)?;
         }
         SbomCommand::List { conn } => {
-            print_json(
-                &AdminClient::new(&conn)?
-                    .call(Method::GET, "/api/v1/sboms", None)
-                    .await?,
-            )?;
+            get_json(&conn, "/api/v1/sboms").await?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -724,11 +725,7 @@ pub async fn compliance(cmd: ComplianceCommand) -> Result<ExitCode> {
             }
         }
         ComplianceCommand::Status { conn } => {
-            print_json(
-                &AdminClient::new(&conn)?
-                    .call(Method::GET, "/api/v1/compliance/status", None)
-                    .await?,
-            )?;
+            get_json(&conn, "/api/v1/compliance/status").await?;
         }
         ComplianceCommand::Check { file } => {
             let t = std::fs::read_to_string(&file)
@@ -767,11 +764,7 @@ pub async fn compliance(cmd: ComplianceCommand) -> Result<ExitCode> {
             print_json(&v)?;
         }
         ComplianceCommand::Waivers { conn } => {
-            print_json(
-                &AdminClient::new(&conn)?
-                    .call(Method::GET, "/api/v1/compliance/waivers", None)
-                    .await?,
-            )?;
+            get_json(&conn, "/api/v1/compliance/waivers").await?;
         }
         ComplianceCommand::Unwaive { id, conn } => {
             AdminClient::new(&conn)?
