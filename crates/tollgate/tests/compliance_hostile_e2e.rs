@@ -237,7 +237,11 @@ fn hostile_documents_and_profiles_are_refused_clearly_and_change_nothing() {
     .iter()
     .enumerate()
     {
-        std::fs::write(s.data.join("compliance.toml"), bad).unwrap();
+        // Written whole then renamed in place, as editors and config tools do: the watcher
+        // must never see a half-written file.
+        let tmp = s.data.join("compliance.toml.tmp");
+        std::fs::write(&tmp, bad).unwrap();
+        std::fs::rename(&tmp, s.data.join("compliance.toml")).unwrap();
         let ev = s.wait_event("rejected", |e| {
             e["type"] == "compliance_profile_rejected"
                 && s.count_events("compliance_profile_rejected") > i
