@@ -8,68 +8,15 @@
 //! here, so no caller can forget either. Decisions are allocation-free on the per-message path:
 //! the policy is compiled once per connection and access change, never per message.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tollgate_events::{EventKind, RefusalReason};
 use tollgate_mqtt::{QoS, ReasonCode};
 use tollgate_policy::{AccessSnapshot, CompiledPolicy};
 
+use crate::meter::{Meter, TokenBucket};
 use crate::{PeerIdentity, Shared};
-
-/// Per-connection counters: written by the gate and the outbox with relaxed atomics (no lock),
-/// read by the control plane and the detectors through [`crate::Broker::connections`].
-#[derive(Debug, Default)]
-pub struct Meter {
-    /// PUBLISH packets received.
-    pub messages_in: AtomicU64,
-    /// Payload bytes received.
-    pub bytes_in: AtomicU64,
-    /// PUBLISH packets sent.
-    pub messages_out: AtomicU64,
-    /// Payload bytes sent.
-    pub bytes_out: AtomicU64,
-    /// Publishes and subscriptions refused.
-    pub denied: AtomicU64,
-}
-
-/// A reading of a [`Meter`].
-#[derive(Debug, Clone, Copy, Default, serde::Serialize, PartialEq, Eq)]
-pub struct MeterReading {
-    /// PUBLISH packets received.
-    pub messages_in: u64,
-    /// Payload bytes received.
-    pub bytes_in: u64,
-    /// PUBLISH packets sent.
-    pub messages_out: u64,
-    /// Payload bytes sent.
-    pub bytes_out: u64,
-    /// Publishes and subscriptions refused.
-    pub denied: u64,
-}
-
-impl Meter {
-    /// The counters now.
-    pub fn read(&self) -> MeterReading {
-        MeterReading {
-            messages_in: self.messages_in.load(Ordering::Relaxed),
-            bytes_in: self.bytes_in.load(Ordering::Relaxed),
-            messages_out: self.messages_out.load(Ordering::Relaxed),
-            bytes_out: self.bytes_out.load(Ordering::Relaxed),
-            denied: self.denied.load(Ordering::Relaxed),
-        }
-    }
-
-    pub(crate) fn received(&self, payload: usize) {
-        self.messages_in.fetch_add(1, Ordering::Relaxed);
-        self.bytes_in.fetch_add(payload as u64, Ordering::Relaxed);
-    }
-
-    pub(crate) fn sent(&self, payload: usize) {
-        self.messages_out.fetch_add(1, Ordering::Relaxed);
-        self.bytes_out.fetch_add(payload as u64, Ordering::Relaxed);
-    }
-}
 
 /// Why CONNECT was refused by the gate.
 pub(crate) type Refusal = (ReasonCode, RefusalReason, &'static str);
@@ -100,7 +47,10 @@ pub(crate) struct Gate {
     quarantine: Option<Arc<str>>,
     /// The snapshot this state was compiled from.
     seen: Arc<AccessSnapshot>,
+    /// The device's meter (shared by its connections).
     meter: Arc<Meter>,
+    /// This connection's share of a mitigation throttle, while one is in force.
+    bucket: TokenBucket,
 }
 
 impl Gate {
@@ -130,19 +80,36 @@ impl Gate {
                 "device not registered or revoked",
             ));
         };
+        let device: Arc<str> = Arc::from(peer.device_id.as_str());
         Ok(Gate {
-            device: Arc::from(peer.device_id.as_str()),
+            meter: shared.meters.of(&device),
+            device,
             serial: peer.serial.clone(),
             policy,
             quarantine,
             seen,
-            meter: Arc::new(Meter::default()),
+            bucket: TokenBucket::default(),
         })
     }
 
     /// The connection's meter.
     pub fn meter(&self) -> &Arc<Meter> {
         &self.meter
+    }
+
+    /// Is this publish over a mitigation throttle in force for the device? Counts it when it
+    /// is. One relaxed load when no throttle is set.
+    #[inline]
+    pub fn throttled(&mut self, shared: &Shared, now_unix_ms: i64) -> bool {
+        let Some(rate) = self.meter.throttle(now_unix_ms) else {
+            return false;
+        };
+        if self.bucket.take(rate, now_unix_ms) {
+            return false;
+        }
+        self.meter.throttled.fetch_add(1, Ordering::Relaxed);
+        shared.stats.throttled.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// The quarantine reasons while the device is quarantined.
@@ -198,7 +165,7 @@ impl Gate {
         what: &'static str,
     ) -> &'static str {
         shared.stats.publish_denied.fetch_add(1, Ordering::Relaxed);
-        self.meter.denied.fetch_add(1, Ordering::Relaxed);
+        self.meter.publish_denied.fetch_add(1, Ordering::Relaxed);
         shared.emit(EventKind::PublishDenied {
             device: self.device.to_string(),
             topic: topic.to_owned(),
@@ -229,6 +196,7 @@ impl Gate {
     /// May the device SUBSCRIBE to `filter` (`inner`: without `$share/GROUP/`)? Counts and
     /// reports a denial.
     pub fn subscribe(&self, shared: &Shared, filter: &str, inner: &str) -> bool {
+        self.meter.subscribed(inner);
         if self.policy.can_subscribe(inner) {
             return true;
         }
@@ -236,7 +204,7 @@ impl Gate {
             .stats
             .subscribe_denied
             .fetch_add(1, Ordering::Relaxed);
-        self.meter.denied.fetch_add(1, Ordering::Relaxed);
+        self.meter.subscribe_denied.fetch_add(1, Ordering::Relaxed);
         shared.emit(EventKind::SubscribeDenied {
             device: self.device.to_string(),
             filter: filter.to_owned(),

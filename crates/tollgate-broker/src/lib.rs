@@ -24,6 +24,7 @@ mod connection;
 mod fanout;
 mod gate;
 mod lifecycle;
+pub mod meter;
 pub mod persist;
 pub mod reports;
 mod restore;
@@ -43,7 +44,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tollgate_events::{EventBus, EventKind};
 use tollgate_mqtt::ReasonCode;
 
-pub use crate::gate::{Meter, MeterReading};
+pub use crate::meter::{Meter, MeterReading};
 use crate::persist::{Durability, Op};
 use crate::router::Router;
 pub use crate::session::QueueFull;
@@ -170,21 +171,31 @@ pub trait TransportProbe: Send + Sync + std::fmt::Debug {
     fn sample(&self) -> Option<TransportSample>;
 }
 
-/// One reading of a connection's transport.
+/// One reading of a connection's transport (counters are over the connection's life).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TransportSample {
     /// Smoothed round-trip time, microseconds.
     pub rtt_us: u32,
     /// Round-trip time variance, microseconds.
     pub rttvar_us: u32,
-    /// Segments retransmitted over the connection's life.
+    /// Lowest round-trip time seen, microseconds.
+    pub min_rtt_us: u32,
+    /// Segments retransmitted.
     pub retransmits: u32,
+    /// Segments sent, retransmissions included (0 where the kernel does not say).
+    pub segs_out: u32,
     /// Segments currently presumed lost.
     pub lost: u32,
     /// Segments sent and not yet acknowledged.
     pub unacked: u32,
     /// Bytes written by the broker that the kernel has not sent yet.
     pub unsent_bytes: u32,
+    /// Bytes sent, retransmissions included (0 where the kernel does not say).
+    pub bytes_sent: u64,
+    /// Bytes retransmitted (0 where the kernel does not say).
+    pub bytes_retrans: u64,
+    /// The kernel's latest goodput estimate, bytes per second.
+    pub delivery_rate: u64,
 }
 
 /// A live connection, for the control plane and the admin API.
@@ -194,11 +205,32 @@ pub struct ConnectionInfo {
     pub device_id: String,
     /// Client id.
     pub client_id: String,
-    /// Its counters since it connected.
+    /// Remote address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr: Option<SocketAddr>,
+    /// When it connected, Unix milliseconds.
+    pub connected_at_ms: i64,
+    /// Its device's counters (all of the device's connections, since this process first saw
+    /// the device).
     pub meter: MeterReading,
     /// Its transport's health now, when the transport can tell.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transport: Option<TransportSample>,
+}
+
+/// One device's meter with its live connections, as the detectors' sampler reads it.
+#[derive(Debug, Clone)]
+pub struct DeviceReading {
+    /// Device id.
+    pub device: Arc<str>,
+    /// Cumulative counters.
+    pub meter: MeterReading,
+    /// Bitmaps and closed connections' last transport readings since the previous reading.
+    pub drained: meter::Drained,
+    /// Its live connections, each with a transport reading taken now.
+    pub connections: Vec<ConnectionInfo>,
+    /// The mitigation throttle in force: publishes per second and its end (Unix ms).
+    pub throttle: Option<(u32, i64)>,
 }
 
 /// Fleet-wide counters (no per-device labels).
@@ -232,6 +264,8 @@ pub struct Stats {
     pub messages_persisted: AtomicU64,
     /// QoS 1/2 messages refused because the durable store could not write.
     pub storage_refused: AtomicU64,
+    /// Publishes refused by a mitigation throttle.
+    pub throttled: AtomicU64,
 }
 
 pub(crate) struct Shared {
@@ -250,6 +284,8 @@ pub(crate) struct Shared {
     pub store: Option<Arc<dyn Durability>>,
     /// Where devices' reports on their reserved topic go (set once, by the wiring).
     pub reports: std::sync::OnceLock<Arc<dyn reports::ReportSink>>,
+    /// Every device's meter.
+    pub meters: meter::Meters,
 }
 
 /// What routing one message did.
@@ -317,6 +353,7 @@ impl Broker {
                 shutting_down: std::sync::atomic::AtomicBool::new(false),
                 store,
                 reports: std::sync::OnceLock::new(),
+                meters: meter::Meters::default(),
             }),
         }
     }
@@ -360,20 +397,43 @@ impl Broker {
             .count()
     }
 
-    /// Live connections.
+    /// Live connections, each with a transport reading taken now.
     pub fn connections(&self) -> Vec<ConnectionInfo> {
-        self.live_sessions()
-            .iter()
-            .map(|s| {
-                let live = s.live.lock().clone();
-                ConnectionInfo {
-                    device_id: s.device_id.to_string(),
-                    client_id: s.client_id.to_string(),
-                    meter: live.as_ref().map(|l| l.meter.read()).unwrap_or_default(),
-                    transport: live.and_then(|l| l.transport).and_then(|t| t.sample()),
-                }
+        self.live_sessions().iter().filter_map(|s| info_of(s)).collect()
+    }
+
+    /// Read every device's meter and live connections (transport sampled now), for the
+    /// detectors. Drains the meters' distinct-count bitmaps and closed-connection readings:
+    /// call it from one reader only. Devices idle since the previous call are read one last
+    /// time and then forgotten.
+    pub fn read_devices(&self, now_unix_ms: i64) -> Vec<DeviceReading> {
+        let mut live: HashMap<Arc<str>, Vec<ConnectionInfo>> = HashMap::new();
+        for s in self.live_sessions() {
+            if let Some(info) = info_of(&s) {
+                live.entry(Arc::clone(&s.device_id)).or_default().push(info);
+            }
+        }
+        self.shared
+            .meters
+            .all(now_unix_ms)
+            .into_iter()
+            .map(|(device, m)| DeviceReading {
+                connections: live.remove(&device).unwrap_or_default(),
+                meter: m.read(),
+                drained: m.drain(),
+                throttle: m.throttle_state(now_unix_ms),
+                device,
             })
             .collect()
+    }
+
+    /// Cap `device`'s publishes at `per_second` until `until_unix_ms`, on its live and future
+    /// connections (0 per second lifts the throttle). Publishes over it are refused: QoS 0
+    /// dropped, MQTT 5 QoS 1/2 answered 0x97 (quota exceeded), MQTT 3.1.1 acknowledged and
+    /// dropped (3.1.1 has no way to refuse one).
+    pub fn set_throttle(&self, device: &str, per_second: u32, until_unix_ms: i64) {
+        let m = self.shared.meters.of(&Arc::from(device));
+        m.set_throttle(per_second, until_unix_ms);
     }
 
     /// Counters.
@@ -483,4 +543,17 @@ mod size_tests {
         eprintln!("serve future: {size} bytes");
         assert!(size < 4096, "serve future is {size} bytes");
     }
+}
+
+/// What the control plane may see of a session's live connection (`None` once it closed).
+fn info_of(s: &Session) -> Option<ConnectionInfo> {
+    let live = s.live.lock().clone()?;
+    Some(ConnectionInfo {
+        device_id: s.device_id.to_string(),
+        client_id: s.client_id.to_string(),
+        addr: live.addr,
+        connected_at_ms: live.since_ms,
+        meter: live.meter.read(),
+        transport: live.transport.and_then(|t| t.sample()),
+    })
 }

@@ -237,8 +237,11 @@ pub(crate) struct Session {
 /// What the control plane may read of a live connection.
 #[derive(Debug, Clone)]
 pub(crate) struct LiveConnection {
-    pub meter: Arc<crate::gate::Meter>,
+    pub meter: Arc<crate::meter::Meter>,
     pub transport: Option<Arc<dyn crate::TransportProbe>>,
+    pub addr: Option<std::net::SocketAddr>,
+    /// When it connected, Unix milliseconds.
+    pub since_ms: i64,
 }
 
 impl std::fmt::Debug for Session {

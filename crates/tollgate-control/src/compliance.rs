@@ -1670,6 +1670,7 @@ impl Control {
                         reason,
                         by: BY.into(),
                         since: t,
+                        until: None,
                     });
                 }
                 wanted.insert(source);

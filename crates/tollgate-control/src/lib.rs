@@ -92,6 +92,11 @@ pub struct LiveConnection {
     pub rtt_us: Option<u32>,
     /// TCP segments retransmitted over the connection's life (when the transport can tell).
     pub retransmits: Option<u32>,
+    /// Remote address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr: Option<std::net::SocketAddr>,
+    /// When it connected, Unix milliseconds.
+    pub connected_at_ms: i64,
 }
 
 /// The only way the control plane reaches the data plane (a cluster implements it over NATS).
@@ -103,6 +108,8 @@ pub trait DataPlane: Send + Sync {
     fn close_device(&self, device: &str, reason: &str) -> usize;
     /// Live connections.
     fn connections(&self) -> Vec<LiveConnection>;
+    /// Cap `device`'s publishes at `per_second` until `until_unix_ms` (0 lifts it).
+    fn throttle(&self, device: &str, per_second: u32, until_unix_ms: i64);
 }
 
 /// Trust material for the TLS layer, published whenever any of it changes.
@@ -184,6 +191,9 @@ pub struct QuarantineView {
     pub by: String,
     /// Unix seconds.
     pub since: i64,
+    /// Unix seconds at which it lifts itself, when it has a time-to-live.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<i64>,
 }
 
 /// Where a bootstrap-enrolled device came from.
@@ -347,6 +357,7 @@ fn view_reason(q: QuarantineReason) -> QuarantineView {
         reason: q.reason,
         by: q.by,
         since: q.since,
+        until: q.until,
     }
 }
 
@@ -681,6 +692,20 @@ impl Control {
         reason: &str,
         by: &str,
     ) -> Result<QuarantineOutcome, ControlError> {
+        self.quarantine_until(id, source, reason, by, None)
+    }
+
+    /// [`Control::quarantine`], lifting itself at `until` (Unix seconds) when given: a
+    /// detector's mitigation with a time-to-live ([`Control::expire_quarantines`] lifts it,
+    /// also after a restart).
+    pub fn quarantine_until(
+        &self,
+        id: &str,
+        source: &str,
+        reason: &str,
+        by: &str,
+        until: Option<i64>,
+    ) -> Result<QuarantineOutcome, ControlError> {
         if reason.trim().is_empty() {
             return Err(ControlError::InvalidRequest(
                 "a quarantine needs a reason".into(),
@@ -700,6 +725,7 @@ impl Control {
                 reason: reason.to_owned(),
                 by: by.to_owned(),
                 since: now(),
+                until,
             },
         )?;
         self.refresh_device(id, &[])?;
@@ -712,6 +738,73 @@ impl Control {
             reasons: out.quarantine.len(),
         });
         Ok(out)
+    }
+
+    /// Lift every quarantine reason whose time-to-live has run out; returns how many.
+    pub fn expire_quarantines(&self) -> Result<usize, ControlError> {
+        let now = now();
+        let due: Vec<(String, String)> = self
+            .registry
+            .quarantines()?
+            .into_iter()
+            .filter(|(_, q)| q.until.is_some_and(|u| u <= now))
+            .map(|(d, q)| (d, q.source))
+            .collect();
+        let mut lifted = 0;
+        for (device, source) in due {
+            match self.release(&device, Some(&source), "ttl") {
+                Ok(_) => lifted += 1,
+                // Released by someone else meanwhile.
+                Err(ControlError::NotQuarantined { .. } | ControlError::DeviceNotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(lifted)
+    }
+
+    /// Cap a device's publishes at `per_second` for `ttl` (a mitigation): its live and future
+    /// connections' publishes over the rate are refused until the throttle lifts itself.
+    pub fn throttle(
+        &self,
+        id: &str,
+        per_second: u32,
+        ttl: Duration,
+        by: &str,
+    ) -> Result<(), ControlError> {
+        if self.registry.device(id)?.is_none() {
+            return Err(ControlError::DeviceNotFound(id.to_owned()));
+        }
+        let until_ms = (now().saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)))
+            .saturating_mul(1000);
+        if let Some(dp) = self.data_plane.get() {
+            dp.throttle(id, per_second, until_ms);
+        }
+        self.events.emit(EventKind::DeviceThrottled {
+            device: id.to_owned(),
+            per_second,
+            ttl_secs: ttl.as_secs(),
+            by: by.to_owned(),
+        });
+        Ok(())
+    }
+
+    /// Close a device's live connections now (no will; it may reconnect): a mitigation.
+    pub fn disconnect(&self, id: &str, reason: &str, by: &str) -> Result<usize, ControlError> {
+        if self.registry.device(id)?.is_none() {
+            return Err(ControlError::DeviceNotFound(id.to_owned()));
+        }
+        let closed = self
+            .data_plane
+            .get()
+            .map(|dp| dp.close_device(id, reason))
+            .unwrap_or(0);
+        self.events.emit(EventKind::DeviceDisconnected {
+            device: id.to_owned(),
+            connections: closed,
+            reason: reason.to_owned(),
+            by: by.to_owned(),
+        });
+        Ok(closed)
     }
 
     /// Remove the quarantine reasons of `source` (all with `None`). The device gets its normal

@@ -370,6 +370,96 @@ pub enum EventKind {
         /// Who asked.
         by: String,
     },
+    /// A device's publishes were capped (a mitigation); the throttle lifts itself after
+    /// `ttl_secs`.
+    DeviceThrottled {
+        /// Device id.
+        device: String,
+        /// Publishes per second allowed.
+        per_second: u32,
+        /// How long it holds, seconds.
+        ttl_secs: u64,
+        /// Who asked (`detector:NAME alert ID`, or an operator).
+        by: String,
+    },
+    /// A device's live connections were closed (a mitigation; it may reconnect).
+    DeviceDisconnected {
+        /// Device id.
+        device: String,
+        /// Connections closed.
+        connections: usize,
+        /// Why.
+        reason: String,
+        /// Who asked.
+        by: String,
+    },
+    /// A detector's alert was raised, changed or cleared.
+    Alert {
+        /// Alert id (stable across its updates).
+        id: String,
+        /// Detector name (`cloned_certificate`, ..., `network_degradation`, `rule:NAME`).
+        detector: String,
+        /// Device id; null for a fleet- or cohort-wide alert.
+        device: Option<String>,
+        /// `low`, `medium`, `high` or `critical`.
+        severity: String,
+        /// `active` or `cleared`.
+        state: String,
+        /// RFC 3339 time the alert started.
+        started_at: String,
+        /// What was measured.
+        metric: String,
+        /// The value seen.
+        observed: f64,
+        /// The baseline it was judged against (median of the device or of its cohort), if any.
+        baseline: Option<f64>,
+        /// The threshold it crossed.
+        threshold: f64,
+        /// What was done: `notify`, `throttle`, `quarantine`, `disconnect`, `revoke` (with why
+        /// not, when a mitigation was held back).
+        mitigation: String,
+        /// The cohort it was judged against or concerns, e.g. `model:Scanner-X2`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cohort: Option<String>,
+        /// One sentence: what was seen against what was expected.
+        explanation: String,
+    },
+    /// An operator judged an alert.
+    AlertVerdict {
+        /// Alert id.
+        id: String,
+        /// `true_positive`, `false_positive` or `benign_positive`.
+        verdict: String,
+        /// Who.
+        by: String,
+    },
+    /// An alert suppression was added or removed.
+    AlertSuppression {
+        /// Suppression id.
+        id: String,
+        /// Detector it covers (null: all).
+        detector: Option<String>,
+        /// Device it covers (null: all).
+        device: Option<String>,
+        /// RFC 3339 expiry.
+        until: String,
+        /// `added` or `removed`.
+        change: &'static str,
+        /// Who.
+        by: String,
+    },
+    /// The detection rules (`detection.toml`) were loaded.
+    DetectionRulesReloaded {
+        /// Custom rules in force.
+        rules: usize,
+        /// Named detectors enabled.
+        detectors: usize,
+    },
+    /// A new detection rules file was rejected; the previous rules stay in force.
+    DetectionRulesRejected {
+        /// Why.
+        error: String,
+    },
     /// A device's compliance verdict changed: the rules it fails now (in force, not waived or
     /// within a grace period), with the advisories behind them and the advisory database they
     /// were matched against.

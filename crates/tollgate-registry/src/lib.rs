@@ -73,6 +73,9 @@ pub struct QuarantineReason {
     pub by: String,
     /// Unix seconds.
     pub since: i64,
+    /// Unix seconds at which this reason lifts itself (a detector's quarantine with a
+    /// time-to-live); `None`: held until released.
+    pub until: Option<i64>,
 }
 
 /// One device's quarantine changes, applied with others in one transaction.
@@ -278,7 +281,7 @@ pub use crate::inventory::{
     WaiverRecord,
 };
 
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 /// The embedded SQLite registry.
 pub struct SqliteRegistry {
@@ -396,6 +399,14 @@ impl SqliteRegistry {
         if version < 5 {
             conn.execute_batch(inventory::SCHEMA_V5)?;
         }
+        if version < 6 {
+            conn.execute_batch(
+                "BEGIN;
+                 ALTER TABLE quarantine ADD COLUMN until INTEGER;
+                 PRAGMA user_version = 6;
+                 COMMIT;",
+            )?;
+        }
         Ok(SqliteRegistry {
             conn: Mutex::new(conn),
         })
@@ -444,6 +455,7 @@ fn quarantine_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QuarantineReas
         reason: r.get(1)?,
         by: r.get(2)?,
         since: r.get(3)?,
+        until: r.get(4)?,
     })
 }
 
@@ -561,9 +573,10 @@ impl DeviceStore for SqliteRegistry {
             return Err(RegistryError::NotFound(format!("device {device}")));
         }
         tx.execute(
-            "INSERT INTO quarantine (device_id, source, reason, by, since) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT(device_id, source) DO UPDATE SET reason = excluded.reason, by = excluded.by",
-            params![device, r.source, r.reason, r.by, r.since],
+            "INSERT INTO quarantine (device_id, source, reason, by, since, until) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(device_id, source) DO UPDATE SET reason = excluded.reason, by = excluded.by,
+                 until = excluded.until",
+            params![device, r.source, r.reason, r.by, r.since, r.until],
         )?;
         tx.commit()?;
         Ok(())
@@ -578,7 +591,7 @@ impl DeviceStore for SqliteRegistry {
         let tx = conn.transaction()?;
         let removed: Vec<QuarantineReason> = {
             let mut stmt = tx.prepare(
-                "SELECT source, reason, by, since FROM quarantine
+                "SELECT source, reason, by, since, until FROM quarantine
                  WHERE device_id = ?1 AND (?2 IS NULL OR source = ?2) ORDER BY since, source",
             )?;
             let rows = stmt.query_map(params![device, source], quarantine_from_row)?;
@@ -597,15 +610,16 @@ impl DeviceStore for SqliteRegistry {
         let tx = conn.transaction()?;
         {
             let mut set = tx.prepare(
-                "INSERT INTO quarantine (device_id, source, reason, by, since)
-                 SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM devices WHERE id = ?1)
-                 ON CONFLICT(device_id, source) DO UPDATE SET reason = excluded.reason, by = excluded.by",
+                "INSERT INTO quarantine (device_id, source, reason, by, since, until)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM devices WHERE id = ?1)
+                 ON CONFLICT(device_id, source) DO UPDATE SET reason = excluded.reason, by = excluded.by,
+                     until = excluded.until",
             )?;
             let mut remove =
                 tx.prepare("DELETE FROM quarantine WHERE device_id = ?1 AND source = ?2")?;
             for c in changes {
                 for r in &c.set {
-                    set.execute(params![c.device, r.source, r.reason, r.by, r.since])?;
+                    set.execute(params![c.device, r.source, r.reason, r.by, r.since, r.until])?;
                 }
                 for source in &c.remove {
                     remove.execute(params![c.device, source])?;
@@ -619,16 +633,16 @@ impl DeviceStore for SqliteRegistry {
     fn quarantines(&self) -> Result<Vec<(String, QuarantineReason)>, RegistryError> {
         let conn = self.conn.lock();
         let mut stmt = conn.prepare(
-            "SELECT source, reason, by, since, device_id FROM quarantine ORDER BY device_id, since, source",
+            "SELECT source, reason, by, since, until, device_id FROM quarantine ORDER BY device_id, since, source",
         )?;
-        let rows = stmt.query_map([], |r| Ok((r.get(4)?, quarantine_from_row(r)?)))?;
+        let rows = stmt.query_map([], |r| Ok((r.get(5)?, quarantine_from_row(r)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn quarantine_of(&self, device: &str) -> Result<Vec<QuarantineReason>, RegistryError> {
         let conn = self.conn.lock();
         let mut stmt = conn.prepare(
-            "SELECT source, reason, by, since FROM quarantine WHERE device_id = ?1 ORDER BY since, source",
+            "SELECT source, reason, by, since, until FROM quarantine WHERE device_id = ?1 ORDER BY since, source",
         )?;
         let rows = stmt.query_map([device], quarantine_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -991,6 +1005,7 @@ mod tests {
             reason: format!("because {source}"),
             by: "test".into(),
             since: 5,
+            until: None,
         };
         reg.quarantine("d", &reason("operator")).unwrap();
         reg.quarantine("d", &reason("compliance:no-high-vulns"))

@@ -37,6 +37,14 @@ pub struct TcpInfo {
     pub bytes_received: u64,
     /// Milliseconds since data last arrived from the peer.
     pub last_data_recv_ms: u32,
+    /// Segments sent over the connection's life, retransmissions included (0 before Linux 4.2).
+    pub segs_out: u32,
+    /// Bytes sent over the connection's life, retransmissions included (0 before Linux 4.19).
+    pub bytes_sent: u64,
+    /// Bytes retransmitted over the connection's life (0 before Linux 4.19).
+    pub bytes_retrans: u64,
+    /// The most recent goodput measured by the kernel, bytes per second (0 before Linux 4.9).
+    pub delivery_rate: u64,
 }
 
 /// Read `TCP_INFO` for the TCP socket `fd`.
@@ -78,6 +86,10 @@ pub fn tcp_info(fd: BorrowedFd<'_>) -> io::Result<TcpInfo> {
         bytes_acked: info.tcpi_bytes_acked,
         bytes_received: info.tcpi_bytes_received,
         last_data_recv_ms: info.tcpi_last_data_recv,
+        segs_out: info.tcpi_segs_out,
+        bytes_sent: info.tcpi_bytes_sent,
+        bytes_retrans: info.tcpi_bytes_retrans,
+        delivery_rate: info.tcpi_delivery_rate,
     })
 }
 

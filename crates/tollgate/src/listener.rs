@@ -352,10 +352,15 @@ impl tollgate_broker::TransportProbe for TcpProbe {
         Some(tollgate_broker::TransportSample {
             rtt_us: i.rtt_us,
             rttvar_us: i.rttvar_us,
+            min_rtt_us: i.min_rtt_us,
             retransmits: i.total_retrans,
+            segs_out: i.segs_out,
             lost: i.lost,
             unacked: i.unacked,
             unsent_bytes: i.notsent_bytes,
+            bytes_sent: i.bytes_sent,
+            bytes_retrans: i.bytes_retrans,
+            delivery_rate: i.delivery_rate,
         })
     }
 }

@@ -57,11 +57,17 @@ impl DataPlane for BrokerPlane {
                 messages_out: c.meter.messages_out,
                 bytes_in: c.meter.bytes_in,
                 bytes_out: c.meter.bytes_out,
-                denied: c.meter.denied,
+                denied: c.meter.denied(),
                 rtt_us: c.transport.map(|t| t.rtt_us),
                 retransmits: c.transport.map(|t| t.retransmits),
+                addr: c.addr,
+                connected_at_ms: c.connected_at_ms,
             })
             .collect()
+    }
+
+    fn throttle(&self, device: &str, per_second: u32, until_unix_ms: i64) {
+        self.0.set_throttle(device, per_second, until_unix_ms);
     }
 }
 

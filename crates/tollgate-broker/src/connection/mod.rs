@@ -233,6 +233,14 @@ impl Conn {
             shared.persist(ops);
         }
 
+        // The connection's last transport reading, for the detectors (TCP_INFO at close).
+        let live = session.live.lock().take();
+        if let Some(live) = live {
+            if let Some(t) = live.transport.as_ref().and_then(|t| t.sample()) {
+                live.meter
+                    .connection_closed(Arc::clone(&session.client_id), t);
+            }
+        }
         // Detach.
         {
             let _reg = shared.sessions.lock();

@@ -165,6 +165,8 @@ impl Conn {
         *conn.session.live.lock() = Some(crate::session::LiveConnection {
             meter: Arc::clone(conn.gate.meter()),
             transport: peer.transport.clone(),
+            addr: peer.addr,
+            since_ms: crate::persist::unix_ms(),
         });
         conn.out.push(Packet::ConnAck(ConnAck {
             session_present: present,
@@ -388,7 +390,6 @@ impl Conn {
             .stats
             .messages_in
             .fetch_add(1, Ordering::Relaxed);
-        self.gate.meter().received(p.payload.len());
         // Topic aliases (v5).
         if let Some(alias) = p.properties.topic_alias.take() {
             let max = self.shared.config.topic_alias_maximum;
@@ -422,6 +423,7 @@ impl Conn {
             return self
                 .protocol_error(ReasonCode::TOPIC_NAME_INVALID, "topic has too many levels");
         }
+        self.gate.meter().received(&p.topic, p.payload.len());
         let pid = p.packet_id;
         if p.qos == QoS::ExactlyOnce {
             if self.state.inbound_qos2.contains(&pid) {
@@ -455,6 +457,11 @@ impl Conn {
         {
             let why = self.gate.denial_reason(what);
             self.refuse_publish(pid, p.qos, ReasonCode::NOT_AUTHORIZED, &why);
+            return None;
+        }
+        if self.gate.throttled(&self.shared, now.unix_ms) {
+            let why = "publish rate throttled by a mitigation";
+            self.refuse_publish(pid, p.qos, ReasonCode::QUOTA_EXCEEDED, why);
             return None;
         }
 

@@ -371,7 +371,7 @@ async fn a_subscription_the_policy_denies_gets_0x87_and_an_event_and_the_rest_ar
     );
     assert!(ev.get("quarantine").is_none());
     assert_eq!(w.broker.stats().subscribe_denied.load(Ordering::Relaxed), 1);
-    assert_eq!(s1.gate.meter().read().denied, 1);
+    assert_eq!(s1.gate.meter().read().denied(), 1);
     // A publish outside the policy: 0x87 for v5, with the policy named.
     handle(
         &mut s1,
