@@ -240,10 +240,18 @@ pub struct Stats {
     pub connections: AtomicU64,
     /// CONNECTs accepted since start.
     pub connects_total: AtomicU64,
-    /// PUBLISH packets received.
-    pub messages_in: AtomicU64,
-    /// PUBLISH packets sent.
-    pub messages_out: AtomicU64,
+    /// Of `connections`, those speaking MQTT 5.0 (the rest speak 3.1.1).
+    pub connections_v5: AtomicU64,
+    /// Of `connects_total`, those with MQTT 5.0.
+    pub connects_v5_total: AtomicU64,
+    /// PUBLISH packets received, by QoS (0, 1, 2).
+    pub messages_in: [AtomicU64; 3],
+    /// PUBLISH packets sent, by QoS.
+    pub messages_out: [AtomicU64; 3],
+    /// Payload bytes received.
+    pub bytes_in: AtomicU64,
+    /// Payload bytes sent.
+    pub bytes_out: AtomicU64,
     /// Deliveries dropped (queue full, QoS 0 to offline, too large for the client, expired).
     pub messages_dropped: AtomicU64,
     /// Publishes refused by policy.
@@ -266,6 +274,26 @@ pub struct Stats {
     pub storage_refused: AtomicU64,
     /// Publishes refused by a mitigation throttle.
     pub throttled: AtomicU64,
+    /// Connections refused at CONNECT, by reason (a refusal is rare: a small lock is fine).
+    pub connect_refused: Mutex<std::collections::BTreeMap<&'static str, u64>>,
+}
+
+impl Stats {
+    /// PUBLISH packets received, all QoS.
+    pub fn messages_in_total(&self) -> u64 {
+        self.messages_in
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// PUBLISH packets sent, all QoS.
+    pub fn messages_out_total(&self) -> u64 {
+        self.messages_out
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
 }
 
 pub(crate) struct Shared {
@@ -395,6 +423,16 @@ impl Broker {
                 })
             })
             .count()
+    }
+
+    /// Messages and bytes queued for delivery in every session's mailbox now (a scan: for
+    /// metrics scrapes, not for the hot path).
+    pub fn queued(&self) -> (u64, u64) {
+        let sessions: Vec<Arc<Session>> = self.shared.sessions.lock().values().cloned().collect();
+        sessions.iter().fold((0, 0), |(m, b), s| {
+            let mb = s.mailbox.lock();
+            (m + mb.queue.len() as u64, b + mb.bytes as u64)
+        })
     }
 
     /// Live connections, each with a transport reading taken now.

@@ -740,6 +740,23 @@ impl Control {
         Ok(out)
     }
 
+    /// Every active device with its cohorts (groups, and the model its inventory names), for
+    /// the detectors' cohort baselines.
+    pub fn cohorts(&self) -> Result<Vec<(String, Vec<String>, Option<String>)>, ControlError> {
+        let models: std::collections::HashMap<String, String> = self
+            .registry
+            .inventories()?
+            .into_iter()
+            .filter_map(|i| Some((i.device, i.model?)))
+            .collect();
+        let snap = self.snapshot();
+        Ok(snap
+            .devices
+            .iter()
+            .map(|(id, a)| (id.clone(), a.groups.clone(), models.get(id).cloned()))
+            .collect())
+    }
+
     /// Lift every quarantine reason whose time-to-live has run out; returns how many.
     pub fn expire_quarantines(&self) -> Result<usize, ControlError> {
         let now = now();

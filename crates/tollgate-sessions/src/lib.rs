@@ -132,6 +132,33 @@ pub struct CommitStats {
     pub ops_cancelled: AtomicU64,
     /// Commits that failed (and were retried).
     pub failures: AtomicU64,
+    /// Successful commits by duration: counts per bucket of [`COMMIT_BUCKETS_SECS`] (not
+    /// cumulative), the last one for anything longer.
+    pub commit_buckets: [AtomicU64; COMMIT_BUCKETS_SECS.len() + 1],
+    /// Total duration of successful commits, microseconds.
+    pub commit_micros: AtomicU64,
+}
+
+/// Upper bounds of the commit-duration buckets, seconds.
+pub const COMMIT_BUCKETS_SECS: [f64; 12] = [
+    0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+impl CommitStats {
+    fn observe_commit(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        let i = COMMIT_BUCKETS_SECS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(COMMIT_BUCKETS_SECS.len());
+        if let Some(b) = self.commit_buckets.get(i) {
+            b.fetch_add(1, Ordering::Relaxed);
+        }
+        self.commit_micros.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
 }
 
 /// The SQLite session store. Cheap to share (`Arc`); dropping the last handle stops the writer
@@ -322,8 +349,10 @@ impl Writer {
                     }
                 }
             }
+            let started = Instant::now();
             match self.commit(&ops) {
                 Ok(()) => {
+                    self.stats.observe_commit(started.elapsed());
                     ops.clear();
                     self.advance(&mut tickets);
                     if let Some(since) = failing_since.take() {

@@ -21,6 +21,97 @@ pub struct FileConfig {
     pub sessions: SessionsSection,
     pub log: LogSection,
     pub limits: LimitsSection,
+    pub metrics: MetricsSection,
+    pub detection: DetectionSection,
+    pub alerts: AlertsSection,
+}
+
+/// The Prometheus metrics listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Where `/metrics` is served: plain HTTP on a loopback address, HTTPS (the server
+    /// certificate) on any other.
+    pub listen: SocketAddr,
+    /// Serve metrics at all.
+    pub enabled: bool,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9898)),
+            enabled: true,
+        }
+    }
+}
+
+/// Behaviour and transport-health detection.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectionSection {
+    /// The detection rules (relative to the data directory); reloaded like the policy. A
+    /// missing file means the built-in defaults (every named detector on).
+    pub rules: PathBuf,
+    /// Meters and `TCP_INFO` are read this often (and `TCP_INFO` at every close), milliseconds.
+    pub sample_interval_ms: u64,
+}
+
+impl Default for DetectionSection {
+    fn default() -> Self {
+        DetectionSection {
+            rules: PathBuf::from("detection.toml"),
+            sample_interval_ms: 10_000,
+        }
+    }
+}
+
+/// Where alerts go besides `events.log` and the admin API.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsSection {
+    /// Webhook receivers, sent Alertmanager-compatible (version 4) JSON. `http://` only to a
+    /// loopback address; `https://` verified against the system of `webhook_ca` (PEM).
+    pub webhooks: Vec<String>,
+    /// CA certificates (PEM) that `https://` receivers are verified against.
+    pub webhook_ca: Option<PathBuf>,
+    /// Notifications waiting for delivery per receiver; beyond it the oldest is dropped (and
+    /// counted).
+    pub webhook_queue: usize,
+    /// Attempts per notification (retried with exponential backoff from 1 s, capped at 60 s).
+    pub webhook_attempts: u32,
+    /// One attempt's time limit, seconds.
+    pub webhook_timeout_secs: u64,
+}
+
+impl Default for AlertsSection {
+    fn default() -> Self {
+        AlertsSection {
+            webhooks: Vec::new(),
+            webhook_ca: None,
+            webhook_queue: 1024,
+            webhook_attempts: 8,
+            webhook_timeout_secs: 5,
+        }
+    }
+}
+
+/// Resolved detection, metrics and alert settings.
+#[derive(Debug, Clone)]
+pub struct Observability {
+    /// The metrics listener, when enabled.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `detection.toml`.
+    pub rules_file: PathBuf,
+    /// Meter and `TCP_INFO` sampling interval.
+    pub sample_interval: Duration,
+    /// Webhook receivers.
+    pub webhooks: Vec<crate::webhook::Receiver>,
+    /// CA certificates for `https://` receivers (PEM).
+    pub webhook_ca: Option<PathBuf>,
+    pub webhook_queue: usize,
+    pub webhook_attempts: u32,
+    pub webhook_timeout: Duration,
 }
 
 /// What an unauthenticated source may claim, on both listeners.
@@ -299,6 +390,8 @@ pub struct Config {
     pub limits: Limits,
     /// Longest enrollment-token lifetime.
     pub max_token_ttl: Duration,
+    /// Metrics, detection and alerts.
+    pub observability: Observability,
 }
 
 /// Limits of the control listener.
@@ -491,6 +584,21 @@ impl Config {
             control_limits,
             limits,
             max_token_ttl: Duration::from_secs(raw.devices.max_token_ttl_secs.max(1)),
+            observability: Observability {
+                metrics_listen: raw.metrics.enabled.then_some(raw.metrics.listen),
+                rules_file: resolve(raw.detection.rules),
+                sample_interval: Duration::from_millis(raw.detection.sample_interval_ms.max(100)),
+                webhooks: raw
+                    .alerts
+                    .webhooks
+                    .iter()
+                    .map(|u| crate::webhook::Receiver::parse(u))
+                    .collect::<Result<_>>()?,
+                webhook_ca: raw.alerts.webhook_ca.map(resolve),
+                webhook_queue: raw.alerts.webhook_queue.max(1),
+                webhook_attempts: raw.alerts.webhook_attempts.max(1),
+                webhook_timeout: Duration::from_secs(raw.alerts.webhook_timeout_secs.max(1)),
+            },
         })
     }
 }
@@ -584,6 +692,26 @@ file = "sessions.db"
 [log]
 events_file = "events.log"       # security events, one JSON object per line, numbered by "seq"
 event_queue = 16384              # events buffered; an overflow is recorded as "events_dropped"
+
+[metrics]
+# Prometheus metrics at http://LISTEN/metrics: fleet-wide figures only, never a device label.
+# Plain HTTP on a loopback address only; any other address is served over HTTPS with the
+# server certificate.
+listen = "127.0.0.1:9898"
+enabled = true
+
+[detection]
+rules = "detection.toml"         # detectors and rules (docs/detection.md); none: built-in defaults
+sample_interval_ms = 10000       # meters and TCP_INFO are read this often (TCP_INFO also at close)
+
+[alerts]
+# Alerts go to events.log and GET /api/v1/alerts; also to these webhooks, as Alertmanager
+# (version 4) JSON. http:// only to loopback; https:// verified against webhook_ca.
+webhooks = []
+# webhook_ca = "receiver-ca.pem"
+webhook_queue = 1024             # notifications waiting per receiver; beyond: the oldest dropped
+webhook_attempts = 8             # retried with backoff from 1 s (capped at 60 s)
+webhook_timeout_secs = 5
 
 [limits]
 # What a source may claim before it has authenticated, on both listeners.

@@ -15,6 +15,9 @@ pub use tollgate_control::ca::Layout;
 pub struct Addresses {
     pub mqtt: SocketAddr,
     pub admin: SocketAddr,
+    /// The metrics listener, when enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<SocketAddr>,
     pub pid: u32,
 }
 

@@ -34,9 +34,17 @@ pub struct MqttListener {
     rate: ConnectRate,
     prefixes: Prefixes,
     refusals: Arc<RefusalLog>,
+    /// Handshake latency and resumption, when metrics are served.
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl MqttListener {
+    /// Count handshakes (time and resumption) in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     pub fn new(
         listener: TcpListener,
         tls: Arc<arc_swap::ArcSwap<rustls::ServerConfig>>,
@@ -48,6 +56,7 @@ impl MqttListener {
     ) -> Self {
         let adm = cfg.limits;
         MqttListener {
+            metrics: None,
             listener,
             tls,
             refusals,
@@ -267,6 +276,9 @@ impl MqttListener {
         drop(admitted);
         let conn = tls.get_ref().1;
         let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+        if let Some(m) = &self.metrics {
+            m.handshake(started.elapsed(), resumed);
+        }
         let info = conn
             .peer_certificates()
             .and_then(|c| c.first())

@@ -21,6 +21,7 @@ use tollgate_registry::SqliteRegistry;
 use tollgate_sessions::SqliteSessionStore;
 
 use crate::config::Config;
+use crate::detection::Detection;
 use crate::datadir::{Addresses, DataDirLock, Layout};
 use crate::listener::MqttListener;
 
@@ -218,6 +219,8 @@ pub async fn serve(cfg: Config) -> Result<()> {
     let log = dispatcher.consumer("log", cfg.event_queue);
     // Connections are evaluated for compliance as they are accepted (off the data path).
     let dispatcher_compliance = dispatcher.consumer("compliance", cfg.event_queue);
+    // Behaviour detection takes the connection, refusal and denial events.
+    let detection_events = dispatcher.consumer("detection", cfg.event_queue);
     let dispatcher_task = tokio::spawn(dispatcher.run());
     let event_writer = tokio::spawn(crate::eventlog::run(log, cfg.events_file.clone()));
 
@@ -251,17 +254,70 @@ pub async fn serve(cfg: Config) -> Result<()> {
         .with_context(|| format!("binding admin listener {}", cfg.admin_listen))?;
     let mqtt_addr = mqtt.local_addr()?;
     let admin_addr = admin.local_addr()?;
+    let metrics_listener = match cfg.observability.metrics_listen {
+        Some(addr) => Some(crate::metrics::bind(addr).await?),
+        None => None,
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(m) => Some(m.local_addr()?),
+        None => None,
+    };
     crate::datadir::write_addresses(
         &cfg.data,
         &Addresses {
             mqtt: dialable(mqtt_addr),
             admin: dialable(admin_addr),
+            metrics: metrics_addr.map(dialable),
             pid: std::process::id(),
         },
     )?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let refusals = crate::admission::refusals::Refusals::new(&cfg.limits, &events);
+    let obs = &cfg.observability;
+    let webhooks = start_webhooks(obs, &l)?;
+    let metrics = Arc::new(
+        crate::metrics::Metrics::new().with_live(crate::metrics::Live {
+            broker: broker.clone(),
+            control: Arc::clone(&control),
+            events: events.clone(),
+            store: store.clone(),
+            refusals: refusals.clone(),
+            webhooks: webhooks.clone(),
+        }),
+    );
+    let (detection, detection_tasks) = crate::detection::Detection::start(
+        crate::detection::Settings {
+            rules_file: obs.rules_file.clone(),
+            sample_interval: obs.sample_interval,
+            external_url: format!("https://{}", dialable(admin_addr)),
+        },
+        Arc::clone(&control),
+        broker.clone(),
+        events.clone(),
+        detection_events,
+        Arc::clone(&metrics),
+        webhooks,
+    )
+    .context("loading the detection rules")?;
+    let metrics_task = match metrics_listener {
+        Some(listener) => {
+            let addr = listener.local_addr()?;
+            let tls = if addr.ip().is_loopback() {
+                None
+            } else {
+                Some(crate::tls::server_only_config(&l.server_cert(), &l.server_key())?)
+            };
+            tracing::info!(%addr, tls = tls.is_some(), "metrics at /metrics");
+            Some(tokio::spawn(crate::metrics::serve(
+                Arc::clone(&metrics),
+                listener,
+                tls,
+                stop_rx.clone(),
+            )))
+        }
+        None => None,
+    };
     let mqtt_task = tokio::spawn(
         MqttListener::new(
             mqtt,
@@ -272,6 +328,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
             budgets.mqtt,
             Arc::clone(&refusals.mqtt),
         )
+        .with_metrics(Arc::clone(&metrics))
         .run(stop_rx.clone()),
     );
     let admin_task = tokio::spawn(crate::control_listener::serve(
@@ -291,7 +348,11 @@ pub async fn serve(cfg: Config) -> Result<()> {
         },
         stop_rx,
     ));
-    let watcher = tokio::spawn(watch_policy(Arc::clone(&control), cfg.policy_watch));
+    let watcher = tokio::spawn(watch_policy(
+        Arc::clone(&control),
+        Arc::clone(&detection),
+        cfg.policy_watch,
+    ));
     // Verdicts (for reports, and quarantines whose inputs changed while the server was down)
     // from the state on disk, in the background.
     {
@@ -325,6 +386,12 @@ pub async fn serve(cfg: Config) -> Result<()> {
     }
     let _ = std::fs::remove_file(l.addresses());
     watcher.abort();
+    for t in detection_tasks {
+        t.abort();
+    }
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
     tls_task.abort();
     reports.abort();
     connects.abort();
@@ -339,6 +406,34 @@ pub async fn serve(cfg: Config) -> Result<()> {
     let _ = dispatcher_task.await;
     let _ = event_writer.await;
     Ok(())
+}
+
+/// One delivery queue per configured alert webhook.
+fn start_webhooks(
+    obs: &crate::config::Observability,
+    l: &Layout,
+) -> Result<Vec<Arc<crate::webhook::Webhook>>> {
+    if obs.webhooks.is_empty() {
+        return Ok(Vec::new());
+    }
+    // `https://` receivers are verified against `webhook_ca`, or else Tollgate's own CA chain.
+    let ca = obs.webhook_ca.clone().unwrap_or_else(|| l.root_ca_cert());
+    let tls = if obs.webhooks.iter().any(|r| r.url.starts_with("https://")) {
+        Some(crate::webhook::client_tls(&ca).context("alerts.webhook_ca")?)
+    } else {
+        None
+    };
+    let settings = crate::webhook::Settings {
+        queue: obs.webhook_queue,
+        attempts: obs.webhook_attempts,
+        timeout: obs.webhook_timeout,
+        tls,
+    };
+    Ok(obs
+        .webhooks
+        .iter()
+        .map(|r| crate::webhook::Webhook::start(r.clone(), settings.clone()))
+        .collect())
 }
 
 /// The broker, with its durable session store unless sessions are configured in-memory.
@@ -376,7 +471,7 @@ fn open_broker(
 
 /// Watch the policy file (polling its modification time and size) and SIGHUP; re-sign CRLs
 /// when due.
-async fn watch_policy(cp: Arc<Control>, every: Duration) {
+async fn watch_policy(cp: Arc<Control>, detection: Arc<Detection>, every: Duration) {
     #[cfg(unix)]
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut tick = tokio::time::interval(every);
@@ -392,12 +487,17 @@ async fn watch_policy(cp: Arc<Control>, every: Duration) {
             std::future::pending::<Option<()>>().await
         };
         let cp = Arc::clone(&cp);
+        let det = Arc::clone(&detection);
         tokio::select! {
             _ = tick.tick() => {
                 let _ = tokio::task::spawn_blocking(move || {
                     cp.reload_if_changed();
                     cp.reload_compliance_if_changed();
+                    det.reload_if_changed();
                     cp.compliance_tick();
+                    if let Err(e) = cp.expire_quarantines() {
+                        tracing::error!("lifting quarantines whose time is up: {e}");
+                    }
                     cp.refresh_crl_if_due();
                 })
                 .await;
@@ -405,6 +505,7 @@ async fn watch_policy(cp: Arc<Control>, every: Duration) {
             _ = hup_fut => {
                 tracing::info!("SIGHUP: reloading the policy and the compliance profile");
                 let _ = tokio::task::spawn_blocking(move || {
+                    det.reload();
                     cp.reload_and_publish();
                     if let Err(e) = cp.reload_compliance() {
                         tracing::error!("compliance profile refused, the previous one stays:\n{e}");

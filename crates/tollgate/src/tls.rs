@@ -230,6 +230,18 @@ pub fn server_config(
     Ok(Arc::new(cfg))
 }
 
+/// A server configuration with no client authentication (the metrics listener on a
+/// non-loopback address: fleet-wide figures, encrypted in transit).
+pub fn server_only_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>> {
+    let cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(load_certs(cert)?, load_key(key)?)
+        .context("loading the server certificate and key")?;
+    Ok(Arc::new(cfg))
+}
+
 /// Client configuration for the CLI talking to the admin API.
 pub fn admin_client_config(
     ca: &Path,

@@ -149,10 +149,13 @@ impl Conn {
             return false;
         }
         self.out.push_after(after, p);
-        self.shared
-            .stats
-            .messages_out
-            .fetch_add(1, Ordering::Relaxed);
+        let stats = &self.shared.stats;
+        if let Some(c) = stats.messages_out.get(d.qos as usize) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        stats
+            .bytes_out
+            .fetch_add(d.msg.payload.len() as u64, Ordering::Relaxed);
         self.gate.meter().sent(d.msg.payload.len());
         true
     }

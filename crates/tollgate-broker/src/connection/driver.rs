@@ -106,12 +106,20 @@ where
             return;
         }
     };
+    let v5 = conn.protocol == tollgate_mqtt::Protocol::V5;
     shared.stats.connections.fetch_add(1, Ordering::Relaxed);
     shared.stats.connects_total.fetch_add(1, Ordering::Relaxed);
+    if v5 {
+        shared.stats.connections_v5.fetch_add(1, Ordering::Relaxed);
+        shared.stats.connects_v5_total.fetch_add(1, Ordering::Relaxed);
+    }
 
     // 3. The packet loop.
     let end = conn.run_loop(&mut rd, &mut wr, &mut rbuf, &inbox).await;
     shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
+    if v5 {
+        shared.stats.connections_v5.fetch_sub(1, Ordering::Relaxed);
+    }
     // A client that stopped reading would hold the close (TLS close_notify) forever.
     if !matches!(end, End::Stalled(_)) {
         let _ = tokio::time::timeout(shared.config.write_timeout, wr.shutdown()).await;
@@ -121,6 +129,12 @@ where
 
 fn refuse(shared: &Shared, peer: &PeerIdentity, reason: RefusalReason, detail: String) {
     tracing::debug!(device = %peer.device_id, ?reason, %detail, "connection refused");
+    *shared
+        .stats
+        .connect_refused
+        .lock()
+        .entry(reason.as_str())
+        .or_default() += 1;
     shared.emit(EventKind::ConnectionRefused {
         addr: peer.addr,
         device: Some(peer.device_id.clone()),

@@ -386,10 +386,6 @@ impl Conn {
     }
 
     pub(super) fn on_publish(&mut self, mut p: Publish, now: Now) -> Option<End> {
-        self.shared
-            .stats
-            .messages_in
-            .fetch_add(1, Ordering::Relaxed);
         // Topic aliases (v5).
         if let Some(alias) = p.properties.topic_alias.take() {
             let max = self.shared.config.topic_alias_maximum;
@@ -423,6 +419,13 @@ impl Conn {
             return self
                 .protocol_error(ReasonCode::TOPIC_NAME_INVALID, "topic has too many levels");
         }
+        let stats = &self.shared.stats;
+        if let Some(c) = stats.messages_in.get(p.qos as usize) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        stats
+            .bytes_in
+            .fetch_add(p.payload.len() as u64, Ordering::Relaxed);
         self.gate.meter().received(&p.topic, p.payload.len());
         let pid = p.packet_id;
         if p.qos == QoS::ExactlyOnce {

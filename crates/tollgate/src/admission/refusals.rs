@@ -75,6 +75,7 @@ pub struct RefusalLog {
     events: EventBus,
     table: Mutex<HashMap<Key, Entry>>,
     total: AtomicU64,
+    by_reason: Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 impl RefusalLog {
@@ -92,6 +93,7 @@ impl RefusalLog {
             events,
             table: Mutex::new(HashMap::new()),
             total: AtomicU64::new(0),
+            by_reason: Mutex::default(),
         })
     }
 
@@ -100,6 +102,7 @@ impl RefusalLog {
     /// called only when the refusal becomes the summary's example.
     pub fn note(&self, src: Source, reason: &'static str, detail: impl FnOnce() -> String) -> bool {
         self.total.fetch_add(1, Ordering::Relaxed);
+        *self.by_reason.lock().entry(reason).or_default() += 1;
         let mut t = self.table.lock();
         let key = if t.len() >= self.cfg.max_sources && !t.contains_key(&(Some(src), reason)) {
             (None, reason)
@@ -121,6 +124,15 @@ impl RefusalLog {
     /// Refusals noted since start, individual and summarised.
     pub fn total(&self) -> u64 {
         self.total.load(Ordering::Relaxed)
+    }
+
+    /// Refusals noted since start, by reason.
+    pub fn by_reason(&self) -> Vec<(&'static str, u64)> {
+        self.by_reason
+            .lock()
+            .iter()
+            .map(|(r, n)| (*r, *n))
+            .collect()
     }
 
     /// [`RefusalLog::note`] for a caller known by its address.
