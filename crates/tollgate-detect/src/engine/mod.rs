@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use crate::alert::{
-    Alert, AlertState, Book, Subject, Suppression, SuppressionRequest, Track, Verdict, VerdictKind,
+    Alert, AlertState, Book, Subject, Suppression, SuppressionRequest, Verdict, VerdictKind,
 };
 use crate::config::{Common, DetectionConfig};
 use crate::detectors::{self, CohortAcc, Ctx, Finding, NETWORK_DEGRADATION, TRAFFIC};
