@@ -38,20 +38,27 @@ fn durations() {
 #[test]
 fn unknown_key_is_located() {
     let e = err("[engine]\nbucket = \"1m\"\nbuckets = 3\n");
-    assert!(e.starts_with("detection.toml:3:1: unknown field `buckets`"), "{e}");
+    assert!(
+        e.starts_with("detection.toml:3:1: unknown field `buckets`"),
+        "{e}"
+    );
 }
 
 #[test]
 fn key_of_another_detector_is_an_error() {
     let e = err("[detectors.inactive]\nmissed_reports = 4\ndeviations = 8.0\n");
-    assert!(e.starts_with("detection.toml:3:1: unknown field `deviations`"), "{e}");
+    assert!(
+        e.starts_with("detection.toml:3:1: unknown field `deviations`"),
+        "{e}"
+    );
     let e = err("[detectors.traffc_spike]\n");
     assert!(e.contains("unknown field `traffc_spike`"), "{e}");
 }
 
 #[test]
 fn unknown_metric_is_located() {
-    let text = "[[rule]]\nname = \"bulk\"\nmetric = \"byts_in\"\ncomparison = \">\"\nthreshold = 1.0\n";
+    let text =
+        "[[rule]]\nname = \"bulk\"\nmetric = \"byts_in\"\ncomparison = \">\"\nthreshold = 1.0\n";
     let e = err(text);
     assert!(
         e.starts_with("detection.toml:3:10: unknown metric \"byts_in\" (expected one of messages_in, messages_out, bytes_in,"),
@@ -79,9 +86,15 @@ fn bad_duration_is_located() {
         "{e}"
     );
     let e = err("[detectors.cloned_certificate]\nttl = \"8d\"\n");
-    assert!(e.contains("detection.toml:2:7: `ttl` must be between 1s and 7d"), "{e}");
+    assert!(
+        e.contains("detection.toml:2:7: `ttl` must be between 1s and 7d"),
+        "{e}"
+    );
     let e = err("[engine]\nbucket = \"2h\"\n");
-    assert!(e.contains("detection.toml:2:10: `bucket` must be between 1s and 1h"), "{e}");
+    assert!(
+        e.contains("detection.toml:2:10: `bucket` must be between 1s and 1h"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -129,7 +142,9 @@ deviations = 6
     assert_eq!(r.metric, Metric::BytesIn);
     assert_eq!(r.judge, Judge::Threshold(1_000_000.0));
     assert_eq!(r.common.mitigation, Mitigation::Throttle);
-    assert!(r.scope.covers("d", Some("Scanner-X2"), &["scanners".to_owned()]));
+    assert!(r
+        .scope
+        .covers("d", Some("Scanner-X2"), &["scanners".to_owned()]));
     assert!(!r.scope.covers("d", Some("Scanner-X2"), &[]));
     assert_eq!(r.line, 2);
     assert_eq!(
