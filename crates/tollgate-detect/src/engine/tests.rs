@@ -1,0 +1,882 @@
+//! Scenarios driven through the engine with a simulated fleet: steady jittered traffic from a
+//! deterministic PRNG, then one attack or failure at a known time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::IpAddr;
+
+use super::*;
+use crate::{Counters, LiveConn, Sketch, Transport};
+
+const T0: i64 = 1_764_000_000_000;
+const MIN: i64 = 60_000;
+
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// 1 ± j.
+    fn jitter(&mut self, j: f64) -> f64 {
+        1.0 + j * (2.0 * self.unit() - 1.0)
+    }
+}
+
+fn h(s: &str) -> u64 {
+    let mut x = DefaultHasher::new();
+    s.hash(&mut x);
+    x.finish()
+}
+
+struct SimDev {
+    id: String,
+    model: String,
+    per_min: f64,
+    bytes_per_msg: f64,
+    rtt_ms: f64,
+    retrans: f64,
+    counters: Counters,
+    frac: f64,
+    tcp: Transport,
+    addr: IpAddr,
+    extra_addr: Option<IpAddr>,
+    online: bool,
+    filters: Vec<String>,
+}
+
+struct Sim {
+    eng: Engine,
+    devs: Vec<SimDev>,
+    now: i64,
+    step: i64,
+    rng: XorShift,
+    raised: Vec<Alert>,
+    cleared: Vec<Alert>,
+    orders: Vec<Order>,
+}
+
+impl Sim {
+    /// `n` devices spread over three models with 6, 20 and 60 messages a minute.
+    fn new(config: DetectionConfig, n: usize, step: i64) -> Sim {
+        let mut eng = Engine::new(config);
+        let mut devs = Vec::new();
+        let models = [("M0", 6.0, 25.0), ("M1", 20.0, 30.0), ("M2", 60.0, 40.0)];
+        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+        for i in 0..n {
+            let (model, rate, rtt) = models[i % 3];
+            let id = format!("dev-{i:04}");
+            eng.set_device(
+                &id,
+                DeviceInfo {
+                    groups: vec![],
+                    model: Some(model.to_owned()),
+                },
+            );
+            let addr: IpAddr = format!("10.{}.{}.{}", i % 3, i / 250, 1 + i % 250)
+                .parse()
+                .unwrap();
+            eng.observe(Observation::Connected {
+                device: id.clone(),
+                client_id: id.clone(),
+                addr: Some(addr),
+                at_ms: T0,
+            });
+            devs.push(SimDev {
+                id,
+                model: model.to_owned(),
+                per_min: rate * rng.jitter(0.3),
+                bytes_per_msg: 200.0 * rng.jitter(0.5),
+                rtt_ms: rtt * rng.jitter(0.2),
+                retrans: 0.001,
+                counters: Counters::default(),
+                frac: 0.0,
+                tcp: Transport::default(),
+                addr,
+                extra_addr: None,
+                online: true,
+                filters: Vec::new(),
+            });
+        }
+        Sim {
+            eng,
+            devs,
+            now: T0,
+            step,
+            rng,
+            raised: Vec::new(),
+            cleared: Vec::new(),
+            orders: Vec::new(),
+        }
+    }
+
+    fn dev(&mut self, i: usize) -> &mut SimDev {
+        &mut self.devs[i]
+    }
+
+    fn step(&mut self) {
+        self.now += self.step;
+        let mut samples = Vec::new();
+        for d in &mut self.devs {
+            if !d.online {
+                continue;
+            }
+            let msgs = d.per_min * self.step as f64 / MIN as f64 * self.rng.jitter(0.25) + d.frac;
+            let whole = msgs.floor();
+            d.frac = msgs - whole;
+            let m = whole as u64;
+            d.counters.messages_in += m;
+            d.counters.bytes_in += (whole * d.bytes_per_msg * self.rng.jitter(0.1)) as u64;
+            d.counters.messages_out += m / 4;
+            d.counters.bytes_out += m / 4 * 50;
+            let sent = (whole * (d.bytes_per_msg + 60.0)) as u64 + 100;
+            d.tcp.bytes_sent += sent;
+            d.tcp.segs_out += m as u32 + 1;
+            let rt = (sent as f64 * d.retrans * self.rng.unit() * 2.0) as u64;
+            d.tcp.bytes_retrans += rt;
+            d.tcp.total_retrans += u32::from(rt > 0);
+            d.tcp.rtt_us = (d.rtt_ms * 1000.0 * self.rng.jitter(0.1)) as u32;
+            let mut topics = Sketch::default();
+            for t in 0..3 {
+                topics.insert_hash(h(&format!("{}/t{t}", d.model)));
+            }
+            let mut filters = Sketch::default();
+            for f in d.filters.drain(..) {
+                filters.insert_hash(h(&f));
+            }
+            let mut connections = vec![LiveConn {
+                client_id: d.id.clone(),
+                addr: Some(d.addr),
+                transport: Some(d.tcp),
+            }];
+            if let Some(a) = d.extra_addr {
+                connections.push(LiveConn {
+                    client_id: format!("{}-clone", d.id),
+                    addr: Some(a),
+                    transport: None,
+                });
+            }
+            samples.push(Sample {
+                device: d.id.clone(),
+                counters: d.counters,
+                topics,
+                filters,
+                connections,
+            });
+        }
+        self.eng.sample(self.now, samples);
+        let t = self.eng.tick(self.now);
+        for a in t.changes {
+            match a.state {
+                AlertState::Active if a.started_at_ms == self.now => self.raised.push(a),
+                AlertState::Cleared => self.cleared.push(a),
+                _ => {}
+            }
+        }
+        self.orders.extend(t.orders);
+    }
+
+    fn run(&mut self, ms: i64) {
+        let end = self.now + ms;
+        while self.now < end {
+            self.step();
+        }
+    }
+
+    fn observe(&mut self, o: Observation) {
+        self.eng.observe(o);
+    }
+
+    fn summary(&self) -> BTreeMap<(String, String), usize> {
+        let mut m = BTreeMap::new();
+        for a in &self.raised {
+            let who = a
+                .device
+                .clone()
+                .or_else(|| a.cohort.clone())
+                .unwrap_or_default();
+            *m.entry((a.detector.clone(), who)).or_insert(0) += 1;
+        }
+        m
+    }
+
+    /// Learn for `minutes`, with nothing raised.
+    fn learned(config: DetectionConfig, n: usize, minutes: i64) -> Sim {
+        let mut s = Sim::new(config, n, 5_000);
+        s.run(minutes * MIN);
+        assert!(
+            s.raised.is_empty(),
+            "raised while learning: {:?}",
+            s.summary()
+        );
+        s
+    }
+
+    /// Exactly one alert since `from`, of `detector` on `who`, raised within 60 s of `onset`.
+    fn expect_one(&self, from: usize, detector: &str, who: &str, onset: i64) -> Alert {
+        let new: Vec<&Alert> = self.raised[from..].iter().collect();
+        let names: Vec<String> = new
+            .iter()
+            .map(|a| {
+                format!(
+                    "{} {:?} {:?} {}",
+                    a.detector, a.device, a.cohort, a.explanation
+                )
+            })
+            .collect();
+        assert_eq!(
+            new.len(),
+            1,
+            "expected one {detector} alert, got {names:#?}"
+        );
+        let a = new[0];
+        assert_eq!(a.detector, detector, "{names:?}");
+        assert_eq!(
+            a.device.as_deref().or(a.cohort.as_deref()),
+            Some(who),
+            "{names:?}"
+        );
+        assert!(
+            a.started_at_ms >= onset && a.started_at_ms <= onset + 60_000,
+            "raised {} ms after onset",
+            a.started_at_ms - onset
+        );
+        a.clone()
+    }
+}
+
+fn cfg() -> DetectionConfig {
+    DetectionConfig::default()
+}
+
+#[test]
+fn steady_fleet_learns_and_stays_quiet() {
+    let mut s = Sim::new(cfg(), 200, 15_000);
+    s.run(2 * MIN);
+    let st = s.eng.device_stats("dev-0001", s.now).unwrap();
+    assert!(st.learning);
+    assert!(st.online);
+    s.run(5 * MIN);
+    // learning_buckets = 5 online completed buckets: done within 7 minutes.
+    let st = s.eng.device_stats("dev-0001", s.now).unwrap();
+    assert!(
+        !st.learning,
+        "{} of {}",
+        st.baseline_buckets, st.baseline_needed
+    );
+    assert_eq!(s.eng.fleet_stats(s.now).learning, 0);
+    // Hours of steady jittered traffic: nothing.
+    s.run(4 * 60 * MIN);
+    assert!(s.raised.is_empty(), "{:?}", s.summary());
+    let fleet = s.eng.fleet_stats(s.now);
+    assert_eq!(fleet.devices, 200);
+    assert_eq!(fleet.online, 200);
+    assert_eq!(fleet.active_alerts, 0);
+    assert!(fleet.rtt_ms_p50.is_some_and(|r| r > 20.0 && r < 45.0));
+    assert_eq!(fleet.buckets.len(), 60);
+    let st = s.eng.device_stats("dev-0002", s.now).unwrap();
+    assert_eq!(st.baseline_buckets, 60);
+    let mi = st
+        .baseline
+        .iter()
+        .find(|b| b.metric == "messages_in")
+        .unwrap();
+    assert!(mi.median > 35.0 && mi.median < 85.0, "{mi:?}");
+    assert!(st.rates.messages_in_per_min > 20.0);
+    assert!(st.rates.distinct_topics > 2.5 && st.rates.distinct_topics < 3.5);
+    assert_eq!(st.sources.len(), 1);
+    assert!(st.transport.is_some());
+    assert!(serde_json::to_string(&st).is_ok());
+}
+
+#[test]
+fn traffic_spike_raises_once_then_clears() {
+    let mut s = Sim::learned(cfg(), 30, 15);
+    let onset = s.now;
+    let before = s.devs[4].per_min;
+    s.dev(4).per_min = before * 20.0;
+    s.run(3 * MIN);
+    let a = s.expect_one(0, "traffic_spike", "dev-0004", onset);
+    assert_eq!(a.metric, "messages_in_per_min");
+    assert_eq!(a.mitigation, "notify");
+    assert!(a.baseline.is_some_and(|b| b > 10.0 && b < 30.0), "{a:?}");
+    assert!(s.orders.is_empty());
+    // Still active, updated without a new alert.
+    let live = s.eng.alert(&a.id).unwrap();
+    assert_eq!(live.state, AlertState::Active);
+    assert!(live.updated_at_ms > a.started_at_ms);
+    // Recovery: cleared within a few minutes, and no new alert.
+    s.dev(4).per_min = before;
+    s.run(4 * MIN);
+    assert_eq!(s.raised.len(), 1);
+    assert_eq!(s.cleared.len(), 1);
+    assert_eq!(s.eng.alert(&a.id).unwrap().state, AlertState::Cleared);
+    // The attack did not become the baseline.
+    let st = s.eng.device_stats("dev-0004", s.now).unwrap();
+    let mi = st
+        .baseline
+        .iter()
+        .find(|b| b.metric == "messages_in")
+        .unwrap();
+    assert!(mi.median < before * 2.0, "{mi:?}");
+}
+
+#[test]
+fn traffic_spike_while_learning_uses_the_cohort() {
+    let mut s = Sim::new(cfg(), 30, 5_000);
+    s.run(MIN + 30_000);
+    let onset = s.now;
+    s.dev(5).per_min *= 30.0;
+    s.run(MIN);
+    let a = s.expect_one(0, "traffic_spike", "dev-0005", onset);
+    assert_eq!(a.cohort.as_deref(), Some("model:M2"));
+}
+
+#[test]
+fn authorization_probing_quarantines() {
+    let mut s = Sim::learned(cfg(), 30, 12);
+    let onset = s.now;
+    for k in 0..10 {
+        s.observe(Observation::PublishDenied {
+            device: "dev-0007".into(),
+            topic: format!("plant/secret/{k}"),
+            quarantined: false,
+            at_ms: s.now + k,
+        });
+    }
+    // Quarantine denials of another device do not count.
+    for k in 0..50 {
+        s.observe(Observation::PublishDenied {
+            device: "dev-0008".into(),
+            topic: format!("x/{k}"),
+            quarantined: true,
+            at_ms: s.now + k,
+        });
+    }
+    s.run(MIN);
+    let a = s.expect_one(0, "authorization_probing", "dev-0007", onset);
+    assert_eq!(a.metric, "distinct_denied_topics");
+    assert_eq!(a.mitigation, "quarantine");
+    assert_eq!(
+        s.orders,
+        vec![Order {
+            alert_id: a.id.clone(),
+            detector: "authorization_probing".into(),
+            device: "dev-0007".into(),
+            action: crate::Action::Quarantine { ttl_ms: 15 * MIN },
+        }]
+    );
+    // Repeated denials of the same topic: the count branch, on another device.
+    let onset = s.now;
+    for k in 0..25 {
+        s.observe(Observation::SubscribeDenied {
+            device: "dev-0009".into(),
+            filter: "plant/secret".into(),
+            quarantined: false,
+            at_ms: s.now + k,
+        });
+    }
+    s.run(MIN);
+    let b = s.expect_one(1, "authorization_probing", "dev-0009", onset);
+    assert_eq!(b.metric, "denied_per_min");
+    assert_eq!(s.orders.len(), 2);
+}
+
+#[test]
+fn topic_scanning_notifies() {
+    let mut s = Sim::learned(cfg(), 30, 12);
+    let onset = s.now;
+    for k in 0..14 {
+        s.dev(10).filters.push(format!("plant/{k}/#"));
+    }
+    s.run(MIN);
+    let a = s.expect_one(0, "topic_scanning", "dev-0010", onset);
+    assert!(a.observed >= 10.0 && a.observed <= 16.0, "{a:?}");
+    assert!(s.orders.is_empty());
+}
+
+#[test]
+fn cloned_certificate_by_addresses_and_takeovers() {
+    let mut s = Sim::learned(cfg(), 30, 12);
+    let onset = s.now;
+    s.dev(11).extra_addr = Some("198.51.100.7".parse().unwrap());
+    s.run(MIN);
+    let a = s.expect_one(0, "cloned_certificate", "dev-0011", onset);
+    assert_eq!(a.metric, "concurrent_addresses");
+    assert_eq!(a.observed, 2.0);
+    assert_eq!(a.severity, Severity::Critical);
+    assert_eq!(s.orders.len(), 1);
+    assert_eq!(
+        s.orders[0].action,
+        crate::Action::Quarantine { ttl_ms: 30 * MIN }
+    );
+
+    // Takeovers, with the reconnects they cause: cloned, not flapping.
+    let onset = s.now;
+    for k in 0..8 {
+        let at = s.now + k * 3_000;
+        s.observe(Observation::TakenOver {
+            device: "dev-0012".into(),
+            client_id: "dev-0012".into(),
+            at_ms: at,
+        });
+        s.observe(Observation::Connected {
+            device: "dev-0012".into(),
+            client_id: "dev-0012".into(),
+            addr: Some(s.devs[12].addr),
+            at_ms: at,
+        });
+    }
+    s.run(2 * MIN);
+    let b = s.expect_one(1, "cloned_certificate", "dev-0012", onset);
+    assert_eq!(b.metric, "takeovers_per_window");
+}
+
+#[test]
+fn connection_flapping() {
+    let mut s = Sim::learned(cfg(), 30, 12);
+    let onset = s.now;
+    for k in 0..7 {
+        let at = s.now + k * 4_000;
+        s.observe(Observation::Disconnected {
+            device: "dev-0013".into(),
+            client_id: "dev-0013".into(),
+            reason: "keep-alive timeout".into(),
+            at_ms: at,
+        });
+        s.observe(Observation::Connected {
+            device: "dev-0013".into(),
+            client_id: "dev-0013".into(),
+            addr: Some(s.devs[13].addr),
+            at_ms: at + 1,
+        });
+    }
+    s.run(MIN);
+    let a = s.expect_one(0, "connection_flapping", "dev-0013", onset);
+    assert_eq!(a.metric, "connects_per_window");
+    let st = s.eng.device_stats("dev-0013", s.now).unwrap();
+    assert_eq!(st.disconnect_reasons.get("keep-alive timeout"), Some(&7));
+}
+
+#[test]
+fn new_source_address_after_learning() {
+    let mut s = Sim::learned(cfg(), 30, 12);
+    // Same /24: nothing.
+    s.observe(Observation::Connected {
+        device: "dev-0014".into(),
+        client_id: "dev-0014".into(),
+        addr: Some("10.2.0.200".parse().unwrap()),
+        at_ms: s.now,
+    });
+    s.run(30_000);
+    assert!(s.raised.is_empty());
+    let onset = s.now;
+    s.observe(Observation::Connected {
+        device: "dev-0014".into(),
+        client_id: "dev-0014".into(),
+        addr: Some("203.0.113.9".parse().unwrap()),
+        at_ms: s.now,
+    });
+    s.run(MIN);
+    let a = s.expect_one(0, "new_source_address", "dev-0014", onset);
+    assert!(
+        a.explanation.contains("203.0.113.0/24"),
+        "{}",
+        a.explanation
+    );
+    assert_eq!(a.observed, 1.0);
+    // Learnt: the same network again raises nothing new, and the alert clears after 10 min.
+    s.observe(Observation::Connected {
+        device: "dev-0014".into(),
+        client_id: "dev-0014".into(),
+        addr: Some("203.0.113.10".parse().unwrap()),
+        at_ms: s.now,
+    });
+    s.run(5 * MIN);
+    assert_eq!(s.raised.len(), 1);
+    assert_eq!(s.eng.alert(&a.id).unwrap().state, AlertState::Active);
+    s.run(6 * MIN);
+    assert_eq!(s.eng.alert(&a.id).unwrap().state, AlertState::Cleared);
+    let st = s.eng.device_stats("dev-0014", s.now).unwrap();
+    assert_eq!(st.sources.len(), 2);
+}
+
+#[test]
+fn link_degradation_of_one_device() {
+    let mut s = Sim::learned(cfg(), 30, 15);
+    let onset = s.now;
+    s.dev(15).rtt_ms *= 10.0;
+    s.run(MIN);
+    let a = s.expect_one(0, "link_degradation", "dev-0015", onset);
+    assert_eq!(a.metric, "rtt_ms");
+    assert_eq!(a.severity, Severity::Low);
+    // Retransmissions on another device.
+    let onset = s.now;
+    s.dev(16).retrans = 0.2;
+    s.run(MIN);
+    let b = s.expect_one(1, "link_degradation", "dev-0016", onset);
+    assert_eq!(b.metric, "retrans_ratio");
+}
+
+#[test]
+fn cohort_wide_rtt_rise_is_one_network_degradation() {
+    let mut s = Sim::learned(cfg(), 30, 15);
+    let onset = s.now;
+    for i in (0..30).filter(|i| i % 3 == 1) {
+        s.dev(i).rtt_ms *= 20.0;
+    }
+    s.run(3 * MIN);
+    let a = s.expect_one(0, "network_degradation", "model:M1", onset);
+    assert_eq!(a.device, None);
+    assert_eq!(a.mitigation, "notify (cohort-wide)");
+    assert!(s.orders.is_empty());
+    // The rtt rise did not become the members' baseline.
+    let st = s.eng.device_stats("dev-0001", s.now).unwrap();
+    let rtt = st.baseline.iter().find(|b| b.metric == "rtt_ms").unwrap();
+    assert!(rtt.median < 50.0, "{rtt:?}");
+}
+
+#[test]
+fn inactive_device() {
+    let mut s = Sim::learned(cfg(), 30, 12);
+    let onset = s.now;
+    s.dev(17).per_min = 0.0;
+    s.run(MIN);
+    let a = s.expect_one(0, "inactive", "dev-0017", onset);
+    assert_eq!(a.metric, "silence_s");
+    // Offline devices are silent too.
+    let onset = s.now;
+    s.dev(18).online = false;
+    s.run(MIN);
+    s.expect_one(1, "inactive", "dev-0018", onset);
+    // Messages again: cleared at once.
+    s.dev(17).per_min = 60.0;
+    s.run(10_000);
+    assert_eq!(s.eng.alert(&a.id).unwrap().state, AlertState::Cleared);
+}
+
+fn probe(s: &mut Sim, i: usize) {
+    for k in 0..25 {
+        let id = s.devs[i].id.clone();
+        s.observe(Observation::PublishDenied {
+            device: id,
+            topic: format!("t/{k}"),
+            quarantined: false,
+            at_ms: s.now,
+        });
+    }
+}
+
+#[test]
+fn mitigation_rate_limit() {
+    let mut s = Sim::learned(cfg(), 30, 12);
+    // Eight attackers, at most three of a model (of ten): only the rate limit applies.
+    for i in 0..8 {
+        probe(&mut s, i);
+    }
+    s.run(10_000);
+    assert_eq!(s.raised.len(), 8);
+    assert_eq!(s.orders.len(), 5);
+    let limited: Vec<&Alert> = s
+        .raised
+        .iter()
+        .filter(|a| a.mitigation == "notify (mitigation rate limit reached)")
+        .collect();
+    assert_eq!(limited.len(), 3);
+    // A minute later the limit has room again.
+    s.run(MIN);
+    probe(&mut s, 9);
+    s.run(10_000);
+    assert_eq!(s.orders.len(), 6);
+}
+
+#[test]
+fn cohort_mitigation_fraction_never_mitigates_every_member() {
+    let mut config = cfg();
+    config.engine.max_mitigations_per_minute = 100;
+    let mut s = Sim::learned(config, 12, 12);
+    // All four devices of model M1 probe at once.
+    for i in [1, 4, 7, 10] {
+        probe(&mut s, i);
+    }
+    s.run(10_000);
+    assert_eq!(s.raised.len(), 4);
+    assert_eq!(s.orders.len(), 2, "{:?}", s.orders);
+    assert_eq!(
+        s.raised
+            .iter()
+            .filter(|a| a.mitigation == "notify (cohort-wide)")
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn suppression_prevents_raising() {
+    let mut s = Sim::learned(cfg(), 30, 12);
+    let sup = s
+        .eng
+        .suppress(
+            SuppressionRequest {
+                detector: Some("authorization_probing".into()),
+                device: Some("dev-0003".into()),
+                until_ms: s.now + 5 * MIN,
+                reason: "pen test".into(),
+                by: "alice".into(),
+            },
+            s.now,
+        )
+        .unwrap();
+    assert_eq!(s.eng.suppressions(s.now).len(), 1);
+    probe(&mut s, 3);
+    s.run(30_000);
+    assert!(s.raised.is_empty());
+    assert!(s.orders.is_empty());
+    // Another device is not covered.
+    probe(&mut s, 4);
+    s.run(10_000);
+    assert_eq!(s.summary().len(), 1);
+    // Lifted: the still-breaching device raises.
+    s.eng.unsuppress(&sup.id).unwrap();
+    probe(&mut s, 3);
+    s.run(10_000);
+    assert!(s
+        .raised
+        .iter()
+        .any(|a| a.device.as_deref() == Some("dev-0003")));
+    assert!(matches!(
+        s.eng.unsuppress(&sup.id),
+        Err(DetectError::UnknownSuppression(_))
+    ));
+    let bad = SuppressionRequest {
+        detector: None,
+        device: None,
+        until_ms: s.now + 1,
+        reason: String::new(),
+        by: String::new(),
+    };
+    assert!(s.eng.suppress(bad, s.now).is_err());
+    let bad = SuppressionRequest {
+        detector: Some("trafic_spike".into()),
+        device: None,
+        until_ms: s.now + 1,
+        reason: String::new(),
+        by: String::new(),
+    };
+    assert!(s.eng.suppress(bad, s.now).is_err());
+}
+
+#[test]
+fn verdicts_on_active_and_cleared_alerts() {
+    let mut s = Sim::learned(cfg(), 30, 12);
+    s.dev(17).per_min = 0.0;
+    s.run(MIN);
+    let id = s.raised[0].id.clone();
+    let a = s
+        .eng
+        .set_verdict(
+            &id,
+            VerdictKind::TruePositive,
+            "bob",
+            Some("cable".into()),
+            s.now,
+        )
+        .unwrap();
+    assert_eq!(a.verdict.as_ref().unwrap().kind, VerdictKind::TruePositive);
+    s.dev(17).per_min = 20.0;
+    s.run(20_000);
+    assert_eq!(s.eng.alert(&id).unwrap().state, AlertState::Cleared);
+    let a = s
+        .eng
+        .set_verdict(&id, VerdictKind::BenignPositive, "carol", None, s.now)
+        .unwrap();
+    assert_eq!(a.verdict.as_ref().unwrap().by, "carol");
+    assert_eq!(
+        s.eng.alerts(false)[0].verdict.as_ref().unwrap().kind,
+        VerdictKind::BenignPositive
+    );
+    assert!(s.eng.alerts(true).is_empty());
+    assert!(matches!(
+        s.eng
+            .set_verdict("alert-nope", VerdictKind::FalsePositive, "x", None, s.now),
+        Err(DetectError::UnknownAlert(_))
+    ));
+    let json = serde_json::to_value(s.eng.alert(&id).unwrap()).unwrap();
+    assert_eq!(json["state"], "cleared");
+    assert_eq!(json["verdict"]["kind"], "benign_positive");
+    assert_eq!(json["severity"], "low");
+}
+
+#[test]
+fn reload_keeps_baselines_and_alerts() {
+    let mut s = Sim::learned(cfg(), 30, 12);
+    s.dev(17).per_min = 0.0;
+    s.run(MIN);
+    assert_eq!(s.raised.len(), 1);
+    let before = s.eng.device_stats("dev-0002", s.now).unwrap();
+    let text = "[[rule]]\nname = \"big-out\"\nmetric = \"messages_in\"\ncomparison = \">\"\nthreshold = 500.0\ndatapoints_to_alarm = 2\nscope = { models = [\"M2\"] }\nmitigation = \"throttle\"\n";
+    s.eng
+        .set_config(DetectionConfig::parse(text, "detection.toml").unwrap());
+    s.eng.tick(s.now);
+    let after = s.eng.device_stats("dev-0002", s.now).unwrap();
+    assert!(!after.learning);
+    assert_eq!(before.baseline, after.baseline);
+    assert_eq!(s.eng.alerts(true).len(), 1);
+    // The new rule works: model M2 only, after two breaching ticks, with a throttle.
+    let onset = s.now;
+    s.dev(2).per_min = 2000.0;
+    s.dev(3).per_min = 2000.0; // model M0: out of scope, but a traffic spike
+    s.run(MIN);
+    let rule: Vec<&Alert> = s
+        .raised
+        .iter()
+        .filter(|a| a.detector == "rule:big-out")
+        .collect();
+    assert_eq!(rule.len(), 1, "{:?}", s.summary());
+    assert_eq!(rule[0].device.as_deref(), Some("dev-0002"));
+    assert!(rule[0].started_at_ms >= onset + 2 * 5_000 && rule[0].started_at_ms <= onset + MIN);
+    assert_eq!(rule[0].mitigation, "throttle");
+    assert!(s.orders.iter().any(|o| o.action
+        == crate::Action::Throttle {
+            per_second: 5,
+            ttl_ms: 10 * MIN
+        }));
+}
+
+#[test]
+fn cohort_and_deviation_rules() {
+    let text = r#"
+[[rule]]
+name = "quiet"
+metric = "messages_in"
+comparison = "<"
+cohort = "model"
+percentile = 10
+factor = 0.3
+datapoints_to_clear = 2
+
+[[rule]]
+name = "chatty-out"
+metric = "messages_out"
+comparison = ">"
+deviations = 10
+"#;
+    let config = DetectionConfig::parse(text, "t").unwrap();
+    let mut s = Sim::learned(config, 30, 12);
+    let onset = s.now;
+    s.dev(20).per_min *= 0.05; // M2: far below its cohort
+    s.run(MIN);
+    let names: BTreeSet<String> = s.raised.iter().map(|a| a.detector.clone()).collect();
+    assert!(names.contains("rule:quiet"), "{names:?}");
+    let q = s
+        .raised
+        .iter()
+        .find(|a| a.detector == "rule:quiet")
+        .unwrap();
+    assert_eq!(q.device.as_deref(), Some("dev-0020"));
+    assert_eq!(q.cohort.as_deref(), Some("model:M2"));
+    assert!(q.started_at_ms <= onset + MIN);
+}
+
+#[test]
+fn remove_device_clears_its_alerts() {
+    let mut s = Sim::learned(cfg(), 30, 12);
+    s.dev(17).per_min = 0.0;
+    s.run(MIN);
+    let id = s.raised[0].id.clone();
+    s.eng.remove_device("dev-0017");
+    assert!(s.eng.device_stats("dev-0017", s.now).is_none());
+    assert_eq!(s.eng.alert(&id).unwrap().state, AlertState::Cleared);
+    assert!(s.eng.alerts(true).is_empty());
+    // Other devices are intact (the index moved one into the hole).
+    assert!(s.eng.device_stats("dev-0029", s.now).is_some());
+    s.devs.remove(17);
+    s.run(MIN);
+    assert_eq!(s.raised.len(), 1);
+}
+
+#[test]
+fn compressed_buckets() {
+    // Six-second buckets: time compressed tenfold, windows too.
+    let text = "[engine]\nbucket = \"6s\"\nwindow = \"6s\"\n[detectors.traffic_spike]\nmin_per_minute = 300.0\n";
+    let config = DetectionConfig::parse(text, "t").unwrap();
+    let mut s = Sim::new(config, 30, 1_000);
+    s.run(2 * MIN);
+    assert!(s.raised.is_empty(), "{:?}", s.summary());
+    assert!(!s.eng.device_stats("dev-0000", s.now).unwrap().learning);
+    let onset = s.now;
+    s.dev(8).per_min *= 20.0;
+    s.run(10_000);
+    s.expect_one(0, "traffic_spike", "dev-0008", onset);
+}
+
+#[test]
+#[ignore = "performance: run with --release -- --ignored"]
+fn perf_100k_devices_tick() {
+    let mut eng = Engine::new(cfg());
+    let n = 100_000;
+    let ids: Vec<String> = (0..n).map(|i| format!("dev-{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        eng.set_device(
+            id,
+            DeviceInfo {
+                groups: vec![format!("g{}", i % 50)],
+                model: Some(format!("m{}", i % 7)),
+            },
+        );
+    }
+    let mut now = T0;
+    let mut worst = std::time::Duration::ZERO;
+    let mut total = std::time::Duration::ZERO;
+    let mut ticks = 0;
+    for step in 0..(12 * 8) {
+        now += 5_000;
+        let samples: Vec<Sample> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| Sample {
+                device: id.clone(),
+                counters: Counters {
+                    messages_in: (step * (10 + i % 5)) as u64,
+                    bytes_in: (step * 2000) as u64,
+                    ..Counters::default()
+                },
+                topics: Sketch::default(),
+                filters: Sketch::default(),
+                connections: vec![LiveConn {
+                    client_id: id.clone(),
+                    addr: None,
+                    transport: Some(Transport {
+                        rtt_us: 30_000,
+                        bytes_sent: (step * 3000) as u64,
+                        segs_out: (step * 10) as u32,
+                        ..Transport::default()
+                    }),
+                }],
+            })
+            .collect();
+        eng.sample(now, samples);
+        let t = std::time::Instant::now();
+        let tick = eng.tick(now);
+        let d = t.elapsed();
+        assert!(tick.changes.is_empty());
+        worst = worst.max(d);
+        total += d;
+        ticks += 1;
+    }
+    eprintln!(
+        "100k devices: mean tick {:?}, worst tick {:?}",
+        total / ticks,
+        worst
+    );
+    assert!(worst < std::time::Duration::from_secs(1), "{worst:?}");
+}
