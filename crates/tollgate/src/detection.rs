@@ -121,7 +121,7 @@ impl Detection {
         match load_rules(&self.rules_file) {
             Ok(cfg) => {
                 let rules = cfg.rules.len();
-                let detectors = cfg.enabled_detectors();
+                let detectors = enabled_detectors(&cfg);
                 self.engine.lock().set_config(cfg);
                 tracing::info!(rules, detectors, "detection rules loaded");
                 self.events
@@ -315,13 +315,12 @@ impl Detection {
                     topics: Sketch(r.drained.topics),
                     filters: Sketch(r.drained.filters),
                     connections,
-                    closed: r
-                        .drained
-                        .closed
-                        .iter()
-                        .map(|(client, t)| (client.to_string(), transport_of(t)))
-                        .collect(),
                 });
+                // A connection that closed since the last round: its final TCP_INFO counts
+                // for the fleet figures (the engine sees the device's live connections).
+                for (_, t) in &r.drained.closed {
+                    self.metrics.rtt_seconds.observe(f64::from(t.rtt_us) / 1e6);
+                }
             }
             prev.retain(|k, _| seen.contains(k));
         }
@@ -466,6 +465,24 @@ pub fn alert_event(a: &Alert) -> EventKind {
         cohort: a.cohort.clone(),
         explanation: a.explanation.clone(),
     }
+}
+
+/// How many named detectors are on.
+fn enabled_detectors(cfg: &DetectionConfig) -> usize {
+    let d = &cfg.detectors;
+    [
+        d.cloned_certificate.common.enabled,
+        d.authorization_probing.common.enabled,
+        d.topic_scanning.common.enabled,
+        d.traffic_spike.common.enabled,
+        d.connection_flapping.common.enabled,
+        d.new_source_address.common.enabled,
+        d.link_degradation.common.enabled,
+        d.inactive.common.enabled,
+    ]
+    .into_iter()
+    .filter(|e| *e)
+    .count()
 }
 
 /// `detection.toml`, or the built-in defaults when there is none.

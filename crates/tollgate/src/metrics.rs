@@ -146,7 +146,6 @@ impl Metrics {
 }
 
 /// Everything read at scrape time.
-#[derive(Debug)]
 pub struct Live {
     pub broker: Broker,
     pub control: Arc<Control>,
@@ -154,6 +153,12 @@ pub struct Live {
     pub store: Option<Arc<tollgate_sessions::SqliteSessionStore>>,
     pub refusals: crate::admission::refusals::Refusals,
     pub webhooks: Vec<Arc<crate::webhook::Webhook>>,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live").finish_non_exhaustive()
+    }
 }
 
 fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
