@@ -202,3 +202,22 @@ pub fn write_device_files(
     }
     Ok(files.into_iter().map(|f| f.0).collect())
 }
+
+/// Percent-encode `s` for one path segment or query value (everything but RFC 3986's
+/// unreserved characters).
+pub fn path_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// [`path_escape`], for a query value.
+pub fn query_escape(s: &str) -> String {
+    path_escape(s)
+}

@@ -6,6 +6,7 @@
 
 mod admission;
 mod agent;
+mod alerts_cli;
 mod client;
 mod config;
 mod control_listener;
@@ -117,6 +118,9 @@ enum Command {
     /// Compliance profiles: evaluate, report, waive.
     #[command(subcommand)]
     Compliance(inventory_cli::ComplianceCommand),
+    /// Alerts of the behaviour and transport-health detectors: list them (--active for those
+    /// in force), judge them, suppress detectors or devices for a while.
+    Alerts(alerts_cli::AlertsArgs),
     /// The CA hierarchy: status and issuing-CA rotation.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -287,6 +291,17 @@ enum DeviceCommand {
         /// groups). Without this flag a revoked id is refused.
         #[arg(long)]
         reactivate: bool,
+        #[command(flatten)]
+        conn: client::ConnectArgs,
+    },
+    /// A device's live behaviour and transport health: current rates, TCP round-trip time and
+    /// retransmissions, its baseline and learning state, source networks and active alerts.
+    Stats {
+        /// Device id.
+        id: String,
+        /// Print the full JSON (the last hour in buckets included).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         conn: client::ConnectArgs,
     },
@@ -504,6 +519,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Sbom(cmd) => runtime()?.block_on(inventory_cli::sbom(cmd)),
         Command::Advisories(cmd) => runtime()?.block_on(inventory_cli::advisories(cmd)),
         Command::Vex(cmd) => runtime()?.block_on(inventory_cli::vex(cmd)),
+        Command::Alerts(args) => runtime()?.block_on(alerts_cli::alerts(args)),
         Command::Compliance(cmd) => match cmd {
             inventory_cli::ComplianceCommand::Check { .. } => {
                 tokio::runtime::Builder::new_current_thread()
@@ -699,6 +715,9 @@ async fn device(cmd: DeviceCommand) -> Result<ExitCode> {
                     );
                 }
             }
+        }
+        DeviceCommand::Stats { id, json, conn } => {
+            return alerts_cli::device_stats(&id, json, &conn).await;
         }
         DeviceCommand::Show { id, conn } => {
             let v = client::AdminClient::new(&conn)?

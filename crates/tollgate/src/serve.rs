@@ -345,6 +345,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
                 admission: cfg.limits,
             },
             refusals,
+            detection: Arc::clone(&detection),
         },
         stop_rx,
     ));

@@ -41,6 +41,8 @@ pub(super) struct AdminState {
     /// Both listeners' refusal records (the control one for admin denials; both for health).
     pub refusals: Refusals,
     pub limits: ControlLimits,
+    /// Statistics and alerts.
+    pub detection: Arc<crate::detection::Detection>,
 }
 
 pub(super) type AppState = AdminState;
@@ -365,6 +367,7 @@ pub(super) fn router(state: AppState) -> Router {
         .route("/api/v1/suppliers", get(list_suppliers).post(add_supplier))
         .route("/api/v1/ca", get(ca_status))
         .merge(super::compliance_api::routes())
+        .merge(super::detection_api::routes())
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError(

@@ -13,6 +13,7 @@
 mod admin;
 mod body;
 mod compliance_api;
+mod detection_api;
 mod est;
 
 use std::net::SocketAddr;
@@ -76,6 +77,17 @@ pub fn status_of(e: &ControlError) -> StatusCode {
         | E::NotQuarantined { .. } => StatusCode::CONFLICT,
         E::Registry(_) | E::Pki(_) | E::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         // A new error kind is a server-side problem until it is given a status here.
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The HTTP status of a detection error (the other half of the one mapping).
+pub fn status_of_detect(e: &tollgate_detect::DetectError) -> StatusCode {
+    use tollgate_detect::DetectError as E;
+    match e {
+        E::UnknownAlert(_) | E::UnknownSuppression(_) => StatusCode::NOT_FOUND,
+        E::InvalidSuppression(_) | E::Config(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        E::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -147,6 +159,8 @@ pub struct ControlListener {
     pub settings: Settings,
     /// Both listeners' refusal records.
     pub refusals: Refusals,
+    /// Statistics and alerts.
+    pub detection: Arc<crate::detection::Detection>,
 }
 
 /// Serve the control listener until `shutdown` flips.
@@ -159,6 +173,7 @@ pub async fn serve(this: ControlListener, mut shutdown: watch::Receiver<bool>) {
         events,
         settings,
         refusals: all_refusals,
+        detection,
     } = this;
     let adm = settings.admission;
     let refusals = Arc::clone(&all_refusals.control);
@@ -177,6 +192,7 @@ pub async fn serve(this: ControlListener, mut shutdown: watch::Receiver<bool>) {
         events: events.clone(),
         refusals: all_refusals,
         limits: settings.limits,
+        detection,
     })
     .merge(est::router(est::EstState {
         cp: Arc::clone(&cp),

@@ -1,0 +1,234 @@
+//! Visibility routes of the admin API: per-device and fleet statistics, alerts, verdicts and
+//! suppressions.
+//!
+//! `GET /api/v1/devices/{id}/stats` (the last hour in buckets, current rates, TCP health,
+//! baseline and learning state, sources, active alerts); `GET /api/v1/stats` (fleet);
+//! `GET /api/v1/alerts[?active=true]`, `GET /api/v1/alerts/{id}`,
+//! `POST /api/v1/alerts/{id}/verdict` (`{"verdict": "true_positive" | "false_positive" |
+//! "benign_positive", "note"}`); `GET|POST /api/v1/alerts/suppressions` (`{"detector",
+//! "device", "for": "2h", "reason"}`), `DELETE /api/v1/alerts/suppressions/{id}`.
+//! Handlers only adapt: the detection engine decides.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use tollgate_detect::{DetectError, SuppressionRequest, VerdictKind};
+use tollgate_events::EventKind;
+
+use super::admin::{required, Admin, ApiError, AppState};
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/devices/{id}/stats", get(device_stats))
+        .route("/api/v1/stats", get(fleet_stats))
+        .route("/api/v1/alerts", get(list_alerts))
+        .route(
+            "/api/v1/alerts/suppressions",
+            get(list_suppressions).post(add_suppression),
+        )
+        .route(
+            "/api/v1/alerts/suppressions/{id}",
+            delete(remove_suppression),
+        )
+        .route("/api/v1/alerts/{id}", get(get_alert))
+        .route("/api/v1/alerts/{id}/verdict", post(set_verdict))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl From<DetectError> for ApiError {
+    fn from(e: DetectError) -> Self {
+        ApiError(super::status_of_detect(&e), e.to_string())
+    }
+}
+
+async fn device_stats(
+    State(s): State<AppState>,
+    _a: Admin,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    // Known to the registry (404 otherwise), even if the detectors have not seen it yet.
+    let cp = Arc::clone(&s.cp);
+    let id2 = id.clone();
+    super::admin::blocking(move || cp.device(&id2)).await?;
+    let stats = s.detection.engine().device_stats(&id, now_ms());
+    match stats {
+        Some(st) => Ok(Json(serde_json::to_value(st).unwrap_or_default())),
+        None => Ok(Json(serde_json::json!({
+            "device": id,
+            "learning": true,
+            "online": false,
+            "note": "no traffic seen from this device since the server started",
+        }))),
+    }
+}
+
+async fn fleet_stats(State(s): State<AppState>, _a: Admin) -> impl IntoResponse {
+    Json(s.detection.engine().fleet_stats(now_ms()))
+}
+
+#[derive(Debug, Deserialize)]
+struct AlertQuery {
+    #[serde(default)]
+    active: bool,
+    /// Only this device's alerts.
+    device: Option<String>,
+    /// Only this detector's.
+    detector: Option<String>,
+}
+
+async fn list_alerts(
+    State(s): State<AppState>,
+    _a: Admin,
+    Query(q): Query<AlertQuery>,
+) -> impl IntoResponse {
+    let alerts: Vec<_> = s
+        .detection
+        .engine()
+        .alerts(q.active)
+        .into_iter()
+        .filter(|a| q.device.is_none() || a.device == q.device)
+        .filter(|a| q.detector.as_deref().is_none_or(|d| a.detector == d))
+        .collect();
+    Json(alerts)
+}
+
+async fn get_alert(
+    State(s): State<AppState>,
+    _a: Admin,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let a = s.detection.engine().alert(&id);
+    a.map(Json)
+        .ok_or_else(|| ApiError::from(DetectError::UnknownAlert(id)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerdictBody {
+    verdict: VerdictKind,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+async fn set_verdict(
+    State(s): State<AppState>,
+    Admin(who): Admin,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<impl IntoResponse, ApiError> {
+    let req: VerdictBody = required(&s, &headers, body).await?;
+    let a = s
+        .detection
+        .engine()
+        .set_verdict(&id, req.verdict, &who, req.note, now_ms())?;
+    let verdict = serde_json::to_value(req.verdict)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    s.events.emit(EventKind::AlertVerdict {
+        id: a.id.clone(),
+        verdict,
+        by: who,
+    });
+    Ok(Json(a))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SuppressBody {
+    #[serde(default)]
+    detector: Option<String>,
+    #[serde(default)]
+    device: Option<String>,
+    /// How long: "30m", "2h", "7d" or seconds.
+    #[serde(rename = "for")]
+    duration: String,
+    reason: String,
+}
+
+/// Longest suppression: a forgotten one must not silence a detector for good.
+const MAX_SUPPRESSION_MS: i64 = 90 * 24 * 3600 * 1000;
+
+async fn add_suppression(
+    State(s): State<AppState>,
+    Admin(who): Admin,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<impl IntoResponse, ApiError> {
+    let req: SuppressBody = required(&s, &headers, body).await?;
+    let bad = |m: String| ApiError(StatusCode::UNPROCESSABLE_ENTITY, m);
+    let ms = tollgate_detect::config::parse_duration(&req.duration)
+        .filter(|ms| *ms > 0)
+        .ok_or_else(|| {
+            bad(format!(
+                "\"for\": {:?} is not a duration (like \"30m\", \"2h\", \"7d\")",
+                req.duration
+            ))
+        })?;
+    if ms > MAX_SUPPRESSION_MS {
+        return Err(bad("\"for\": a suppression lasts at most 90 days".into()));
+    }
+    if let Some(d) = &req.detector {
+        if !tollgate_detect::detectors::is_detector_name(d)
+            && d != "network_degradation"
+            && !d.starts_with("rule:")
+        {
+            return Err(bad(format!("unknown detector {d:?}")));
+        }
+    }
+    let now = now_ms();
+    let sup = s.detection.engine().suppress(
+        SuppressionRequest {
+            detector: req.detector,
+            device: req.device,
+            until_ms: now.saturating_add(ms),
+            reason: req.reason,
+            by: who.clone(),
+        },
+        now,
+    )?;
+    s.events.emit(EventKind::AlertSuppression {
+        id: sup.id.clone(),
+        detector: sup.detector.clone(),
+        device: sup.device.clone(),
+        until: crate::human::rfc3339_ms(sup.until_ms),
+        change: "added",
+        by: who,
+    });
+    Ok((StatusCode::CREATED, Json(sup)))
+}
+
+async fn list_suppressions(State(s): State<AppState>, _a: Admin) -> impl IntoResponse {
+    Json(s.detection.engine().suppressions(now_ms()))
+}
+
+async fn remove_suppression(
+    State(s): State<AppState>,
+    Admin(who): Admin,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let sup = s.detection.engine().unsuppress(&id)?;
+    s.events.emit(EventKind::AlertSuppression {
+        id: sup.id.clone(),
+        detector: sup.detector.clone(),
+        device: sup.device.clone(),
+        until: crate::human::rfc3339_ms(sup.until_ms),
+        change: "removed",
+        by: who,
+    });
+    Ok(Json(sup))
+}
