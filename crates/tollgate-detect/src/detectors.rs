@@ -183,7 +183,11 @@ pub(crate) fn evaluate(
     let mut cloned = false;
     if d.cloned_certificate.common.enabled {
         let c = &d.cloned_certificate;
-        let addrs = dev.live_addresses();
+        let addrs = if dev.conns.len() >= 2 {
+            dev.live_addresses()
+        } else {
+            Vec::new()
+        };
         if addrs.len() >= 2 {
             let mut f = Finding::device(CLONED_CERTIFICATE, dev, "concurrent_addresses");
             f.observed = addrs.len() as f64;

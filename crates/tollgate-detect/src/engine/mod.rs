@@ -411,14 +411,16 @@ impl Engine {
                 cohorts: &cohorts,
                 cohort_names: &self.cohort_names,
             };
-            let tracks = &self.book.tracks;
+            // Devices with an active cloned_certificate alert (few): no flapping alert for them.
+            let cloned: std::collections::HashSet<&str> = self
+                .book
+                .active
+                .values()
+                .filter(|a| a.detector == detectors::CLONED_CERTIFICATE)
+                .filter_map(|a| a.device.as_deref())
+                .collect();
             for (i, dev) in self.devices.iter_mut().enumerate() {
-                let cloned_active = tracks
-                    .get(&(
-                        detectors::CLONED_CERTIFICATE.to_owned(),
-                        Subject::Device(dev.id.clone()),
-                    ))
-                    .is_some_and(|t| t.active.is_some());
+                let cloned_active = !cloned.is_empty() && cloned.contains(dev.id.as_str());
                 let t = traffic.get(i).copied().unwrap_or_default();
                 let mut link = None;
                 detectors::evaluate(&cx, dev, &t, cloned_active, &mut findings, &mut link);
@@ -560,6 +562,7 @@ impl Engine {
         let tick_no = self.tick_no;
         // Active alerts per (detector, cohort id), built on the first mitigation decision.
         let mut cohort_active: Option<HashMap<(String, usize), usize>> = None;
+        let mut members: Option<Vec<usize>> = None;
         for f in findings {
             let params = self.params(&f.detector);
             let key = (f.detector.clone(), f.subject.clone());
@@ -615,9 +618,10 @@ impl Engine {
                         .and_then(|i| self.devices.get(*i))
                         .map(|d| d.cohort_ids.clone())
                         .unwrap_or_default();
+                    let members = members.get_or_insert_with(|| self.cohort_members());
                     let mut cohort_wide = false;
                     for cid in &cohort_ids {
-                        let members = self.cohort_members(*cid);
+                        let members = members.get(*cid).copied().unwrap_or(0);
                         let n = counts
                             .get(&(f.detector.clone(), *cid))
                             .copied()
@@ -718,11 +722,17 @@ impl Engine {
         }
     }
 
-    fn cohort_members(&self, cid: usize) -> usize {
-        self.devices
-            .iter()
-            .filter(|d| d.cohort_ids.contains(&cid))
-            .count()
+    /// Known members per cohort id.
+    fn cohort_members(&self) -> Vec<usize> {
+        let mut m = vec![0; self.cohort_names.len()];
+        for d in &self.devices {
+            for cid in &d.cohort_ids {
+                if let Some(n) = m.get_mut(*cid) {
+                    *n += 1;
+                }
+            }
+        }
+        m
     }
 
     fn cohort_active_counts(&self) -> HashMap<(String, usize), usize> {
