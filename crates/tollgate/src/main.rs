@@ -89,6 +89,9 @@ enum Command {
         /// Control listener: admin API, EST and CRLs (overrides admin.listen; default 127.0.0.1:8443).
         #[arg(long, value_name = "ADDR")]
         admin_listen: Option<SocketAddr>,
+        /// Prometheus metrics listener (overrides metrics.listen; default 127.0.0.1:9898).
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Manage devices through the running server's admin API.
     #[command(subcommand)]
@@ -496,6 +499,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             config,
             mqtt_listen,
             admin_listen,
+            metrics_listen,
         } => {
             if !data.exists() {
                 let report = tollgate_control::ca::init(&data, &init_options())?;
@@ -507,6 +511,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             if let Some(a) = admin_listen {
                 cfg.admin_listen = a;
+            }
+            if let Some(a) = metrics_listen {
+                cfg.observability.metrics_listen = Some(a);
             }
             runtime()?.block_on(serve::serve(cfg))?;
             Ok(ExitCode::SUCCESS)

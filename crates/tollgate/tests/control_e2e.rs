@@ -131,6 +131,8 @@ fn a_second_serve_on_the_same_data_directory_exits_and_the_first_keeps_serving()
             "127.0.0.1:0",
             "--admin-listen",
             "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

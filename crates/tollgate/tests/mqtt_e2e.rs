@@ -733,6 +733,8 @@ fn the_cli_reaches_the_admin_api_by_url_and_serve_initialises_a_missing_data_dir
             "127.0.0.1:0",
             "--admin-listen",
             "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
         ])
         .stderr(std::process::Stdio::piped())
         .spawn()

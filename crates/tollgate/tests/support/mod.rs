@@ -168,6 +168,7 @@ impl Server {
             .args(["serve", "--data"])
             .arg(&self.data)
             .args(["--mqtt-listen", &mqtt, "--admin-listen", "127.0.0.1:0"])
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
