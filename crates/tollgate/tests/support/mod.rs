@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod fleet;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
 
 /// The example policy from the README.
@@ -93,6 +95,8 @@ pub struct Server {
     pub fixed_mqtt_port: Option<u16>,
     /// A command the server is started under (`prlimit --nofile=1100`, say).
     pub wrapper: Vec<String>,
+    /// The MQTT listener's address (127.0.0.1 unless a test needs another).
+    pub mqtt_host: String,
 }
 
 impl Server {
@@ -141,6 +145,7 @@ impl Server {
             admin_port: 0,
             fixed_mqtt_port: None,
             wrapper: wrapper.iter().map(|w| w.to_string()).collect(),
+            mqtt_host: "127.0.0.1".into(),
         };
         s.spawn();
         s
@@ -155,7 +160,7 @@ impl Server {
             COUNTER.fetch_add(1, Ordering::SeqCst)
         )))
         .unwrap();
-        let mqtt = format!("127.0.0.1:{}", self.fixed_mqtt_port.unwrap_or(0));
+        let mqtt = format!("{}:{}", self.mqtt_host, self.fixed_mqtt_port.unwrap_or(0));
         let mut cmd = match self.wrapper.split_first() {
             Some((first, rest)) => {
                 let mut c = Command::new(first);
