@@ -437,7 +437,10 @@ impl Broker {
 
     /// Live connections, each with a transport reading taken now.
     pub fn connections(&self) -> Vec<ConnectionInfo> {
-        self.live_sessions().iter().filter_map(|s| info_of(s)).collect()
+        self.live_sessions()
+            .iter()
+            .filter_map(|s| info_of(s))
+            .collect()
     }
 
     /// Read every device's meter and live connections (transport sampled now), for the
@@ -555,6 +558,19 @@ impl Shared {
     }
 }
 
+/// What the control plane may see of a session's live connection (`None` once it closed).
+fn info_of(s: &Session) -> Option<ConnectionInfo> {
+    let live = s.live.lock().clone()?;
+    Some(ConnectionInfo {
+        device_id: s.device_id.to_string(),
+        client_id: s.client_id.to_string(),
+        addr: live.addr,
+        connected_at_ms: live.since_ms,
+        meter: live.meter.read(),
+        transport: live.transport.and_then(|t| t.sample()),
+    })
+}
+
 #[cfg(test)]
 mod size_tests {
     /// An idle device connection's memory is dominated by its task; keep the future small.
@@ -581,17 +597,4 @@ mod size_tests {
         eprintln!("serve future: {size} bytes");
         assert!(size < 4096, "serve future is {size} bytes");
     }
-}
-
-/// What the control plane may see of a session's live connection (`None` once it closed).
-fn info_of(s: &Session) -> Option<ConnectionInfo> {
-    let live = s.live.lock().clone()?;
-    Some(ConnectionInfo {
-        device_id: s.device_id.to_string(),
-        client_id: s.client_id.to_string(),
-        addr: live.addr,
-        connected_at_ms: live.since_ms,
-        meter: live.meter.read(),
-        transport: live.transport.and_then(|t| t.sample()),
-    })
 }

@@ -188,7 +188,8 @@ impl Meter {
     /// Throttle the device's publishes to `per_second` until `until_ms` (0 per second lifts it).
     pub(crate) fn set_throttle(&self, per_second: u32, until_ms: i64) {
         self.throttle_until_ms.store(until_ms, Ordering::Relaxed);
-        self.throttle_per_second.store(per_second, Ordering::Relaxed);
+        self.throttle_per_second
+            .store(per_second, Ordering::Relaxed);
     }
 
     /// The throttle's rate and end, if one was set and has not ended by `now_ms`.

@@ -99,6 +99,9 @@ pub struct LiveConnection {
     pub connected_at_ms: i64,
 }
 
+/// One device's cohorts: its id, groups and model (if its inventory names one).
+pub type Cohorts = (String, Vec<String>, Option<String>);
+
 /// The only way the control plane reaches the data plane (a cluster implements it over NATS).
 pub trait DataPlane: Send + Sync {
     /// Swap in `snapshot`; re-check the live connections of the devices in `changed` only.
@@ -742,7 +745,7 @@ impl Control {
 
     /// Every active device with its cohorts (groups, and the model its inventory names), for
     /// the detectors' cohort baselines.
-    pub fn cohorts(&self) -> Result<Vec<(String, Vec<String>, Option<String>)>, ControlError> {
+    pub fn cohorts(&self) -> Result<Vec<Cohorts>, ControlError> {
         let models: std::collections::HashMap<String, String> = self
             .registry
             .inventories()?

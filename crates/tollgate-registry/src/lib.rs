@@ -619,7 +619,9 @@ impl DeviceStore for SqliteRegistry {
                 tx.prepare("DELETE FROM quarantine WHERE device_id = ?1 AND source = ?2")?;
             for c in changes {
                 for r in &c.set {
-                    set.execute(params![c.device, r.source, r.reason, r.by, r.since, r.until])?;
+                    set.execute(params![
+                        c.device, r.source, r.reason, r.by, r.since, r.until
+                    ])?;
                 }
                 for source in &c.remove {
                     remove.execute(params![c.device, source])?;

@@ -114,14 +114,26 @@ fn print_alert_line(a: &Value) {
         .and_then(Value::as_str)
         .or_else(|| a.get("cohort").and_then(Value::as_str))
         .unwrap_or("fleet");
+    let started = a.get("started_at_ms").and_then(Value::as_i64).unwrap_or(0);
+    let ended = a
+        .get("cleared_at_ms")
+        .and_then(Value::as_i64)
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                .unwrap_or(0)
+        });
+    let lasted = u64::try_from(ended.saturating_sub(started) / 1000).unwrap_or(0);
     println!(
-        "{}  {:<8} {:<8} {:<22} {:<20} since {}",
+        "{}  {:<8} {:<8} {:<22} {:<20} since {} ({})",
         s(a, "id"),
         s(a, "state"),
         s(a, "severity"),
         s(a, "detector"),
         who,
         when(a, "started_at_ms"),
+        crate::human::span(lasted),
     );
     println!(
         "    {}: observed {}, threshold {}{}; mitigation: {}",
@@ -155,10 +167,7 @@ pub async fn alerts(args: AlertsArgs) -> Result<ExitCode> {
             }
             let list = v.as_array().cloned().unwrap_or_default();
             if list.is_empty() {
-                println!(
-                    "no {}alerts",
-                    if args.active { "active " } else { "" }
-                );
+                println!("no {}alerts", if args.active { "active " } else { "" });
             }
             for a in &list {
                 print_alert_line(a);
@@ -166,7 +175,11 @@ pub async fn alerts(args: AlertsArgs) -> Result<ExitCode> {
         }
         Some(AlertsCommand::Show { id, conn }) => {
             let v = AdminClient::new(&conn)?
-                .call(Method::GET, &format!("/api/v1/alerts/{}", client::path_escape(&id)), None)
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/alerts/{}", client::path_escape(&id)),
+                    None,
+                )
                 .await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
@@ -199,11 +212,7 @@ pub async fn alerts(args: AlertsArgs) -> Result<ExitCode> {
             let v = AdminClient::new(&conn)?
                 .call(Method::POST, "/api/v1/alerts/suppressions", Some(body))
                 .await?;
-            println!(
-                "suppression {} until {}",
-                s(&v, "id"),
-                when(&v, "until_ms")
-            );
+            println!("suppression {} until {}", s(&v, "id"), when(&v, "until_ms"));
         }
         Some(AlertsCommand::Suppressions { conn }) => {
             let v = AdminClient::new(&conn)?
@@ -263,8 +272,14 @@ pub async fn device_stats(id: &str, json: bool, conn: &client::ConnectArgs) -> R
             .unwrap_or_default()
     );
     let learning = v.get("learning").and_then(Value::as_bool).unwrap_or(true);
-    let have = v.get("baseline_buckets").and_then(Value::as_u64).unwrap_or(0);
-    let need = v.get("baseline_needed").and_then(Value::as_u64).unwrap_or(0);
+    let have = v
+        .get("baseline_buckets")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let need = v
+        .get("baseline_needed")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
     if learning {
         println!("baseline: learning ({have} of {need} buckets)");
     } else {

@@ -23,6 +23,9 @@ use tollgate_events::{Consumer, Delivery, EventBus, EventKind};
 use crate::metrics::Metrics;
 use crate::webhook::Webhook;
 
+/// A connection: device and client id.
+type ConnKey = (Arc<str>, String);
+
 /// The detection runtime, shared with the admin API.
 pub struct Detection {
     engine: Mutex<Engine>,
@@ -38,7 +41,7 @@ pub struct Detection {
     /// Active alerts already announced (raised events and webhooks are sent once).
     announced: Mutex<HashSet<String>>,
     /// Per connection: bytes sent and retransmitted at the previous sample.
-    prev_tcp: Mutex<HashMap<(Arc<str>, String), (u64, u64)>>,
+    prev_tcp: Mutex<HashMap<ConnKey, (u64, u64)>>,
 }
 
 impl std::fmt::Debug for Detection {
@@ -271,14 +274,12 @@ impl Detection {
         let mut samples = Vec::with_capacity(readings.len());
         {
             let mut prev = self.prev_tcp.lock();
-            let mut seen: HashSet<(Arc<str>, String)> = HashSet::new();
+            let mut seen: HashSet<ConnKey> = HashSet::new();
             for r in readings {
                 let mut connections = Vec::with_capacity(r.connections.len());
                 for c in &r.connections {
                     let transport = c.transport.map(|t| {
-                        self.metrics
-                            .rtt_seconds
-                            .observe(f64::from(t.rtt_us) / 1e6);
+                        self.metrics.rtt_seconds.observe(f64::from(t.rtt_us) / 1e6);
                         let key = (Arc::clone(&r.device), c.client_id.clone());
                         if let Some((sent, retr)) = prev.get(&key) {
                             let ds = t.bytes_sent.saturating_sub(*sent);

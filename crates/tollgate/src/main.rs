@@ -11,16 +11,16 @@ mod client;
 mod config;
 mod control_listener;
 mod datadir;
+mod detection;
 mod eventlog;
 mod human;
 mod inventory_cli;
 mod listener;
+mod metrics;
 mod reports;
 mod serve;
 mod tls;
 mod webhook;
-mod metrics;
-mod detection;
 
 #[cfg(all(feature = "mimalloc", feature = "jemalloc"))]
 compile_error!("choose one allocator: the features mimalloc and jemalloc exclude each other");

@@ -93,9 +93,8 @@ impl Metrics {
             "Smoothed TCP round-trip time of live MQTT connections, one observation per connection and sample",
             rtt_seconds.clone(),
         );
-        let retransmission_ratio = Histogram::new(
-            [0.0001, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0].into_iter(),
-        );
+        let retransmission_ratio =
+            Histogram::new([0.0001, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]);
         registry.register(
             "tollgate_connection_retransmission_ratio",
             "Bytes retransmitted per byte sent on live MQTT connections between two samples",
@@ -137,7 +136,8 @@ impl Metrics {
     /// The exposition text.
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+        if let Err(e) =
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
         {
             tracing::error!("encoding metrics: {e}");
         }
@@ -224,13 +224,19 @@ impl Collector for Live {
             ],
         )?;
         let mut refusals: Vec<(Labels, u64)> = Vec::new();
-        for (stage, log) in [("tls", &self.refusals.mqtt), ("control", &self.refusals.control)] {
+        for (stage, log) in [
+            ("tls", &self.refusals.mqtt),
+            ("control", &self.refusals.control),
+        ] {
             for (reason, n) in log.by_reason() {
                 refusals.push((vec![("stage", stage.into()), ("reason", reason.into())], n));
             }
         }
         for (reason, n) in st.connect_refused.lock().iter() {
-            refusals.push((vec![("stage", "connect".into()), ("reason", (*reason).into())], *n));
+            refusals.push((
+                vec![("stage", "connect".into()), ("reason", (*reason).into())],
+                *n,
+            ));
         }
         family(
             e,
@@ -400,7 +406,10 @@ impl Collector for Live {
             let mut rows = Vec::new();
             for w in &self.webhooks {
                 rows.push((l("outcome", "delivered"), load(&w.stats.delivered)));
-                rows.push((l("outcome", "failed_attempt"), load(&w.stats.failed_attempts)));
+                rows.push((
+                    l("outcome", "failed_attempt"),
+                    load(&w.stats.failed_attempts),
+                ));
                 rows.push((l("outcome", "dropped"), load(&w.stats.dropped)));
             }
             // Summed over receivers (a receiver URL is configuration, not a bounded label we
@@ -451,8 +460,8 @@ pub async fn serve(
                     let accept = tokio_rustls::TlsAcceptor::from(cfg).accept(tcp);
                     if let Ok(Ok(s)) = tokio::time::timeout(timeout, accept).await {
                         let io = hyper_util::rt::TokioIo::new(s);
-                        let _ = tokio::time::timeout(timeout, http.serve_connection(io, service))
-                            .await;
+                        let _ =
+                            tokio::time::timeout(timeout, http.serve_connection(io, service)).await;
                     }
                 }
                 None => {
@@ -464,7 +473,10 @@ pub async fn serve(
     }
 }
 
-fn respond(m: &Metrics, req: &hyper::Request<hyper::body::Incoming>) -> hyper::Response<Full<Bytes>> {
+fn respond(
+    m: &Metrics,
+    req: &hyper::Request<hyper::body::Incoming>,
+) -> hyper::Response<Full<Bytes>> {
     let mut resp = hyper::Response::new(Full::new(Bytes::new()));
     if req.uri().path() != "/metrics" {
         *resp.status_mut() = hyper::StatusCode::NOT_FOUND;

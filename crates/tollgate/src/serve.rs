@@ -21,8 +21,8 @@ use tollgate_registry::SqliteRegistry;
 use tollgate_sessions::SqliteSessionStore;
 
 use crate::config::Config;
-use crate::detection::Detection;
 use crate::datadir::{Addresses, DataDirLock, Layout};
+use crate::detection::Detection;
 use crate::listener::MqttListener;
 
 /// The address the CLI should dial for a listener bound to `a`.
@@ -306,7 +306,10 @@ pub async fn serve(cfg: Config) -> Result<()> {
             let tls = if addr.ip().is_loopback() {
                 None
             } else {
-                Some(crate::tls::server_only_config(&l.server_cert(), &l.server_key())?)
+                Some(crate::tls::server_only_config(
+                    &l.server_cert(),
+                    &l.server_key(),
+                )?)
             };
             tracing::info!(%addr, tls = tls.is_some(), "metrics at /metrics");
             Some(tokio::spawn(crate::metrics::serve(

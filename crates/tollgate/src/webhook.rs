@@ -68,8 +68,8 @@ impl Receiver {
             None => 80,
         };
         if !tls {
-            let loopback = host == "localhost"
-                || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+            let loopback =
+                host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
             if !loopback {
                 bail!("alerts.webhooks: {url:?}: plain http:// is allowed to a loopback receiver only; use https://");
             }
@@ -217,7 +217,10 @@ impl Webhook {
         let req = hyper::Request::post(r.path.as_str())
             .header(hyper::header::HOST, host)
             .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header(hyper::header::USER_AGENT, concat!("tollgate/", env!("CARGO_PKG_VERSION")))
+            .header(
+                hyper::header::USER_AGENT,
+                concat!("tollgate/", env!("CARGO_PKG_VERSION")),
+            )
             .body(Full::new(body))
             .context("building the request")?;
         let resp = sender.send_request(req).await.context("sending")?;
@@ -321,10 +324,15 @@ mod tests {
     #[test]
     fn receivers_need_https_unless_on_loopback() {
         let r = Receiver::parse("http://127.0.0.1:9093/hook").unwrap();
-        assert_eq!((r.host.as_str(), r.port, r.path.as_str(), r.tls), ("127.0.0.1", 9093, "/hook", false));
+        assert_eq!(
+            (r.host.as_str(), r.port, r.path.as_str(), r.tls),
+            ("127.0.0.1", 9093, "/hook", false)
+        );
         assert!(Receiver::parse("http://localhost/x").is_ok());
         assert!(Receiver::parse("http://[::1]:80/x").is_ok());
-        let e = Receiver::parse("http://10.0.0.5/hook").unwrap_err().to_string();
+        let e = Receiver::parse("http://10.0.0.5/hook")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("loopback"), "{e}");
         let r = Receiver::parse("https://alerts.example.com").unwrap();
         assert_eq!((r.port, r.path.as_str()), (443, "/"));

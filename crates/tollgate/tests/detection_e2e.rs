@@ -69,7 +69,11 @@ impl Receiver {
                 let mut body = vec![0u8; len];
                 let _ = r.read_exact(&mut body);
                 let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                let status = if b.lock().unwrap().is_empty() { 503 } else { 200 };
+                let status = if b.lock().unwrap().is_empty() {
+                    503
+                } else {
+                    200
+                };
                 b.lock().unwrap().push((status, v));
                 let _ = write!(
                     s,
@@ -100,13 +104,29 @@ fn each_detector_fires_within_a_minute_on_the_attacked_device_and_mitigates() {
         ("quiet-a2", "model-a", None),
         ("quiet-b1", "model-b", None),
         ("quiet-b2", "model-b", None),
-        ("spiker", "model-a", Some(json!({"op": "spike", "x": 25, "secs": 60}))),
+        (
+            "spiker",
+            "model-a",
+            Some(json!({"op": "spike", "x": 25, "secs": 60})),
+        ),
         ("prober", "model-b", Some(json!({"op": "probe"}))),
         ("scanner", "model-a", Some(json!({"op": "scan"}))),
-        ("flapper", "model-b", Some(json!({"op": "flap", "times": 9}))),
+        (
+            "flapper",
+            "model-b",
+            Some(json!({"op": "flap", "times": 9})),
+        ),
         ("mute", "model-a", Some(json!({"op": "silence"}))),
-        ("twin", "model-b", Some(json!({"op": "clone", "bind2": "127.0.0.2", "secs": 40}))),
-        ("mover", "model-a", Some(json!({"op": "new_source", "bind2": "127.0.5.2"}))),
+        (
+            "twin",
+            "model-b",
+            Some(json!({"op": "clone", "bind2": "127.0.0.2", "secs": 40})),
+        ),
+        (
+            "mover",
+            "model-a",
+            Some(json!({"op": "new_source", "bind2": "127.0.5.2"})),
+        ),
     ];
     let expected: BTreeMap<&str, &str> = [
         ("spiker", "traffic_spike"),
@@ -151,7 +171,9 @@ fn each_detector_fires_within_a_minute_on_the_attacked_device_and_mitigates() {
             let (Some(dev), Some(det)) = (a["device"].as_str(), a["detector"].as_str()) else {
                 continue;
             };
-            if a["state"] == "active" && expected.get(dev) == Some(&det) && !detected.contains_key(dev)
+            if a["state"] == "active"
+                && expected.get(dev) == Some(&det)
+                && !detected.contains_key(dev)
             {
                 let onset = fleet.onset(dev).expect("an alert before its attack began");
                 detected.insert(dev.to_owned(), now_ms() - onset);
@@ -172,8 +194,14 @@ fn each_detector_fires_within_a_minute_on_the_attacked_device_and_mitigates() {
     for a in &all {
         eprintln!(
             "alert {} {} {} {}={} (baseline {}, threshold {}) -> {}",
-            a["state"], a["detector"], a["device"], a["metric"], a["observed"], a["baseline"],
-            a["threshold"], a["mitigation"]
+            a["state"],
+            a["detector"],
+            a["device"],
+            a["metric"],
+            a["observed"],
+            a["baseline"],
+            a["threshold"],
+            a["mitigation"]
         );
     }
     // Quiet devices raised nothing.
@@ -181,15 +209,31 @@ fn each_detector_fires_within_a_minute_on_the_attacked_device_and_mitigates() {
         let dev = a["device"].as_str().unwrap_or("");
         assert!(!dev.starts_with("quiet-"), "alert on a quiet device: {a:#}");
         // Every alert explains itself.
-        for k in ["id", "detector", "severity", "state", "started_at", "metric", "observed", "threshold", "mitigation"] {
+        for k in [
+            "id",
+            "detector",
+            "severity",
+            "state",
+            "started_at",
+            "metric",
+            "observed",
+            "threshold",
+            "mitigation",
+        ] {
             assert!(!a[k].is_null(), "alert without {k}: {a:#}");
         }
-        assert!(a.get("baseline").is_some(), "alert without a baseline field: {a:#}");
+        assert!(
+            a.get("baseline").is_some(),
+            "alert without a baseline field: {a:#}"
+        );
     }
 
     // Mitigation: the prober and the twin were quarantined by their detectors, and the
     // quarantine (20 s) lifted itself.
-    for (dev, det) in [("prober", "authorization_probing"), ("twin", "cloned_certificate")] {
+    for (dev, det) in [
+        ("prober", "authorization_probing"),
+        ("twin", "cloned_certificate"),
+    ] {
         let source = format!("detector:{det}");
         let q = s.wait_event("detector quarantine", |e| {
             e["type"] == "device_quarantined" && e["device"] == dev && e["source"] == source
@@ -201,12 +245,17 @@ fn each_detector_fires_within_a_minute_on_the_attacked_device_and_mitigates() {
                 e["type"] == "device_released"
                     && e["device"] == dev
                     && e["by"] == "ttl"
-                    && e["sources"].as_array().is_some_and(|v| v.contains(&json!(source)))
+                    && e["sources"]
+                        .as_array()
+                        .is_some_and(|v| v.contains(&json!(source)))
             });
             if released {
                 break;
             }
-            assert!(Instant::now() < deadline, "{dev}'s quarantine did not lift itself");
+            assert!(
+                Instant::now() < deadline,
+                "{dev}'s quarantine did not lift itself"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -240,27 +289,49 @@ fn each_detector_fires_within_a_minute_on_the_attacked_device_and_mitigates() {
     // TCP_INFO of a live connection, in the CLI and the API.
     let out = s.cli(&["device", "stats", "quiet-a1"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("transport (TCP_INFO at") && text.contains("rtt "), "{text}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("transport (TCP_INFO at") && text.contains("rtt "),
+        "{text}"
+    );
     assert!(text.contains("baseline: ready"), "{text}");
     let (st, stats) = s.admin_api("GET", "/api/v1/devices/quiet-a1/stats", None);
     assert_eq!(st, 200);
-    assert!(stats["transport"]["rtt_ms"].as_f64().unwrap() > 0.0, "{stats:#}");
+    assert!(
+        stats["transport"]["rtt_ms"].as_f64().unwrap() > 0.0,
+        "{stats:#}"
+    );
     assert!(!stats["buckets"].as_array().unwrap().is_empty());
     let (st, fleet_stats) = s.admin_api("GET", "/api/v1/stats", None);
     assert_eq!(st, 200);
-    assert!(fleet_stats["online"].as_u64().unwrap() >= 8, "{fleet_stats:#}");
+    assert!(
+        fleet_stats["online"].as_u64().unwrap() >= 8,
+        "{fleet_stats:#}"
+    );
 
     // The live /metrics passes promtool, and counts the alerts.
     let addrs: Value =
         serde_json::from_str(&std::fs::read_to_string(s.data.join("run/addresses.json")).unwrap())
             .unwrap();
     let metrics_url = format!("http://{}/metrics", addrs["metrics"].as_str().unwrap());
-    let body = Command::new("curl").args(["-sf", &metrics_url]).output().unwrap();
+    let body = Command::new("curl")
+        .args(["-sf", &metrics_url])
+        .output()
+        .unwrap();
     assert!(body.status.success());
     let text = String::from_utf8_lossy(&body.stdout).to_string();
-    assert!(text.contains("tollgate_alerts_total{detector=\"traffic_spike\""), "{text}");
-    assert!(text.contains("tollgate_mitigations_total{action=\"quarantine\"}"), "{text}");
+    assert!(
+        text.contains("tollgate_alerts_total{detector=\"traffic_spike\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("tollgate_mitigations_total{action=\"quarantine\"}"),
+        "{text}"
+    );
     assert!(!text.contains("spiker"), "a device id as a label: {text}");
     let mut check = Command::new("promtool")
         .args(["check", "metrics"])
@@ -269,7 +340,12 @@ fn each_detector_fires_within_a_minute_on_the_attacked_device_and_mitigates() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("promtool (Debian package prometheus)");
-    check.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = check.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -292,6 +368,9 @@ fn each_detector_fires_within_a_minute_on_the_attacked_device_and_mitigates() {
         "the notification refused with 503 was not retried: {bodies:#?}"
     );
     let labels = &first["alerts"][0]["labels"];
-    assert!(labels["alertname"].is_string() && labels["severity"].is_string(), "{first:#}");
+    assert!(
+        labels["alertname"].is_string() && labels["severity"].is_string(),
+        "{first:#}"
+    );
     drop(fleet);
 }

@@ -45,8 +45,18 @@ impl Netns {
             host_ip: host_ip.clone(),
         };
         let ok = run(&["ip", "netns", "add", &name])
-            && run(&["ip", "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if, "netns", &name])
-            && run(&["ip", "addr", "add", &format!("{host_ip}/30"), "dev", &host_if])
+            && run(&[
+                "ip", "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if, "netns",
+                &name,
+            ])
+            && run(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{host_ip}/30"),
+                "dev",
+                &host_if,
+            ])
             && run(&["ip", "link", "set", &host_if, "up"])
             && run(&["ip", "-n", &name, "addr", "add", &ns_ip, "dev", &ns_if])
             && run(&["ip", "-n", &name, "link", "set", &ns_if, "up"])
@@ -57,17 +67,34 @@ impl Netns {
     /// Drop `percent` % of the namespace's packets, both ways.
     fn lose(&self, percent: u8) -> bool {
         let nft = |rule: &str| {
-            run(&["ip", "netns", "exec", &self.name, "sh", "-c", &format!("nft {rule}")])
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                &self.name,
+                "sh",
+                "-c",
+                &format!("nft {rule}"),
+            ])
         };
         nft("add table inet loss")
             && nft("'add chain inet loss in { type filter hook input priority 0; }'")
             && nft("'add chain inet loss out { type filter hook output priority 0; }'")
-            && nft(&format!("add rule inet loss in numgen random mod 100 '<' {percent} drop"))
-            && nft(&format!("add rule inet loss out numgen random mod 100 '<' {percent} drop"))
+            && nft(&format!(
+                "add rule inet loss in numgen random mod 100 '<' {percent} drop"
+            ))
+            && nft(&format!(
+                "add rule inet loss out numgen random mod 100 '<' {percent} drop"
+            ))
     }
 
     fn exec(&self) -> Vec<String> {
-        vec!["ip".into(), "netns".into(), "exec".into(), self.name.clone()]
+        vec![
+            "ip".into(),
+            "netns".into(),
+            "exec".into(),
+            self.name.clone(),
+        ]
     }
 }
 
@@ -186,13 +213,18 @@ fn loss_on_one_device_is_link_degradation_and_on_a_cohort_one_network_degradatio
         std::thread::sleep(Duration::from_millis(250));
     }
     let all = alerts(&s);
-    let (took, a) = single.unwrap_or_else(|| panic!("no link_degradation for scan-1 within 60 s:\n{all:#?}"));
+    let (took, a) =
+        single.unwrap_or_else(|| panic!("no link_degradation for scan-1 within 60 s:\n{all:#?}"));
     eprintln!("link_degradation after {took:?}: {}", a["explanation"]);
-    let (took, c) = cohort.unwrap_or_else(|| panic!("no network_degradation within 60 s:\n{all:#?}"));
+    let (took, c) =
+        cohort.unwrap_or_else(|| panic!("no network_degradation within 60 s:\n{all:#?}"));
     eprintln!("network_degradation after {took:?}: {}", c["explanation"]);
     assert!(c["device"].is_null(), "{c:#}");
     assert_eq!(c["cohort"], "group:plc", "{c:#}");
-    assert!(c["mitigation"].as_str().unwrap().starts_with("notify"), "{c:#}");
+    assert!(
+        c["mitigation"].as_str().unwrap().starts_with("notify"),
+        "{c:#}"
+    );
     // One cohort alert, not one per device, and nothing on the clean devices.
     let raised = |det: &str| {
         all.iter()
@@ -208,7 +240,10 @@ fn loss_on_one_device_is_link_degradation_and_on_a_cohort_one_network_degradatio
         .filter(|a| a["detector"] == "link_degradation")
         .filter(|a| a["device"].as_str().is_some_and(|d| d.starts_with("plc-")))
         .collect();
-    eprintln!("per-device alerts in the degraded cohort before it was judged as one: {}", early.len());
+    eprintln!(
+        "per-device alerts in the degraded cohort before it was judged as one: {}",
+        early.len()
+    );
     for a in &all {
         let dev = a["device"].as_str().unwrap_or("");
         assert!(

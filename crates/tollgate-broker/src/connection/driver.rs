@@ -111,7 +111,10 @@ where
     shared.stats.connects_total.fetch_add(1, Ordering::Relaxed);
     if v5 {
         shared.stats.connections_v5.fetch_add(1, Ordering::Relaxed);
-        shared.stats.connects_v5_total.fetch_add(1, Ordering::Relaxed);
+        shared
+            .stats
+            .connects_v5_total
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     // 3. The packet loop.

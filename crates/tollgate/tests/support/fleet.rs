@@ -146,4 +146,3 @@ pub fn device_spec(d: &Device, extra: Value) -> Value {
     }
     v
 }
-
