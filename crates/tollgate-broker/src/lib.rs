@@ -248,10 +248,10 @@ pub struct Stats {
     pub messages_in: [AtomicU64; 3],
     /// PUBLISH packets sent, by QoS.
     pub messages_out: [AtomicU64; 3],
-    /// Payload bytes received.
-    pub bytes_in: AtomicU64,
-    /// Payload bytes sent.
-    pub bytes_out: AtomicU64,
+    /// Payload bytes received, by QoS.
+    pub bytes_in: [AtomicU64; 3],
+    /// Payload bytes sent, by QoS.
+    pub bytes_out: [AtomicU64; 3],
     /// Deliveries dropped (queue full, QoS 0 to offline, too large for the client, expired).
     pub messages_dropped: AtomicU64,
     /// Publishes refused by policy.

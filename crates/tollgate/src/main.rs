@@ -465,6 +465,21 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the runtime")
 }
 
+/// `DATA/detection.toml` with every default and a comment per key, so operators find what they
+/// can tune (the same as having no file).
+fn write_detection_defaults(data: &std::path::Path) -> Result<()> {
+    let path = data.join("detection.toml");
+    if !path.exists() {
+        tollgate_control::files::write_file(
+            &path,
+            tollgate_detect::DetectionConfig::default_toml().as_bytes(),
+            false,
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Init {
@@ -491,6 +506,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             opts.crl_urls = crl_urls(&opts.dns_names, &opts.ips);
             opts.config_toml = config::default_config_toml(&opts.dns_names, &opts.ips);
             let report = tollgate_control::ca::init(&data, &opts)?;
+            write_detection_defaults(&data)?;
             print_init_report(&data, &report);
             Ok(ExitCode::SUCCESS)
         }
@@ -503,6 +519,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             if !data.exists() {
                 let report = tollgate_control::ca::init(&data, &init_options())?;
+                write_detection_defaults(&data)?;
                 print_init_report(&data, &report);
             }
             let mut cfg = config::Config::load(&data, config.as_deref())?;

@@ -245,15 +245,20 @@ impl Collector for Live {
             MetricType::Counter,
             &refusals,
         )?;
-        let mut msgs = Vec::new();
-        for (dir, arr) in [("in", &st.messages_in), ("out", &st.messages_out)] {
-            for (qos, c) in arr.iter().enumerate() {
-                msgs.push((
-                    vec![("direction", dir.into()), ("qos", qos.to_string())],
-                    load(c),
-                ));
+        let by_qos = |arrs: [(&'static str, &[std::sync::atomic::AtomicU64; 3]); 2]| {
+            let mut rows = Vec::new();
+            for (dir, arr) in arrs {
+                for (qos, c) in arr.iter().enumerate() {
+                    rows.push((
+                        vec![("direction", dir.into()), ("qos", qos.to_string())],
+                        load(c),
+                    ));
+                }
             }
-        }
+            rows
+        };
+        let msgs = by_qos([("in", &st.messages_in), ("out", &st.messages_out)]);
+        let bytes = by_qos([("in", &st.bytes_in), ("out", &st.bytes_out)]);
         family(
             e,
             "tollgate_messages",
@@ -264,12 +269,9 @@ impl Collector for Live {
         family(
             e,
             "tollgate_payload_bytes",
-            "Payload bytes received (in) and sent (out)",
+            "Payload bytes received (in) and sent (out), by QoS",
             MetricType::Counter,
-            &[
-                (l("direction", "in"), load(&st.bytes_in)),
-                (l("direction", "out"), load(&st.bytes_out)),
-            ],
+            &bytes,
         )?;
         family(
             e,

@@ -150,12 +150,11 @@ impl Conn {
         }
         self.out.push_after(after, p);
         let stats = &self.shared.stats;
-        if let Some(c) = stats.messages_out.get(d.qos as usize) {
-            c.fetch_add(1, Ordering::Relaxed);
+        let q = d.qos as usize;
+        if let (Some(m), Some(b)) = (stats.messages_out.get(q), stats.bytes_out.get(q)) {
+            m.fetch_add(1, Ordering::Relaxed);
+            b.fetch_add(d.msg.payload.len() as u64, Ordering::Relaxed);
         }
-        stats
-            .bytes_out
-            .fetch_add(d.msg.payload.len() as u64, Ordering::Relaxed);
         self.gate.meter().sent(d.msg.payload.len());
         true
     }

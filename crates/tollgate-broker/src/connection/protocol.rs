@@ -420,12 +420,11 @@ impl Conn {
                 .protocol_error(ReasonCode::TOPIC_NAME_INVALID, "topic has too many levels");
         }
         let stats = &self.shared.stats;
-        if let Some(c) = stats.messages_in.get(p.qos as usize) {
-            c.fetch_add(1, Ordering::Relaxed);
+        let q = p.qos as usize;
+        if let (Some(m), Some(b)) = (stats.messages_in.get(q), stats.bytes_in.get(q)) {
+            m.fetch_add(1, Ordering::Relaxed);
+            b.fetch_add(p.payload.len() as u64, Ordering::Relaxed);
         }
-        stats
-            .bytes_in
-            .fetch_add(p.payload.len() as u64, Ordering::Relaxed);
         self.gate.meter().received(&p.topic, p.payload.len());
         let pid = p.packet_id;
         if p.qos == QoS::ExactlyOnce {
