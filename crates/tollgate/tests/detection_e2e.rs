@@ -26,6 +26,21 @@ use serde_json::{json, Value};
 use support::fleet::{device_spec, install_rules, Fleet, DETECTION, POLICY};
 use support::Server;
 
+/// The mitigations the defaults leave at `notify`, each given another action here so that all
+/// five are seen working.
+const MITIGATIONS: &str = r#"
+[detectors.traffic_spike]
+mitigation = "throttle"
+throttle_per_second = 2
+ttl = "30s"
+
+[detectors.topic_scanning]
+mitigation = "disconnect"
+
+[detectors.inactive]
+mitigation = "revoke"
+"#;
+
 fn alerts(s: &Server) -> Vec<Value> {
     s.events()
         .into_iter()
@@ -98,7 +113,13 @@ fn each_detector_fires_within_a_minute_on_the_attacked_device_and_mitigates() {
         ],
         POLICY,
     );
-    install_rules(&s, DETECTION);
+    // Six mitigations within a minute here: lift the rate limit (5 a minute, unit-tested in
+    // tollgate-detect) so that each is seen.
+    let rules = DETECTION.replace(
+        "learning_buckets = 4",
+        "learning_buckets = 4\nmax_mitigations_per_minute = 10",
+    );
+    install_rules(&s, &format!("{rules}{MITIGATIONS}"));
     let plan_devices = [
         ("quiet-a1", "model-a", None),
         ("quiet-a2", "model-a", None),
@@ -260,6 +281,24 @@ fn each_detector_fires_within_a_minute_on_the_attacked_device_and_mitigates() {
         }
     }
 
+    // Throttle: the spiker's publishes over 2/s were dropped while it held.
+    let t = s.wait_event("throttle", |e| {
+        e["type"] == "device_throttled" && e["device"] == "spiker"
+    });
+    assert_eq!(t["per_second"], 2, "{t:#}");
+    // Disconnect: the scanner's connection was closed (it reconnects by itself).
+    s.wait_event("disconnect", |e| {
+        e["type"] == "device_disconnected" && e["device"] == "scanner" && e["connections"] == 1
+    });
+    // Revoke: the silent device's certificate is revoked by the detector.
+    let r = s.wait_event("revoke", |e| {
+        e["type"] == "device_revoked" && e["device"] == "mute"
+    });
+    assert!(
+        r["by"].as_str().unwrap().starts_with("detector:inactive"),
+        "{r:#}"
+    );
+
     // The API lists the alerts, and an operator can judge one and suppress a detector.
     let (st, list) = s.admin_api("GET", "/api/v1/alerts", None);
     assert_eq!(st, 200);
@@ -283,6 +322,18 @@ fn each_detector_fires_within_a_minute_on_the_attacked_device_and_mitigates() {
         Some(json!({"detector": "inactive", "for": "1h", "reason": "maintenance window"})),
     );
     assert_eq!(st, 201, "{sup}");
+    for bad in [
+        json!({"detector": "no_such_detector", "for": "1h", "reason": "x"}),
+        json!({"detector": "inactive", "for": "soon", "reason": "x"}),
+        json!({"detector": "inactive", "for": "100d", "reason": "x"}),
+        json!({"for": "1h", "reason": "neither detector nor device"}),
+    ] {
+        let (st, body) = s.admin_api("POST", "/api/v1/alerts/suppressions", Some(bad.clone()));
+        assert_eq!(st, 422, "{bad} -> {st} {body}");
+        assert!(body["error"].is_string(), "{body}");
+    }
+    let (st, _) = s.admin_api("GET", "/api/v1/alerts/alert-nope", None);
+    assert_eq!(st, 404);
     let out = s.cli(&["alerts", "--active"]);
     assert!(out.status.success());
 
@@ -333,6 +384,13 @@ fn each_detector_fires_within_a_minute_on_the_attacked_device_and_mitigates() {
         "{text}"
     );
     assert!(!text.contains("spiker"), "a device id as a label: {text}");
+    let throttled = text
+        .lines()
+        .find(|l| l.starts_with("tollgate_messages_dropped_total{cause=\"throttled\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(throttled > 0.0, "no publish was throttled: {text}");
     let mut check = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -373,4 +431,46 @@ fn each_detector_fires_within_a_minute_on_the_attacked_device_and_mitigates() {
         "{first:#}"
     );
     drop(fleet);
+}
+
+/// A broken `detection.toml` is refused with a line-precise error, and the rules in force stay.
+#[test]
+fn a_broken_detection_file_is_refused_and_the_previous_rules_stay() {
+    let s = Server::start_with(&[], POLICY);
+    install_rules(&s, DETECTION);
+    let tmp = s.data.join("detection.toml.tmp");
+    std::fs::write(
+        &tmp,
+        "[engine]\nbucket = \"5s\"\n\n[detectors.inactive]\ndeviations = 3.0\n",
+    )
+    .unwrap();
+    std::fs::rename(&tmp, s.data.join("detection.toml")).unwrap();
+    let e = s.wait_event("rules rejected", |e| {
+        e["type"] == "detection_rules_rejected"
+    });
+    let err = e["error"].as_str().unwrap();
+    assert!(err.contains("detection.toml:5:1"), "{err}");
+    assert!(err.contains("deviations"), "{err}");
+    // Still serving, with the previous rules.
+    let (st, _) = s.admin_api("GET", "/api/v1/alerts", None);
+    assert_eq!(st, 200);
+    // A start with a broken file fails loudly instead of running without detection.
+    let mut s = s;
+    s.stop();
+    let out = std::process::Command::new(support::BIN)
+        .args(["serve", "--data"])
+        .arg(&s.data)
+        .args([
+            "--mqtt-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("detection.toml:5:1"), "{stderr}");
 }
