@@ -28,7 +28,6 @@ const COMMAND_QUEUE: usize = 8;
 /// One simulated device.
 pub struct Device {
     pub id: String,
-    pub group: String,
     pub tls: DeviceTls,
     pub protocol: Protocol,
 }
@@ -173,6 +172,10 @@ struct State {
     flap_gap: Duration,
     next_flap: Option<Instant>,
     seq: u64,
+    /// Probe packets still to send, one every `probe_gap` (the device keeps reading meanwhile).
+    probes: std::collections::VecDeque<Packet>,
+    probe_gap: Duration,
+    next_probe: Option<Instant>,
 }
 
 /// How a session ended.
@@ -304,6 +307,14 @@ impl Run {
                         return Ended::Clean(Duration::from_secs_f64(self.rng.range(0.2, 2.0)));
                     }
                 }
+                _ = sleep_until(self.st.next_probe.unwrap_or(next_pub)), if !self.st.probes.is_empty() => {
+                    if let Some(p) = self.st.probes.pop_front() {
+                        if client::write_packet(&mut wr, protocol, &p).await.is_err() {
+                            return Ended::Dropped;
+                        }
+                    }
+                    self.st.next_probe = Some(Instant::now() + self.st.probe_gap);
+                }
                 p = client::read_packet(&mut rd, &mut rbuf, protocol) => {
                     if p.is_err() {
                         return Ended::Dropped;
@@ -344,20 +355,14 @@ impl Run {
                         Cmd::Probe { topics, filters, gap } => {
                             for t in &topics {
                                 pid = pid.wrapping_add(1).max(2);
-                                let p = publish(t, QoS::AtLeastOnce, pid, Bytes::from_static(b"{\"probe\":1}"));
-                                if client::write_packet(&mut wr, protocol, &p).await.is_err() {
-                                    return Ended::Dropped;
-                                }
-                                sleep(gap).await;
+                                self.st.probes.push_back(publish(t, QoS::AtLeastOnce, pid, Bytes::from_static(b"{\"probe\":1}")));
                             }
                             for f in &filters {
                                 pid = pid.wrapping_add(1).max(2);
-                                let s = subscribe(pid, std::slice::from_ref(f));
-                                if client::write_packet(&mut wr, protocol, &s).await.is_err() {
-                                    return Ended::Dropped;
-                                }
-                                sleep(gap).await;
+                                self.st.probes.push_back(subscribe(pid, std::slice::from_ref(f)));
                             }
+                            self.st.probe_gap = gap;
+                            self.st.next_probe = Some(now);
                         }
                     }
                 }

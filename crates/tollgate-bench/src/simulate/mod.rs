@@ -110,7 +110,14 @@ pub fn run(a: SimulateArgs) -> Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let result = rt.block_on(simulate(a));
+    // Ctrl-C drops the simulation: the server, the namespaces and their children are cleaned up
+    // by their guards.
+    let result = rt.block_on(async {
+        tokio::select! {
+            r = simulate(a) => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        }
+    });
     rt.shutdown_timeout(Duration::from_secs(2));
     result
 }
@@ -212,12 +219,11 @@ async fn simulate(a: SimulateArgs) -> Result<ExitCode> {
         .with_context(|| format!("reading {}/ca.crt", certs.display()))?;
     let roots = root_store(&ca_pem)?;
     let mut devices = Vec::with_capacity(a.devices);
-    for (i, (id, groups)) in roster.iter().take(a.devices).enumerate() {
+    for (i, (id, _groups)) in roster.iter().take(a.devices).enumerate() {
         let pem = std::fs::read_to_string(certs.join(format!("{id}.pem")))
             .with_context(|| format!("reading the certificate of {id}"))?;
         devices.push(Device {
             id: id.clone(),
-            group: groups.first().cloned().unwrap_or_default(),
             tls: client::device_tls(id, &pem, &roots, true, false)?,
             protocol: if i % 2 == 0 {
                 Protocol::V5
@@ -276,7 +282,7 @@ async fn simulate(a: SimulateArgs) -> Result<ExitCode> {
                     *d += connected;
                 }
                 n += 1;
-                if n % 10 == 0 {
+                if n.is_multiple_of(10) {
                     let published = stats.published.load(Ordering::Relaxed);
                     let alerts = seen.lock().map(|s| s.alerts.len()).unwrap_or(0);
                     eprintln!(
