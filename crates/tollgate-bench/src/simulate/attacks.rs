@@ -95,7 +95,9 @@ impl Kind {
         match self {
             Kind::TrafficSpike | Kind::ConnectionFlapping => Duration::from_secs(60),
             Kind::Inactive => Duration::from_secs(90),
-            Kind::LinkLoss | Kind::LinkDelay | Kind::CohortLinkLoss => Duration::from_secs(90),
+            // The impairment itself lasts until the end of the run (each attack has its own
+            // namespace); this is the room the schedule leaves before the next onset.
+            Kind::LinkLoss | Kind::LinkDelay | Kind::CohortLinkLoss => Duration::from_secs(30),
             _ => Duration::from_secs(20),
         }
     }
@@ -172,14 +174,14 @@ pub fn schedule(requested: &[Requested], reps: usize, spacing: f64) -> Vec<Plann
 }
 
 /// Launch an event-based attack on one steady device. Returns once the attack has been set
-/// going (long attacks continue in a task of their own).
+/// going; a clone's connections continue in the returned task (aborted when the run ends).
 pub async fn launch(
     kind: Kind,
     target: &Handle,
     fleet_ids: &[String],
     addr: SocketAddr,
     k: usize,
-) -> Result<()> {
+) -> Result<Option<tokio::task::JoinHandle<()>>> {
     let id = target.device.id.clone();
     let send = |cmd: Cmd| {
         let tx = target.tx.clone();
@@ -192,19 +194,19 @@ pub async fn launch(
     match kind {
         Kind::ClonedCertificate => {
             let dev = Arc::clone(&target.device);
-            tokio::spawn(async move {
+            return Ok(Some(tokio::spawn(async move {
                 if let Err(e) = takeover_ping_pong(addr, &dev).await {
                     eprintln!("cloned_certificate on {}: {e:#}", dev.id);
                 }
-            });
+            })));
         }
         Kind::ClonedCertificateConcurrent => {
             let dev = Arc::clone(&target.device);
-            tokio::spawn(async move {
+            return Ok(Some(tokio::spawn(async move {
                 if let Err(e) = concurrent_clone(addr, &dev).await {
                     eprintln!("cloned_certificate_concurrent on {}: {e:#}", dev.id);
                 }
-            });
+            })));
         }
         Kind::AuthorizationProbing => {
             let mut topics: Vec<String> = fleet_ids
@@ -285,7 +287,7 @@ pub async fn launch(
             bail!("{} runs in a network namespace", kind.name())
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// The clone: the same certificate and client id from 127.0.0.2, reconnecting whenever the
@@ -333,4 +335,29 @@ async fn concurrent_clone(addr: SocketAddr, dev: &Device) -> Result<()> {
     }
     let _ = conn.send(&Packet::Disconnect(Default::default())).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requested_attacks_parse_with_and_without_onset() {
+        let r: Requested = "traffic_spike@30".parse().unwrap();
+        assert_eq!((r.kind, r.at), (Kind::TrafficSpike, Some(30.0)));
+        let r: Requested = "inactive".parse().unwrap();
+        assert_eq!((r.kind, r.at), (Kind::Inactive, None));
+        assert!("nope".parse::<Requested>().is_err());
+        assert!("inactive@-1".parse::<Requested>().is_err());
+    }
+
+    #[test]
+    fn the_default_schedule_spaces_attacks_by_their_duration_and_repeats() {
+        let s = schedule(&[], 2, 40.0);
+        assert_eq!(s.len(), 2 * ALL.len());
+        for w in s.windows(2) {
+            assert!(w[1].onset_s - w[0].onset_s >= 30.0 - 1e-9, "{w:?}");
+        }
+        assert_eq!(s.iter().filter(|p| p.rep == 1).count(), ALL.len());
+    }
 }

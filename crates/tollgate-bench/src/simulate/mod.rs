@@ -308,6 +308,7 @@ async fn simulate(a: SimulateArgs) -> Result<ExitCode> {
     eprintln!("learning phase: {learning:.0} s");
 
     let mut attempts: Vec<Attempt> = Vec::new();
+    let mut attack_tasks = Vec::new();
     let stop_at = if a.no_attacks {
         attack_t0 + Duration::from_secs_f64(a.duration)
     } else {
@@ -346,6 +347,9 @@ async fn simulate(a: SimulateArgs) -> Result<ExitCode> {
                             at.skipped = Some(format!("impairment failed: {e:#}"));
                         }
                     }
+                    None if link_ok => {
+                        at.skipped = Some("skipped: the namespace could not be set up".into());
+                    }
                     None => {
                         at.skipped = Some("skipped: needs root, ip netns and nftables".into());
                     }
@@ -365,8 +369,10 @@ async fn simulate(a: SimulateArgs) -> Result<ExitCode> {
             at.device = Some(target.device.id.clone());
             at.involved = vec![target.device.id.clone()];
             k += 1;
-            if let Err(e) = attacks::launch(p.kind, target, &ids, server.mqtt, k).await {
-                at.skipped = Some(format!("could not launch: {e:#}"));
+            match attacks::launch(p.kind, target, &ids, server.mqtt, k).await {
+                Ok(Some(task)) => attack_tasks.push(task),
+                Ok(None) => {}
+                Err(e) => at.skipped = Some(format!("could not launch: {e:#}")),
             }
             eprintln!(
                 "[{onset_s:>5.0} s] {} on {} (rep {})",
@@ -402,6 +408,9 @@ async fn simulate(a: SimulateArgs) -> Result<ExitCode> {
     let real = t0.elapsed().as_secs_f64();
     meter.abort();
     tailer.abort();
+    for t in attack_tasks {
+        t.abort();
+    }
     for l in links {
         l.stop();
     }

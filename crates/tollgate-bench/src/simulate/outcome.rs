@@ -124,6 +124,7 @@ pub struct Summary {
     pub attempted: usize,
     pub detected: usize,
     pub skipped: usize,
+    pub skip_reason: Option<String>,
     pub recall: Option<f64>,
     pub ttd_median_s: Option<f64>,
     pub ttd_max_s: Option<f64>,
@@ -228,6 +229,7 @@ pub fn summarize(attempts: &[Attempt]) -> Vec<Summary> {
                 attempted: tried.len(),
                 detected: ttd.len(),
                 skipped: v.len() - tried.len(),
+                skip_reason: v.iter().find_map(|a| a.skipped.clone()),
                 recall: (!tried.is_empty()).then(|| ttd.len() as f64 / tried.len() as f64),
                 ttd_median_s: median(&ttd),
                 ttd_max_s: ttd.last().copied(),
@@ -268,9 +270,9 @@ pub fn markdown(r: &Report, command: &str) -> String {
     if !r.summaries.is_empty() {
         s.push_str("## Attacks\n\n| attack | detector | attempted | detected | recall | time to detect (median) | (max) | devices |\n|---|---|---:|---:|---:|---:|---:|---|\n");
         for x in &r.summaries {
-            let recall = match (x.recall, x.skipped) {
+            let recall = match (x.recall, &x.skip_reason) {
                 (Some(rc), _) => format!("{:.0} %", rc * 100.0),
-                (None, n) if n > 0 => "skipped: needs root, ip netns and nftables".into(),
+                (None, Some(why)) => why.clone(),
                 _ => "–".into(),
             };
             s.push_str(&format!(
@@ -334,4 +336,68 @@ pub fn markdown(r: &Report, command: &str) -> String {
             .unwrap_or_default()
     ));
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(id: &str, detector: &str, device: Option<&str>, at_s: f64) -> Alert {
+        Alert {
+            id: id.into(),
+            detector: detector.into(),
+            device: device.map(Into::into),
+            cohort: None,
+            severity: "low".into(),
+            explanation: String::new(),
+            at_s,
+        }
+    }
+
+    fn attempt(kind: Kind, device: Option<&str>, onset_s: f64) -> Attempt {
+        Attempt {
+            attack: kind,
+            rep: 0,
+            detector: kind.detector(),
+            device: device.map(Into::into),
+            involved: device.map(|d| vec![d.to_string()]).unwrap_or_default(),
+            cohort: None,
+            onset_s,
+            skipped: None,
+            detected_after_s: None,
+            alert: None,
+        }
+    }
+
+    #[test]
+    fn alerts_are_detections_side_effects_or_false_alarms() {
+        let mut attempts = vec![
+            attempt(Kind::TrafficSpike, Some("d1"), 100.0),
+            attempt(Kind::Inactive, Some("d2"), 200.0),
+        ];
+        let alerts = vec![
+            alert("a0", "traffic_spike", Some("d1"), 50.0), // before onset: false alarm
+            alert("a1", "traffic_spike", Some("d1"), 103.0), // detection
+            alert("a2", "link_degradation", Some("d1"), 110.0), // side effect
+            alert("a3", "inactive", Some("d3"), 150.0),     // another device: false alarm
+            alert("a4", "inactive", Some("d2"), 400.0),     // too late: side effect
+        ];
+        let (collateral, false_alarms) = judge(&mut attempts, &alerts, 120.0);
+        assert_eq!(attempts[0].detected_after_s, Some(3.0));
+        assert_eq!(attempts[1].detected_after_s, None);
+        let ids = |v: &[Alert]| v.iter().map(|a| a.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&collateral), ["a2", "a4"]);
+        assert_eq!(ids(&false_alarms), ["a0", "a3"]);
+        let s = summarize(&attempts);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].recall, Some(1.0));
+    }
+
+    #[test]
+    fn only_active_alert_lines_parse() {
+        let l = r#"{"seq":3,"ts":"t","type":"alert","id":"x","detector":"inactive","device":"d","severity":"low","state":"active"}"#;
+        assert_eq!(parse(l, 1.0).map(|a| a.id), Some("x".into()));
+        assert!(parse(&l.replace("active", "cleared"), 1.0).is_none());
+        assert!(parse("{\"type\":\"connection_accepted\"}", 1.0).is_none());
+    }
 }
