@@ -85,6 +85,10 @@ pub struct SimulateArgs {
     /// Write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Device ids are PREFIX-00000, PREFIX-00001, ... (attaching to a server that already has
+    /// them registered from another work directory needs another prefix).
+    #[arg(long, default_value = "sim")]
+    pub id_prefix: String,
     /// Seed of the device behaviour and the choice of attacked devices.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -99,6 +103,15 @@ pub fn run(a: SimulateArgs) -> Result<ExitCode> {
     }
     if !(50..=600_000).contains(&a.period_ms) {
         bail!("--period-ms must be 50 to 600000");
+    }
+    if a.id_prefix.is_empty()
+        || a.id_prefix.len() > 32
+        || !a
+            .id_prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        bail!("--id-prefix must be 1 to 32 of a-z, A-Z, 0-9, '-' and '_'");
     }
     if a.repetitions == 0 || a.repetitions > 20 {
         bail!("--repetitions must be 1 to 20");
@@ -171,7 +184,7 @@ async fn simulate(a: SimulateArgs) -> Result<ExitCode> {
     let mut roster: Vec<(String, Vec<String>)> = (0..a.devices)
         .map(|i| {
             (
-                format!("sim-{i:05}"),
+                format!("{}-{i:05}", a.id_prefix),
                 vec![GROUPS[i % GROUPS.len()].to_string()],
             )
         })
