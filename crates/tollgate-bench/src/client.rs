@@ -1,13 +1,13 @@
 //! A minimal MQTT client over rustls, built on `tollgate-mqtt`: just what the load generator
 //! needs, so the generator spends its CPU on TLS and the wire, not on a general-purpose client.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tollgate_mqtt::{decode, BytesMut, Connect, Packet, Protocol};
@@ -46,11 +46,60 @@ pub async fn connect_session(
     keep_alive: u16,
     persistent: bool,
 ) -> Result<(Conn, bool)> {
-    let tcp = TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("TCP connect {addr}"))?;
+    let dial = Dial {
+        persistent,
+        ..Dial::default()
+    };
+    connect_with(addr, dev, protocol, keep_alive, &dial).await
+}
+
+/// How to dial: the local address to bind, the TLS server name, the MQTT client id and the
+/// session kind. The defaults are those of [`connect`].
+#[derive(Debug, Clone, Default)]
+pub struct Dial {
+    /// Bind the socket to this local address first (any port).
+    pub local: Option<IpAddr>,
+    /// The TLS server name to verify (default `localhost`), whatever address is dialled.
+    pub server_name: Option<String>,
+    /// The MQTT client id (default: the device id).
+    pub client_id: Option<String>,
+    /// Clean session 0, or a v5 session expiry.
+    pub persistent: bool,
+}
+
+/// Open TCP (from `dial.local` if set) + TLS + CONNECT/CONNACK.
+pub async fn connect_with(
+    addr: SocketAddr,
+    dev: &DeviceTls,
+    protocol: Protocol,
+    keep_alive: u16,
+    dial: &Dial,
+) -> Result<(Conn, bool)> {
+    let tcp = match dial.local {
+        None => TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("TCP connect {addr}"))?,
+        Some(local) => {
+            let sock = if local.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            sock.bind(SocketAddr::new(local, 0))
+                .with_context(|| format!("binding {local}"))?;
+            sock.connect(addr)
+                .await
+                .with_context(|| format!("TCP connect {addr} from {local}"))?
+        }
+    };
     tcp.set_nodelay(true)?;
-    let name = ServerName::try_from("localhost").map_err(|e| anyhow!("{e}"))?;
+    let name = ServerName::try_from(
+        dial.server_name
+            .as_deref()
+            .unwrap_or("localhost")
+            .to_owned(),
+    )
+    .map_err(|e| anyhow!("{e}"))?;
     let tls = TlsConnector::from(Arc::clone(&dev.config))
         .connect(name, tcp)
         .await
@@ -63,11 +112,12 @@ pub async fn connect_session(
         rbuf: BytesMut::with_capacity(64 * 1024),
         protocol,
     };
+    let persistent = dial.persistent;
     let mut connect = Connect {
         protocol,
         clean_start: !persistent,
         keep_alive,
-        client_id: dev.id.as_str().into(),
+        client_id: dial.client_id.as_deref().unwrap_or(dev.id.as_str()).into(),
         ..Default::default()
     };
     if persistent && protocol == Protocol::V5 {
@@ -82,26 +132,44 @@ pub async fn connect_session(
     }
 }
 
+/// Encode and write one packet on a write half.
+pub async fn write_packet(
+    wr: &mut WriteHalf<Stream>,
+    protocol: Protocol,
+    p: &Packet,
+) -> Result<()> {
+    let mut buf = BytesMut::new();
+    p.encode(protocol, &mut buf)?;
+    wr.write_all(&buf).await?;
+    wr.flush().await?;
+    Ok(())
+}
+
+/// The next packet from a read half and its buffer. Cancel-safe: bytes read stay in `rbuf`.
+pub async fn read_packet(
+    rd: &mut ReadHalf<Stream>,
+    rbuf: &mut BytesMut,
+    protocol: Protocol,
+) -> Result<Packet> {
+    loop {
+        if let Some(p) = decode(rbuf, Some(protocol), usize::MAX)? {
+            return Ok(p);
+        }
+        rbuf.reserve(64 * 1024);
+        if rd.read_buf(rbuf).await? == 0 {
+            bail!("connection closed by the broker");
+        }
+    }
+}
+
 impl Conn {
     pub async fn send(&mut self, p: &Packet) -> Result<()> {
-        let mut buf = BytesMut::new();
-        p.encode(self.protocol, &mut buf)?;
-        self.wr.write_all(&buf).await?;
-        self.wr.flush().await?;
-        Ok(())
+        write_packet(&mut self.wr, self.protocol, p).await
     }
 
     /// Next packet from the server.
     pub async fn next(&mut self) -> Result<Packet> {
-        loop {
-            if let Some(p) = decode(&mut self.rbuf, Some(self.protocol), usize::MAX)? {
-                return Ok(p);
-            }
-            self.rbuf.reserve(64 * 1024);
-            if self.rd.read_buf(&mut self.rbuf).await? == 0 {
-                bail!("connection closed by the broker");
-            }
-        }
+        read_packet(&mut self.rd, &mut self.rbuf, self.protocol).await
     }
 }
 

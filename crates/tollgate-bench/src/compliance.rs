@@ -19,6 +19,8 @@ use serde::Serialize;
 use tollgate_control::Control;
 use tollgate_registry::{DeviceStore, Inventory, Registry, SqliteRegistry};
 
+use crate::rng::Rng;
+
 /// Arguments of `tollgate-bench compliance`.
 #[derive(Debug, clap::Args)]
 pub struct ComplianceArgs {
@@ -54,21 +56,6 @@ const ECOSYSTEMS: [(&str, &str); 4] = [
 
 /// The package universe: 4 × 5,000 names.
 const PACKAGES_PER_ECOSYSTEM: usize = 5_000;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % (n.max(1) as u64)) as usize
-    }
-}
 
 /// (package URL without version, OSV ecosystem, OSV name) of package `n` of ecosystem `eco`.
 fn package(eco: usize, n: usize) -> (String, &'static str, String) {

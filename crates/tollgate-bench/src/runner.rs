@@ -445,35 +445,13 @@ subscribe = ["bench/+/t", "bench/pair/+", "bench/bcast"]
         std::fs::write(certs.join("ca.crt"), &root_pem)?;
         // Certificates come from the control plane itself, exactly as `tollgate device add`
         // makes them (registered devices, recorded certificates).
-        let registry: std::sync::Arc<dyn tollgate_registry::Registry> = std::sync::Arc::new(
-            tollgate_registry::SqliteRegistry::open(&data.join("registry.db"))?,
-        );
-        let (events, _dispatcher) = tollgate_events::EventBus::new(64, 1);
-        let control = tollgate_control::Control::open(
-            control_config(&data, time::Duration::days(365)),
-            std::sync::Arc::clone(&registry),
-            events,
-        )?;
-        let existing: std::collections::HashSet<String> =
-            registry.devices()?.into_iter().map(|d| d.id).collect();
+        let groups = vec!["bench".to_string()];
         let ids = (0..64)
             .map(|i| format!("bench-p{i}"))
             .chain((0..64).map(|i| format!("bench-s{i}")))
-            .chain((0..connections).map(|i| format!("bench-c{i}")));
-        let groups = ["bench".to_string()];
-        for id in ids {
-            let path = certs.join(format!("{id}.pem"));
-            if path.exists() && existing.contains(&id) {
-                continue;
-            }
-            // A device whose key file was lost gets a new certificate: revoke, then bring back.
-            let again = existing.contains(&id);
-            if again {
-                control.revoke_device(&id, "benchmark key file missing", "bench")?;
-            }
-            let c = control.add_device(&id, &groups, again, "bench")?;
-            std::fs::write(&path, format!("{}{}", c.cert_pem, c.key_pem))?;
-        }
+            .chain((0..connections).map(|i| format!("bench-c{i}")))
+            .map(|id| (id, groups.clone()));
+        issue_devices(&data, ids, &certs)?;
         std::fs::write(&marker, "")?;
     }
     Ok(Setup {
@@ -523,6 +501,48 @@ fn baseline_data(data: &Path, work: &Path) -> Result<PathBuf> {
         let _ = std::fs::remove_file(copy.join(f));
     }
     Ok(copy)
+}
+
+/// Register devices and issue their certificates through the control plane of a data directory
+/// whose server is not running (as `tollgate device add` does: registered devices, recorded
+/// certificates). Writes `OUT/<id>.pem` (certificate then key) and `OUT/ca.crt`; a device whose
+/// file exists is kept, one whose file was lost gets a new certificate.
+pub(crate) fn issue_devices(
+    data: &Path,
+    devices: impl IntoIterator<Item = (String, Vec<String>)>,
+    out: &Path,
+) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let root_pem = std::fs::read_to_string(data.join("ca/root.crt"))
+        .with_context(|| format!("reading {}/ca/root.crt", data.display()))?;
+    std::fs::write(out.join("ca.crt"), &root_pem)?;
+    let registry: std::sync::Arc<dyn tollgate_registry::Registry> = std::sync::Arc::new(
+        tollgate_registry::SqliteRegistry::open(&data.join("registry.db"))?,
+    );
+    let (events, _dispatcher) = tollgate_events::EventBus::new(64, 1);
+    let control = tollgate_control::Control::open(
+        control_config(data, time::Duration::days(365)),
+        std::sync::Arc::clone(&registry),
+        events,
+    )?;
+    let existing: std::collections::HashSet<String> =
+        registry.devices()?.into_iter().map(|d| d.id).collect();
+    for (id, groups) in devices {
+        let path = out.join(format!("{id}.pem"));
+        if path.exists() && existing.contains(&id) {
+            continue;
+        }
+        // A device whose key file was lost gets a new certificate: revoke, then bring back.
+        let again = existing.contains(&id);
+        if again {
+            control.revoke_device(&id, "benchmark key file missing", "bench")?;
+        }
+        let c = control
+            .add_device(&id, &groups, again, "bench")
+            .with_context(|| format!("issuing a certificate to {id}"))?;
+        std::fs::write(&path, format!("{}{}", c.cert_pem, c.key_pem))?;
+    }
+    Ok(())
 }
 
 /// The control plane's configuration for a benchmark data directory.
