@@ -21,8 +21,7 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 
 use tollgate_detect::{
-    Counters, DetectionConfig, DeviceInfo, Engine, LiveConn, Observation, Sample, Sketch,
-    Transport,
+    Counters, DetectionConfig, DeviceInfo, Engine, LiveConn, Observation, Sample, Sketch, Transport,
 };
 
 const COMPRESSED: &str = "[engine]\nbucket = \"2s\"\nlearning_buckets = 2\n";
@@ -210,5 +209,9 @@ fn run_engine(data: &[u8]) {
     }
     let listed: Vec<String> = engine.alerts(false).into_iter().map(|a| a.id).collect();
     let unique: BTreeSet<&String> = listed.iter().collect();
-    assert_eq!(unique.len(), listed.len(), "duplicate alert ids: {listed:?}");
+    assert_eq!(
+        unique.len(),
+        listed.len(),
+        "duplicate alert ids: {listed:?}"
+    );
 }
