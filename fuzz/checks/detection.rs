@@ -131,6 +131,7 @@ fn run_engine(data: &[u8]) {
                     bytes_sent: r.u64().unwrap_or(0),
                     bytes_retrans: r.u64().unwrap_or(0),
                     delivery_rate: r.u64().unwrap_or(0),
+                    last_recv_ms: r.u32().unwrap_or(0),
                 });
                 let addr = IpAddr::V4(Ipv4Addr::new(10, 0, r.byte().unwrap_or(0), 1));
                 let mut connections = vec![LiveConn {
@@ -153,6 +154,10 @@ fn run_engine(data: &[u8]) {
                         topics: Sketch(bits),
                         filters: Sketch(bits),
                         connections,
+                        restarted: op & 0x20 != 0,
+                        closed: transport
+                            .map(|t| vec![(format!("{dev}:old"), t)])
+                            .unwrap_or_default(),
                     }],
                 );
             }

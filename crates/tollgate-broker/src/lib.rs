@@ -196,6 +196,8 @@ pub struct TransportSample {
     pub bytes_retrans: u64,
     /// The kernel's latest goodput estimate, bytes per second.
     pub delivery_rate: u64,
+    /// Milliseconds since data last arrived from the peer.
+    pub last_recv_ms: u32,
 }
 
 /// A live connection, for the control plane and the admin API.
@@ -231,6 +233,9 @@ pub struct DeviceReading {
     pub connections: Vec<ConnectionInfo>,
     /// The mitigation throttle in force: publishes per second and its end (Unix ms).
     pub throttle: Option<(u32, i64)>,
+    /// Which meter this is: a device whose meter was forgotten and made again gets another
+    /// (its counters started again from zero).
+    pub meter_id: u64,
 }
 
 /// Fleet-wide counters (no per-device labels).
@@ -463,6 +468,7 @@ impl Broker {
                 meter: m.read(),
                 drained: m.drain(),
                 throttle: m.throttle_state(now_unix_ms),
+                meter_id: m.id,
                 device,
             })
             .collect()

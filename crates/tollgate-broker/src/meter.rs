@@ -50,10 +50,15 @@ impl AtomicSketch {
     }
 }
 
+/// Numbers meters, so a reader can tell a device's new meter from its old one.
+static NEXT_METER: AtomicU64 = AtomicU64::new(1);
+
 /// One device's counters, written by its connections (relaxed atomics, no lock) and read by
-/// [`crate::Broker::meters`].
-#[derive(Debug, Default)]
+/// [`crate::Broker::read_devices`].
+#[derive(Debug)]
 pub struct Meter {
+    /// This meter's number (unique in the process).
+    pub id: u64,
     /// PUBLISH packets received.
     pub messages_in: AtomicU64,
     /// Payload bytes received.
@@ -120,6 +125,27 @@ pub struct Drained {
     pub filters: [u64; SKETCH_WORDS],
     /// Connections that closed since the previous drain: client id and last transport reading.
     pub closed: Vec<(Arc<str>, TransportSample)>,
+}
+
+impl Default for Meter {
+    fn default() -> Self {
+        Meter {
+            id: NEXT_METER.fetch_add(1, Ordering::Relaxed),
+            messages_in: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            messages_out: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            publish_denied: AtomicU64::new(0),
+            subscribe_denied: AtomicU64::new(0),
+            wildcard_subscribes: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
+            topics: AtomicSketch::default(),
+            filters: AtomicSketch::default(),
+            throttle_per_second: AtomicU32::new(0),
+            throttle_until_ms: AtomicI64::new(0),
+            closed: Mutex::new(Vec::new()),
+        }
+    }
 }
 
 impl Meter {

@@ -331,6 +331,14 @@ impl std::fmt::Debug for Control {
     }
 }
 
+fn now_ms() -> i64 {
+    time::OffsetDateTime::now_utc()
+        .unix_timestamp_nanos()
+        .checked_div(1_000_000)
+        .and_then(|ms| i64::try_from(ms).ok())
+        .unwrap_or(i64::MAX)
+}
+
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
@@ -772,12 +780,20 @@ impl Control {
             .collect();
         let mut lifted = 0;
         for (device, source) in due {
-            match self.release(&device, Some(&source), "ttl") {
-                Ok(_) => lifted += 1,
-                // Released by someone else meanwhile.
-                Err(ControlError::NotQuarantined { .. } | ControlError::DeviceNotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
+            // Checked again in the registry's transaction: a reason renewed since the list was
+            // read (the detector quarantined the device again) stays.
+            let Some(removed) = self.registry.release_expired(&device, &source, now)? else {
+                continue;
+            };
+            lifted += 1;
+            self.refresh_device(&device, &[])?;
+            let out = self.quarantine_outcome(&device)?;
+            self.events.emit(EventKind::DeviceReleased {
+                device: device.clone(),
+                sources: vec![removed.source],
+                remaining: out.quarantine.iter().map(|q| q.source.clone()).collect(),
+                by: "ttl".to_owned(),
+            });
         }
         Ok(lifted)
     }
@@ -794,8 +810,7 @@ impl Control {
         if self.registry.device(id)?.is_none() {
             return Err(ControlError::DeviceNotFound(id.to_owned()));
         }
-        let until_ms = (now().saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)))
-            .saturating_mul(1000);
+        let until_ms = now_ms().saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
         if let Some(dp) = self.data_plane.get() {
             dp.throttle(id, per_second, until_ms);
         }

@@ -53,6 +53,8 @@ fn main() {
                         ..Transport::default()
                     }),
                 }],
+                restarted: false,
+                closed: Vec::new(),
             })
             .collect();
         eng.sample(now, samples);

@@ -4,8 +4,10 @@
 //! raise, update or clear alerts, nor order mitigations: [`crate::alert`] and the engine do,
 //! from the findings. Every threshold comes from [`crate::config::Detectors`].
 //!
-//! * **cloned_certificate**: the latest sample shows live connections of the device from two or
-//!   more different IP addresses at once (metric `concurrent_addresses`), or at least
+//! * **cloned_certificate**: the last [`crate::CONCURRENT_SAMPLES`] samples in a row show live
+//!   connections of the device from two or more different IP addresses at once (connections
+//!   silent for [`crate::STALE_CONNECTION_MS`] left out: a device mid-move is not a clone;
+//!   metric `concurrent_addresses`), or at least
 //!   `takeovers` session takeovers within `window` (metric `takeovers_per_window`).
 //! * **authorization_probing**: within `window`, denied publishes and subscriptions observed
 //!   (quarantine denials excluded) ≥ `denied` (metric `denied_per_min`, the count scaled to a
@@ -188,7 +190,7 @@ pub(crate) fn evaluate(
         } else {
             Vec::new()
         };
-        if addrs.len() >= 2 {
+        if addrs.len() >= 2 && dev.concurrent_samples >= crate::CONCURRENT_SAMPLES {
             let mut f = Finding::device(CLONED_CERTIFICATE, dev, "concurrent_addresses");
             f.observed = addrs.len() as f64;
             f.threshold = 2.0;

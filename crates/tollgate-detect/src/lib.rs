@@ -246,7 +246,19 @@ pub struct Transport {
     pub bytes_retrans: u64,
     /// Delivery rate, bytes/s.
     pub delivery_rate: u64,
+    /// Milliseconds since data last arrived from the peer (0 when unknown). A connection
+    /// silent for longer than [`STALE_CONNECTION_MS`] is not counted as a live address (a
+    /// half-open connection of a device that moved).
+    pub last_recv_ms: u32,
 }
+
+/// A connection from which nothing arrived for this long is treated as stale, not live, when
+/// judging concurrent addresses (MQTT clients send at least a PINGREQ per keep-alive).
+pub const STALE_CONNECTION_MS: u32 = 90_000;
+
+/// Consecutive samples that must show a device at two or more addresses before
+/// `cloned_certificate` says so (one sample can catch a device mid-move).
+pub const CONCURRENT_SAMPLES: u32 = 3;
 
 /// One live connection of a device.
 #[derive(Debug, Clone)]
@@ -273,4 +285,10 @@ pub struct Sample {
     pub filters: Sketch,
     /// Its live connections.
     pub connections: Vec<LiveConn>,
+    /// The counters restarted from zero since the previous sample (the broker made a new meter
+    /// for the device): they are all new, whatever their value.
+    pub restarted: bool,
+    /// Connections that closed since the previous sample, with their last TCP reading (taken
+    /// at close): their retransmissions and bytes count, they are not live.
+    pub closed: Vec<(String, Transport)>,
 }

@@ -193,6 +193,14 @@ pub trait DeviceStore: Send + Sync {
         -> Result<Vec<String>, RegistryError>;
     /// Add (or replace) the quarantine reason of `reason.source`. NotFound if no such device.
     fn quarantine(&self, device: &str, reason: &QuarantineReason) -> Result<(), RegistryError>;
+    /// Remove `source`'s reason if its time-to-live ended by `now` (Unix seconds): checked
+    /// and removed in one transaction, so a reason renewed meanwhile stays. Returns it.
+    fn release_expired(
+        &self,
+        device: &str,
+        source: &str,
+        now: i64,
+    ) -> Result<Option<QuarantineReason>, RegistryError>;
     /// Remove the reasons of `source` (every source with `None`); returns those removed.
     fn release(
         &self,
@@ -580,6 +588,32 @@ impl DeviceStore for SqliteRegistry {
         )?;
         tx.commit()?;
         Ok(())
+    }
+
+    fn release_expired(
+        &self,
+        device: &str,
+        source: &str,
+        now: i64,
+    ) -> Result<Option<QuarantineReason>, RegistryError> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        let due = tx
+            .query_row(
+                "SELECT source, reason, by, since, until FROM quarantine
+                 WHERE device_id = ?1 AND source = ?2 AND until IS NOT NULL AND until <= ?3",
+                params![device, source, now],
+                quarantine_from_row,
+            )
+            .optional()?;
+        if due.is_some() {
+            tx.execute(
+                "DELETE FROM quarantine WHERE device_id = ?1 AND source = ?2",
+                params![device, source],
+            )?;
+        }
+        tx.commit()?;
+        Ok(due)
     }
 
     fn release(

@@ -71,7 +71,8 @@ impl Default for DetectionSection {
 #[serde(deny_unknown_fields, default)]
 pub struct AlertsSection {
     /// Webhook receivers, sent Alertmanager-compatible (version 4) JSON. `http://` only to a
-    /// loopback address; `https://` verified against the system of `webhook_ca` (PEM).
+    /// loopback address; `https://` verified against `webhook_ca` (PEM; by default Tollgate's
+    /// root CA).
     pub webhooks: Vec<String>,
     /// CA certificates (PEM) that `https://` receivers are verified against.
     pub webhook_ca: Option<PathBuf>,

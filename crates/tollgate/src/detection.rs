@@ -42,6 +42,15 @@ pub struct Detection {
     announced: Mutex<HashSet<String>>,
     /// Per connection: bytes sent and retransmitted at the previous sample.
     prev_tcp: Mutex<HashMap<ConnKey, (u64, u64)>>,
+    /// Per device: the broker meter read last (a new one means its counters restarted). One
+    /// entry per registered device that has connected; removed when the device is revoked.
+    meter_ids: Mutex<HashMap<Arc<str>, u64>>,
+}
+
+/// One fact from the event consumer, applied in arrival order.
+enum Fact {
+    Observe(Observation),
+    Forget(String),
 }
 
 impl std::fmt::Debug for Detection {
@@ -96,6 +105,7 @@ impl Detection {
             external_url: settings.external_url,
             announced: Mutex::new(HashSet::new()),
             prev_tcp: Mutex::new(HashMap::new()),
+            meter_ids: Mutex::new(HashMap::new()),
         });
         d.refresh_devices();
         let tasks = vec![
@@ -152,13 +162,19 @@ impl Detection {
         }
     }
 
-    /// The engine, for the admin API's reads and operator actions.
-    pub fn engine(&self) -> parking_lot::MutexGuard<'_, Engine> {
-        self.engine.lock()
+    /// Run `f` on the engine on a blocking thread: an evaluation holds the engine for up to a
+    /// few hundred milliseconds at 100,000 devices, which must not stall an async worker.
+    pub async fn with_engine<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut Engine) -> T + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || f(&mut me.engine.lock()))
+            .await
+            .map_err(|e| anyhow::anyhow!("detection engine task: {e}"))
     }
 
     async fn consume(self: Arc<Self>, mut consumer: Consumer) {
-        let mut refresh = false;
         while let Some(first) = consumer.recv().await {
             let mut batch = vec![first];
             while batch.len() < 1024 {
@@ -167,92 +183,52 @@ impl Detection {
                     None => break,
                 }
             }
-            let mut obs = Vec::with_capacity(batch.len());
+            let mut facts = Vec::with_capacity(batch.len());
+            let mut refresh = false;
+            let at = now_ms();
             for d in batch {
                 let Delivery::Event(ev) = d else { continue };
-                let at = now_ms();
-                match &ev.kind {
-                    EventKind::ConnectionAccepted {
-                        device,
-                        client_id,
-                        addr,
-                        ..
-                    } => obs.push(Observation::Connected {
-                        device: device.clone(),
-                        client_id: client_id.clone(),
-                        addr: addr.map(|a| a.ip()),
-                        at_ms: at,
-                    }),
-                    EventKind::Disconnected {
-                        device,
-                        client_id,
-                        reason,
-                        ..
-                    } => obs.push(Observation::Disconnected {
-                        device: device.clone(),
-                        client_id: client_id.clone(),
-                        reason: reason.clone(),
-                        at_ms: at,
-                    }),
-                    EventKind::ConnectionRefused {
-                        device: Some(device),
-                        reason,
-                        ..
-                    } => obs.push(Observation::Refused {
-                        device: device.clone(),
-                        reason: reason.as_str().to_owned(),
-                        at_ms: at,
-                    }),
-                    EventKind::SessionTakenOver { device, client_id } => {
-                        obs.push(Observation::TakenOver {
-                            device: device.clone(),
-                            client_id: client_id.clone(),
-                            at_ms: at,
-                        })
+                match fact_of(&ev.kind, at) {
+                    Some(f) => facts.push(f),
+                    None => {
+                        refresh |= matches!(
+                            ev.kind,
+                            EventKind::DeviceAdded { .. }
+                                | EventKind::DeviceEnrolled { .. }
+                                | EventKind::DeviceGroupsChanged { .. }
+                                | EventKind::InventoryChanged { .. }
+                                | EventKind::DeviceReactivated { .. }
+                        )
                     }
-                    EventKind::PublishDenied {
-                        device,
-                        topic,
-                        quarantine,
-                        ..
-                    } => obs.push(Observation::PublishDenied {
-                        device: device.clone(),
-                        topic: topic.clone(),
-                        quarantined: quarantine.is_some(),
-                        at_ms: at,
-                    }),
-                    EventKind::SubscribeDenied {
-                        device,
-                        filter,
-                        quarantine,
-                    } => obs.push(Observation::SubscribeDenied {
-                        device: device.clone(),
-                        filter: filter.clone(),
-                        quarantined: quarantine.is_some(),
-                        at_ms: at,
-                    }),
-                    EventKind::DeviceAdded { .. }
-                    | EventKind::DeviceEnrolled { .. }
-                    | EventKind::DeviceGroupsChanged { .. }
-                    | EventKind::InventoryChanged { .. }
-                    | EventKind::DeviceReactivated { .. } => refresh = true,
-                    EventKind::DeviceRevoked { device, .. } => {
-                        self.engine.lock().remove_device(device);
-                    }
-                    _ => {}
                 }
             }
-            if !obs.is_empty() {
-                let mut e = self.engine.lock();
-                for o in obs {
-                    e.observe(o);
+            if facts.is_empty() && !refresh {
+                continue;
+            }
+            let me = Arc::clone(&self);
+            // Off the async workers: the engine may be in the middle of an evaluation.
+            let _ = tokio::task::spawn_blocking(move || {
+                let mut cleared = Vec::new();
+                {
+                    let mut e = me.engine.lock();
+                    for f in facts {
+                        match f {
+                            Fact::Observe(o) => e.observe(o),
+                            Fact::Forget(device) => {
+                                me.meter_ids.lock().remove(device.as_str());
+                                cleared.extend(e.remove_device(&device));
+                            }
+                        }
+                    }
                 }
-            }
-            if refresh {
-                refresh = false;
-                let me = Arc::clone(&self);
-                let _ = tokio::task::spawn_blocking(move || me.refresh_devices()).await;
-            }
+                for a in &cleared {
+                    me.announce(a);
+                }
+                if refresh {
+                    me.refresh_devices();
+                }
+            })
+            .await;
         }
     }
 
@@ -301,6 +277,11 @@ impl Detection {
                     });
                 }
                 let m = &r.meter;
+                let restarted = {
+                    let mut ids = self.meter_ids.lock();
+                    let before = ids.insert(Arc::clone(&r.device), r.meter_id);
+                    before.is_some_and(|b| b != r.meter_id)
+                };
                 samples.push(Sample {
                     device: r.device.to_string(),
                     counters: Counters {
@@ -316,15 +297,23 @@ impl Detection {
                     topics: Sketch(r.drained.topics),
                     filters: Sketch(r.drained.filters),
                     connections,
+                    restarted,
+                    // Connections that closed since the last round, with the TCP_INFO read at
+                    // close: short connections count too.
+                    closed: r
+                        .drained
+                        .closed
+                        .iter()
+                        .map(|(client, t)| (client.to_string(), transport_of(t)))
+                        .collect(),
                 });
-                // A connection that closed since the last round: its final TCP_INFO counts
-                // for the fleet figures (the engine sees the device's live connections).
                 for (_, t) in &r.drained.closed {
                     self.metrics.rtt_seconds.observe(f64::from(t.rtt_us) / 1e6);
                 }
             }
             prev.retain(|k, _| seen.contains(k));
         }
+
         let (tick, learning, by_severity) = {
             let mut e = self.engine.lock();
             e.sample(now, samples);
@@ -431,6 +420,71 @@ impl Detection {
     }
 }
 
+/// The detection fact an event carries, if any.
+fn fact_of(kind: &EventKind, at: i64) -> Option<Fact> {
+    Some(Fact::Observe(match kind {
+        EventKind::ConnectionAccepted {
+            device,
+            client_id,
+            addr,
+            ..
+        } => Observation::Connected {
+            device: device.clone(),
+            client_id: client_id.clone(),
+            addr: addr.map(|a| a.ip()),
+            at_ms: at,
+        },
+        EventKind::Disconnected {
+            device,
+            client_id,
+            reason,
+            ..
+        } => Observation::Disconnected {
+            device: device.clone(),
+            client_id: client_id.clone(),
+            reason: reason.clone(),
+            at_ms: at,
+        },
+        EventKind::ConnectionRefused {
+            device: Some(device),
+            reason,
+            ..
+        } => Observation::Refused {
+            device: device.clone(),
+            reason: reason.as_str().to_owned(),
+            at_ms: at,
+        },
+        EventKind::SessionTakenOver { device, client_id } => Observation::TakenOver {
+            device: device.clone(),
+            client_id: client_id.clone(),
+            at_ms: at,
+        },
+        EventKind::PublishDenied {
+            device,
+            topic,
+            quarantine,
+            ..
+        } => Observation::PublishDenied {
+            device: device.clone(),
+            topic: topic.clone(),
+            quarantined: quarantine.is_some(),
+            at_ms: at,
+        },
+        EventKind::SubscribeDenied {
+            device,
+            filter,
+            quarantine,
+        } => Observation::SubscribeDenied {
+            device: device.clone(),
+            filter: filter.clone(),
+            quarantined: quarantine.is_some(),
+            at_ms: at,
+        },
+        EventKind::DeviceRevoked { device, .. } => return Some(Fact::Forget(device.clone())),
+        _ => return None,
+    }))
+}
+
 fn transport_of(t: &tollgate_broker::TransportSample) -> Transport {
     Transport {
         rtt_us: t.rtt_us,
@@ -442,6 +496,7 @@ fn transport_of(t: &tollgate_broker::TransportSample) -> Transport {
         bytes_sent: t.bytes_sent,
         bytes_retrans: t.bytes_retrans,
         delivery_rate: t.delivery_rate,
+        last_recv_ms: t.last_recv_ms,
     }
 }
 

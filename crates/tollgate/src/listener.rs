@@ -373,6 +373,7 @@ impl tollgate_broker::TransportProbe for TcpProbe {
             bytes_sent: i.bytes_sent,
             bytes_retrans: i.bytes_retrans,
             delivery_rate: i.delivery_rate,
+            last_recv_ms: i.last_data_recv_ms,
         })
     }
 }

@@ -442,18 +442,46 @@ pub async fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    // A scraper needs one connection; a few cover several scrapers and a curl. Beyond them a
+    // connection is closed at once, so nobody can pile up descriptors here.
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = stop.changed() => return,
         };
-        let Ok((tcp, _)) = accepted else { continue };
+        let tcp = match accepted {
+            Ok((tcp, _)) => tcp,
+            Err(e) => {
+                // Out of descriptors, say: do not spin; try again shortly.
+                tracing::warn!("metrics listener: accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            drop(tcp);
+            continue;
+        };
         let m = Arc::clone(&metrics);
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let service = hyper::service::service_fn(move |req| {
                 let m = Arc::clone(&m);
-                async move { Ok::<_, std::convert::Infallible>(respond(&m, &req)) }
+                async move {
+                    // Reading every counter (and scanning session queues) is off the async
+                    // workers.
+                    let wanted = req.uri().path() == "/metrics"
+                        && (req.method() == hyper::Method::GET
+                            || req.method() == hyper::Method::HEAD);
+                    let body = if wanted {
+                        tokio::task::spawn_blocking(move || m.encode()).await.ok()
+                    } else {
+                        None
+                    };
+                    Ok::<_, std::convert::Infallible>(respond(&req, body))
+                }
             });
             let http = hyper::server::conn::http1::Builder::new();
             let timeout = std::time::Duration::from_secs(30);
@@ -475,9 +503,12 @@ pub async fn serve(
     }
 }
 
+/// Connections the metrics listener serves at once.
+const MAX_CONNECTIONS: usize = 8;
+
 fn respond(
-    m: &Metrics,
     req: &hyper::Request<hyper::body::Incoming>,
+    body: Option<String>,
 ) -> hyper::Response<Full<Bytes>> {
     let mut resp = hyper::Response::new(Full::new(Bytes::new()));
     if req.uri().path() != "/metrics" {
@@ -489,7 +520,11 @@ fn respond(
         *resp.status_mut() = hyper::StatusCode::METHOD_NOT_ALLOWED;
         return resp;
     }
-    *resp.body_mut() = Full::new(Bytes::from(m.encode()));
+    let Some(body) = body else {
+        *resp.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+        return resp;
+    };
+    *resp.body_mut() = Full::new(Bytes::from(body));
     resp.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static(

@@ -209,10 +209,16 @@ impl Webhook {
                 .await
                 .context("HTTP handshake")?;
         let driver = tokio::spawn(conn);
-        let host = if (r.tls && r.port == 443) || (!r.tls && r.port == 80) {
-            r.host.clone()
+        // An IPv6 literal is bracketed in the Host header (RFC 9110, 7.2).
+        let name = if r.host.contains(':') {
+            format!("[{}]", r.host)
         } else {
-            format!("{}:{}", r.host, r.port)
+            r.host.clone()
+        };
+        let host = if (r.tls && r.port == 443) || (!r.tls && r.port == 80) {
+            name
+        } else {
+            format!("{name}:{}", r.port)
         };
         let req = hyper::Request::post(r.path.as_str())
             .header(hyper::header::HOST, host)

@@ -419,13 +419,6 @@ impl Conn {
             return self
                 .protocol_error(ReasonCode::TOPIC_NAME_INVALID, "topic has too many levels");
         }
-        let stats = &self.shared.stats;
-        let q = p.qos as usize;
-        if let (Some(m), Some(b)) = (stats.messages_in.get(q), stats.bytes_in.get(q)) {
-            m.fetch_add(1, Ordering::Relaxed);
-            b.fetch_add(p.payload.len() as u64, Ordering::Relaxed);
-        }
-        self.gate.meter().received(&p.topic, p.payload.len());
         let pid = p.packet_id;
         if p.qos == QoS::ExactlyOnce {
             if self.state.inbound_qos2.contains(&pid) {
@@ -443,6 +436,14 @@ impl Conn {
                 );
             }
         }
+        // Counted once per message (a QoS 2 retransmission was answered above).
+        let stats = &self.shared.stats;
+        let q = p.qos as usize;
+        if let (Some(m), Some(b)) = (stats.messages_in.get(q), stats.bytes_in.get(q)) {
+            m.fetch_add(1, Ordering::Relaxed);
+            b.fetch_add(p.payload.len() as u64, Ordering::Relaxed);
+        }
+        self.gate.meter().received(&p.topic, p.payload.len());
 
         match self.gate.report(&self.shared, &p.topic, p.qos) {
             None => {}

@@ -175,13 +175,14 @@ impl Engine {
         dev.cohort_ids = ids;
     }
 
-    /// Forget a device: its statistics go, its active alerts are cleared.
-    pub fn remove_device(&mut self, device: &str) {
+    /// Forget a device: its statistics go, its active alerts are cleared and returned (to be
+    /// announced like any other clear).
+    pub fn remove_device(&mut self, device: &str) -> Vec<Alert> {
         let Some(i) = self.index.remove(device) else {
-            return;
+            return Vec::new();
         };
         if i >= self.devices.len() {
-            return;
+            return Vec::new();
         }
         self.devices.swap_remove(i);
         if let Some(moved) = self.devices.get(i) {
@@ -195,12 +196,14 @@ impl Engine {
             .filter(|a| a.device.as_deref() == Some(device))
             .map(|a| a.id.clone())
             .collect();
-        for id in ids {
-            self.book.clear(&id, now);
-        }
+        let cleared: Vec<Alert> = ids
+            .iter()
+            .filter_map(|id| self.book.clear(id, now))
+            .collect();
         self.book
             .tracks
             .retain(|(_, s), _| *s != Subject::Device(device.to_owned()));
+        cleared
     }
 
     /// Record one fact from the event bus.
@@ -305,9 +308,11 @@ impl Engine {
                     idx,
                     now_ms,
                     s.counters,
+                    s.restarted,
                     &s.topics,
                     &s.filters,
                     s.connections,
+                    &s.closed,
                 );
             }
         }
@@ -633,6 +638,22 @@ impl Engine {
                         {
                             cohort_wide = true;
                         }
+                    }
+                    // The whole fleet is a cohort too (devices without group or model, and
+                    // cohorts too small to judge, are covered by it).
+                    let fleet = self.devices.len();
+                    let fleet_active = self
+                        .book
+                        .active
+                        .values()
+                        .filter(|a| a.detector == f.detector && a.device.is_some())
+                        .count()
+                        + 1;
+                    if fleet >= self.config.engine.cohort_min_devices
+                        && fleet_active as f64
+                            > self.config.engine.cohort_mitigation_fraction * fleet as f64
+                    {
+                        cohort_wide = true;
                     }
                     if cohort_wide {
                         "notify (cohort-wide)".to_owned()

@@ -171,6 +171,8 @@ impl Sim {
                 topics,
                 filters,
                 connections,
+                restarted: false,
+                closed: Vec::new(),
             });
         }
         self.eng.sample(self.now, samples);
@@ -793,7 +795,14 @@ fn remove_device_clears_its_alerts() {
     s.dev(17).per_min = 0.0;
     s.run(MIN);
     let id = s.raised[0].id.clone();
-    s.eng.remove_device("dev-0017");
+    let cleared = s.eng.remove_device("dev-0017");
+    assert_eq!(
+        cleared.len(),
+        1,
+        "the cleared alert is handed back to be announced"
+    );
+    assert_eq!(cleared[0].id, id);
+    assert_eq!(cleared[0].state, AlertState::Cleared);
     assert!(s.eng.device_stats("dev-0017", s.now).is_none());
     assert_eq!(s.eng.alert(&id).unwrap().state, AlertState::Cleared);
     assert!(s.eng.alerts(true).is_empty());
@@ -842,6 +851,7 @@ fn extreme_inputs_do_not_panic() {
         bytes_sent: u64::MAX,
         bytes_retrans: u64::MAX,
         delivery_rate: u64::MAX,
+        last_recv_ms: u32::MAX,
     };
     for at in [i64::MIN, -1, 0, 1, i64::MAX] {
         eng.observe(Observation::Connected {
@@ -876,6 +886,8 @@ fn extreme_inputs_do_not_panic() {
                             transport: Some(Transport::default()),
                         },
                     ],
+                    restarted: counters == big,
+                    closed: vec![("c".into(), tr)],
                 }],
             );
             let _ = eng.tick(at);
@@ -883,4 +895,144 @@ fn extreme_inputs_do_not_panic() {
         let _ = eng.device_stats("d", at);
         let _ = eng.fleet_stats(at);
     }
+}
+
+fn one(device: &str, counters: Counters, conns: Vec<LiveConn>) -> Sample {
+    Sample {
+        device: device.into(),
+        counters,
+        topics: Sketch::default(),
+        filters: Sketch::default(),
+        connections: conns,
+        restarted: false,
+        closed: Vec::new(),
+    }
+}
+
+fn conn(client: &str, addr: &str, last_recv_ms: u32) -> LiveConn {
+    LiveConn {
+        client_id: client.into(),
+        addr: Some(addr.parse().unwrap()),
+        transport: Some(Transport {
+            last_recv_ms,
+            ..Transport::default()
+        }),
+    }
+}
+
+fn cloned_alerts(eng: &Engine) -> usize {
+    eng.alerts(false)
+        .iter()
+        .filter(|a| a.detector == detectors::CLONED_CERTIFICATE)
+        .count()
+}
+
+#[test]
+fn regression_a_device_caught_mid_move_or_with_a_stale_connection_is_not_a_clone() {
+    let mut eng = Engine::new(cfg());
+    let mut now = T0;
+    // One sample at two addresses (the new connection before the old one timed out), then one.
+    for conns in [
+        vec![conn("c", "10.0.0.1", 0), conn("c2", "10.9.0.1", 0)],
+        vec![conn("c2", "10.9.0.1", 0)],
+        vec![conn("c2", "10.9.0.1", 0)],
+    ] {
+        now += 10_000;
+        eng.sample(now, vec![one("d", Counters::default(), conns)]);
+        let _ = eng.tick(now);
+    }
+    assert_eq!(cloned_alerts(&eng), 0);
+    // A half-open connection that has received nothing for minutes, beside the live one.
+    for _ in 0..5 {
+        now += 10_000;
+        let conns = vec![conn("c", "10.0.0.1", 300_000), conn("c2", "10.9.0.1", 0)];
+        eng.sample(now, vec![one("d", Counters::default(), conns)]);
+        let _ = eng.tick(now);
+    }
+    assert_eq!(cloned_alerts(&eng), 0);
+    // Two live addresses for CONCURRENT_SAMPLES samples in a row: a clone.
+    for i in 0..crate::CONCURRENT_SAMPLES {
+        now += 10_000;
+        let conns = vec![conn("c", "10.0.0.1", 500), conn("c2", "10.9.0.1", 0)];
+        eng.sample(now, vec![one("d", Counters::default(), conns)]);
+        let _ = eng.tick(now);
+        let expect = usize::from(i + 1 == crate::CONCURRENT_SAMPLES);
+        assert_eq!(cloned_alerts(&eng), expect, "after {} samples", i + 1);
+    }
+}
+
+#[test]
+fn regression_an_anomaly_on_most_of_a_fleet_without_cohorts_does_not_mitigate_most_of_it() {
+    // Devices with no group and no model: the whole fleet is their cohort.
+    let mut eng = Engine::new(cfg());
+    let devices: Vec<String> = (0..6).map(|i| format!("d{i}")).collect();
+    let mut now = T0;
+    // Every device starts probing at once (a policy change that denies everyone, say).
+    for d in &devices {
+        for t in 0..30 {
+            eng.observe(Observation::PublishDenied {
+                device: d.clone(),
+                topic: format!("t/{t}"),
+                quarantined: false,
+                at_ms: now,
+            });
+        }
+    }
+    now += 1_000;
+    let tick = eng.tick(now);
+    let raised = tick
+        .changes
+        .iter()
+        .filter(|a| a.detector == detectors::AUTHORIZATION_PROBING)
+        .count();
+    assert_eq!(raised, 6);
+    assert!(
+        tick.orders.len() <= 3,
+        "{} of 6 devices mitigated: {:?}",
+        tick.orders.len(),
+        tick.orders
+    );
+    assert!(tick
+        .changes
+        .iter()
+        .any(|a| a.mitigation == "notify (cohort-wide)"));
+}
+
+#[test]
+fn a_closed_connections_last_reading_and_a_restarted_meter_are_counted() {
+    let mut eng = Engine::new(cfg());
+    let t = |sent: u64, retrans: u64| Transport {
+        bytes_sent: sent,
+        bytes_retrans: retrans,
+        segs_out: u32::try_from(sent / 100).unwrap(),
+        ..Transport::default()
+    };
+    let mut now = T0;
+    let live = |tr: Transport| LiveConn {
+        client_id: "c".into(),
+        addr: None,
+        transport: Some(tr),
+    };
+    let c = |n: u64| Counters {
+        messages_in: n,
+        ..Counters::default()
+    };
+    eng.sample(now, vec![one("d", c(1000), vec![live(t(10_000, 0))])]);
+    now += 5_000;
+    // The connection closed: only its final reading (taken at close) says 5 % was resent.
+    let mut s = one("d", c(1100), vec![]);
+    s.closed = vec![("c".into(), t(30_000, 1_000))];
+    eng.sample(now, vec![s]);
+    now += 5_000;
+    // A new meter (the device was forgotten and came back): its counters are all new.
+    let mut s = one("d", c(40), vec![live(t(100, 0))]);
+    s.restarted = true;
+    eng.sample(now, vec![s]);
+    let st = eng.device_stats("d", now).unwrap();
+    let sent: u64 = st.buckets.iter().map(|b| b.bytes_sent).sum();
+    let retrans: u64 = st.buckets.iter().map(|b| b.bytes_retrans).sum();
+    let msgs: u64 = st.buckets.iter().map(|b| b.messages_in).sum();
+    // A connection's first reading counts everything since it opened.
+    assert_eq!((sent, retrans), (10_000 + 20_000 + 100, 1_000));
+    assert_eq!(msgs, 100 + 40);
 }

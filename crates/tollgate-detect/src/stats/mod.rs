@@ -361,6 +361,8 @@ pub(crate) struct Device {
     pub last_message_ms: Option<i64>,
     pub first_connect_ms: Option<i64>,
     pub sources: Vec<SourceView>,
+    /// Consecutive samples that showed live connections from two or more addresses.
+    pub concurrent_samples: u32,
     /// New networks seen after learning, waiting for the next tick: (network, known before, at).
     pub new_sources: Vec<(String, usize, i64)>,
     pub baselines: Vec<(Metric, Baseline)>,
@@ -431,17 +433,25 @@ impl Device {
         }
     }
 
-    /// Record a sample.
+    /// Record a sample. `restarted`: the counters began again from zero since the previous
+    /// sample; `closed`: connections that closed since, with their last TCP reading.
+    #[allow(clippy::too_many_arguments)]
     pub fn record_sample(
         &mut self,
         idx: i64,
         now_ms: i64,
         counters: Counters,
+        restarted: bool,
         topics: &Sketch,
         filters: &Sketch,
         conns: Vec<LiveConn>,
+        closed: &[(String, Transport)],
     ) {
-        let delta = self.last_counters.map(|prev| counters.delta_since(&prev));
+        let delta = match self.last_counters {
+            Some(_) if restarted => Some(counters),
+            Some(prev) => Some(counters.delta_since(&prev)),
+            None => None,
+        };
         self.last_counters = Some(counters);
         match delta {
             Some(d) if d.messages_in > 0 => self.last_message_ms = Some(now_ms),
@@ -453,12 +463,22 @@ impl Device {
         let mut tcp_delta = (0u64, 0u64, 0u64, 0u64, 0u64, 0u32, 0u32);
         let mut tcp_next: Vec<(String, Transport)> = Vec::new();
         let mut latest: Option<Transport> = None;
-        for c in conns.iter().take(MAX_CONNS) {
-            let Some(t) = c.transport else { continue };
+        // Closed connections first: their final reading counts against their previous one,
+        // and they are then forgotten.
+        let finals = closed
+            .iter()
+            .take(MAX_CONNS)
+            .map(|(id, t)| (id.as_str(), Some(*t), false));
+        let live = conns
+            .iter()
+            .take(MAX_CONNS)
+            .map(|c| (c.client_id.as_str(), c.transport, true));
+        for (client_id, t, is_live) in finals.chain(live) {
+            let Some(t) = t else { continue };
             let prev = self
                 .tcp
                 .iter()
-                .find(|(id, _)| *id == c.client_id)
+                .find(|(id, _)| id == client_id)
                 .map(|(_, p)| *p);
             let restarted = prev.is_none_or(|p| {
                 t.bytes_sent < p.bytes_sent
@@ -484,8 +504,13 @@ impl Device {
             tcp_delta.4 = tcp_delta.4.saturating_add(u64::from(t.rtt_us));
             tcp_delta.5 = tcp_delta.5.saturating_add(1);
             tcp_delta.6 = tcp_delta.6.max(t.lost);
-            tcp_next.push((c.client_id.clone(), t));
-            latest = Some(t);
+            if is_live {
+                tcp_next.push((client_id.to_owned(), t));
+                latest = Some(t);
+            } else {
+                // A live connection of the same client id that opened since starts afresh.
+                self.tcp.retain(|(id, _)| id != client_id);
+            }
         }
         self.tcp = tcp_next;
         if let Some(t) = latest {
@@ -495,6 +520,11 @@ impl Device {
         let mut conns = conns;
         conns.truncate(MAX_CONNS);
         self.conns = conns;
+        if self.live_addresses().len() >= 2 {
+            self.concurrent_samples = self.concurrent_samples.saturating_add(1);
+        } else {
+            self.concurrent_samples = 0;
+        }
         // Sketches of the bucket.
         if !topics.is_empty() || !filters.is_empty() {
             match self.sketches.iter_mut().rev().find(|s| s.0 == idx) {
@@ -677,8 +707,18 @@ impl Device {
     }
 
     /// Distinct addresses of the live connections.
+    /// The addresses of the device's live connections, leaving out stale ones (nothing
+    /// received for [`crate::STALE_CONNECTION_MS`]).
     pub fn live_addresses(&self) -> Vec<IpAddr> {
-        let mut a: Vec<IpAddr> = self.conns.iter().filter_map(|c| c.addr).collect();
+        let mut a: Vec<IpAddr> = self
+            .conns
+            .iter()
+            .filter(|c| {
+                c.transport
+                    .is_none_or(|t| t.last_recv_ms < crate::STALE_CONNECTION_MS)
+            })
+            .filter_map(|c| c.addr)
+            .collect();
         a.sort_unstable();
         a.dedup();
         a

@@ -36,10 +36,37 @@ fn counters_delta_and_restart() {
         bytes_in: n * 10,
         ..Counters::default()
     };
-    d.record_sample(0, 0, c(100), &Sketch::EMPTY, &Sketch::EMPTY, vec![]);
-    d.record_sample(0, 10, c(130), &Sketch::EMPTY, &Sketch::EMPTY, vec![]);
+    d.record_sample(
+        0,
+        0,
+        c(100),
+        false,
+        &Sketch::EMPTY,
+        &Sketch::EMPTY,
+        vec![],
+        &[],
+    );
+    d.record_sample(
+        0,
+        10,
+        c(130),
+        false,
+        &Sketch::EMPTY,
+        &Sketch::EMPTY,
+        vec![],
+        &[],
+    );
     // Meter restarted: 5 is the delta.
-    d.record_sample(1, 70_000, c(5), &Sketch::EMPTY, &Sketch::EMPTY, vec![]);
+    d.record_sample(
+        1,
+        70_000,
+        c(5),
+        false,
+        &Sketch::EMPTY,
+        &Sketch::EMPTY,
+        vec![],
+        &[],
+    );
     assert_eq!(d.buckets.len(), 2);
     assert_eq!(d.buckets[0].messages_in, 30);
     assert_eq!(d.buckets[0].bytes_in, 300);

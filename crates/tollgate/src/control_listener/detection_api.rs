@@ -48,6 +48,10 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+fn internal(e: anyhow::Error) -> ApiError {
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"))
+}
+
 impl From<DetectError> for ApiError {
     fn from(e: DetectError) -> Self {
         ApiError(super::status_of_detect(&e), e.to_string())
@@ -63,7 +67,12 @@ async fn device_stats(
     let cp = Arc::clone(&s.cp);
     let id2 = id.clone();
     super::admin::blocking(move || cp.device(&id2)).await?;
-    let stats = s.detection.engine().device_stats(&id, now_ms());
+    let id2 = id.clone();
+    let stats = s
+        .detection
+        .with_engine(move |e| e.device_stats(&id2, now_ms()))
+        .await
+        .map_err(internal)?;
     match stats {
         Some(st) => Ok(Json(serde_json::to_value(st).unwrap_or_default())),
         None => Ok(Json(serde_json::json!({
@@ -75,8 +84,13 @@ async fn device_stats(
     }
 }
 
-async fn fleet_stats(State(s): State<AppState>, _a: Admin) -> impl IntoResponse {
-    Json(s.detection.engine().fleet_stats(now_ms()))
+async fn fleet_stats(State(s): State<AppState>, _a: Admin) -> Result<impl IntoResponse, ApiError> {
+    let st = s
+        .detection
+        .with_engine(|e| e.fleet_stats(now_ms()))
+        .await
+        .map_err(internal)?;
+    Ok(Json(st))
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,16 +107,19 @@ async fn list_alerts(
     State(s): State<AppState>,
     _a: Admin,
     Query(q): Query<AlertQuery>,
-) -> impl IntoResponse {
-    let alerts: Vec<_> = s
+) -> Result<impl IntoResponse, ApiError> {
+    let active = q.active;
+    let all = s
         .detection
-        .engine()
-        .alerts(q.active)
+        .with_engine(move |e| e.alerts(active))
+        .await
+        .map_err(internal)?;
+    let alerts: Vec<_> = all
         .into_iter()
         .filter(|a| q.device.is_none() || a.device == q.device)
         .filter(|a| q.detector.as_deref().is_none_or(|d| a.detector == d))
         .collect();
-    Json(alerts)
+    Ok(Json(alerts))
 }
 
 async fn get_alert(
@@ -110,7 +127,12 @@ async fn get_alert(
     _a: Admin,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let a = s.detection.engine().alert(&id);
+    let id2 = id.clone();
+    let a = s
+        .detection
+        .with_engine(move |e| e.alert(&id2))
+        .await
+        .map_err(internal)?;
     a.map(Json)
         .ok_or_else(|| ApiError::from(DetectError::UnknownAlert(id)))
 }
@@ -131,10 +153,12 @@ async fn set_verdict(
     body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
     let req: VerdictBody = required(&s, &headers, body).await?;
+    let (kind, by, note) = (req.verdict, who.clone(), req.note);
     let a = s
         .detection
-        .engine()
-        .set_verdict(&id, req.verdict, &who, req.note, now_ms())?;
+        .with_engine(move |e| e.set_verdict(&id, kind, &by, note, now_ms()))
+        .await
+        .map_err(internal)??;
     let verdict = serde_json::to_value(req.verdict)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
@@ -191,16 +215,18 @@ async fn add_suppression(
         }
     }
     let now = now_ms();
-    let sup = s.detection.engine().suppress(
-        SuppressionRequest {
-            detector: req.detector,
-            device: req.device,
-            until_ms: now.saturating_add(ms),
-            reason: req.reason,
-            by: who.clone(),
-        },
-        now,
-    )?;
+    let request = SuppressionRequest {
+        detector: req.detector,
+        device: req.device,
+        until_ms: now.saturating_add(ms),
+        reason: req.reason,
+        by: who.clone(),
+    };
+    let sup = s
+        .detection
+        .with_engine(move |e| e.suppress(request, now))
+        .await
+        .map_err(internal)??;
     s.events.emit(EventKind::AlertSuppression {
         id: sup.id.clone(),
         detector: sup.detector.clone(),
@@ -212,8 +238,16 @@ async fn add_suppression(
     Ok((StatusCode::CREATED, Json(sup)))
 }
 
-async fn list_suppressions(State(s): State<AppState>, _a: Admin) -> impl IntoResponse {
-    Json(s.detection.engine().suppressions(now_ms()))
+async fn list_suppressions(
+    State(s): State<AppState>,
+    _a: Admin,
+) -> Result<impl IntoResponse, ApiError> {
+    let list = s
+        .detection
+        .with_engine(|e| e.suppressions(now_ms()))
+        .await
+        .map_err(internal)?;
+    Ok(Json(list))
 }
 
 async fn remove_suppression(
@@ -221,7 +255,11 @@ async fn remove_suppression(
     Admin(who): Admin,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let sup = s.detection.engine().unsuppress(&id)?;
+    let sup = s
+        .detection
+        .with_engine(move |e| e.unsuppress(&id))
+        .await
+        .map_err(internal)??;
     s.events.emit(EventKind::AlertSuppression {
         id: sup.id.clone(),
         detector: sup.detector.clone(),
