@@ -156,7 +156,7 @@ pub async fn alerts(args: AlertsArgs) -> Result<ExitCode> {
         None => {
             let mut path = format!("/api/v1/alerts?active={}", args.active);
             if let Some(d) = &args.device {
-                path.push_str(&format!("&device={}", client::query_escape(d)));
+                path.push_str(&format!("&device={}", client::path_escape(d)));
             }
             let v = AdminClient::new(&args.conn)?
                 .call(Method::GET, &path, None)

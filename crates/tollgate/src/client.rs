@@ -216,8 +216,3 @@ pub fn path_escape(s: &str) -> String {
     }
     out
 }
-
-/// [`path_escape`], for a query value.
-pub fn query_escape(s: &str) -> String {
-    path_escape(s)
-}

@@ -405,30 +405,21 @@ impl Collector for Live {
             m.encode_histogram::<NoLabelSet>(sum, cumulative, &buckets, None)?;
         }
         if !self.webhooks.is_empty() {
-            let mut rows = Vec::new();
-            for w in &self.webhooks {
-                rows.push((l("outcome", "delivered"), load(&w.stats.delivered)));
-                rows.push((
-                    l("outcome", "failed_attempt"),
-                    load(&w.stats.failed_attempts),
-                ));
-                rows.push((l("outcome", "dropped"), load(&w.stats.dropped)));
-            }
-            // Summed over receivers (a receiver URL is configuration, not a bounded label we
-            // want in every series).
-            let mut summed: Vec<(Labels, u64)> = Vec::new();
-            for (k, v) in rows {
-                match summed.iter_mut().find(|(sk, _)| *sk == k) {
-                    Some((_, sv)) => *sv += v,
-                    None => summed.push((k, v)),
-                }
-            }
+            // Summed over receivers (a receiver URL is configuration, not a label we want in
+            // every series).
+            let sum = |f: fn(&crate::webhook::WebhookStats) -> &std::sync::atomic::AtomicU64| {
+                self.webhooks.iter().map(|w| load(f(&w.stats))).sum::<u64>()
+            };
             family(
                 e,
                 "tollgate_webhook_notifications",
                 "Alert webhook notifications, by outcome",
                 MetricType::Counter,
-                &summed,
+                &[
+                    (l("outcome", "delivered"), sum(|s| &s.delivered)),
+                    (l("outcome", "failed_attempt"), sum(|s| &s.failed_attempts)),
+                    (l("outcome", "dropped"), sum(|s| &s.dropped)),
+                ],
             )?;
         }
         Ok(())
