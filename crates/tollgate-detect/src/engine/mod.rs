@@ -381,7 +381,13 @@ impl Engine {
         let mut traffic: Vec<[f64; 4]> = Vec::with_capacity(self.devices.len());
         for dev in &mut self.devices {
             dev.prune(cur, &self.keep);
-            dev.refresh_baselines(cur, bucket_ms, &self.baseline_metrics, &mut self.scratch);
+            dev.refresh_baselines(
+                cur,
+                bucket_ms,
+                self.config.engine.learning_buckets,
+                &self.baseline_metrics,
+                &mut self.scratch,
+            );
             let mut t = [0.0; 4];
             for (slot, m) in t.iter_mut().zip(TRAFFIC) {
                 *slot = dev.window_sum(now_ms, w, bucket_ms, |b| b.counter(m)) * per_min;
@@ -779,17 +785,20 @@ impl Engine {
         let w = self.config.engine.window_ms;
         let traffic_mask = TRAFFIC.iter().fold(0, |m, x| m | x.bit());
         let link_mask = Metric::RttMs.bit() | Metric::RetransRatio.bit();
-        let mut marks: Vec<(usize, u32, i64)> = Vec::new();
+        // (device, metrics, window; `None`: since the device's last message)
+        let mut marks: Vec<(usize, u32, Option<i64>)> = Vec::new();
         for a in self.book.active.values() {
             let (mask, window) = match a.detector.as_str() {
-                detectors::TRAFFIC_SPIKE => (traffic_mask, w),
-                detectors::LINK_DEGRADATION => (link_mask, w),
-                detectors::INACTIVE => (Metric::MessagesIn.bit(), w),
+                detectors::TRAFFIC_SPIKE => (traffic_mask, Some(w)),
+                detectors::LINK_DEGRADATION => (link_mask, Some(w)),
+                // The whole silence, however long: the device's return must not look like a
+                // spike against a baseline the silence dragged down.
+                detectors::INACTIVE => (Metric::MessagesIn.bit() | Metric::BytesIn.bit(), None),
                 NETWORK_DEGRADATION => {
                     if let Some(cid) = a.cohort.as_ref().and_then(|c| self.cohort_lookup.get(c)) {
                         for (i, d) in self.devices.iter().enumerate() {
                             if d.cohort_ids.contains(cid) {
-                                marks.push((i, link_mask, w));
+                                marks.push((i, link_mask, Some(w)));
                             }
                         }
                     }
@@ -799,7 +808,7 @@ impl Engine {
                     .strip_prefix("rule:")
                     .and_then(|n| self.config.rule(n))
                 {
-                    Some(r) => (r.metric.bit(), r.window_ms),
+                    Some(r) => (r.metric.bit(), Some(r.window_ms)),
                     None => continue,
                 },
             };
@@ -809,7 +818,11 @@ impl Engine {
         }
         for (i, mask, window) in marks {
             if let Some(d) = self.devices.get_mut(i) {
-                d.exclude(now.saturating_sub(window), now, bucket_ms, mask);
+                let from = match window {
+                    Some(w) => now.saturating_sub(w),
+                    None => d.last_message_ms.unwrap_or(now.saturating_sub(w)),
+                };
+                d.exclude(from, now, bucket_ms, mask);
             }
         }
     }

@@ -566,6 +566,48 @@ fn inactive_device() {
     assert_eq!(s.eng.alert(&a.id).unwrap().state, AlertState::Cleared);
 }
 
+/// A regular reporter that falls silent is judged against its rate from before the silence:
+/// the silence must neither erase that rate (no inactive alert) nor, once its buckets
+/// outnumber the reporting ones, make the still-recent reports look like a spike; nor must
+/// the silence, once alerted on, make the device's return look like one. Compressed time as
+/// in the end-to-end test (5-second buckets, a 1-second sampler), at every phase of a bucket.
+#[test]
+fn a_silence_is_not_learnt_as_the_baseline_nor_makes_a_spike() {
+    let text = "[engine]\nbucket = \"5s\"\nlearning_buckets = 4\n";
+    for phase in 0..5 {
+        let config = DetectionConfig::parse(text, "t").unwrap();
+        let mut s = Sim::new(config, 12, 1_000);
+        s.dev(8).per_min = 120.0;
+        s.run(30_000 + phase * 1_000);
+        let onset = s.now;
+        s.dev(8).per_min = 0.0;
+        s.run(60_000);
+        let on_8 = |s: &Sim, from: usize| -> Vec<String> {
+            s.raised[from..]
+                .iter()
+                .filter(|a| a.device.as_deref() == Some("dev-0008"))
+                .map(|a| format!("{} {}", a.detector, a.explanation))
+                .collect()
+        };
+        let seen = on_8(&s, 0);
+        assert_eq!(seen.len(), 1, "phase {phase}: {seen:#?}");
+        assert!(seen[0].starts_with("inactive"), "phase {phase}: {seen:#?}");
+        let a = s
+            .raised
+            .iter()
+            .find(|a| a.detector == "inactive" && a.device.as_deref() == Some("dev-0008"))
+            .unwrap();
+        assert!(a.started_at_ms - onset <= 40_000, "phase {phase}");
+        assert_eq!(a.baseline.map(|b| b > 60.0), Some(true), "{a:?}");
+        // Back at its usual rate after a long silence: no spike.
+        let from = s.raised.len();
+        s.dev(8).per_min = 120.0;
+        s.run(120_000);
+        let seen = on_8(&s, from);
+        assert!(seen.is_empty(), "phase {phase}: {seen:#?}");
+    }
+}
+
 fn probe(s: &mut Sim, i: usize) {
     for k in 0..25 {
         let id = s.devs[i].id.clone();

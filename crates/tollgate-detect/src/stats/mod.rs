@@ -29,7 +29,9 @@
 //! **Baselines.** Per device and metric, the median and MAD (see [`crate::baseline`]) of the
 //! per-bucket value (per minute for counters) of the device's *completed, online* buckets in
 //! history, leaving out buckets marked as overlapping an active alert on that metric (an attack
-//! must not become the baseline). They are recomputed once per completed bucket, not per tick.
+//! must not become the baseline), and, for a regular reporter, the buckets of a silence in
+//! progress from its `messages_in` and `bytes_in` baselines (a silence must not be learnt
+//! before `inactive` judges it). They are recomputed once per completed bucket, not per tick.
 //! A device is *learning* while fewer than `learning_buckets` such buckets back its
 //! `messages_in` baseline.
 
@@ -751,10 +753,12 @@ impl Device {
 
     /// Recompute the baselines of `metrics` from completed buckets before `cur`, if the current
     /// bucket changed since they were computed. `scratch` is reused across devices.
+    /// `learning_buckets` decides whether the device is a regular reporter (see below).
     pub fn refresh_baselines(
         &mut self,
         cur: i64,
         bucket_ms: i64,
+        learning_buckets: usize,
         metrics: &[Metric],
         scratch: &mut Vec<f64>,
     ) {
@@ -762,11 +766,27 @@ impl Device {
             return;
         }
         self.baselines_at = Some(cur);
+        // A regular reporter's silence in progress is left out of its publishing baselines:
+        // the inactive detector judges the silence against the rate from before it, and the
+        // silent buckets must not drag the baseline down until the reports still inside the
+        // window look like a spike. When the device reports again they count, unless an
+        // inactive alert marked them.
+        let regular = self
+            .baseline(Metric::MessagesIn)
+            .is_some_and(|b| b.ready(learning_buckets) && b.median >= 1.0);
+        let silent_after = self
+            .last_message_ms
+            .filter(|_| regular)
+            .map(|t| t.div_euclid(bucket_ms));
         self.baselines.clear();
         for &m in metrics {
             scratch.clear();
+            let publishing = matches!(m, Metric::MessagesIn | Metric::BytesIn);
             for b in &self.buckets {
                 if b.idx >= cur || !b.online || b.excluded & m.bit() != 0 {
+                    continue;
+                }
+                if publishing && silent_after.is_some_and(|s| b.idx > s) {
                     continue;
                 }
                 if let Some(v) = b.baseline_value(m, bucket_ms) {

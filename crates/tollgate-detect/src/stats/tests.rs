@@ -87,13 +87,13 @@ fn baselines_skip_offline_current_and_excluded() {
         b.online = true;
     });
     let mut scratch = Vec::new();
-    d.refresh_baselines(10, 60_000, &[Metric::MessagesIn], &mut scratch);
+    d.refresh_baselines(10, 60_000, 5, &[Metric::MessagesIn], &mut scratch);
     let b = *d.baseline(Metric::MessagesIn).unwrap();
     assert_eq!(b.samples, 9);
     assert_eq!(b.median, 11.0);
     // Exclude buckets 7..=9 for messages_in: recomputed at the next refresh.
     d.exclude(7 * 60_000, 9 * 60_000, 60_000, Metric::MessagesIn.bit());
-    d.refresh_baselines(10, 60_000, &[Metric::MessagesIn], &mut scratch);
+    d.refresh_baselines(10, 60_000, 5, &[Metric::MessagesIn], &mut scratch);
     assert_eq!(d.baseline(Metric::MessagesIn).unwrap().samples, 6);
 }
 
