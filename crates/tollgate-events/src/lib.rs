@@ -15,6 +15,12 @@
 //!   the detectors later). The dispatcher never waits on a consumer: a consumer whose queue is
 //!   full misses events, and is told exactly which ones with a [`Delivery::Gap`].
 //!
+//! - [`EventBus::emit_durable`], for control actions that must be *written ahead*: the event
+//!   takes the same path and the same numbering, but the caller waits until the one *durable*
+//!   consumer (the audit log, registered with [`Dispatcher::durable_consumer`]) has made it
+//!   durable, and learns its sequence number; if it cannot be recorded the caller is told and
+//!   must not act. Only the control plane uses it, never a session.
+//!
 //! [`EventBus::shutdown`] ends it all without losing anything already queued.
 //!
 //! It must not do I/O itself: writing lines to a file is the consumer's job.
@@ -598,6 +604,20 @@ pub enum EventKind {
         /// The last refusal's detail, as an example.
         example: String,
     },
+    /// A control action is about to take effect (revocation, quarantine, release, policy or
+    /// profile change, CA operation, admin action). Written ahead: the action waits until this
+    /// entry is durable in the audit log, and does not happen if it cannot be recorded. The
+    /// event that reports the outcome follows.
+    ControlAction {
+        /// What is done (`revoke_device`, `quarantine`, `release`, `reload_policy`, ...).
+        action: String,
+        /// What it is done to (a device id, a file, a supplier...).
+        subject: String,
+        /// Who asked (an operator's certificate name, `detector:<name>`, `ttl`, `file`).
+        by: String,
+        /// Why, or what exactly (a reason, a file's SHA-256): free text.
+        detail: String,
+    },
     /// Events were lost: the bus was full (or shutting down) when they were emitted. Inserted by
     /// the dispatcher, with its own sequence number, before the next event it forwards (or at
     /// shutdown), so a loss is never silent.
@@ -644,10 +664,14 @@ impl Event {
 }
 
 /// What a [`Consumer`] receives.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Delivery {
     /// The next event, in `seq` order.
     Event(Arc<Event>),
+    /// The next event, in `seq` order, whose emitter waits until it is durable: only the
+    /// durable consumer receives these (others get [`Delivery::Event`]); it calls
+    /// [`Ack::durable`] once the event is on stable storage.
+    Durable(Arc<Event>, Ack),
     /// This consumer's queue was full: it missed the `count` events numbered `first_seq` to
     /// `last_seq` (inclusive; other consumers may have received them). Comes before any later
     /// event.
@@ -671,6 +695,40 @@ struct Queued {
     /// The bus's drop counter just before this event was queued: drops up to this count are
     /// recorded before the event.
     dropped_before: u64,
+    /// Set for [`EventBus::emit_durable`].
+    ack: Option<Ack>,
+}
+
+/// The promise a durable consumer keeps to an [`EventBus::emit_durable`] caller: call
+/// [`Ack::durable`] once the event is on stable storage. Dropping it unfulfilled tells the
+/// caller the event was not recorded.
+#[derive(Debug)]
+pub struct Ack {
+    tx: std::sync::mpsc::SyncSender<u64>,
+    seq: u64,
+}
+
+impl Ack {
+    /// The event is durable: release its emitter.
+    pub fn durable(self) {
+        // The emitter may have given up waiting; nothing to do then.
+        let _ = self.tx.try_send(self.seq);
+    }
+}
+
+/// Why [`EventBus::emit_durable`] could not confirm its event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotRecorded {
+    /// The bus is shutting down or gone.
+    #[error("the event bus is shut down")]
+    Closed,
+    /// The durable consumer could not take the event (its queue was full) or failed to store it.
+    #[error("the audit log could not record the event")]
+    Refused,
+    /// No confirmation within the time allowed (the event may still be recorded later).
+    #[error("the audit log did not confirm the event within {0:?}")]
+    Timeout(std::time::Duration),
 }
 
 /// State shared by every bus handle and the dispatcher. Atomics only: emitters never lock.
@@ -688,6 +746,8 @@ struct Shared {
 #[derive(Clone, Debug)]
 pub struct EventBus {
     tx: mpsc::Sender<Queued>,
+    /// Durable emits: unbounded (their emitters wait, so they are few), never dropped.
+    durable_tx: mpsc::UnboundedSender<Queued>,
     shared: Arc<Shared>,
     /// Becomes true when the dispatcher has finished (or is gone: the sender is dropped).
     finished: watch::Receiver<bool>,
@@ -700,16 +760,20 @@ impl EventBus {
     /// [`Dispatcher::run`].
     pub fn new(capacity: usize, first_seq: u64) -> (EventBus, Dispatcher) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
+        let (durable_tx, durable_rx) = mpsc::unbounded_channel();
         let (finished_tx, finished) = watch::channel(false);
         let shared = Arc::new(Shared::default());
         let first_seq = first_seq.max(1);
         let bus = EventBus {
             tx,
+            durable_tx,
             shared: Arc::clone(&shared),
             finished,
         };
         let dispatcher = Dispatcher {
             rx,
+            durable_rx,
+            durable: None,
             shared,
             finished: finished_tx,
             consumers: Vec::new(),
@@ -733,6 +797,7 @@ impl EventBus {
         match self.tx.try_send(Queued {
             event,
             dropped_before,
+            ack: None,
         }) {
             Ok(()) => {
                 s.emitted.fetch_add(1, Ordering::Relaxed);
@@ -740,6 +805,37 @@ impl EventBus {
             Err(_) => {
                 s.dropped.fetch_add(1, Ordering::Relaxed);
             }
+        }
+    }
+
+    /// Emit an event and wait, blocking this thread for at most `timeout`, until the durable
+    /// consumer has stored it; returns its sequence number. With no durable consumer registered
+    /// the event is confirmed as soon as it is numbered. For control actions written ahead of
+    /// their effect: on an error the caller must not act. Never call it from a session or an
+    /// async task (it blocks the thread).
+    pub fn emit_durable(
+        &self,
+        kind: EventKind,
+        timeout: std::time::Duration,
+    ) -> Result<u64, NotRecorded> {
+        let s = &*self.shared;
+        if s.closed.load(Ordering::Acquire) {
+            return Err(NotRecorded::Closed);
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let queued = Queued {
+            event: Event::now(kind),
+            dropped_before: s.dropped.load(Ordering::Relaxed),
+            ack: Some(Ack { tx, seq: 0 }),
+        };
+        if self.durable_tx.send(queued).is_err() {
+            return Err(NotRecorded::Closed);
+        }
+        s.emitted.fetch_add(1, Ordering::Relaxed);
+        match rx.recv_timeout(timeout) {
+            Ok(seq) => Ok(seq),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(NotRecorded::Timeout(timeout)),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(NotRecorded::Refused),
         }
     }
 
@@ -777,6 +873,9 @@ impl EventBus {
 #[derive(Debug)]
 pub struct Dispatcher {
     rx: mpsc::Receiver<Queued>,
+    durable_rx: mpsc::UnboundedReceiver<Queued>,
+    /// The index in `consumers` of the durable consumer, if one is registered.
+    durable: Option<usize>,
     shared: Arc<Shared>,
     finished: watch::Sender<bool>,
     consumers: Vec<Outlet>,
@@ -800,6 +899,31 @@ impl Dispatcher {
             tx: Some(tx),
             gap: None,
             skipped: Arc::clone(&skipped),
+            reserve: 0,
+        });
+        Consumer { name, rx, skipped }
+    }
+
+    /// Register the durable consumer (at most one: a second call replaces the first's role):
+    /// like [`Dispatcher::consumer`], and it also receives the events of
+    /// [`EventBus::emit_durable`] as [`Delivery::Durable`], for which `reserve` more slots are
+    /// kept in its queue that ordinary events never take.
+    pub fn durable_consumer(
+        &mut self,
+        name: &'static str,
+        capacity: usize,
+        reserve: usize,
+    ) -> Consumer {
+        // The reserve has one slot more, for a gap notice that must precede a durable event.
+        let reserve = reserve.max(1) + 1;
+        let (tx, rx) = mpsc::channel(capacity.max(1) + 1 + reserve);
+        let skipped = Arc::new(AtomicU64::new(0));
+        self.durable = Some(self.consumers.len());
+        self.consumers.push(Outlet {
+            tx: Some(tx),
+            gap: None,
+            skipped: Arc::clone(&skipped),
+            reserve,
         });
         Consumer { name, rx, skipped }
     }
@@ -814,6 +938,11 @@ impl Dispatcher {
             }
             tokio::select! {
                 biased;
+                q = self.durable_rx.recv() => {
+                    if let Some(q) = q {
+                        self.forward(q);
+                    }
+                }
                 q = self.rx.recv() => match q {
                     Some(q) => self.forward(q),
                     None => break,
@@ -824,6 +953,10 @@ impl Dispatcher {
         // Refuse further sends (a racing emit fails and is counted), then forward everything
         // that made it onto the queue: `recv` ends only once the queue is empty.
         self.rx.close();
+        self.durable_rx.close();
+        while let Ok(q) = self.durable_rx.try_recv() {
+            self.forward(q);
+        }
         while let Some(q) = self.rx.recv().await {
             self.forward(q);
         }
@@ -839,7 +972,38 @@ impl Dispatcher {
 
     fn forward(&mut self, q: Queued) {
         self.record_drops(q.dropped_before);
-        self.dispatch(q.event);
+        match q.ack {
+            None => self.dispatch(q.event),
+            Some(ack) => self.dispatch_durable(q.event, ack),
+        }
+    }
+
+    /// Number `event`, hand it to every consumer, and to the durable one with its `ack` (or
+    /// confirm it at once when there is no durable consumer).
+    fn dispatch_durable(&mut self, mut event: Event, mut ack: Ack) {
+        event.seq = self.next_seq;
+        self.last_seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        ack.seq = event.seq;
+        let event = Arc::new(event);
+        let durable = self.durable;
+        let mut ack = Some(ack);
+        for (i, c) in self.consumers.iter_mut().enumerate() {
+            if Some(i) == durable && c.tx.is_some() {
+                if let Some(a) = ack.take() {
+                    // A durable event the consumer cannot take is missed like any other (and
+                    // its emitter hears so when the ack is dropped).
+                    c.offer_durable(&event, a);
+                }
+            } else {
+                c.offer(&event);
+            }
+        }
+        // No durable consumer: numbered is all there is to wait for. A durable consumer that is
+        // gone: the ack is dropped, and the emitter must not act.
+        if let (None, Some(a)) = (durable, ack) {
+            a.durable();
+        }
     }
 
     /// Record the drops counted up to `dropped` that are not recorded yet.
@@ -889,6 +1053,8 @@ impl PendingGap {
 struct Outlet {
     /// None once the consumer is gone.
     tx: Option<mpsc::Sender<Delivery>>,
+    /// Slots only durable events may take.
+    reserve: usize,
     /// Events missed and not yet reported.
     gap: Option<PendingGap>,
     skipped: Arc<AtomicU64>,
@@ -899,13 +1065,38 @@ impl Outlet {
     /// stays free, so while a gap is pending there is always room to report it at the end.
     fn offer(&mut self, event: &Arc<Event>) {
         if let Some(gap) = self.gap {
-            if self.free() >= 2 && self.send(gap.delivery()) {
+            if self.free() >= 2 + self.reserve && self.send(gap.delivery()) {
                 self.gap = None;
             }
         }
-        if self.gap.is_none() && self.free() >= 2 && self.send(Delivery::Event(Arc::clone(event))) {
+        if self.gap.is_none()
+            && self.free() >= 2 + self.reserve
+            && self.send(Delivery::Event(Arc::clone(event)))
+        {
             return;
         }
+        self.missed(event);
+    }
+
+    /// Queue a durable `event` with its `ack`, using the reserve if needed; or count it as
+    /// missed (dropping the ack tells its emitter).
+    fn offer_durable(&mut self, event: &Arc<Event>, ack: Ack) {
+        if let Some(gap) = self.gap {
+            if self.free() >= 3 && self.send(gap.delivery()) {
+                self.gap = None;
+            }
+        }
+        if self.gap.is_none()
+            && self.free() >= 2
+            && self.send(Delivery::Durable(Arc::clone(event), ack))
+        {
+            return;
+        }
+        self.missed(event);
+    }
+
+    /// Count `event` as missed, in the pending gap.
+    fn missed(&mut self, event: &Arc<Event>) {
         if self.tx.is_none() {
             return;
         }
@@ -969,6 +1160,12 @@ impl Consumer {
     /// The next delivery; None once the dispatcher has finished and the queue is drained.
     pub async fn recv(&mut self) -> Option<Delivery> {
         self.rx.recv().await
+    }
+
+    /// The next delivery, blocking this thread (for a consumer on a thread of its own, outside
+    /// the async runtime); None once the dispatcher has finished and the queue is drained.
+    pub fn blocking_recv(&mut self) -> Option<Delivery> {
+        self.rx.blocking_recv()
     }
 
     /// The next delivery if one is already queued (lets a writer batch a burst into one write).
@@ -1039,7 +1236,7 @@ mod tests {
 
     fn event(d: &Delivery) -> &Event {
         match d {
-            Delivery::Event(e) => e,
+            Delivery::Event(e) | Delivery::Durable(e, _) => e,
             Delivery::Gap { .. } => panic!("expected an event, got {d:?}"),
         }
     }
@@ -1227,6 +1424,120 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(event(&got[0]).seq, 101);
         assert_eq!(drops(event(&got[0])), Some((1, 100)));
+    }
+
+    fn action(n: u32) -> EventKind {
+        EventKind::ControlAction {
+            action: "revoke_device".into(),
+            subject: format!("d{n}"),
+            by: "test".into(),
+            detail: String::new(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_durable_emit_returns_only_once_the_durable_consumer_has_stored_it() {
+        let (bus, mut dispatcher) = EventBus::new(8, 1);
+        let mut audit = dispatcher.durable_consumer("audit", 4, 2);
+        let mut log = dispatcher.consumer("log", 8);
+        let dispatcher_task = tokio::spawn(dispatcher.run());
+        bus.emit(denied("d", 1));
+        let b = bus.clone();
+        let waiter = std::thread::spawn(move || {
+            b.emit_durable(action(2), std::time::Duration::from_secs(10))
+        });
+        // The audit log sees the ordinary event, then the durable one with its ack, in order.
+        assert_eq!(event(&audit.recv().await.unwrap()).seq, 1);
+        let d = audit.recv().await.unwrap();
+        let Delivery::Durable(e, ack) = d else {
+            panic!("expected a durable delivery, got {d:?}");
+        };
+        assert_eq!(e.seq, 2);
+        // Other consumers get it as an ordinary event.
+        assert_eq!(event(&log.recv().await.unwrap()).seq, 1);
+        assert!(matches!(log.recv().await.unwrap(), Delivery::Event(e) if e.seq == 2));
+        // Not confirmed until stored.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!waiter.is_finished());
+        ack.durable();
+        assert_eq!(waiter.join().unwrap(), Ok(2));
+        // An ack dropped unfulfilled (the store failed) refuses the action.
+        let b = bus.clone();
+        let waiter = std::thread::spawn(move || {
+            b.emit_durable(action(3), std::time::Duration::from_secs(10))
+        });
+        drop(audit.recv().await.unwrap());
+        assert_eq!(waiter.join().unwrap(), Err(NotRecorded::Refused));
+        bus.shutdown().await;
+        dispatcher_task.await.unwrap();
+        assert_eq!(
+            bus.emit_durable(action(4), std::time::Duration::from_secs(1)),
+            Err(NotRecorded::Closed)
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn durable_events_use_the_reserve_a_flood_of_ordinary_ones_cannot_take() {
+        let (bus, mut dispatcher) = EventBus::new(100, 1);
+        let mut audit = dispatcher.durable_consumer("audit", 3, 1);
+        let dispatcher_task = tokio::spawn(dispatcher.run());
+        for n in 1..=10 {
+            bus.emit(denied("d", n));
+        }
+        let b = bus.clone();
+        let waiter = std::thread::spawn(move || {
+            b.emit_durable(action(11), std::time::Duration::from_secs(10))
+        });
+        // 3 ordinary events fit and 7 are missed; the gap notice and the durable event take
+        // the reserve.
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            got.push(audit.recv().await.unwrap());
+        }
+        assert!(
+            matches!(
+                got[3],
+                Delivery::Gap {
+                    first_seq: 4,
+                    last_seq: 10,
+                    count: 7,
+                    ..
+                }
+            ),
+            "{got:?}"
+        );
+        let mut durable = None;
+        for d in got {
+            if let Delivery::Durable(e, ack) = d {
+                durable = Some(e.seq);
+                ack.durable();
+            }
+        }
+        let r = waiter.join().unwrap();
+        match durable {
+            Some(seq) => assert_eq!(r, Ok(seq)),
+            None => assert_eq!(r, Err(NotRecorded::Refused)),
+        }
+        assert_eq!(durable, Some(11));
+        bus.shutdown().await;
+        dispatcher_task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn without_a_durable_consumer_a_durable_emit_is_confirmed_once_numbered() {
+        let (bus, mut dispatcher) = EventBus::new(8, 5);
+        let mut log = dispatcher.consumer("log", 8);
+        let dispatcher_task = tokio::spawn(dispatcher.run());
+        let b = bus.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            b.emit_durable(action(1), std::time::Duration::from_secs(10))
+        })
+        .await
+        .unwrap();
+        assert_eq!(r, Ok(5));
+        assert_eq!(event(&log.recv().await.unwrap()).seq, 5);
+        bus.shutdown().await;
+        dispatcher_task.await.unwrap();
     }
 
     #[tokio::test]
