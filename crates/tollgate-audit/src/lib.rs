@@ -10,8 +10,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod entry;
 pub mod error;
+pub mod log;
 pub mod merkle;
 pub mod note;
+pub mod verify;
 
 pub use error::AuditError;

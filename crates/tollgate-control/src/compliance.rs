@@ -521,6 +521,16 @@ impl Control {
                 }),
         };
         let last_good = self.cfg.data.join("run").join("compliance.last-good.toml");
+        // Written ahead: a profile that cannot be recorded is not put in force (the file is
+        // looked at again at the next tick).
+        if let Ok((p, _)) = &result {
+            self.write_ahead(
+                "reload_compliance_profile",
+                &source,
+                "file",
+                &format!("{} rules", p.rules.len()),
+            )?;
+        }
         let mut st = self.compliance.lock();
         st.profile_stamp = stamp;
         match result {
@@ -1324,6 +1334,12 @@ impl Control {
                 "waiver granted for a rule the profile in force does not have"
             );
         }
+        self.write_ahead(
+            "add_waiver",
+            device.or(model).unwrap_or_default(),
+            author,
+            &format!("rule {rule} until {expires_at}: {reason}"),
+        )?;
         let mut w = WaiverRecord {
             id: 0,
             rule: rule.to_owned(),
@@ -1358,6 +1374,7 @@ impl Control {
             .find(|w| w.id == id)
             .cloned()
             .ok_or_else(|| ControlError::NotFound(format!("waiver {id}")))?;
+        self.write_ahead("remove_waiver", &format!("waiver {id}"), by, &w.rule)?;
         self.registry.remove_waiver(id)?;
         self.compliance.lock().waivers.retain(|w| w.id != id);
         self.events.emit(EventKind::WaiverChanged {

@@ -6,6 +6,9 @@ use tollgate_registry::RegistryError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ControlError {
+    /// The audit log could not record a control action ahead of it, so it was not carried out.
+    #[error("not done: the audit log could not record it first ({0})")]
+    AuditUnavailable(String),
     /// A device id, group or supplier name outside the allowed alphabet or length.
     #[error("{what}: {detail}")]
     InvalidName {

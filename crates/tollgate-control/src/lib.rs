@@ -357,6 +357,22 @@ fn check_groups(groups: &[String]) -> Result<(), ControlError> {
     Ok(())
 }
 
+/// How long a control action waits for its audit-log entry to be durable.
+const WRITE_AHEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The SHA-256 of a file, hex (empty when it cannot be read).
+fn file_digest(path: &std::path::Path) -> String {
+    std::fs::read(path)
+        .map(|b| {
+            ring::digest::digest(&ring::digest::SHA256, &b)
+                .as_ref()
+                .iter()
+                .map(|x| format!("{x:02x}"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn policy_stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
     let m = std::fs::metadata(path).ok()?;
     Some((m.modified().ok()?, m.len()))
@@ -565,6 +581,17 @@ impl Control {
         let result = std::fs::read_to_string(file)
             .map_err(|e| format!("{source}: {e}"))
             .and_then(|text| Policy::parse(&text, &source).map_err(|e| e.to_string()));
+        // Written ahead: a policy that cannot be recorded is not put in force (the file is
+        // looked at again at the next tick).
+        if let Ok(p) = &result {
+            let digest = file_digest(file);
+            self.write_ahead(
+                "reload_policy",
+                &source,
+                "file",
+                &format!("sha256 {digest}, {} rules", p.rules().len()),
+            )?;
+        }
         let mut st = self.policy.lock();
         st.modified = stamp;
         match result {
@@ -621,6 +648,16 @@ impl Control {
         check_name("device id", id)?;
         check_groups(groups)?;
         let existing = self.registry.device(id)?;
+        match &existing {
+            Some(d) if d.revoked_at.is_none() => {
+                return Err(ControlError::DeviceExists(id.to_owned()))
+            }
+            Some(_) if !reactivate => {
+                return Err(ControlError::ReactivationRequired(id.to_owned()))
+            }
+            _ => {}
+        }
+        self.write_ahead("add_device", id, by, &format!("groups {groups:?}"))?;
         let reactivated = match existing {
             None => {
                 self.registry.create_device(id, groups, now())?;
@@ -664,8 +701,34 @@ impl Control {
         })
     }
 
+    /// Record a control action in the audit log before it takes effect (a `control_action`
+    /// event, waited for until it is durable). An error means the action must not happen.
+    pub fn write_ahead(
+        &self,
+        action: &str,
+        subject: &str,
+        by: &str,
+        detail: &str,
+    ) -> Result<u64, ControlError> {
+        self.events
+            .emit_durable(
+                EventKind::ControlAction {
+                    action: action.to_owned(),
+                    subject: subject.to_owned(),
+                    by: by.to_owned(),
+                    detail: detail.to_owned(),
+                },
+                WRITE_AHEAD_TIMEOUT,
+            )
+            .map_err(|e| ControlError::AuditUnavailable(e.to_string()))
+    }
+
     /// Revoke every certificate of a device, close its live connections and re-sign the CRL.
     pub fn revoke_device(&self, id: &str, reason: &str, by: &str) -> Result<Revoked, ControlError> {
+        if self.registry.device(id)?.is_none() {
+            return Err(ControlError::DeviceNotFound(id.to_owned()));
+        }
+        self.write_ahead("revoke_device", id, by, reason)?;
         let serials = self
             .registry
             .revoke_device(id, reason, now())
@@ -729,6 +792,11 @@ impl Control {
             }
             Some(_) => {}
         }
+        let detail = match until {
+            Some(u) => format!("{source}: {reason} (until {u})"),
+            None => format!("{source}: {reason}"),
+        };
+        self.write_ahead("quarantine", id, by, &detail)?;
         self.registry.quarantine(
             id,
             &QuarantineReason {
@@ -782,6 +850,7 @@ impl Control {
         for (device, source) in due {
             // Checked again in the registry's transaction: a reason renewed since the list was
             // read (the detector quarantined the device again) stays.
+            self.write_ahead("release", &device, "ttl", &source)?;
             let Some(removed) = self.registry.release_expired(&device, &source, now)? else {
                 continue;
             };
@@ -811,6 +880,12 @@ impl Control {
             return Err(ControlError::DeviceNotFound(id.to_owned()));
         }
         let until_ms = now_ms().saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        self.write_ahead(
+            "throttle",
+            id,
+            by,
+            &format!("{per_second}/s for {} s", ttl.as_secs()),
+        )?;
         if let Some(dp) = self.data_plane.get() {
             dp.throttle(id, per_second, until_ms);
         }
@@ -828,6 +903,7 @@ impl Control {
         if self.registry.device(id)?.is_none() {
             return Err(ControlError::DeviceNotFound(id.to_owned()));
         }
+        self.write_ahead("disconnect", id, by, reason)?;
         let closed = self
             .data_plane
             .get()
@@ -853,6 +929,7 @@ impl Control {
         if self.registry.device(id)?.is_none() {
             return Err(ControlError::DeviceNotFound(id.to_owned()));
         }
+        self.write_ahead("release", id, by, source.unwrap_or("all reasons"))?;
         let removed = self.registry.release(id, source)?;
         if removed.is_empty() {
             return Err(ControlError::NotQuarantined {
@@ -1107,6 +1184,12 @@ impl Control {
                 ttl.as_secs()
             )));
         }
+        self.write_ahead(
+            "create_token",
+            id,
+            by,
+            &format!("groups {groups:?}, valid {} s", ttl.as_secs()),
+        )?;
         let token = tollgate_pki::generate_token()?;
         let expires_at = now().saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
         self.registry.create_token(
@@ -1315,6 +1398,12 @@ impl Control {
         if !ca_pem.trim().is_empty() {
             pem_certs_to_der(ca_pem)?;
         }
+        self.write_ahead(
+            "add_supplier",
+            name,
+            by,
+            &format!("groups {groups:?}, re-enrolment {allow_reenroll}"),
+        )?;
         self.registry
             .add_supplier(
                 &Supplier {

@@ -618,6 +618,13 @@ pub enum EventKind {
         /// Why, or what exactly (a reason, a file's SHA-256): free text.
         detail: String,
     },
+    /// The audit log contradicts a checkpoint it signed (it was truncated, edited or restored
+    /// from an older copy): it keeps recording but refuses to sign until an operator acts.
+    /// Critical.
+    AuditLogInconsistent {
+        /// What was found.
+        reason: String,
+    },
     /// Events were lost: the bus was full (or shutting down) when they were emitted. Inserted by
     /// the dispatcher, with its own sequence number, before the next event it forwards (or at
     /// shutdown), so a loss is never silent.

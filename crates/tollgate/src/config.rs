@@ -24,6 +24,63 @@ pub struct FileConfig {
     pub metrics: MetricsSection,
     pub detection: DetectionSection,
     pub alerts: AlertsSection,
+    pub audit: AuditSection,
+}
+
+/// The tamper-evident audit log.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    /// Keep the audit log (turning it off is a configuration-audit finding).
+    pub enabled: bool,
+    /// The log's directory (relative to the data directory).
+    pub dir: PathBuf,
+    /// The log's Ed25519 signing key, PKCS#8 (relative to the data directory; created 0600).
+    pub key: PathBuf,
+    /// The log's origin, the first line of every checkpoint and the key's name (no spaces, no
+    /// `+`). By default `<host name>/tollgate-audit`.
+    pub origin: Option<String>,
+    /// A checkpoint is signed this often when entries were added, milliseconds.
+    pub checkpoint_interval_ms: u64,
+    /// Events queued for the log; beyond it they are missed, and the gap is an entry.
+    pub queue: usize,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        AuditSection {
+            enabled: true,
+            dir: PathBuf::from("audit"),
+            key: PathBuf::from("audit.key"),
+            origin: None,
+            checkpoint_interval_ms: 5_000,
+            queue: 65_536,
+        }
+    }
+}
+
+/// Resolved audit-log settings.
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    pub enabled: bool,
+    pub dir: PathBuf,
+    pub key: PathBuf,
+    pub origin: String,
+    pub checkpoint_interval: Duration,
+    pub queue: usize,
+}
+
+/// The default origin: `<host name>/tollgate-audit`, the host name reduced to what a key
+/// name may hold.
+fn default_origin() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        .collect();
+    let host = if host.is_empty() { "localhost".to_owned() } else { host };
+    format!("{host}/tollgate-audit")
 }
 
 /// The Prometheus metrics listener.
@@ -393,6 +450,8 @@ pub struct Config {
     pub max_token_ttl: Duration,
     /// Metrics, detection and alerts.
     pub observability: Observability,
+    /// The audit log.
+    pub audit: AuditSettings,
 }
 
 /// Limits of the control listener.
@@ -585,6 +644,27 @@ impl Config {
             control_limits,
             limits,
             max_token_ttl: Duration::from_secs(raw.devices.max_token_ttl_secs.max(1)),
+            audit: AuditSettings {
+                enabled: raw.audit.enabled,
+                dir: resolve(raw.audit.dir),
+                key: resolve(raw.audit.key),
+                origin: match raw.audit.origin {
+                    Some(o) => {
+                        if o.is_empty()
+                            || o.contains('+')
+                            || o.chars().any(|c| c.is_whitespace() || c.is_control())
+                        {
+                            bail!("audit.origin {o:?} must be non-empty, without spaces or '+'");
+                        }
+                        o
+                    }
+                    None => default_origin(),
+                },
+                checkpoint_interval: Duration::from_millis(
+                    raw.audit.checkpoint_interval_ms.max(100),
+                ),
+                queue: raw.audit.queue.max(16),
+            },
             observability: Observability {
                 metrics_listen: raw.metrics.enabled.then_some(raw.metrics.listen),
                 rules_file: resolve(raw.detection.rules),
@@ -713,6 +793,16 @@ webhooks = []
 webhook_queue = 1024             # notifications waiting per receiver; beyond: the oldest dropped
 webhook_attempts = 8             # retried with backoff from 1 s (capped at 60 s)
 webhook_timeout_secs = 5
+
+[audit]
+# Every security event, in a tamper-evident Merkle-tree log with signed checkpoints
+# (docs/audit.md). Control actions take effect only once their entry is on disk.
+enabled = true
+dir = "audit"                    # entries.jsonl, checkpoints, the tree
+key = "audit.key"                # Ed25519 signing key, created 0600; `tollgate audit key` prints the public key
+# origin = "gateway-1.example/tollgate-audit"   # default: <host name>/tollgate-audit
+checkpoint_interval_ms = 5000    # a signed checkpoint this often when entries were added
+queue = 65536                    # events waiting to be written; an overflow is an audit_gap entry
 
 [limits]
 # What a source may claim before it has authenticated, on both listeners.

@@ -7,6 +7,8 @@
 mod admission;
 mod agent;
 mod alerts_cli;
+mod audit;
+mod audit_cli;
 mod client;
 mod config;
 mod control_listener;
@@ -124,6 +126,10 @@ enum Command {
     /// Alerts of the behaviour and transport-health detectors: list them (--active for those
     /// in force), judge them, suppress detectors or devices for a while.
     Alerts(alerts_cli::AlertsArgs),
+    /// The tamper-evident audit log: its key, checkpoints, entries, proofs, export and
+    /// verification (offline too).
+    #[command(subcommand)]
+    Audit(audit_cli::AuditCommand),
     /// The CA hierarchy: status and issuing-CA rotation.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -544,6 +550,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Advisories(cmd) => runtime()?.block_on(inventory_cli::advisories(cmd)),
         Command::Vex(cmd) => runtime()?.block_on(inventory_cli::vex(cmd)),
         Command::Alerts(args) => runtime()?.block_on(alerts_cli::alerts(args)),
+        Command::Audit(cmd) => runtime()?.block_on(audit_cli::audit(cmd)),
         Command::Compliance(cmd) => match cmd {
             inventory_cli::ComplianceCommand::Check { .. } => {
                 tokio::runtime::Builder::new_current_thread()

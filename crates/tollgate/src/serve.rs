@@ -214,8 +214,32 @@ pub async fn serve(cfg: Config) -> Result<()> {
     let _lock = DataDirLock::acquire(&cfg.data, "serve")?;
     let budgets = descriptor_budgets(&cfg);
     let l = Layout::new(&cfg.data);
-    let first = crate::eventlog::last_seq(&cfg.events_file).map_or(1, |s| s + 1);
+    // The audit log first: the event numbering continues from whichever of it and the event
+    // file got further.
+    let audit = if cfg.audit.enabled {
+        Some(crate::audit::Audit::open(&cfg.audit)?)
+    } else {
+        tracing::warn!("the audit log is disabled ([audit] enabled = false): security decisions are not provable");
+        None
+    };
+    let first = crate::eventlog::last_seq(&cfg.events_file)
+        .max(audit.as_ref().and_then(|(a, _)| a.last_seq()))
+        .map_or(1, |s| s + 1);
     let (events, mut dispatcher) = EventBus::new(cfg.event_queue, first);
+    // The audit log is the durable consumer: control actions wait for their entry.
+    let audit_writer = match &audit {
+        Some((a, refusing)) => {
+            let consumer = dispatcher.durable_consumer("audit", cfg.audit.queue, 256);
+            if let Some(reason) = refusing {
+                events.emit(EventKind::AuditLogInconsistent {
+                    reason: reason.clone(),
+                });
+            }
+            Some(a.start_writer(consumer)?)
+        }
+        None => None,
+    };
+    let audit = audit.map(|(a, _)| a);
     let log = dispatcher.consumer("log", cfg.event_queue);
     // Connections are evaluated for compliance as they are accepted (off the data path).
     let dispatcher_compliance = dispatcher.consumer("compliance", cfg.event_queue);
@@ -321,6 +345,11 @@ pub async fn serve(cfg: Config) -> Result<()> {
         }
         None => None,
     };
+    let checkpoint_task = audit.as_ref().map(|a| {
+        tokio::spawn(
+            Arc::clone(a).checkpoints(cfg.audit.checkpoint_interval, stop_rx.clone()),
+        )
+    });
     let mqtt_task = tokio::spawn(
         MqttListener::new(
             mqtt,
@@ -349,6 +378,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
             },
             refusals,
             detection: Arc::clone(&detection),
+            audit: audit.clone(),
         },
         stop_rx,
     ));
@@ -409,6 +439,13 @@ pub async fn serve(cfg: Config) -> Result<()> {
     events.shutdown().await;
     let _ = dispatcher_task.await;
     let _ = event_writer.await;
+    if let Some(t) = checkpoint_task {
+        let _ = t.await;
+    }
+    if let Some(w) = audit_writer {
+        // The writer ends with the bus, after a last fsync and checkpoint.
+        let _ = tokio::task::spawn_blocking(move || w.join()).await;
+    }
     Ok(())
 }
 

@@ -43,6 +43,8 @@ pub(super) struct AdminState {
     pub limits: ControlLimits,
     /// Statistics and alerts.
     pub detection: Arc<crate::detection::Detection>,
+    /// The audit log, when enabled.
+    pub audit: Option<Arc<crate::audit::Audit>>,
 }
 
 pub(super) type AppState = AdminState;
@@ -368,6 +370,7 @@ pub(super) fn router(state: AppState) -> Router {
         .route("/api/v1/ca", get(ca_status))
         .merge(super::compliance_api::routes())
         .merge(super::detection_api::routes())
+        .merge(super::audit_api::routes())
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError(

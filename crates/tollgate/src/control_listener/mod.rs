@@ -13,6 +13,7 @@
 mod admin;
 mod body;
 mod compliance_api;
+mod audit_api;
 mod detection_api;
 mod est;
 
@@ -76,6 +77,8 @@ pub fn status_of(e: &ControlError) -> StatusCode {
         | E::SupplierExists(_)
         | E::NotQuarantined { .. } => StatusCode::CONFLICT,
         E::Registry(_) | E::Pki(_) | E::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        // Not done, and safe to retry once the audit log is writable again.
+        E::AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         // A new error kind is a server-side problem until it is given a status here.
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -88,6 +91,17 @@ pub fn status_of_detect(e: &tollgate_detect::DetectError) -> StatusCode {
         E::UnknownAlert(_) | E::UnknownSuppression(_) => StatusCode::NOT_FOUND,
         E::InvalidSuppression(_) | E::Config(_) => StatusCode::UNPROCESSABLE_ENTITY,
         E::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The HTTP status of an audit-log error (the third part of the one mapping).
+pub fn status_of_audit(e: &tollgate_audit::AuditError) -> StatusCode {
+    use tollgate_audit::AuditError as E;
+    match e {
+        E::OutOfRange { .. } | E::Malformed { .. } => StatusCode::BAD_REQUEST,
+        // The log contradicts its own checkpoints: it refuses to sign until an operator acts.
+        E::Inconsistent(_) => StatusCode::CONFLICT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -161,6 +175,8 @@ pub struct ControlListener {
     pub refusals: Refusals,
     /// Statistics and alerts.
     pub detection: Arc<crate::detection::Detection>,
+    /// The audit log, when enabled.
+    pub audit: Option<Arc<crate::audit::Audit>>,
 }
 
 /// Serve the control listener until `shutdown` flips.
@@ -174,6 +190,7 @@ pub async fn serve(this: ControlListener, mut shutdown: watch::Receiver<bool>) {
         settings,
         refusals: all_refusals,
         detection,
+        audit,
     } = this;
     let adm = settings.admission;
     let refusals = Arc::clone(&all_refusals.control);
@@ -193,6 +210,7 @@ pub async fn serve(this: ControlListener, mut shutdown: watch::Receiver<bool>) {
         refusals: all_refusals,
         limits: settings.limits,
         detection,
+        audit,
     })
     .merge(est::router(est::EstState {
         cp: Arc::clone(&cp),

@@ -1,0 +1,331 @@
+//! `tollgate audit ...`: the audit log's key, checkpoints, entries, proofs, export and
+//! verification. Every subcommand is a client of the admin API, except `verify --export`,
+//! which needs nothing but the exported files and the public key (exit code 0 clean,
+//! 1 tampered, 2 a key or format problem).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use hyper::Method;
+use serde_json::Value;
+use tollgate_audit::log::{CHECKPOINT, CHECKPOINTS, ENTRIES};
+use tollgate_audit::note::Verifier;
+use tollgate_audit::verify::{verify_dir, Report};
+
+use crate::client::{self, AdminClient};
+
+/// `tollgate audit`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Print the log's public key in the signed-note verifier-key form
+    /// (`<name>+<key id>+<base64 key>`): give it to whoever verifies exports.
+    Key {
+        #[command(flatten)]
+        conn: client::ConnectArgs,
+    },
+    /// Sign a checkpoint over every entry now and print it.
+    Checkpoint {
+        #[command(flatten)]
+        conn: client::ConnectArgs,
+    },
+    /// Print entries (one JSON object per line).
+    Entries {
+        /// First index.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+        #[command(flatten)]
+        conn: client::ConnectArgs,
+    },
+    /// An inclusion proof (`--index N`) or a consistency proof (`--from-size M`), against the
+    /// latest checkpoint. Printed as the C2SP tlog-proof text unless `--json`.
+    Proof(ProofArgs),
+    /// Check the log. With `--export DIR --key KEY`, offline: nothing but the exported files
+    /// and the public key is used. Otherwise the running server re-hashes its log in full.
+    Verify(VerifyArgs),
+    /// Write an export: DIR/entries.jsonl (each line exactly the hashed leaf data),
+    /// DIR/checkpoint (the latest signed checkpoint), DIR/checkpoints.jsonl (all of them).
+    Export {
+        /// The directory to write (created; existing files are replaced).
+        dir: PathBuf,
+        #[command(flatten)]
+        conn: client::ConnectArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ProofArgs {
+    /// Prove that entry N is in the log.
+    #[arg(long, value_name = "N", conflicts_with = "from_size", required_unless_present = "from_size")]
+    pub index: Option<u64>,
+    /// Prove that the log of M entries is a prefix of the current one.
+    #[arg(long, value_name = "M")]
+    pub from_size: Option<u64>,
+    /// Print JSON (base64 hashes) instead of the tlog-proof text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub conn: client::ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Verify this export offline (no server, no data directory).
+    #[arg(long, value_name = "DIR", requires = "key")]
+    pub export: Option<PathBuf>,
+    /// The log's public key: the verifier-key text, or a file holding it.
+    #[arg(long, value_name = "PUBKEY")]
+    pub key: Option<String>,
+    /// A checkpoint note you kept from earlier: the export must extend it.
+    #[arg(long, value_name = "FILE", requires = "export")]
+    pub trusted_checkpoint: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub conn: client::ConnectArgs,
+}
+
+fn s<'a>(v: &'a Value, k: &str) -> &'a str {
+    v.get(k).and_then(Value::as_str).unwrap_or("")
+}
+
+pub async fn audit(cmd: AuditCommand) -> Result<ExitCode> {
+    match cmd {
+        AuditCommand::Key { conn } => {
+            let v = AdminClient::new(&conn)?
+                .call(Method::GET, "/api/v1/audit/key", None)
+                .await?;
+            println!("{}", s(&v, "verifier_key"));
+        }
+        AuditCommand::Checkpoint { conn } => {
+            let v = AdminClient::new(&conn)?
+                .call(Method::POST, "/api/v1/audit/checkpoint", None)
+                .await?;
+            print!("{}", s(&v, "note"));
+        }
+        AuditCommand::Entries { from, limit, conn } => {
+            let v = AdminClient::new(&conn)?
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/audit/entries?from={from}&limit={limit}"),
+                    None,
+                )
+                .await?;
+            for e in v
+                .get("entries")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                println!(
+                    "{:>8}  {}",
+                    e.get("index").and_then(Value::as_u64).unwrap_or(0),
+                    s(e, "data")
+                );
+            }
+        }
+        AuditCommand::Proof(p) => {
+            let path = match (p.index, p.from_size) {
+                (Some(i), _) => format!("/api/v1/audit/proof/inclusion?index={i}"),
+                (None, Some(m)) => format!("/api/v1/audit/proof/consistency?from_size={m}"),
+                (None, None) => bail!("give --index N or --from-size M"),
+            };
+            let v = AdminClient::new(&p.conn)?
+                .call(Method::GET, &path, None)
+                .await?;
+            if p.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", s(&v, "text"));
+            }
+        }
+        AuditCommand::Verify(a) => return verify(a).await,
+        AuditCommand::Export { dir, conn } => {
+            let c = AdminClient::new(&conn)?;
+            let n = export(&c, &dir).await?;
+            println!(
+                "exported {n} entries to {}; verify with: tollgate audit verify --export {} --key \"$(tollgate audit key)\"",
+                dir.display(),
+                dir.display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Fetch everything an offline verifier needs into `dir`. Returns the entries written.
+async fn export(c: &AdminClient, dir: &Path) -> Result<u64> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // A checkpoint over everything first, so that the export is covered to its end.
+    let cp = c
+        .call(Method::POST, "/api/v1/audit/checkpoint", None)
+        .await
+        .context("signing a checkpoint for the export")?;
+    let size = cp.get("size").and_then(Value::as_u64).unwrap_or(0);
+    let path = dir.join(ENTRIES);
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+    );
+    let mut from = 0u64;
+    while from < size {
+        let v = c
+            .call(
+                Method::GET,
+                &format!("/api/v1/audit/entries?from={from}&limit=10000"),
+                None,
+            )
+            .await?;
+        let list = v
+            .get("entries")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if list.is_empty() {
+            bail!("the server returned no entries from {from} of {size}");
+        }
+        for e in &list {
+            if from >= size {
+                break;
+            }
+            out.write_all(s(e, "data").as_bytes())?;
+            out.write_all(b"\n")?;
+            from += 1;
+        }
+    }
+    out.flush()?;
+    std::fs::write(dir.join(CHECKPOINT), s(&cp, "note"))?;
+    let all = c
+        .call(Method::GET, "/api/v1/audit/checkpoints", None)
+        .await?;
+    let mut lines = String::new();
+    for l in all
+        .get("checkpoints")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        // Only checkpoints the export covers.
+        if l.get("size").and_then(Value::as_u64).unwrap_or(u64::MAX) <= size {
+            lines.push_str(&serde_json::to_string(l)?);
+            lines.push('\n');
+        }
+    }
+    std::fs::write(dir.join(CHECKPOINTS), lines)?;
+    Ok(size)
+}
+
+/// Read a verifier key given as text or as a file holding it.
+fn read_key(k: &str) -> Result<Verifier, String> {
+    let text = if Path::new(k).is_file() {
+        std::fs::read_to_string(k).map_err(|e| format!("{k}: {e}"))?
+    } else {
+        k.to_owned()
+    };
+    Verifier::parse(text.trim()).map_err(|e| format!("the key: {e}"))
+}
+
+async fn verify(a: VerifyArgs) -> Result<ExitCode> {
+    let Some(dir) = a.export else {
+        let v = AdminClient::new(&a.conn)?
+            .call(Method::GET, "/api/v1/audit/verify", None)
+            .await?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        let report: Report = Report {
+            entries: v
+                .pointer("/report/entries")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+            ..Report::default()
+        };
+        let clean = v.get("clean").and_then(Value::as_bool).unwrap_or(false);
+        if !a.json {
+            if let Some(r) = v.get("refusing").and_then(Value::as_str) {
+                println!("the log refuses to sign: {r}");
+            }
+            for p in v
+                .pointer("/report/problems")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                println!("TAMPERED: {}", s(p, "detail"));
+            }
+            if clean {
+                println!(
+                    "audit log verified: {} entries re-hashed, {} checkpoints checked",
+                    report.entries,
+                    v.pointer("/report/checkpoints")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(0)
+                );
+            }
+        }
+        return Ok(if clean {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    };
+    // Offline: exit 2 for key and format problems.
+    let fail = |m: String| {
+        eprintln!("error: {m}");
+        Ok(ExitCode::from(2))
+    };
+    let Some(k) = a.key else {
+        return fail("--export needs --key PUBKEY".into());
+    };
+    let v = match read_key(&k) {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    let trusted = match &a.trusted_checkpoint {
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(t) => Some(t),
+            Err(e) => return fail(format!("{}: {e}", p.display())),
+        },
+        None => None,
+    };
+    let report = match verify_dir(&dir, &v, trusted.as_deref()) {
+        Ok(r) => r,
+        Err(e) => return fail(e.to_string()),
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for p in &report.problems {
+            println!("TAMPERED: {}", p.detail);
+        }
+        if report.clean() {
+            println!(
+                "verified: {} entries re-hashed, {} signed checkpoints checked{}{}",
+                report.entries,
+                report.checkpoints,
+                report
+                    .trusted_size
+                    .map(|s| format!(", consistent with your checkpoint of {s} entries"))
+                    .unwrap_or_default(),
+                if report.uncovered > 0 {
+                    format!(
+                        "; the last {} entries are not covered by a checkpoint yet",
+                        report.uncovered
+                    )
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    Ok(if report.clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

@@ -1,0 +1,263 @@
+//! Audit-log routes of the admin API.
+//!
+//! `GET /api/v1/audit/key` (the verifier key); `GET /api/v1/audit/checkpoint` (the latest
+//! signed checkpoint) and `POST /api/v1/audit/checkpoint` (sign one now over every entry);
+//! `GET /api/v1/audit/checkpoints` (every signed checkpoint); `GET /api/v1/audit/entries?from=N&limit=M`
+//! (entries with their exact bytes, `data`, and their leaf hashes);
+//! `GET /api/v1/audit/proof/inclusion?index=N` and `GET /api/v1/audit/proof/consistency?from_size=M`
+//! (against the latest checkpoint, signed first if it does not cover what is asked: JSON with
+//! base64 hashes, plus the C2SP `tlog-proof` text in `text`); `GET /api/v1/audit/verify`
+//! (the whole log re-hashed and checked against every checkpoint). Handlers only adapt: the
+//! log decides.
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tollgate_audit::log::{CheckpointLine, Log, Signed, CHECKPOINTS};
+use tollgate_audit::{merkle, note, AuditError};
+
+use super::admin::{Admin, ApiError, AppState};
+use crate::audit::Audit;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/audit/key", get(key))
+        .route("/api/v1/audit/checkpoint", get(latest).post(sign_now))
+        .route("/api/v1/audit/checkpoints", get(checkpoints))
+        .route("/api/v1/audit/entries", get(entries))
+        .route("/api/v1/audit/proof/inclusion", get(inclusion))
+        .route("/api/v1/audit/proof/consistency", get(consistency))
+        .route("/api/v1/audit/verify", get(verify))
+}
+
+impl From<AuditError> for ApiError {
+    fn from(e: AuditError) -> Self {
+        ApiError(super::status_of_audit(&e), e.to_string())
+    }
+}
+
+/// Most entries one page returns.
+const MAX_PAGE: u64 = 10_000;
+
+fn b64(h: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(h)
+}
+
+fn audit_of(s: &AppState) -> Result<Arc<Audit>, ApiError> {
+    s.audit.clone().ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "the audit log is disabled ([audit] enabled = false)".into(),
+        )
+    })
+}
+
+/// Run `f` on the log, on a blocking thread.
+async fn on_log<T: Send + 'static>(
+    s: &AppState,
+    f: impl FnOnce(&Audit, &mut Log) -> Result<T, AuditError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let a = audit_of(s)?;
+    tokio::task::spawn_blocking(move || a.with_log(|l| f(&a, l)))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(ApiError::from)
+}
+
+fn signed_json(origin: &str, s: &Signed) -> Value {
+    json!({
+        "origin": origin,
+        "size": s.size,
+        "root": b64(&s.root),
+        "note": s.note,
+    })
+}
+
+async fn key(State(s): State<AppState>, _a: Admin) -> Result<impl IntoResponse, ApiError> {
+    let a = audit_of(&s)?;
+    Ok(Json(json!({ "verifier_key": a.verifier_key() })))
+}
+
+async fn latest(State(s): State<AppState>, _a: Admin) -> Result<impl IntoResponse, ApiError> {
+    let v = on_log(&s, |_, l| {
+        let refusing = l.refusing().map(str::to_owned);
+        let signed = l.latest().map(|c| signed_json(l.origin(), c));
+        Ok(json!({
+            "checkpoint": signed,
+            "entries": l.size(),
+            "refusing": refusing,
+        }))
+    })
+    .await?;
+    Ok(Json(v))
+}
+
+async fn sign_now(State(s): State<AppState>, _a: Admin) -> Result<impl IntoResponse, ApiError> {
+    let v = on_log(&s, |_, l| {
+        let c = l.checkpoint()?;
+        Ok(signed_json(l.origin(), &c))
+    })
+    .await?;
+    Ok(Json(v))
+}
+
+async fn checkpoints(State(s): State<AppState>, _a: Admin) -> Result<impl IntoResponse, ApiError> {
+    let v = on_log(&s, |_, l| {
+        let path = l.dir().join(CHECKPOINTS);
+        let text = std::fs::read_to_string(&path).map_err(|e| AuditError::io(&path, e))?;
+        let list: Vec<CheckpointLine> = text
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect();
+        Ok(json!({ "checkpoints": list }))
+    })
+    .await?;
+    Ok(Json(v))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    #[serde(default)]
+    from: u64,
+    #[serde(default = "default_limit")]
+    limit: u64,
+}
+
+fn default_limit() -> u64 {
+    100
+}
+
+async fn entries(
+    State(s): State<AppState>,
+    _a: Admin,
+    Query(q): Query<Page>,
+) -> Result<impl IntoResponse, ApiError> {
+    let limit = q.limit.clamp(1, MAX_PAGE);
+    let v = on_log(&s, move |_, l| {
+        let size = l.size();
+        let list = if q.from >= size {
+            Vec::new()
+        } else {
+            l.entries_range(q.from, limit)?
+        };
+        let out: Vec<Value> = list
+            .into_iter()
+            .enumerate()
+            .map(|(i, data)| {
+                let text = String::from_utf8_lossy(&data).into_owned();
+                json!({
+                    "index": q.from + i as u64,
+                    "leaf_hash": b64(&merkle::leaf_hash(&data)),
+                    "entry": serde_json::from_slice::<Value>(&data).unwrap_or(Value::Null),
+                    "data": text,
+                })
+            })
+            .collect();
+        Ok(json!({ "size": size, "from": q.from, "entries": out }))
+    })
+    .await?;
+    Ok(Json(v))
+}
+
+/// The latest checkpoint, signed now if it does not cover `need` entries.
+fn covering(l: &mut Log, need: u64) -> Result<Signed, AuditError> {
+    match l.latest() {
+        Some(c) if c.size >= need => Ok(c.clone()),
+        _ => l.checkpoint(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InclusionQuery {
+    index: u64,
+}
+
+async fn inclusion(
+    State(s): State<AppState>,
+    _a: Admin,
+    Query(q): Query<InclusionQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let v = on_log(&s, move |_, l| {
+        if q.index >= l.size() {
+            return Err(AuditError::OutOfRange {
+                what: "index",
+                value: q.index,
+                size: l.size(),
+            });
+        }
+        let c = covering(l, q.index + 1)?;
+        let proof = l.inclusion_proof(q.index, c.size)?;
+        let data = l.entry(q.index)?;
+        Ok(json!({
+            "index": q.index,
+            "size": c.size,
+            "leaf_hash": b64(&merkle::leaf_hash(&data)),
+            "data": String::from_utf8_lossy(&data),
+            "proof": proof.iter().map(|h| b64(h)).collect::<Vec<_>>(),
+            "root": b64(&c.root),
+            "checkpoint": c.note,
+            "text": note::inclusion_proof_text(q.index, &proof, &c.note),
+        }))
+    })
+    .await?;
+    Ok(Json(v))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsistencyQuery {
+    from_size: u64,
+}
+
+async fn consistency(
+    State(s): State<AppState>,
+    _a: Admin,
+    Query(q): Query<ConsistencyQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let v = on_log(&s, move |_, l| {
+        let c = covering(l, q.from_size)?;
+        if q.from_size > c.size {
+            return Err(AuditError::OutOfRange {
+                what: "from_size",
+                value: q.from_size,
+                size: c.size,
+            });
+        }
+        let proof = l.consistency_proof(q.from_size, c.size)?;
+        let old_root = l.root_at(q.from_size)?;
+        Ok(json!({
+            "old_size": q.from_size,
+            "old_root": b64(&old_root),
+            "size": c.size,
+            "root": b64(&c.root),
+            "proof": proof.iter().map(|h| b64(h)).collect::<Vec<_>>(),
+            "checkpoint": c.note,
+            "text": note::consistency_proof_text(q.from_size, &proof, &c.note),
+        }))
+    })
+    .await?;
+    Ok(Json(v))
+}
+
+async fn verify(State(s): State<AppState>, _a: Admin) -> Result<impl IntoResponse, ApiError> {
+    let v = on_log(&s, |_, l| {
+        let refusing = l.refusing().map(str::to_owned);
+        let report = l.verify()?;
+        Ok(json!({
+            "clean": report.clean() && refusing.is_none(),
+            "refusing": refusing,
+            "report": report,
+        }))
+    })
+    .await?;
+    Ok(Json(v))
+}
