@@ -257,7 +257,7 @@ impl Log {
         let verifier = self.signer.verifier();
         let mut latest: Option<Signed> = None;
         let mut bad = 0usize;
-        let mut consider = |note: &str, latest: &mut Option<Signed>| match Checkpoint::open(
+        let consider = |note: &str, latest: &mut Option<Signed>, bad: &mut usize| match Checkpoint::open(
             note, &verifier,
         ) {
             Ok(c) => {
@@ -269,19 +269,19 @@ impl Log {
                     });
                 }
             }
-            Err(_) => bad += 1,
+            Err(_) => *bad += 1,
         };
         let path = self.dir.join(CHECKPOINTS);
         let text = read_text(&path)?;
         for line in text.lines() {
             match serde_json::from_str::<CheckpointLine>(line) {
-                Ok(l) => consider(&l.note, &mut latest),
+                Ok(l) => consider(&l.note, &mut latest, &mut bad),
                 Err(_) => bad += 1,
             }
         }
         let single = read_text(&self.dir.join(CHECKPOINT))?;
         if !single.is_empty() {
-            consider(&single, &mut latest);
+            consider(&single, &mut latest, &mut bad);
         }
         let size = self.size();
         if bad > 0 {

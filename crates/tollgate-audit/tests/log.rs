@@ -42,6 +42,7 @@ fn event(seq: u64) -> Vec<u8> {
         detail: "é \"quoted\" \\ tab\t".into(),
     });
     e.seq = seq;
+    e.ts = format!("2026-12-01T00:{:02}:{:02}Z", seq / 60 % 60, seq % 60);
     entry::event(&e)
 }
 
