@@ -87,8 +87,21 @@ pub struct VerifyArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
-    #[command(flatten)]
-    pub conn: client::ConnectArgs,
+    /// Online: the data directory of a local server (its address and admin credentials).
+    #[arg(long, env = "TOLLGATE_DATA", value_name = "DIR", conflicts_with = "export")]
+    pub data: Option<PathBuf>,
+    /// Online: the admin API URL (with --cert, --admin-key, --cacert).
+    #[arg(long, value_name = "URL", conflicts_with = "export")]
+    pub server: Option<String>,
+    /// Online: admin client certificate (PEM).
+    #[arg(long, value_name = "FILE", conflicts_with = "export")]
+    pub cert: Option<PathBuf>,
+    /// Online: admin client key (PEM). (`--key` is the log's public key here.)
+    #[arg(long, value_name = "FILE", conflicts_with = "export")]
+    pub admin_key: Option<PathBuf>,
+    /// Online: CA certificate that signed the server (PEM).
+    #[arg(long, value_name = "FILE", conflicts_with = "export")]
+    pub cacert: Option<PathBuf>,
 }
 
 fn s<'a>(v: &'a Value, k: &str) -> &'a str {
@@ -232,7 +245,14 @@ fn read_key(k: &str) -> Result<Verifier, String> {
 
 async fn verify(a: VerifyArgs) -> Result<ExitCode> {
     let Some(dir) = a.export else {
-        let v = AdminClient::new(&a.conn)?
+        let conn = client::ConnectArgs {
+            data: a.data,
+            server: a.server,
+            cert: a.cert,
+            key: a.admin_key,
+            cacert: a.cacert,
+        };
+        let v = AdminClient::new(&conn)?
             .call(Method::GET, "/api/v1/audit/verify", None)
             .await?;
         if a.json {

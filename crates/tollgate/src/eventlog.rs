@@ -67,7 +67,8 @@ pub async fn run(mut consumer: Consumer, path: PathBuf) {
         let mut n = 0;
         while let Some(d) = next {
             let line = match d {
-                Delivery::Event(e) => {
+                // Only the audit log is handed durable deliveries; written like any event.
+                Delivery::Event(e) | Delivery::Durable(e, _) => {
                     let line = e.to_json();
                     tracing::info!(target: "tollgate::event", "{line}");
                     line

@@ -1053,3 +1053,15 @@ fn policy(cmd: PolicyCommand) -> Result<ExitCode> {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every subcommand's arguments are consistent (clap checks this lazily, at parse time
+    /// of that subcommand only: a clash would otherwise surface as a panic in front of a user).
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}
