@@ -83,11 +83,14 @@ struct TreeFiles {
 
 impl Subtrees for TreeFiles {
     fn subtree(&self, level: u32, index: u64) -> Result<Hash, AuditError> {
-        let f = self.read.get(level as usize).ok_or(AuditError::OutOfRange {
-            what: "tree level",
-            value: u64::from(level),
-            size: self.read.len() as u64,
-        })?;
+        let f = self
+            .read
+            .get(level as usize)
+            .ok_or(AuditError::OutOfRange {
+                what: "tree level",
+                value: u64::from(level),
+                size: self.read.len() as u64,
+            })?;
         let mut h = [0u8; 32];
         let at = index.checked_mul(32).ok_or(AuditError::OutOfRange {
             what: "subtree index",
@@ -219,7 +222,8 @@ impl Log {
             }
         }
         let entries_w = open_append(&entries_path)?;
-        let entries_read = File::open(&entries_path).map_err(|e| AuditError::io(&entries_path, e))?;
+        let entries_read =
+            File::open(&entries_path).map_err(|e| AuditError::io(&entries_path, e))?;
         let checkpoints = open_append(&dir.join(CHECKPOINTS))?;
         let mut log = Log {
             dir: dir.to_owned(),
@@ -257,20 +261,21 @@ impl Log {
         let verifier = self.signer.verifier();
         let mut latest: Option<Signed> = None;
         let mut bad = 0usize;
-        let consider = |note: &str, latest: &mut Option<Signed>, bad: &mut usize| match Checkpoint::open(
-            note, &verifier,
-        ) {
-            Ok(c) => {
-                if latest.as_ref().is_none_or(|l| c.size > l.size) {
-                    *latest = Some(Signed {
-                        size: c.size,
-                        root: c.root,
-                        note: note.to_owned(),
-                    });
+        let consider =
+            |note: &str, latest: &mut Option<Signed>, bad: &mut usize| match Checkpoint::open(
+                note, &verifier,
+            ) {
+                Ok(c) => {
+                    if latest.as_ref().is_none_or(|l| c.size > l.size) {
+                        *latest = Some(Signed {
+                            size: c.size,
+                            root: c.root,
+                            note: note.to_owned(),
+                        });
+                    }
                 }
-            }
-            Err(_) => *bad += 1,
-        };
+                Err(_) => *bad += 1,
+            };
         let path = self.dir.join(CHECKPOINTS);
         let text = read_text(&path)?;
         for line in text.lines() {
@@ -504,9 +509,7 @@ impl Log {
         }
         let end = from.saturating_add(limit).min(self.size());
         let path = self.dir.join(ENTRIES);
-        self.entries
-            .flush()
-            .map_err(|e| AuditError::io(&path, e))?;
+        self.entries.flush().map_err(|e| AuditError::io(&path, e))?;
         self.flush_derived()?;
         let start = self.offset(from)?;
         let stop = if end >= self.size() {
@@ -577,9 +580,7 @@ impl Log {
     pub fn verify(&mut self) -> Result<crate::verify::Report, AuditError> {
         self.sync()?;
         let path = self.dir.join(ENTRIES);
-        self.entries
-            .flush()
-            .map_err(|e| AuditError::io(&path, e))?;
+        self.entries.flush().map_err(|e| AuditError::io(&path, e))?;
         crate::verify::verify_dir(&self.dir, &self.signer.verifier(), None)
     }
 

@@ -57,7 +57,10 @@ fn verifier(k: &[u8]) -> Verifier {
 /// A log of a log start and `n` events, a checkpoint every `every` events.
 fn build(dir: &Path, k: &[u8], n: u64, every: u64) -> Log {
     let (mut log, opened) = Log::open(dir, ORIGIN, k, None).unwrap();
-    assert_eq!(opened.entries, 1, "a new log starts with its log_start entry");
+    assert_eq!(
+        opened.entries, 1,
+        "a new log starts with its log_start entry"
+    );
     for s in 1..=n {
         log.append(&event(s)).unwrap();
         if s % every == 0 {
@@ -206,7 +209,9 @@ fn the_offline_verifier_locates_every_kind_of_tampering() {
 
     // An edited entry (same seq): located to the checkpoint interval that holds it.
     let r = tampered("edit", &|l| {
-        let s = String::from_utf8(l[45].clone()).unwrap().replace("dev-45", "dev-46");
+        let s = String::from_utf8(l[45].clone())
+            .unwrap()
+            .replace("dev-45", "dev-46");
         l[45] = s.into_bytes();
     });
     let p = only(&r, ProblemKind::RootMismatch);
@@ -306,7 +311,8 @@ fn gap_entries_keep_the_numbering_whole() {
     let k = key();
     let (mut log, _) = Log::open(&d.0, ORIGIN, &k, None).unwrap();
     log.append(&event(1)).unwrap();
-    log.append(&entry::gap("t", 2, 9, entry::GAP_QUEUE_FULL)).unwrap();
+    log.append(&entry::gap("t", 2, 9, entry::GAP_QUEUE_FULL))
+        .unwrap();
     log.append(&event(10)).unwrap();
     log.checkpoint().unwrap();
     assert_eq!(log.last_seq(), Some(10));

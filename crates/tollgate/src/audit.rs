@@ -107,7 +107,10 @@ impl Audit {
 
     /// Start the writer thread on `consumer` (the event bus's durable consumer). It ends when
     /// the bus does, after a last sync and checkpoint.
-    pub fn start_writer(self: &Arc<Self>, consumer: Consumer) -> Result<std::thread::JoinHandle<()>> {
+    pub fn start_writer(
+        self: &Arc<Self>,
+        consumer: Consumer,
+    ) -> Result<std::thread::JoinHandle<()>> {
         let me = Arc::clone(self);
         std::thread::Builder::new()
             .name("audit-writer".into())

@@ -61,7 +61,12 @@ pub enum AuditCommand {
 #[derive(Debug, Args)]
 pub struct ProofArgs {
     /// Prove that entry N is in the log.
-    #[arg(long, value_name = "N", conflicts_with = "from_size", required_unless_present = "from_size")]
+    #[arg(
+        long,
+        value_name = "N",
+        conflicts_with = "from_size",
+        required_unless_present = "from_size"
+    )]
     pub index: Option<u64>,
     /// Prove that the log of M entries is a prefix of the current one.
     #[arg(long, value_name = "M")]
@@ -88,7 +93,12 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub json: bool,
     /// Online: the data directory of a local server (its address and admin credentials).
-    #[arg(long, env = "TOLLGATE_DATA", value_name = "DIR", conflicts_with = "export")]
+    #[arg(
+        long,
+        env = "TOLLGATE_DATA",
+        value_name = "DIR",
+        conflicts_with = "export"
+    )]
     pub data: Option<PathBuf>,
     /// Online: the admin API URL (with --cert, --admin-key, --cacert).
     #[arg(long, value_name = "URL", conflicts_with = "export")]

@@ -79,7 +79,11 @@ fn default_origin() -> String {
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
         .collect();
-    let host = if host.is_empty() { "localhost".to_owned() } else { host };
+    let host = if host.is_empty() {
+        "localhost".to_owned()
+    } else {
+        host
+    };
     format!("{host}/tollgate-audit")
 }
 

@@ -346,9 +346,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
         None => None,
     };
     let checkpoint_task = audit.as_ref().map(|a| {
-        tokio::spawn(
-            Arc::clone(a).checkpoints(cfg.audit.checkpoint_interval, stop_rx.clone()),
-        )
+        tokio::spawn(Arc::clone(a).checkpoints(cfg.audit.checkpoint_interval, stop_rx.clone()))
     });
     let mqtt_task = tokio::spawn(
         MqttListener::new(

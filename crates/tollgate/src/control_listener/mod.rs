@@ -11,9 +11,9 @@
 //! [`tollgate_control::Control`] on a blocking thread and translate the result.
 
 mod admin;
+mod audit_api;
 mod body;
 mod compliance_api;
-mod audit_api;
 mod detection_api;
 mod est;
 
