@@ -1464,7 +1464,7 @@ mod tests {
         assert_eq!(event(&log.recv().await.unwrap()).seq, 1);
         assert!(matches!(log.recv().await.unwrap(), Delivery::Event(e) if e.seq == 2));
         // Not confirmed until stored.
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(!waiter.is_finished());
         ack.durable();
         assert_eq!(waiter.join().unwrap(), Ok(2));
