@@ -590,11 +590,10 @@ impl Log {
     }
 
     /// Rotate: sign a final checkpoint, move this log's files into `archive` (created; must
-    /// not exist), and start a new log in the same directory whose first entry commits to the
-    /// final checkpoint. Returns the final checkpoint of the archived log.
-    pub fn rotate(self, archive: &Path) -> Result<(Log, Signed), AuditError> {
-        let mut me = self;
-        let last = me.checkpoint()?;
+    /// not exist), and go on with a new log in the same directory whose first entry commits to
+    /// that final checkpoint. Returns the final checkpoint of the archived log.
+    pub fn rotate(&mut self, archive: &Path) -> Result<Signed, AuditError> {
+        let last = self.checkpoint()?;
         if archive.exists() {
             return Err(AuditError::malformed(
                 "archive directory",
@@ -602,17 +601,13 @@ impl Log {
             ));
         }
         std::fs::create_dir_all(archive).map_err(|e| AuditError::io(archive, e))?;
-        let dir = me.dir.clone();
-        let origin = me.signer.name().to_owned();
-        let key = std::mem::take(&mut me.key);
         let previous = Previous {
-            origin: origin.clone(),
+            origin: self.signer.name().to_owned(),
             size: last.size,
             root: Log::b64(&last.root),
             checkpoint: last.note.clone(),
         };
-        drop(me);
-        let names = std::fs::read_dir(&dir).map_err(|e| AuditError::io(&dir, e))?;
+        let names = std::fs::read_dir(&self.dir).map_err(|e| AuditError::io(&self.dir, e))?;
         for n in names.flatten() {
             let p = n.path();
             if p.is_file() {
@@ -620,8 +615,11 @@ impl Log {
                 std::fs::rename(&p, &to).map_err(|e| AuditError::io(&p, e))?;
             }
         }
-        let (log, _) = Log::open(&dir, &origin, &key, Some(&previous))?;
-        Ok((log, last))
+        let origin = self.signer.name().to_owned();
+        let key = self.key.clone();
+        let (log, _) = Log::open(&self.dir, &origin, &key, Some(&previous))?;
+        *self = log;
+        Ok(last)
     }
 }
 

@@ -285,9 +285,9 @@ fn the_offline_verifier_locates_every_kind_of_tampering() {
 fn rotation_starts_a_log_that_commits_to_the_previous_final_checkpoint() {
     let d = Tmp::new("rotate");
     let k = key();
-    let log = build(&d.0, &k, 30, 10);
+    let mut new = build(&d.0, &k, 30, 10);
     let archive = d.0.join("archive-1");
-    let (mut new, last) = log.rotate(&archive).unwrap();
+    let last = new.rotate(&archive).unwrap();
     assert_eq!(last.size, 31);
     assert_eq!(new.size(), 1);
     let first = new.entry(0).unwrap();

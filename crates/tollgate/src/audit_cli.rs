@@ -48,6 +48,12 @@ pub enum AuditCommand {
     /// Check the log. With `--export DIR --key KEY`, offline: nothing but the exported files
     /// and the public key is used. Otherwise the running server re-hashes its log in full.
     Verify(VerifyArgs),
+    /// Archive the log (under `archive/` in its directory, verifiable on its own) and start a
+    /// new one whose first entry commits to the archived log's final checkpoint.
+    Rotate {
+        #[command(flatten)]
+        conn: client::ConnectArgs,
+    },
     /// Write an export: DIR/entries.jsonl (each line exactly the hashed leaf data),
     /// DIR/checkpoint (the latest signed checkpoint), DIR/checkpoints.jsonl (all of them).
     Export {
@@ -169,6 +175,16 @@ pub async fn audit(cmd: AuditCommand) -> Result<ExitCode> {
             }
         }
         AuditCommand::Verify(a) => return verify(a).await,
+        AuditCommand::Rotate { conn } => {
+            let v = AdminClient::new(&conn)?
+                .call(Method::POST, "/api/v1/audit/rotate", None)
+                .await?;
+            println!(
+                "archived {} entries in {}; the new log starts by committing to its final checkpoint",
+                v.pointer("/final/size").and_then(Value::as_u64).unwrap_or(0),
+                s(&v, "archive")
+            );
+        }
         AuditCommand::Export { dir, conn } => {
             let c = AdminClient::new(&conn)?;
             let n = export(&c, &dir).await?;

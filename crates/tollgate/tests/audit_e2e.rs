@@ -258,6 +258,34 @@ fn a_restored_backup_is_a_fork_and_a_truncated_log_refuses_to_sign() {
     s.add_device("c1", &[]);
 }
 
+#[test]
+fn rotation_archives_a_verifiable_log_and_the_new_one_commits_to_it() {
+    let s = Server::start();
+    s.add_device("x1", &[]);
+    let out = ok(&s.cli(&["audit", "rotate"]), "audit rotate");
+    assert!(out.contains("archived"), "{out}");
+    let archives: Vec<_> = std::fs::read_dir(s.data.join("audit/archive"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(archives.len(), 1);
+    let k = key(&s);
+    let (code, v) = verify_offline(&archives[0], &k, None);
+    assert_eq!(code, 0, "{v:#}");
+    s.add_device("x2", &[]);
+    let (code, v) = s.admin_api("GET", "/api/v1/audit/entries?from=0&limit=1", None);
+    assert_eq!(code, 200);
+    let first = &v["entries"][0]["entry"];
+    assert_eq!(first["type"], "log_start");
+    let archived_cp = std::fs::read_to_string(archives[0].join("checkpoint")).unwrap();
+    assert_eq!(first["previous"]["checkpoint"], archived_cp.as_str());
+    let now = temp_dir("after-rotate");
+    export(&s, &now);
+    let (code, v) = verify_offline(&now, &k, None);
+    assert_eq!(code, 0, "{v:#}");
+}
+
 /// All `control_action` revoke entries in the live log, by device.
 fn written_ahead(s: &Server) -> BTreeSet<String> {
     let mut out = BTreeSet::new();

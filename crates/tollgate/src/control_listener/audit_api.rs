@@ -7,8 +7,9 @@
 //! `GET /api/v1/audit/proof/inclusion?index=N` and `GET /api/v1/audit/proof/consistency?from_size=M`
 //! (against the latest checkpoint, signed first if it does not cover what is asked: JSON with
 //! base64 hashes, plus the C2SP `tlog-proof` text in `text`); `GET /api/v1/audit/verify`
-//! (the whole log re-hashed and checked against every checkpoint). Handlers only adapt: the
-//! log decides.
+//! (the whole log re-hashed and checked against every checkpoint); `POST /api/v1/audit/rotate`
+//! (archive the log under `archive/` in its directory and start a new one that commits to its
+//! final checkpoint). Handlers only adapt: the log decides.
 
 use std::sync::Arc;
 
@@ -35,6 +36,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/api/v1/audit/proof/inclusion", get(inclusion))
         .route("/api/v1/audit/proof/consistency", get(consistency))
         .route("/api/v1/audit/verify", get(verify))
+        .route("/api/v1/audit/rotate", axum::routing::post(rotate))
 }
 
 impl From<AuditError> for ApiError {
@@ -256,6 +258,32 @@ async fn verify(State(s): State<AppState>, _a: Admin) -> Result<impl IntoRespons
             "clean": report.clean() && refusing.is_none(),
             "refusing": refusing,
             "report": report,
+        }))
+    })
+    .await?;
+    Ok(Json(v))
+}
+
+async fn rotate(
+    State(s): State<AppState>,
+    Admin(who): Admin,
+) -> Result<impl IntoResponse, ApiError> {
+    let v = on_log(&s, move |_, l| {
+        let stamp = tollgate_audit::entry::now_rfc3339()
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(15)
+            .collect::<String>();
+        let archive = l
+            .dir()
+            .join("archive")
+            .join(format!("{stamp}-{}", l.size()));
+        let last = l.rotate(&archive)?;
+        tracing::info!(by = %who, archive = %archive.display(), size = last.size, "audit log rotated");
+        Ok(json!({
+            "archive": archive.display().to_string(),
+            "final": signed_json(l.origin(), &last),
+            "entries": l.size(),
         }))
     })
     .await?;
