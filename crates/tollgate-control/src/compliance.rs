@@ -615,6 +615,12 @@ impl Control {
         support_end: Option<i64>,
         by: &str,
     ) -> Result<(), ControlError> {
+        self.write_ahead(
+            "set_supplier_info",
+            name,
+            by,
+            &format!("disclosure {disclosure_contact:?}, support until {support_end:?}"),
+        )?;
         self.registry
             .set_supplier_info(&SupplierInfo {
                 name: name.to_owned(),
@@ -677,6 +683,12 @@ impl Control {
                 )));
             }
         }
+        self.write_ahead(
+            "put_model",
+            &m.name,
+            by,
+            &format!("supplier {:?}, scheme {scheme}", m.supplier),
+        )?;
         self.registry.put_model(&model).map_err(|e| match e {
             RegistryError::NotFound(_) => ControlError::UnknownSupplier(m.supplier.clone()),
             other => other.into(),
@@ -767,6 +779,15 @@ impl Control {
         let Some(d) = self.registry.device(device)? else {
             return Err(ControlError::DeviceNotFound(device.to_owned()));
         };
+        self.write_ahead(
+            "set_inventory",
+            device,
+            by,
+            &format!(
+                "firmware {:?}, model {:?}",
+                update.firmware, update.model
+            ),
+        )?;
         let edit = self.inventory_edits.lock();
         let mut inv = self.registry.inventory(device)?.unwrap_or(Inventory {
             device: device.to_owned(),
@@ -906,6 +927,12 @@ impl Control {
         let sbom = Sbom::parse(document).map_err(bad)?;
         let gaps = sbom.minimum_elements();
         let sha = sha256_hex(document);
+        self.write_ahead(
+            "import_sbom",
+            &format!("{model} {firmware}"),
+            by,
+            &format!("sha256 {sha}"),
+        )?;
         let parsed = serde_json::to_string(&sbom)
             .map_err(|e| ControlError::InvalidDocument(format!("SBOM does not serialise: {e}")))?;
         let key = (supplier.clone(), model.to_owned(), firmware.to_owned());
@@ -1062,6 +1089,12 @@ impl Control {
             let a = Advisory::parse(r, &format!("#{}", i + 1)).map_err(bad)?;
             parsed.push((a, r));
         }
+        self.write_ahead(
+            "import_advisories",
+            &format!("{} records", parsed.len()),
+            by,
+            "",
+        )?;
         let mut out = AdvisoriesImported::default();
         let mut touched: HashSet<purl::PackageKey> = HashSet::new();
         let mut rows = Vec::new();
@@ -1238,6 +1271,12 @@ impl Control {
         if let Some(s) = &scope {
             self.resolve_model(s.supplier.as_deref(), &s.model)?;
         }
+        self.write_ahead(
+            "import_vex",
+            scope.as_ref().map_or("", |s| s.model.as_str()),
+            by,
+            &format!("{} statements, sha256 {}", doc.statements.len(), sha256_hex(document)),
+        )?;
         let mut scoped = Vec::with_capacity(doc.statements.len());
         for (i, stmt) in doc.statements.into_iter().enumerate() {
             let sc = match &scope {

@@ -48,6 +48,19 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Record an operator's action in the audit log before it takes effect.
+async fn write_ahead(
+    s: &AppState,
+    action: &'static str,
+    subject: &str,
+    by: &str,
+    detail: &str,
+) -> Result<u64, ApiError> {
+    let cp = Arc::clone(&s.cp);
+    let (subject, by, detail) = (subject.to_owned(), by.to_owned(), detail.to_owned());
+    super::admin::blocking(move || cp.write_ahead(action, &subject, &by, &detail)).await
+}
+
 fn internal(e: anyhow::Error) -> ApiError {
     ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"))
 }
@@ -153,6 +166,7 @@ async fn set_verdict(
     body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
     let req: VerdictBody = required(&s, &headers, body).await?;
+    write_ahead(&s, "alert_verdict", &id, &who, &format!("{:?}", req.verdict)).await?;
     let (kind, by, note) = (req.verdict, who.clone(), req.note);
     let a = s
         .detection
@@ -214,6 +228,18 @@ async fn add_suppression(
             return Err(bad(format!("unknown detector {d:?}")));
         }
     }
+    write_ahead(
+        &s,
+        "suppress_alerts",
+        &format!(
+            "{} on {}",
+            req.detector.as_deref().unwrap_or("every detector"),
+            req.device.as_deref().unwrap_or("every device")
+        ),
+        &who,
+        &format!("for {}: {}", req.duration, req.reason),
+    )
+    .await?;
     let now = now_ms();
     let request = SuppressionRequest {
         detector: req.detector,
@@ -255,6 +281,7 @@ async fn remove_suppression(
     Admin(who): Admin,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
+    write_ahead(&s, "unsuppress_alerts", &id, &who, "").await?;
     let sup = s
         .detection
         .with_engine(move |e| e.unsuppress(&id))
