@@ -12,6 +12,7 @@
 
 pub mod entry;
 pub mod error;
+pub mod findings;
 pub mod log;
 pub mod merkle;
 pub mod note;
