@@ -227,6 +227,7 @@ pub fn init(data: &Path, opts: &InitOptions) -> Result<InitReport, ControlError>
             revoked_at: None,
             revoke_reason: None,
             key: None,
+            spki: None,
         })?;
     }
     written.push(l.registry());

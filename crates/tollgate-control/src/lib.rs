@@ -18,11 +18,14 @@
 
 #![forbid(unsafe_code)]
 
+mod audit_facts;
 pub mod ca;
 pub mod compliance;
 mod error;
 pub mod files;
 pub mod requests;
+
+pub use audit_facts::ControlFacts;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -355,6 +358,15 @@ fn check_groups(groups: &[String]) -> Result<(), ControlError> {
         check_name("group", g)?;
     }
     Ok(())
+}
+
+/// The SubjectPublicKeyInfo (DER) of the first certificate in a PEM document.
+fn cert_spki(pem: &str) -> Option<Vec<u8>> {
+    tollgate_pki::parse_pem_certificates(pem)
+        .ok()?
+        .into_iter()
+        .next()
+        .map(|c| c.spki)
 }
 
 /// How long a control action waits for its audit-log entry to be durable.
@@ -1134,6 +1146,7 @@ impl Control {
             revoked_at: None,
             revoke_reason: None,
             key: Some(key.to_owned()),
+            spki: cert_spki(&issued.cert_pem),
         })?;
         Ok(issued)
     }

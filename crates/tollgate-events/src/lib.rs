@@ -625,6 +625,45 @@ pub enum EventKind {
         /// What was found.
         reason: String,
     },
+    /// The configuration audit found something new (or something came back).
+    FindingOpened {
+        /// `<rule>:<resource>`.
+        id: String,
+        /// The rule (`key-file-permissions`, `policy-broad-grant`, ...).
+        rule: String,
+        /// `info`, `low`, `medium`, `high` or `critical`.
+        severity: String,
+        /// What it is about.
+        resource: String,
+        /// What was seen.
+        evidence: String,
+    },
+    /// A finding of the configuration audit no longer holds.
+    FindingResolved {
+        /// `<rule>:<resource>`.
+        id: String,
+        /// The rule.
+        rule: String,
+        /// What it was about.
+        resource: String,
+    },
+    /// A suppression of configuration-audit findings was added or removed.
+    FindingSuppression {
+        /// The suppression's id.
+        id: String,
+        /// The rule it silences.
+        rule: String,
+        /// The resource, or every resource of the rule.
+        resource: Option<String>,
+        /// `added` or `removed`.
+        change: &'static str,
+        /// Why.
+        reason: String,
+        /// Who.
+        by: String,
+        /// Until when (RFC 3339).
+        until: String,
+    },
     /// Events were lost: the bus was full (or shutting down) when they were emitted. Inserted by
     /// the dispatcher, with its own sequence number, before the next event it forwards (or at
     /// shutdown), so a loss is never silent.

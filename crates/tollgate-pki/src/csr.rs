@@ -160,6 +160,67 @@ pub fn is_roca_vulnerable(modulus: &[u8]) -> bool {
     })
 }
 
+/// A public key, as the configuration audit needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublicKeyInfo {
+    /// RSA, with its modulus (big-endian).
+    Rsa {
+        /// The modulus.
+        modulus: Vec<u8>,
+        /// Its size in bits.
+        bits: usize,
+    },
+    /// ECDSA on the named curve (`P-256`, `P-384`, or the curve's OID).
+    Ec {
+        /// The curve.
+        curve: String,
+    },
+    /// Ed25519.
+    Ed25519,
+    /// Another algorithm (its OID).
+    Other(String),
+}
+
+/// Describe a DER SubjectPublicKeyInfo (from [`crate::CertInfo::spki`]).
+pub fn describe_spki(der: &[u8]) -> PublicKeyInfo {
+    use x509_parser::x509::SubjectPublicKeyInfo;
+    let Ok((_, spki)) = SubjectPublicKeyInfo::from_der(der) else {
+        return PublicKeyInfo::Other("unreadable".into());
+    };
+    match spki.algorithm.algorithm.to_id_string().as_str() {
+        "1.2.840.10045.2.1" => {
+            let oid = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok())
+                .map(|o| o.to_id_string())
+                .unwrap_or_default();
+            let curve = match oid.as_str() {
+                "1.2.840.10045.3.1.7" => "P-256".to_owned(),
+                "1.3.132.0.34" => "P-384".to_owned(),
+                "1.3.132.0.35" => "P-521".to_owned(),
+                _ => oid,
+            };
+            PublicKeyInfo::Ec { curve }
+        }
+        "1.3.101.112" => PublicKeyInfo::Ed25519,
+        "1.2.840.113549.1.1.1" => match spki.parsed() {
+            Ok(PublicKey::RSA(rsa)) => PublicKeyInfo::Rsa {
+                modulus: strip_zeros(rsa.modulus).to_vec(),
+                bits: rsa_bits(rsa.modulus),
+            },
+            _ => PublicKeyInfo::Other("unreadable RSA key".into()),
+        },
+        other => PublicKeyInfo::Other(other.to_owned()),
+    }
+}
+
+/// Whether an RSA modulus is on `list` (openssl-vulnkey fingerprints).
+pub fn is_blocklisted(list: &WeakKeyList, modulus: &[u8]) -> bool {
+    list.contains_modulus(modulus)
+}
+
 fn weak_signature(oid: &str) -> Option<&'static str> {
     match oid {
         "1.2.840.113549.1.1.5" => Some("SHA-1 with RSA"),

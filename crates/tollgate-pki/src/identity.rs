@@ -36,6 +36,8 @@ pub struct CertInfo {
     pub issuer: String,
     /// Subject distinguished name, as text.
     pub subject: String,
+    /// The SubjectPublicKeyInfo, DER (see [`crate::describe_spki`]).
+    pub spki: Vec<u8>,
 }
 
 /// Check a device id against the safe alphabet: 1 to 128 characters of `A-Z a-z 0-9 . _ - :`,
@@ -119,6 +121,7 @@ pub fn parse_certificate(der: &[u8]) -> Result<CertInfo, PkiError> {
         not_after: cert.validity().not_after.timestamp(),
         issuer: cert.issuer().to_string(),
         subject: cert.subject().to_string(),
+        spki: cert.tbs_certificate.subject_pki.raw.to_vec(),
     })
 }
 

@@ -21,7 +21,8 @@ mod pkcs7;
 mod token;
 
 pub use csr::{
-    check_csr, is_roca_vulnerable, vulnkey_fingerprint, CheckedCsr, CsrError, KeyKind, WeakKeyList,
+    check_csr, describe_spki, is_blocklisted, is_roca_vulnerable, vulnkey_fingerprint, CheckedCsr,
+    CsrError, KeyKind, PublicKeyInfo, WeakKeyList,
 };
 pub use hierarchy::RevokedEntry;
 pub use pkcs7::{certs_only, parse_certs_only};

@@ -147,6 +147,9 @@ pub struct CertRecord {
     /// The certified key: `ecdsa-p256`, `ecdsa-p384`, `ed25519` or `rsa-<bits>` (unknown for
     /// certificates recorded before schema 5).
     pub key: Option<String>,
+    /// The certified SubjectPublicKeyInfo, DER (none for certificates recorded before
+    /// schema 7), for the configuration audit's key checks.
+    pub spki: Option<Vec<u8>>,
 }
 
 /// A registered supplier (manufacturer) whose bootstrap certificates may enroll devices.
@@ -227,6 +230,9 @@ pub trait CertificateStore: Send + Sync {
     fn revoked_serials(&self) -> Result<Vec<String>, RegistryError>;
     /// Revoked certificates with time and reason, for CRLs.
     fn revoked_certificates(&self) -> Result<Vec<CertRecord>, RegistryError>;
+    /// Every certificate that has not yet expired at `now` or expired after `since`, for
+    /// the configuration audit.
+    fn certificates_since(&self, since: i64) -> Result<Vec<CertRecord>, RegistryError>;
     /// The next CRL number (monotonic).
     fn next_crl_number(&self) -> Result<u64, RegistryError>;
 }
@@ -289,7 +295,7 @@ pub use crate::inventory::{
     WaiverRecord,
 };
 
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 /// The embedded SQLite registry.
 pub struct SqliteRegistry {
@@ -415,6 +421,14 @@ impl SqliteRegistry {
                  COMMIT;",
             )?;
         }
+        if version < 7 {
+            conn.execute_batch(
+                "BEGIN;
+                 ALTER TABLE certificates ADD COLUMN spki BLOB;
+                 PRAGMA user_version = 7;
+                 COMMIT;",
+            )?;
+        }
         Ok(SqliteRegistry {
             conn: Mutex::new(conn),
         })
@@ -444,6 +458,7 @@ fn cert_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CertRecord> {
         revoked_at: r.get(5)?,
         revoke_reason: r.get(6)?,
         key: r.get(7)?,
+        spki: r.get(8)?,
     })
 }
 
@@ -689,9 +704,9 @@ impl CertificateStore for SqliteRegistry {
     fn record_certificate(&self, c: &CertRecord) -> Result<(), RegistryError> {
         let conn = self.conn.lock();
         conn.execute(
-            "INSERT INTO certificates (serial, subject, kind, not_before, not_after, revoked_at, revoke_reason, key)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![c.serial, c.subject, c.kind.as_str(), c.not_before, c.not_after, c.revoked_at, c.revoke_reason, c.key],
+            "INSERT INTO certificates (serial, subject, kind, not_before, not_after, revoked_at, revoke_reason, key, spki)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![c.serial, c.subject, c.kind.as_str(), c.not_before, c.not_after, c.revoked_at, c.revoke_reason, c.key, c.spki],
         )?;
         Ok(())
     }
@@ -699,7 +714,7 @@ impl CertificateStore for SqliteRegistry {
     fn certificates_of(&self, subject: &str) -> Result<Vec<CertRecord>, RegistryError> {
         let conn = self.conn.lock();
         let mut stmt = conn.prepare(
-            "SELECT serial, subject, kind, not_before, not_after, revoked_at, revoke_reason, key
+            "SELECT serial, subject, kind, not_before, not_after, revoked_at, revoke_reason, key, spki
              FROM certificates WHERE subject = ?1 ORDER BY not_before DESC, serial",
         )?;
         let rows = stmt.query_map([subject], cert_from_row)?;
@@ -717,10 +732,20 @@ impl CertificateStore for SqliteRegistry {
     fn revoked_certificates(&self) -> Result<Vec<CertRecord>, RegistryError> {
         let conn = self.conn.lock();
         let mut stmt = conn.prepare(
-            "SELECT serial, subject, kind, not_before, not_after, revoked_at, revoke_reason, key
+            "SELECT serial, subject, kind, not_before, not_after, revoked_at, revoke_reason, key, spki
              FROM certificates WHERE revoked_at IS NOT NULL ORDER BY revoked_at, serial",
         )?;
         let rows = stmt.query_map([], cert_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn certificates_since(&self, since: i64) -> Result<Vec<CertRecord>, RegistryError> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare(
+            "SELECT serial, subject, kind, not_before, not_after, revoked_at, revoke_reason, key, spki
+             FROM certificates WHERE not_after >= ?1 ORDER BY subject, not_before DESC, serial",
+        )?;
+        let rows = stmt.query_map([since], cert_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -923,6 +948,7 @@ mod tests {
             revoked_at: None,
             revoke_reason: None,
             key: None,
+            spki: None,
         }
     }
 

@@ -43,6 +43,8 @@ pub struct Counters {
 #[derive(Debug)]
 pub struct Audit {
     log: Mutex<Log>,
+    /// When the latest checkpoint was signed (Unix seconds; 0: none known).
+    checkpoint_at: std::sync::atomic::AtomicI64,
     verifier_key: String,
     pub counters: Counters,
 }
@@ -71,6 +73,13 @@ impl Audit {
         }
         Ok((
             Arc::new(Audit {
+                checkpoint_at: std::sync::atomic::AtomicI64::new(
+                    std::fs::metadata(s.dir.join(tollgate_audit::log::CHECKPOINT))
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0)),
+                ),
                 log: Mutex::new(log),
                 verifier_key,
                 counters: Counters::default(),
@@ -83,6 +92,11 @@ impl Audit {
     /// event file after a crash).
     pub fn last_seq(&self) -> Option<u64> {
         self.log.lock().last_seq()
+    }
+
+    /// When the latest checkpoint was signed (Unix seconds), if known.
+    pub fn last_checkpoint_at(&self) -> Option<i64> {
+        Some(self.checkpoint_at.load(Ordering::Relaxed)).filter(|t| *t > 0)
     }
 
     /// The log's public key, in the signed-note verifier-key form.
@@ -101,6 +115,10 @@ impl Audit {
         let s = self.log.lock().checkpoint()?;
         if before != Some(s.size) {
             self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+            self.checkpoint_at.store(
+                time::OffsetDateTime::now_utc().unix_timestamp(),
+                Ordering::Relaxed,
+            );
         }
         Ok(s)
     }

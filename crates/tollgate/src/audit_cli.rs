@@ -48,6 +48,51 @@ pub enum AuditCommand {
     /// Check the log. With `--export DIR --key KEY`, offline: nothing but the exported files
     /// and the public key is used. Otherwise the running server re-hashes its log in full.
     Verify(VerifyArgs),
+    /// The configuration audit, now: every finding with its severity, resource, evidence and
+    /// remediation. Exit code by the highest severity not suppressed: 0 none (or info only),
+    /// 2 low, 3 medium, 4 high, 5 critical (1: it could not run).
+    Config {
+        /// Print JSON.
+        #[arg(long, conflicts_with = "sarif")]
+        json: bool,
+        /// Print SARIF 2.1.0 (for code-scanning dashboards).
+        #[arg(long)]
+        sarif: bool,
+        /// Include resolved findings.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        conn: client::ConnectArgs,
+    },
+    /// Suppress a configuration-audit rule, on one resource or all, for a while, with a reason
+    /// (recorded, and written to the audit log).
+    Suppress {
+        /// The rule id (`tls12-allowed`, `device-no-sbom`, ...).
+        rule: String,
+        /// Only this resource (`device:pump-7`, `file:ca/root.key`, ...).
+        #[arg(long)]
+        resource: Option<String>,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        /// How long: 12h, 30d (at most a year).
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: String,
+        #[command(flatten)]
+        conn: client::ConnectArgs,
+    },
+    /// Suppressions of configuration-audit findings in force.
+    Suppressions {
+        #[command(flatten)]
+        conn: client::ConnectArgs,
+    },
+    /// End a suppression now.
+    Unsuppress {
+        /// Suppression id.
+        id: String,
+        #[command(flatten)]
+        conn: client::ConnectArgs,
+    },
     /// Archive the log (under `archive/` in its directory, verifiable on its own) and start a
     /// new one whose first entry commits to the archived log's final checkpoint.
     Rotate {
@@ -175,6 +220,99 @@ pub async fn audit(cmd: AuditCommand) -> Result<ExitCode> {
             }
         }
         AuditCommand::Verify(a) => return verify(a).await,
+        AuditCommand::Config {
+            json,
+            sarif,
+            all,
+            conn,
+        } => {
+            let c = AdminClient::new(&conn)?;
+            let v = c.call(Method::POST, "/api/v1/findings/scan", None).await?;
+            let code = v
+                .pointer("/summary/exit_code")
+                .and_then(Value::as_u64)
+                .unwrap_or(1);
+            if sarif {
+                let doc = c.call(Method::GET, "/api/v1/findings/sarif", None).await?;
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            } else {
+                let v = if all {
+                    c.call(Method::GET, "/api/v1/findings?all=true", None).await?
+                } else {
+                    v
+                };
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                } else {
+                    print_findings(&v);
+                }
+            }
+            return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
+        }
+        AuditCommand::Suppress {
+            rule,
+            resource,
+            reason,
+            duration,
+            conn,
+        } => {
+            let v = AdminClient::new(&conn)?
+                .call(
+                    Method::POST,
+                    "/api/v1/findings/suppressions",
+                    Some(serde_json::json!({
+                        "rule": rule, "resource": resource, "reason": reason, "for": duration,
+                    })),
+                )
+                .await?;
+            println!(
+                "suppressed {} on {} until {} ({})",
+                s(&v, "rule"),
+                v.get("resource")
+                    .and_then(Value::as_str)
+                    .unwrap_or("every resource"),
+                v.get("until")
+                    .and_then(Value::as_i64)
+                    .map(|t| crate::human::rfc3339_ms(t.saturating_mul(1000)))
+                    .unwrap_or_default(),
+                s(&v, "id")
+            );
+        }
+        AuditCommand::Suppressions { conn } => {
+            let v = AdminClient::new(&conn)?
+                .call(Method::GET, "/api/v1/findings/suppressions", None)
+                .await?;
+            let list = v.as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                println!("no suppressions");
+            }
+            for x in list {
+                println!(
+                    "{}  {} on {} until {}, by {}: {}",
+                    s(&x, "id"),
+                    s(&x, "rule"),
+                    x.get("resource")
+                        .and_then(Value::as_str)
+                        .unwrap_or("every resource"),
+                    x.get("until")
+                        .and_then(Value::as_i64)
+                        .map(|t| crate::human::rfc3339_ms(t.saturating_mul(1000)))
+                        .unwrap_or_default(),
+                    s(&x, "author"),
+                    s(&x, "reason")
+                );
+            }
+        }
+        AuditCommand::Unsuppress { id, conn } => {
+            AdminClient::new(&conn)?
+                .call(
+                    Method::DELETE,
+                    &format!("/api/v1/findings/suppressions/{}", client::path_escape(&id)),
+                    None,
+                )
+                .await?;
+            println!("suppression {id} removed");
+        }
         AuditCommand::Rotate { conn } => {
             let v = AdminClient::new(&conn)?
                 .call(Method::POST, "/api/v1/audit/rotate", None)
@@ -196,6 +334,45 @@ pub async fn audit(cmd: AuditCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Findings for people: one block each, most severe first.
+fn print_findings(v: &Value) {
+    let list = v
+        .get("findings")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if list.is_empty() {
+        println!("no findings");
+        return;
+    }
+    for f in &list {
+        let sev = s(f, "severity").to_uppercase();
+        let state = if f.get("resolved_at").is_some_and(|r| !r.is_null()) {
+            " (resolved)"
+        } else if f.get("suppressed").is_some_and(|x| !x.is_null()) {
+            " (suppressed)"
+        } else {
+            ""
+        };
+        println!("{sev:<8} {}  {}{state}", s(f, "rule"), s(f, "resource"));
+        println!("         {}", s(f, "evidence"));
+        println!("         fix: {}", s(f, "remediation"));
+        let since = f
+            .get("first_seen")
+            .and_then(Value::as_i64)
+            .map(|t| crate::human::rfc3339_ms(t.saturating_mul(1000)))
+            .unwrap_or_default();
+        println!("         since {since}");
+    }
+    let sum = v.get("summary").cloned().unwrap_or(Value::Null);
+    println!(
+        "{} open finding(s), {} suppressed; highest: {}",
+        sum.get("open").and_then(Value::as_u64).unwrap_or(0),
+        sum.get("suppressed").and_then(Value::as_u64).unwrap_or(0),
+        sum.get("highest").and_then(Value::as_str).unwrap_or("none")
+    );
 }
 
 /// Fetch everything an offline verifier needs into `dir`. Returns the entries written.

@@ -44,6 +44,14 @@ pub struct AuditSection {
     pub checkpoint_interval_ms: u64,
     /// Events queued for the log; beyond it they are missed, and the gap is an entry.
     pub queue: usize,
+    /// The configuration audit runs this often, seconds (and on demand).
+    pub config_interval_secs: u64,
+    /// CA, server and admin certificates expiring within this many days are a finding.
+    pub cert_expiry_days: i64,
+    /// Certificates issued longer ago than this and still in use are a finding.
+    pub max_cert_age_days: i64,
+    /// Devices not seen for this many days are dormant.
+    pub dormant_days: i64,
 }
 
 impl Default for AuditSection {
@@ -55,6 +63,10 @@ impl Default for AuditSection {
             origin: None,
             checkpoint_interval_ms: 5_000,
             queue: 65_536,
+            config_interval_secs: 300,
+            cert_expiry_days: 30,
+            max_cert_age_days: 398,
+            dormant_days: 30,
         }
     }
 }
@@ -68,6 +80,8 @@ pub struct AuditSettings {
     pub origin: String,
     pub checkpoint_interval: Duration,
     pub queue: usize,
+    pub config_interval: Duration,
+    pub thresholds: tollgate_audit::findings::Thresholds,
 }
 
 /// The default origin: `<host name>/tollgate-audit`, the host name reduced to what a key
@@ -668,6 +682,12 @@ impl Config {
                     raw.audit.checkpoint_interval_ms.max(100),
                 ),
                 queue: raw.audit.queue.max(16),
+                config_interval: Duration::from_secs(raw.audit.config_interval_secs.max(1)),
+                thresholds: tollgate_audit::findings::Thresholds {
+                    expiry_days: raw.audit.cert_expiry_days.max(0),
+                    max_cert_age_days: raw.audit.max_cert_age_days.max(1),
+                    dormant_days: raw.audit.dormant_days.max(1),
+                },
             },
             observability: Observability {
                 metrics_listen: raw.metrics.enabled.then_some(raw.metrics.listen),
@@ -807,6 +827,11 @@ key = "audit.key"                # Ed25519 signing key, created 0600; `tollgate 
 # origin = "gateway-1.example/tollgate-audit"   # default: <host name>/tollgate-audit
 checkpoint_interval_ms = 5000    # a signed checkpoint this often when entries were added
 queue = 65536                    # events waiting to be written; an overflow is an audit_gap entry
+# The configuration audit (`tollgate audit config`, GET /api/v1/findings) runs this often:
+config_interval_secs = 300
+cert_expiry_days = 30            # CA, server and admin certificates expiring sooner are a finding
+max_cert_age_days = 398          # certificates in use for longer are a finding
+dormant_days = 30                # devices not seen for longer are a finding
 
 [limits]
 # What a source may claim before it has authenticated, on both listeners.

@@ -164,6 +164,11 @@ impl Detection {
 
     /// Run `f` on the engine on a blocking thread: an evaluation holds the engine for up to a
     /// few hundred milliseconds at 100,000 devices, which must not stall an async worker.
+    /// The alerts now (active ones only with `active`), from a blocking context.
+    pub fn alerts_now(&self, active: bool) -> Vec<tollgate_detect::Alert> {
+        self.engine.lock().alerts(active)
+    }
+
     pub async fn with_engine<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&mut Engine) -> T + Send + 'static,

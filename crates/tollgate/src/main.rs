@@ -11,6 +11,7 @@ mod audit;
 mod audit_cli;
 mod client;
 mod config;
+mod config_audit;
 mod control_listener;
 mod datadir;
 mod detection;

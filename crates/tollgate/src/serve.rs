@@ -345,6 +345,16 @@ pub async fn serve(cfg: Config) -> Result<()> {
         }
         None => None,
     };
+    let config_audit = crate::config_audit::ConfigAudit::new(
+        &cfg.data,
+        crate::config_audit::Settings::new(&cfg, admin_addr, metrics_addr),
+        Arc::clone(&control),
+        broker.clone(),
+        Arc::clone(&detection),
+        audit.clone(),
+        events.clone(),
+    );
+    let config_audit_task = tokio::spawn(Arc::clone(&config_audit).every(stop_rx.clone()));
     let checkpoint_task = audit.as_ref().map(|a| {
         tokio::spawn(Arc::clone(a).checkpoints(cfg.audit.checkpoint_interval, stop_rx.clone()))
     });
@@ -377,6 +387,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
             refusals,
             detection: Arc::clone(&detection),
             audit: audit.clone(),
+            config_audit: Some(Arc::clone(&config_audit)),
         },
         stop_rx,
     ));
@@ -437,6 +448,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
     events.shutdown().await;
     let _ = dispatcher_task.await;
     let _ = event_writer.await;
+    config_audit_task.abort();
     if let Some(t) = checkpoint_task {
         let _ = t.await;
     }

@@ -45,6 +45,8 @@ pub(super) struct AdminState {
     pub detection: Arc<crate::detection::Detection>,
     /// The audit log, when enabled.
     pub audit: Option<Arc<crate::audit::Audit>>,
+    /// The configuration audit.
+    pub config_audit: Option<Arc<crate::config_audit::ConfigAudit>>,
 }
 
 pub(super) type AppState = AdminState;
@@ -371,6 +373,7 @@ pub(super) fn router(state: AppState) -> Router {
         .merge(super::compliance_api::routes())
         .merge(super::detection_api::routes())
         .merge(super::audit_api::routes())
+        .merge(super::findings_api::routes())
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError(

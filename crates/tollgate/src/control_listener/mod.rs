@@ -15,6 +15,7 @@ mod audit_api;
 mod body;
 mod compliance_api;
 mod detection_api;
+mod findings_api;
 mod est;
 
 use std::net::SocketAddr;
@@ -177,6 +178,8 @@ pub struct ControlListener {
     pub detection: Arc<crate::detection::Detection>,
     /// The audit log, when enabled.
     pub audit: Option<Arc<crate::audit::Audit>>,
+    /// The configuration audit.
+    pub config_audit: Option<Arc<crate::config_audit::ConfigAudit>>,
 }
 
 /// Serve the control listener until `shutdown` flips.
@@ -191,6 +194,7 @@ pub async fn serve(this: ControlListener, mut shutdown: watch::Receiver<bool>) {
         refusals: all_refusals,
         detection,
         audit,
+        config_audit,
     } = this;
     let adm = settings.admission;
     let refusals = Arc::clone(&all_refusals.control);
@@ -211,6 +215,7 @@ pub async fn serve(this: ControlListener, mut shutdown: watch::Receiver<bool>) {
         limits: settings.limits,
         detection,
         audit,
+        config_audit,
     })
     .merge(est::router(est::EstState {
         cp: Arc::clone(&cp),

@@ -97,6 +97,8 @@ pub struct Server {
     pub wrapper: Vec<String>,
     /// The MQTT listener's address (127.0.0.1 unless a test needs another).
     pub mqtt_host: String,
+    /// The admin and metrics listeners' address (127.0.0.1 unless a test needs another).
+    pub admin_host: String,
 }
 
 impl Server {
@@ -146,6 +148,7 @@ impl Server {
             fixed_mqtt_port: None,
             wrapper: wrapper.iter().map(|w| w.to_string()).collect(),
             mqtt_host: "127.0.0.1".into(),
+            admin_host: "127.0.0.1".into(),
         };
         s.spawn();
         s
@@ -172,8 +175,9 @@ impl Server {
         let child = cmd
             .args(["serve", "--data"])
             .arg(&self.data)
-            .args(["--mqtt-listen", &mqtt, "--admin-listen", "127.0.0.1:0"])
-            .args(["--metrics-listen", "127.0.0.1:0"])
+            .args(["--mqtt-listen", &mqtt])
+            .args(["--admin-listen", &format!("{}:0", self.admin_host)])
+            .args(["--metrics-listen", &format!("{}:0", self.admin_host)])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
