@@ -244,8 +244,8 @@ pub struct Probe {
 const MAX_EXAMPLES: usize = 5;
 /// Observed identities a current rule is probed for.
 const MAX_PROBE_IDENTITIES: usize = 64;
-/// Observed topics per device (and kind) in the pool of cross-device probes.
-const POOL_PER_DEVICE: usize = 2;
+/// Observed topics (filters) per device in the pool of cross-device probes, most used first.
+const POOL_PER_DEVICE: usize = 4;
 /// Size of each pool of cross-device probes.
 const POOL_MAX: usize = 256;
 /// Cross-device probes per (pattern, identity).
@@ -1634,25 +1634,28 @@ fn compare(
     let current_keys = key_set(current);
     let suggested_keys = key_set(suggested);
 
-    // Pools of cross-device probes: a few observed topics and filters per device.
+    // Pools of cross-device probes: each device's most used topics and filters.
     let mut topic_pool: Vec<&str> = Vec::new();
     let mut filter_pool: Vec<&str> = Vec::new();
     {
-        let mut per_device: BTreeMap<(&str, bool), usize> = BTreeMap::new();
+        let mut per_device: BTreeMap<(&str, bool), Vec<&Obs>> = BTreeMap::new();
         for o in prep.obs.iter().filter(|o| o.valid) {
-            let Some(ident) = prep.idents.get(o.ident) else {
-                continue;
-            };
-            let sub = o.action == Action::Subscribe;
-            let n = per_device.entry((&ident.device, sub)).or_insert(0);
+            if let Some(ident) = prep.idents.get(o.ident) {
+                let sub = o.action == Action::Subscribe;
+                per_device.entry((&ident.device, sub)).or_default().push(o);
+            }
+        }
+        for ((_, sub), mut list) in per_device {
+            list.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.topic.cmp(&b.topic)));
             let pool = if sub {
                 &mut filter_pool
             } else {
                 &mut topic_pool
             };
-            if *n < POOL_PER_DEVICE && pool.len() < POOL_MAX && !pool.contains(&o.topic.as_str()) {
-                *n += 1;
-                pool.push(&o.topic);
+            for o in list.into_iter().take(POOL_PER_DEVICE) {
+                if pool.len() < POOL_MAX && !pool.contains(&o.topic.as_str()) {
+                    pool.push(&o.topic);
+                }
             }
         }
     }
