@@ -37,8 +37,12 @@
 //!    * otherwise (no qualifying group, or no group at all) the shape goes to
 //!      `id = "suggested-device-ID"`, `who = "device:ID"`.
 //!
-//!    A group shape must also be within the current policy for *every* observed member of the
-//!    group (step 5); if it is not, it goes to the device rules of the members that used it.
+//!    Every shape must also be within the current policy for every observed identity the
+//!    chosen rule applies to (step 5): for a group rule every observed member of the group, for
+//!    a device rule every set of groups the device was seen with. If it is not, the next
+//!    candidate is tried: the device rule, then each of the identity's groups. If none fits (a
+//!    device seen with several sets of groups, allowed the action with only some of them,
+//!    which no `who` can express), the observation is reported in [`Suggestion::skipped`].
 //!    With [`SuggestOptions::group`], only observations of that group's members are used, and
 //!    only that group (and device rules for its members) are suggested.
 //!
@@ -104,9 +108,9 @@
 //!
 //! # Limitations
 //!
-//! A group rule also applies to members of the group that were not observed; nothing is
-//! checked for them. A device seen with different sets of groups gets one device rule, checked
-//! only for the identities that used each shape.
+//! A group rule also applies to members of the group that were not observed, and a device
+//! rule to the device with groups it was not seen with; nothing is checked for them. The
+//! probe set is a sample: `would_deny_count` is not a count of every topic.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -495,7 +499,7 @@ pub(crate) fn unused_grants(policy: &Policy, observed: &[Observed]) -> Vec<Lint>
             for (raw, template) in kind.raws(rule).iter().zip(kind.templates(internal)) {
                 let used = prep.obs.iter().any(|o| {
                     o.allowed
-                        && applies.contains(&o.ident)
+                        && applies.binary_search(&o.ident).is_ok()
                         && prep.idents.get(o.ident).is_some_and(|i| {
                             pattern_used(template, kind, &i.identity(), o.action, &o.topic)
                         })
@@ -863,19 +867,22 @@ impl Subject {
             Subject::Device(d) => format!("suggested-device-{d}"),
         }
     }
-
-    fn applies(&self, ident: &Ident) -> bool {
-        match self {
-            Subject::Group(g) => ident.groups.iter().any(|x| x == g),
-            Subject::Device(d) => &ident.device == d,
-        }
-    }
 }
 
 type ShapeKey = (Kind, Vec<String>);
 
-/// Which identities used a shape, how often.
-type Uses = BTreeMap<usize, u64>;
+/// One identity's use of a shape: how often, and the topic (filter) it stands for.
+#[derive(Debug, Clone)]
+struct Use {
+    count: u64,
+    topic: String,
+}
+
+/// Which identities used a shape.
+type Uses = BTreeMap<usize, Use>;
+
+/// Shapes per rule subject.
+type Placed = BTreeMap<Subject, BTreeMap<ShapeKey, Uses>>;
 
 /// A suggested pattern with what it is based on.
 #[derive(Debug, Clone)]
@@ -895,21 +902,76 @@ struct SuggestedRule {
     grants: BTreeMap<Kind, Vec<Grant>>,
 }
 
-// ---------------------------------------------------------------- suggest
+/// What the observations come to before placement.
+struct Seen {
+    uses: BTreeMap<ShapeKey, Uses>,
+    denied_seen: Vec<Observed>,
+    skipped: Vec<Skipped>,
+}
 
-pub(crate) fn suggest(policy: &Policy, observed: &[Observed], opts: &SuggestOptions) -> Suggestion {
-    let group_filter = opts.group.as_deref();
-    let prep = prepare(policy, observed, group_filter);
-    let grants_of: Vec<Grants> = prep
-        .idents
-        .iter()
-        .map(|i| grants(policy, &i.identity()))
-        .collect();
+/// Everything [`suggest`] computes from the observations, shared by its steps.
+struct Context<'a> {
+    prep: &'a Prepared,
+    /// The current policy's grants, per identity (parallel to `prep.idents`).
+    grants: Vec<Grants>,
+    /// Observed members (device ids) of each group that may get a rule.
+    members: BTreeMap<&'a str, BTreeSet<&'a str>>,
+    /// The identities of each device and of each group.
+    by_device: BTreeMap<&'a str, Vec<usize>>,
+    by_group: BTreeMap<&'a str, Vec<usize>>,
+}
 
-    // 1. Verdicts and shapes.
-    let mut denied_seen = Vec::new();
-    let mut skipped = Vec::new();
-    let mut uses: BTreeMap<ShapeKey, Uses> = BTreeMap::new();
+impl<'a> Context<'a> {
+    fn new(policy: &Policy, prep: &'a Prepared, group_filter: Option<&str>) -> Context<'a> {
+        let mut members: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        let mut by_device: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        let mut by_group: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (n, ident) in prep.idents.iter().enumerate() {
+            by_device.entry(&ident.device).or_default().push(n);
+            for g in &ident.groups {
+                by_group.entry(g).or_default().push(n);
+                if !g.is_empty() && group_filter.is_none_or(|f| f == g) {
+                    members.entry(g).or_default().insert(&ident.device);
+                }
+            }
+        }
+        Context {
+            prep,
+            grants: prep
+                .idents
+                .iter()
+                .map(|i| grants(policy, &i.identity()))
+                .collect(),
+            members,
+            by_device,
+            by_group,
+        }
+    }
+
+    /// The identities a rule for `subject` applies to.
+    fn scope(&self, subject: &Subject) -> Vec<(&Ident, &Grants)> {
+        let list = match subject {
+            Subject::Group(g) => self.by_group.get(g.as_str()),
+            Subject::Device(d) => self.by_device.get(d.as_str()),
+        };
+        list.into_iter()
+            .flatten()
+            .filter_map(|&i| Some((self.prep.idents.get(i)?, self.grants.get(i)?)))
+            .collect()
+    }
+
+    fn within(&self, subject: &Subject, key: &ShapeKey) -> bool {
+        within(&self.scope(subject), key.0, &key.1.join("/"))
+    }
+}
+
+/// Step 1: the current policy's verdict on each observation, and the shapes of the allowed.
+fn observe(prep: &Prepared) -> Seen {
+    let mut seen = Seen {
+        uses: BTreeMap::new(),
+        denied_seen: Vec::new(),
+        skipped: Vec::new(),
+    };
     for o in &prep.obs {
         let Some(ident) = prep.idents.get(o.ident) else {
             continue;
@@ -925,19 +987,19 @@ pub(crate) fn suggest(policy: &Policy, observed: &[Observed], opts: &SuggestOpti
             None
         };
         if let Some(reason) = reason {
-            skipped.push(Skipped {
-                observed: observed_of(&prep, o),
+            seen.skipped.push(Skipped {
+                observed: observed_of(prep, o),
                 reason: reason.to_string(),
             });
             continue;
         }
         if !o.allowed {
-            denied_seen.push(observed_of(&prep, o));
+            seen.denied_seen.push(observed_of(prep, o));
             continue;
         }
         let Some(shape) = generalise(ident, &o.topic) else {
-            skipped.push(Skipped {
-                observed: observed_of(&prep, o),
+            seen.skipped.push(Skipped {
+                observed: observed_of(prep, o),
                 reason: "a level contains `${`, which a pattern would read as a variable"
                     .to_string(),
             });
@@ -949,75 +1011,77 @@ pub(crate) fn suggest(policy: &Policy, observed: &[Observed], opts: &SuggestOpti
             Action::Retain => &[Kind::Publish, Kind::Retain],
         };
         for &kind in kinds {
-            let c = uses
+            let u = seen
+                .uses
                 .entry((kind, shape.clone()))
                 .or_default()
                 .entry(o.ident)
-                .or_insert(0);
-            *c = c.saturating_add(o.count);
+                .or_insert_with(|| Use {
+                    count: 0,
+                    topic: o.topic.clone(),
+                });
+            u.count = u.count.saturating_add(o.count);
         }
     }
+    seen
+}
 
-    // 2. Placement.
-    let mut members: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for ident in &prep.idents {
-        for g in ident.named_groups() {
-            if group_filter.is_none_or(|f| f == g) {
-                members.entry(g).or_default().insert(&ident.device);
-            }
-        }
-    }
+fn add_use(placed: &mut Placed, subject: Subject, key: &ShapeKey, ident: usize, u: Use) {
+    let slot = placed
+        .entry(subject)
+        .or_default()
+        .entry(key.clone())
+        .or_default()
+        .entry(ident)
+        .or_insert_with(|| Use {
+            count: 0,
+            topic: u.topic.clone(),
+        });
+    slot.count = slot.count.saturating_add(u.count);
+}
+
+/// Step 2: which rule each (shape, identity) goes to. Shapes that no rule can grant without
+/// exceeding the current policy for another identity are added to `skipped`.
+fn place(ctx: &Context<'_>, uses: &BTreeMap<ShapeKey, Uses>, skipped: &mut Vec<Skipped>) -> Placed {
+    let idents = &ctx.prep.idents;
     let mut device_shapes: BTreeMap<&str, BTreeSet<&ShapeKey>> = BTreeMap::new();
     let mut observers: BTreeMap<&ShapeKey, BTreeSet<&str>> = BTreeMap::new();
-    for (key, by) in &uses {
-        for ident in by.keys().filter_map(|&i| prep.idents.get(i)) {
+    for (key, by) in uses {
+        for ident in by.keys().filter_map(|&i| idents.get(i)) {
             device_shapes.entry(&ident.device).or_default().insert(key);
             observers.entry(key).or_default().insert(&ident.device);
         }
     }
-    let empty_shapes = BTreeSet::new();
-    let all_same: BTreeMap<&str, bool> = members
+    let no_shapes = BTreeSet::new();
+    let all_same: BTreeMap<&str, bool> = ctx
+        .members
         .iter()
         .map(|(g, devices)| {
             let mut sets = devices
                 .iter()
-                .map(|d| device_shapes.get(d).unwrap_or(&empty_shapes));
+                .map(|d| device_shapes.get(d).unwrap_or(&no_shapes));
             let first = sets.next();
             (*g, sets.all(|s| Some(s) == first))
         })
         .collect();
 
-    let mut placed: BTreeMap<Subject, BTreeMap<ShapeKey, Uses>> = BTreeMap::new();
-    let add = |placed: &mut BTreeMap<Subject, BTreeMap<ShapeKey, Uses>>,
-               subject: Subject,
-               key: &ShapeKey,
-               ident: usize,
-               count: u64| {
-        let c = placed
-            .entry(subject)
-            .or_default()
-            .entry(key.clone())
-            .or_default()
-            .entry(ident)
-            .or_insert(0);
-        *c = c.saturating_add(count);
-    };
-    for (key, by) in &uses {
+    // The preferred rule: a qualifying group, else the device.
+    let mut preferred: Placed = BTreeMap::new();
+    for (key, by) in uses {
         let shape_observers = observers.get(key);
         let uses_id = key.1.iter().any(|l| l.contains("${device.id}"));
-        for (&i, &count) in by {
-            let Some(ident) = prep.idents.get(i) else {
+        for (&i, u) in by {
+            let Some(ident) = idents.get(i) else {
                 continue;
             };
             let mut best: Option<(&str, usize)> = None;
             for g in ident.named_groups() {
-                let Some(devices) = members.get(g.as_str()) else {
+                let Some(devices) = ctx.members.get(g.as_str()) else {
                     continue;
                 };
                 let n = shape_observers.map_or(0, |o| o.intersection(devices).count());
-                let qualifies =
-                    all_same.get(g.as_str()).copied().unwrap_or(false) || n >= 2 || uses_id;
-                if qualifies && best.is_none_or(|(_, m)| n > m) {
+                let same = all_same.get(g.as_str()).copied().unwrap_or(false);
+                if (same || n >= 2 || uses_id) && best.is_none_or(|(_, m)| n > m) {
                     best = Some((g, n));
                 }
             }
@@ -1025,64 +1089,74 @@ pub(crate) fn suggest(policy: &Policy, observed: &[Observed], opts: &SuggestOpti
                 Some((g, _)) => Subject::Group(g.to_string()),
                 None => Subject::Device(ident.device.clone()),
             };
-            add(&mut placed, subject, key, i, count);
-        }
-    }
-    // A group shape must be within the current policy for every observed member.
-    let scope_of = |subject: &Subject| -> Vec<usize> {
-        prep.idents
-            .iter()
-            .enumerate()
-            .filter(|(_, i)| subject.applies(i))
-            .map(|(n, _)| n)
-            .collect()
-    };
-    let group_subjects: Vec<Subject> = placed
-        .keys()
-        .filter(|s| matches!(s, Subject::Group(_)))
-        .cloned()
-        .collect();
-    for subject in group_subjects {
-        let scope_idx = scope_of(&subject);
-        let scope: Vec<(&Ident, &Grants)> = scope_idx
-            .iter()
-            .filter_map(|&i| Some((prep.idents.get(i)?, grants_of.get(i)?)))
-            .collect();
-        let Some(shapes) = placed.remove(&subject) else {
-            continue;
-        };
-        let mut kept = BTreeMap::new();
-        for (key, by) in shapes {
-            if within(&scope, key.0, &key.1.join("/")) {
-                kept.insert(key, by);
-            } else {
-                for (i, count) in by {
-                    if let Some(ident) = prep.idents.get(i) {
-                        add(
-                            &mut placed,
-                            Subject::Device(ident.device.clone()),
-                            &key,
-                            i,
-                            count,
-                        );
-                    }
-                }
-            }
-        }
-        if !kept.is_empty() {
-            placed.insert(subject, kept);
+            add_use(&mut preferred, subject, key, i, u.clone());
         }
     }
 
-    // 3. Merging, `${device.group}`, pruning.
-    let mut budget = COLLAPSE_BUDGET;
-    let mut rules: Vec<SuggestedRule> = Vec::new();
-    for (subject, shapes) in &placed {
-        let scope_idx = scope_of(subject);
-        let scope: Vec<(&Ident, &Grants)> = scope_idx
-            .iter()
-            .filter_map(|&i| Some((prep.idents.get(i)?, grants_of.get(i)?)))
-            .collect();
+    // Every rule must stay within the current policy for every identity it applies to: a
+    // group rule for every observed member, a device rule for every identity the device was
+    // seen with. Otherwise: the device rule, then any of the identity's groups, else nothing.
+    let mut placed: Placed = BTreeMap::new();
+    let mut ok: BTreeMap<(Subject, &ShapeKey), bool> = BTreeMap::new();
+    let mut fits = |subject: &Subject, key: &ShapeKey| -> bool {
+        let found = uses.get_key_value(key).map(|(k, _)| k);
+        match found {
+            Some(k) => *ok
+                .entry((subject.clone(), k))
+                .or_insert_with(|| ctx.within(subject, key)),
+            None => false,
+        }
+    };
+    for (subject, shapes) in preferred {
+        for (key, by) in shapes {
+            for (i, u) in by {
+                let Some(ident) = idents.get(i) else {
+                    continue;
+                };
+                let device = Subject::Device(ident.device.clone());
+                let mut candidates = vec![subject.clone()];
+                if subject != device {
+                    candidates.push(device);
+                }
+                candidates.extend(
+                    ident
+                        .named_groups()
+                        .filter(|g| ctx.members.contains_key(g.as_str()))
+                        .map(|g| Subject::Group(g.clone())),
+                );
+                match candidates.into_iter().find(|c| fits(c, &key)) {
+                    Some(target) => add_use(&mut placed, target, &key, i, u),
+                    None => skipped.push(Skipped {
+                        observed: Observed {
+                            device: ident.device.clone(),
+                            groups: ident.groups.clone(),
+                            action: key.0.action(),
+                            topic: u.topic,
+                            count: u.count,
+                        },
+                        reason: "the device was seen with other groups for which the current \
+                                 policy does not allow this, and no rule can grant it to this \
+                                 identity only"
+                            .to_string(),
+                    }),
+                }
+            }
+        }
+    }
+    placed
+}
+
+/// Step 3: per rule and list, merge the shapes into patterns, use `${device.group}` where
+/// exact, drop covered patterns, and describe what the rule is based on.
+fn build_rules(
+    ctx: &Context<'_>,
+    placed: &Placed,
+    opts: &SuggestOptions,
+    budget: &mut usize,
+) -> Vec<SuggestedRule> {
+    let mut rules = Vec::new();
+    for (subject, shapes) in placed {
+        let scope = ctx.scope(subject);
         let scope_idents: Vec<&Ident> = scope.iter().map(|(i, _)| *i).collect();
         let group_var = match subject {
             Subject::Group(g) => Some(g.clone()),
@@ -1119,7 +1193,7 @@ pub(crate) fn suggest(policy: &Policy, observed: &[Observed], opts: &SuggestOpti
                 shapes: &shape_list,
                 max_siblings: opts.max_literal_siblings,
                 max_shapes: opts.max_shapes_per_prefix,
-                budget: &mut budget,
+                budget: &mut *budget,
                 within: &check,
             };
             let merged = collapser.collapse(root, &[]);
@@ -1139,17 +1213,14 @@ pub(crate) fn suggest(policy: &Policy, observed: &[Observed], opts: &SuggestOpti
                 if g.note.is_none() {
                     g.note = m.note;
                 }
-                for src in m.sources {
-                    let Some((_, by)) = entries.get(src) else {
-                        continue;
-                    };
-                    for (&i, &count) in by.iter() {
-                        if let Some(ident) = prep.idents.get(i) {
+                for (_, by) in m.sources.iter().filter_map(|&src| entries.get(src)) {
+                    for (&i, u) in by.iter() {
+                        if let Some(ident) = ctx.prep.idents.get(i) {
                             g.devices.insert(ident.device.clone());
                             all_devices.insert(&ident.device);
                         }
-                        g.messages = g.messages.saturating_add(count);
-                        all_messages = all_messages.saturating_add(count);
+                        g.messages = g.messages.saturating_add(u.count);
+                        all_messages = all_messages.saturating_add(u.count);
                     }
                 }
             }
@@ -1161,17 +1232,19 @@ pub(crate) fn suggest(policy: &Policy, observed: &[Observed], opts: &SuggestOpti
         if by_kind.is_empty() {
             continue;
         }
-        let shape_count = shapes.len();
+        let basis = format!(
+            "{} topic shape{}, {} message{}",
+            shapes.len(),
+            plural(shapes.len()),
+            all_messages,
+            plural_u64(all_messages),
+        );
         let comment = match subject {
             Subject::Group(g) => format!(
-                "seen from {} of {} observed devices of group {}: {} topic shape{}, {} message{}",
+                "seen from {} of {} observed devices of group {}: {basis}",
                 all_devices.len(),
-                members.get(g.as_str()).map_or(0, BTreeSet::len),
+                ctx.members.get(g.as_str()).map_or(0, BTreeSet::len),
                 comment_text(g),
-                shape_count,
-                plural(shape_count),
-                all_messages,
-                plural_u64(all_messages),
             ),
             Subject::Device(d) => {
                 let groups: BTreeSet<&str> = scope_idents
@@ -1181,22 +1254,15 @@ pub(crate) fn suggest(policy: &Policy, observed: &[Observed], opts: &SuggestOpti
                 let group_text = if groups.is_empty() {
                     " (no group)".to_string()
                 } else {
-                    format!(
-                        " (not shared with other members of {})",
-                        groups
-                            .iter()
-                            .map(|g| format!("group {}", comment_text(g)))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
+                    let names: Vec<String> = groups
+                        .iter()
+                        .map(|g| format!("group {}", comment_text(g)))
+                        .collect();
+                    format!(" (not shared with other members of {})", names.join(", "))
                 };
                 format!(
-                    "seen from device {} only{group_text}: {} topic shape{}, {} message{}",
-                    comment_text(d),
-                    shape_count,
-                    plural(shape_count),
-                    all_messages,
-                    plural_u64(all_messages),
+                    "seen from device {} only{group_text}: {basis}",
+                    comment_text(d)
                 )
             }
         };
@@ -1207,33 +1273,50 @@ pub(crate) fn suggest(policy: &Policy, observed: &[Observed], opts: &SuggestOpti
             grants: by_kind,
         });
     }
+    rules
+}
 
-    // Rule ids must not collide with the deny rules kept.
-    let taken: BTreeSet<String> = policy
+/// Rule ids must not collide with the deny rules kept.
+fn unique_ids(policy: &Policy, rules: &mut [SuggestedRule]) {
+    let mut used: BTreeSet<String> = policy
         .internal
         .iter()
         .filter(|(r, _)| r.effect == Effect::Deny)
         .map(|(r, _)| r.id.clone())
         .collect();
-    let mut used_ids = taken.clone();
-    for rule in &mut rules {
+    for rule in rules {
         let mut id = rule.id.clone();
         let mut n = 2u64;
-        while used_ids.contains(&id) {
+        while used.contains(&id) {
             id = format!("{}-{n}", rule.id);
             n = n.saturating_add(1);
         }
-        used_ids.insert(id.clone());
+        used.insert(id.clone());
         rule.id = id;
     }
+}
 
-    // 4. The file.
-    let in_scope_devices: BTreeSet<&str> = prep.idents.iter().map(|i| i.device.as_str()).collect();
+pub(crate) fn suggest(policy: &Policy, observed: &[Observed], opts: &SuggestOptions) -> Suggestion {
+    let group_filter = opts.group.as_deref();
+    let prep = prepare(policy, observed, group_filter);
+    let ctx = Context::new(policy, &prep, group_filter);
+
+    let Seen {
+        uses,
+        denied_seen,
+        mut skipped,
+    } = observe(&prep);
+    let placed = place(&ctx, &uses, &mut skipped);
+    let mut budget = COLLAPSE_BUDGET;
+    let mut rules = build_rules(&ctx, &placed, opts, &mut budget);
+    unique_ids(policy, &mut rules);
+
+    let devices: BTreeSet<&str> = prep.idents.iter().map(|i| i.device.as_str()).collect();
     let toml = write_toml(
         policy,
         &rules,
         prep.obs.len(),
-        in_scope_devices.len(),
+        devices.len(),
         group_filter,
         denied_seen.len(),
         skipped.len(),
@@ -1257,7 +1340,6 @@ pub(crate) fn suggest(policy: &Policy, observed: &[Observed], opts: &SuggestOpti
         }
     };
 
-    // 5. The diff.
     let notes: BTreeMap<(String, Kind, String), String> = rules
         .iter()
         .flat_map(|r| {
@@ -1268,7 +1350,6 @@ pub(crate) fn suggest(policy: &Policy, observed: &[Observed], opts: &SuggestOpti
         })
         .collect();
     let (changes, diff) = compare(policy, &parsed, &prep, group_filter.is_some(), &notes);
-
     let suggested_rules = parsed
         .rules()
         .iter()
@@ -1517,14 +1598,6 @@ fn write_toml(
         let _ = writeln!(out, "# {}", comment_line(&rule.comment));
         out.push_str("[[allow]]\n");
         let _ = writeln!(out, "id = {}", toml_string(&rule.id));
-        let _ = writeln!(
-            out,
-            "description = {}",
-            toml_string(&format!(
-                "suggested from observed traffic: {}",
-                rule.comment
-            ))
-        );
         let _ = writeln!(out, "who = {}", toml_string(&rule.subject.who()));
         for (kind, grants) in &rule.grants {
             let _ = writeln!(out, "{} = [", kind.name());
@@ -1613,10 +1686,25 @@ fn compare(
     partial: bool,
     notes: &BTreeMap<(String, Kind, String), String>,
 ) -> (Vec<Change>, String) {
-    let sugg: Vec<CompiledPolicy> = prep
-        .idents
+    // The suggestion compiled for the identities that will be probed.
+    let mut probed: BTreeSet<usize> = BTreeSet::new();
+    for (rule, _) in current
+        .internal
         .iter()
-        .map(|i| suggested.compile(&i.identity()))
+        .filter(|(r, _)| r.effect == Effect::Allow)
+    {
+        probed.extend(
+            prep.idents
+                .iter()
+                .enumerate()
+                .filter(|(_, i)| rule_applies(rule, &i.identity()).is_some())
+                .map(|(n, _)| n)
+                .take(MAX_PROBE_IDENTITIES),
+        );
+    }
+    let sugg: BTreeMap<usize, CompiledPolicy> = probed
+        .into_iter()
+        .filter_map(|n| Some((n, suggested.compile(&prep.idents.get(n)?.identity()))))
         .collect();
     let key_set = |p: &Policy| -> BTreeSet<(String, Kind, String)> {
         p.internal
@@ -1719,7 +1807,7 @@ fn compare(
                     let Some(ident) = prep.idents.get(o.ident) else {
                         continue;
                     };
-                    if !applies.contains(&o.ident)
+                    if applies.binary_search(&o.ident).is_err()
                         || !pattern_used(template, kind, &ident.identity(), o.action, &o.topic)
                     {
                         continue;
@@ -1871,7 +1959,7 @@ fn probe<'a>(
     kind: Kind,
     applies: &[usize],
     prep: &Prepared,
-    sugg: &[CompiledPolicy],
+    sugg: &BTreeMap<usize, CompiledPolicy>,
     topic_pool: &[&str],
     filter_pool: &[&str],
     sibling: &dyn Fn(&str) -> Option<&'a str>,
@@ -1881,7 +1969,7 @@ fn probe<'a>(
     let mut seen: BTreeSet<(usize, String)> = BTreeSet::new();
     for &i in applies.iter().take(MAX_PROBE_IDENTITIES) {
         let (Some(ident), Some(cur), Some(new)) =
-            (prep.idents.get(i), prep.current.get(i), sugg.get(i))
+            (prep.idents.get(i), prep.current.get(i), sugg.get(&i))
         else {
             continue;
         };

@@ -2363,6 +2363,105 @@ fn suggest_survives_hostile_observations() {
     let _ = current.unused_grants(&observed);
 }
 
+#[test]
+fn suggest_device_seen_with_different_groups_is_never_widened() {
+    // d1 was seen in g1 and g2, then in g1 only; the current policy lets only g2 use x/y.
+    let current = policy(
+        r##"
+[[allow]]
+who = "group:g2"
+subscribe = ["x/#"]
+
+[[allow]]
+who = "group:g1"
+publish = ["t/#"]
+"##,
+    );
+    let observed = vec![
+        seen("d1", &["g1", "g2"], Action::Subscribe, "x/y", 1),
+        seen("d1", &["g1"], Action::Publish, "t/1", 1),
+    ];
+    let s = suggest(&current, &observed);
+    // A device rule would also apply to d1 in g1 only: the grant goes to group g2 instead.
+    assert_eq!(allow_rule(&s, "suggested-group-g2").subscribe, ["x/y"]);
+    assert_replays(&current, &s, &observed);
+    assert_subset(&current, &s, &observed);
+    // If no rule can grant it to that identity only, it is reported, not granted.
+    let mut observed = observed;
+    observed.push(seen("d2", &["g2"], Action::Publish, "t/2", 1));
+    let current = policy(
+        r##"
+[[allow]]
+who = "group:g2"
+subscribe = ["x/#"]
+publish = ["t/#"]
+
+[[allow]]
+who = "group:g1"
+publish = ["t/#"]
+
+[[deny]]
+who = "device:d2"
+subscribe = ["x/y"]
+"##,
+    );
+    let s = suggest(&current, &observed);
+    assert!(
+        s.skipped
+            .iter()
+            .any(|k| k.observed.topic == "x/y" && k.reason.contains("other groups")),
+        "{:#?}\n{}",
+        s.skipped,
+        s.toml
+    );
+    assert_subset(&current, &s, &observed);
+}
+
+#[test]
+fn suggest_scales_to_large_fleets() {
+    let current = policy(GROUP_RULES);
+    let mut observed = Vec::new();
+    for n in 0..3_000 {
+        let id = format!("s{n:05}");
+        observed.push(seen(
+            &id,
+            &["sensors"],
+            Action::Publish,
+            &format!("devices/{id}/telemetry"),
+            1,
+        ));
+    }
+    for n in 0..300 {
+        let gw = format!("gw{n:05}");
+        observed.push(seen(
+            &gw,
+            &[],
+            Action::Publish,
+            &format!("gateways/{gw}/up"),
+            1,
+        ));
+    }
+    let s = suggest(&current, &observed);
+    assert_eq!(
+        allow_rule(&s, "suggested-group-sensors").publish,
+        ["devices/${device.id}/telemetry"]
+    );
+    // The current policy lets only gw-1 use `gateways/#`: the others were denied.
+    assert_eq!(s.denied_seen.len(), 300);
+    assert_eq!(s.rules.len(), 1);
+    let unused = current.unused_grants(&observed);
+    assert!(unused.iter().any(|l| l.rule == "backend"));
+    // Under the broad policy, every gateway gets its own device rule.
+    let current = policy(BROAD);
+    let s = suggest(&current, &observed);
+    assert_eq!(s.rules.len(), 301);
+    assert_eq!(
+        allow_rule(&s, "suggested-device-gw00299").publish,
+        ["gateways/${device.id}/up"]
+    );
+    assert!(s.changes.iter().any(|c| c.would_deny_count > 0));
+}
+
 // ---------------------------------------------------------------- unused grants
 
 #[test]
@@ -2472,4 +2571,130 @@ publish = ["devices/+/telemetry/secret"]
           observation window"
         ]
     );
+}
+
+mod suggest_properties {
+    //! Random fleets against random policies: the suggestion always parses, replays every
+    //! allowed observation, and allows nothing the current policy denies.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    const DEVICES: [&str; 4] = ["d0", "d1", "d2", "g1"];
+    const GROUPS: [&str; 2] = ["g1", "g2"];
+
+    fn pattern_level() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec![
+            "a",
+            "b",
+            "d0",
+            "g1",
+            "${device.id}",
+            "${device.group}",
+            "x-${device.id}",
+            "+",
+        ])
+    }
+
+    fn pattern() -> impl Strategy<Value = String> {
+        (prop::collection::vec(pattern_level(), 1..4), any::<bool>()).prop_map(|(levels, hash)| {
+            let mut p = levels.join("/");
+            if hash {
+                p.push_str("/#");
+            }
+            p
+        })
+    }
+
+    fn rule() -> impl Strategy<Value = String> {
+        (
+            any::<bool>(),
+            prop::sample::select(vec!["*", "group:g1", "group:g2", "device:d0", "device:g1"]),
+            prop::collection::vec(pattern(), 0..3),
+            prop::collection::vec(pattern(), 0..3),
+            prop::collection::vec(pattern(), 0..2),
+        )
+            .prop_map(|(deny, who, publish, subscribe, retain)| {
+                format!(
+                    "[[{}]]\nwho = {who:?}\npublish = {publish:?}\nsubscribe = {subscribe:?}\n\
+                     retain = {retain:?}\n\n",
+                    if deny { "deny" } else { "allow" }
+                )
+            })
+    }
+
+    fn policy_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(BROAD.to_string()),
+            Just(GROUP_RULES.to_string()),
+            prop::collection::vec(rule(), 0..5).prop_map(|r| r.concat()),
+            // A broad grant, then random narrowing denies and extra grants.
+            prop::collection::vec(rule(), 0..4).prop_map(|r| format!("{BROAD}\n{}", r.concat())),
+        ]
+    }
+
+    fn topic_level() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec![
+            "a", "b", "d0", "d1", "d2", "g1", "g2", "x-d0", "x-d1", "x-g1",
+        ])
+    }
+
+    fn observation() -> impl Strategy<Value = Observed> {
+        (
+            prop::sample::select(DEVICES.to_vec()),
+            prop::sample::subsequence(GROUPS.to_vec(), 0..=2),
+            prop::sample::select(vec![Action::Publish, Action::Subscribe, Action::Retain]),
+            prop::collection::vec(topic_level(), 1..5),
+            prop::sample::select(vec!["", "+", "#", "$s"]),
+        )
+            .prop_map(|(device, group_names, action, levels, extra)| {
+                let mut topic = levels.join("/");
+                match (extra, action) {
+                    ("$s", _) => topic = format!("$s/{topic}"),
+                    ("+", Action::Subscribe) => topic = format!("{topic}/+/a"),
+                    ("#", Action::Subscribe) => topic.push_str("/#"),
+                    _ => {}
+                }
+                seen(device, &group_names, action, &topic, 1)
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn suggestions_replay_and_never_widen(
+            text in policy_text(),
+            observed in prop::collection::vec(observation(), 0..40),
+            siblings in 0usize..4,
+            shapes in 0usize..6,
+            group in prop::option::of(prop::sample::select(GROUPS.to_vec())),
+        ) {
+            let current = policy(&text);
+            let opts = SuggestOptions {
+                group: group.map(str::to_string),
+                max_literal_siblings: siblings,
+                max_shapes_per_prefix: shapes,
+            };
+            let s = current.suggest(&observed, &opts);
+            let in_scope: Vec<Observed> = observed
+                .iter()
+                .filter(|o| opts.group.as_ref().is_none_or(|g| o.groups.contains(g)))
+                .cloned()
+                .collect();
+            assert_replays(&current, &s, &in_scope);
+            assert_subset(&current, &s, &in_scope);
+            let new = reparsed(&s);
+            for c in &s.changes {
+                prop_assert!(c.would_deny.len() <= 5);
+                for p in &c.would_deny {
+                    prop_assert!(decide(&current, &p.device, &p.groups, p.action, &p.topic));
+                    prop_assert!(!decide(&new, &p.device, &p.groups, p.action, &p.topic));
+                }
+            }
+            // Used grants are exactly those some allowed observation needed.
+            let unused = current.unused_grants(&observed);
+            prop_assert!(unused.iter().all(|l| l.severity == Severity::Warning));
+        }
+    }
 }
