@@ -13,8 +13,8 @@
 //! * **explain** a decision ([`Policy::explain`]) and **lint** a policy
 //!   ([`Policy::lint`]) for operators;
 //! * **suggest** the narrowest policy that still permits the traffic actually observed
-//!   ([`Policy::suggest`], see [`suggest`](crate::suggest) for the rules), and flag grants
-//!   nobody used ([`Policy::unused_grants`]).
+//!   ([`Policy::suggest`]; the rules are in the [`suggest` module](crate::suggest)), and
+//!   flag grants nobody used ([`Policy::unused_grants`]).
 //!
 //! It must not know about sockets, TLS, certificates, sessions or storage:
 //! the broker extracts an [`Identity`] from a certificate, reads the policy
@@ -250,7 +250,7 @@ impl Policy {
     /// with `${device.id}` / `${device.group}` where the observations allow, and never broader
     /// than this policy for an observed device), the deny rules and `[quarantine]` are kept,
     /// and the result comes with a diff saying what each change would have denied. Pure: the
-    /// caller collects the observations. See [`suggest`](crate::suggest) for the rules.
+    /// caller collects the observations. The rules are in the [`suggest` module](crate::suggest).
     pub fn suggest(&self, observed: &[Observed], opts: &SuggestOptions) -> Suggestion {
         suggest::suggest(self, observed, opts)
     }
