@@ -11,7 +11,10 @@
 //! * **decide** publish (topic matching) and subscribe (filter coverage and
 //!   deny intersection) exactly, including MQTT's `$`-topic rule;
 //! * **explain** a decision ([`Policy::explain`]) and **lint** a policy
-//!   ([`Policy::lint`]) for operators.
+//!   ([`Policy::lint`]) for operators;
+//! * **suggest** the narrowest policy that still permits the traffic actually observed
+//!   ([`Policy::suggest`]; the rules are in the [`suggest` module](crate::suggest)), and
+//!   flag grants nobody used ([`Policy::unused_grants`]).
 //!
 //! It must not know about sockets, TLS, certificates, sessions or storage:
 //! the broker extracts an [`Identity`] from a certificate, reads the policy
@@ -68,6 +71,7 @@ mod explain;
 mod lint;
 mod parse;
 mod pattern;
+pub mod suggest;
 
 #[cfg(test)]
 mod tests;
@@ -77,6 +81,7 @@ pub use compiled::CompiledPolicy;
 pub use error::{Diagnostic, PolicyError};
 pub use explain::Explanation;
 pub use lint::{Lint, Severity};
+pub use suggest::{Change, ChangeKind, Observed, Probe, Skipped, SuggestOptions, Suggestion};
 
 use parse::RuleInternal;
 
@@ -89,6 +94,8 @@ pub struct Policy {
     internal: Vec<(Rule, RuleInternal)>,
     /// What applies to a quarantined device: the quarantine grant, then the deny rules.
     quarantine: Vec<(Rule, RuleInternal)>,
+    /// Whether the file has its own `[quarantine]` section (rather than the built-in default).
+    quarantine_written: bool,
 }
 
 /// Who a device is, as far as the policy is concerned.
@@ -173,6 +180,7 @@ impl Policy {
     pub fn parse(text: &str, source: &str) -> Result<Policy, PolicyError> {
         let file = parse::parse(text, source)?;
         let internal = file.rules;
+        let quarantine_written = file.quarantine.is_some();
         let grant = match file.quarantine {
             Some(q) => q,
             None => default_quarantine(),
@@ -188,6 +196,7 @@ impl Policy {
             rules: internal.iter().map(|(r, _)| r.clone()).collect(),
             internal,
             quarantine,
+            quarantine_written,
         })
     }
 
@@ -198,6 +207,7 @@ impl Policy {
             rules: Vec::new(),
             internal: Vec::new(),
             quarantine: vec![default_quarantine()],
+            quarantine_written: false,
         }
     }
 
@@ -233,6 +243,24 @@ impl Policy {
     /// [`CompiledPolicy`].
     pub fn explain(&self, identity: &Identity<'_>, action: Action, topic: &str) -> Explanation {
         explain::explain(&self.internal, identity, action, topic)
+    }
+
+    /// Propose the narrowest policy that still permits every observed action this policy
+    /// allows: the allow rules are replaced by rules built from the observations (generalised
+    /// with `${device.id}` / `${device.group}` where the observations allow, and never broader
+    /// than this policy for an observed device), the deny rules and `[quarantine]` are kept,
+    /// and the result comes with a diff saying what each change would have denied. Pure: the
+    /// caller collects the observations. The rules are in the [`suggest` module](crate::suggest).
+    pub fn suggest(&self, observed: &[Observed], opts: &SuggestOptions) -> Suggestion {
+        suggest::suggest(self, observed, opts)
+    }
+
+    /// Grants (each pattern of each allow rule) that no observation used, as warnings for
+    /// `tollgate policy lint --observed`. A pattern is used when it matches (publish,
+    /// retain) or covers (subscribe) an observed action of a device the rule applies to,
+    /// and the policy allowed that action.
+    pub fn unused_grants(&self, observed: &[Observed]) -> Vec<Lint> {
+        suggest::unused_grants(self, observed)
     }
 }
 

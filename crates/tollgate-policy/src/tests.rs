@@ -1297,3 +1297,1404 @@ retain = ["x/#"]
         "{lints:#?}"
     );
 }
+
+// ---------------------------------------------------------------- suggestions from observations
+
+fn seen(device: &str, group_names: &[&str], action: Action, topic: &str, count: u64) -> Observed {
+    Observed {
+        device: device.to_string(),
+        groups: groups(group_names),
+        action,
+        topic: topic.to_string(),
+        count,
+    }
+}
+
+const EVENT_KINDS: [&str; 3] = ["alarm", "battery", "boot"];
+
+fn sensor_ids() -> Vec<String> {
+    (1..=20).map(|n| format!("s{n:02}")).collect()
+}
+
+/// A recorded fleet: 20 sensors, 2 backends, 3 PLCs, a gateway without a group.
+fn fleet() -> Vec<Observed> {
+    let mut v = Vec::new();
+    for id in sensor_ids() {
+        v.push(seen(
+            &id,
+            &["sensors"],
+            Action::Publish,
+            &format!("devices/{id}/telemetry"),
+            100,
+        ));
+        for kind in EVENT_KINDS {
+            v.push(seen(
+                &id,
+                &["sensors"],
+                Action::Publish,
+                &format!("devices/{id}/events/{kind}"),
+                2,
+            ));
+        }
+        v.push(seen(
+            &id,
+            &["sensors"],
+            Action::Subscribe,
+            &format!("devices/{id}/commands/#"),
+            1,
+        ));
+    }
+    for b in ["backend-1", "backend-2"] {
+        v.push(seen(
+            b,
+            &["backend"],
+            Action::Subscribe,
+            "devices/+/telemetry",
+            1,
+        ));
+        for id in sensor_ids() {
+            v.push(seen(
+                b,
+                &["backend"],
+                Action::Publish,
+                &format!("devices/{id}/commands/reboot"),
+                1,
+            ));
+        }
+    }
+    for (plc, line) in [
+        ("plc-01", "line-a"),
+        ("plc-02", "line-b"),
+        ("plc-03", "line-c"),
+    ] {
+        v.push(seen(
+            plc,
+            &["plc"],
+            Action::Retain,
+            &format!("plant/status-{plc}"),
+            5,
+        ));
+        v.push(seen(
+            plc,
+            &["plc"],
+            Action::Publish,
+            "groups/plc/heartbeat",
+            50,
+        ));
+        v.push(seen(
+            plc,
+            &["plc"],
+            Action::Publish,
+            &format!("plant/{line}/counter"),
+            500,
+        ));
+        v.push(seen(
+            plc,
+            &["plc"],
+            Action::Subscribe,
+            "plant/setpoints/#",
+            1,
+        ));
+    }
+    v.push(seen(
+        "gw-1",
+        &[],
+        Action::Publish,
+        "gateways/gw-1/uptime",
+        10,
+    ));
+    v
+}
+
+const BROAD: &str = r##"
+[[allow]]
+id = "everything"
+who = "*"
+publish = ["#"]
+subscribe = ["#"]
+retain = ["#"]
+
+[[deny]]
+id = "no-sys"
+who = "*"
+publish = ["$SYS/#"]
+subscribe = ["$SYS/#"]
+
+[quarantine]
+publish = ["$tollgate/devices/${device.id}/inventory"]
+"##;
+
+const GROUP_RULES: &str = r##"
+[[allow]]
+id = "sensors"
+who = "group:sensors"
+publish = ["devices/+/telemetry", "devices/+/events/#", "devices/+/debug/#"]
+subscribe = ["devices/+/commands/#"]
+
+[[allow]]
+id = "backend"
+who = "group:backend"
+subscribe = ["devices/#"]
+publish = ["devices/+/commands/#"]
+
+[[allow]]
+id = "plc"
+who = "group:plc"
+publish = ["plant/#", "groups/#"]
+retain = ["plant/#"]
+subscribe = ["plant/#"]
+
+[[allow]]
+id = "gateways"
+who = "device:gw-1"
+publish = ["gateways/#"]
+
+[[allow]]
+id = "legacy"
+who = "group:legacy"
+publish = ["legacy/#"]
+
+[[deny]]
+who = "*"
+publish = ["$SYS/#"]
+"##;
+
+fn suggest(current: &Policy, observed: &[Observed]) -> Suggestion {
+    current.suggest(observed, &SuggestOptions::default())
+}
+
+/// The suggestion's file, parsed the way the broker would load it.
+fn reparsed(s: &Suggestion) -> Policy {
+    match Policy::parse(&s.toml, "suggested.toml") {
+        Ok(p) => p,
+        Err(e) => panic!("the suggested policy must parse:\n{e}\n{}", s.toml),
+    }
+}
+
+fn decide(p: &Policy, device: &str, group_names: &[String], action: Action, topic: &str) -> bool {
+    let c = p.compile(&Identity {
+        device_id: device,
+        groups: group_names,
+    });
+    match action {
+        Action::Publish => c.can_publish(topic),
+        Action::Subscribe => c.can_subscribe(topic),
+        Action::Retain => c.can_publish_retained(topic),
+    }
+}
+
+/// Property 1: every observation the current policy allows, the suggestion allows.
+fn assert_replays(current: &Policy, s: &Suggestion, observed: &[Observed]) {
+    let new = reparsed(s);
+    for o in observed {
+        if s.skipped
+            .iter()
+            .any(|k| k.observed.device == o.device && k.observed.topic == o.topic)
+        {
+            continue;
+        }
+        if decide(current, &o.device, &o.groups, o.action, &o.topic) {
+            assert!(
+                decide(&new, &o.device, &o.groups, o.action, &o.topic),
+                "the suggestion denies an allowed observation: {o:?}\n{}",
+                s.toml
+            );
+        }
+    }
+}
+
+/// Probe actions: every observed identity doing every observed topic / filter, and a few
+/// synthetic ones.
+fn probe_set(observed: &[Observed]) -> Vec<(String, Vec<String>, Action, String)> {
+    let mut idents: Vec<(String, Vec<String>)> = observed
+        .iter()
+        .map(|o| (o.device.clone(), o.groups.clone()))
+        .collect();
+    idents.sort();
+    idents.dedup();
+    let mut topics: Vec<(Action, String)> = Vec::new();
+    for o in observed {
+        topics.push((o.action, o.topic.clone()));
+        for a in [Action::Publish, Action::Retain] {
+            topics.push((a, o.topic.replace('+', "other-device").replace('#', "x/y")));
+        }
+    }
+    for t in [
+        "#",
+        "devices/#",
+        "devices/+/commands/#",
+        "plant/#",
+        "x",
+        "legacy/x",
+    ] {
+        topics.push((Action::Subscribe, t.to_string()));
+        topics.push((Action::Publish, t.replace('#', "x/y")));
+    }
+    topics.sort_by(|a, b| (a.0 as u8, &a.1).cmp(&(b.0 as u8, &b.1)));
+    topics.dedup();
+    let mut out = Vec::new();
+    for (d, g) in &idents {
+        for (a, t) in &topics {
+            out.push((d.clone(), g.clone(), *a, t.clone()));
+        }
+    }
+    out
+}
+
+/// Property 2 (first half): nothing the suggestion allows is denied by the current policy.
+fn assert_subset(current: &Policy, s: &Suggestion, observed: &[Observed]) {
+    let new = reparsed(s);
+    for (d, g, a, t) in probe_set(observed) {
+        if decide(&new, &d, &g, a, &t) {
+            assert!(
+                decide(current, &d, &g, a, &t),
+                "the suggestion allows what the current policy denies: {d} {a} {t}\n{}",
+                s.toml
+            );
+        }
+    }
+}
+
+fn allow_rule<'a>(s: &'a Suggestion, id: &str) -> &'a Rule {
+    match s.rules.iter().find(|r| r.id == id) {
+        Some(r) => r,
+        None => panic!("no rule {id} in\n{}", s.toml),
+    }
+}
+
+fn all_patterns(s: &Suggestion) -> Vec<String> {
+    s.rules
+        .iter()
+        .flat_map(|r| r.publish.iter().chain(&r.subscribe).chain(&r.retain))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn suggest_replays_every_allowed_observation_of_the_fleet() {
+    for current in [BROAD, GROUP_RULES, EXAMPLE, RETAIN] {
+        let current = policy(current);
+        let observed = fleet();
+        let s = suggest(&current, &observed);
+        assert_replays(&current, &s, &observed);
+        assert_subset(&current, &s, &observed);
+    }
+}
+
+#[test]
+fn suggest_fleet_rules_use_variables_where_the_observations_allow() {
+    let s = suggest(&policy(BROAD), &fleet());
+    let ids: Vec<&str> = s.rules.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "suggested-group-backend",
+            "suggested-group-plc",
+            "suggested-group-sensors",
+            "suggested-device-gw-1",
+            "suggested-device-plc-01",
+            "suggested-device-plc-02",
+            "suggested-device-plc-03",
+        ]
+    );
+    let sensors = allow_rule(&s, "suggested-group-sensors");
+    assert_eq!(sensors.who, vec![Who::Group("sensors".into())]);
+    assert_eq!(
+        sensors.publish,
+        [
+            "devices/${device.id}/events/alarm",
+            "devices/${device.id}/events/battery",
+            "devices/${device.id}/events/boot",
+            "devices/${device.id}/telemetry",
+        ]
+    );
+    assert_eq!(sensors.subscribe, ["devices/${device.id}/commands/#"]);
+    assert!(sensors.retain.is_empty());
+
+    // 20 sensors commanded: the level is merged into `+` (more than 8 values), nowhere else.
+    let backend = allow_rule(&s, "suggested-group-backend");
+    assert_eq!(backend.publish, ["devices/+/commands/reboot"]);
+    assert_eq!(backend.subscribe, ["devices/+/telemetry"]);
+
+    // The id inside a level, the group as a whole level; retained publish gives both grants.
+    let plc = allow_rule(&s, "suggested-group-plc");
+    assert_eq!(
+        plc.publish,
+        [
+            "groups/${device.group}/heartbeat",
+            "plant/status-${device.id}"
+        ]
+    );
+    assert_eq!(plc.retain, ["plant/status-${device.id}"]);
+    assert_eq!(plc.subscribe, ["plant/setpoints/#"]);
+    // Each PLC's own line stays its own.
+    let plc1 = allow_rule(&s, "suggested-device-plc-01");
+    assert_eq!(plc1.who, vec![Who::Device("plc-01".into())]);
+    assert_eq!(plc1.publish, ["plant/line-a/counter"]);
+    // A device without a group gets a device rule, with its id generalised.
+    let gw = allow_rule(&s, "suggested-device-gw-1");
+    assert_eq!(gw.publish, ["gateways/${device.id}/uptime"]);
+
+    // Comments say what each rule is based on; the deny rules and quarantine are kept.
+    assert!(
+        s.toml.contains(
+            "# seen from 20 of 20 observed devices of group sensors: 5 topic shapes, 2140 messages"
+        ),
+        "{}",
+        s.toml
+    );
+    assert!(
+        s.toml
+            .contains("level 2 merged into `+`: 20 distinct values"),
+        "{}",
+        s.toml
+    );
+    let p = reparsed(&s);
+    let denies: Vec<&str> = p
+        .rules()
+        .iter()
+        .filter(|r| r.effect == Effect::Deny)
+        .map(|r| r.id.as_str())
+        .collect();
+    assert_eq!(denies, ["no-sys"]);
+    assert_eq!(
+        p.quarantine_rule().map(|q| q.publish.clone()),
+        Some(vec!["$tollgate/devices/${device.id}/inventory".to_string()])
+    );
+}
+
+#[test]
+fn suggest_is_strictly_narrower_and_says_what_it_would_deny() {
+    let current = policy(BROAD);
+    let observed = fleet();
+    let s = suggest(&current, &observed);
+    let new = reparsed(&s);
+    let g = groups(&["sensors"]);
+    // Sensor s01 may no longer publish to s02's telemetry, nor read everyone's commands.
+    assert!(decide(
+        &current,
+        "s01",
+        &g,
+        Action::Publish,
+        "devices/s02/telemetry"
+    ));
+    assert!(!decide(
+        &new,
+        "s01",
+        &g,
+        Action::Publish,
+        "devices/s02/telemetry"
+    ));
+    assert!(!decide(
+        &new,
+        "s01",
+        &g,
+        Action::Subscribe,
+        "devices/+/commands/#"
+    ));
+    assert!(decide(
+        &new,
+        "s01",
+        &g,
+        Action::Publish,
+        "devices/s01/telemetry"
+    ));
+
+    let publish_all = s
+        .changes
+        .iter()
+        .find(|c| c.rule == "everything" && c.action == Action::Publish)
+        .expect("a change for publish \"#\"");
+    assert_eq!(publish_all.kind, ChangeKind::Narrowed);
+    assert_eq!(publish_all.pattern, "#");
+    assert!(publish_all.would_deny_count > 0);
+    assert!(!publish_all.would_deny.is_empty() && publish_all.would_deny.len() <= 5);
+    // Every example really is allowed now and denied by the suggestion.
+    for c in &s.changes {
+        for p in &c.would_deny {
+            assert!(
+                decide(&current, &p.device, &p.groups, p.action, &p.topic),
+                "{p:?}"
+            );
+            assert!(
+                !decide(&new, &p.device, &p.groups, p.action, &p.topic),
+                "{p:?}"
+            );
+        }
+    }
+    // The group-rule policy: the sensors' `devices/+/telemetry` would deny s01 -> s02.
+    let current = policy(GROUP_RULES);
+    let s = suggest(&current, &observed);
+    let telemetry = s
+        .changes
+        .iter()
+        .find(|c| c.rule == "sensors" && c.pattern == "devices/+/telemetry")
+        .expect("a change for the sensors' telemetry");
+    assert_eq!(telemetry.kind, ChangeKind::Narrowed);
+    assert!(
+        telemetry.would_deny.iter().any(|p| p.device == "s01"
+            && p.action == Action::Publish
+            && p.topic == "devices/s02/telemetry"),
+        "{:#?}",
+        telemetry.would_deny
+    );
+    assert!(
+        telemetry.text.contains("suggested-group-sensors"),
+        "{}",
+        telemetry.text
+    );
+    // Unused grants are removals; additions come last and deny nothing.
+    let debug = s
+        .changes
+        .iter()
+        .find(|c| c.pattern == "devices/+/debug/#")
+        .expect("a change for the unused debug grant");
+    assert_eq!(debug.kind, ChangeKind::Removed);
+    assert!(debug.would_deny_count > 0);
+    let legacy = s
+        .changes
+        .iter()
+        .find(|c| c.rule == "legacy")
+        .expect("legacy");
+    assert_eq!(legacy.kind, ChangeKind::Removed);
+    let first_added = s
+        .changes
+        .iter()
+        .position(|c| c.kind == ChangeKind::Added)
+        .unwrap_or(0);
+    assert!(s.changes[first_added..]
+        .iter()
+        .all(|c| c.kind == ChangeKind::Added && c.would_deny.is_empty()));
+    // The strict part, on the probe set: something the current policy allows is denied.
+    let new = reparsed(&s);
+    let narrower = probe_set(&observed)
+        .into_iter()
+        .any(|(d, g, a, t)| decide(&current, &d, &g, a, &t) && !decide(&new, &d, &g, a, &t));
+    assert!(narrower);
+}
+
+#[test]
+fn suggest_diff_is_readable() {
+    let s = suggest(&policy(GROUP_RULES), &fleet());
+    let d = &s.diff;
+    assert!(
+        d.starts_with("--- current policy\n+++ suggested policy\n"),
+        "{d}"
+    );
+    assert!(
+        d.contains(
+            "- allow group:sensors publish \"devices/+/telemetry\"  # rule sensors, narrowed"
+        ),
+        "{d}"
+    );
+    assert!(
+        d.contains("  #     device s01 publish \"devices/s02/telemetry\""),
+        "{d}"
+    );
+    assert!(
+        d.contains("- allow group:legacy publish \"legacy/#\"  # rule legacy, unused"),
+        "{d}"
+    );
+    assert!(
+        d.contains(
+            "+ allow group:sensors publish \"devices/${device.id}/telemetry\"  # rule \
+             suggested-group-sensors: 20 devices, 2000 messages"
+        ),
+        "{d}"
+    );
+    assert!(
+        d.contains("  deny * publish \"$SYS/#\"  # rule deny[1], kept"),
+        "{d}"
+    );
+    // Every line is a header, a change, a kept line or a comment on a change.
+    for line in d.lines().skip(2) {
+        assert!(
+            line.starts_with("- ") || line.starts_with("+ ") || line.starts_with("  "),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn suggest_keeps_identical_grants_unchanged() {
+    let current = policy(
+        r##"
+[[allow]]
+id = "own"
+who = "group:sensors"
+publish = ["devices/${device.id}/telemetry"]
+"##,
+    );
+    let observed: Vec<Observed> = ["s1", "s2"]
+        .iter()
+        .map(|d| {
+            seen(
+                d,
+                &["sensors"],
+                Action::Publish,
+                &format!("devices/{d}/telemetry"),
+                1,
+            )
+        })
+        .collect();
+    let s = suggest(&current, &observed);
+    assert!(s.changes.is_empty(), "{:#?}", s.changes);
+    assert!(
+        s.diff.contains(
+            "  allow group:sensors publish \"devices/${device.id}/telemetry\"  # rule own, kept"
+        ),
+        "{}",
+        s.diff
+    );
+    assert_replays(&current, &s, &observed);
+}
+
+#[test]
+fn suggest_with_no_observations_allows_nothing() {
+    for text in [BROAD, GROUP_RULES, "", EXAMPLE] {
+        let current = policy(text);
+        let s = suggest(&current, &[]);
+        let p = reparsed(&s);
+        assert!(s.rules.is_empty());
+        assert!(p.rules().iter().all(|r| r.effect == Effect::Deny));
+        assert_eq!(
+            p.rules().len(),
+            current
+                .rules()
+                .iter()
+                .filter(|r| r.effect == Effect::Deny)
+                .count()
+        );
+        assert!(
+            s.toml.contains("this suggestion allows nothing"),
+            "{}",
+            s.toml
+        );
+        assert!(compile(&p, "s01", &["sensors"]).is_empty());
+        assert!(s.changes.iter().all(|c| c.kind == ChangeKind::Removed));
+        assert_eq!(
+            s.changes.len(),
+            current
+                .rules()
+                .iter()
+                .filter(|r| r.effect == Effect::Allow)
+                .map(|r| r.publish.len() + r.subscribe.len() + r.retain.len())
+                .sum::<usize>()
+        );
+    }
+    // The quarantine section is copied only when the file has one.
+    let s = suggest(&policy(BROAD), &[]);
+    assert!(s.toml.contains("\n[quarantine]\n"), "{}", s.toml);
+    assert!(s.diff.contains("[quarantine] kept"));
+    let s = suggest(&policy(GROUP_RULES), &[]);
+    assert!(!s.toml.contains("\n[quarantine]\n"), "{}", s.toml);
+    assert!(!s.diff.contains("[quarantine]"));
+}
+
+#[test]
+fn suggest_for_one_group_limits_the_output() {
+    let current = policy(GROUP_RULES);
+    let observed = fleet();
+    let opts = SuggestOptions {
+        group: Some("plc".into()),
+        ..SuggestOptions::default()
+    };
+    let s = current.suggest(&observed, &opts);
+    let ids: Vec<&str> = s.rules.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "suggested-group-plc",
+            "suggested-device-plc-01",
+            "suggested-device-plc-02",
+            "suggested-device-plc-03"
+        ]
+    );
+    assert!(s.toml.contains("Only group plc is covered"), "{}", s.toml);
+    // Only the current rules that apply to the group's members are compared.
+    let rules: std::collections::BTreeSet<&str> = s
+        .changes
+        .iter()
+        .filter(|c| c.kind != ChangeKind::Added)
+        .map(|c| c.rule.as_str())
+        .collect();
+    assert_eq!(rules, std::collections::BTreeSet::from(["plc"]));
+    assert!(!s.diff.contains("group:sensors"), "{}", s.diff);
+    let plc: Vec<Observed> = observed
+        .iter()
+        .filter(|o| o.groups.iter().any(|g| g == "plc"))
+        .cloned()
+        .collect();
+    assert_replays(&current, &s, &plc);
+    assert_subset(&current, &s, &plc);
+    // An unknown group: nothing observed, nothing suggested.
+    let opts = SuggestOptions {
+        group: Some("nobody".into()),
+        ..SuggestOptions::default()
+    };
+    let s = current.suggest(&observed, &opts);
+    assert!(s.rules.is_empty());
+    assert!(s.changes.is_empty());
+    assert!(s.toml.contains("allows nothing"));
+}
+
+#[test]
+fn suggest_is_never_broader_than_the_current_policy() {
+    // The backend may command only some sensors, by name: 20 values do not become `+`.
+    let mut text =
+        String::from("[[allow]]\nid = \"backend\"\nwho = \"group:backend\"\npublish = [");
+    for id in sensor_ids() {
+        text.push_str(&format!("\"devices/{id}/commands/#\", "));
+    }
+    text.push_str("]\n");
+    // Two sensors may publish to a shared topic, the others may not.
+    text.push_str(
+        r##"
+[[allow]]
+id = "own"
+who = "group:sensors"
+publish = ["devices/${device.id}/#"]
+
+[[allow]]
+id = "shared"
+who = ["device:s01", "device:s02"]
+publish = ["shared/x"]
+"##,
+    );
+    let current = policy(&text);
+    let mut observed = fleet();
+    observed.push(seen("s01", &["sensors"], Action::Publish, "shared/x", 1));
+    observed.push(seen("s02", &["sensors"], Action::Publish, "shared/x", 1));
+    let s = suggest(&current, &observed);
+    assert_replays(&current, &s, &observed);
+    assert_subset(&current, &s, &observed);
+    let backend = allow_rule(&s, "suggested-group-backend");
+    assert_eq!(backend.publish.len(), 20, "{}", s.toml);
+    assert!(backend.publish.iter().all(|p| !p.contains('+')));
+    // Seen from 2 sensors, but not allowed to the others: device rules, not a group rule.
+    let sensors = allow_rule(&s, "suggested-group-sensors");
+    assert!(
+        !sensors.publish.contains(&"shared/x".to_string()),
+        "{}",
+        s.toml
+    );
+    assert_eq!(allow_rule(&s, "suggested-device-s01").publish, ["shared/x"]);
+    assert_eq!(allow_rule(&s, "suggested-device-s02").publish, ["shared/x"]);
+}
+
+#[test]
+fn suggest_reports_denied_and_unusable_observations_and_grants_neither() {
+    let current = policy(GROUP_RULES);
+    let mut observed = fleet();
+    observed.push(seen(
+        "s01",
+        &["sensors"],
+        Action::Publish,
+        "$SYS/broker/load",
+        3,
+    ));
+    observed.push(seen("s01", &["sensors"], Action::Subscribe, "devices/#", 1));
+    observed.push(seen(
+        "s01",
+        &["sensors"],
+        Action::Retain,
+        "devices/s01/telemetry",
+        1,
+    ));
+    observed.push(seen(
+        "s01",
+        &["sensors"],
+        Action::Publish,
+        "devices/+/bad",
+        1,
+    ));
+    observed.push(seen(
+        "gw-1",
+        &[],
+        Action::Publish,
+        "gateways/${device.id}/x",
+        1,
+    ));
+    let s = suggest(&current, &observed);
+    let denied: Vec<(Action, &str)> = s
+        .denied_seen
+        .iter()
+        .map(|o| (o.action, o.topic.as_str()))
+        .collect();
+    assert_eq!(
+        denied,
+        [
+            (Action::Publish, "$SYS/broker/load"),
+            (Action::Subscribe, "devices/#"),
+            (Action::Retain, "devices/s01/telemetry"),
+        ]
+    );
+    let skipped: Vec<&str> = s
+        .skipped
+        .iter()
+        .map(|k| k.observed.topic.as_str())
+        .collect();
+    assert_eq!(skipped, ["gateways/${device.id}/x", "devices/+/bad"]);
+    assert!(s.skipped.iter().all(|k| !k.reason.is_empty()));
+    assert!(s
+        .toml
+        .contains("3 observed actions denied by the current policy are not granted"));
+    let new = reparsed(&s);
+    let g = groups(&["sensors"]);
+    assert!(!decide(&new, "s01", &g, Action::Subscribe, "devices/#"));
+    assert!(!decide(
+        &new,
+        "s01",
+        &g,
+        Action::Retain,
+        "devices/s01/telemetry"
+    ));
+    assert!(all_patterns(&s).iter().all(|p| !p.contains("SYS")));
+    assert_replays(&current, &s, &observed);
+}
+
+fn topics_seen(device: &str, topics: &[String]) -> Vec<Observed> {
+    topics
+        .iter()
+        .map(|t| seen(device, &[], Action::Publish, t, 1))
+        .collect()
+}
+
+#[test]
+fn suggest_merges_levels_only_when_the_observations_force_it() {
+    let current = policy(BROAD);
+    let names = |n: usize| -> Vec<String> { (0..n).map(|i| format!("logs/v{i}")).collect() };
+    // 8 values stay 8 literal patterns; 9 become `+`.
+    let s = suggest(&current, &topics_seen("d", &names(8)));
+    assert_eq!(allow_rule(&s, "suggested-device-d").publish, names(8));
+    let s = suggest(&current, &topics_seen("d", &names(9)));
+    assert_eq!(allow_rule(&s, "suggested-device-d").publish, ["logs/+"]);
+    // Configurable.
+    let opts = SuggestOptions {
+        max_literal_siblings: 20,
+        ..SuggestOptions::default()
+    };
+    let s = current.suggest(&topics_seen("d", &names(9)), &opts);
+    assert_eq!(allow_rule(&s, "suggested-device-d").publish.len(), 9);
+    // Never at the first level.
+    let firsts: Vec<String> = (0..30).map(|i| format!("top{i:02}/x")).collect();
+    let s = suggest(&current, &topics_seen("d", &firsts));
+    assert_eq!(allow_rule(&s, "suggested-device-d").publish, firsts);
+    // A middle level: the shape below it is kept.
+    let mids: Vec<String> = (0..12).map(|i| format!("a/m{i:02}/z")).collect();
+    let s = suggest(&current, &topics_seen("d", &mids));
+    assert_eq!(allow_rule(&s, "suggested-device-d").publish, ["a/+/z"]);
+    // Many shapes of different depths under one prefix: `#`.
+    let varied: Vec<String> = (0..20)
+        .map(|i| format!("a/b/{}", vec!["c"; i + 1].join("/")))
+        .collect();
+    let s = suggest(&current, &topics_seen("d", &varied));
+    let publish = &allow_rule(&s, "suggested-device-d").publish;
+    assert!(publish.len() <= 16, "{publish:?}");
+    assert!(publish.iter().any(|p| p.ends_with("/#")), "{publish:?}");
+    assert!(s.toml.contains("merged into `#`"), "{}", s.toml);
+    let observed = topics_seen("d", &varied);
+    assert_replays(&current, &s, &observed);
+    // With a larger limit they stay literal.
+    let opts = SuggestOptions {
+        max_shapes_per_prefix: 100,
+        ..SuggestOptions::default()
+    };
+    let s = current.suggest(&observed, &opts);
+    assert_eq!(allow_rule(&s, "suggested-device-d").publish.len(), 20);
+}
+
+#[test]
+fn suggest_substitutes_ids_only_when_unambiguous() {
+    let current = policy(BROAD);
+    let cases = [
+        ("plc-01", "plant/status-plc-01", "plant/status-${device.id}"),
+        ("plc-01", "plant/plc-01", "plant/${device.id}"),
+        ("01", "fw/v01x", "fw/v01x"),
+        ("01", "fw/01-01", "fw/01-01"),
+        ("aa", "x/aaa", "x/aaa"),
+        // Equal to both the id and the group: not the id; the group rule may use the group.
+        ("sensors", "g/sensors", "g/${device.group}"),
+        ("d+", "x/d+", "x/d+"),
+    ];
+    for (device, topic, expected) in cases {
+        let group = if device == "sensors" {
+            vec!["sensors"]
+        } else {
+            vec![]
+        };
+        let observed = vec![seen(device, &group, Action::Publish, topic, 1)];
+        let s = current.suggest(&observed, &SuggestOptions::default());
+        let patterns = all_patterns(&s);
+        if device == "d+" {
+            // An id that cannot be substituted is not granted through a variable.
+            assert!(s.skipped.len() + s.denied_seen.len() + patterns.len() >= 1);
+            assert!(patterns.iter().all(|p| !p.contains("${")), "{patterns:?}");
+            continue;
+        }
+        assert_eq!(patterns, [expected], "{device} {topic}");
+        assert_replays(&current, &s, &observed);
+    }
+    // An id starting with `$` is not substituted into the first level.
+    let observed = vec![seen("$d", &[], Action::Publish, "$d/x", 1)];
+    let s = suggest(
+        &policy("[[allow]]\nwho = \"*\"\npublish = [\"$d/#\"]\n"),
+        &observed,
+    );
+    assert_eq!(all_patterns(&s), ["$d/x"]);
+}
+
+#[test]
+fn suggest_group_variable_only_when_exactly_equivalent() {
+    let current = policy(BROAD);
+    // Both in exactly one group: `${device.group}`.
+    let observed = vec![
+        seen(
+            "a1",
+            &["line1"],
+            Action::Subscribe,
+            "groups/line1/config",
+            1,
+        ),
+        seen(
+            "a2",
+            &["line1"],
+            Action::Subscribe,
+            "groups/line1/config",
+            1,
+        ),
+    ];
+    let s = suggest(&current, &observed);
+    assert_eq!(
+        allow_rule(&s, "suggested-group-line1").subscribe,
+        ["groups/${device.group}/config"]
+    );
+    // A member in two groups would get both expansions: the name stays literal.
+    let observed = vec![
+        seen(
+            "a1",
+            &["line1"],
+            Action::Subscribe,
+            "groups/line1/config",
+            1,
+        ),
+        seen(
+            "a2",
+            &["line1", "line2"],
+            Action::Subscribe,
+            "groups/line1/config",
+            1,
+        ),
+    ];
+    let s = suggest(&current, &observed);
+    assert_eq!(
+        allow_rule(&s, "suggested-group-line1").subscribe,
+        ["groups/line1/config"]
+    );
+    assert_replays(&current, &s, &observed);
+}
+
+#[test]
+fn suggest_places_shapes_in_the_group_that_shares_them() {
+    let current = policy(BROAD);
+    let observed = vec![
+        // m1 is in both groups; the shape is shared with the members of `b`.
+        seen("m1", &["a", "b"], Action::Publish, "shared/b", 1),
+        seen("m2", &["b"], Action::Publish, "shared/b", 1),
+        seen("m3", &["b"], Action::Publish, "shared/b", 1),
+        seen("m3", &["b"], Action::Publish, "only/thing", 1),
+        seen("m4", &["a"], Action::Publish, "only/x4", 1),
+        seen("m5", &["a"], Action::Publish, "other/x5", 1),
+        // A shape with the id, from a single member, goes to its group.
+        seen("m2", &["b"], Action::Publish, "debug/m2", 1),
+    ];
+    let s = suggest(&current, &observed);
+    let b = allow_rule(&s, "suggested-group-b");
+    assert_eq!(b.publish, ["debug/${device.id}", "shared/b"]);
+    // Seen from one member of `b` (and not by id): a device rule.
+    assert_eq!(
+        allow_rule(&s, "suggested-device-m3").publish,
+        ["only/thing"]
+    );
+    assert_eq!(allow_rule(&s, "suggested-device-m4").publish, ["only/x4"]);
+    assert!(
+        !s.rules.iter().any(|r| r.id == "suggested-group-a"),
+        "{}",
+        s.toml
+    );
+    assert_replays(&current, &s, &observed);
+    assert_subset(&current, &s, &observed);
+}
+
+#[test]
+fn suggest_output_is_deterministic() {
+    let current = policy(GROUP_RULES);
+    let observed = fleet();
+    let a = suggest(&current, &observed);
+    let mut reversed = observed.clone();
+    reversed.reverse();
+    let b = suggest(&current, &reversed);
+    assert_eq!(a.toml, b.toml);
+    assert_eq!(a.diff, b.diff);
+    assert_eq!(a.changes.len(), b.changes.len());
+    // Duplicate observations add up instead of adding rules.
+    let mut doubled = observed.clone();
+    doubled.extend(observed.iter().cloned());
+    let c = suggest(&current, &doubled);
+    assert_eq!(a.rules.len(), c.rules.len());
+    assert!(c.toml.contains("2000 messages") || c.toml.contains("4000 messages"));
+}
+
+#[test]
+fn suggest_rule_ids_do_not_collide_with_kept_denies() {
+    let current = policy(
+        r##"
+[[allow]]
+who = "*"
+publish = ["#"]
+
+[[deny]]
+id = "suggested-device-d"
+who = "*"
+publish = ["secret/#"]
+"##,
+    );
+    let observed = vec![seen("d", &[], Action::Publish, "t/x", 1)];
+    let s = suggest(&current, &observed);
+    assert_eq!(allow_rule(&s, "suggested-device-d-2").publish, ["t/x"]);
+    assert_replays(&current, &s, &observed);
+}
+
+#[test]
+fn suggest_survives_hostile_observations() {
+    let current = policy(BROAD);
+    let huge = "L".repeat(100_000);
+    let deep = vec!["d"; 5_000].join("/");
+    let mut observed = vec![
+        seen("e", &[], Action::Publish, "", 1),
+        seen("e", &[], Action::Subscribe, "", 1),
+        seen("e", &[], Action::Subscribe, "#", 1),
+        seen("e", &[], Action::Subscribe, "+/#", 1),
+        seen("e", &[], Action::Subscribe, "a/#/b", 1),
+        seen("e", &[], Action::Publish, "/", 1),
+        seen("e", &[], Action::Publish, "a//b", 1),
+        seen("", &["g"], Action::Publish, "x", 1),
+        seen("+", &["+"], Action::Subscribe, "devices/+/x", 1),
+        seen("#", &["#"], Action::Publish, "devices/#/x", 1),
+        seen("a/b", &["a/b"], Action::Publish, "devices/a/b/x", 1),
+        seen(
+            "q\"uote\\",
+            &["new\nline"],
+            Action::Publish,
+            "q/q\"uote\\/x",
+            u64::MAX,
+        ),
+        seen(
+            "q\"uote\\",
+            &["new\nline"],
+            Action::Publish,
+            "q/q\"uote\\/x",
+            u64::MAX,
+        ),
+        seen("nul\0", &["\u{7f}"], Action::Publish, "n/nul\0", 1),
+        seen("ctl\u{1}", &[""], Action::Retain, "c/ctl\u{1}", 1),
+        seen("$dollar", &[], Action::Publish, "$dollar/x", 1),
+        seen("v", &["g"], Action::Publish, "v/${device.id}", 1),
+        seen("v", &["g"], Action::Publish, "v/${nope", 1),
+        seen("huge", &["g"], Action::Publish, &format!("h/{huge}"), 1),
+        seen("huge", &["g"], Action::Publish, &format!("{huge}/x"), 1),
+        seen("deep", &["g"], Action::Publish, &deep, 1),
+        seen("deep", &["g"], Action::Subscribe, &format!("{deep}/#"), 1),
+    ];
+    // 10,000 distinct topics from one device.
+    for i in 0..10_000 {
+        observed.push(seen(
+            "chatty",
+            &["g"],
+            Action::Publish,
+            &format!("data/{i}/{}", i % 7),
+            1,
+        ));
+    }
+    for i in 0..300 {
+        observed.push(seen(
+            "chain",
+            &[],
+            Action::Publish,
+            &vec!["c"; i + 1].join("/"),
+            1,
+        ));
+    }
+    let s = suggest(&current, &observed);
+    assert_replays(&current, &s, &observed);
+    // Bounded output.
+    let chatty = allow_rule(&s, "suggested-device-chatty");
+    // 10,000 values at level 2 merge into `+`; the 7 values at level 3 stay literal.
+    let expected: Vec<String> = (0..7).map(|i| format!("data/+/{i}")).collect();
+    assert_eq!(chatty.publish, expected);
+    let chain = allow_rule(&s, "suggested-device-chain");
+    assert!(chain.publish.len() <= 17, "{}", chain.publish.len());
+    assert!(s.toml.len() < 2_000_000, "{}", s.toml.len());
+    assert!(s.skipped.iter().any(|k| k.observed.device.is_empty()));
+    assert!(s
+        .skipped
+        .iter()
+        .any(|k| k.observed.topic == "v/${device.id}"));
+    // The same against other policies, with every option at its extremes.
+    for text in [GROUP_RULES, EXAMPLE, RETAIN, ""] {
+        let current = policy(text);
+        for opts in [
+            SuggestOptions::default(),
+            SuggestOptions {
+                group: Some("g".into()),
+                max_literal_siblings: 0,
+                max_shapes_per_prefix: 0,
+            },
+            SuggestOptions {
+                group: Some(String::new()),
+                max_literal_siblings: usize::MAX,
+                max_shapes_per_prefix: usize::MAX,
+            },
+        ] {
+            let s = current.suggest(&observed[..40], &opts);
+            let _ = reparsed(&s);
+        }
+    }
+    let _ = current.unused_grants(&observed);
+}
+
+#[test]
+fn suggest_device_seen_with_different_groups_is_never_widened() {
+    // d1 was seen in g1 and g2, then in g1 only; the current policy lets only g2 use x/y.
+    let current = policy(
+        r##"
+[[allow]]
+who = "group:g2"
+subscribe = ["x/#"]
+
+[[allow]]
+who = "group:g1"
+publish = ["t/#"]
+"##,
+    );
+    let observed = vec![
+        seen("d1", &["g1", "g2"], Action::Subscribe, "x/y", 1),
+        seen("d1", &["g1"], Action::Publish, "t/1", 1),
+    ];
+    let s = suggest(&current, &observed);
+    // A device rule would also apply to d1 in g1 only: the grant goes to group g2 instead.
+    assert_eq!(allow_rule(&s, "suggested-group-g2").subscribe, ["x/y"]);
+    assert_replays(&current, &s, &observed);
+    assert_subset(&current, &s, &observed);
+    // If no rule can grant it to that identity only, it is reported, not granted.
+    let mut observed = observed;
+    observed.push(seen("d2", &["g2"], Action::Publish, "t/2", 1));
+    let current = policy(
+        r##"
+[[allow]]
+who = "group:g2"
+subscribe = ["x/#"]
+publish = ["t/#"]
+
+[[allow]]
+who = "group:g1"
+publish = ["t/#"]
+
+[[deny]]
+who = "device:d2"
+subscribe = ["x/y"]
+"##,
+    );
+    let s = suggest(&current, &observed);
+    assert!(
+        s.skipped
+            .iter()
+            .any(|k| k.observed.topic == "x/y" && k.reason.contains("other groups")),
+        "{:#?}\n{}",
+        s.skipped,
+        s.toml
+    );
+    assert_subset(&current, &s, &observed);
+}
+
+#[test]
+fn suggest_scales_to_large_fleets() {
+    let current = policy(GROUP_RULES);
+    let mut observed = Vec::new();
+    for n in 0..3_000 {
+        let id = format!("s{n:05}");
+        observed.push(seen(
+            &id,
+            &["sensors"],
+            Action::Publish,
+            &format!("devices/{id}/telemetry"),
+            1,
+        ));
+    }
+    for n in 0..300 {
+        let gw = format!("gw{n:05}");
+        observed.push(seen(
+            &gw,
+            &[],
+            Action::Publish,
+            &format!("gateways/{gw}/up"),
+            1,
+        ));
+    }
+    let s = suggest(&current, &observed);
+    assert_eq!(
+        allow_rule(&s, "suggested-group-sensors").publish,
+        ["devices/${device.id}/telemetry"]
+    );
+    // The current policy lets only gw-1 use `gateways/#`: the others were denied.
+    assert_eq!(s.denied_seen.len(), 300);
+    assert_eq!(s.rules.len(), 1);
+    let unused = current.unused_grants(&observed);
+    assert!(unused.iter().any(|l| l.rule == "backend"));
+    // Under the broad policy, every gateway gets its own device rule.
+    let current = policy(BROAD);
+    let s = suggest(&current, &observed);
+    assert_eq!(s.rules.len(), 301);
+    assert_eq!(
+        allow_rule(&s, "suggested-device-gw00299").publish,
+        ["gateways/${device.id}/up"]
+    );
+    assert!(s.changes.iter().any(|c| c.would_deny_count > 0));
+}
+
+// ---------------------------------------------------------------- unused grants
+
+#[test]
+fn unused_grants_flag_exactly_the_patterns_nobody_used() {
+    let p = policy(
+        r##"
+[[allow]]
+id = "used"
+who = "group:sensors"
+publish = ["devices/${device.id}/telemetry", "devices/${device.id}/debug"]
+subscribe = ["devices/${device.id}/commands/#"]
+
+[[allow]]
+id = "unused"
+who = "group:sensors"
+publish = ["legacy/#"]
+
+[[allow]]
+id = "nobody-here"
+who = "device:ghost"
+publish = ["ghost/#"]
+
+[[allow]]
+id = "retained"
+who = "*"
+publish = ["status/#"]
+retain = ["status/#", "other/#"]
+
+[[deny]]
+who = "*"
+publish = ["devices/+/telemetry/secret"]
+"##,
+    );
+    let observed = vec![
+        // Only one sensor ever used its telemetry: that instantiation is enough.
+        seen(
+            "s1",
+            &["sensors"],
+            Action::Publish,
+            "devices/s1/telemetry",
+            1,
+        ),
+        seen(
+            "s2",
+            &["sensors"],
+            Action::Subscribe,
+            "devices/s2/commands/reboot",
+            1,
+        ),
+        // Another sensor's debug topic is not this pattern's use (it is denied).
+        seen("s1", &["sensors"], Action::Publish, "devices/s2/debug", 1),
+        seen("s3", &["sensors"], Action::Retain, "status/s3", 1),
+    ];
+    let lints = p.unused_grants(&observed);
+    let found: Vec<(&str, &str)> = lints
+        .iter()
+        .map(|l| (l.rule.as_str(), l.message.as_str()))
+        .collect();
+    let messages: Vec<String> = lints.iter().map(|l| l.to_string()).collect();
+    assert_eq!(lints.len(), 4, "{messages:#?}");
+    assert!(lints.iter().all(|l| l.severity == Severity::Warning));
+    assert_eq!(found[0].0, "used");
+    assert_eq!(
+        found[0].1,
+        "allow rule 'used' grants publish \"devices/${device.id}/debug\" but no device used it \
+         in the observation window"
+    );
+    assert_eq!(found[1].0, "unused");
+    assert!(found[1].1.contains("publish \"legacy/#\""));
+    assert_eq!(found[2].0, "nobody-here");
+    assert!(found[2]
+        .1
+        .ends_with("(no device it applies to was observed)"));
+    assert_eq!(found[3].0, "retained");
+    assert!(found[3].1.contains("retain \"other/#\""));
+    assert_eq!(lints[1].line, 8);
+    assert!(messages[1].starts_with("warning: line 8 (unused): allow rule 'unused'"));
+
+    // Nothing observed: every grant is unused; everything used: nothing flagged.
+    assert_eq!(p.unused_grants(&[]).len(), 8);
+    let all = vec![
+        seen(
+            "s1",
+            &["sensors"],
+            Action::Publish,
+            "devices/s1/telemetry",
+            1,
+        ),
+        seen("s1", &["sensors"], Action::Publish, "devices/s1/debug", 1),
+        seen(
+            "s1",
+            &["sensors"],
+            Action::Subscribe,
+            "devices/s1/commands/#",
+            1,
+        ),
+        seen("s1", &["sensors"], Action::Publish, "legacy/x", 1),
+        seen("ghost", &[], Action::Publish, "ghost/x", 1),
+        seen("ghost", &[], Action::Retain, "status/x", 1),
+        seen("ghost", &[], Action::Publish, "other/x", 1),
+    ];
+    let lints = p.unused_grants(&all);
+    assert_eq!(
+        lints.iter().map(|l| l.message.as_str()).collect::<Vec<_>>(),
+        [
+            "allow rule 'retained' grants retain \"other/#\" but no device used it in the \
+          observation window"
+        ]
+    );
+}
+
+mod suggest_properties {
+    //! Random fleets against random policies: the suggestion always parses, replays every
+    //! allowed observation, and allows nothing the current policy denies.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    const DEVICES: [&str; 4] = ["d0", "d1", "d2", "g1"];
+    const GROUPS: [&str; 2] = ["g1", "g2"];
+
+    fn pattern_level() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec![
+            "a",
+            "b",
+            "d0",
+            "g1",
+            "${device.id}",
+            "${device.group}",
+            "x-${device.id}",
+            "+",
+        ])
+    }
+
+    fn pattern() -> impl Strategy<Value = String> {
+        (prop::collection::vec(pattern_level(), 1..4), any::<bool>()).prop_map(|(levels, hash)| {
+            let mut p = levels.join("/");
+            if hash {
+                p.push_str("/#");
+            }
+            p
+        })
+    }
+
+    fn rule() -> impl Strategy<Value = String> {
+        (
+            any::<bool>(),
+            prop::sample::select(vec!["*", "group:g1", "group:g2", "device:d0", "device:g1"]),
+            prop::collection::vec(pattern(), 0..3),
+            prop::collection::vec(pattern(), 0..3),
+            prop::collection::vec(pattern(), 0..2),
+        )
+            .prop_map(|(deny, who, publish, subscribe, retain)| {
+                format!(
+                    "[[{}]]\nwho = {who:?}\npublish = {publish:?}\nsubscribe = {subscribe:?}\n\
+                     retain = {retain:?}\n\n",
+                    if deny { "deny" } else { "allow" }
+                )
+            })
+    }
+
+    fn policy_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(BROAD.to_string()),
+            Just(GROUP_RULES.to_string()),
+            prop::collection::vec(rule(), 0..5).prop_map(|r| r.concat()),
+            // A broad grant, then random narrowing denies and extra grants.
+            prop::collection::vec(rule(), 0..4).prop_map(|r| format!("{BROAD}\n{}", r.concat())),
+        ]
+    }
+
+    fn topic_level() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec![
+            "a", "b", "d0", "d1", "d2", "g1", "g2", "x-d0", "x-d1", "x-g1",
+        ])
+    }
+
+    fn observation() -> impl Strategy<Value = Observed> {
+        (
+            prop::sample::select(DEVICES.to_vec()),
+            prop::sample::subsequence(GROUPS.to_vec(), 0..=2),
+            prop::sample::select(vec![Action::Publish, Action::Subscribe, Action::Retain]),
+            prop::collection::vec(topic_level(), 1..5),
+            prop::sample::select(vec!["", "+", "#", "$s"]),
+        )
+            .prop_map(|(device, group_names, action, levels, extra)| {
+                let mut topic = levels.join("/");
+                match (extra, action) {
+                    ("$s", _) => topic = format!("$s/{topic}"),
+                    ("+", Action::Subscribe) => topic = format!("{topic}/+/a"),
+                    ("#", Action::Subscribe) => topic.push_str("/#"),
+                    _ => {}
+                }
+                seen(device, &group_names, action, &topic, 1)
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn suggestions_replay_and_never_widen(
+            text in policy_text(),
+            observed in prop::collection::vec(observation(), 0..40),
+            siblings in 0usize..4,
+            shapes in 0usize..6,
+            group in prop::option::of(prop::sample::select(GROUPS.to_vec())),
+        ) {
+            let current = policy(&text);
+            let opts = SuggestOptions {
+                group: group.map(str::to_string),
+                max_literal_siblings: siblings,
+                max_shapes_per_prefix: shapes,
+            };
+            let s = current.suggest(&observed, &opts);
+            let in_scope: Vec<Observed> = observed
+                .iter()
+                .filter(|o| opts.group.as_ref().is_none_or(|g| o.groups.contains(g)))
+                .cloned()
+                .collect();
+            assert_replays(&current, &s, &in_scope);
+            assert_subset(&current, &s, &in_scope);
+            let new = reparsed(&s);
+            for c in &s.changes {
+                prop_assert!(c.would_deny.len() <= 5);
+                for p in &c.would_deny {
+                    prop_assert!(decide(&current, &p.device, &p.groups, p.action, &p.topic));
+                    prop_assert!(!decide(&new, &p.device, &p.groups, p.action, &p.topic));
+                }
+            }
+            // Used grants are exactly those some allowed observation needed.
+            let unused = current.unused_grants(&observed);
+            prop_assert!(unused.iter().all(|l| l.severity == Severity::Warning));
+        }
+    }
+}
