@@ -51,6 +51,8 @@ pub(crate) struct Gate {
     meter: Arc<Meter>,
     /// This connection's share of a mitigation throttle, while one is in force.
     bucket: TokenBucket,
+    /// The topics and filters this connection already reported as seen.
+    observer: crate::meter::Observer,
 }
 
 impl Gate {
@@ -89,12 +91,19 @@ impl Gate {
             quarantine,
             seen,
             bucket: TokenBucket::default(),
+            observer: crate::meter::Observer::default(),
         })
     }
 
     /// The connection's meter.
     pub fn meter(&self) -> &Arc<Meter> {
         &self.meter
+    }
+
+    /// Record an allowed publish (with `retain`) or subscription for policy suggestions.
+    #[inline]
+    pub fn observe(&mut self, action: crate::meter::SeenAction, topic: &str) {
+        self.observer.observe(&self.meter, action, topic);
     }
 
     /// Is this publish over a mitigation throttle in force for the device? Counts it when it

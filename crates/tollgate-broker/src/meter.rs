@@ -7,8 +7,14 @@
 //! resets, the mitigation throttle that the gate applies to the device's publishes, and the last
 //! transport reading of each connection that closed since the last read.
 //!
-//! It must not take a lock or allocate on the per-message path, and it judges nothing: the
-//! detectors turn readings into baselines and alerts.
+//! It also collects what each device was seen doing, for least-privilege policy suggestions:
+//! every topic a connection publishes to (and whether retained) and every filter it subscribes
+//! to, the first time that connection uses it ([`Observer`], the connection's own memory, no
+//! lock), handed to the meter's small queue that the reader drains.
+//!
+//! It must not take a lock or allocate on the per-message path (a topic new to the connection
+//! takes the meter's lock once), and it judges nothing: the detectors turn readings into
+//! baselines and alerts, the control plane observations into suggestions.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
@@ -50,6 +56,62 @@ impl AtomicSketch {
     }
 }
 
+/// What a device was seen doing, for policy suggestions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeenAction {
+    /// Published (allowed) to the topic.
+    Publish,
+    /// Published with the retain flag (allowed).
+    Retain,
+    /// Subscribed (allowed) to the filter.
+    Subscribe,
+}
+
+/// Distinct topics and filters one connection remembers having reported; beyond it the
+/// connection stops reporting and says so ([`Drained::observations_overflowed`]).
+pub const OBSERVED_PER_CONNECTION: usize = 1024;
+/// Observations a meter holds between two drains.
+pub const OBSERVED_PER_DRAIN: usize = 512;
+
+/// One connection's memory of the topics and filters it already reported (hashes, in the
+/// connection's own state: the per-message check is a hash-set lookup without a lock).
+#[derive(Debug, Default)]
+pub struct Observer {
+    seen: std::collections::HashSet<u64, foldhash::fast::FixedState>,
+    full: bool,
+}
+
+impl Observer {
+    /// Report `topic` for `action` to `meter` if this connection has not yet.
+    #[inline]
+    pub fn observe(&mut self, meter: &Meter, action: SeenAction, topic: &str) {
+        use std::hash::BuildHasher;
+        if self.full {
+            return;
+        }
+        let h = foldhash::fast::FixedState::with_seed(0x0b5e_7e55)
+            .hash_one((action as u8, topic));
+        if self.seen.contains(&h) {
+            return;
+        }
+        if self.seen.len() >= OBSERVED_PER_CONNECTION {
+            self.full = true;
+            meter.observations_overflowed.store(true, Ordering::Relaxed);
+            return;
+        }
+        self.seen.insert(h);
+        let mut q = meter.observed.lock();
+        if q.len() < OBSERVED_PER_DRAIN {
+            q.push((action, Arc::from(topic)));
+        } else {
+            // Not reported: forget it so that a later use reports it again.
+            self.seen.remove(&h);
+            meter.observations_overflowed.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Numbers meters, so a reader can tell a device's new meter from its old one.
 static NEXT_METER: AtomicU64 = AtomicU64::new(1);
 
@@ -85,6 +147,10 @@ pub struct Meter {
     throttle_until_ms: AtomicI64,
     /// The last transport reading of each connection that closed since the last read.
     closed: Mutex<Vec<(Arc<str>, TransportSample)>>,
+    /// Topics and filters first used by one of its connections since the last drain.
+    observed: Mutex<Vec<(SeenAction, Arc<str>)>>,
+    /// Some were not recorded (a connection's or this queue's bound was reached).
+    observations_overflowed: std::sync::atomic::AtomicBool,
 }
 
 /// A reading of a [`Meter`]: cumulative counters, and the distinct-count bitmaps and closed
@@ -125,6 +191,10 @@ pub struct Drained {
     pub filters: [u64; SKETCH_WORDS],
     /// Connections that closed since the previous drain: client id and last transport reading.
     pub closed: Vec<(Arc<str>, TransportSample)>,
+    /// Topics published and filters subscribed to, each new to one of its connections.
+    pub observed: Vec<(SeenAction, Arc<str>)>,
+    /// Whether some were left out since the previous drain (bounds reached).
+    pub observations_overflowed: bool,
 }
 
 impl Default for Meter {
@@ -144,6 +214,8 @@ impl Default for Meter {
             throttle_per_second: AtomicU32::new(0),
             throttle_until_ms: AtomicI64::new(0),
             closed: Mutex::new(Vec::new()),
+            observed: Mutex::new(Vec::new()),
+            observations_overflowed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -170,6 +242,8 @@ impl Meter {
             topics: self.topics.take(),
             filters: self.filters.take(),
             closed: std::mem::take(&mut *self.closed.lock()),
+            observed: std::mem::take(&mut *self.observed.lock()),
+            observations_overflowed: self.observations_overflowed.swap(false, Ordering::Relaxed),
         }
     }
 
@@ -251,6 +325,7 @@ impl Meters {
             Arc::strong_count(m) > 2 // the map, `out`, and someone else
                 || m.throttle(now_ms).is_some()
                 || !m.closed.lock().is_empty()
+                || !m.observed.lock().is_empty()
         });
         out
     }

@@ -22,6 +22,7 @@ mod audit_facts;
 pub mod ca;
 pub mod compliance;
 mod error;
+pub mod observe;
 pub mod files;
 pub mod requests;
 

@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 mod inventory;
+mod observations;
 
 use std::path::Path;
 
@@ -281,14 +282,22 @@ pub trait SupplierStore: Send + Sync {
 
 /// The whole registry: every aggregate's store.
 pub trait Registry:
-    DeviceStore + CertificateStore + TokenStore + SupplierStore + InventoryStore
+    DeviceStore + CertificateStore + TokenStore + SupplierStore + InventoryStore + ObservationStore
 {
 }
 
-impl<T: DeviceStore + CertificateStore + TokenStore + SupplierStore + InventoryStore> Registry
-    for T
+impl<
+        T: DeviceStore
+            + CertificateStore
+            + TokenStore
+            + SupplierStore
+            + InventoryStore
+            + ObservationStore,
+    > Registry for T
 {
 }
+
+pub use crate::observations::{ObservationRecord, ObservationStore, MAX_PER_DEVICE};
 
 pub use crate::inventory::{
     AdvisoryRecord, Inventory, InventoryStore, Model, SbomRecord, SupplierInfo, VexRecord,
@@ -429,6 +438,8 @@ impl SqliteRegistry {
                  COMMIT;",
             )?;
         }
+        // Created on every open (a new table, no data to migrate).
+        conn.execute_batch(observations::SCHEMA)?;
         Ok(SqliteRegistry {
             conn: Mutex::new(conn),
         })

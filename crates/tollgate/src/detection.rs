@@ -253,6 +253,8 @@ impl Detection {
         let now = now_ms();
         let readings = self.broker.read_devices(now);
         let mut samples = Vec::with_capacity(readings.len());
+        // What devices were seen doing, for policy suggestions.
+        let mut observed: Vec<(String, tollgate_policy::Action, String)> = Vec::new();
         {
             let mut prev = self.prev_tcp.lock();
             let mut seen: HashSet<ConnKey> = HashSet::new();
@@ -280,6 +282,19 @@ impl Detection {
                         addr: c.addr.map(|a| a.ip()),
                         transport,
                     });
+                }
+                for (action, topic) in &r.drained.observed {
+                    let a = match action {
+                        tollgate_broker::meter::SeenAction::Publish => tollgate_policy::Action::Publish,
+                        tollgate_broker::meter::SeenAction::Retain => tollgate_policy::Action::Retain,
+                        tollgate_broker::meter::SeenAction::Subscribe => {
+                            tollgate_policy::Action::Subscribe
+                        }
+                    };
+                    observed.push((r.device.to_string(), a, topic.to_string()));
+                }
+                if r.drained.observations_overflowed {
+                    tracing::debug!(device = %r.device, "some topics were not recorded for policy suggestions (bounds reached)");
                 }
                 let m = &r.meter;
                 let restarted = {
@@ -317,6 +332,13 @@ impl Detection {
                 }
             }
             prev.retain(|k, _| seen.contains(k));
+        }
+        if !observed.is_empty() {
+            match self.control.record_observations(&observed) {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(n, "observations not kept: devices at their bound"),
+                Err(e) => tracing::warn!("recording what devices were seen doing: {e}"),
+            }
         }
 
         let (tick, learning, by_severity) = {

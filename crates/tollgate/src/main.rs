@@ -20,6 +20,7 @@ mod human;
 mod inventory_cli;
 mod listener;
 mod metrics;
+mod policy_cli;
 mod reports;
 mod serve;
 mod tls;
@@ -415,10 +416,37 @@ enum PolicyCommand {
         /// Policy file.
         file: PathBuf,
     },
-    /// Validate, then list warnings about overly broad or dead rules.
+    /// Validate, then list warnings about overly broad or dead rules. With --observed, also
+    /// the grants no device used in the observation window of a running server.
     Lint {
         /// Policy file.
         file: PathBuf,
+        /// Also warn about grants nothing used (asks the running server what devices did).
+        #[arg(long)]
+        observed: bool,
+        /// The observation window: 24h, 7d, 30d.
+        #[arg(long, default_value = "7d", requires = "observed")]
+        since: String,
+        #[command(flatten)]
+        conn: client::ConnectArgs,
+    },
+    /// Propose the narrowest policy that still allows everything devices were seen doing, as
+    /// TOML, with a diff against the policy in force and what each change would have denied.
+    Suggest {
+        /// The observation window: 24h, 7d, 30d.
+        #[arg(long, default_value = "7d")]
+        since: String,
+        /// Only this group's devices and rules.
+        #[arg(long)]
+        group: Option<String>,
+        /// Write the suggested policy to this file (the diff still goes to stdout).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: client::ConnectArgs,
     },
     /// Explain whether a device may publish or subscribe to a topic, and which rules decide.
     Explain {
@@ -994,9 +1022,35 @@ fn policy(cmd: PolicyCommand) -> Result<ExitCode> {
                 Ok(ExitCode::from(1))
             }
         },
-        PolicyCommand::Lint { file } => match load(&file)? {
+        PolicyCommand::Suggest {
+            since,
+            group,
+            out,
+            json,
+            conn,
+        } => runtime()?.block_on(policy_cli::suggest(
+            &since,
+            group.as_deref(),
+            out.as_deref(),
+            json,
+            &conn,
+        )),
+        PolicyCommand::Lint {
+            file,
+            observed,
+            since,
+            conn,
+        } => match load(&file)? {
             Ok(p) => {
-                let lints = p.lint();
+                let mut lints = p.lint();
+                if observed {
+                    let seen = runtime()?.block_on(policy_cli::observations(&conn, &since))?;
+                    println!(
+                        "# {} observation(s) over {since} from the running server",
+                        seen.len()
+                    );
+                    lints.extend(p.unused_grants(&seen));
+                }
                 for l in &lints {
                     println!("{l}");
                 }

@@ -13,6 +13,7 @@ use tollgate_mqtt::{
 };
 
 use crate::gate::{Gate, Recheck};
+use crate::meter::SeenAction;
 use crate::persist::{pack_opts, Op};
 use crate::router::{SubOpts, Subscriber};
 use crate::session::{props_size, ControlInbox, Delivery, Message, Outbound};
@@ -467,6 +468,12 @@ impl Conn {
             self.refuse_publish(pid, p.qos, ReasonCode::QUOTA_EXCEEDED, why);
             return None;
         }
+        let seen = if p.retain {
+            SeenAction::Retain
+        } else {
+            SeenAction::Publish
+        };
+        self.gate.observe(seen, &p.topic);
 
         let expiry = p.properties.message_expiry_interval;
         let expires_at = expiry.map(|s| now.mono + Duration::from_secs(u64::from(s)));
@@ -724,6 +731,7 @@ impl Conn {
                 refuse(&mut codes, ReasonCode::NOT_AUTHORIZED, reason);
                 continue;
             }
+            self.gate.observe(SeenAction::Subscribe, &inner);
             let opts = SubOpts {
                 qos: req.qos,
                 no_local: req.no_local,

@@ -16,6 +16,7 @@ mod body;
 mod compliance_api;
 mod detection_api;
 mod findings_api;
+mod policy_api;
 mod est;
 
 use std::net::SocketAddr;
