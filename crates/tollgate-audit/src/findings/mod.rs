@@ -5,6 +5,23 @@
 //! a reason, an author and an expiry) and the SARIF rendering. It must not gather the facts
 //! (the binary reads certificates, files, the policy and the registry) nor do I/O.
 
+mod book;
+mod evaluate;
+mod roca;
+mod rules;
+mod sarif;
+#[cfg(test)]
+mod tests;
+
+pub use book::{
+    Changes, FindingBook, Suppression, Tracked, MAX_SUPPRESSION_SECS, RESOLVED_KEEP_COUNT,
+    RESOLVED_KEEP_SECS,
+};
+pub use evaluate::evaluate;
+pub use roca::has_roca_fingerprint;
+pub use rules::{rule, rules, RuleInfo};
+pub use sarif::sarif;
+
 use serde::{Deserialize, Serialize};
 
 /// How serious a finding is. Ordered: `Info < Low < Medium < High < Critical`.
@@ -76,7 +93,9 @@ pub struct CertFact {
     /// Unix seconds.
     pub not_after: i64,
     /// Revoked (device certificates), or the CA was revoked / retired and should no longer be
-    /// used to issue.
+    /// used to issue. For a CA the checks read it as *revoked* (distrusted, e.g. its key was
+    /// compromised): a CA that was merely replaced by a rotation is a [`CertKind::RetiredCa`]
+    /// with `revoked: false`, and a revoked CA still trusted is `ca-revoked-still-trusted`.
     pub revoked: bool,
     /// For a device certificate: the serial of the CA certificate that issued it.
     pub issuer_serial: String,
@@ -184,9 +203,9 @@ pub struct Facts {
     pub grants: Vec<GrantFact>,
     /// The policy's lint findings.
     pub lints: Vec<LintFact>,
-    /// `[mqtt] client_id`.
+    /// `[mqtt] client_id`: `exact` (the default), `prefix` or `any`.
     pub client_id_mode: String,
-    /// `[tls] tls13_only`.
+    /// `[tls] min_version = "1.3"` (the resolved configuration's `tls13_only`).
     pub tls13_only: bool,
     /// The admin listener's address.
     pub admin_listen: String,
@@ -231,7 +250,7 @@ pub struct Finding {
     /// How serious.
     pub severity: Severity,
     /// What it is about (`device:pump-7`, `cert:<serial>`, `file:ca/root.key`, `policy:allow[2]`,
-    /// `config:[tls] tls13_only`).
+    /// `config:[tls] min_version`).
     pub resource: String,
     /// What was seen, in words, with the figures.
     pub evidence: String,
@@ -243,5 +262,103 @@ impl Finding {
     /// The finding's stable id: the rule and the resource.
     pub fn id(&self) -> String {
         format!("{}:{}", self.rule, self.resource)
+    }
+}
+
+/// The exit code of `tollgate audit` for the highest severity among the findings it counts:
+/// 0 when there is none (or only informational ones), 2 low, 3 medium, 4 high, 5 critical.
+/// (1 is reserved for "the audit could not run".)
+pub fn exit_code(highest: Option<Severity>) -> u8 {
+    match highest {
+        None | Some(Severity::Info) => 0,
+        Some(Severity::Low) => 2,
+        Some(Severity::Medium) => 3,
+        Some(Severity::High) => 4,
+        Some(Severity::Critical) => 5,
+    }
+}
+
+impl Severity {
+    /// The lowercase name (`high`), as serialised.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Seconds in a day.
+const DAY: i64 = 86_400;
+
+/// `d` days in seconds, saturating.
+fn days(d: i64) -> i64 {
+    d.saturating_mul(DAY)
+}
+
+/// Unix seconds as an RFC 3339 UTC time (`2026-03-01T12:00:00Z`), for evidence texts. Any
+/// `i64` is accepted (years far outside 0..9999 are printed as they come).
+fn fmt_time(t: i64) -> String {
+    let secs = t.rem_euclid(DAY);
+    let z = t.div_euclid(DAY) + 719_468;
+    // Days to civil date (proleptic Gregorian), after H. Hinnant's public-domain algorithm.
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// A duration in seconds as whole days, hours or minutes (`3 d`, `5 h`, `12 min`).
+fn fmt_span(secs: i128) -> String {
+    let day = i128::from(DAY);
+    if secs.unsigned_abs() >= day.unsigned_abs() {
+        format!("{} d", secs / day)
+    } else if secs.unsigned_abs() >= 3600 {
+        format!("{} h", secs / 3600)
+    } else {
+        format!("{} min", secs / 60)
+    }
+}
+
+/// A digest in hex, normalised for comparison: lowercase, without `:` separators or spaces.
+fn norm_digest(s: &str) -> String {
+    s.chars()
+        .filter(|c| !matches!(c, ':' | ' '))
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// Hex text normalised for comparison: lowercase, without `:` separators, spaces or leading
+/// zeros (`00:A1` and `a1` are the same serial).
+fn norm_hex(s: &str) -> String {
+    let t: String = s
+        .chars()
+        .filter(|c| !matches!(c, ':' | ' '))
+        .flat_map(char::to_lowercase)
+        .collect();
+    let trimmed = t.trim_start_matches('0');
+    if trimmed.is_empty() && !t.is_empty() {
+        "0".to_string()
+    } else {
+        trimmed.to_string()
     }
 }
