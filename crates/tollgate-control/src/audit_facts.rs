@@ -140,7 +140,9 @@ impl Control {
             *e = (*e).max(r.not_before);
             // Issued by the CA in force when it was made: the current issuing CA since its
             // start, else the newest retired one that started before it.
-            let issuer_serial = if r.not_before >= issuing_since {
+            let issuer_serial = if let Some(i) = &r.issuer {
+                i.clone()
+            } else if r.not_before >= issuing_since {
                 issuing_serial.clone()
             } else {
                 retired_windows

@@ -228,6 +228,7 @@ pub fn init(data: &Path, opts: &InitOptions) -> Result<InitReport, ControlError>
             revoke_reason: None,
             key: None,
             spki: None,
+            issuer: None,
         })?;
     }
     written.push(l.registry());

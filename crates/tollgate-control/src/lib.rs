@@ -1148,6 +1148,10 @@ impl Control {
             revoke_reason: None,
             key: Some(key.to_owned()),
             spki: cert_spki(&issued.cert_pem),
+            issuer: tollgate_pki::parse_pem_certificates(self.authority.issuer.cert_pem())
+                .ok()
+                .and_then(|c| c.into_iter().next())
+                .map(|c| c.serial),
         })?;
         Ok(issued)
     }

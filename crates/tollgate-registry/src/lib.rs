@@ -151,6 +151,8 @@ pub struct CertRecord {
     /// The certified SubjectPublicKeyInfo, DER (none for certificates recorded before
     /// schema 7), for the configuration audit's key checks.
     pub spki: Option<Vec<u8>>,
+    /// Serial of the CA certificate that issued it (none before schema 7).
+    pub issuer: Option<String>,
 }
 
 /// A registered supplier (manufacturer) whose bootstrap certificates may enroll devices.
@@ -434,6 +436,7 @@ impl SqliteRegistry {
             conn.execute_batch(
                 "BEGIN;
                  ALTER TABLE certificates ADD COLUMN spki BLOB;
+                 ALTER TABLE certificates ADD COLUMN issuer TEXT;
                  PRAGMA user_version = 7;
                  COMMIT;",
             )?;
@@ -470,6 +473,7 @@ fn cert_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CertRecord> {
         revoke_reason: r.get(6)?,
         key: r.get(7)?,
         spki: r.get(8)?,
+        issuer: r.get(9)?,
     })
 }
 
@@ -715,9 +719,9 @@ impl CertificateStore for SqliteRegistry {
     fn record_certificate(&self, c: &CertRecord) -> Result<(), RegistryError> {
         let conn = self.conn.lock();
         conn.execute(
-            "INSERT INTO certificates (serial, subject, kind, not_before, not_after, revoked_at, revoke_reason, key, spki)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![c.serial, c.subject, c.kind.as_str(), c.not_before, c.not_after, c.revoked_at, c.revoke_reason, c.key, c.spki],
+            "INSERT INTO certificates (serial, subject, kind, not_before, not_after, revoked_at, revoke_reason, key, spki, issuer)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![c.serial, c.subject, c.kind.as_str(), c.not_before, c.not_after, c.revoked_at, c.revoke_reason, c.key, c.spki, c.issuer],
         )?;
         Ok(())
     }
@@ -725,7 +729,7 @@ impl CertificateStore for SqliteRegistry {
     fn certificates_of(&self, subject: &str) -> Result<Vec<CertRecord>, RegistryError> {
         let conn = self.conn.lock();
         let mut stmt = conn.prepare(
-            "SELECT serial, subject, kind, not_before, not_after, revoked_at, revoke_reason, key, spki
+            "SELECT serial, subject, kind, not_before, not_after, revoked_at, revoke_reason, key, spki, issuer
              FROM certificates WHERE subject = ?1 ORDER BY not_before DESC, serial",
         )?;
         let rows = stmt.query_map([subject], cert_from_row)?;
@@ -743,7 +747,7 @@ impl CertificateStore for SqliteRegistry {
     fn revoked_certificates(&self) -> Result<Vec<CertRecord>, RegistryError> {
         let conn = self.conn.lock();
         let mut stmt = conn.prepare(
-            "SELECT serial, subject, kind, not_before, not_after, revoked_at, revoke_reason, key, spki
+            "SELECT serial, subject, kind, not_before, not_after, revoked_at, revoke_reason, key, spki, issuer
              FROM certificates WHERE revoked_at IS NOT NULL ORDER BY revoked_at, serial",
         )?;
         let rows = stmt.query_map([], cert_from_row)?;
@@ -753,7 +757,7 @@ impl CertificateStore for SqliteRegistry {
     fn certificates_since(&self, since: i64) -> Result<Vec<CertRecord>, RegistryError> {
         let conn = self.conn.lock();
         let mut stmt = conn.prepare(
-            "SELECT serial, subject, kind, not_before, not_after, revoked_at, revoke_reason, key, spki
+            "SELECT serial, subject, kind, not_before, not_after, revoked_at, revoke_reason, key, spki, issuer
              FROM certificates WHERE not_after >= ?1 ORDER BY subject, not_before DESC, serial",
         )?;
         let rows = stmt.query_map([since], cert_from_row)?;
@@ -960,6 +964,7 @@ mod tests {
             revoke_reason: None,
             key: None,
             spki: None,
+            issuer: None,
         }
     }
 

@@ -54,33 +54,33 @@ fn appears_then_resolves(
     });
 }
 
-const BROAD: &str = r#"
+const BROAD: &str = r##"
 [[allow]]
 id = "everyone-everything"
 who = "*"
 publish = ["#"]
 subscribe = ["#"]
-"#;
+"##;
 
-const NARROW: &str = r#"
+const NARROW: &str = r##"
 [[allow]]
 id = "own-telemetry"
 who = "*"
 publish = ["devices/${device.id}/telemetry"]
 subscribe = ["devices/${device.id}/commands/#"]
-"#;
+"##;
 
-const DEAD_DENY: &str = r#"
+const DEAD_DENY: &str = r##"
 [[allow]]
 id = "own-telemetry"
 who = "*"
-publish = ["devices/${device.id}/telemetry"]
+publish = ["devices/${device.id}/telemetry", "secret/${device.id}/x"]
 
 [[deny]]
-id = "nothing-to-deny"
+id = "no-secrets"
 who = "*"
-publish = ["elsewhere/#"]
-"#;
+publish = ["secret/#"]
+"##;
 
 #[test]
 fn each_live_check_appears_when_made_and_resolves_when_fixed() {
@@ -114,7 +114,7 @@ fn each_live_check_appears_when_made_and_resolves_when_fixed() {
         || assert!(s.set_policy(NARROW)),
     );
 
-    // A deny rule that denies nothing any allow grants: a lint warning, as a finding.
+    // A grant a deny rule makes meaningless (dead): a lint warning, as a finding.
     assert!(s.set_policy(DEAD_DENY));
     let (ids, v) = scan(&s);
     assert!(rule_open(&ids, "policy-lint"), "{v:#}");
