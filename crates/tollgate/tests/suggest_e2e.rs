@@ -127,8 +127,16 @@ fn a_suggested_policy_allows_all_observed_traffic_and_less_than_before() {
     assert!(toml.contains("${device.id}"), "{toml}");
     assert!(!toml.contains("legacy/#"), "{toml}");
     assert!(report.contains("would deny"), "{report}");
-    let out = s.cli(&["policy", "check", file.to_str().unwrap()]);
-    assert!(out.status.success());
+    let out = std::process::Command::new(support::BIN)
+        .args(["policy", "check", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{toml}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Replay the same traffic against it: nothing is denied.
     assert!(s.set_policy(&toml), "the suggestion loads");
