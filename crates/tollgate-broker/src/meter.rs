@@ -90,8 +90,7 @@ impl Observer {
         if self.full {
             return;
         }
-        let h = foldhash::fast::FixedState::with_seed(0x0b5e_7e55)
-            .hash_one((action as u8, topic));
+        let h = foldhash::fast::FixedState::with_seed(0x0b5e_7e55).hash_one((action as u8, topic));
         if self.seen.contains(&h) {
             return;
         }

@@ -59,7 +59,10 @@ fn file_cert(
     weak: &tollgate_pki::WeakKeyList,
 ) -> Option<CertFact> {
     let pem = std::fs::read_to_string(path).ok()?;
-    let c = tollgate_pki::parse_pem_certificates(&pem).ok()?.into_iter().next()?;
+    let c = tollgate_pki::parse_pem_certificates(&pem)
+        .ok()?
+        .into_iter()
+        .next()?;
     Some(CertFact {
         kind,
         subject: c.common_name.clone().unwrap_or_else(|| c.subject.clone()),

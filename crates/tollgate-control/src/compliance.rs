@@ -783,10 +783,7 @@ impl Control {
             "set_inventory",
             device,
             by,
-            &format!(
-                "firmware {:?}, model {:?}",
-                update.firmware, update.model
-            ),
+            &format!("firmware {:?}, model {:?}", update.firmware, update.model),
         )?;
         let edit = self.inventory_edits.lock();
         let mut inv = self.registry.inventory(device)?.unwrap_or(Inventory {
@@ -1275,7 +1272,11 @@ impl Control {
             "import_vex",
             scope.as_ref().map_or("", |s| s.model.as_str()),
             by,
-            &format!("{} statements, sha256 {}", doc.statements.len(), sha256_hex(document)),
+            &format!(
+                "{} statements, sha256 {}",
+                doc.statements.len(),
+                sha256_hex(document)
+            ),
         )?;
         let mut scoped = Vec::with_capacity(doc.statements.len());
         for (i, stmt) in doc.statements.into_iter().enumerate() {

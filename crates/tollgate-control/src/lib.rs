@@ -22,8 +22,8 @@ mod audit_facts;
 pub mod ca;
 pub mod compliance;
 mod error;
-pub mod observe;
 pub mod files;
+pub mod observe;
 pub mod requests;
 
 pub use audit_facts::ControlFacts;

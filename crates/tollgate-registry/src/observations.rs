@@ -119,11 +119,15 @@ mod tests {
         let reg = SqliteRegistry::open(&dir.join("r.db")).unwrap();
         let s = |d: &str, a: &str, t: &str| (d.to_owned(), a.to_owned(), t.to_owned());
         assert_eq!(
-            reg.record_observations(&[s("d1", "publish", "a/b"), s("d1", "subscribe", "c/#")], 100)
-                .unwrap(),
+            reg.record_observations(
+                &[s("d1", "publish", "a/b"), s("d1", "subscribe", "c/#")],
+                100
+            )
+            .unwrap(),
             0
         );
-        reg.record_observations(&[s("d1", "publish", "a/b")], 200).unwrap();
+        reg.record_observations(&[s("d1", "publish", "a/b")], 200)
+            .unwrap();
         let all = reg.observations(0).unwrap();
         assert_eq!(all.len(), 2);
         let ab = all.iter().find(|o| o.topic == "a/b").unwrap();

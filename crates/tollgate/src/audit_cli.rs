@@ -237,7 +237,8 @@ pub async fn audit(cmd: AuditCommand) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&doc)?);
             } else {
                 let v = if all {
-                    c.call(Method::GET, "/api/v1/findings?all=true", None).await?
+                    c.call(Method::GET, "/api/v1/findings?all=true", None)
+                        .await?
                 } else {
                     v
                 };

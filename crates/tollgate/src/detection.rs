@@ -285,8 +285,12 @@ impl Detection {
                 }
                 for (action, topic) in &r.drained.observed {
                     let a = match action {
-                        tollgate_broker::meter::SeenAction::Publish => tollgate_policy::Action::Publish,
-                        tollgate_broker::meter::SeenAction::Retain => tollgate_policy::Action::Retain,
+                        tollgate_broker::meter::SeenAction::Publish => {
+                            tollgate_policy::Action::Publish
+                        }
+                        tollgate_broker::meter::SeenAction::Retain => {
+                            tollgate_policy::Action::Retain
+                        }
                         tollgate_broker::meter::SeenAction::Subscribe => {
                             tollgate_policy::Action::Subscribe
                         }

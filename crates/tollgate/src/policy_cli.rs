@@ -61,11 +61,16 @@ pub async fn suggest(
     json: bool,
     conn: &client::ConnectArgs,
 ) -> Result<ExitCode> {
-    let mut path = format!("/api/v1/policy/suggest?since={}", client::path_escape(since));
+    let mut path = format!(
+        "/api/v1/policy/suggest?since={}",
+        client::path_escape(since)
+    );
     if let Some(g) = group {
         path.push_str(&format!("&group={}", client::path_escape(g)));
     }
-    let v = AdminClient::new(conn)?.call(Method::GET, &path, None).await?;
+    let v = AdminClient::new(conn)?
+        .call(Method::GET, &path, None)
+        .await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);

@@ -125,7 +125,10 @@ fn an_export_verifies_elsewhere_with_only_the_key_and_every_tampering_is_located
 
     // Anyone can re-check it in a few lines of another language: the documented Python
     // verifier (standard library for the hashes, `cryptography` for the signature if present).
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/examples/verify_export.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/examples/verify_export.py"
+    );
     let py = |dir: &Path| {
         Command::new("python3")
             .arg(script)
@@ -134,7 +137,11 @@ fn an_export_verifies_elsewhere_with_only_the_key_and_every_tampering_is_located
             .unwrap()
     };
     let out = py(&clean);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Edit one entry (the revocation's reason), keeping it valid JSON with the same seq.
     let d = tampered(&clean, "edit", |l| {
@@ -142,7 +149,10 @@ fn an_export_verifies_elsewhere_with_only_the_key_and_every_tampering_is_located
     });
     let (code, v) = verify_offline(&d, &k, None);
     assert_eq!(code, 1, "{v:#}");
-    assert!(!py(&d).status.success(), "the Python verifier sees the edit too");
+    assert!(
+        !py(&d).status.success(),
+        "the Python verifier sees the edit too"
+    );
     let p = problem(&v, "root_mismatch");
     let (from, to) = (p["from"].as_u64().unwrap(), p["to"].as_u64().unwrap());
     assert!(from <= done as u64 && (done as u64) < to, "{p:#} vs {done}");

@@ -34,12 +34,7 @@ fn rule_open(ids: &[String], rule: &str) -> bool {
 }
 
 /// Make, see, fix, see resolved: the finding's events too.
-fn appears_then_resolves(
-    s: &Server,
-    id: &str,
-    make: impl FnOnce(),
-    fix: impl FnOnce(),
-) {
+fn appears_then_resolves(s: &Server, id: &str, make: impl FnOnce(), fix: impl FnOnce()) {
     make();
     let (ids, v) = scan(s);
     assert!(has(&ids, id), "{id} expected after making it: {v:#}");
@@ -92,8 +87,20 @@ fn each_live_check_appears_when_made_and_resolves_when_fixed() {
     appears_then_resolves(
         &s,
         "key-file-permissions:file:ca/issuing.key",
-        || support::sh(&data, "chmod 644 ca/issuing.key").status.success().then_some(()).unwrap(),
-        || support::sh(&data, "chmod 600 ca/issuing.key").status.success().then_some(()).unwrap(),
+        || {
+            support::sh(&data, "chmod 644 ca/issuing.key")
+                .status
+                .success()
+                .then_some(())
+                .unwrap()
+        },
+        || {
+            support::sh(&data, "chmod 600 ca/issuing.key")
+                .status
+                .success()
+                .then_some(())
+                .unwrap()
+        },
     );
     assert!(key.exists());
 
@@ -158,16 +165,21 @@ fn each_live_check_appears_when_made_and_resolves_when_fixed() {
     assert!(results
         .iter()
         .any(|r| r["ruleId"] == "root-ca-key-online" && r["level"] == "warning"));
-    assert!(sarif["runs"][0]["tool"]["driver"]["rules"]
-        .as_array()
-        .unwrap()
-        .len()
-        >= 20);
+    assert!(
+        sarif["runs"][0]["tool"]["driver"]["rules"]
+            .as_array()
+            .unwrap()
+            .len()
+            >= 20
+    );
     let out = s.cli(&["audit", "config"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("root-ca-key-online"), "{text}");
     let code = out.status.code().unwrap();
-    assert!((2..=5).contains(&code), "exit code by severity, got {code}: {text}");
+    assert!(
+        (2..=5).contains(&code),
+        "exit code by severity, got {code}: {text}"
+    );
     let (code, _) = s.admin_api(
         "POST",
         "/api/v1/findings/suppressions",
@@ -189,7 +201,11 @@ fn each_live_check_appears_when_made_and_resolves_when_fixed() {
         "--for",
         "7d",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     s.wait_event("finding_suppression", |e| {
         e["type"] == "finding_suppression" && e["change"] == "added"
     });
@@ -280,7 +296,11 @@ fn device_certificates_under_a_retired_issuing_ca_are_found_until_renewed_or_rev
     s.add_device("old-1", &[]);
     s.stop();
     let out = s.cli(&["ca", "rotate"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     s.spawn();
     let (ids, v) = scan(&s);
     assert!(
@@ -289,5 +309,8 @@ fn device_certificates_under_a_retired_issuing_ca_are_found_until_renewed_or_rev
     );
     s.revoke("old-1");
     let (ids, _) = scan(&s);
-    assert!(!has(&ids, "device-cert-under-retired-ca:device:old-1"), "{ids:?}");
+    assert!(
+        !has(&ids, "device-cert-under-retired-ca:device:old-1"),
+        "{ids:?}"
+    );
 }

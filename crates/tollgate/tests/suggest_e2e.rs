@@ -61,7 +61,11 @@ fn traffic(s: &Server, sensors: &[Device], backend: &Device) {
         subscribe(s, d, &format!("devices/{}/commands/#", d.id));
     }
     subscribe(s, backend, "devices/+/telemetry");
-    publish(s, backend, &format!("devices/{}/commands/reboot", sensors[0].id));
+    publish(
+        s,
+        backend,
+        &format!("devices/{}/commands/reboot", sensors[0].id),
+    );
 }
 
 fn denials(s: &Server) -> usize {
@@ -91,7 +95,10 @@ fn a_suggested_policy_allows_all_observed_traffic_and_less_than_before() {
         if n >= want {
             break;
         }
-        assert!(Instant::now() < deadline, "{n} of {want} observations: {v:#}");
+        assert!(
+            Instant::now() < deadline,
+            "{n} of {want} observations: {v:#}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 
@@ -122,7 +129,11 @@ fn a_suggested_policy_allows_all_observed_traffic_and_less_than_before() {
         file.to_str().unwrap(),
     ]);
     let report = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{report}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let toml = std::fs::read_to_string(&file).unwrap();
     assert!(toml.contains("${device.id}"), "{toml}");
     assert!(!toml.contains("legacy/#"), "{toml}");
@@ -142,12 +153,25 @@ fn a_suggested_policy_allows_all_observed_traffic_and_less_than_before() {
     assert!(s.set_policy(&toml), "the suggestion loads");
     let before = denials(&s);
     traffic(&s, &sensors, &backend);
-    assert_eq!(denials(&s), before, "observed traffic replays under the suggestion");
+    assert_eq!(
+        denials(&s),
+        before,
+        "observed traffic replays under the suggestion"
+    );
 
     // Less than before: a sensor may no longer write another sensor's telemetry.
     let out = s.mosquitto_pub(
         &sensors[0],
-        &["-V", "5", "-q", "1", "-t", "devices/sensor-2/telemetry", "-m", "x"],
+        &[
+            "-V",
+            "5",
+            "-q",
+            "1",
+            "-t",
+            "devices/sensor-2/telemetry",
+            "-m",
+            "x",
+        ],
     );
     let _ = out;
     s.wait_event("the cross-device publish denied", |e| {

@@ -166,7 +166,14 @@ async fn set_verdict(
     body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
     let req: VerdictBody = required(&s, &headers, body).await?;
-    write_ahead(&s, "alert_verdict", &id, &who, &format!("{:?}", req.verdict)).await?;
+    write_ahead(
+        &s,
+        "alert_verdict",
+        &id,
+        &who,
+        &format!("{:?}", req.verdict),
+    )
+    .await?;
     let (kind, by, note) = (req.verdict, who.clone(), req.note);
     let a = s
         .detection

@@ -62,10 +62,7 @@ async fn refresh(a: &Arc<ConfigAudit>) -> Result<tollgate_audit::findings::Chang
 }
 
 fn summary(list: &[Tracked]) -> serde_json::Value {
-    let open: Vec<&Tracked> = list
-        .iter()
-        .filter(|t| t.resolved_at.is_none())
-        .collect();
+    let open: Vec<&Tracked> = list.iter().filter(|t| t.resolved_at.is_none()).collect();
     let highest = open
         .iter()
         .filter(|t| t.suppressed.is_none())
@@ -175,9 +172,20 @@ async fn suppress(
     let now = now();
     let until = now.saturating_add(ms / 1000);
     // Checked before it is written ahead: an invalid request is not an action.
-    a.with_book(|b| b.clone().suppress(&req.rule, req.resource.as_deref(), &req.reason, &who, now, until).map(|_| ()))
-        .map_err(internal)?
-        .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    a.with_book(|b| {
+        b.clone()
+            .suppress(
+                &req.rule,
+                req.resource.as_deref(),
+                &req.reason,
+                &who,
+                now,
+                until,
+            )
+            .map(|_| ())
+    })
+    .map_err(internal)?
+    .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
     let cp = Arc::clone(&s.cp);
     let (rule, resource, reason, by) = (
         req.rule.clone(),
@@ -188,7 +196,10 @@ async fn suppress(
     super::admin::blocking(move || {
         cp.write_ahead(
             "suppress_finding",
-            &format!("{rule} on {}", resource.as_deref().unwrap_or("every resource")),
+            &format!(
+                "{rule} on {}",
+                resource.as_deref().unwrap_or("every resource")
+            ),
             &by,
             &reason,
         )

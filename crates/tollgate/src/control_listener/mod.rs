@@ -15,9 +15,9 @@ mod audit_api;
 mod body;
 mod compliance_api;
 mod detection_api;
+mod est;
 mod findings_api;
 mod policy_api;
-mod est;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
