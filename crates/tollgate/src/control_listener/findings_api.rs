@@ -17,7 +17,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
-use tollgate_audit::findings::{exit_code, sarif, Tracked};
+use tollgate_audit::findings::{exit_code, sarif, Suppression, Tracked};
 use tollgate_events::EventKind;
 
 use super::admin::{required, Admin, ApiError, AppState};
@@ -218,15 +218,7 @@ async fn suppress(
         })
         .map_err(internal)?
         .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
-    s.events.emit(EventKind::FindingSuppression {
-        id: sup.id.clone(),
-        rule: sup.rule.clone(),
-        resource: sup.resource.clone(),
-        change: "added",
-        reason: sup.reason.clone(),
-        by: who,
-        until: crate::human::rfc3339_ms(sup.until.saturating_mul(1000)),
-    });
+    announce(&s, &sup, "added", who);
     Ok((StatusCode::CREATED, Json(sup)))
 }
 
@@ -252,14 +244,19 @@ async fn unsuppress(
         .with_book(|b| b.unsuppress(&id))
         .map_err(internal)?
         .map_err(|e| ApiError(StatusCode::NOT_FOUND, e.to_string()))?;
+    announce(&s, &sup, "removed", who);
+    Ok(Json(sup))
+}
+
+/// The event of a suppression added or removed.
+fn announce(s: &AppState, sup: &Suppression, change: &'static str, by: String) {
     s.events.emit(EventKind::FindingSuppression {
         id: sup.id.clone(),
         rule: sup.rule.clone(),
         resource: sup.resource.clone(),
-        change: "removed",
+        change,
         reason: sup.reason.clone(),
-        by: who,
+        by,
         until: crate::human::rfc3339_ms(sup.until.saturating_mul(1000)),
     });
-    Ok(Json(sup))
 }
