@@ -195,21 +195,24 @@ impl ConfigAudit {
         tollgate_control::files::write_file(&self.path, &snapshot, true)
             .with_context(|| format!("writing {}", self.path.display()))?;
         for t in &changes.opened {
-            tracing::warn!(rule = %t.finding.rule, resource = %t.finding.resource, "finding: {}", t.finding.evidence);
+            // Events and log lines stay short (a merged evidence can run to kilobytes); the
+            // whole of it is in the API and `tollgate audit config`.
+            let evidence = brief(&t.finding.evidence, EVENT_EVIDENCE);
+            tracing::warn!(rule = %t.finding.rule, resource = %brief(&t.finding.resource, 120), "finding: {evidence}");
             self.events.emit(EventKind::FindingOpened {
-                id: t.id.clone(),
+                id: brief(&t.id, 200),
                 rule: t.finding.rule.clone(),
                 severity: severity_name(t.finding.severity).to_owned(),
-                resource: t.finding.resource.clone(),
-                evidence: t.finding.evidence.clone(),
+                resource: brief(&t.finding.resource, 120),
+                evidence,
             });
         }
         for t in &changes.resolved {
-            tracing::info!(rule = %t.finding.rule, resource = %t.finding.resource, "finding resolved");
+            tracing::info!(rule = %t.finding.rule, resource = %brief(&t.finding.resource, 120), "finding resolved");
             self.events.emit(EventKind::FindingResolved {
-                id: t.id.clone(),
+                id: brief(&t.id, 200),
                 rule: t.finding.rule.clone(),
-                resource: t.finding.resource.clone(),
+                resource: brief(&t.finding.resource, 120),
             });
         }
         Ok(changes)
@@ -249,6 +252,21 @@ impl ConfigAudit {
             }
         }
     }
+}
+
+/// The longest evidence an event carries.
+const EVENT_EVIDENCE: usize = 300;
+
+/// `s` cut to at most `max` bytes (at a character boundary), with an ellipsis when cut.
+fn brief(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", s.get(..end).unwrap_or_default())
 }
 
 /// A severity's name, as events and the API write it.
