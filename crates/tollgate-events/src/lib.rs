@@ -786,6 +786,8 @@ struct Shared {
     close: Notify,
     dropped: AtomicU64,
     emitted: AtomicU64,
+    /// Set when a durable consumer is registered: only then do durable emits wait.
+    durable: AtomicBool,
 }
 
 /// The emitting side of the bus: cheap to clone, never blocks, takes no lock.
@@ -856,8 +858,9 @@ impl EventBus {
 
     /// Emit an event and wait, blocking this thread for at most `timeout`, until the durable
     /// consumer has stored it; returns its sequence number. With no durable consumer registered
-    /// the event is confirmed as soon as it is numbered. For control actions written ahead of
-    /// their effect: on an error the caller must not act. Never call it from a session or an
+    /// (no audit log: the control plane used as a library offline, or the log disabled) it is
+    /// an ordinary [`EventBus::emit`] and returns 0 at once. For control actions written ahead
+    /// of their effect: on an error the caller must not act. Never call it from a session or an
     /// async task (it blocks the thread).
     pub fn emit_durable(
         &self,
@@ -867,6 +870,10 @@ impl EventBus {
         let s = &*self.shared;
         if s.closed.load(Ordering::Acquire) {
             return Err(NotRecorded::Closed);
+        }
+        if !s.durable.load(Ordering::Acquire) {
+            self.emit(kind);
+            return Ok(0);
         }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let queued = Queued {
@@ -962,6 +969,7 @@ impl Dispatcher {
     ) -> Consumer {
         // The reserve has one slot more, for a gap notice that must precede a durable event.
         let reserve = reserve.max(1) + 1;
+        self.shared.durable.store(true, Ordering::Release);
         let (tx, rx) = mpsc::channel(capacity.max(1) + 1 + reserve);
         let skipped = Arc::new(AtomicU64::new(0));
         self.durable = Some(self.consumers.len());
@@ -1570,7 +1578,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn without_a_durable_consumer_a_durable_emit_is_confirmed_once_numbered() {
+    async fn without_a_durable_consumer_a_durable_emit_is_an_ordinary_one() {
         let (bus, mut dispatcher) = EventBus::new(8, 5);
         let mut log = dispatcher.consumer("log", 8);
         let dispatcher_task = tokio::spawn(dispatcher.run());
@@ -1580,8 +1588,16 @@ mod tests {
         })
         .await
         .unwrap();
-        assert_eq!(r, Ok(5));
+        assert_eq!(r, Ok(0), "nothing to wait for");
         assert_eq!(event(&log.recv().await.unwrap()).seq, 5);
+        // A dispatcher that never runs cannot hold an offline caller up either.
+        let (bus2, _never_run) = EventBus::new(8, 1);
+        let r = tokio::task::spawn_blocking(move || {
+            bus2.emit_durable(action(2), std::time::Duration::from_secs(10))
+        })
+        .await
+        .unwrap();
+        assert_eq!(r, Ok(0));
         bus.shutdown().await;
         dispatcher_task.await.unwrap();
     }
