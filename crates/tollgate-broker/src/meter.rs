@@ -75,10 +75,14 @@ pub const OBSERVED_PER_CONNECTION: usize = 1024;
 pub const OBSERVED_PER_DRAIN: usize = 512;
 
 /// One connection's memory of the topics and filters it already reported (hashes, in the
-/// connection's own state: the per-message check is a hash-set lookup without a lock).
+/// connection's own state: the per-message check is a hash-set lookup without a lock). Boxed,
+/// and only once the connection publishes or subscribes: an idle connection pays one pointer.
 #[derive(Debug, Default)]
-pub struct Observer {
-    seen: std::collections::HashSet<u64, foldhash::fast::FixedState>,
+pub struct Observer(Option<Box<Seen>>);
+
+#[derive(Debug, Default)]
+struct Seen {
+    set: std::collections::HashSet<u64, foldhash::fast::FixedState>,
     full: bool,
 }
 
@@ -87,25 +91,26 @@ impl Observer {
     #[inline]
     pub fn observe(&mut self, meter: &Meter, action: SeenAction, topic: &str) {
         use std::hash::BuildHasher;
-        if self.full {
+        let me = self.0.get_or_insert_with(Box::default);
+        if me.full {
             return;
         }
         let h = foldhash::fast::FixedState::with_seed(0x0b5e_7e55).hash_one((action as u8, topic));
-        if self.seen.contains(&h) {
+        if me.set.contains(&h) {
             return;
         }
-        if self.seen.len() >= OBSERVED_PER_CONNECTION {
-            self.full = true;
+        if me.set.len() >= OBSERVED_PER_CONNECTION {
+            me.full = true;
             meter.observations_overflowed.store(true, Ordering::Relaxed);
             return;
         }
-        self.seen.insert(h);
+        me.set.insert(h);
         let mut q = meter.observed.lock();
         if q.len() < OBSERVED_PER_DRAIN {
             q.push((action, Arc::from(topic)));
         } else {
             // Not reported: forget it so that a later use reports it again.
-            self.seen.remove(&h);
+            me.set.remove(&h);
             meter.observations_overflowed.store(true, Ordering::Relaxed);
         }
     }
