@@ -50,9 +50,11 @@ pub fn install_rules(s: &Server, text: &str) {
     let tmp = s.data.join("detection.toml.tmp");
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, s.data.join("detection.toml")).unwrap();
-    s.wait_event("detection rules reloaded", |_| {
-        s.count_events("detection_rules_reloaded") > before
-    });
+    s.wait_event_for(
+        "detection rules reloaded",
+        std::time::Duration::from_secs(30),
+        |_| s.count_events("detection_rules_reloaded") > before,
+    );
 }
 
 /// A running fleet driver (tests/support/detect_fleet.py).

@@ -305,7 +305,18 @@ impl Server {
 
     /// Wait until an event satisfying `pred` is in the log.
     pub fn wait_event(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        self.wait_event_for(what, Duration::from_secs(10), pred)
+    }
+
+    /// [`Server::wait_event`] with a time limit of `within` (for waits that share the machine
+    /// with a heavy test and a file watcher's tick).
+    pub fn wait_event_for(
+        &self,
+        what: &str,
+        within: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + within;
         loop {
             if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
                 return e;
