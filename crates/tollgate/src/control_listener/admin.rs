@@ -13,8 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Path, State};
-use axum::http::request::Parts;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -25,11 +24,10 @@ use tollgate_control::requests::{
     self, AddDevice, AddSupplier, QuarantineRequest, ReleaseRequest, RequestError, RevokeRequest,
     TokenRequest,
 };
-use tollgate_control::{Control, ControlError, PeerKind, OPERATOR};
-use tollgate_events::{EventBus, EventKind};
-use tollgate_pki::Role;
+use tollgate_control::{Control, ControlError, OPERATOR};
+use tollgate_events::EventBus;
 
-use super::Peer;
+pub(super) use super::auth::{Admin, Reader};
 use crate::admission::refusals::Refusals;
 use crate::config::ControlLimits;
 
@@ -50,50 +48,6 @@ pub(super) struct AdminState {
 }
 
 pub(super) type AppState = AdminState;
-
-/// Extractor: the caller is an administrator.
-pub(super) struct Admin(pub(super) String);
-
-impl FromRequestParts<AppState> for Admin {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let peer = parts.extensions.get::<Peer>().cloned();
-        match peer {
-            // Only an admin certificate from Tollgate's own CA: a supplier CA could write any SAN.
-            Some(Peer {
-                role: Role::Admin(name),
-                kind: PeerKind::Operational,
-                ..
-            }) => Ok(Admin(name)),
-            other => {
-                let addr = other.as_ref().map(|p| p.addr);
-                let detail = format!(
-                    "{} {}: client certificate is not an admin certificate",
-                    parts.method,
-                    parts.uri.path()
-                );
-                // Repeated denials from one source are summarised, not logged one by one.
-                let individual = addr.is_none_or(|a| {
-                    state
-                        .refusals
-                        .control
-                        .note_addr(a.ip(), "not_admin", || detail.clone())
-                });
-                if individual {
-                    state.events.emit(EventKind::AdminDenied { addr, detail });
-                }
-                Err(ApiError(
-                    StatusCode::FORBIDDEN,
-                    "an admin client certificate is required".into(),
-                ))
-            }
-        }
-    }
-}
 
 pub(super) struct ApiError(pub(super) StatusCode, pub(super) String);
 
@@ -219,14 +173,17 @@ async fn health(State(s): State<AppState>) -> Json<serde_json::Value> {
     }))
 }
 
-async fn list_devices(State(s): State<AppState>, _a: Admin) -> Result<impl IntoResponse, ApiError> {
+async fn list_devices(
+    State(s): State<AppState>,
+    _a: Reader,
+) -> Result<impl IntoResponse, ApiError> {
     let cp = Arc::clone(&s.cp);
     Ok(Json(blocking(move || cp.devices()).await?))
 }
 
 async fn get_device(
     State(s): State<AppState>,
-    _a: Admin,
+    _a: Reader,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let cp = Arc::clone(&s.cp);
@@ -318,14 +275,14 @@ async fn add_supplier(
     Ok((StatusCode::CREATED, Json(v)))
 }
 
-async fn ca_status(State(s): State<AppState>, _a: Admin) -> Result<impl IntoResponse, ApiError> {
+async fn ca_status(State(s): State<AppState>, _a: Reader) -> Result<impl IntoResponse, ApiError> {
     let cp = Arc::clone(&s.cp);
     Ok(Json(blocking(move || cp.ca_status()).await?))
 }
 
 async fn list_suppliers(
     State(s): State<AppState>,
-    _a: Admin,
+    _a: Reader,
 ) -> Result<impl IntoResponse, ApiError> {
     let cp = Arc::clone(&s.cp);
     Ok(Json(
@@ -333,11 +290,11 @@ async fn list_suppliers(
     ))
 }
 
-async fn connections(State(s): State<AppState>, _a: Admin) -> impl IntoResponse {
+async fn connections(State(s): State<AppState>, _a: Reader) -> impl IntoResponse {
     Json(s.broker.connections())
 }
 
-async fn policy(State(s): State<AppState>, _a: Admin) -> impl IntoResponse {
+async fn policy(State(s): State<AppState>, _a: Reader) -> impl IntoResponse {
     let p = s.cp.policy();
     let rules: Vec<_> = p
         .rules()

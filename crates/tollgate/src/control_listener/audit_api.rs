@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use tollgate_audit::log::{CheckpointLine, Log, Signed, CHECKPOINTS};
 use tollgate_audit::{merkle, note, AuditError};
 
-use super::admin::{Admin, ApiError, AppState};
+use super::admin::{Admin, ApiError, AppState, Reader};
 use crate::audit::Audit;
 
 pub(super) fn routes() -> Router<AppState> {
@@ -82,12 +82,12 @@ fn signed_json(origin: &str, s: &Signed) -> Value {
     })
 }
 
-async fn key(State(s): State<AppState>, _a: Admin) -> Result<impl IntoResponse, ApiError> {
+async fn key(State(s): State<AppState>, _a: Reader) -> Result<impl IntoResponse, ApiError> {
     let a = audit_of(&s)?;
     Ok(Json(json!({ "verifier_key": a.verifier_key() })))
 }
 
-async fn latest(State(s): State<AppState>, _a: Admin) -> Result<impl IntoResponse, ApiError> {
+async fn latest(State(s): State<AppState>, _a: Reader) -> Result<impl IntoResponse, ApiError> {
     let v = on_log(&s, |_, l| {
         let refusing = l.refusing().map(str::to_owned);
         let signed = l.latest().map(|c| signed_json(l.origin(), c));
@@ -110,7 +110,7 @@ async fn sign_now(State(s): State<AppState>, _a: Admin) -> Result<impl IntoRespo
     Ok(Json(v))
 }
 
-async fn checkpoints(State(s): State<AppState>, _a: Admin) -> Result<impl IntoResponse, ApiError> {
+async fn checkpoints(State(s): State<AppState>, _a: Reader) -> Result<impl IntoResponse, ApiError> {
     let v = on_log(&s, |_, l| {
         let path = l.dir().join(CHECKPOINTS);
         let text = std::fs::read_to_string(&path).map_err(|e| AuditError::io(&path, e))?;
@@ -139,7 +139,7 @@ fn default_limit() -> u64 {
 
 async fn entries(
     State(s): State<AppState>,
-    _a: Admin,
+    _a: Reader,
     Query(q): Query<Page>,
 ) -> Result<impl IntoResponse, ApiError> {
     let limit = q.limit.clamp(1, MAX_PAGE);
@@ -185,7 +185,7 @@ struct InclusionQuery {
 
 async fn inclusion(
     State(s): State<AppState>,
-    _a: Admin,
+    _a: Reader,
     Query(q): Query<InclusionQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let v = on_log(&s, move |_, l| {
@@ -222,7 +222,7 @@ struct ConsistencyQuery {
 
 async fn consistency(
     State(s): State<AppState>,
-    _a: Admin,
+    _a: Reader,
     Query(q): Query<ConsistencyQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let v = on_log(&s, move |_, l| {
@@ -250,7 +250,7 @@ async fn consistency(
     Ok(Json(v))
 }
 
-async fn verify(State(s): State<AppState>, _a: Admin) -> Result<impl IntoResponse, ApiError> {
+async fn verify(State(s): State<AppState>, _a: Reader) -> Result<impl IntoResponse, ApiError> {
     let v = on_log(&s, |_, l| {
         let refusing = l.refusing().map(str::to_owned);
         let report = l.verify()?;

@@ -25,7 +25,7 @@ use tollgate_control::compliance::{FirmwareScope, InventoryView, ModelView, VexS
 use tollgate_control::requests::{EvaluateRequest, SupplierUpdate, WaiverRequest};
 use tollgate_control::{Control, ControlError};
 
-use super::admin::{blocking, json_body, required, Admin, ApiError, AppState};
+use super::admin::{blocking, json_body, required, Admin, ApiError, AppState, Reader};
 
 /// Document media types accepted (JSON in every flavour producers label it).
 const DOCUMENT_TYPES: &[&str] = &[
@@ -129,7 +129,7 @@ async fn update_supplier(
     ))
 }
 
-async fn list_models(State(s): State<AppState>, _a: Admin) -> Result<impl IntoResponse, ApiError> {
+async fn list_models(State(s): State<AppState>, _a: Reader) -> Result<impl IntoResponse, ApiError> {
     let cp = Arc::clone(&s.cp);
     Ok(Json(blocking(move || cp.models()).await?))
 }
@@ -148,7 +148,7 @@ async fn put_model(
 
 async fn get_inventory(
     State(s): State<AppState>,
-    _a: Admin,
+    _a: Reader,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let cp = Arc::clone(&s.cp);
@@ -184,7 +184,7 @@ struct SbomQuery {
     supplier: Option<String>,
 }
 
-async fn list_sboms(State(s): State<AppState>, _a: Admin) -> Result<impl IntoResponse, ApiError> {
+async fn list_sboms(State(s): State<AppState>, _a: Reader) -> Result<impl IntoResponse, ApiError> {
     let cp = Arc::clone(&s.cp);
     Ok(Json(blocking(move || Ok(cp.sboms())).await?))
 }
@@ -215,7 +215,7 @@ struct AdvisoryQuery {
 
 async fn list_advisories(
     State(s): State<AppState>,
-    _a: Admin,
+    _a: Reader,
     Query(q): Query<AdvisoryQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let cp = Arc::clone(&s.cp);
@@ -256,7 +256,7 @@ async fn import_advisories(
 
 async fn advisory_versions(
     State(s): State<AppState>,
-    _a: Admin,
+    _a: Reader,
 ) -> Result<impl IntoResponse, ApiError> {
     let cp = Arc::clone(&s.cp);
     let (database, records) = blocking(move || Ok(cp.advisory_versions())).await?;
@@ -267,7 +267,7 @@ async fn advisory_versions(
 
 async fn advisory_affected(
     State(s): State<AppState>,
-    _a: Admin,
+    _a: Reader,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let cp = Arc::clone(&s.cp);
@@ -350,7 +350,7 @@ struct ReportQuery {
 
 async fn report(
     State(s): State<AppState>,
-    _a: Admin,
+    _a: Reader,
     Query(q): Query<ReportQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let cp = Arc::clone(&s.cp);
@@ -359,7 +359,7 @@ async fn report(
     ))
 }
 
-async fn status(State(s): State<AppState>, _a: Admin) -> Result<impl IntoResponse, ApiError> {
+async fn status(State(s): State<AppState>, _a: Reader) -> Result<impl IntoResponse, ApiError> {
     let cp = Arc::clone(&s.cp);
     Ok(Json(blocking(move || Ok(cp.compliance_status())).await?))
 }
@@ -384,7 +384,10 @@ async fn evaluate(
     ))
 }
 
-async fn list_waivers(State(s): State<AppState>, _a: Admin) -> Result<impl IntoResponse, ApiError> {
+async fn list_waivers(
+    State(s): State<AppState>,
+    _a: Reader,
+) -> Result<impl IntoResponse, ApiError> {
     let cp = Arc::clone(&s.cp);
     Ok(Json(blocking(move || Ok(cp.waivers())).await?))
 }

@@ -22,7 +22,7 @@ use serde::Deserialize;
 use tollgate_detect::{DetectError, SuppressionRequest, VerdictKind};
 use tollgate_events::EventKind;
 
-use super::admin::{required, Admin, ApiError, AppState};
+use super::admin::{required, Admin, ApiError, AppState, Reader};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -73,7 +73,7 @@ impl From<DetectError> for ApiError {
 
 async fn device_stats(
     State(s): State<AppState>,
-    _a: Admin,
+    _a: Reader,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     // Known to the registry (404 otherwise), even if the detectors have not seen it yet.
@@ -97,7 +97,7 @@ async fn device_stats(
     }
 }
 
-async fn fleet_stats(State(s): State<AppState>, _a: Admin) -> Result<impl IntoResponse, ApiError> {
+async fn fleet_stats(State(s): State<AppState>, _a: Reader) -> Result<impl IntoResponse, ApiError> {
     let st = s
         .detection
         .with_engine(|e| e.fleet_stats(now_ms()))
@@ -118,7 +118,7 @@ struct AlertQuery {
 
 async fn list_alerts(
     State(s): State<AppState>,
-    _a: Admin,
+    _a: Reader,
     Query(q): Query<AlertQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let active = q.active;
@@ -137,7 +137,7 @@ async fn list_alerts(
 
 async fn get_alert(
     State(s): State<AppState>,
-    _a: Admin,
+    _a: Reader,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id2 = id.clone();
@@ -273,7 +273,7 @@ async fn add_suppression(
 
 async fn list_suppressions(
     State(s): State<AppState>,
-    _a: Admin,
+    _a: Reader,
 ) -> Result<impl IntoResponse, ApiError> {
     let list = s
         .detection

@@ -20,7 +20,7 @@ use serde_json::json;
 use tollgate_audit::findings::{exit_code, sarif, Suppression, Tracked};
 use tollgate_events::EventKind;
 
-use super::admin::{required, Admin, ApiError, AppState};
+use super::admin::{required, Admin, ApiError, AppState, Reader};
 use crate::config_audit::{severity_name, ConfigAudit};
 
 pub(super) fn routes() -> Router<AppState> {
@@ -87,7 +87,7 @@ struct ListQuery {
 
 async fn list(
     State(s): State<AppState>,
-    _a: Admin,
+    _a: Reader,
     Query(q): Query<ListQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let a = audit_of(&s)?;
@@ -122,7 +122,7 @@ struct SarifQuery {
 
 async fn sarif_doc(
     State(s): State<AppState>,
-    _a: Admin,
+    _a: Reader,
     Query(q): Query<SarifQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let a = audit_of(&s)?;
@@ -132,7 +132,10 @@ async fn sarif_doc(
     Ok(Json(sarif(&a.list(false))))
 }
 
-async fn suppressions(State(s): State<AppState>, _a: Admin) -> Result<impl IntoResponse, ApiError> {
+async fn suppressions(
+    State(s): State<AppState>,
+    _a: Reader,
+) -> Result<impl IntoResponse, ApiError> {
     let a = audit_of(&s)?;
     let list = a.with_book(|b| b.suppressions(now())).map_err(internal)?;
     Ok(Json(list))

@@ -12,6 +12,7 @@
 
 mod admin;
 mod audit_api;
+mod auth;
 mod body;
 mod compliance_api;
 mod detection_api;

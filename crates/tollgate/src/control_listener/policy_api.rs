@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use tollgate_control::observe::action_name;
 use tollgate_policy::suggest::{ChangeKind, Observed, Probe};
 
-use super::admin::{Admin, ApiError, AppState};
+use super::admin::{ApiError, AppState, Reader};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -75,7 +75,7 @@ fn probe_json(p: &Probe) -> Value {
 
 async fn observations(
     State(s): State<AppState>,
-    _a: Admin,
+    _a: Reader,
     Query(w): Query<Window>,
 ) -> Result<impl IntoResponse, ApiError> {
     let secs = window_secs(&w)?;
@@ -89,7 +89,7 @@ async fn observations(
 
 async fn suggest(
     State(s): State<AppState>,
-    _a: Admin,
+    _a: Reader,
     Query(w): Query<Window>,
 ) -> Result<impl IntoResponse, ApiError> {
     let secs = window_secs(&w)?;
@@ -135,7 +135,7 @@ async fn suggest(
 
 async fn unused(
     State(s): State<AppState>,
-    _a: Admin,
+    _a: Reader,
     Query(w): Query<Window>,
 ) -> Result<impl IntoResponse, ApiError> {
     let secs = window_secs(&w)?;

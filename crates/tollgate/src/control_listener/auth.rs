@@ -1,0 +1,109 @@
+//! Who may call the admin API, and as whom: the one place a request becomes a [`Caller`].
+//!
+//! Two extractors guard every `/api/v1` handler: [`Reader`] for routes that only read (any
+//! operator role), and [`Admin`] for routes that change something (the `admin` role). Both are
+//! decided before a body is read. A caller is proved by a client certificate from Tollgate's own
+//! CA naming an operator; a supplier's CA never counts (it could write any SAN). A refusal is a
+//! 403 with the reason and an `admin_denied` event (summarised per source when repeated).
+//!
+//! This module decides identity and role only; it must not look at what the request asks for.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use tollgate_control::PeerKind;
+use tollgate_events::EventKind;
+use tollgate_pki::Role;
+
+use super::admin::{ApiError, AppState};
+use super::Peer;
+
+/// What an operator may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OperatorRole {
+    /// Read and change everything.
+    Admin,
+    /// Read only.
+    #[allow(dead_code)] // made by viewer certificates and dashboard sessions (next commits)
+    Viewer,
+}
+
+/// An authenticated operator: the name every event and audit entry records as `by`.
+#[derive(Debug, Clone)]
+pub(super) struct Caller {
+    pub name: String,
+    pub role: OperatorRole,
+}
+
+/// Extractor: any operator (routes that only read).
+pub(super) struct Reader(#[allow(dead_code)] pub(super) Caller);
+
+/// Extractor: an operator with the `admin` role (routes that change state); holds the name.
+pub(super) struct Admin(pub(super) String);
+
+/// The operator a request comes from, if any.
+fn caller(parts: &Parts, _state: &AppState) -> Option<Caller> {
+    match parts.extensions.get::<Peer>() {
+        Some(Peer {
+            role: Role::Admin(name),
+            kind: PeerKind::Operational,
+            ..
+        }) => Some(Caller {
+            name: name.clone(),
+            role: OperatorRole::Admin,
+        }),
+        _ => None,
+    }
+}
+
+/// Refuse a request: a 403 and an `admin_denied` event (repeats from one source summarised).
+fn deny(parts: &Parts, state: &AppState, why: &str) -> ApiError {
+    let addr = parts.extensions.get::<Peer>().map(|p| p.addr);
+    let detail = format!("{} {}: {why}", parts.method, parts.uri.path());
+    let individual = addr.is_none_or(|a| {
+        state
+            .refusals
+            .control
+            .note_addr(a.ip(), "not_admin", || detail.clone())
+    });
+    if individual {
+        state.events.emit(EventKind::AdminDenied { addr, detail });
+    }
+    ApiError(StatusCode::FORBIDDEN, why.to_owned())
+}
+
+impl FromRequestParts<AppState> for Reader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        caller(parts, state)
+            .map(Reader)
+            .ok_or_else(|| deny(parts, state, "an operator client certificate is required"))
+    }
+}
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match caller(parts, state) {
+            Some(Caller {
+                name,
+                role: OperatorRole::Admin,
+            }) => Ok(Admin(name)),
+            Some(c) => Err(deny(
+                parts,
+                state,
+                &format!(
+                    "operator {} has the viewer role, which cannot change anything",
+                    c.name
+                ),
+            )),
+            None => Err(deny(
+                parts,
+                state,
+                "an admin client certificate is required",
+            )),
+        }
+    }
+}
