@@ -298,6 +298,38 @@ pub enum EventKind {
         /// Why.
         detail: String,
     },
+    /// An operator issued a one-time dashboard sign-in URL (`tollgate dashboard login`).
+    DashboardLoginIssued {
+        /// The operator who asked for it (the session will act in this name).
+        by: String,
+        /// `admin` or `viewer`.
+        role: String,
+        /// When the URL stops working, RFC 3339.
+        expires_at: String,
+    },
+    /// A browser signed in to the dashboard with a one-time URL and got a session.
+    DashboardSignedIn {
+        /// The operator the session acts for (who issued the URL).
+        by: String,
+        /// `admin` or `viewer`.
+        role: String,
+        /// The browser's address.
+        addr: Option<SocketAddr>,
+    },
+    /// A dashboard sign-in was refused (unknown, used or expired token).
+    DashboardSignInRefused {
+        /// The browser's address.
+        addr: Option<SocketAddr>,
+        /// Why.
+        reason: String,
+    },
+    /// A dashboard session ended: signed out, idle too long, past its lifetime, or evicted.
+    DashboardSignedOut {
+        /// The operator the session acted for.
+        by: String,
+        /// `signed_out`, `idle`, `expired` or `evicted`.
+        reason: String,
+    },
     /// A session's message queue reached its limit (reported once until it drains).
     QueueFull {
         /// Device id.

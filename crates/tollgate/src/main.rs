@@ -13,6 +13,8 @@ mod client;
 mod config;
 mod config_audit;
 mod control_listener;
+mod dashboard;
+mod dashboard_cli;
 mod datadir;
 mod detection;
 mod eventlog;
@@ -132,6 +134,9 @@ enum Command {
     /// verification (offline too).
     #[command(subcommand)]
     Audit(audit_cli::AuditCommand),
+    /// The web dashboard: print a one-time sign-in URL for a browser.
+    #[command(subcommand)]
+    Dashboard(dashboard_cli::DashboardCommand),
     /// The CA hierarchy: status and issuing-CA rotation.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -580,6 +585,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Vex(cmd) => runtime()?.block_on(inventory_cli::vex(cmd)),
         Command::Alerts(args) => runtime()?.block_on(alerts_cli::alerts(args)),
         Command::Audit(cmd) => runtime()?.block_on(audit_cli::audit(cmd)),
+        Command::Dashboard(cmd) => runtime()?.block_on(dashboard_cli::dashboard(cmd)),
         Command::Compliance(cmd) => match cmd {
             inventory_cli::ComplianceCommand::Check { .. } => {
                 tokio::runtime::Builder::new_current_thread()

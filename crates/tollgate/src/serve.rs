@@ -245,6 +245,8 @@ pub async fn serve(cfg: Config) -> Result<()> {
     let dispatcher_compliance = dispatcher.consumer("compliance", cfg.event_queue);
     // Behaviour detection takes the connection, refusal and denial events.
     let detection_events = dispatcher.consumer("detection", cfg.event_queue);
+    // The dashboard's live updates: a tap that misses events rather than slow the bus.
+    let dashboard_events = dispatcher.consumer("dashboard", cfg.event_queue.min(4096));
     let dispatcher_task = tokio::spawn(dispatcher.run());
     let event_writer = tokio::spawn(crate::eventlog::run(log, cfg.events_file.clone()));
 
@@ -371,6 +373,16 @@ pub async fn serve(cfg: Config) -> Result<()> {
         .with_metrics(Arc::clone(&metrics))
         .run(stop_rx.clone()),
     );
+    let dashboard = crate::dashboard::Dashboard::start(
+        cfg.dashboard,
+        events.clone(),
+        dashboard_events,
+        crate::dashboard::live::StatsSource {
+            broker: broker.clone(),
+            detection: Arc::clone(&detection),
+        },
+        stop_rx.clone(),
+    );
     let admin_task = tokio::spawn(crate::control_listener::serve(
         crate::control_listener::ControlListener {
             listener: admin,
@@ -388,6 +400,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
             detection: Arc::clone(&detection),
             audit: audit.clone(),
             config_audit: Some(Arc::clone(&config_audit)),
+            dashboard,
         },
         stop_rx,
     ));
