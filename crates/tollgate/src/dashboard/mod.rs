@@ -154,7 +154,9 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
 }
 
 fn rfc3339(t: std::time::SystemTime) -> String {
-    time::OffsetDateTime::from(t)
+    let t = time::OffsetDateTime::from(t);
+    t.replace_nanosecond(0)
+        .unwrap_or(t)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }

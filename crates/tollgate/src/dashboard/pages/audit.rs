@@ -133,7 +133,7 @@ pub(super) async fn page(
                         @for e in entries.iter().rev() {
                             tr data-index=(e.index) {
                                 td.num { (e.index) }
-                                td.nowrap { (e.value["ts"].as_str().unwrap_or("")) }
+                                td.nowrap { (super::short_ts(e.value["ts"].as_str().unwrap_or(""))) }
                                 td { code { (e.value["type"].as_str().unwrap_or("")) } }
                                 td { (e.value["by"].as_str().unwrap_or("")) }
                                 td.detail { (summary(&e.value)) }

@@ -260,7 +260,7 @@ pub(super) async fn detail(
             }
             div.panel {
                 h2 { "Inventory" }
-                @if inv.is_null() {
+                @if ["supplier", "model", "firmware"].iter().all(|k| inv.get(k).is_none()) {
                     p.muted { "No inventory reported." }
                 } @else {
                     table.kv {
@@ -312,9 +312,14 @@ pub(super) async fn detail(
             div.panel {
                 h2 { "Round-trip time (ms)" }
                 div #chart-device-rtt.chart {}
-                @if let Some(st) = &stats {
-                    @if let Some(t) = &st.transport {
-                        p.muted #transport-now { (serde_json::to_string(t).unwrap_or_default()) }
+                @if let Some(t) = stats.as_ref().and_then(|st| st.transport.as_ref()) {
+                    @let t = serde_json::to_value(t).unwrap_or_default();
+                    table.kv #transport-now {
+                        @if let Some(o) = t.as_object() {
+                            @for (k, v) in o {
+                                tr { th { (k.replace('_', " ")) } td { (v) } }
+                            }
+                        }
                     }
                 }
             }

@@ -203,7 +203,7 @@ pub(super) fn events_table(
                         @let v = serde_json::to_value(&**e).unwrap_or_default();
                         tr {
                             td.num { (e.seq) }
-                            td.nowrap { (e.ts) }
+                            td.nowrap { (short_ts(&e.ts)) }
                             td { code { (v["type"].as_str().unwrap_or("")) } }
                             td.detail { (detail_of(&v)) }
                         }
@@ -211,6 +211,14 @@ pub(super) fn events_table(
                 }
             }
         }
+    }
+}
+
+/// An RFC 3339 time stamp to the second, as people read it.
+pub(super) fn short_ts(ts: &str) -> String {
+    match (ts.get(..10), ts.get(11..19)) {
+        (Some(d), Some(t)) => format!("{d} {t}"),
+        _ => ts.to_owned(),
     }
 }
 

@@ -1,0 +1,121 @@
+//! The dashboard in a real browser: Debian's Chromium driven by Playwright for Python
+//! (tests/support/dashboard_browser.py) against the real server, with real MQTT clients.
+//!
+//! The story: an operator signs in with a one-time URL; a device that connects appears on the
+//! fleet page without a reload; quarantining it from its page (click, confirm) confines its live
+//! MQTT connection (its publishes are refused and reach no subscriber) and the page shows it;
+//! an authorization-probing attack raises an alert that appears live; an audit entry's
+//! inclusion proof checks in the page; a viewer sees no buttons and the API refuses it.
+//! Screenshots of every page are left in `target/dashboard-screenshots/`.
+
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)] // test harness code: panics are test failures
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::json;
+use support::fleet::{install_rules, DETECTION};
+use support::{Server, EXAMPLE_POLICY};
+
+/// Where the screenshots go: `target/dashboard-screenshots/` beside the test binary's target.
+fn screenshot_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test binary>
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    target.join("dashboard-screenshots")
+}
+
+#[test]
+fn an_operator_sees_the_fleet_live_quarantines_from_the_browser_and_a_viewer_cannot_act() {
+    let s = Server::start_with(
+        &[("sample_interval_ms = 10000", "sample_interval_ms = 1000")],
+        EXAMPLE_POLICY,
+    );
+    install_rules(&s, DETECTION);
+    let mut devices = serde_json::Map::new();
+    for (id, group) in [
+        ("cam-1", "sensors"),
+        ("backend-1", "backend"),
+        ("prober-1", "sensors"),
+    ] {
+        let d = s.add_device(id, &[group]);
+        devices.insert(
+            id.into(),
+            json!({ "cert": d.cert, "key": d.key, "ca": d.ca }),
+        );
+    }
+    let shots = screenshot_dir();
+    let _ = std::fs::remove_dir_all(&shots);
+    let args = json!({
+        "bin": support::BIN,
+        "data": s.data,
+        "admin_port": s.admin_port,
+        "mqtt_port": s.mqtt_port,
+        "shots": shots,
+        "devices": devices,
+    });
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/support/dashboard_browser.py"
+    );
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(args.to_string())
+        .output()
+        .expect("python3 with playwright (scripts/test installs it)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "the browser test failed:\n{stdout}\n{stderr}\nserver log:\n{}",
+        s.log()
+    );
+    println!("screenshots in {}", shots.display());
+    for name in [
+        "01-fleet",
+        "03-device-quarantined",
+        "04-alerts",
+        "05-audit",
+        "10-viewer-device",
+    ] {
+        assert!(shots.join(format!("{name}.png")).exists(), "no {name}.png");
+    }
+
+    // What the browser did is on the record, in the operator's name.
+    let signed_in: Vec<_> = s
+        .events()
+        .into_iter()
+        .filter(|e| e["type"] == "dashboard_signed_in")
+        .collect();
+    assert_eq!(signed_in.len(), 2, "{signed_in:?}");
+    assert_eq!(signed_in[0]["by"], "admin");
+    assert_eq!(signed_in[1]["role"], "viewer");
+    let q = s.wait_event("cam-1 quarantined by the operator", |e| {
+        e["type"] == "device_quarantined" && e["device"] == "cam-1"
+    });
+    assert_eq!(q["by"], "admin", "{q}");
+    s.wait_event("cam-1's publish refused as quarantined", |e| {
+        e["type"] == "publish_denied" && e["device"] == "cam-1" && e["quarantine"].is_string()
+    });
+    s.wait_event("the probing alert", |e| {
+        e["type"] == "alert"
+            && e["detector"] == "authorization_probing"
+            && e["device"] == "prober-1"
+    });
+    s.wait_event("the viewer's refusal", |e| {
+        e["type"] == "admin_denied"
+            && e["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("/api/v1/devices/cam-1/release"))
+    });
+    s.wait_event("the sign-out", |e| {
+        e["type"] == "dashboard_signed_out" && e["reason"] == "signed_out"
+    });
+}
