@@ -383,6 +383,13 @@ fn denied_publish_gets_0x87_in_v5_is_never_delivered_and_is_recorded() {
         e["type"] == "publish_denied" && e["topic"] == "$SYS/broker/x"
     });
     assert_eq!(ev["device"], "sensor-1");
+    // The event names the deny rule that decided (the example policy's one unnamed deny rule).
+    assert_eq!(ev["rule"], "deny[1]", "{ev}");
+    // A topic no rule grants is the default deny: no rule to name.
+    let ev = s.wait_event("publish denied by the default deny", |e| {
+        e["type"] == "publish_denied" && e["topic"] == "devices/sensor-2/telemetry"
+    });
+    assert!(ev.get("rule").is_none(), "{ev}");
     assert!(s.count_events("publish_denied") >= 5);
 }
 
