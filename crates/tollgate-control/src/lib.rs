@@ -22,6 +22,7 @@ mod audit_facts;
 pub mod ca;
 pub mod compliance;
 mod error;
+pub mod explain;
 pub mod files;
 pub mod observe;
 pub mod requests;

@@ -38,7 +38,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -449,14 +449,19 @@ enum PolicyCommand {
         conn: client::ConnectArgs,
     },
     /// Explain whether a device may publish or subscribe to a topic, and which rules decide.
+    ///
+    /// With a FILE, offline: that policy, for the groups given with --group. Without one, the
+    /// running server (--data DIR or --server ...) explains with its policy in force and the
+    /// device's real groups and state from the registry (a quarantined device is held to the
+    /// [quarantine] grant; a revoked one may do nothing).
     Explain {
-        /// Policy file.
-        file: PathBuf,
+        /// Policy file (offline); omit it to ask the running server.
+        file: Option<PathBuf>,
         /// Device id.
         #[arg(long)]
         device: String,
-        /// Group of the device (repeatable).
-        #[arg(long = "group")]
+        /// Group of the device (repeatable; offline only: the server knows the real groups).
+        #[arg(long = "group", requires = "file")]
         groups: Vec<String>,
         /// Topic to publish to.
         #[arg(
@@ -471,6 +476,11 @@ enum PolicyCommand {
         /// With --publish: the PUBLISH has the retain flag set (needs a `retain` grant too).
         #[arg(long, requires = "publish")]
         retain: bool,
+        /// Print JSON (with the server).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: client::ConnectArgs,
     },
 }
 
@@ -1002,15 +1012,18 @@ async fn agent_cmd(cmd: AgentCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Read and parse a policy file: `Err` outside for a file that cannot be read, inside for one
+/// that does not parse (printed by the caller, exit 1).
+fn load(file: &Path) -> Result<Result<tollgate_policy::Policy, String>> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    Ok(
+        tollgate_policy::Policy::parse(&text, &file.display().to_string())
+            .map_err(|e| e.to_string()),
+    )
+}
+
 fn policy(cmd: PolicyCommand) -> Result<ExitCode> {
-    let load = |file: &PathBuf| -> Result<Result<tollgate_policy::Policy, String>> {
-        let text =
-            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        Ok(
-            tollgate_policy::Policy::parse(&text, &file.display().to_string())
-                .map_err(|e| e.to_string()),
-        )
-    };
     match cmd {
         PolicyCommand::Check { file } => match load(&file)? {
             Ok(p) => {
@@ -1081,31 +1094,51 @@ fn policy(cmd: PolicyCommand) -> Result<ExitCode> {
             publish,
             subscribe,
             retain,
-        } => match load(&file)? {
-            Ok(p) => {
-                let id = tollgate_policy::Identity {
-                    device_id: &device,
-                    groups: &groups,
-                };
-                let (action, topic) = match (publish, subscribe) {
-                    (Some(t), _) if retain => (tollgate_policy::Action::Retain, t),
-                    (Some(t), _) => (tollgate_policy::Action::Publish, t),
-                    (None, Some(t)) => (tollgate_policy::Action::Subscribe, t),
-                    (None, None) => anyhow::bail!("pass --publish TOPIC or --subscribe FILTER"),
-                };
-                let ex = p.explain(&id, action, &topic);
-                println!("{ex}");
-                Ok(if ex.allowed {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(3)
-                })
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                Ok(ExitCode::from(1))
-            }
-        },
+            json,
+            conn,
+        } => {
+            let (action, topic) = match (publish, subscribe) {
+                (Some(t), _) if retain => (tollgate_policy::Action::Retain, t),
+                (Some(t), _) => (tollgate_policy::Action::Publish, t),
+                (None, Some(t)) => (tollgate_policy::Action::Subscribe, t),
+                (None, None) => anyhow::bail!("pass --publish TOPIC or --subscribe FILTER"),
+            };
+            let Some(file) = file else {
+                return runtime()?.block_on(policy_cli::explain_live(
+                    &conn, &device, action, &topic, json,
+                ));
+            };
+            explain_offline(&file, &device, &groups, action, &topic)
+        }
+    }
+}
+
+/// `tollgate policy explain FILE`: the file's policy, for the groups given.
+fn explain_offline(
+    file: &Path,
+    device: &str,
+    groups: &[String],
+    action: tollgate_policy::Action,
+    topic: &str,
+) -> Result<ExitCode> {
+    match load(file)? {
+        Ok(p) => {
+            let id = tollgate_policy::Identity {
+                device_id: device,
+                groups,
+            };
+            let ex = p.explain(&id, action, topic);
+            println!("{ex}");
+            Ok(if ex.allowed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(1))
+        }
     }
 }
 
