@@ -255,6 +255,21 @@ pub enum EventKind {
         source: String,
         /// Number of rules.
         rules: usize,
+        /// Lint warnings in the policy now in force (each is a `policy_warning` event).
+        #[serde(default)]
+        warnings: usize,
+    },
+    /// A lint warning about the policy just put in force (it is valid, but probably not what
+    /// was meant: a grant of `#` to everyone, a dead or duplicate grant...).
+    PolicyWarning {
+        /// Source file.
+        source: String,
+        /// The rule concerned (`allow[N]` without an id).
+        rule: String,
+        /// Its line in the file.
+        line: usize,
+        /// What lint says.
+        message: String,
     },
     /// A new policy file was rejected; the last good one stays in force.
     PolicyRejected {
