@@ -79,7 +79,7 @@ enum Command {
         import_ca: Option<Vec<PathBuf>>,
     },
     /// Run the gateway: MQTT over mTLS, and the admin API and EST enrollment over HTTPS.
-    /// Initialises DIR first if it does not exist.
+    /// Initialises DIR first if it does not exist or is empty.
     Serve {
         /// Data directory.
         #[arg(long, env = "TOLLGATE_DATA", value_name = "DIR")]
@@ -564,7 +564,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             admin_listen,
             metrics_listen,
         } => {
-            if !data.exists() {
+            // A missing or empty directory (systemd's StateDirectory= hands over an empty one)
+            // is initialised; anything else is used as it is.
+            let empty = std::fs::read_dir(&data).map_or(true, |mut d| d.next().is_none());
+            if empty {
                 let report = tollgate_control::ca::init(&data, &init_options())?;
                 write_detection_defaults(&data)?;
                 print_init_report(&data, &report);
