@@ -247,15 +247,29 @@ enum AgentCommand {
         #[arg(long, value_name = "URL")]
         server: String,
         /// The one-time token from `tollgate device token`.
-        #[arg(long, env = "TOLLGATE_TOKEN", hide_env_values = true)]
-        token: String,
-        /// This device's id (the token is bound to it).
+        #[arg(
+            long,
+            env = "TOLLGATE_TOKEN",
+            hide_env_values = true,
+            required_unless_present = "bootstrap_cert",
+            conflicts_with = "bootstrap_cert"
+        )]
+        token: Option<String>,
+        /// Instead of a token: the supplier's bootstrap (manufacturing) certificate, PEM; its
+        /// CA must be registered with `tollgate supplier add --ca`.
+        #[arg(long, value_name = "FILE", requires = "bootstrap_key")]
+        bootstrap_cert: Option<PathBuf>,
+        /// The bootstrap certificate's private key, PEM.
+        #[arg(long, value_name = "FILE", requires = "bootstrap_cert")]
+        bootstrap_key: Option<PathBuf>,
+        /// This device's id (the token is bound to it; a bootstrap certificate names it).
         #[arg(long)]
         id: String,
         /// Directory for the key and certificates.
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
-        /// The gateway's CA certificate (default: OUT/ca.crt).
+        /// The gateway's root CA certificate, DATA/ca/root.crt (default: OUT/ca.crt). An
+        /// issuing CA works too: the root is then fetched from the gateway and stored.
         #[arg(long, value_name = "FILE")]
         cacert: Option<PathBuf>,
         /// EST label (enrollment profile).
@@ -979,21 +993,37 @@ async fn agent_cmd(cmd: AgentCommand) -> Result<ExitCode> {
         AgentCommand::Enroll {
             server,
             token,
+            bootstrap_cert,
+            bootstrap_key,
             id,
             out,
             cacert,
             label,
         } => {
-            let crt = agent::enroll(
+            let proof = match (&token, &bootstrap_cert, &bootstrap_key) {
+                (Some(t), _, _) => agent::Proof::Token(t),
+                (None, Some(cert), Some(key)) => agent::Proof::Bootstrap { cert, key },
+                _ => anyhow::bail!("pass --token, or --bootstrap-cert with --bootstrap-key"),
+            };
+            let done = agent::enroll(
                 &server,
-                &token,
+                proof,
                 &id,
                 &out,
                 cacert.as_deref(),
                 label.as_deref(),
             )
             .await?;
-            eprintln!("enrolled {id}: {}", crt.display());
+            if let Some(note) = &done.note {
+                eprintln!("note: {note}");
+            }
+            eprintln!(
+                "enrolled {id}: {}\nMQTT clients: --cert {} --key {} --cafile {}",
+                done.cert.display(),
+                done.cert.display(),
+                out.join(format!("{id}.key")).display(),
+                done.ca.display()
+            );
         }
         AgentCommand::Renew {
             server,
