@@ -568,7 +568,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             opts.config_toml = config::default_config_toml(&opts.dns_names, &opts.ips);
             let report = tollgate_control::ca::init(&data, &opts)?;
             write_detection_defaults(&data)?;
-            print_init_report(&data, &report);
+            print_init_report(&data, &report, None);
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve {
@@ -581,14 +581,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             // A missing or empty directory (systemd's StateDirectory= hands over an empty one)
             // is initialised; anything else is used as it is.
             let empty = std::fs::read_dir(&data).map_or(true, |mut d| d.next().is_none());
-            if empty {
+            let initialised = if empty {
                 let report = tollgate_control::ca::init(&data, &init_options())?;
                 write_detection_defaults(&data)?;
-                print_init_report(&data, &report);
-            }
+                Some(report)
+            } else {
+                None
+            };
             let mut cfg = config::Config::load(&data, config.as_deref())?;
             if let Some(a) = mqtt_listen {
                 cfg.mqtt_listen = a;
+            }
+            if let Some(report) = &initialised {
+                print_init_report(&data, report, Some(cfg.mqtt_listen.port()));
             }
             if let Some(a) = admin_listen {
                 cfg.admin_listen = a;
@@ -692,19 +697,36 @@ fn init_options() -> tollgate_control::InitOptions {
     opts
 }
 
-fn print_init_report(data: &std::path::Path, report: &tollgate_control::InitReport) {
+/// What `init` (or the first `serve`) made, and what to do next. `serving`: the MQTT port of
+/// the server that is starting now (the hint then does not tell the reader to start one).
+fn print_init_report(
+    data: &std::path::Path,
+    report: &tollgate_control::InitReport,
+    serving: Option<u16>,
+) {
     eprintln!("Initialised {}:", data.display());
     for f in &report.files {
         eprintln!("  {}", f.display());
     }
+    let d = data.display();
+    let (first, port) = match serving {
+        Some(port) => (
+            "The server is starting. In another terminal, add a device and connect it:".to_owned(),
+            port,
+        ),
+        None => (
+            format!(
+                "Next: start the server, add a device and connect it:\n  tollgate serve --data {d}"
+            ),
+            config::FileConfig::default().mqtt.listen.port(),
+        ),
+    };
     eprintln!(
-        "\nNext: start the server, add a device and connect it:\n  \
-         tollgate serve --data {d}\n  \
+        "\n{first}\n  \
          tollgate device add sensor-1 --group sensors --out ./sensor-1 --data {d}\n  \
-         mosquitto_pub -h localhost -p 8883 --cafile sensor-1/ca.crt --cert sensor-1/sensor-1.crt \
+         mosquitto_pub -h localhost -p {port} --cafile sensor-1/ca.crt --cert sensor-1/sensor-1.crt \
          --key sensor-1/sensor-1.key -i sensor-1 -t devices/sensor-1/telemetry -m hello\n\
-         The policy in {d}/policy.toml denies everything until you write rules (docs/policy.md).",
-        d = data.display()
+         The policy in {d}/policy.toml denies everything until you write rules (docs/policy.md)."
     );
 }
 

@@ -73,9 +73,11 @@ fn the_gateway_unit_starts_the_server_and_stops_it_gracefully() {
     let data = support::temp_dir("unit-data");
     std::fs::create_dir_all(&data).unwrap();
     let free = || format!("127.0.0.1:{}", support::free_port());
+    let mqtt_port = support::free_port();
     let mut child = Command::new(BIN)
         .args(&args)
-        .args(["--mqtt-listen", &free(), "--admin-listen", &free()])
+        .args(["--mqtt-listen", &format!("127.0.0.1:{mqtt_port}")])
+        .args(["--admin-listen", &free()])
         .args(["--metrics-listen", &free()])
         .env("TOLLGATE_DATA", &data)
         .stderr(std::fs::File::create(data.with_extension("log")).unwrap())
@@ -92,8 +94,13 @@ fn the_gateway_unit_starts_the_server_and_stops_it_gracefully() {
         assert!(child.try_wait().unwrap().is_none(), "exited early");
         std::thread::sleep(Duration::from_millis(50));
     }
-    // The first start initialised the state directory.
+    // The first start initialised the state directory, and its hint fits a running server
+    // (regression: it said "start the server" and named port 8883 whatever was given).
     assert!(data.join("ca/root.crt").exists());
+    let log = std::fs::read_to_string(data.with_extension("log")).unwrap();
+    assert!(log.contains("The server is starting"), "{log}");
+    assert!(!log.contains("Next: start the server"), "{log}");
+    assert!(log.contains(&format!("-p {mqtt_port} ")), "{log}");
     let term = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
