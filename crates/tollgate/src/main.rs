@@ -40,7 +40,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -81,7 +81,7 @@ enum Command {
         import_ca: Option<Vec<PathBuf>>,
     },
     /// Run the gateway: MQTT over mTLS, and the admin API and EST enrollment over HTTPS.
-    /// Initialises DIR first if it does not exist.
+    /// Initialises DIR first if it does not exist or is empty.
     Serve {
         /// Data directory.
         #[arg(long, env = "TOLLGATE_DATA", value_name = "DIR")]
@@ -252,15 +252,29 @@ enum AgentCommand {
         #[arg(long, value_name = "URL")]
         server: String,
         /// The one-time token from `tollgate device token`.
-        #[arg(long, env = "TOLLGATE_TOKEN", hide_env_values = true)]
-        token: String,
-        /// This device's id (the token is bound to it).
+        #[arg(
+            long,
+            env = "TOLLGATE_TOKEN",
+            hide_env_values = true,
+            required_unless_present = "bootstrap_cert",
+            conflicts_with = "bootstrap_cert"
+        )]
+        token: Option<String>,
+        /// Instead of a token: the supplier's bootstrap (manufacturing) certificate, PEM; its
+        /// CA must be registered with `tollgate supplier add --ca`.
+        #[arg(long, value_name = "FILE", requires = "bootstrap_key")]
+        bootstrap_cert: Option<PathBuf>,
+        /// The bootstrap certificate's private key, PEM.
+        #[arg(long, value_name = "FILE", requires = "bootstrap_cert")]
+        bootstrap_key: Option<PathBuf>,
+        /// This device's id (the token is bound to it; a bootstrap certificate names it).
         #[arg(long)]
         id: String,
         /// Directory for the key and certificates.
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
-        /// The gateway's CA certificate (default: OUT/ca.crt).
+        /// The gateway's root CA certificate, DATA/ca/root.crt (default: OUT/ca.crt). An
+        /// issuing CA works too: the root is then fetched from the gateway and stored.
         #[arg(long, value_name = "FILE")]
         cacert: Option<PathBuf>,
         /// EST label (enrollment profile).
@@ -454,14 +468,19 @@ enum PolicyCommand {
         conn: client::ConnectArgs,
     },
     /// Explain whether a device may publish or subscribe to a topic, and which rules decide.
+    ///
+    /// With a FILE, offline: that policy, for the groups given with --group. Without one, the
+    /// running server (--data DIR or --server ...) explains with its policy in force and the
+    /// device's real groups and state from the registry (a quarantined device is held to the
+    /// [quarantine] grant; a revoked one may do nothing).
     Explain {
-        /// Policy file.
-        file: PathBuf,
+        /// Policy file (offline); omit it to ask the running server.
+        file: Option<PathBuf>,
         /// Device id.
         #[arg(long)]
         device: String,
-        /// Group of the device (repeatable).
-        #[arg(long = "group")]
+        /// Group of the device (repeatable; offline only: the server knows the real groups).
+        #[arg(long = "group", requires = "file")]
         groups: Vec<String>,
         /// Topic to publish to.
         #[arg(
@@ -476,6 +495,11 @@ enum PolicyCommand {
         /// With --publish: the PUBLISH has the retain flag set (needs a `retain` grant too).
         #[arg(long, requires = "publish")]
         retain: bool,
+        /// Print JSON (with the server).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: client::ConnectArgs,
     },
 }
 
@@ -487,6 +511,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal: not in a journal, a file or a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let _ = rustls::crypto::ring::default_provider().install_default();
     match run(cli) {
@@ -547,7 +573,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             opts.config_toml = config::default_config_toml(&opts.dns_names, &opts.ips);
             let report = tollgate_control::ca::init(&data, &opts)?;
             write_detection_defaults(&data)?;
-            print_init_report(&data, &report);
+            print_init_report(&data, &report, None);
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve {
@@ -557,14 +583,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             admin_listen,
             metrics_listen,
         } => {
-            if !data.exists() {
+            // A missing or empty directory (systemd's StateDirectory= hands over an empty one)
+            // is initialised; anything else is used as it is.
+            let empty = std::fs::read_dir(&data).map_or(true, |mut d| d.next().is_none());
+            let initialised = if empty {
                 let report = tollgate_control::ca::init(&data, &init_options())?;
                 write_detection_defaults(&data)?;
-                print_init_report(&data, &report);
-            }
+                Some(report)
+            } else {
+                None
+            };
             let mut cfg = config::Config::load(&data, config.as_deref())?;
             if let Some(a) = mqtt_listen {
                 cfg.mqtt_listen = a;
+            }
+            if let Some(report) = &initialised {
+                print_init_report(&data, report, Some(cfg.mqtt_listen.port()));
             }
             if let Some(a) = admin_listen {
                 cfg.admin_listen = a;
@@ -669,19 +703,36 @@ fn init_options() -> tollgate_control::InitOptions {
     opts
 }
 
-fn print_init_report(data: &std::path::Path, report: &tollgate_control::InitReport) {
+/// What `init` (or the first `serve`) made, and what to do next. `serving`: the MQTT port of
+/// the server that is starting now (the hint then does not tell the reader to start one).
+fn print_init_report(
+    data: &std::path::Path,
+    report: &tollgate_control::InitReport,
+    serving: Option<u16>,
+) {
     eprintln!("Initialised {}:", data.display());
     for f in &report.files {
         eprintln!("  {}", f.display());
     }
+    let d = data.display();
+    let (first, port) = match serving {
+        Some(port) => (
+            "The server is starting. In another terminal, add a device and connect it:".to_owned(),
+            port,
+        ),
+        None => (
+            format!(
+                "Next: start the server, add a device and connect it:\n  tollgate serve --data {d}"
+            ),
+            config::FileConfig::default().mqtt.listen.port(),
+        ),
+    };
     eprintln!(
-        "\nNext: start the server, add a device and connect it:\n  \
-         tollgate serve --data {d}\n  \
+        "\n{first}\n  \
          tollgate device add sensor-1 --group sensors --out ./sensor-1 --data {d}\n  \
-         mosquitto_pub -h localhost -p 8883 --cafile sensor-1/ca.crt --cert sensor-1/sensor-1.crt \
+         mosquitto_pub -h localhost -p {port} --cafile sensor-1/ca.crt --cert sensor-1/sensor-1.crt \
          --key sensor-1/sensor-1.key -i sensor-1 -t devices/sensor-1/telemetry -m hello\n\
-         The policy in {d}/policy.toml denies everything until you write rules (docs/policy.md).",
-        d = data.display()
+         The policy in {d}/policy.toml denies everything until you write rules (docs/policy.md)."
     );
 }
 
@@ -970,21 +1021,37 @@ async fn agent_cmd(cmd: AgentCommand) -> Result<ExitCode> {
         AgentCommand::Enroll {
             server,
             token,
+            bootstrap_cert,
+            bootstrap_key,
             id,
             out,
             cacert,
             label,
         } => {
-            let crt = agent::enroll(
+            let proof = match (&token, &bootstrap_cert, &bootstrap_key) {
+                (Some(t), _, _) => agent::Proof::Token(t),
+                (None, Some(cert), Some(key)) => agent::Proof::Bootstrap { cert, key },
+                _ => anyhow::bail!("pass --token, or --bootstrap-cert with --bootstrap-key"),
+            };
+            let done = agent::enroll(
                 &server,
-                &token,
+                proof,
                 &id,
                 &out,
                 cacert.as_deref(),
                 label.as_deref(),
             )
             .await?;
-            eprintln!("enrolled {id}: {}", crt.display());
+            if let Some(note) = &done.note {
+                eprintln!("note: {note}");
+            }
+            eprintln!(
+                "enrolled {id}: {}\nMQTT clients: --cert {} --key {} --cafile {}",
+                done.cert.display(),
+                done.cert.display(),
+                out.join(format!("{id}.key")).display(),
+                done.ca.display()
+            );
         }
         AgentCommand::Renew {
             server,
@@ -1008,15 +1075,18 @@ async fn agent_cmd(cmd: AgentCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Read and parse a policy file: `Err` outside for a file that cannot be read, inside for one
+/// that does not parse (printed by the caller, exit 1).
+fn load(file: &Path) -> Result<Result<tollgate_policy::Policy, String>> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    Ok(
+        tollgate_policy::Policy::parse(&text, &file.display().to_string())
+            .map_err(|e| e.to_string()),
+    )
+}
+
 fn policy(cmd: PolicyCommand) -> Result<ExitCode> {
-    let load = |file: &PathBuf| -> Result<Result<tollgate_policy::Policy, String>> {
-        let text =
-            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        Ok(
-            tollgate_policy::Policy::parse(&text, &file.display().to_string())
-                .map_err(|e| e.to_string()),
-        )
-    };
     match cmd {
         PolicyCommand::Check { file } => match load(&file)? {
             Ok(p) => {
@@ -1087,31 +1157,51 @@ fn policy(cmd: PolicyCommand) -> Result<ExitCode> {
             publish,
             subscribe,
             retain,
-        } => match load(&file)? {
-            Ok(p) => {
-                let id = tollgate_policy::Identity {
-                    device_id: &device,
-                    groups: &groups,
-                };
-                let (action, topic) = match (publish, subscribe) {
-                    (Some(t), _) if retain => (tollgate_policy::Action::Retain, t),
-                    (Some(t), _) => (tollgate_policy::Action::Publish, t),
-                    (None, Some(t)) => (tollgate_policy::Action::Subscribe, t),
-                    (None, None) => anyhow::bail!("pass --publish TOPIC or --subscribe FILTER"),
-                };
-                let ex = p.explain(&id, action, &topic);
-                println!("{ex}");
-                Ok(if ex.allowed {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(3)
-                })
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                Ok(ExitCode::from(1))
-            }
-        },
+            json,
+            conn,
+        } => {
+            let (action, topic) = match (publish, subscribe) {
+                (Some(t), _) if retain => (tollgate_policy::Action::Retain, t),
+                (Some(t), _) => (tollgate_policy::Action::Publish, t),
+                (None, Some(t)) => (tollgate_policy::Action::Subscribe, t),
+                (None, None) => anyhow::bail!("pass --publish TOPIC or --subscribe FILTER"),
+            };
+            let Some(file) = file else {
+                return runtime()?.block_on(policy_cli::explain_live(
+                    &conn, &device, action, &topic, json,
+                ));
+            };
+            explain_offline(&file, &device, &groups, action, &topic)
+        }
+    }
+}
+
+/// `tollgate policy explain FILE`: the file's policy, for the groups given.
+fn explain_offline(
+    file: &Path,
+    device: &str,
+    groups: &[String],
+    action: tollgate_policy::Action,
+    topic: &str,
+) -> Result<ExitCode> {
+    match load(file)? {
+        Ok(p) => {
+            let id = tollgate_policy::Identity {
+                device_id: device,
+                groups,
+            };
+            let ex = p.explain(&id, action, topic);
+            println!("{ex}");
+            Ok(if ex.allowed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(1))
+        }
     }
 }
 

@@ -334,6 +334,7 @@ pub(super) fn router(state: AppState) -> Router {
         .merge(super::audit_api::routes())
         .merge(super::findings_api::routes())
         .merge(super::policy_api::routes())
+        .merge(super::explain_api::routes())
         .merge(super::dashboard_api::routes())
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {

@@ -18,6 +18,7 @@ mod compliance_api;
 mod dashboard_api;
 mod detection_api;
 mod est;
+mod explain_api;
 mod findings_api;
 mod policy_api;
 
