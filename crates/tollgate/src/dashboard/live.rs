@@ -121,7 +121,7 @@ pub async fn run(
             },
             _ = tick.tick() => {
                 ticks += 1;
-                if ticks % 10 == 0 {
+                if ticks.is_multiple_of(10) {
                     dash.sweep();
                 }
                 if dash.live.tx.receiver_count() > 0 {

@@ -1,7 +1,7 @@
 //! The policy page (`/dashboard/policy`): the rules in force, in the policy's own syntax, its
 //! lint warnings, and the explain tool: `?device=ID&action=publish|subscribe|retain&topic=T`
-//! answers "may this device do that?" with the policy's own explanation, using the device's
-//! real groups from the registry, and says when a quarantine overrides the answer.
+//! answers "may this device do that?" as the live server would (the control plane's explain:
+//! the device's real groups and state from the registry, quarantine included).
 
 use std::sync::Arc;
 
@@ -9,7 +9,7 @@ use axum::extract::{Query, State};
 use axum::response::Response;
 use maud::html;
 use serde::Deserialize;
-use tollgate_policy::{Action, Identity, Who};
+use tollgate_policy::{Action, Who};
 
 use super::{badge, blocking, layout, Page};
 use crate::dashboard::{DashState, Signed};
@@ -47,29 +47,13 @@ pub(super) async fn page(
     let asked = !q.device.is_empty() && !q.topic.is_empty();
     let explained = if asked {
         let cp = Arc::clone(&s.src.cp);
-        let id = q.device.clone();
         let action = match q.action.as_str() {
             "subscribe" => Action::Subscribe,
             "retain" => Action::Retain,
             _ => Action::Publish,
         };
-        let topic = q.topic.clone();
-        let policy = Arc::clone(&policy);
-        Some(
-            blocking(move || {
-                let d = cp.device(&id)?;
-                let e = policy.explain(
-                    &Identity {
-                        device_id: &d.id,
-                        groups: &d.groups,
-                    },
-                    action,
-                    &topic,
-                );
-                Ok((d.state, d.quarantine.len(), e))
-            })
-            .await,
-        )
+        let (id, topic) = (q.device.clone(), q.topic.clone());
+        Some(blocking(move || cp.explain(&id, action, &topic)).await)
     } else {
         None
     };
@@ -90,18 +74,16 @@ pub(super) async fn page(
             @match &explained {
                 None => {}
                 Some(Err((_, why))) => { p.error { (why) } }
-                Some(Ok((state, quarantines, e))) => {
+                Some(Ok(e)) => {
                     div #explain-result {
                         p {
-                            "Policy: " (badge(if e.allowed { "allowed" } else { "denied" }))
-                            @if *state == "quarantined" {
-                                " — but " (q.device) " is " (badge("quarantined")) " (" (quarantines) " reason(s)): the broker refuses every publish and subscription until it is released."
-                            }
-                            @if *state == "revoked" {
-                                " — but " (q.device) " is " (badge("revoked")) " and cannot connect."
-                            }
+                            (badge(if e.allowed { "allowed" } else { "denied" }))
+                            " " (e.device) " (" (e.groups.join(", ")) "), "
+                            (badge(&serde_json::to_value(e.state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()))
+                            @if let Some(d) = &e.denied_by { " — denied by " code { (d) } }
                         }
-                        pre.explain { (e.to_string()) }
+                        @for r in &e.quarantine { p.quarantine { "Quarantined: " (r) } }
+                        pre.explain { (e.steps.join("\n")) }
                     }
                 }
             }
