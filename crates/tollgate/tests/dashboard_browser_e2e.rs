@@ -31,6 +31,88 @@ fn screenshot_dir() -> PathBuf {
     target.join("dashboard-screenshots")
 }
 
+/// PYSEC-2021-108 (CVE-2021-33503): urllib3 before 1.26.5, a ReDoS in URL authority parsing;
+/// the facts of the published advisory, written here in the OSV format.
+const OSV: &str = r#"{
+  "schema_version": "1.6.0",
+  "id": "PYSEC-2021-108",
+  "modified": "2021-06-15T12:00:00Z",
+  "aliases": ["CVE-2021-33503"],
+  "summary": "urllib3 URL authority parsing is vulnerable to catastrophic backtracking",
+  "severity": [{"type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:H"}],
+  "affected": [{
+    "package": {"ecosystem": "PyPI", "name": "urllib3", "purl": "pkg:pypi/urllib3"},
+    "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "1.26.5"}]}]
+  }]
+}"#;
+
+/// cam-1 is a Scanner-X2 from supplier acme running firmware 1.2.0, whose SBOM lists
+/// urllib3 1.26.4, which PYSEC-2021-108 affects: the compliance and device pages have an
+/// advisory to show.
+fn give_cam_a_vulnerable_firmware(s: &Server) {
+    let dir = s.root.join("compliance");
+    let ca = support::supplier_ca(&dir, "acme");
+    support::add_supplier(s, "acme", &ca, &[], &[]);
+    let (code, v) = s.admin_api(
+        "POST",
+        "/api/v1/models",
+        Some(json!({ "supplier": "acme", "name": "Scanner-X2", "scheme": "semver" })),
+    );
+    assert!(code == 200 || code == 201, "{code} {v}");
+    let (code, v) = s.admin_api(
+        "PUT",
+        "/api/v1/devices/cam-1/inventory",
+        Some(json!({ "supplier": "acme", "model": "Scanner-X2", "firmware": "1.2.0" })),
+    );
+    assert_eq!(code, 200, "{v}");
+    let sbom = dir.join("sbom.json");
+    std::fs::write(
+        &sbom,
+        json!({
+            "bomFormat": "CycloneDX",
+            "specVersion": "1.5",
+            "version": 1,
+            "metadata": { "component": { "type": "firmware", "name": "Scanner-X2", "version": "1.2.0" } },
+            "components": [
+                { "type": "library", "name": "urllib3", "version": "1.26.4", "purl": "pkg:pypi/urllib3@1.26.4" },
+                { "type": "library", "name": "idna", "version": "3.7", "purl": "pkg:pypi/idna@3.7" }
+            ]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    for args in [vec![
+        "sbom",
+        "import",
+        "--model",
+        "Scanner-X2",
+        "--firmware",
+        "1.2.0",
+        sbom.to_str().unwrap(),
+    ]] {
+        let out = s.cli(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let osv = dir.join("osv");
+    std::fs::create_dir_all(&osv).unwrap();
+    std::fs::write(osv.join("PYSEC-2021-108.json"), OSV).unwrap();
+    let out = s.cli(&["advisories", "import", osv.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, v) = s.admin_api("GET", "/api/v1/compliance?device=cam-1", None);
+    assert!(
+        v.to_string().contains("PYSEC-2021-108"),
+        "cam-1's firmware is affected: {v}"
+    );
+}
+
 #[test]
 fn an_operator_sees_the_fleet_live_quarantines_from_the_browser_and_a_viewer_cannot_act() {
     let s = Server::start_with(
@@ -50,6 +132,7 @@ fn an_operator_sees_the_fleet_live_quarantines_from_the_browser_and_a_viewer_can
             json!({ "cert": d.cert, "key": d.key, "ca": d.ca }),
         );
     }
+    give_cam_a_vulnerable_firmware(&s);
     let shots = screenshot_dir();
     let _ = std::fs::remove_dir_all(&shots);
     let args = json!({
