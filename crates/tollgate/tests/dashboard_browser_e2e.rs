@@ -81,7 +81,7 @@ fn give_cam_a_vulnerable_firmware(s: &Server) {
         .to_string(),
     )
     .unwrap();
-    for args in [vec![
+    let out = s.cli(&[
         "sbom",
         "import",
         "--model",
@@ -89,14 +89,12 @@ fn give_cam_a_vulnerable_firmware(s: &Server) {
         "--firmware",
         "1.2.0",
         sbom.to_str().unwrap(),
-    ]] {
-        let out = s.cli(&args);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let osv = dir.join("osv");
     std::fs::create_dir_all(&osv).unwrap();
     std::fs::write(osv.join("PYSEC-2021-108.json"), OSV).unwrap();

@@ -256,7 +256,10 @@ pub async fn stream(
                 }
                 Ok(Msg::Stats(snap)) => {
                     // The session is checked once a second, with the snapshot; not as use.
-                    st.dash.store.get(&st.session, false).ok()?;
+                    if let Err(gone) = st.dash.store.get(&st.session, false) {
+                        st.dash.ended(gone);
+                        return None;
+                    }
                     st.pending
                         .push_back(SseEvent::default().event("stats").data(&*snap));
                     if let Some(d) = &st.device {
