@@ -228,6 +228,13 @@ impl Store {
         }
         let token = self.secret()?;
         let now = Instant::now();
+        // The expiry is stated to the second: it is exactly that second (up to `ttl`, not past it).
+        let now_sys = SystemTime::now();
+        let stated = (now_sys + ttl)
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| std::time::UNIX_EPOCH + Duration::from_secs(d.as_secs()))
+            .unwrap_or(now_sys + ttl);
+        let life = stated.duration_since(now_sys).unwrap_or(ttl);
         let mut g = self.inner.lock();
         g.pending.retain(|_, p| p.expires > now);
         g.used.retain(|_, until| *until > now);
@@ -248,10 +255,10 @@ impl Store {
                 name: name.to_owned(),
                 role,
                 issued: now,
-                expires: now + ttl,
+                expires: now + life,
             },
         );
-        Ok((token, SystemTime::now() + ttl))
+        Ok((token, stated))
     }
 
     /// Use a sign-in token: a new session (its id, for the cookie, and what it is), and the

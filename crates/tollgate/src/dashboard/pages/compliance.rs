@@ -67,7 +67,10 @@ pub(super) async fn page(State(s): State<DashState>, Signed(session): Signed) ->
                     tbody {
                         @for a in &affected {
                             tr id=(a.advisory.id) {
-                                td { strong { (a.advisory.id) } @if !a.advisory.aliases.is_empty() { br; span.muted { (a.advisory.aliases.join(", ")) } } }
+                                td {
+                                    strong { (a.advisory.id) }
+                                    @for alias in &a.advisory.aliases { br; span.muted id=(alias) { (alias) } }
+                                }
                                 td { @if let Some(sev) = &a.advisory.severity { (badge(&format!("{sev:?}").to_lowercase())) } }
                                 td { (a.advisory.summary.as_deref().unwrap_or("")) }
                                 td { (a.suppliers.join(", ")) }
