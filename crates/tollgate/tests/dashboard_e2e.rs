@@ -419,9 +419,16 @@ fn an_idle_session_ends() {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    // Then idle for longer than that: over, for pages and the API alike.
+    // Then idle for longer than that (automatic refreshes aside): over, for pages and the API
+    // alike.
     let last = Instant::now();
     assert_eq!(b.call(&s, "GET", "/api/v1/devices", &[]).status, 200);
+    // The page's own automatic refresh, meanwhile, is served but is not use.
+    while last.elapsed() < Duration::from_millis(1200) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let refresh = b.call(&s, "GET", "/dashboard/", &["-H", "X-Tollgate-Refresh: 1"]);
+    assert_eq!(refresh.status, 200);
     while last.elapsed() < Duration::from_millis(2300) {
         std::thread::sleep(Duration::from_millis(50));
     }

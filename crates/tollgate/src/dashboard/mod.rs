@@ -180,14 +180,20 @@ pub struct DashState {
     pub src: Sources,
 }
 
-/// A request from a browser with a live session (pages; counts as use).
+/// The header our script sets on the page fetches it makes by itself (live refreshes), which
+/// do not count as use of the session: an open tab left alone still reaches the idle timeout.
+pub const REFRESH_HEADER: &str = "x-tollgate-refresh";
+
+/// A request from a browser with a live session (pages; counts as use unless it is one of
+/// our script's automatic refreshes).
 pub struct Signed(pub SessionInfo);
 
 impl FromRequestParts<DashState> for Signed {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, s: &DashState) -> Result<Self, Response> {
-        match s.dash.session(&parts.headers, true) {
+        let touch = !parts.headers.contains_key(REFRESH_HEADER);
+        match s.dash.session(&parts.headers, touch) {
             Some((_, info)) => Ok(Signed(info)),
             None => Err(signin::needed()),
         }

@@ -171,7 +171,11 @@
       timer = null;
       lastRefresh = Date.now();
       try {
-        const r = await fetch(window.location.href, { credentials: "same-origin" });
+        // Marked as automatic: it does not keep the session from its idle timeout.
+        const r = await fetch(window.location.href, {
+          credentials: "same-origin",
+          headers: { "X-Tollgate-Refresh": "1" },
+        });
         if (r.status === 401) return signedOut();
         if (!r.ok) return;
         const doc = new DOMParser().parseFromString(await r.text(), "text/html");
