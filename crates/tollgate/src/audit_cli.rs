@@ -16,6 +16,7 @@ use tollgate_audit::note::Verifier;
 use tollgate_audit::verify::{verify_dir, Report};
 
 use crate::client::{self, AdminClient};
+use crate::table::{Col, Shown};
 
 /// `tollgate audit`.
 #[derive(Debug, Subcommand)]
@@ -39,6 +40,9 @@ pub enum AuditCommand {
         /// How many.
         #[arg(long, default_value_t = 20)]
         limit: u64,
+        /// Print JSON (each entry with its index and leaf data).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         conn: client::ConnectArgs,
     },
@@ -83,6 +87,9 @@ pub enum AuditCommand {
     },
     /// Suppressions of configuration-audit findings in force.
     Suppressions {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         conn: client::ConnectArgs,
     },
@@ -183,7 +190,12 @@ pub async fn audit(cmd: AuditCommand) -> Result<ExitCode> {
                 .await?;
             print!("{}", s(&v, "note"));
         }
-        AuditCommand::Entries { from, limit, conn } => {
+        AuditCommand::Entries {
+            from,
+            limit,
+            json,
+            conn,
+        } => {
             let v = AdminClient::new(&conn)?
                 .call(
                     Method::GET,
@@ -191,6 +203,10 @@ pub async fn audit(cmd: AuditCommand) -> Result<ExitCode> {
                     None,
                 )
                 .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             for e in v
                 .get("entries")
                 .and_then(Value::as_array)
@@ -279,30 +295,30 @@ pub async fn audit(cmd: AuditCommand) -> Result<ExitCode> {
                 s(&v, "id")
             );
         }
-        AuditCommand::Suppressions { conn } => {
+        AuditCommand::Suppressions { json, conn } => {
             let v = AdminClient::new(&conn)?
                 .call(Method::GET, "/api/v1/findings/suppressions", None)
                 .await?;
-            let list = v.as_array().cloned().unwrap_or_default();
-            if list.is_empty() {
-                println!("no suppressions");
+            let mut list = v.as_array().cloned().unwrap_or_default();
+            for x in &mut list {
+                if x.get("resource").is_none_or(Value::is_null) {
+                    x["resource"] = "every resource".into();
+                }
             }
-            for x in list {
-                println!(
-                    "{}  {} on {} until {}, by {}: {}",
-                    s(&x, "id"),
-                    s(&x, "rule"),
-                    x.get("resource")
-                        .and_then(Value::as_str)
-                        .unwrap_or("every resource"),
-                    x.get("until")
-                        .and_then(Value::as_i64)
-                        .map(|t| crate::human::rfc3339_ms(t.saturating_mul(1000)))
-                        .unwrap_or_default(),
-                    s(&x, "author"),
-                    s(&x, "reason")
-                );
-            }
+            crate::table::print_listing(
+                json,
+                &v,
+                &list,
+                &[
+                    Col("ID", "id", Shown::Text),
+                    Col("RULE", "rule", Shown::Text),
+                    Col("RESOURCE", "resource", Shown::Text),
+                    Col("UNTIL", "until", Shown::Time),
+                    Col("BY", "author", Shown::Text),
+                    Col("REASON", "reason", Shown::Text),
+                ],
+                "no suppressions",
+            )?;
         }
         AuditCommand::Unsuppress { id, conn } => {
             AdminClient::new(&conn)?

@@ -24,6 +24,7 @@ mod metrics;
 mod policy_cli;
 mod reports;
 mod serve;
+mod table;
 mod tls;
 mod webhook;
 
@@ -217,6 +218,9 @@ enum SupplierCommand {
     },
     /// List registered suppliers.
     List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         conn: client::ConnectArgs,
     },
@@ -809,35 +813,34 @@ async fn device(cmd: DeviceCommand) -> Result<ExitCode> {
             let v = client::AdminClient::new(&conn)?
                 .call(Method::GET, "/api/v1/devices", None)
                 .await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                println!(
-                    "{:<32} {:<12} {:<10} GROUPS",
-                    "DEVICE", "STATE", "CONNECTED"
-                );
-                for d in v.as_array().into_iter().flatten() {
-                    let s = |k: &str| d.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned();
-                    let groups: Vec<String> = d
-                        .get("groups")
-                        .and_then(|g| g.as_array())
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|g| g.as_str().map(str::to_owned))
-                        .collect();
-                    let connected = d
-                        .get("connected")
-                        .and_then(|x| x.as_bool())
-                        .unwrap_or(false);
-                    println!(
-                        "{:<32} {:<12} {:<10} {}",
-                        s("id"),
-                        s("state"),
-                        if connected { "yes" } else { "no" },
-                        groups.join(",")
-                    );
-                }
+            // The newest unrevoked certificate's expiry, as a column of its own.
+            let mut items: Vec<serde_json::Value> = v.as_array().cloned().unwrap_or_default();
+            for d in &mut items {
+                let expiry = d
+                    .get("certificates")
+                    .and_then(|c| c.as_array())
+                    .into_iter()
+                    .flatten()
+                    .filter(|c| c.get("revoked_at").is_none_or(|r| r.is_null()))
+                    .filter_map(|c| c.get("not_after").and_then(|n| n.as_i64()))
+                    .max();
+                d["cert_expires"] = expiry.into();
+                let connected = d.get("connected").and_then(|x| x.as_bool()) == Some(true);
+                d["connected_text"] = if connected { "yes" } else { "no" }.into();
             }
+            table::print_listing(
+                json,
+                &v,
+                &items,
+                &[
+                    table::Col("DEVICE", "id", table::Shown::Text),
+                    table::Col("STATE", "state", table::Shown::Text),
+                    table::Col("CONNECTED", "connected_text", table::Shown::Text),
+                    table::Col("CERT EXPIRES", "cert_expires", table::Shown::Time),
+                    table::Col("GROUPS", "groups", table::Shown::Text),
+                ],
+                "no devices",
+            )?;
         }
         DeviceCommand::Stats { id, json, conn } => {
             return alerts_cli::device_stats(&id, json, &conn).await;
@@ -1012,11 +1015,27 @@ async fn supplier_cmd(cmd: SupplierCommand) -> Result<ExitCode> {
                 .await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
-        SupplierCommand::List { conn } => {
+        SupplierCommand::List { json, conn } => {
             let v = client::AdminClient::new(&conn)?
                 .call(Method::GET, "/api/v1/suppliers", None)
                 .await?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            table::print_listing(
+                json,
+                &v,
+                v.as_array().map_or(&[][..], Vec::as_slice),
+                &[
+                    table::Col("SUPPLIER", "name", table::Shown::Text),
+                    table::Col("GROUPS", "groups", table::Shown::Text),
+                    table::Col("RE-ENROLL", "allow_reenroll", table::Shown::Text),
+                    table::Col(
+                        "DISCLOSURE CONTACT",
+                        "disclosure_contact",
+                        table::Shown::Text,
+                    ),
+                    table::Col("SUPPORT UNTIL", "support_end", table::Shown::Time),
+                ],
+                "no suppliers",
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)
