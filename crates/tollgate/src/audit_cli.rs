@@ -13,7 +13,7 @@ use hyper::Method;
 use serde_json::Value;
 use tollgate_audit::log::{CHECKPOINT, CHECKPOINTS, ENTRIES};
 use tollgate_audit::note::Verifier;
-use tollgate_audit::verify::{verify_dir, Report};
+use tollgate_audit::verify::{verify_dir_with_progress, Report};
 
 use crate::client::{self, AdminClient};
 use crate::table::{Col, Shown};
@@ -406,7 +406,9 @@ async fn export(c: &AdminClient, dir: &Path) -> Result<u64> {
         std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
     );
     let mut from = 0u64;
+    let progress = crate::progress::bar(size, "exporting");
     while from < size {
+        progress.set_position(from);
         let v = c
             .call(
                 Method::GET,
@@ -431,6 +433,7 @@ async fn export(c: &AdminClient, dir: &Path) -> Result<u64> {
             from += 1;
         }
     }
+    progress.finish_and_clear();
     out.flush()?;
     std::fs::write(dir.join(CHECKPOINT), s(&cp, "note"))?;
     let all = c
@@ -533,7 +536,18 @@ async fn verify(a: VerifyArgs) -> Result<ExitCode> {
         },
         None => None,
     };
-    let report = match verify_dir(&dir, &v, trusted.as_deref()) {
+    let size = std::fs::metadata(dir.join(ENTRIES)).map_or(0, |m| m.len());
+    let progress = crate::progress::bar(size, "verifying");
+    progress.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:>12} [{bar:32}] {binary_bytes}/{binary_total_bytes} ({binary_bytes_per_sec}, {eta} left)",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let report = verify_dir_with_progress(&dir, &v, trusted.as_deref(), &mut |n| progress.inc(n));
+    progress.finish_and_clear();
+    let report = match report {
         Ok(r) => r,
         Err(e) => return fail(e.to_string()),
     };

@@ -277,11 +277,13 @@ fn read_batches(
     path: &Path,
     stored: &HashMap<String, String>,
     tx: &tokio::sync::mpsc::Sender<Vec<u8>>,
+    progress: &indicatif::ProgressBar,
 ) -> Result<u64, tollgate_compliance::ComplianceError> {
     let mut batch: Vec<u8> = Vec::new();
     let mut in_batch = 0usize;
     let mut skipped = 0u64;
     osv::read_path(path, |r| {
+        progress.inc(1);
         let a = osv::Advisory::parse(&r.bytes, &r.origin)?;
         if stored
             .get(&a.id)
@@ -308,7 +310,6 @@ fn read_batches(
     Ok(skipped)
 }
 
-/// GET `path` from the admin API and print the JSON.
 /// GET a JSON document from the admin API.
 async fn get(conn: &client::ConnectArgs, path: &str) -> Result<serde_json::Value> {
     AdminClient::new(conn)?.call(Method::GET, path, None).await
@@ -371,8 +372,11 @@ pub async fn sbom(cmd: SbomCommand) -> Result<ExitCode> {
             supplier,
             conn,
         } => {
+            let step = crate::progress::spinner("reading and checking the SBOM");
             let doc = read_document(&file)?;
-            let parsed = Sbom::parse(&doc).with_context(|| format!("{}", file.display()))?;
+            let parsed = Sbom::parse(&doc).with_context(|| format!("{}", file.display()));
+            step.finish_and_clear();
+            let parsed = parsed?;
             let path = format!(
                 "/api/v1/sboms{}",
                 query(&[
@@ -381,9 +385,15 @@ pub async fn sbom(cmd: SbomCommand) -> Result<ExitCode> {
                     ("supplier", supplier.as_deref()),
                 ])
             );
+            let step = crate::progress::spinner(&format!(
+                "uploading {} components; the server matches them against the advisories",
+                parsed.components.len()
+            ));
             let v = AdminClient::new(&conn)?
                 .call_raw(Method::POST, &path, "application/json", Bytes::from(doc))
-                .await?;
+                .await;
+            step.finish_and_clear();
+            let v = v?;
             eprintln!(
                 "Imported {} ({} components) for {model} firmware {firmware}.",
                 parsed.format,
@@ -445,10 +455,14 @@ pub async fn advisories(cmd: AdvisoriesCommand) -> Result<ExitCode> {
     match cmd {
         AdvisoriesCommand::Import { path, conn } => {
             // First pass: every record must parse, or nothing is sent.
+            let checking = crate::progress::spinner("checking records");
             let checked = osv::read_path(&path, |r| {
+                checking.inc(1);
                 osv::Advisory::parse(&r.bytes, &r.origin).map(|_| ())
             })
-            .with_context(|| format!("checking {}", path.display()))?;
+            .with_context(|| format!("checking {}", path.display()));
+            checking.finish_and_clear();
+            let checked = checked?;
             let client = AdminClient::new(&conn)?;
             // What the server has: records not newer than those are not sent at all.
             let stored = client
@@ -459,9 +473,11 @@ pub async fn advisories(cmd: AdvisoriesCommand) -> Result<ExitCode> {
             // Second pass: batches of raw records (their bytes unchanged: the database hash is
             // over what the files say), read on a thread and sent as they fill.
             let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+            let progress = crate::progress::bar(checked as u64, "importing");
             let reader = {
                 let path = path.clone();
-                std::thread::spawn(move || read_batches(&path, &stored, &tx))
+                let progress = progress.clone();
+                std::thread::spawn(move || read_batches(&path, &stored, &tx, &progress))
             };
             let mut total =
                 serde_json::json!({"added": 0, "updated": 0, "unchanged": 0, "reevaluated": 0});
@@ -492,6 +508,7 @@ pub async fn advisories(cmd: AdvisoriesCommand) -> Result<ExitCode> {
                     Err(e) => failed = Some(e),
                 }
             }
+            progress.finish_and_clear();
             let skipped = match reader.join() {
                 Ok(Ok(n)) => n,
                 Ok(Err(e)) => bail!("reading {}: {e}", path.display()),

@@ -22,6 +22,7 @@ mod inventory_cli;
 mod listener;
 mod metrics;
 mod policy_cli;
+mod progress;
 mod reports;
 mod serve;
 mod table;
