@@ -657,8 +657,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .fold(cfg.cert_lifetime, time::Duration::max);
             let (name, until) =
                 tollgate_control::ca::rotate(&data, longest + time::Duration::days(1))?;
+            let left = u64::try_from(until - time::OffsetDateTime::now_utc().unix_timestamp())
+                .unwrap_or(0);
             println!(
-                "New issuing CA: {name}. The previous one stays trusted until {until} (Unix time)."
+                "New issuing CA: {name}. The previous one stays trusted until {} ({} from now), when the last certificate it issued has expired.",
+                human::rfc3339_ms(until.saturating_mul(1000)),
+                human::span(left)
             );
             eprintln!("Restart `tollgate serve` to start issuing from it.");
             Ok(ExitCode::SUCCESS)
