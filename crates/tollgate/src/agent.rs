@@ -67,6 +67,20 @@ fn roots(ca: &Path) -> Result<rustls::RootCertStore> {
     Ok(r)
 }
 
+/// The certificates of an EST reply: base64 (whitespace allowed) of a PKCS#7 certs-only message.
+fn certs_only(reply: &[u8]) -> Result<Vec<Vec<u8>>> {
+    let text: Vec<u8> = reply
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let p7 = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .context("the reply is not base64")?;
+    tollgate_pki::parse_certs_only(&p7)
+        .ok_or_else(|| anyhow!("the reply is not a PKCS#7 certs-only message"))
+}
+
 async fn post_csr(
     server: &str,
     tls: &TlsConnector,
@@ -88,17 +102,7 @@ async fn post_csr(
     if status != StatusCode::OK {
         bail!("{status}: {}", String::from_utf8_lossy(&reply).trim());
     }
-    let text: Vec<u8> = reply
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    let p7 = base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .context("the reply is not base64")?;
-    let certs = tollgate_pki::parse_certs_only(&p7)
-        .ok_or_else(|| anyhow!("the reply is not a PKCS#7 certs-only message"))?;
-    certs
+    certs_only(&reply)?
         .into_iter()
         .next()
         .ok_or_else(|| anyhow!("the reply holds no certificate"))
@@ -231,16 +235,7 @@ async fn root_ca(
             String::from_utf8_lossy(&reply).trim()
         );
     }
-    let text: Vec<u8> = reply
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    let p7 = base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .context("the cacerts reply is not base64")?;
-    let certs = tollgate_pki::parse_certs_only(&p7)
-        .ok_or_else(|| anyhow!("the cacerts reply is not a PKCS#7 certs-only message"))?;
+    let certs = certs_only(&reply).context("the cacerts reply")?;
     let roots: String = certs
         .iter()
         .filter(|c| self_signed(c))

@@ -45,19 +45,10 @@ pub async fn run(mut consumer: Consumer, path: PathBuf) {
     // A plain file append lands in the page cache: one short write per batch on this task is
     // cheaper than handing every batch to tokio's blocking pool (a thread switch each).
     let mut file = open(&path);
-    #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut hup = crate::serve::hangup_listener();
     let mut buf = String::new();
     loop {
-        let hangup = async {
-            #[cfg(unix)]
-            match hup.as_mut() {
-                Some(h) => h.recv().await,
-                None => std::future::pending().await,
-            }
-            #[cfg(not(unix))]
-            std::future::pending::<Option<()>>().await
-        };
+        let hangup = crate::serve::hangup(&mut hup);
         // Both are cancel-safe: a delivery not taken stays queued.
         let first = tokio::select! {
             d = consumer.recv() => match d {

@@ -16,6 +16,7 @@ mod control_listener;
 mod dashboard;
 mod dashboard_cli;
 mod datadir;
+mod demo;
 mod detection;
 mod eventlog;
 mod human;
@@ -23,8 +24,10 @@ mod inventory_cli;
 mod listener;
 mod metrics;
 mod policy_cli;
+mod progress;
 mod reports;
 mod serve;
+mod table;
 mod tls;
 mod webhook;
 
@@ -80,6 +83,10 @@ enum Command {
         #[arg(long, num_args = 2, value_names = ["CERT", "KEY"])]
         import_ca: Option<Vec<PathBuf>>,
     },
+    /// See the whole product work in a minute: a gateway in a temporary directory, a simulated
+    /// fleet of 50 devices from three suppliers, a vulnerable device quarantined by compliance
+    /// and a compromised one detected and quarantined. Ctrl-C stops it and cleans up.
+    Demo(demo::DemoArgs),
     /// Run the gateway: MQTT over mTLS, and the admin API and EST enrollment over HTTPS.
     /// Initialises DIR first if it does not exist or is empty.
     Serve {
@@ -217,6 +224,9 @@ enum SupplierCommand {
     },
     /// List registered suppliers.
     List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         conn: client::ConnectArgs,
     },
@@ -505,10 +515,16 @@ enum PolicyCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The demo tells its own story on stdout; the gateway inside it logs only what is wrong.
+    let default_level = if matches!(cli.command, Command::Demo(_)) {
+        "warn"
+    } else {
+        "info"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         // Colour only for a person at a terminal: not in a journal, a file or a pipe.
@@ -609,6 +625,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             runtime()?.block_on(serve::serve(cfg))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Demo(args) => runtime()?.block_on(demo::run(args)),
         Command::Device(cmd) => runtime()?.block_on(device(cmd)),
         Command::Policy(cmd) => policy(cmd),
         Command::Agent(cmd) => runtime()?.block_on(agent_cmd(cmd)),
@@ -646,8 +663,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .fold(cfg.cert_lifetime, time::Duration::max);
             let (name, until) =
                 tollgate_control::ca::rotate(&data, longest + time::Duration::days(1))?;
+            let left = u64::try_from(until - time::OffsetDateTime::now_utc().unix_timestamp())
+                .unwrap_or(0);
             println!(
-                "New issuing CA: {name}. The previous one stays trusted until {until} (Unix time)."
+                "New issuing CA: {name}. The previous one stays trusted until {} ({} from now), when the last certificate it issued has expired.",
+                human::rfc3339_ms(until.saturating_mul(1000)),
+                human::span(left)
             );
             eprintln!("Restart `tollgate serve` to start issuing from it.");
             Ok(ExitCode::SUCCESS)
@@ -803,35 +824,34 @@ async fn device(cmd: DeviceCommand) -> Result<ExitCode> {
             let v = client::AdminClient::new(&conn)?
                 .call(Method::GET, "/api/v1/devices", None)
                 .await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                println!(
-                    "{:<32} {:<12} {:<10} GROUPS",
-                    "DEVICE", "STATE", "CONNECTED"
-                );
-                for d in v.as_array().into_iter().flatten() {
-                    let s = |k: &str| d.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned();
-                    let groups: Vec<String> = d
-                        .get("groups")
-                        .and_then(|g| g.as_array())
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|g| g.as_str().map(str::to_owned))
-                        .collect();
-                    let connected = d
-                        .get("connected")
-                        .and_then(|x| x.as_bool())
-                        .unwrap_or(false);
-                    println!(
-                        "{:<32} {:<12} {:<10} {}",
-                        s("id"),
-                        s("state"),
-                        if connected { "yes" } else { "no" },
-                        groups.join(",")
-                    );
-                }
+            // The newest unrevoked certificate's expiry, as a column of its own.
+            let mut items: Vec<serde_json::Value> = v.as_array().cloned().unwrap_or_default();
+            for d in &mut items {
+                let expiry = d
+                    .get("certificates")
+                    .and_then(|c| c.as_array())
+                    .into_iter()
+                    .flatten()
+                    .filter(|c| c.get("revoked_at").is_none_or(|r| r.is_null()))
+                    .filter_map(|c| c.get("not_after").and_then(|n| n.as_i64()))
+                    .max();
+                d["cert_expires"] = expiry.into();
+                let connected = d.get("connected").and_then(|x| x.as_bool()) == Some(true);
+                d["connected_text"] = if connected { "yes" } else { "no" }.into();
             }
+            table::print_listing(
+                json,
+                &v,
+                &items,
+                &[
+                    table::Col("DEVICE", "id", table::Shown::Text),
+                    table::Col("STATE", "state", table::Shown::Text),
+                    table::Col("CONNECTED", "connected_text", table::Shown::Text),
+                    table::Col("CERT EXPIRES", "cert_expires", table::Shown::Time),
+                    table::Col("GROUPS", "groups", table::Shown::Text),
+                ],
+                "no devices",
+            )?;
         }
         DeviceCommand::Stats { id, json, conn } => {
             return alerts_cli::device_stats(&id, json, &conn).await;
@@ -1006,11 +1026,27 @@ async fn supplier_cmd(cmd: SupplierCommand) -> Result<ExitCode> {
                 .await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
-        SupplierCommand::List { conn } => {
+        SupplierCommand::List { json, conn } => {
             let v = client::AdminClient::new(&conn)?
                 .call(Method::GET, "/api/v1/suppliers", None)
                 .await?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            table::print_listing(
+                json,
+                &v,
+                v.as_array().map_or(&[][..], Vec::as_slice),
+                &[
+                    table::Col("SUPPLIER", "name", table::Shown::Text),
+                    table::Col("GROUPS", "groups", table::Shown::Text),
+                    table::Col("RE-ENROLL", "allow_reenroll", table::Shown::Text),
+                    table::Col(
+                        "DISCLOSURE CONTACT",
+                        "disclosure_contact",
+                        table::Shown::Text,
+                    ),
+                    table::Col("SUPPORT UNTIL", "support_end", table::Shown::Time),
+                ],
+                "no suppliers",
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)
