@@ -65,6 +65,22 @@ fn the_demo_quarantines_the_vulnerable_and_the_compromised_device_within_a_minut
     }
     let text = seen.join("\n");
     assert!(text.contains("Admin API, dashboard"), "{text}");
+    // The printed sign-in URL works: it becomes a session cookie.
+    let url = seen
+        .iter()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("https://")
+                .map(|u| format!("https://{u}"))
+        })
+        .unwrap_or_else(|| panic!("no sign-in URL:\n{text}"));
+    assert!(url.contains("/dashboard/login?token="), "{url}");
+    let out = Command::new("curl")
+        .args(["-s", "-k", "-o", "/dev/null", "-D", "-", &url])
+        .output()
+        .unwrap();
+    let headers = String::from_utf8_lossy(&out.stdout);
+    assert!(headers.contains("__Host-tollgate-session="), "{headers}");
     // The gateway's state agrees with the story (asked through the CLI, as the intro says).
     let list = Command::new(support::BIN)
         .args(["device", "show", "acme-scanner-04", "--data"])

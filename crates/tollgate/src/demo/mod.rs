@@ -124,6 +124,7 @@ async fn demo(args: &DemoArgs, dir: &Path) -> Result<ExitCode> {
         .unwrap_or_default();
     let mut devices = fleet::start(addresses.mqtt, ready, &counters);
     print_intro(&addresses, dir, total, &vulnerable, &compromised);
+    println!("{}\n", sign_in(&api, dir).await?);
 
     let mut story = narrate::Narrator::new(dir.join("events.log"), total, started);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -298,4 +299,24 @@ fn print_intro(a: &Addresses, dir: &Path, total: usize, vulnerable: &str, compro
         fw = fixtures::VULNERABLE_FIRMWARE,
         probe = fleet::PROBE_AFTER.as_secs(),
     );
+}
+
+/// How to open the dashboard: a one-time sign-in URL (valid for an hour), and how to get
+/// another.
+async fn sign_in(api: &AdminClient, dir: &Path) -> Result<String> {
+    let v = api
+        .call(
+            Method::POST,
+            "/api/v1/dashboard/logins",
+            Some(json!({ "role": "admin", "ttl_secs": 3600 })),
+        )
+        .await
+        .context("asking for a dashboard sign-in URL")?;
+    Ok(format!(
+        "Open the live dashboard (it works once, within the hour; the browser will warn about the \
+         gateway's own CA, which docs/dashboard.md says how to trust):\n  {}\n\
+         Another sign-in URL: tollgate dashboard login --data {}",
+        v.get("url").and_then(|u| u.as_str()).unwrap_or_default(),
+        dir.display()
+    ))
 }
