@@ -317,7 +317,7 @@ pub(super) async fn detail(
                     table.kv #transport-now {
                         @if let Some(o) = t.as_object() {
                             @for (k, v) in o {
-                                tr { th { (k.replace('_', " ")) } td { (v) } }
+                                tr { th { (transport_label(k)) } td { (transport_value(k, v)) } }
                             }
                         }
                     }
@@ -350,4 +350,69 @@ pub(super) async fn detail(
         }
     };
     layout(&p, body)
+}
+
+/// A transport-health field's name for people (`rtt_ms` → `rtt`, units go with the value).
+fn transport_label(k: &str) -> String {
+    let k = k
+        .strip_suffix("_at_ms")
+        .map(|b| format!("{b} at"))
+        .or_else(|| k.strip_suffix("_ms").map(str::to_owned))
+        .unwrap_or_else(|| k.to_owned());
+    k.replace('_', " ")
+}
+
+/// A transport-health value with its unit: milliseconds, a time, a rate, a ratio.
+fn transport_value(k: &str, v: &serde_json::Value) -> String {
+    let n = v.as_f64();
+    match (k, n) {
+        (k, Some(ms)) if k.ends_with("_at_ms") => when_ms(ms as i64),
+        (k, Some(ms)) if k.ends_with("_ms") => format!("{ms:.2} ms"),
+        ("delivery_rate", Some(b)) => human_rate(b),
+        (k, Some(r)) if k.ends_with("_ratio") => format!("{:.2} %", r * 100.0),
+        _ => match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        },
+    }
+}
+
+/// Bytes a second as bits a second, in the unit that reads best.
+fn human_rate(bytes_per_sec: f64) -> String {
+    let bits = bytes_per_sec * 8.0;
+    let (v, unit) = if bits >= 1e9 {
+        (bits / 1e9, "Gbit/s")
+    } else if bits >= 1e6 {
+        (bits / 1e6, "Mbit/s")
+    } else if bits >= 1e3 {
+        (bits / 1e3, "kbit/s")
+    } else {
+        (bits, "bit/s")
+    };
+    format!("{v:.1} {unit}")
+}
+
+#[cfg(test)]
+mod transport_tests {
+    use super::*;
+
+    #[test]
+    fn transport_health_reads_with_units() {
+        assert_eq!(transport_label("rtt_ms"), "rtt");
+        assert_eq!(transport_label("sampled_at_ms"), "sampled at");
+        assert_eq!(
+            transport_value("rtt_ms", &serde_json::json!(8.979)),
+            "8.98 ms"
+        );
+        assert_eq!(
+            transport_value("delivery_rate", &serde_json::json!(5_056_000_000u64)),
+            "40.4 Gbit/s"
+        );
+        assert_eq!(
+            transport_value("retrans_ratio", &serde_json::json!(0.012)),
+            "1.20 %"
+        );
+        assert!(transport_value("sampled_at_ms", &serde_json::json!(0)).starts_with("1970-01-01"));
+        assert_eq!(transport_value("lost", &serde_json::json!(0)), "0");
+    }
 }
