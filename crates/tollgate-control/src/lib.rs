@@ -1,6 +1,8 @@
 //! Tollgate's control plane, as a library.
 //!
-//! Owns device lifecycle (register, revoke, reactivate, quarantine and release), enrollment
+//! Owns device lifecycle (register, revoke, reactivate, quarantine and release, groups,
+//! labels and deletion in [`lifecycle`]), the admin API's named operators and the server
+//! certificate's renewal ([`operators`]), enrollment
 //! (one-time tokens, supplier bootstrap certificates, re-enrollment), supplier trust and the
 //! classification of control-listener peers, CA operations and CRL signing, policy loading and
 //! reload, and the [`AccessSnapshot`] the data plane authorizes against.
@@ -23,7 +25,9 @@ pub mod ca;
 pub mod compliance;
 mod error;
 pub mod files;
+pub mod lifecycle;
 pub mod observe;
+pub mod operators;
 pub mod requests;
 
 pub use audit_facts::ControlFacts;
@@ -161,6 +165,8 @@ pub struct DeviceView {
     pub id: String,
     /// Groups.
     pub groups: Vec<String>,
+    /// Labels (operator metadata, key=value).
+    pub labels: BTreeMap<String, String>,
     /// `active`, `quarantined` or `revoked`.
     pub state: &'static str,
     /// The same as `state` (kept for clients of the first API version).
@@ -1101,6 +1107,11 @@ impl Control {
                 .map(view_reason)
                 .collect()
         };
+        let labels = self
+            .registry
+            .inventory(&d.id)?
+            .map(|i| i.labels)
+            .unwrap_or_default();
         let state = if d.revoked_at.is_some() {
             "revoked"
         } else if !quarantine.is_empty() {
@@ -1116,6 +1127,7 @@ impl Control {
             quarantine,
             id: d.id,
             groups: d.groups,
+            labels,
             created_at: d.created_at,
             revoked_at: d.revoked_at,
             certificates,
@@ -1632,9 +1644,12 @@ impl Control {
         }
         let devices = self.registry.devices()?;
         let active = devices.iter().filter(|d| d.revoked_at.is_none()).count();
+        let expiry = self.certificate_expiry()?;
         Ok(serde_json::json!({
             "root": describe(cacerts.last().map(Vec::as_slice).unwrap_or_default()),
             "issuing": issuing,
+            "server": expiry["server"],
+            "operators": expiry["operators"],
             "devices": { "active": active, "revoked": devices.len() - active },
             "revoked_certificates": self.registry.revoked_serials()?.len(),
             "suppliers": self.suppliers.load().len(),

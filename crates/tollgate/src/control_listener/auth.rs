@@ -3,8 +3,10 @@
 //! Two extractors guard every `/api/v1` handler: [`Reader`] for routes that only read (any
 //! operator role), and [`Admin`] for routes that change something (the `admin` role). Both are
 //! decided before a body is read. A caller is proved by a client certificate from Tollgate's own
-//! CA naming an operator; a supplier's CA never counts (it could write any SAN). A refusal is a
-//! 403 with the reason and an `admin_denied` event (summarised per source when repeated).
+//! CA naming an operator that the registry knows, is not revoked, and holds that certificate
+//! unrevoked; the role is the registry's ([`super::operators_api::operator_of_certificate`]). A
+//! supplier's CA never counts (it could write any SAN). A refusal is a 403 with the reason and an
+//! `admin_denied` event (summarised per source when repeated).
 //!
 //! This module decides identity and role only; it must not look at what the request asks for.
 
@@ -24,7 +26,6 @@ pub(super) enum OperatorRole {
     /// Read and change everything.
     Admin,
     /// Read only.
-    #[allow(dead_code)] // made by viewer certificates and dashboard sessions (next commits)
     Viewer,
 }
 
@@ -36,28 +37,32 @@ pub(super) struct Caller {
 }
 
 /// Extractor: any operator (routes that only read).
-pub(super) struct Reader(#[allow(dead_code)] pub(super) Caller);
+pub(super) struct Reader(pub(super) Caller);
 
 /// Extractor: an operator with the `admin` role (routes that change state); holds the name.
 pub(super) struct Admin(pub(super) String);
 
 /// The operator a request comes from, if any.
-fn caller(parts: &Parts, _state: &AppState) -> Option<Caller> {
+fn caller(parts: &Parts, state: &AppState) -> Option<Caller> {
     match parts.extensions.get::<Peer>() {
         Some(Peer {
             role: Role::Admin(name),
             kind: PeerKind::Operational,
+            serial: Some(serial),
             ..
-        }) => Some(Caller {
-            name: name.clone(),
-            role: OperatorRole::Admin,
-        }),
+        }) => super::operators_api::operator_of_certificate(state, name, serial),
         _ => None,
     }
 }
 
 /// Refuse a request: a 403 and an `admin_denied` event (repeats from one source summarised).
 fn deny(parts: &Parts, state: &AppState, why: &str) -> ApiError {
+    refuse(state, parts, why)
+}
+
+/// [`deny`] for a handler whose decision needs the request's path (whose certificate an
+/// operator may renew): the same 403 and `admin_denied` event.
+pub(super) fn refuse(state: &AppState, parts: &Parts, why: &str) -> ApiError {
     let addr = parts.extensions.get::<Peer>().map(|p| p.addr);
     let detail = format!("{} {}: {why}", parts.method, parts.uri.path());
     let individual = addr.is_none_or(|a| {
