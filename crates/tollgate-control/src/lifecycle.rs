@@ -93,6 +93,12 @@ fn apply_labels(
     Ok((set, removed))
 }
 
+/// Check group names as [`Control::set_device_groups`] will, so a request that changes labels
+/// and groups together can be refused before either is written.
+pub fn validate_groups(groups: &[String]) -> Result<(), ControlError> {
+    check_groups(groups)
+}
+
 impl Control {
     /// Replace an active device's groups. Its live connections re-check against the policy
     /// for its new groups at once (subscriptions no longer allowed are dropped; the next

@@ -614,6 +614,14 @@ fn changing_a_device_s_groups_changes_what_its_live_connection_may_publish() {
         Some(json!({"labels": {"Bad Key": "x"}})),
     );
     assert_eq!(code, 400, "{v}");
+    // Labels and groups in one request: a bad part refuses the whole, nothing is written.
+    let (code, v) = s.admin_api(
+        "PATCH",
+        "/api/v1/devices/mover",
+        Some(json!({"labels": {"rack": "r1"}, "groups": ["no/slash"]})),
+    );
+    assert_eq!(code, 400, "{v}");
+    assert_eq!(s.show("mover")["labels"], json!({"site": "dock-7"}));
     let ev = s.wait_event("labels", |e| {
         e["type"] == "device_labels_changed" && e["removed"] == json!(["owner"])
     });

@@ -27,6 +27,10 @@ async fn patch_device(
     let req: PatchDevice = required(&s, &headers, body).await?;
     let cp = Arc::clone(&s.cp);
     let view = blocking(move || {
+        // Both parts are checked before either is written.
+        if let Some(groups) = &req.groups {
+            tollgate_control::lifecycle::validate_groups(groups)?;
+        }
         if let Some(labels) = &req.labels {
             cp.set_device_labels(&id, labels, &who)?;
         }
