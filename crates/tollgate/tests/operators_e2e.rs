@@ -703,3 +703,38 @@ fn deleting_a_device_revokes_its_certificates_disconnects_it_and_frees_its_id() 
             && e["action"] == "delete_device"
             && e["by"] == "admin"));
 }
+
+#[test]
+fn an_operator_certificate_the_registry_never_recorded_is_refused() {
+    let s = Server::start();
+    // Signed by Tollgate's own issuing CA (as a stolen CA key, or a bug, would make one), naming
+    // operator admin, but not one of admin's recorded certificates; and one naming nobody.
+    let dir = s.root.join("forged");
+    std::fs::create_dir_all(&dir).unwrap();
+    let issuer = s.issuer();
+    let mut forged = Vec::new();
+    for name in ["admin", "ghost"] {
+        let issued = issuer
+            .issue(
+                &tollgate_pki::CertProfile::Operator { name },
+                tollgate_pki::Validity::starting_now(time::Duration::days(1)),
+                None,
+            )
+            .unwrap();
+        let c = Creds {
+            cert: dir.join(format!("{name}.crt")),
+            key: dir.join(format!("{name}.key")),
+            ca: s.data.join("ca/root.crt"),
+        };
+        std::fs::write(&c.cert, &issued.cert_pem).unwrap();
+        std::fs::write(&c.key, issued.key_pem.unwrap()).unwrap();
+        forged.push(c);
+    }
+    for c in &forged {
+        let (code, v) = api_as(&s, c, "GET", "/api/v1/devices", None);
+        assert_eq!(code, 403, "{}: {v}", c.cert.display());
+    }
+    // The real one works.
+    let (code, _) = s.admin_api("GET", "/api/v1/devices", None);
+    assert_eq!(code, 200);
+}
