@@ -738,3 +738,74 @@ fn an_operator_certificate_the_registry_never_recorded_is_refused() {
     let (code, _) = s.admin_api("GET", "/api/v1/devices", None);
     assert_eq!(code, 200);
 }
+
+#[test]
+fn a_data_directory_from_before_operators_keeps_its_admin() {
+    let mut s = Server::start();
+    s.stop();
+    // Make it look like the previous release left it: registry schema 7 without operators, and
+    // an admin certificate of the old form (urn:tollgate:admin:admin), recorded as the only
+    // admin certificate.
+    let issued = s
+        .issuer()
+        .issue(
+            &tollgate_pki::CertProfile::Admin { name: "admin" },
+            tollgate_pki::Validity::starting_now(time::Duration::days(365)),
+            None,
+        )
+        .unwrap();
+    std::fs::write(s.data.join("admin/admin.crt"), &issued.cert_pem).unwrap();
+    std::fs::write(s.data.join("admin/admin.key"), issued.key_pem.unwrap()).unwrap();
+    let sql = format!(
+        "DROP TABLE operators; DELETE FROM certificates WHERE kind = 'admin';
+         INSERT INTO certificates (serial, subject, kind, not_before, not_after)
+             VALUES ('{}', 'admin', 'admin', {}, {});
+         PRAGMA user_version = 7;",
+        issued.serial,
+        issued.validity.not_before.unix_timestamp(),
+        issued.validity.not_after.unix_timestamp()
+    );
+    let out = Command::new("sqlite3")
+        .arg(s.data.join("registry.db"))
+        .arg(&sql)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.spawn();
+    // The old certificate still administers the gateway, as operator admin.
+    s.add_device("sensor-1", &["sensors"]);
+    let ev = s.wait_event("added", |e| e["type"] == "device_added");
+    assert_eq!(ev["by"], "admin");
+    let list: Value =
+        serde_json::from_str(&ok(&s.cli(&["operator", "list", "--json"]), "list")).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(
+        (
+            list[0]["name"].as_str(),
+            list[0]["role"].as_str(),
+            list[0]["created_by"].as_str()
+        ),
+        (Some("admin"), Some("admin"), Some("migration"))
+    );
+    assert_eq!(
+        list[0]["certificates"][0]["serial"].as_str(),
+        Some(issued.serial.as_str())
+    );
+    // And it renews into the new form.
+    ok(&s.cli(&["operator", "renew"]), "renew");
+    let pem = std::fs::read_to_string(s.data.join("admin/admin.crt")).unwrap();
+    let info = &tollgate_pki::parse_pem_certificates(&pem).unwrap()[0];
+    assert_eq!(info.role, tollgate_pki::Role::Admin("admin".into()));
+    let (code, _) = s.admin_api("GET", "/api/v1/operators", None);
+    assert_eq!(code, 200);
+    let text = Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+        .arg(s.data.join("admin/admin.crt"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&text.stdout).contains("urn:tollgate:operator:admin"));
+}
