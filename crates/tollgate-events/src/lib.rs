@@ -160,6 +160,10 @@ pub enum EventKind {
         /// The quarantine reasons, when the device was denied because it is quarantined.
         #[serde(skip_serializing_if = "Option::is_none")]
         quarantine: Option<String>,
+        /// The id of the deny rule that refused it (`allow[N]`/`deny[N]` for a rule without
+        /// an id); absent when no rule grants it (the default deny) or for a cap, not a rule.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rule: Option<String>,
     },
     /// A SUBSCRIBE filter was refused by policy.
     SubscribeDenied {
@@ -170,6 +174,10 @@ pub enum EventKind {
         /// The quarantine reasons, when the device was denied because it is quarantined.
         #[serde(skip_serializing_if = "Option::is_none")]
         quarantine: Option<String>,
+        /// The id of the deny rule that refused it (`allow[N]`/`deny[N]` for a rule without
+        /// an id); absent when no rule grants it (the default deny) or for a cap, not a rule.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rule: Option<String>,
     },
     /// A live subscription was removed because the policy no longer allows it.
     SubscriptionRevoked {
@@ -247,6 +255,21 @@ pub enum EventKind {
         source: String,
         /// Number of rules.
         rules: usize,
+        /// Lint warnings in the policy now in force (each is a `policy_warning` event).
+        #[serde(default)]
+        warnings: usize,
+    },
+    /// A lint warning about the policy just put in force (it is valid, but probably not what
+    /// was meant: a grant of `#` to everyone, a dead or duplicate grant...).
+    PolicyWarning {
+        /// Source file.
+        source: String,
+        /// The rule concerned (`allow[N]` without an id).
+        rule: String,
+        /// Its line in the file.
+        line: usize,
+        /// What lint says.
+        message: String,
     },
     /// A new policy file was rejected; the last good one stays in force.
     PolicyRejected {
@@ -1360,6 +1383,7 @@ mod tests {
 
     fn denied(device: &str, n: usize) -> EventKind {
         EventKind::SubscribeDenied {
+            rule: None,
             device: device.into(),
             filter: n.to_string(),
             quarantine: None,
@@ -1772,6 +1796,7 @@ mod tests {
     #[test]
     fn events_serialize_as_one_json_line_with_seq_first_and_type_tag() {
         let mut ev = Event::now(EventKind::PublishDenied {
+            rule: None,
             device: "pump-7".into(),
             topic: "a/b".into(),
             qos: 1,

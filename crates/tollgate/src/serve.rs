@@ -523,20 +523,11 @@ fn open_broker(
 /// Watch the policy file (polling its modification time and size) and SIGHUP; re-sign CRLs
 /// when due.
 async fn watch_policy(cp: Arc<Control>, detection: Arc<Detection>, every: Duration) {
-    #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut hup = hangup_listener();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let hup_fut = async {
-            #[cfg(unix)]
-            match hup.as_mut() {
-                Some(h) => h.recv().await,
-                None => std::future::pending().await,
-            }
-            #[cfg(not(unix))]
-            std::future::pending::<Option<()>>().await
-        };
+        let hup_fut = hangup(&mut hup);
         let cp = Arc::clone(&cp);
         let det = Arc::clone(&detection);
         tokio::select! {
@@ -568,6 +559,33 @@ async fn watch_policy(cp: Arc<Control>, detection: Arc<Detection>, every: Durati
             }
         }
     }
+}
+
+/// SIGHUP's listener: `None` where there is none (another platform, or it could not be set up).
+#[cfg(unix)]
+pub(crate) type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+pub(crate) type Hangup = Option<()>;
+
+/// A listener for SIGHUP (each listener is told of every signal).
+pub(crate) fn hangup_listener() -> Hangup {
+    #[cfg(unix)]
+    {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// The next SIGHUP; never, without a listener.
+pub(crate) async fn hangup(h: &mut Hangup) {
+    #[cfg(unix)]
+    if let Some(h) = h.as_mut() {
+        h.recv().await;
+        return;
+    }
+    let _ = h;
+    std::future::pending::<()>().await
 }
 
 async fn wait_for_signal() {

@@ -333,6 +333,7 @@ pub(super) fn router(state: AppState) -> Router {
         .merge(super::audit_api::routes())
         .merge(super::findings_api::routes())
         .merge(super::policy_api::routes())
+        .merge(super::explain_api::routes())
         .merge(super::operators_api::routes())
         .merge(super::lifecycle_api::routes())
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })

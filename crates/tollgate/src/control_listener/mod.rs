@@ -17,6 +17,7 @@ mod body;
 mod compliance_api;
 mod detection_api;
 mod est;
+mod explain_api;
 mod findings_api;
 mod lifecycle_api;
 mod operators_api;
