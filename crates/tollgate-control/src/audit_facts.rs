@@ -284,9 +284,12 @@ impl Control {
                 (Some(m), Some(f)) => sboms.contains(&(m.clone(), f.clone())),
                 _ => false,
             });
-            // Seen: connected now, or a certificate issued to it (enrolment and renewal need
-            // the device), or its own inventory report.
+            // Seen: connected now, its last connection or disconnection, a certificate issued
+            // to it (enrolment and renewal need the device), or its own inventory report.
             let mut last_seen = newest_cert.get(&d.id).copied();
+            if let Some(l) = self.registry.last_seen(&d.id)? {
+                last_seen = Some(last_seen.map_or(l.at, |s| s.max(l.at)));
+            }
             if let Some(r) = inv.and_then(|i| i.reported_at) {
                 last_seen = Some(last_seen.map_or(r, |s| s.max(r)));
             }

@@ -181,6 +181,10 @@ pub struct DeviceView {
     pub revoked_at: Option<i64>,
     /// Whether a connection is live.
     pub connected: bool,
+    /// When it last connected or disconnected (Unix seconds); none if never.
+    pub last_seen: Option<i64>,
+    /// The address of its last connection.
+    pub last_address: Option<String>,
     /// Its device certificates, newest first.
     pub certificates: Vec<CertView>,
     /// Supplier, model and hardware serial, for devices enrolled with a bootstrap certificate.
@@ -1139,9 +1143,12 @@ impl Control {
         } else {
             "active"
         };
+        let seen = self.registry.last_seen(&d.id)?;
         Ok(DeviceView {
             bootstrap,
             connected: connected.contains(&d.id),
+            last_seen: seen.as_ref().map(|l| l.at),
+            last_address: seen.and_then(|l| l.addr),
             state,
             status: state,
             quarantine,
@@ -1154,6 +1161,12 @@ impl Control {
             inventory: None,
             compliance: None,
         })
+    }
+
+    /// Record that a device connected (from `addr`) or disconnected, now: its last-seen time and
+    /// address, shown by `device list` and read by the configuration audit's dormancy rule.
+    pub fn record_seen(&self, device: &str, addr: Option<&str>) -> Result<(), ControlError> {
+        Ok(self.registry.record_seen(device, now(), addr)?)
     }
 
     /// Issue a device certificate (for `public_key`, or with a fresh key) with the lifetime of

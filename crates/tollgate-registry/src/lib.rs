@@ -71,6 +71,15 @@ pub struct Device {
     pub revoked_at: Option<i64>,
 }
 
+/// When a device was last connected or disconnected, and from where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastSeen {
+    /// Unix seconds.
+    pub at: i64,
+    /// The address of its last connection.
+    pub addr: Option<String>,
+}
+
 /// Why a device is quarantined: one reason per source, several may hold at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuarantineReason {
@@ -199,6 +208,11 @@ pub trait DeviceStore: Send + Sync {
         -> Result<(), RegistryError>;
     /// Replace an existing device's groups. NotFound if absent.
     fn set_groups(&self, id: &str, groups: &[String]) -> Result<(), RegistryError>;
+    /// Record that `id` was seen at `at` (Unix seconds): connected, or disconnected, from
+    /// `addr` when given (otherwise the last address stays). Unknown devices are ignored.
+    fn record_seen(&self, id: &str, at: i64, addr: Option<&str>) -> Result<(), RegistryError>;
+    /// When `id` was last seen and from where, if ever.
+    fn last_seen(&self, id: &str) -> Result<Option<LastSeen>, RegistryError>;
     /// One device.
     fn device(&self, id: &str) -> Result<Option<Device>, RegistryError>;
     /// All devices, by id.
@@ -331,7 +345,7 @@ pub use crate::inventory::{
     WaiverRecord,
 };
 
-const SCHEMA_VERSION: i64 = 8;
+const SCHEMA_VERSION: i64 = 9;
 
 /// The embedded SQLite registry.
 pub struct SqliteRegistry {
@@ -469,6 +483,15 @@ impl SqliteRegistry {
         if version < 8 {
             conn.execute_batch(operators::SCHEMA_V8)?;
         }
+        if version < 9 {
+            conn.execute_batch(
+                "BEGIN;
+                 ALTER TABLE devices ADD COLUMN last_seen_at INTEGER;
+                 ALTER TABLE devices ADD COLUMN last_addr TEXT;
+                 PRAGMA user_version = 9;
+                 COMMIT;",
+            )?;
+        }
         // Created on every open (a new table, no data to migrate).
         conn.execute_batch(observations::SCHEMA)?;
         Ok(SqliteRegistry {
@@ -575,6 +598,29 @@ impl DeviceStore for SqliteRegistry {
             return Err(RegistryError::NotFound(format!("device {id}")));
         }
         Ok(())
+    }
+
+    fn record_seen(&self, id: &str, at: i64, addr: Option<&str>) -> Result<(), RegistryError> {
+        let conn = self.conn.lock();
+        conn.execute(
+            "UPDATE devices SET last_seen_at = MAX(COALESCE(last_seen_at, 0), ?2),
+                                last_addr = COALESCE(?3, last_addr)
+             WHERE id = ?1",
+            params![id, at, addr],
+        )?;
+        Ok(())
+    }
+
+    fn last_seen(&self, id: &str) -> Result<Option<LastSeen>, RegistryError> {
+        let conn = self.conn.lock();
+        let row: Option<(Option<i64>, Option<String>)> = conn
+            .query_row(
+                "SELECT last_seen_at, last_addr FROM devices WHERE id = ?1",
+                params![id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(row.and_then(|(at, addr)| at.map(|at| LastSeen { at, addr })))
     }
 
     fn device(&self, id: &str) -> Result<Option<Device>, RegistryError> {

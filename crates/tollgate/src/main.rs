@@ -905,6 +905,13 @@ async fn device(cmd: DeviceCommand) -> Result<ExitCode> {
                 d["cert_expires"] = expiry.into();
                 let connected = d.get("connected").and_then(|x| x.as_bool()) == Some(true);
                 d["connected_text"] = if connected { "yes" } else { "no" }.into();
+                if connected {
+                    d["last_seen_text"] = "now".into();
+                } else {
+                    d["last_seen_text"] =
+                        table::when_secs(d.get("last_seen").unwrap_or(&serde_json::Value::Null))
+                            .into();
+                }
             }
             table::print_listing(
                 json,
@@ -914,6 +921,8 @@ async fn device(cmd: DeviceCommand) -> Result<ExitCode> {
                     table::Col("DEVICE", "id", table::Shown::Text),
                     table::Col("STATE", "state", table::Shown::Text),
                     table::Col("CONNECTED", "connected_text", table::Shown::Text),
+                    table::Col("LAST SEEN", "last_seen_text", table::Shown::Text),
+                    table::Col("LAST ADDRESS", "last_address", table::Shown::Text),
                     table::Col("CERT EXPIRES", "cert_expires", table::Shown::Time),
                     table::Col("GROUPS", "groups", table::Shown::Text),
                 ],

@@ -47,15 +47,34 @@ pub fn start(cp: Arc<Control>, broker: &Broker) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Evaluate each device as its connection is accepted.
+/// Evaluate each device as its connection is accepted, and record when each device was last
+/// seen (connected or disconnected) and from which address.
 pub async fn evaluate_on_connect(cp: Arc<Control>, mut events: Consumer) {
     while let Some(d) = events.recv().await {
         let Delivery::Event(e) = d else { continue };
-        let EventKind::ConnectionAccepted { device, .. } = &e.kind else {
-            continue;
-        };
         let cp = Arc::clone(&cp);
-        let device = device.clone();
-        let _ = tokio::task::spawn_blocking(move || cp.evaluate_on_connect(&device)).await;
+        match &e.kind {
+            EventKind::ConnectionAccepted { device, addr, .. } => {
+                let device = device.clone();
+                let addr = addr.map(|a| a.to_string());
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Err(err) = cp.record_seen(&device, addr.as_deref()) {
+                        tracing::warn!(device, "recording when it was last seen: {err}");
+                    }
+                    cp.evaluate_on_connect(&device)
+                })
+                .await;
+            }
+            EventKind::Disconnected { device, .. } => {
+                let device = device.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Err(err) = cp.record_seen(&device, None) {
+                        tracing::warn!(device, "recording when it was last seen: {err}");
+                    }
+                })
+                .await;
+            }
+            _ => {}
+        }
     }
 }

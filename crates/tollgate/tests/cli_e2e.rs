@@ -64,8 +64,43 @@ fn every_listing_prints_a_table_and_json_on_request() {
         serde_json::from_str::<Value>(&json)
             .unwrap_or_else(|e| panic!("{with_json:?} is not JSON: {e}\n{json}"));
     }
+    // A device that connected and left: when and from where, as the list shows it.
+    let dev = support::Device {
+        id: "sensor-1".into(),
+        cert: s.root.join("devices/sensor-1/sensor-1.crt"),
+        key: s.root.join("devices/sensor-1/sensor-1.key"),
+        ca: s.root.join("devices/sensor-1/ca.crt"),
+        dir: s.root.join("devices/sensor-1"),
+    };
+    assert!(s
+        .mosquitto_pub(&dev, &["-t", "devices/sensor-1/telemetry", "-m", "1"])
+        .status
+        .success());
+    s.wait_event("disconnected", |e| {
+        e["type"] == "disconnected" && e["device"] == "sensor-1"
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let v: Value = serde_json::from_str(&run(&s, &["device", "list", "--json"])).unwrap();
+        let d = &v[0];
+        if d["last_address"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:"))
+            && d["last_seen"].as_i64().is_some()
+            && d["connected"] == false
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{v}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     // Times are dates in the table, not Unix seconds.
     let devices = run(&s, &["device", "list"]);
+    assert!(
+        devices.lines().next().unwrap().contains("LAST SEEN"),
+        "{devices}"
+    );
+    assert!(devices.contains("127.0.0.1:"), "{devices}");
     let row = devices.lines().find(|l| l.starts_with("sensor-1")).unwrap();
     assert!(
         row.contains("CERT EXPIRES") || row.contains('Z'),
