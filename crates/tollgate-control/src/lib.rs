@@ -24,6 +24,7 @@ pub mod compliance;
 mod error;
 pub mod files;
 pub mod observe;
+pub mod policy_history;
 pub mod requests;
 
 pub use audit_facts::ControlFacts;
@@ -327,6 +328,8 @@ pub struct Control {
     /// Serialises read-modify-write edits of a device's inventory (its own reports, operators,
     /// enrollment), so none is lost to another.
     inventory_edits: Mutex<()>,
+    /// Serialises changes to the policy history ([`policy_history`]).
+    policy_history: Mutex<()>,
 }
 
 impl std::fmt::Debug for Control {
@@ -431,6 +434,7 @@ impl Control {
             compliance: Mutex::new(compliance::State::default()),
             evaluations: Mutex::new(()),
             inventory_edits: Mutex::new(()),
+            policy_history: Mutex::new(()),
         });
         cp.load_suppliers()?;
         cp.regenerate_crl()?;
@@ -591,9 +595,11 @@ impl Control {
         let file = &self.cfg.policy_file;
         let source = file.display().to_string();
         let stamp = policy_stamp(file);
-        let result = std::fs::read_to_string(file)
-            .map_err(|e| format!("{source}: {e}"))
-            .and_then(|text| Policy::parse(&text, &source).map_err(|e| e.to_string()));
+        let text = std::fs::read_to_string(file).map_err(|e| format!("{source}: {e}"));
+        let result = text
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|text| Policy::parse(text, &source).map_err(|e| e.to_string()));
         // Written ahead: a policy that cannot be recorded is not put in force (the file is
         // looked at again at the next tick).
         if let Ok(p) = &result {
@@ -612,6 +618,9 @@ impl Control {
                 let rules = p.rules().len();
                 st.policy = Arc::new(p);
                 drop(st);
+                if let Ok(text) = &text {
+                    self.note_policy_loaded(text, rules);
+                }
                 self.events
                     .emit(EventKind::PolicyReloaded { source, rules });
                 Ok(rules)
