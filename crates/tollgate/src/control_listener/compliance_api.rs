@@ -148,6 +148,10 @@ async fn update_supplier(
     let cp = Arc::clone(&s.cp);
     Ok(Json(
         blocking(move || {
+            // An unknown supplier here is a missing resource (404), not a refused enrollment.
+            if !cp.suppliers().iter().any(|s| s.name == name) {
+                return Err(ControlError::NotFound(format!("supplier {name:?}")));
+            }
             let cur = cp.supplier_infos()?.remove(&name).unwrap_or_default();
             let contact = match req.disclosure_contact {
                 Some(c) if c.trim().is_empty() => None,

@@ -116,6 +116,7 @@ async fn fleet_stats(State(s): State<AppState>, _a: Reader) -> Result<impl IntoR
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(super) struct AlertQuery {
     /// Only alerts still active.

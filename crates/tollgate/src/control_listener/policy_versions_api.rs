@@ -165,7 +165,10 @@ async fn current(State(s): State<AppState>, _a: Reader) -> Result<Response, ApiE
 #[utoipa::path(put, path = "/api/v1/policy", tag = "policy",
     description = "Admin route. Validates the text, writes the policy file atomically, records a new version and reloads it live (every open connection is re-checked). Needs `If-Match` with the version in force.",
     params(("If-Match" = String, Header, description = "The version in force, as its ETag gave it")),
-    request_body(content = String, description = "The policy file's TOML", content_type = "application/toml"),
+    request_body(description = "The policy file's TOML", content(
+        (String = "application/toml"),
+        (String = "text/plain"),
+    )),
     responses(
         (status = 200, description = "The new version, in force", body = PolicyVersion,
             headers(("ETag" = String, description = "The new version, quoted"))),
@@ -203,7 +206,10 @@ async fn update(
 /// What a policy text means; changes nothing.
 #[utoipa::path(post, path = "/api/v1/policy/validate", tag = "policy",
     description = "Read route (any operator). Parses the text: its problems with line numbers, or its rules and lint findings. Changes nothing.",
-    request_body(content = String, description = "A policy file's TOML", content_type = "application/toml"),
+    request_body(description = "A policy file's TOML", content(
+        (String = "application/toml"),
+        (String = "text/plain"),
+    )),
     responses(
         (status = 200, description = "What the text means (`valid` says whether it would be accepted)", body = Validation),
         (status = 400, description = "The body is not UTF-8", body = Problem, content_type = "application/problem+json"),
