@@ -6,6 +6,8 @@
 //!
 //! schemathesis (3.x on PyPI) is installed by `scripts/test`.
 
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)] // test harness code: panics are test failures
+
 mod support;
 
 use std::process::Command;

@@ -3,6 +3,8 @@
 //! served as committed, and the policy is versioned (push, live effect, diff, rollback, stale
 //! `If-Match` refused).
 
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)] // test harness code: panics are test failures
+
 mod support;
 
 use std::path::Path;
