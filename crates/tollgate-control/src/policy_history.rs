@@ -333,29 +333,47 @@ impl Control {
         }
     }
 
-    /// The version in force and its text. A policy file that changed on disk but was not
-    /// reloaded yet is not the version in force; the one last loaded is.
-    pub fn policy_current(&self) -> Result<(PolicyVersion, String), ControlError> {
-        let _g = self.policy_history.lock();
-        let h = self.history();
+    /// The version in force, recording the policy file's text as the first version when there
+    /// is no history yet (a data directory from before it existed) and the file parses. `None`:
+    /// no valid policy was ever loaded (the server denies everything). History lock held.
+    fn current_locked(&self, h: &History) -> Result<Option<PolicyVersion>, ControlError> {
         if let Some(last) = h.versions()?.pop() {
-            let text = h.text(last.version)?;
-            return Ok((last, text));
+            return Ok(Some(last));
         }
-        // No history yet (a data directory from before it existed): the file's text in force.
         let file = &self.cfg.policy_file;
         let text = std::fs::read_to_string(file)
             .map_err(|e| ControlError::io(file.display().to_string(), e))?;
-        let rules = self.policy().rules().len();
-        let v = self.note_policy_locked(&h, &text, rules, "file")?;
+        match Policy::parse(&text, &self.policy_source()) {
+            Ok(p) => Ok(Some(self.note_policy_locked(
+                h,
+                &text,
+                p.rules().len(),
+                "file",
+            )?)),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The version in force and its text. A policy file that changed on disk but was not
+    /// reloaded yet (or was rejected) is not the version in force; the one last loaded is.
+    pub fn policy_current(&self) -> Result<(PolicyVersion, String), ControlError> {
+        let _g = self.policy_history.lock();
+        let h = self.history();
+        let v = self.current_locked(&h)?.ok_or_else(|| {
+            ControlError::NotFound(
+                "a valid policy (the policy file does not parse; everything is denied until it is fixed or a policy is pushed with If-Match \"0\")".into(),
+            )
+        })?;
+        let text = h.text(v.version)?;
         Ok((v, text))
     }
 
     /// Every version, oldest first.
     pub fn policy_history(&self) -> Result<Vec<PolicyVersion>, ControlError> {
-        self.policy_current()?;
         let _g = self.policy_history.lock();
-        self.history().versions()
+        let h = self.history();
+        self.current_locked(&h)?;
+        h.versions()
     }
 
     /// One version and its text.
@@ -401,19 +419,14 @@ impl Control {
         let parsed = Policy::parse(text, &source)
             .map_err(|e| ControlError::PolicyRejected(e.to_string()))?;
         let rules = parsed.rules().len();
-        // The version in force is recorded (a data directory from before the history).
-        self.policy_current()?;
         let version = {
             let _g = self.policy_history.lock();
             let h = self.history();
-            let current = h.versions()?.pop().ok_or_else(|| {
-                ControlError::NotFound("the policy history lost its versions".into())
-            })?;
+            // Version 0: no valid policy was ever loaded.
+            let current = self.current_locked(&h)?.map_or(0, |v| v.version);
             if let Some(tag) = expected {
-                if !if_match(tag, current.version) {
-                    return Err(ControlError::StaleVersion {
-                        current: current.version,
-                    });
+                if !if_match(tag, current) {
+                    return Err(ControlError::StaleVersion { current });
                 }
             }
             let sha = sha256_hex(text.as_bytes());
@@ -424,13 +437,9 @@ impl Control {
             };
             let detail = match rollback_of {
                 Some(old) => format!(
-                    "sha256 {sha}, {rules} rules, the text of version {old}, replacing version {}",
-                    current.version
+                    "sha256 {sha}, {rules} rules, the text of version {old}, replacing version {current}"
                 ),
-                None => format!(
-                    "sha256 {sha}, {rules} rules, replacing version {}",
-                    current.version
-                ),
+                None => format!("sha256 {sha}, {rules} rules, replacing version {current}"),
             };
             self.write_ahead(action, &source, by, &detail)?;
             let file = &self.cfg.policy_file;

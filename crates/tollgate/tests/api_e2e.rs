@@ -354,3 +354,39 @@ fn a_pushed_policy_changes_live_rights_shows_in_the_diff_and_rolls_back() {
     assert_eq!(sensors["devices"], 1, "{groups}");
     assert_eq!(sensors["rules"], json!(["sensors"]), "{groups}");
 }
+
+#[test]
+fn a_server_started_with_a_broken_policy_takes_a_pushed_one_as_version_1() {
+    let s = Server::start_with(&[], "[[allow]]\nwho = \"group:x\"\npublsh = [\"a\"]\n");
+    // No valid policy was ever loaded: no version is in force.
+    let (st, head, body) = curl(&s, true, &[], "/api/v1/policy");
+    assert_problem(st, &head, &body, 404, "/api/v1/policy");
+    let (st, hist) = s.admin_api("GET", "/api/v1/policy/history", None);
+    assert_eq!(st, 200, "{hist}");
+    assert_eq!(hist["versions"], json!([]), "{hist}");
+    // A push against version 0 fixes it, live.
+    let (st, _, body) = curl(
+        &s,
+        true,
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: text/plain",
+            "-H",
+            "If-Match: \"0\"",
+            "--data-binary",
+            support::EXAMPLE_POLICY,
+        ],
+        "/api/v1/policy",
+    );
+    assert_eq!(st, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["version"], 1, "{v}");
+    let sensor = s.add_device("sensor-1", &["sensors"]);
+    let out = s.mosquitto_pub(
+        &sensor,
+        &["-t", "devices/sensor-1/telemetry", "-q", "1", "-m", "x"],
+    );
+    assert!(out.status.success(), "the pushed policy is in force");
+}

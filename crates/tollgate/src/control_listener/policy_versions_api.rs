@@ -143,6 +143,7 @@ async fn policy_text(s: &AppState, headers: &HeaderMap, body: Body) -> Result<St
         (status = 200, description = "The policy in force", body = PolicyDoc,
             headers(("ETag" = String, description = "The version in force, quoted"))),
         (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No valid policy was ever loaded (the file does not parse; everything is denied)", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "The history could not be read", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn current(State(s): State<AppState>, _a: Reader) -> Result<Response, ApiError> {
@@ -164,7 +165,7 @@ async fn current(State(s): State<AppState>, _a: Reader) -> Result<Response, ApiE
 /// Put a new policy text in force.
 #[utoipa::path(put, path = "/api/v1/policy", tag = "policy",
     description = "Admin route. Validates the text, writes the policy file atomically, records a new version and reloads it live (every open connection is re-checked). Needs `If-Match` with the version in force.",
-    params(("If-Match" = String, Header, description = "The version in force, as its ETag gave it")),
+    params(("If-Match" = String, Header, description = "The version in force, as its ETag gave it (`\"0\"` when no valid policy was ever loaded)")),
     request_body(description = "The policy file's TOML", content(
         (String = "application/toml"),
         (String = "text/plain"),
