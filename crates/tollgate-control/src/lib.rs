@@ -156,7 +156,7 @@ pub enum PeerKind {
 }
 
 /// A device, for the admin API.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DeviceView {
     /// Device id.
     pub id: String,
@@ -185,11 +185,12 @@ pub struct DeviceView {
     pub inventory: Option<compliance::InventoryView>,
     /// Its compliance: state, failing rules, findings, vulnerabilities (one device's view).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub compliance: Option<compliance::DeviceCompliance>,
 }
 
 /// One quarantine reason, for the admin API.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct QuarantineView {
     /// Who holds it.
     pub source: String,
@@ -205,7 +206,7 @@ pub struct QuarantineView {
 }
 
 /// Where a bootstrap-enrolled device came from.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BootstrapView {
     /// Supplier.
     pub supplier: String,
@@ -216,7 +217,7 @@ pub struct BootstrapView {
 }
 
 /// A certificate, for the admin API.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CertView {
     /// Serial (hex).
     pub serial: String,
@@ -229,7 +230,7 @@ pub struct CertView {
 }
 
 /// A device registered with a key generated here (`tollgate device add`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IssuedDevice {
     /// Device id.
     pub id: String,
@@ -250,7 +251,7 @@ pub struct IssuedDevice {
 }
 
 /// The outcome of a revocation.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Revoked {
     /// Device id.
     pub id: String,
@@ -261,7 +262,7 @@ pub struct Revoked {
 }
 
 /// The outcome of a quarantine or release.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct QuarantineOutcome {
     /// Device id.
     pub id: String,

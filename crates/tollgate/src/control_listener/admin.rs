@@ -24,14 +24,13 @@ use tollgate_control::requests::{
     self, AddDevice, AddSupplier, QuarantineRequest, ReleaseRequest, RequestError, RevokeRequest,
     TokenRequest,
 };
-use tollgate_control::{Control, ControlError, OPERATOR};
+use tollgate_control::{
+    Control, ControlError, DeviceView, IssuedDevice, QuarantineOutcome, Revoked, OPERATOR,
+};
 use tollgate_events::EventBus;
 
 pub(super) use super::auth::{Admin, Reader};
-use super::openapi::{
-    CaStatus, Connection, Device, IssuedDevice, QuarantineResult, ReadErrors, Revoked, Supplier,
-    WriteErrors,
-};
+use super::openapi::{CaStatus, Connection, ReadErrors, Supplier, WriteErrors};
 use crate::admission::refusals::Refusals;
 use crate::config::ControlLimits;
 
@@ -230,7 +229,7 @@ async fn health(State(s): State<AppState>) -> Json<Health> {
 
 /// Every device.
 #[utoipa::path(get, path = "/api/v1/devices", tag = "devices", description = "Read route (any operator).",
-    responses((status = 200, description = "Every device", body = Vec<Device>), ReadErrors))]
+    responses((status = 200, description = "Every device", body = Vec<DeviceView>), ReadErrors))]
 async fn list_devices(
     State(s): State<AppState>,
     _a: Reader,
@@ -242,7 +241,7 @@ async fn list_devices(
 /// One device.
 #[utoipa::path(get, path = "/api/v1/devices/{id}", tag = "devices", description = "Read route (any operator).",
     params(("id" = String, Path, description = "Device id")),
-    responses((status = 200, description = "The device", body = Device), ReadErrors))]
+    responses((status = 200, description = "The device", body = DeviceView), ReadErrors))]
 async fn get_device(
     State(s): State<AppState>,
     _a: Reader,
@@ -298,7 +297,7 @@ async fn revoke_device(
     description = "Admin route. Confines the device (its live connection included) to the policy's quarantine rules.",
     params(("id" = String, Path, description = "Device id")),
     request_body(content = QuarantineRequest, content_type = "application/json"),
-    responses((status = 200, description = "The device's new state", body = QuarantineResult), WriteErrors))]
+    responses((status = 200, description = "The device's new state", body = QuarantineOutcome), WriteErrors))]
 async fn quarantine_device(
     State(s): State<AppState>,
     Admin(who): Admin,
@@ -319,7 +318,7 @@ async fn quarantine_device(
     description = "Admin route. Removes the operator's quarantine reason (or the named `source`'s, or `all`).",
     params(("id" = String, Path, description = "Device id")),
     request_body(content = Option<ReleaseRequest>, content_type = "application/json"),
-    responses((status = 200, description = "The device's new state", body = QuarantineResult), WriteErrors))]
+    responses((status = 200, description = "The device's new state", body = QuarantineOutcome), WriteErrors))]
 async fn release_device(
     State(s): State<AppState>,
     Admin(who): Admin,

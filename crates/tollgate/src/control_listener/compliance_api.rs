@@ -20,18 +20,19 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use tollgate_control::compliance::{FirmwareScope, InventoryView, ModelView, VexScope};
+use serde::{Deserialize, Serialize};
+use tollgate_control::compliance::{
+    FirmwareScope, InventoryView, ModelView, SbomView, VexScope, WaiverView,
+};
 use tollgate_control::requests::{EvaluateRequest, SupplierUpdate, WaiverRequest};
 use tollgate_control::{Control, ControlError};
+use utoipa::{IntoParams, ToSchema};
 
 use super::admin::{blocking, json_body, required, Admin, ApiError, AppState, Reader};
 use super::openapi::{
     AdvisoriesImported, Advisory, Affected, ComplianceStatus, DeviceCompliance, Evaluation,
-    Inventory, Model, ReadErrors, Sbom, SbomImported, Supplier, Waiver, WriteErrors,
+    ReadErrors, SbomImported, Supplier, WriteErrors,
 };
-use serde::Serialize;
-use utoipa::{IntoParams, ToSchema};
 
 /// Stored advisories matching a search.
 #[derive(Debug, Serialize, ToSchema)]
@@ -175,7 +176,7 @@ async fn update_supplier(
 
 /// Every device model.
 #[utoipa::path(get, path = "/api/v1/models", tag = "suppliers", description = "Read route (any operator).",
-    responses((status = 200, description = "Every model", body = Vec<Model>), ReadErrors))]
+    responses((status = 200, description = "Every model", body = Vec<ModelView>), ReadErrors))]
 async fn list_models(State(s): State<AppState>, _a: Reader) -> Result<impl IntoResponse, ApiError> {
     let cp = Arc::clone(&s.cp);
     Ok(Json(blocking(move || cp.models()).await?))
@@ -183,8 +184,8 @@ async fn list_models(State(s): State<AppState>, _a: Reader) -> Result<impl IntoR
 
 /// Record a device model (or change one).
 #[utoipa::path(post, path = "/api/v1/models", tag = "suppliers", description = "Admin route.",
-    request_body(content = Model, content_type = "application/json"),
-    responses((status = 201, description = "The model", body = Model), WriteErrors))]
+    request_body(content = ModelView, content_type = "application/json"),
+    responses((status = 201, description = "The model", body = ModelView), WriteErrors))]
 async fn put_model(
     State(s): State<AppState>,
     Admin(who): Admin,
@@ -200,7 +201,7 @@ async fn put_model(
 /// A device's inventory.
 #[utoipa::path(get, path = "/api/v1/devices/{id}/inventory", tag = "compliance", description = "Read route (any operator).",
     params(("id" = String, Path, description = "Device id")),
-    responses((status = 200, description = "The inventory", body = Inventory), ReadErrors))]
+    responses((status = 200, description = "The inventory", body = InventoryView), ReadErrors))]
 async fn get_inventory(
     State(s): State<AppState>,
     _a: Reader,
@@ -219,8 +220,8 @@ async fn get_inventory(
 /// Set a device's inventory.
 #[utoipa::path(put, path = "/api/v1/devices/{id}/inventory", tag = "compliance", description = "Admin route.",
     params(("id" = String, Path, description = "Device id")),
-    request_body(content = Inventory, content_type = "application/json"),
-    responses((status = 200, description = "The inventory", body = Inventory), WriteErrors))]
+    request_body(content = InventoryView, content_type = "application/json"),
+    responses((status = 200, description = "The inventory", body = InventoryView), WriteErrors))]
 async fn set_inventory(
     State(s): State<AppState>,
     Admin(who): Admin,
@@ -247,7 +248,7 @@ pub(super) struct SbomQuery {
 
 /// Every stored SBOM.
 #[utoipa::path(get, path = "/api/v1/sboms", tag = "compliance", description = "Read route (any operator).",
-    responses((status = 200, description = "Every SBOM", body = Vec<Sbom>), ReadErrors))]
+    responses((status = 200, description = "Every SBOM", body = Vec<SbomView>), ReadErrors))]
 async fn list_sboms(State(s): State<AppState>, _a: Reader) -> Result<impl IntoResponse, ApiError> {
     let cp = Arc::clone(&s.cp);
     Ok(Json(blocking(move || Ok(cp.sboms())).await?))
@@ -488,7 +489,7 @@ async fn evaluate(
 
 /// Every compliance waiver.
 #[utoipa::path(get, path = "/api/v1/compliance/waivers", tag = "compliance", description = "Read route (any operator).",
-    responses((status = 200, description = "Every waiver", body = Vec<Waiver>), ReadErrors))]
+    responses((status = 200, description = "Every waiver", body = Vec<WaiverView>), ReadErrors))]
 async fn list_waivers(
     State(s): State<AppState>,
     _a: Reader,
@@ -500,7 +501,7 @@ async fn list_waivers(
 /// Waive a compliance rule for a device or model.
 #[utoipa::path(post, path = "/api/v1/compliance/waivers", tag = "compliance", description = "Admin route.",
     request_body(content = WaiverRequest, content_type = "application/json"),
-    responses((status = 201, description = "The waiver", body = Waiver), WriteErrors))]
+    responses((status = 201, description = "The waiver", body = WaiverView), WriteErrors))]
 async fn add_waiver(
     State(s): State<AppState>,
     Admin(who): Admin,

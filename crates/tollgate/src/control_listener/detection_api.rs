@@ -21,10 +21,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use tollgate_detect::{DetectError, SuppressionRequest, VerdictKind};
 use tollgate_events::EventKind;
+use utoipa::{IntoParams, ToSchema};
 
 use super::admin::{required, Admin, ApiError, AppState, Reader};
 use super::openapi::{Alert, AlertSuppression, DeviceStats, FleetStats, ReadErrors, WriteErrors};
-use utoipa::{IntoParams, ToSchema};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()

@@ -18,12 +18,12 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tollgate_audit::findings::{exit_code, sarif, Suppression, Tracked};
 use tollgate_events::EventKind;
+use utoipa::{IntoParams, ToSchema};
 
 use super::admin::{required, Admin, ApiError, AppState, Reader};
 use super::openapi::{Finding, FindingSuppression, ReadErrors, Sarif, WriteErrors};
 use super::problem::Problem;
 use crate::config_audit::{severity_name, ConfigAudit};
-use utoipa::{IntoParams, ToSchema};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()

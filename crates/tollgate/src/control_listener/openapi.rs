@@ -41,16 +41,9 @@ macro_rules! opaque_object {
 }
 
 opaque_object! {
-    Device => "A device: id, groups, state (`active`, `quarantined`, `revoked`), quarantine reasons, certificates, bootstrap identity and inventory.",
-    IssuedDevice => "A device just registered: its id, groups, serial, `not_after`, and its certificate, key and CA in PEM.",
-    Revoked => "What a revocation did: the device, the serials revoked and the connections closed.",
-    QuarantineResult => "A device's state after a quarantine or release, with its reasons.",
     Supplier => "A supplier: name, groups its devices get, whether re-enrollment is allowed, disclosure contact and support end.",
     CaStatus => "The CA hierarchy: each certificate's subject, serial and validity, and where its key is.",
     Connection => "A live MQTT connection: device, client id, address, counters, round-trip time.",
-    Model => "A device model: supplier, name, and its support and disclosure facts.",
-    Inventory => "A device's inventory: supplier, model, serial, firmware and the SBOM of that firmware.",
-    Sbom => "A stored SBOM: its model, firmware, format, component count and digest.",
     SbomImported => "What an SBOM import stored.",
     Advisory => "An advisory (OSV): id, summary, severity, affected packages.",
     AdvisoriesImported => "What an advisory import stored, updated and skipped.",
@@ -58,7 +51,6 @@ opaque_object! {
     DeviceCompliance => "One device's compliance: its verdict and findings.",
     ComplianceStatus => "The compliance profile in force and the fleet's summary.",
     Evaluation => "A compliance evaluation: each device's verdict, and what changed.",
-    Waiver => "A compliance waiver: rule, device or model, reason, expiry.",
     DeviceStats => "A device's last hour in buckets, current rates, TCP health, baseline and learning state, sources and active alerts.",
     FleetStats => "Fleet statistics: connections, rates, alerts, round-trip times.",
     Alert => "An alert: detector, device, explanation (metric, observed, baseline, threshold), state and verdict.",
