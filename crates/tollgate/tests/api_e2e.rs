@@ -390,3 +390,53 @@ fn a_server_started_with_a_broken_policy_takes_a_pushed_one_as_version_1() {
     );
     assert!(out.status.success(), "the pushed policy is in force");
 }
+
+#[test]
+fn a_body_that_does_not_arrive_in_time_is_a_408_problem() {
+    let s = Server::start_with(
+        &[("body_timeout_secs = 10", "body_timeout_secs = 1")],
+        support::EXAMPLE_POLICY,
+    );
+    // Python's ssl: a real TLS client that announces 100 bytes of body and sends 10.
+    let script = r#"
+import socket, ssl, sys
+port, ca, cert, key = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.load_cert_chain(cert, key)
+ctx.check_hostname = False
+with socket.create_connection(("127.0.0.1", int(port)), timeout=20) as raw:
+    with ctx.wrap_socket(raw) as tls:
+        tls.sendall(b"POST /api/v1/devices HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"id\": \"a")
+        got = b""
+        while True:
+            chunk = tls.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+            if b"\r\n\r\n" in got and got.rstrip().endswith(b"}"):
+                break
+        sys.stdout.write(got.decode("utf-8", "replace"))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &s.admin_port.to_string()])
+        .arg(s.data.join("ca/root.crt"))
+        .arg(s.data.join("admin/admin.crt"))
+        .arg(s.data.join("admin/admin.key"))
+        .output()
+        .expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let v = assert_problem(
+        status,
+        &head.to_ascii_lowercase(),
+        body,
+        408,
+        "/api/v1/devices",
+    );
+    assert!(v["detail"].as_str().unwrap().contains("1 s"), "{v}");
+}
