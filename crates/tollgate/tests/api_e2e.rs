@@ -274,6 +274,12 @@ fn a_pushed_policy_changes_live_rights_shows_in_the_diff_and_rolls_back() {
         tightened
     );
 
+    // A push written against version 1 is refused now that 2 is in force.
+    let out = s.cli(&["policy", "push", file.to_str().unwrap(), "--base", "1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("412") && err.contains("version 2"), "{err}");
+
     // The diff shows exactly the change.
     let out = s.cli(&["policy", "diff", "1"]);
     assert!(

@@ -293,7 +293,36 @@ mod tests {
                     continue;
                 }
                 routes += 1;
-                assert!(paths.contains_key(path), "{path} is not in the document");
+                let ops = paths
+                    .get(path)
+                    .unwrap_or_else(|| panic!("{path} is not in the document"));
+                // Every method the route takes (its arguments, up to the closing parenthesis)
+                // is documented.
+                let mut depth = 1;
+                let end = part
+                    .char_indices()
+                    .find(|&(_, c)| {
+                        depth += match c {
+                            '(' => 1,
+                            ')' => -1,
+                            _ => 0,
+                        };
+                        depth == 0
+                    })
+                    .map_or(part.len(), |(i, _)| i);
+                let handlers = &part[..end];
+                for method in ["get", "post", "put", "patch", "delete"] {
+                    let taken = handlers.contains(&format!(" {method}("))
+                        || handlers.contains(&format!(".{method}("))
+                        || handlers.contains(&format!(":{method}("))
+                        || handlers.contains(&format!("\n{method}("));
+                    if taken {
+                        assert!(
+                            ops.get(method).is_some(),
+                            "{method} {path} is not in the document"
+                        );
+                    }
+                }
             }
         }
         assert!(routes > 50, "{routes} routes found in the sources");
