@@ -148,8 +148,12 @@ async fn policy_text(s: &AppState, headers: &HeaderMap, body: Body) -> Result<St
     ))]
 async fn current(State(s): State<AppState>, _a: Reader) -> Result<Response, ApiError> {
     let cp = Arc::clone(&s.cp);
-    let (v, text) = blocking(move || cp.policy_current()).await?;
-    let meaning = policy_history::validate(&text, "policy.toml");
+    let (v, text, meaning) = blocking(move || {
+        let (v, text) = cp.policy_current()?;
+        let meaning = policy_history::validate(&text, "policy.toml");
+        Ok((v, text, meaning))
+    })
+    .await?;
     let doc = PolicyDoc {
         version: v.version,
         sha256: v.sha256,
@@ -226,7 +230,10 @@ async fn validate(
     body: Body,
 ) -> Result<Json<Validation>, ApiError> {
     let text = policy_text(&s, &headers, body).await?;
-    Ok(Json(policy_history::validate(&text, "policy.toml")))
+    // Parsing is CPU work on up to a megabyte: off the runtime's threads.
+    Ok(Json(
+        blocking(move || Ok(policy_history::validate(&text, "policy.toml"))).await?,
+    ))
 }
 
 /// Every version of the policy.
