@@ -268,12 +268,15 @@ impl History {
         let index = self.index();
         let line = serde_json::to_string(&v)
             .map_err(|e| ControlError::InvalidRequest(format!("policy version record: {e}")))?;
+        // A line torn by a crash has no newline: end it, so this record stays a line of its own.
+        let torn = std::fs::read(&index).is_ok_and(|b| !b.is_empty() && !b.ends_with(b"\n"));
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&index)
             .map_err(|e| ControlError::io(index.display().to_string(), e))?;
-        f.write_all(format!("{line}\n").as_bytes())
+        let record = format!("{}{line}\n", if torn { "\n" } else { "" });
+        f.write_all(record.as_bytes())
             .and_then(|()| f.sync_all())
             .map_err(|e| ControlError::io(index.display().to_string(), e))?;
         Ok(v)
@@ -549,6 +552,38 @@ mod tests {
         assert!(good.valid, "{good:?}");
         assert_eq!(good.rules[0].who, vec!["group:sensors", "*"]);
         assert_eq!(good.rules[0].effect, "allow");
+    }
+
+    #[test]
+    fn the_history_numbers_versions_keeps_texts_and_skips_a_torn_index_line() {
+        let dir =
+            std::env::temp_dir().join(format!("tollgate-policy-history-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let h = History { dir: dir.clone() };
+        assert!(h.versions().unwrap().is_empty());
+        let v1 = h.record("a = 1\n", 0, "file", None).unwrap();
+        let v2 = h.record("a = 2\n", 1, "alice", None).unwrap();
+        assert_eq!((v1.version, v2.version), (1, 2));
+        assert_eq!(v2.by, "alice");
+        assert_eq!(v1.sha256, sha256_hex(b"a = 1\n"));
+        // A crash in the middle of an index line: that line is skipped, the others stay.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(h.index())
+            .unwrap();
+        f.write_all(b"{\"version\": 3, \"ti").unwrap();
+        drop(f);
+        let v3 = h.record("a = 1\n", 0, "bob", Some(1)).unwrap();
+        let list = h.versions().unwrap();
+        assert_eq!(
+            list.iter().map(|v| v.version).collect::<Vec<_>>(),
+            vec![1, 2, 3],
+            "{list:?}"
+        );
+        assert_eq!(v3.rollback_of, Some(1));
+        assert_eq!(h.text(2).unwrap(), "a = 2\n");
+        assert!(matches!(h.text(9), Err(ControlError::NotFound(_))));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
