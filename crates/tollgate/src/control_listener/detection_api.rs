@@ -19,12 +19,12 @@ use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use tollgate_detect::{DetectError, SuppressionRequest, VerdictKind};
+use tollgate_detect::{Alert, DetectError, Suppression, SuppressionRequest, VerdictKind};
 use tollgate_events::EventKind;
 use utoipa::{IntoParams, ToSchema};
 
 use super::admin::{required, Admin, ApiError, AppState, Reader};
-use super::openapi::{Alert, AlertSuppression, DeviceStats, FleetStats, ReadErrors, WriteErrors};
+use super::openapi::{DeviceStats, FleetStats, ReadErrors, WriteErrors};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -175,7 +175,6 @@ async fn get_alert(
 #[serde(deny_unknown_fields)]
 pub(super) struct VerdictBody {
     /// `true_positive`, `false_positive` or `benign_positive`.
-    #[schema(value_type = String, pattern = "^(true_positive|false_positive|benign_positive)$")]
     verdict: VerdictKind,
     /// A note for the record.
     #[serde(default)]
@@ -244,7 +243,7 @@ const MAX_SUPPRESSION_MS: i64 = 90 * 24 * 3600 * 1000;
 /// Suppress a detector's alerts (on a device, or everywhere) for a while.
 #[utoipa::path(post, path = "/api/v1/alerts/suppressions", tag = "detection", description = "Admin route. Written ahead to the audit log; at most 90 days.",
     request_body(content = SuppressBody, content_type = "application/json"),
-    responses((status = 201, description = "The suppression", body = AlertSuppression), WriteErrors))]
+    responses((status = 201, description = "The suppression", body = Suppression), WriteErrors))]
 async fn add_suppression(
     State(s): State<AppState>,
     Admin(who): Admin,
@@ -310,7 +309,7 @@ async fn add_suppression(
 
 /// Alert suppressions in force.
 #[utoipa::path(get, path = "/api/v1/alerts/suppressions", tag = "detection", description = "Read route (any operator).",
-    responses((status = 200, description = "The suppressions", body = Vec<AlertSuppression>), ReadErrors))]
+    responses((status = 200, description = "The suppressions", body = Vec<Suppression>), ReadErrors))]
 async fn list_suppressions(
     State(s): State<AppState>,
     _a: Reader,
@@ -326,7 +325,7 @@ async fn list_suppressions(
 /// Remove an alert suppression.
 #[utoipa::path(delete, path = "/api/v1/alerts/suppressions/{id}", tag = "detection", description = "Admin route. Written ahead to the audit log.",
     params(("id" = String, Path, description = "Suppression id")),
-    responses((status = 200, description = "The suppression removed", body = AlertSuppression), WriteErrors))]
+    responses((status = 200, description = "The suppression removed", body = Suppression), WriteErrors))]
 async fn remove_suppression(
     State(s): State<AppState>,
     Admin(who): Admin,
