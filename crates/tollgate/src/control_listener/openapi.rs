@@ -123,7 +123,7 @@ impl Modify for Security {
             "mutualTLS",
             SecurityScheme::MutualTls {
                 description: Some(
-                    "An operator's client certificate issued by Tollgate's CA (`tollgate operator` or the `admin/` directory of the data directory). Read routes take any operator; admin routes (those that change something) need the `admin` role."
+                    "An operator's client certificate issued by Tollgate's CA (`admin/admin.crt` in the data directory, or a named operator's). Read routes take any operator; admin routes (those that change something) need the `admin` role."
                         .into(),
                 ),
                 extensions: None,
