@@ -102,6 +102,17 @@ struct Expect {
 /// Verify the log whose files are in `dir` with the key `v`, and against `trusted` (a
 /// checkpoint note the verifier kept), if given.
 pub fn verify_dir(dir: &Path, v: &Verifier, trusted: Option<&str>) -> Result<Report, AuditError> {
+    verify_dir_with_progress(dir, v, trusted, &mut |_| {})
+}
+
+/// [`verify_dir`], telling `progress` how many bytes of `entries.jsonl` each step re-hashed
+/// (for a progress bar: the file's size is the whole).
+pub fn verify_dir_with_progress(
+    dir: &Path,
+    v: &Verifier,
+    trusted: Option<&str>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Report, AuditError> {
     let mut report = Report::default();
     let mut expect: BTreeMap<u64, Expect> = BTreeMap::new();
     let mut add = |size: u64, e: Expect, problems: &mut Vec<Problem>| match expect.get(&size) {
@@ -219,6 +230,7 @@ pub fn verify_dir(dir: &Path, v: &Verifier, trusted: Option<&str>) -> Result<Rep
         if n == 0 {
             break;
         }
+        progress(n as u64);
         let index = frontier.size();
         let Some(data) = line.strip_suffix(b"\n") else {
             report.problems.push(Problem {

@@ -169,7 +169,7 @@ impl Devices {
     pub fn get(&self, id: &str, tls13: bool, resumption: bool) -> Result<DeviceTls> {
         let pem = std::fs::read_to_string(self.dir.join(format!("{id}.pem")))
             .with_context(|| format!("certificate for {id}"))?;
-        client::device_tls(id, &pem, &self.ca, tls13, resumption)
+        Ok(client::device_tls(id, &pem, &self.ca, tls13, resumption)?)
     }
 }
 

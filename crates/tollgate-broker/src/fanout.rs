@@ -245,6 +245,7 @@ impl Shared {
             qos: msg.qos as u8,
             what: "retain_quota",
             quarantine: None,
+            rule: None,
         });
     }
 

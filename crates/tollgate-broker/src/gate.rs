@@ -175,12 +175,23 @@ impl Gate {
     ) -> &'static str {
         shared.stats.publish_denied.fetch_add(1, Ordering::Relaxed);
         self.meter.publish_denied.fetch_add(1, Ordering::Relaxed);
+        // Which deny rule refused it (none: nothing grants it); reserved topics are refused
+        // whatever the policy says.
+        let action = match what {
+            "retain" | "will_retain" => Some(tollgate_policy::Action::Retain),
+            "report" | "reserved" => None,
+            _ => Some(tollgate_policy::Action::Publish),
+        };
+        let rule = action
+            .and_then(|a| self.seen.denied_by(&self.device, a, topic))
+            .map(str::to_owned);
         shared.emit(EventKind::PublishDenied {
             device: self.device.to_string(),
             topic: topic.to_owned(),
             qos: qos as u8,
             what,
             quarantine: self.quarantine.as_deref().map(str::to_owned),
+            rule,
         });
         what
     }
@@ -214,10 +225,15 @@ impl Gate {
             .subscribe_denied
             .fetch_add(1, Ordering::Relaxed);
         self.meter.subscribe_denied.fetch_add(1, Ordering::Relaxed);
+        let rule = self
+            .seen
+            .denied_by(&self.device, tollgate_policy::Action::Subscribe, inner)
+            .map(str::to_owned);
         shared.emit(EventKind::SubscribeDenied {
             device: self.device.to_string(),
             filter: filter.to_owned(),
             quarantine: self.quarantine.as_deref().map(str::to_owned),
+            rule,
         });
         false
     }

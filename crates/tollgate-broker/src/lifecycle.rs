@@ -163,6 +163,19 @@ pub(crate) fn publish_will(shared: &Shared, session: &Session, serial: &str, w: 
             qos: w.qos as u8,
             what,
             quarantine: None,
+            rule: shared
+                .access
+                .load()
+                .denied_by(
+                    &session.device_id,
+                    if what == "will_retain" {
+                        tollgate_policy::Action::Retain
+                    } else {
+                        tollgate_policy::Action::Publish
+                    },
+                    &w.topic,
+                )
+                .map(str::to_owned),
         });
         return;
     }

@@ -783,7 +783,16 @@ impl Control {
             "set_inventory",
             device,
             by,
-            &format!("firmware {:?}, model {:?}", update.firmware, update.model),
+            &[
+                ("supplier", &update.supplier),
+                ("model", &update.model),
+                ("hardware serial", &update.hardware_serial),
+                ("firmware", &update.firmware),
+            ]
+            .iter()
+            .filter_map(|(k, v)| v.as_deref().map(|v| format!("{k} {v}")))
+            .collect::<Vec<_>>()
+            .join(", "),
         )?;
         let edit = self.inventory_edits.lock();
         let mut inv = self.registry.inventory(device)?.unwrap_or(Inventory {

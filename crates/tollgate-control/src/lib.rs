@@ -22,6 +22,7 @@ mod audit_facts;
 pub mod ca;
 pub mod compliance;
 mod error;
+pub mod explain;
 pub mod files;
 pub mod observe;
 pub mod policy_history;
@@ -617,13 +618,32 @@ impl Control {
         match result {
             Ok(p) => {
                 let rules = p.rules().len();
+                // Lint runs on every load: a policy that grants `#` to everyone still goes
+                // live (it is valid), but not silently.
+                let warnings: Vec<tollgate_policy::Lint> = p
+                    .lint()
+                    .into_iter()
+                    .filter(|l| l.severity == tollgate_policy::Severity::Warning)
+                    .collect();
                 st.policy = Arc::new(p);
                 drop(st);
                 if let Ok(text) = &text {
                     self.note_policy_loaded(text, rules);
                 }
-                self.events
-                    .emit(EventKind::PolicyReloaded { source, rules });
+                self.events.emit(EventKind::PolicyReloaded {
+                    source: source.clone(),
+                    rules,
+                    warnings: warnings.len(),
+                });
+                for w in warnings {
+                    tracing::warn!(policy = %source, "{w}");
+                    self.events.emit(EventKind::PolicyWarning {
+                        source: source.clone(),
+                        rule: w.rule,
+                        line: w.line,
+                        message: w.message,
+                    });
+                }
                 Ok(rules)
             }
             Err(error) => {

@@ -160,6 +160,10 @@ pub enum EventKind {
         /// The quarantine reasons, when the device was denied because it is quarantined.
         #[serde(skip_serializing_if = "Option::is_none")]
         quarantine: Option<String>,
+        /// The id of the deny rule that refused it (`allow[N]`/`deny[N]` for a rule without
+        /// an id); absent when no rule grants it (the default deny) or for a cap, not a rule.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rule: Option<String>,
     },
     /// A SUBSCRIBE filter was refused by policy.
     SubscribeDenied {
@@ -170,6 +174,10 @@ pub enum EventKind {
         /// The quarantine reasons, when the device was denied because it is quarantined.
         #[serde(skip_serializing_if = "Option::is_none")]
         quarantine: Option<String>,
+        /// The id of the deny rule that refused it (`allow[N]`/`deny[N]` for a rule without
+        /// an id); absent when no rule grants it (the default deny) or for a cap, not a rule.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rule: Option<String>,
     },
     /// A live subscription was removed because the policy no longer allows it.
     SubscriptionRevoked {
@@ -247,6 +255,21 @@ pub enum EventKind {
         source: String,
         /// Number of rules.
         rules: usize,
+        /// Lint warnings in the policy now in force (each is a `policy_warning` event).
+        #[serde(default)]
+        warnings: usize,
+    },
+    /// A lint warning about the policy just put in force (it is valid, but probably not what
+    /// was meant: a grant of `#` to everyone, a dead or duplicate grant...).
+    PolicyWarning {
+        /// Source file.
+        source: String,
+        /// The rule concerned (`allow[N]` without an id).
+        rule: String,
+        /// Its line in the file.
+        line: usize,
+        /// What lint says.
+        message: String,
     },
     /// An operator put a new policy version in force through the admin API (an update or a
     /// rollback); a `policy_reloaded` event precedes it.
@@ -312,6 +335,38 @@ pub enum EventKind {
         addr: Option<SocketAddr>,
         /// Why.
         detail: String,
+    },
+    /// An operator issued a one-time dashboard sign-in URL (`tollgate dashboard login`).
+    DashboardLoginIssued {
+        /// The operator who asked for it (the session will act in this name).
+        by: String,
+        /// `admin` or `viewer`.
+        role: String,
+        /// When the URL stops working, RFC 3339.
+        expires_at: String,
+    },
+    /// A browser signed in to the dashboard with a one-time URL and got a session.
+    DashboardSignedIn {
+        /// The operator the session acts for (who issued the URL).
+        by: String,
+        /// `admin` or `viewer`.
+        role: String,
+        /// The browser's address.
+        addr: Option<SocketAddr>,
+    },
+    /// A dashboard sign-in was refused (unknown, used or expired token).
+    DashboardSignInRefused {
+        /// The browser's address.
+        addr: Option<SocketAddr>,
+        /// Why.
+        reason: String,
+    },
+    /// A dashboard session ended: signed out, idle too long, past its lifetime, or evicted.
+    DashboardSignedOut {
+        /// The operator the session acted for.
+        by: String,
+        /// `signed_out`, `idle`, `expired` or `evicted`.
+        reason: String,
     },
     /// A session's message queue reached its limit (reported once until it drains).
     QueueFull {
@@ -1288,6 +1343,7 @@ mod tests {
 
     fn denied(device: &str, n: usize) -> EventKind {
         EventKind::SubscribeDenied {
+            rule: None,
             device: device.into(),
             filter: n.to_string(),
             quarantine: None,
@@ -1700,6 +1756,7 @@ mod tests {
     #[test]
     fn events_serialize_as_one_json_line_with_seq_first_and_type_tag() {
         let mut ev = Event::now(EventKind::PublishDenied {
+            rule: None,
             device: "pump-7".into(),
             topic: "a/b".into(),
             qos: 1,

@@ -80,6 +80,18 @@ impl AccessSnapshot {
         self.devices.get(id)
     }
 
+    /// The deny rule that refuses `action` on `topic` for `device` in its current access state
+    /// ([`Policy::denied_by`]); `None` for the default deny or an unknown device.
+    pub fn denied_by(&self, device: &str, action: crate::Action, topic: &str) -> Option<&str> {
+        let access = self.devices.get(device)?;
+        let identity = Identity {
+            device_id: device,
+            groups: &access.groups,
+        };
+        self.policy
+            .denied_by(&identity, access.is_quarantined(), action, topic)
+    }
+
     /// The policy compiled for `device` in its current access state: the normal policy, or
     /// the quarantine policy while it is quarantined. `None` for a device that is not active.
     pub fn compile(&self, device: &str) -> Option<CompiledPolicy> {

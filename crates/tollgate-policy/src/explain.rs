@@ -222,6 +222,40 @@ fn evaluate(
 }
 
 /// Whether one expanded pattern decides the action, with the wording.
+/// The first deny rule that refuses `action` on `topic` for this identity, by id; `None` when no
+/// deny rule does (so a refusal was the default deny: no allow rule grants it). For
+/// [`Action::Retain`] both the publish and the retain patterns of deny rules are read. No
+/// step text is built: this names the rule in a denial event, on the refusal path only, and
+/// reads only deny rules (usually few), so a flood of refused messages costs little.
+pub(crate) fn denied_by<'r>(
+    rules: &'r [(Rule, RuleInternal)],
+    identity: &Identity<'_>,
+    action: Action,
+    topic: &str,
+) -> Option<&'r str> {
+    for (rule, internal) in rules {
+        if rule.effect != Effect::Deny || rule_applies(rule, identity).is_none() {
+            continue;
+        }
+        let lists: [&[crate::pattern::Template]; 2] = match action {
+            Action::Publish => [&internal.publish, &[]],
+            Action::Subscribe => [&internal.subscribe, &[]],
+            Action::Retain => [&internal.publish, &internal.retain],
+        };
+        for template in lists.into_iter().flatten() {
+            for p in expand(template, Effect::Deny, identity)
+                .into_iter()
+                .flatten()
+            {
+                if judge(&p, Effect::Deny, action, topic).0 {
+                    return Some(&rule.id);
+                }
+            }
+        }
+    }
+    None
+}
+
 fn judge(p: &Pattern, effect: Effect, action: Action, topic: &str) -> (bool, &'static str) {
     match (action, effect) {
         (Action::Publish | Action::Retain, _) => {

@@ -245,6 +245,36 @@ impl Policy {
         explain::explain(&self.internal, identity, action, topic)
     }
 
+    /// The id of the deny rule that refuses `action` on `topic` for `identity` (in its normal
+    /// state, or quarantined: the file's deny rules apply to both); `None` when no deny rule
+    /// does, i.e. a refusal came from the default deny (nothing grants it). Named in
+    /// `publish_denied` / `subscribe_denied` events.
+    pub fn denied_by(
+        &self,
+        identity: &Identity<'_>,
+        quarantined: bool,
+        action: Action,
+        topic: &str,
+    ) -> Option<&str> {
+        let rules = if quarantined {
+            &self.quarantine
+        } else {
+            &self.internal
+        };
+        explain::denied_by(rules, identity, action, topic)
+    }
+
+    /// Explain a decision for a quarantined identity: the `[quarantine]` grant, then the file's
+    /// deny rules, as the broker decides while any quarantine reason holds.
+    pub fn explain_quarantined(
+        &self,
+        identity: &Identity<'_>,
+        action: Action,
+        topic: &str,
+    ) -> Explanation {
+        explain::explain(&self.quarantine, identity, action, topic)
+    }
+
     /// Propose the narrowest policy that still permits every observed action this policy
     /// allows: the allow rules are replaced by rules built from the observations (generalised
     /// with `${device.id}` / `${device.group}` where the observations allow, and never broader

@@ -81,7 +81,7 @@ pub(crate) fn lint(rules: &[(Rule, RuleInternal)]) -> Vec<Lint> {
         });
     };
 
-    for (rule, internal) in rules {
+    for (index, (rule, internal)) in rules.iter().enumerate() {
         if rule.publish.is_empty() && rule.subscribe.is_empty() && rule.retain.is_empty() {
             push(
                 Severity::Warning,
@@ -159,6 +159,7 @@ pub(crate) fn lint(rules: &[(Rule, RuleInternal)]) -> Vec<Lint> {
 
         if rule.effect == Effect::Allow {
             lint_against_denies(rule, internal, rules, &mut push);
+            lint_redundant_grants(index, rule, internal, rules, &mut push);
         }
     }
 
@@ -228,6 +229,64 @@ fn lint_against_denies(
                     );
                     break;
                 }
+            }
+        }
+    }
+}
+
+/// Grants another allow rule already makes, for at least the same devices: the same pattern
+/// again (a duplicate across rules, reported on the later rule), or a narrower one (redundant).
+/// Neither widens anything, but they make a policy harder to review and to tighten: removing
+/// one of two identical grants changes nothing.
+fn lint_redundant_grants(
+    index: usize,
+    rule: &Rule,
+    internal: &RuleInternal,
+    rules: &[(Rule, RuleInternal)],
+    push: &mut impl FnMut(Severity, &Rule, String),
+) {
+    for (action, _, templates) in actions(rule, internal) {
+        for template in templates {
+            let other = rules.iter().enumerate().find_map(|(j, (r, i))| {
+                if j == index || r.effect != Effect::Allow || !who_at_least(&r.who, &rule.who) {
+                    return None;
+                }
+                let theirs = match action {
+                    "publish" => &i.publish,
+                    "retain" => &i.retain,
+                    _ => &i.subscribe,
+                };
+                let found = theirs.iter().find(|p| template_covers(p, template))?;
+                let same = found.raw == template.raw && who_at_least(&rule.who, &r.who);
+                // Two rules granting each other's pattern: report the later one only.
+                if same && j > index {
+                    return None;
+                }
+                Some((r, found, same))
+            });
+            if let Some((r, found, same)) = other {
+                let message = if same {
+                    format!(
+                        "duplicate grant: {action} `{}` is also granted by rule {} (line {}) to \
+                         the same devices",
+                        template.raw, r.id, r.line
+                    )
+                } else {
+                    format!(
+                        "redundant grant: {action} `{}` is already covered by `{}` in rule {} \
+                         (line {})",
+                        template.raw, found.raw, r.id, r.line
+                    )
+                };
+                push(
+                    if same {
+                        Severity::Warning
+                    } else {
+                        Severity::Info
+                    },
+                    rule,
+                    message,
+                );
             }
         }
     }

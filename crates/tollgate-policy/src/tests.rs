@@ -1109,6 +1109,33 @@ fn lint_subscribe_overlap_is_info() {
 }
 
 #[test]
+fn lint_finds_duplicate_and_redundant_grants_across_rules() {
+    let lints = lint_messages(concat!(
+        "[[allow]]\nid = \"a\"\nwho = [\"group:s\"]\npublish = [\"t/${device.id}/#\"]\n",
+        "[[allow]]\nid = \"b\"\nwho = [\"group:s\"]\npublish = [\"t/${device.id}/#\"]\n",
+        "[[allow]]\nid = \"c\"\nwho = [\"group:s\", \"group:o\"]\npublish = [\"t/${device.id}/x\"]\n",
+        "[[allow]]\nid = \"d\"\nwho = [\"group:s\"]\npublish = [\"t/${device.id}/y\"]\n",
+    ));
+    // b repeats a: one warning, on the later rule only.
+    let dup: Vec<_> = lints
+        .iter()
+        .filter(|l| l.contains("duplicate grant"))
+        .collect();
+    assert_eq!(dup.len(), 1, "{lints:#?}");
+    assert!(
+        dup[0].contains("(b)") && dup[0].contains("rule a"),
+        "{dup:?}"
+    );
+    // d is inside a's grant for the same group; c is not (it also names group:o).
+    let red: Vec<_> = lints
+        .iter()
+        .filter(|l| l.contains("redundant grant"))
+        .collect();
+    assert_eq!(red.len(), 1, "{lints:#?}");
+    assert!(red[0].contains("(d)"), "{red:?}");
+}
+
+#[test]
 fn lint_duplicates() {
     let lints = lint_messages(
         "[[allow]]\nwho = [\"group:a\", \"group:a\"]\npublish = [\"x\", \"y\", \"x\"]\nsubscribe = [\"x\"]\n",
@@ -2697,4 +2724,55 @@ mod suggest_properties {
             prop_assert!(unused.iter().all(|l| l.severity == Severity::Warning));
         }
     }
+}
+
+#[test]
+fn denied_by_names_the_deny_rule_or_none_for_the_default_deny() {
+    let p = policy(concat!(
+        "[[allow]]\nwho = \"*\"\npublish = [\"#\"]\nsubscribe = [\"#\"]\n",
+        "[[deny]]\nid = \"no-secrets\"\nwho = \"group:s\"\npublish = [\"secrets/#\"]\nsubscribe = [\"secrets/#\"]\n",
+        "[[deny]]\nwho = \"*\"\nretain = [\"r/#\"]\n",
+        "[quarantine]\npublish = [\"q/${device.id}\"]\n",
+    ));
+    let groups = vec!["s".to_owned()];
+    let id = Identity {
+        device_id: "d1",
+        groups: &groups,
+    };
+    assert_eq!(
+        p.denied_by(&id, false, Action::Publish, "secrets/x"),
+        Some("no-secrets")
+    );
+    // A filter that overlaps the denied topics.
+    assert_eq!(
+        p.denied_by(&id, false, Action::Subscribe, "#"),
+        Some("no-secrets")
+    );
+    assert_eq!(p.denied_by(&id, false, Action::Publish, "open/x"), None);
+    // A rule without an id is named by its position.
+    assert_eq!(
+        p.denied_by(&id, false, Action::Retain, "r/1"),
+        Some("deny[2]")
+    );
+    // Not in group s: the deny rule does not apply.
+    let other = Identity {
+        device_id: "d2",
+        groups: &[],
+    };
+    assert_eq!(
+        p.denied_by(&other, false, Action::Publish, "secrets/x"),
+        None
+    );
+    // Quarantined: the deny rules still apply on top of the quarantine grant; a topic the
+    // grant does not cover is the default deny.
+    assert_eq!(
+        p.denied_by(&id, true, Action::Publish, "secrets/x"),
+        Some("no-secrets")
+    );
+    assert_eq!(p.denied_by(&id, true, Action::Publish, "open/x"), None);
+    assert!(p.explain_quarantined(&id, Action::Publish, "q/d1").allowed);
+    assert!(
+        !p.explain_quarantined(&id, Action::Publish, "open/x")
+            .allowed
+    );
 }

@@ -67,6 +67,20 @@ fn roots(ca: &Path) -> Result<rustls::RootCertStore> {
     Ok(r)
 }
 
+/// The certificates of an EST reply: base64 (whitespace allowed) of a PKCS#7 certs-only message.
+fn certs_only(reply: &[u8]) -> Result<Vec<Vec<u8>>> {
+    let text: Vec<u8> = reply
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let p7 = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .context("the reply is not base64")?;
+    tollgate_pki::parse_certs_only(&p7)
+        .ok_or_else(|| anyhow!("the reply is not a PKCS#7 certs-only message"))
+}
+
 async fn post_csr(
     server: &str,
     tls: &TlsConnector,
@@ -88,54 +102,85 @@ async fn post_csr(
     if status != StatusCode::OK {
         bail!("{status}: {}", String::from_utf8_lossy(&reply).trim());
     }
-    let text: Vec<u8> = reply
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    let p7 = base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .context("the reply is not base64")?;
-    let certs = tollgate_pki::parse_certs_only(&p7)
-        .ok_or_else(|| anyhow!("the reply is not a PKCS#7 certs-only message"))?;
-    certs
+    certs_only(&reply)?
         .into_iter()
         .next()
         .ok_or_else(|| anyhow!("the reply holds no certificate"))
 }
 
-/// First enrollment with a one-time token.
+/// How a first enrollment proves the device may have a certificate.
+#[derive(Debug, Clone, Copy)]
+pub enum Proof<'a> {
+    /// A one-time token from `tollgate device token` (HTTP Basic `ID:TOKEN`).
+    Token(&'a str),
+    /// A supplier's bootstrap (manufacturing) certificate and its key, presented as the TLS
+    /// client certificate; the supplier's CA must be registered with `tollgate supplier add`.
+    Bootstrap { cert: &'a Path, key: &'a Path },
+}
+
+/// What a first enrollment wrote.
+#[derive(Debug)]
+pub struct Enrolled {
+    /// `OUT/ID.crt`.
+    pub cert: PathBuf,
+    /// `OUT/ca.crt`: the root CA an MQTT client must trust (`--cafile`).
+    pub ca: PathBuf,
+    /// Set when the `--cacert` given was not a root (an issuing CA, say): what was done.
+    pub note: Option<String>,
+}
+
+/// First enrollment, with a one-time token or a supplier's bootstrap certificate.
+///
+/// `ca.crt` is written with the gateway's **root** CA, the anchor an MQTT client needs:
+/// `--cacert` may name an issuing CA (enough to authenticate the gateway here, not for
+/// OpenSSL-based clients, which want a self-signed root), so the root is taken from the
+/// gateway's EST `/cacerts` over the connection that `--cacert` authenticated.
 pub async fn enroll(
     server: &str,
-    token: &str,
+    proof: Proof<'_>,
     id: &str,
     out: &Path,
     cacert: Option<&Path>,
     label: Option<&str>,
-) -> Result<PathBuf> {
+) -> Result<Enrolled> {
     tollgate_pki::validate_device_id(id)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let ca = match cacert {
         Some(c) => c.to_path_buf(),
         None if out.join("ca.crt").exists() => out.join("ca.crt"),
-        None => bail!("pass --cacert with the gateway's CA certificate (ca.crt): enrollment must know whom it talks to"),
+        None => bail!("pass --cacert with the gateway's root CA certificate (ca.crt from the gateway's data directory, or `tollgate ca status`): enrollment must know whom it talks to"),
     };
-    let cfg = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+    let builder = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots(&ca)?)
-        .with_no_client_auth();
+        .with_root_certificates(roots(&ca)?);
+    let (cfg, auth) = match proof {
+        Proof::Token(token) => {
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{token}"));
+            (
+                builder.with_no_client_auth(),
+                Some(format!("Basic {basic}")),
+            )
+        }
+        Proof::Bootstrap { cert, key } => (
+            builder
+                .with_client_auth_cert(crate::tls::load_certs(cert)?, crate::tls::load_key(key)?)
+                .with_context(|| {
+                    format!(
+                        "loading the bootstrap certificate {} and key {}",
+                        cert.display(),
+                        key.display()
+                    )
+                })?,
+            None,
+        ),
+    };
+    let tls = TlsConnector::from(Arc::new(cfg));
     let key = tollgate_pki::generate_key()?;
     let csr = csr_for(id, &key)?;
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{token}"));
-    let cert = post_csr(
-        server,
-        &TlsConnector::from(Arc::new(cfg)),
-        &est_path(label, "simpleenroll"),
-        Some(format!("Basic {basic}")),
-        &csr,
-    )
-    .await
-    .context("EST simpleenroll")?;
+    let cert = post_csr(server, &tls, &est_path(label, "simpleenroll"), auth, &csr)
+        .await
+        .context("EST simpleenroll")?;
+    let (root, note) = root_ca(server, &tls, label, &ca).await?;
     write_atomic(
         &out.join(format!("{id}.key")),
         key.serialize_pem().as_bytes(),
@@ -146,10 +191,69 @@ pub async fn enroll(
         pem("CERTIFICATE", &cert).as_bytes(),
         false,
     )?;
-    if ca != out.join("ca.crt") {
-        write_atomic(&out.join("ca.crt"), &std::fs::read(&ca)?, false)?;
+    write_atomic(&out.join("ca.crt"), root.as_bytes(), false)?;
+    Ok(Enrolled {
+        cert: out.join(format!("{id}.crt")),
+        ca: out.join("ca.crt"),
+        note,
+    })
+}
+
+/// The gateway's root CA as PEM: `given` itself when it holds a self-signed certificate,
+/// otherwise the self-signed one(s) among the gateway's EST `/cacerts` (fetched over `tls`,
+/// which `given` authenticates), with a note saying so.
+async fn root_ca(
+    server: &str,
+    tls: &TlsConnector,
+    label: Option<&str>,
+    given: &Path,
+) -> Result<(String, Option<String>)> {
+    let given_pem =
+        std::fs::read_to_string(given).with_context(|| format!("reading {}", given.display()))?;
+    let given_certs = crate::tls::load_certs(given)?;
+    let self_signed = |der: &[u8]| {
+        tollgate_pki::parse_certificate(der).is_ok_and(|c| c.is_ca && c.issuer == c.subject)
+    };
+    if given_certs.iter().any(|c| self_signed(c)) {
+        return Ok((given_pem, None));
     }
-    Ok(out.join(format!("{id}.crt")))
+    let (host, port) = parse_url(server)?;
+    let (status, reply) = https_request(
+        &host,
+        port,
+        tls,
+        Method::GET,
+        &est_path(label, "cacerts"),
+        &[],
+        Bytes::new(),
+    )
+    .await
+    .context("EST cacerts")?;
+    if status != StatusCode::OK {
+        bail!(
+            "EST cacerts: {status}: {}",
+            String::from_utf8_lossy(&reply).trim()
+        );
+    }
+    let certs = certs_only(&reply).context("the cacerts reply")?;
+    let roots: String = certs
+        .iter()
+        .filter(|c| self_signed(c))
+        .map(|c| pem("CERTIFICATE", c))
+        .collect();
+    if roots.is_empty() {
+        bail!(
+            "{} is not a root CA and the gateway's /cacerts names none; pass the gateway's root CA (ca/root.crt) with --cacert",
+            given.display()
+        );
+    }
+    Ok((
+        roots,
+        Some(format!(
+            "{} is not a root CA (an issuing CA?): ca.crt holds the gateway's root CA from its /cacerts instead; pass that file to MQTT clients",
+            given.display()
+        )),
+    ))
 }
 
 /// The device's certificate in `out` (the one `*.crt` that is not `ca.crt`), after finishing a

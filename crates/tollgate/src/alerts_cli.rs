@@ -9,6 +9,7 @@ use hyper::Method;
 use serde_json::Value;
 
 use crate::client::{self, AdminClient};
+use crate::table::{Col, Shown};
 
 /// `tollgate alerts`: list alerts, or act on one.
 #[derive(Debug, Args)]
@@ -71,6 +72,9 @@ pub enum AlertsCommand {
     },
     /// Suppressions in force.
     Suppressions {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         conn: client::ConnectArgs,
     },
@@ -214,25 +218,28 @@ pub async fn alerts(args: AlertsArgs) -> Result<ExitCode> {
                 .await?;
             println!("suppression {} until {}", s(&v, "id"), when(&v, "until_ms"));
         }
-        Some(AlertsCommand::Suppressions { conn }) => {
+        Some(AlertsCommand::Suppressions { json, conn }) => {
             let v = AdminClient::new(&conn)?
                 .call(Method::GET, "/api/v1/alerts/suppressions", None)
                 .await?;
-            let list = v.as_array().cloned().unwrap_or_default();
-            if list.is_empty() {
-                println!("no suppressions in force");
+            let mut list = v.as_array().cloned().unwrap_or_default();
+            for x in &mut list {
+                x["until_text"] = when(x, "until_ms").into();
             }
-            for x in list {
-                println!(
-                    "{}  detector {}  device {}  until {}  by {}: {}",
-                    s(&x, "id"),
-                    x.get("detector").and_then(Value::as_str).unwrap_or("*"),
-                    x.get("device").and_then(Value::as_str).unwrap_or("*"),
-                    when(&x, "until_ms"),
-                    s(&x, "by"),
-                    s(&x, "reason"),
-                );
-            }
+            crate::table::print_listing(
+                json,
+                &v,
+                &list,
+                &[
+                    Col("ID", "id", Shown::Text),
+                    Col("DETECTOR", "detector", Shown::Text),
+                    Col("DEVICE", "device", Shown::Text),
+                    Col("UNTIL", "until_text", Shown::Text),
+                    Col("BY", "by", Shown::Text),
+                    Col("REASON", "reason", Shown::Text),
+                ],
+                "no suppressions in force",
+            )?;
         }
         Some(AlertsCommand::Unsuppress { id, conn }) => {
             AdminClient::new(&conn)?

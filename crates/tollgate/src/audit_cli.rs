@@ -13,9 +13,10 @@ use hyper::Method;
 use serde_json::Value;
 use tollgate_audit::log::{CHECKPOINT, CHECKPOINTS, ENTRIES};
 use tollgate_audit::note::Verifier;
-use tollgate_audit::verify::{verify_dir, Report};
+use tollgate_audit::verify::{verify_dir_with_progress, Report};
 
 use crate::client::{self, AdminClient};
+use crate::table::{Col, Shown};
 
 /// `tollgate audit`.
 #[derive(Debug, Subcommand)]
@@ -39,6 +40,9 @@ pub enum AuditCommand {
         /// How many.
         #[arg(long, default_value_t = 20)]
         limit: u64,
+        /// Print JSON (each entry with its index and leaf data).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         conn: client::ConnectArgs,
     },
@@ -83,6 +87,9 @@ pub enum AuditCommand {
     },
     /// Suppressions of configuration-audit findings in force.
     Suppressions {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         conn: client::ConnectArgs,
     },
@@ -183,7 +190,12 @@ pub async fn audit(cmd: AuditCommand) -> Result<ExitCode> {
                 .await?;
             print!("{}", s(&v, "note"));
         }
-        AuditCommand::Entries { from, limit, conn } => {
+        AuditCommand::Entries {
+            from,
+            limit,
+            json,
+            conn,
+        } => {
             let v = AdminClient::new(&conn)?
                 .call(
                     Method::GET,
@@ -191,6 +203,10 @@ pub async fn audit(cmd: AuditCommand) -> Result<ExitCode> {
                     None,
                 )
                 .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             for e in v
                 .get("entries")
                 .and_then(Value::as_array)
@@ -279,30 +295,30 @@ pub async fn audit(cmd: AuditCommand) -> Result<ExitCode> {
                 s(&v, "id")
             );
         }
-        AuditCommand::Suppressions { conn } => {
+        AuditCommand::Suppressions { json, conn } => {
             let v = AdminClient::new(&conn)?
                 .call(Method::GET, "/api/v1/findings/suppressions", None)
                 .await?;
-            let list = v.as_array().cloned().unwrap_or_default();
-            if list.is_empty() {
-                println!("no suppressions");
+            let mut list = v.as_array().cloned().unwrap_or_default();
+            for x in &mut list {
+                if x.get("resource").is_none_or(Value::is_null) {
+                    x["resource"] = "every resource".into();
+                }
             }
-            for x in list {
-                println!(
-                    "{}  {} on {} until {}, by {}: {}",
-                    s(&x, "id"),
-                    s(&x, "rule"),
-                    x.get("resource")
-                        .and_then(Value::as_str)
-                        .unwrap_or("every resource"),
-                    x.get("until")
-                        .and_then(Value::as_i64)
-                        .map(|t| crate::human::rfc3339_ms(t.saturating_mul(1000)))
-                        .unwrap_or_default(),
-                    s(&x, "author"),
-                    s(&x, "reason")
-                );
-            }
+            crate::table::print_listing(
+                json,
+                &v,
+                &list,
+                &[
+                    Col("ID", "id", Shown::Text),
+                    Col("RULE", "rule", Shown::Text),
+                    Col("RESOURCE", "resource", Shown::Text),
+                    Col("UNTIL", "until", Shown::Time),
+                    Col("BY", "author", Shown::Text),
+                    Col("REASON", "reason", Shown::Text),
+                ],
+                "no suppressions",
+            )?;
         }
         AuditCommand::Unsuppress { id, conn } => {
             AdminClient::new(&conn)?
@@ -390,7 +406,9 @@ async fn export(c: &AdminClient, dir: &Path) -> Result<u64> {
         std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
     );
     let mut from = 0u64;
+    let progress = crate::progress::bar(size, "exporting");
     while from < size {
+        progress.set_position(from);
         let v = c
             .call(
                 Method::GET,
@@ -415,6 +433,7 @@ async fn export(c: &AdminClient, dir: &Path) -> Result<u64> {
             from += 1;
         }
     }
+    progress.finish_and_clear();
     out.flush()?;
     std::fs::write(dir.join(CHECKPOINT), s(&cp, "note"))?;
     let all = c
@@ -517,7 +536,18 @@ async fn verify(a: VerifyArgs) -> Result<ExitCode> {
         },
         None => None,
     };
-    let report = match verify_dir(&dir, &v, trusted.as_deref()) {
+    let size = std::fs::metadata(dir.join(ENTRIES)).map_or(0, |m| m.len());
+    let progress = crate::progress::bar(size, "verifying");
+    progress.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:>12} [{bar:32}] {binary_bytes}/{binary_total_bytes} ({binary_bytes_per_sec}, {eta} left)",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let report = verify_dir_with_progress(&dir, &v, trusted.as_deref(), &mut |n| progress.inc(n));
+    progress.finish_and_clear();
+    let report = match report {
         Ok(r) => r,
         Err(e) => return fail(e.to_string()),
     };

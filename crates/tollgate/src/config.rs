@@ -25,6 +25,41 @@ pub struct FileConfig {
     pub detection: DetectionSection,
     pub alerts: AlertsSection,
     pub audit: AuditSection,
+    pub dashboard: DashboardSection,
+}
+
+/// The web dashboard's sign-in and sessions (docs/dashboard.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardSection {
+    /// A one-time sign-in URL works this long unless asked otherwise, seconds.
+    pub login_ttl_secs: u64,
+    /// The longest a sign-in URL may be asked to work, seconds (at most 3600).
+    pub max_login_ttl_secs: u64,
+    /// A session unused this long ends, seconds.
+    pub session_idle_secs: u64,
+    /// A session ends this long after sign-in whatever its use, seconds.
+    pub session_max_secs: u64,
+    /// Sessions at once; a new sign-in beyond it ends the least recently used one.
+    pub max_sessions: usize,
+    /// Sign-in URLs outstanding at once; beyond it the oldest stops working.
+    pub max_pending_logins: usize,
+    /// Live-update streams (server-sent events) at once.
+    pub max_streams: usize,
+}
+
+impl Default for DashboardSection {
+    fn default() -> Self {
+        DashboardSection {
+            login_ttl_secs: 300,
+            max_login_ttl_secs: 3600,
+            session_idle_secs: 1800,
+            session_max_secs: 43_200,
+            max_sessions: 64,
+            max_pending_logins: 64,
+            max_streams: 32,
+        }
+    }
 }
 
 /// The tamper-evident audit log.
@@ -470,6 +505,8 @@ pub struct Config {
     pub observability: Observability,
     /// The audit log.
     pub audit: AuditSettings,
+    /// The web dashboard.
+    pub dashboard: crate::dashboard::Settings,
 }
 
 /// Limits of the control listener.
@@ -623,8 +660,27 @@ impl Config {
             max_filter_bytes: m.max_filter_bytes.clamp(1, 65535),
             packet_timeout: Duration::from_secs(m.packet_timeout_secs.max(1)),
         };
+        let d = &raw.dashboard;
+        if d.login_ttl_secs == 0 || d.session_idle_secs == 0 || d.session_max_secs == 0 {
+            bail!("dashboard.login_ttl_secs, session_idle_secs and session_max_secs must be at least 1");
+        }
+        if d.max_login_ttl_secs > 3600 || d.login_ttl_secs > d.max_login_ttl_secs {
+            bail!(
+                "dashboard.login_ttl_secs must be at most max_login_ttl_secs, itself at most 3600"
+            );
+        }
+        let dashboard = crate::dashboard::Settings {
+            login_ttl: Duration::from_secs(d.login_ttl_secs),
+            max_login_ttl: Duration::from_secs(d.max_login_ttl_secs),
+            session_idle: Duration::from_secs(d.session_idle_secs),
+            session_max: Duration::from_secs(d.session_max_secs),
+            max_sessions: d.max_sessions.max(1),
+            max_pending_logins: d.max_pending_logins.max(1),
+            max_streams: d.max_streams.max(1),
+        };
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { data.join(p) };
         Ok(Config {
+            dashboard,
             data: data.to_path_buf(),
             mqtt_listen: m.listen,
             admin_listen: raw.admin.listen,
@@ -842,6 +898,17 @@ connect_burst_per_source = 200   # ... after a burst of this many
 max_handshakes = 4096            # unfinished MQTT handshakes overall
 refusals_logged_per_source = 5   # refusals logged one by one per source, reason and interval;
 refusal_summary_secs = 10        # the rest are counted in a "refusals_summarized" event
+
+[dashboard]
+# The web dashboard at https://ADMIN-LISTEN/dashboard/ (docs/dashboard.md). Browsers sign in
+# with a one-time URL from `tollgate dashboard login`, which becomes a session cookie.
+login_ttl_secs = 300             # a sign-in URL works this long (--ttl asks for another) ...
+max_login_ttl_secs = 3600        # ... and never longer than this (at most an hour)
+session_idle_secs = 1800         # a session unused this long ends
+session_max_secs = 43200         # a session ends this long after sign-in, used or not
+max_sessions = 64                # beyond: a new sign-in ends the least recently used session
+max_pending_logins = 64          # sign-in URLs outstanding; beyond: the oldest stops working
+max_streams = 32                 # live-update streams (server-sent events) at once
 "#
     )
 }

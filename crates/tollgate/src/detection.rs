@@ -505,6 +505,7 @@ fn fact_of(kind: &EventKind, at: i64) -> Option<Fact> {
             device,
             filter,
             quarantine,
+            ..
         } => Observation::SubscribeDenied {
             device: device.clone(),
             filter: filter.clone(),

@@ -1,7 +1,8 @@
 //! The security event log: one JSON object per line, appended to the events file and echoed
 //! to the process log. A burst of events becomes one write; the file is fsynced when the stream
 //! ends. Every event line carries its `seq`; a restarted server continues the numbering from
-//! [`last_seq`].
+//! [`last_seq`]. On SIGHUP the file is synced, closed and opened again by name, so a log
+//! rotator can `mv` it away and signal (logrotate's `create` + `postrotate kill -HUP`).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -43,22 +44,29 @@ pub async fn run(mut consumer: Consumer, path: PathBuf) {
     let mut torn = ends_mid_line(&path);
     // A plain file append lands in the page cache: one short write per batch on this task is
     // cheaper than handing every batch to tokio's blocking pool (a thread switch each).
-    let mut file = match std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-    {
-        Ok(f) => Some(f),
-        Err(e) => {
-            tracing::error!(
-                "cannot open the event log {}: {e}; events go to the process log only",
-                path.display()
-            );
-            None
-        }
-    };
+    let mut file = open(&path);
+    let mut hup = crate::serve::hangup_listener();
     let mut buf = String::new();
-    while let Some(first) = consumer.recv().await {
+    loop {
+        let hangup = crate::serve::hangup(&mut hup);
+        // Both are cancel-safe: a delivery not taken stays queued.
+        let first = tokio::select! {
+            d = consumer.recv() => match d {
+                Some(d) => d,
+                None => break,
+            },
+            _ = hangup => {
+                if let Some(f) = file.as_mut() {
+                    if let Err(e) = f.flush().and_then(|()| f.sync_all()) {
+                        tracing::error!("syncing the event log {}: {e}", path.display());
+                    }
+                }
+                file = open(&path);
+                torn = ends_mid_line(&path);
+                tracing::info!("SIGHUP: event log {} reopened", path.display());
+                continue;
+            }
+        };
         if torn {
             buf.push('\n');
             torn = false;
@@ -111,6 +119,25 @@ pub async fn run(mut consumer: Consumer, path: PathBuf) {
     if let Some(f) = file.as_mut() {
         if let Err(e) = f.flush().and_then(|()| f.sync_all()) {
             tracing::error!("syncing the event log {}: {e}", path.display());
+        }
+    }
+}
+
+/// Open the events file for appending, creating it; `None` (said on the process log) when it
+/// cannot be, and events go to the process log only.
+fn open(path: &Path) -> Option<File> {
+    match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::error!(
+                "cannot open the event log {}: {e}; events go to the process log only",
+                path.display()
+            );
+            None
         }
     }
 }

@@ -17,6 +17,7 @@ use hyper::Method;
 use tollgate_compliance::{osv, sbom::Sbom, vex, MAX_DOCUMENT_BYTES};
 
 use crate::client::{self, AdminClient};
+use crate::table::{self, Col, Shown};
 
 /// Records per advisory batch, and the batch's byte budget.
 const BATCH_RECORDS: usize = 2000;
@@ -46,6 +47,9 @@ pub enum ModelCommand {
     },
     /// List models with their SBOMs and device counts.
     List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         conn: client::ConnectArgs,
     },
@@ -73,6 +77,9 @@ pub enum SbomCommand {
     },
     /// List imported SBOMs.
     List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         conn: client::ConnectArgs,
     },
@@ -93,6 +100,10 @@ pub enum AdvisoriesCommand {
     List {
         /// Text to look for.
         query: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: usize,
@@ -198,6 +209,9 @@ pub enum ComplianceCommand {
     },
     /// List waivers.
     Waivers {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         conn: client::ConnectArgs,
     },
@@ -263,11 +277,13 @@ fn read_batches(
     path: &Path,
     stored: &HashMap<String, String>,
     tx: &tokio::sync::mpsc::Sender<Vec<u8>>,
+    progress: &indicatif::ProgressBar,
 ) -> Result<u64, tollgate_compliance::ComplianceError> {
     let mut batch: Vec<u8> = Vec::new();
     let mut in_batch = 0usize;
     let mut skipped = 0u64;
     osv::read_path(path, |r| {
+        progress.inc(1);
         let a = osv::Advisory::parse(&r.bytes, &r.origin)?;
         if stored
             .get(&a.id)
@@ -294,13 +310,9 @@ fn read_batches(
     Ok(skipped)
 }
 
-/// GET `path` from the admin API and print the JSON.
-async fn get_json(conn: &client::ConnectArgs, path: &str) -> Result<()> {
-    print_json(
-        &AdminClient::new(conn)?
-            .call(Method::GET, path, None)
-            .await?,
-    )
+/// GET a JSON document from the admin API.
+async fn get(conn: &client::ConnectArgs, path: &str) -> Result<serde_json::Value> {
+    AdminClient::new(conn)?.call(Method::GET, path, None).await
 }
 
 fn print_json(v: &serde_json::Value) -> Result<()> {
@@ -330,8 +342,22 @@ pub async fn model(cmd: ModelCommand) -> Result<ExitCode> {
                 .await?;
             print_json(&v)?;
         }
-        ModelCommand::List { conn } => {
-            get_json(&conn, "/api/v1/models").await?;
+        ModelCommand::List { json, conn } => {
+            let v = get(&conn, "/api/v1/models").await?;
+            table::print_listing(
+                json,
+                &v,
+                v.as_array().map_or(&[][..], Vec::as_slice),
+                &[
+                    Col("MODEL", "name", Shown::Text),
+                    Col("SUPPLIER", "supplier", Shown::Text),
+                    Col("SCHEME", "scheme", Shown::Text),
+                    Col("MIN FIRMWARE", "min_firmware", Shown::Text),
+                    Col("SBOMS", "sboms", Shown::Text),
+                    Col("DEVICES", "devices", Shown::Text),
+                ],
+                "no models",
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -346,8 +372,11 @@ pub async fn sbom(cmd: SbomCommand) -> Result<ExitCode> {
             supplier,
             conn,
         } => {
+            let step = crate::progress::spinner("reading and checking the SBOM");
             let doc = read_document(&file)?;
-            let parsed = Sbom::parse(&doc).with_context(|| format!("{}", file.display()))?;
+            let parsed = Sbom::parse(&doc).with_context(|| format!("{}", file.display()));
+            step.finish_and_clear();
+            let parsed = parsed?;
             let path = format!(
                 "/api/v1/sboms{}",
                 query(&[
@@ -356,9 +385,15 @@ pub async fn sbom(cmd: SbomCommand) -> Result<ExitCode> {
                     ("supplier", supplier.as_deref()),
                 ])
             );
+            let step = crate::progress::spinner(&format!(
+                "uploading {} components; the server matches them against the advisories",
+                parsed.components.len()
+            ));
             let v = AdminClient::new(&conn)?
                 .call_raw(Method::POST, &path, "application/json", Bytes::from(doc))
-                .await?;
+                .await;
+            step.finish_and_clear();
+            let v = v?;
             eprintln!(
                 "Imported {} ({} components) for {model} firmware {firmware}.",
                 parsed.format,
@@ -393,8 +428,24 @@ pub async fn sbom(cmd: SbomCommand) -> Result<ExitCode> {
             }
             print_json(&v)?;
         }
-        SbomCommand::List { conn } => {
-            get_json(&conn, "/api/v1/sboms").await?;
+        SbomCommand::List { json, conn } => {
+            let v = get(&conn, "/api/v1/sboms").await?;
+            table::print_listing(
+                json,
+                &v,
+                v.as_array().map_or(&[][..], Vec::as_slice),
+                &[
+                    Col("MODEL", "model", Shown::Text),
+                    Col("FIRMWARE", "firmware", Shown::Text),
+                    Col("SUPPLIER", "supplier", Shown::Text),
+                    Col("FORMAT", "format", Shown::Text),
+                    Col("COMPONENTS", "components", Shown::Text),
+                    Col("VULNERABLE", "vulnerabilities", Shown::Text),
+                    Col("IMPORTED", "imported_at", Shown::Time),
+                    Col("BY", "imported_by", Shown::Text),
+                ],
+                "no SBOMs",
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -404,10 +455,14 @@ pub async fn advisories(cmd: AdvisoriesCommand) -> Result<ExitCode> {
     match cmd {
         AdvisoriesCommand::Import { path, conn } => {
             // First pass: every record must parse, or nothing is sent.
+            let checking = crate::progress::spinner("checking records");
             let checked = osv::read_path(&path, |r| {
+                checking.inc(1);
                 osv::Advisory::parse(&r.bytes, &r.origin).map(|_| ())
             })
-            .with_context(|| format!("checking {}", path.display()))?;
+            .with_context(|| format!("checking {}", path.display()));
+            checking.finish_and_clear();
+            let checked = checked?;
             let client = AdminClient::new(&conn)?;
             // What the server has: records not newer than those are not sent at all.
             let stored = client
@@ -418,9 +473,11 @@ pub async fn advisories(cmd: AdvisoriesCommand) -> Result<ExitCode> {
             // Second pass: batches of raw records (their bytes unchanged: the database hash is
             // over what the files say), read on a thread and sent as they fill.
             let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+            let progress = crate::progress::bar(checked as u64, "importing");
             let reader = {
                 let path = path.clone();
-                std::thread::spawn(move || read_batches(&path, &stored, &tx))
+                let progress = progress.clone();
+                std::thread::spawn(move || read_batches(&path, &stored, &tx, &progress))
             };
             let mut total =
                 serde_json::json!({"added": 0, "updated": 0, "unchanged": 0, "reevaluated": 0});
@@ -451,6 +508,7 @@ pub async fn advisories(cmd: AdvisoriesCommand) -> Result<ExitCode> {
                     Err(e) => failed = Some(e),
                 }
             }
+            progress.finish_and_clear();
             let skipped = match reader.join() {
                 Ok(Ok(n)) => n,
                 Ok(Err(e)) => bail!("reading {}: {e}", path.display()),
@@ -476,6 +534,7 @@ pub async fn advisories(cmd: AdvisoriesCommand) -> Result<ExitCode> {
         }
         AdvisoriesCommand::List {
             query: q,
+            json,
             limit,
             conn,
         } => {
@@ -484,10 +543,32 @@ pub async fn advisories(cmd: AdvisoriesCommand) -> Result<ExitCode> {
                 "/api/v1/advisories{}",
                 query(&[("q", q.as_deref()), ("limit", Some(&limit))])
             );
-            print_json(
-                &AdminClient::new(&conn)?
-                    .call(Method::GET, &path, None)
-                    .await?,
+            let v = get(&conn, &path).await?;
+            if !json {
+                println!(
+                    "{} advisories in the database {}",
+                    v.get("total")
+                        .and_then(serde_json::Value::as_u64)
+                        .unwrap_or(0),
+                    v.get("database")
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or("")
+                );
+            }
+            table::print_listing(
+                json,
+                &v,
+                v.get("advisories")
+                    .and_then(serde_json::Value::as_array)
+                    .map_or(&[][..], Vec::as_slice),
+                &[
+                    Col("ID", "id", Shown::Text),
+                    Col("ALIASES", "aliases", Shown::Text),
+                    Col("SEVERITY", "severity", Shown::Text),
+                    Col("MODIFIED", "modified", Shown::Time),
+                    Col("SUMMARY", "summary", Shown::Text),
+                ],
+                "no advisories match",
             )?;
         }
         AdvisoriesCommand::Affected { id, json, conn } => {
@@ -725,7 +806,7 @@ pub async fn compliance(cmd: ComplianceCommand) -> Result<ExitCode> {
             }
         }
         ComplianceCommand::Status { conn } => {
-            get_json(&conn, "/api/v1/compliance/status").await?;
+            print_json(&get(&conn, "/api/v1/compliance/status").await?)?;
         }
         ComplianceCommand::Check { file } => {
             let t = std::fs::read_to_string(&file)
@@ -763,8 +844,24 @@ pub async fn compliance(cmd: ComplianceCommand) -> Result<ExitCode> {
             );
             print_json(&v)?;
         }
-        ComplianceCommand::Waivers { conn } => {
-            get_json(&conn, "/api/v1/compliance/waivers").await?;
+        ComplianceCommand::Waivers { json, conn } => {
+            let v = get(&conn, "/api/v1/compliance/waivers").await?;
+            table::print_listing(
+                json,
+                &v,
+                v.as_array().map_or(&[][..], Vec::as_slice),
+                &[
+                    Col("ID", "id", Shown::Text),
+                    Col("RULE", "rule", Shown::Text),
+                    Col("DEVICE", "device", Shown::Text),
+                    Col("MODEL", "model", Shown::Text),
+                    Col("UNTIL", "expires_at", Shown::Time),
+                    Col("EXPIRED", "expired", Shown::Text),
+                    Col("BY", "author", Shown::Text),
+                    Col("REASON", "reason", Shown::Text),
+                ],
+                "no waivers",
+            )?;
         }
         ComplianceCommand::Unwaive { id, conn } => {
             AdminClient::new(&conn)?

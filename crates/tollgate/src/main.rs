@@ -13,7 +13,10 @@ mod client;
 mod config;
 mod config_audit;
 mod control_listener;
+mod dashboard;
+mod dashboard_cli;
 mod datadir;
+mod demo;
 mod detection;
 mod eventlog;
 mod human;
@@ -21,8 +24,10 @@ mod inventory_cli;
 mod listener;
 mod metrics;
 mod policy_cli;
+mod progress;
 mod reports;
 mod serve;
+mod table;
 mod tls;
 mod webhook;
 
@@ -38,7 +43,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -78,8 +83,12 @@ enum Command {
         #[arg(long, num_args = 2, value_names = ["CERT", "KEY"])]
         import_ca: Option<Vec<PathBuf>>,
     },
+    /// See the whole product work in a minute: a gateway in a temporary directory, a simulated
+    /// fleet of 50 devices from three suppliers, a vulnerable device quarantined by compliance
+    /// and a compromised one detected and quarantined. Ctrl-C stops it and cleans up.
+    Demo(demo::DemoArgs),
     /// Run the gateway: MQTT over mTLS, and the admin API and EST enrollment over HTTPS.
-    /// Initialises DIR first if it does not exist.
+    /// Initialises DIR first if it does not exist or is empty.
     Serve {
         /// Data directory.
         #[arg(long, env = "TOLLGATE_DATA", value_name = "DIR")]
@@ -141,6 +150,9 @@ enum Command {
     /// verification (offline too).
     #[command(subcommand)]
     Audit(audit_cli::AuditCommand),
+    /// The web dashboard: print a one-time sign-in URL for a browser.
+    #[command(subcommand)]
+    Dashboard(dashboard_cli::DashboardCommand),
     /// The CA hierarchy: status and issuing-CA rotation.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -221,6 +233,9 @@ enum SupplierCommand {
     },
     /// List registered suppliers.
     List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         conn: client::ConnectArgs,
     },
@@ -256,15 +271,29 @@ enum AgentCommand {
         #[arg(long, value_name = "URL")]
         server: String,
         /// The one-time token from `tollgate device token`.
-        #[arg(long, env = "TOLLGATE_TOKEN", hide_env_values = true)]
-        token: String,
-        /// This device's id (the token is bound to it).
+        #[arg(
+            long,
+            env = "TOLLGATE_TOKEN",
+            hide_env_values = true,
+            required_unless_present = "bootstrap_cert",
+            conflicts_with = "bootstrap_cert"
+        )]
+        token: Option<String>,
+        /// Instead of a token: the supplier's bootstrap (manufacturing) certificate, PEM; its
+        /// CA must be registered with `tollgate supplier add --ca`.
+        #[arg(long, value_name = "FILE", requires = "bootstrap_key")]
+        bootstrap_cert: Option<PathBuf>,
+        /// The bootstrap certificate's private key, PEM.
+        #[arg(long, value_name = "FILE", requires = "bootstrap_cert")]
+        bootstrap_key: Option<PathBuf>,
+        /// This device's id (the token is bound to it; a bootstrap certificate names it).
         #[arg(long)]
         id: String,
         /// Directory for the key and certificates.
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
-        /// The gateway's CA certificate (default: OUT/ca.crt).
+        /// The gateway's root CA certificate, DATA/ca/root.crt (default: OUT/ca.crt). An
+        /// issuing CA works too: the root is then fetched from the gateway and stored.
         #[arg(long, value_name = "FILE")]
         cacert: Option<PathBuf>,
         /// EST label (enrollment profile).
@@ -458,14 +487,19 @@ enum PolicyCommand {
         conn: client::ConnectArgs,
     },
     /// Explain whether a device may publish or subscribe to a topic, and which rules decide.
+    ///
+    /// With a FILE, offline: that policy, for the groups given with --group. Without one, the
+    /// running server (--data DIR or --server ...) explains with its policy in force and the
+    /// device's real groups and state from the registry (a quarantined device is held to the
+    /// [quarantine] grant; a revoked one may do nothing).
     Explain {
-        /// Policy file.
-        file: PathBuf,
+        /// Policy file (offline); omit it to ask the running server.
+        file: Option<PathBuf>,
         /// Device id.
         #[arg(long)]
         device: String,
-        /// Group of the device (repeatable).
-        #[arg(long = "group")]
+        /// Group of the device (repeatable; offline only: the server knows the real groups).
+        #[arg(long = "group", requires = "file")]
         groups: Vec<String>,
         /// Topic to publish to.
         #[arg(
@@ -480,6 +514,11 @@ enum PolicyCommand {
         /// With --publish: the PUBLISH has the retain flag set (needs a `retain` grant too).
         #[arg(long, requires = "publish")]
         retain: bool,
+        /// Print JSON (with the server).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: client::ConnectArgs,
     },
     #[command(flatten)]
     Versions(policy_cli::VersionCommand),
@@ -487,12 +526,20 @@ enum PolicyCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The demo tells its own story on stdout; the gateway inside it logs only what is wrong.
+    let default_level = if matches!(cli.command, Command::Demo(_)) {
+        "warn"
+    } else {
+        "info"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal: not in a journal, a file or a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let _ = rustls::crypto::ring::default_provider().install_default();
     match run(cli) {
@@ -553,7 +600,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             opts.config_toml = config::default_config_toml(&opts.dns_names, &opts.ips);
             let report = tollgate_control::ca::init(&data, &opts)?;
             write_detection_defaults(&data)?;
-            print_init_report(&data, &report);
+            print_init_report(&data, &report, None);
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve {
@@ -563,14 +610,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             admin_listen,
             metrics_listen,
         } => {
-            if !data.exists() {
+            // A missing or empty directory (systemd's StateDirectory= hands over an empty one)
+            // is initialised; anything else is used as it is.
+            let empty = std::fs::read_dir(&data).map_or(true, |mut d| d.next().is_none());
+            let initialised = if empty {
                 let report = tollgate_control::ca::init(&data, &init_options())?;
                 write_detection_defaults(&data)?;
-                print_init_report(&data, &report);
-            }
+                Some(report)
+            } else {
+                None
+            };
             let mut cfg = config::Config::load(&data, config.as_deref())?;
             if let Some(a) = mqtt_listen {
                 cfg.mqtt_listen = a;
+            }
+            if let Some(report) = &initialised {
+                print_init_report(&data, report, Some(cfg.mqtt_listen.port()));
             }
             if let Some(a) = admin_listen {
                 cfg.admin_listen = a;
@@ -581,6 +636,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             runtime()?.block_on(serve::serve(cfg))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Demo(args) => runtime()?.block_on(demo::run(args)),
         Command::Device(cmd) => runtime()?.block_on(device(cmd)),
         Command::Policy(cmd) => policy(cmd),
         Command::Groups { json, conn } => runtime()?.block_on(policy_cli::groups(json, &conn)),
@@ -592,6 +648,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Vex(cmd) => runtime()?.block_on(inventory_cli::vex(cmd)),
         Command::Alerts(args) => runtime()?.block_on(alerts_cli::alerts(args)),
         Command::Audit(cmd) => runtime()?.block_on(audit_cli::audit(cmd)),
+        Command::Dashboard(cmd) => runtime()?.block_on(dashboard_cli::dashboard(cmd)),
         Command::Compliance(cmd) => match cmd {
             inventory_cli::ComplianceCommand::Check { .. } => {
                 tokio::runtime::Builder::new_current_thread()
@@ -618,8 +675,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .fold(cfg.cert_lifetime, time::Duration::max);
             let (name, until) =
                 tollgate_control::ca::rotate(&data, longest + time::Duration::days(1))?;
+            let left = u64::try_from(until - time::OffsetDateTime::now_utc().unix_timestamp())
+                .unwrap_or(0);
             println!(
-                "New issuing CA: {name}. The previous one stays trusted until {until} (Unix time)."
+                "New issuing CA: {name}. The previous one stays trusted until {} ({} from now), when the last certificate it issued has expired.",
+                human::rfc3339_ms(until.saturating_mul(1000)),
+                human::span(left)
             );
             eprintln!("Restart `tollgate serve` to start issuing from it.");
             Ok(ExitCode::SUCCESS)
@@ -675,19 +736,36 @@ fn init_options() -> tollgate_control::InitOptions {
     opts
 }
 
-fn print_init_report(data: &std::path::Path, report: &tollgate_control::InitReport) {
+/// What `init` (or the first `serve`) made, and what to do next. `serving`: the MQTT port of
+/// the server that is starting now (the hint then does not tell the reader to start one).
+fn print_init_report(
+    data: &std::path::Path,
+    report: &tollgate_control::InitReport,
+    serving: Option<u16>,
+) {
     eprintln!("Initialised {}:", data.display());
     for f in &report.files {
         eprintln!("  {}", f.display());
     }
+    let d = data.display();
+    let (first, port) = match serving {
+        Some(port) => (
+            "The server is starting. In another terminal, add a device and connect it:".to_owned(),
+            port,
+        ),
+        None => (
+            format!(
+                "Next: start the server, add a device and connect it:\n  tollgate serve --data {d}"
+            ),
+            config::FileConfig::default().mqtt.listen.port(),
+        ),
+    };
     eprintln!(
-        "\nNext: start the server, add a device and connect it:\n  \
-         tollgate serve --data {d}\n  \
+        "\n{first}\n  \
          tollgate device add sensor-1 --group sensors --out ./sensor-1 --data {d}\n  \
-         mosquitto_pub -h localhost -p 8883 --cafile sensor-1/ca.crt --cert sensor-1/sensor-1.crt \
+         mosquitto_pub -h localhost -p {port} --cafile sensor-1/ca.crt --cert sensor-1/sensor-1.crt \
          --key sensor-1/sensor-1.key -i sensor-1 -t devices/sensor-1/telemetry -m hello\n\
-         The policy in {d}/policy.toml denies everything until you write rules (docs/policy.md).",
-        d = data.display()
+         The policy in {d}/policy.toml denies everything until you write rules (docs/policy.md)."
     );
 }
 
@@ -758,35 +836,34 @@ async fn device(cmd: DeviceCommand) -> Result<ExitCode> {
             let v = client::AdminClient::new(&conn)?
                 .call(Method::GET, "/api/v1/devices", None)
                 .await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                println!(
-                    "{:<32} {:<12} {:<10} GROUPS",
-                    "DEVICE", "STATE", "CONNECTED"
-                );
-                for d in v.as_array().into_iter().flatten() {
-                    let s = |k: &str| d.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned();
-                    let groups: Vec<String> = d
-                        .get("groups")
-                        .and_then(|g| g.as_array())
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|g| g.as_str().map(str::to_owned))
-                        .collect();
-                    let connected = d
-                        .get("connected")
-                        .and_then(|x| x.as_bool())
-                        .unwrap_or(false);
-                    println!(
-                        "{:<32} {:<12} {:<10} {}",
-                        s("id"),
-                        s("state"),
-                        if connected { "yes" } else { "no" },
-                        groups.join(",")
-                    );
-                }
+            // The newest unrevoked certificate's expiry, as a column of its own.
+            let mut items: Vec<serde_json::Value> = v.as_array().cloned().unwrap_or_default();
+            for d in &mut items {
+                let expiry = d
+                    .get("certificates")
+                    .and_then(|c| c.as_array())
+                    .into_iter()
+                    .flatten()
+                    .filter(|c| c.get("revoked_at").is_none_or(|r| r.is_null()))
+                    .filter_map(|c| c.get("not_after").and_then(|n| n.as_i64()))
+                    .max();
+                d["cert_expires"] = expiry.into();
+                let connected = d.get("connected").and_then(|x| x.as_bool()) == Some(true);
+                d["connected_text"] = if connected { "yes" } else { "no" }.into();
             }
+            table::print_listing(
+                json,
+                &v,
+                &items,
+                &[
+                    table::Col("DEVICE", "id", table::Shown::Text),
+                    table::Col("STATE", "state", table::Shown::Text),
+                    table::Col("CONNECTED", "connected_text", table::Shown::Text),
+                    table::Col("CERT EXPIRES", "cert_expires", table::Shown::Time),
+                    table::Col("GROUPS", "groups", table::Shown::Text),
+                ],
+                "no devices",
+            )?;
         }
         DeviceCommand::Stats { id, json, conn } => {
             return alerts_cli::device_stats(&id, json, &conn).await;
@@ -961,11 +1038,27 @@ async fn supplier_cmd(cmd: SupplierCommand) -> Result<ExitCode> {
                 .await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
-        SupplierCommand::List { conn } => {
+        SupplierCommand::List { json, conn } => {
             let v = client::AdminClient::new(&conn)?
                 .call(Method::GET, "/api/v1/suppliers", None)
                 .await?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            table::print_listing(
+                json,
+                &v,
+                v.as_array().map_or(&[][..], Vec::as_slice),
+                &[
+                    table::Col("SUPPLIER", "name", table::Shown::Text),
+                    table::Col("GROUPS", "groups", table::Shown::Text),
+                    table::Col("RE-ENROLL", "allow_reenroll", table::Shown::Text),
+                    table::Col(
+                        "DISCLOSURE CONTACT",
+                        "disclosure_contact",
+                        table::Shown::Text,
+                    ),
+                    table::Col("SUPPORT UNTIL", "support_end", table::Shown::Time),
+                ],
+                "no suppliers",
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -976,21 +1069,37 @@ async fn agent_cmd(cmd: AgentCommand) -> Result<ExitCode> {
         AgentCommand::Enroll {
             server,
             token,
+            bootstrap_cert,
+            bootstrap_key,
             id,
             out,
             cacert,
             label,
         } => {
-            let crt = agent::enroll(
+            let proof = match (&token, &bootstrap_cert, &bootstrap_key) {
+                (Some(t), _, _) => agent::Proof::Token(t),
+                (None, Some(cert), Some(key)) => agent::Proof::Bootstrap { cert, key },
+                _ => anyhow::bail!("pass --token, or --bootstrap-cert with --bootstrap-key"),
+            };
+            let done = agent::enroll(
                 &server,
-                &token,
+                proof,
                 &id,
                 &out,
                 cacert.as_deref(),
                 label.as_deref(),
             )
             .await?;
-            eprintln!("enrolled {id}: {}", crt.display());
+            if let Some(note) = &done.note {
+                eprintln!("note: {note}");
+            }
+            eprintln!(
+                "enrolled {id}: {}\nMQTT clients: --cert {} --key {} --cafile {}",
+                done.cert.display(),
+                done.cert.display(),
+                out.join(format!("{id}.key")).display(),
+                done.ca.display()
+            );
         }
         AgentCommand::Renew {
             server,
@@ -1014,15 +1123,18 @@ async fn agent_cmd(cmd: AgentCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Read and parse a policy file: `Err` outside for a file that cannot be read, inside for one
+/// that does not parse (printed by the caller, exit 1).
+fn load(file: &Path) -> Result<Result<tollgate_policy::Policy, String>> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    Ok(
+        tollgate_policy::Policy::parse(&text, &file.display().to_string())
+            .map_err(|e| e.to_string()),
+    )
+}
+
 fn policy(cmd: PolicyCommand) -> Result<ExitCode> {
-    let load = |file: &PathBuf| -> Result<Result<tollgate_policy::Policy, String>> {
-        let text =
-            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        Ok(
-            tollgate_policy::Policy::parse(&text, &file.display().to_string())
-                .map_err(|e| e.to_string()),
-        )
-    };
     match cmd {
         PolicyCommand::Versions(cmd) => runtime()?.block_on(policy_cli::versions(cmd)),
         PolicyCommand::Check { file } => match load(&file)? {
@@ -1094,31 +1206,51 @@ fn policy(cmd: PolicyCommand) -> Result<ExitCode> {
             publish,
             subscribe,
             retain,
-        } => match load(&file)? {
-            Ok(p) => {
-                let id = tollgate_policy::Identity {
-                    device_id: &device,
-                    groups: &groups,
-                };
-                let (action, topic) = match (publish, subscribe) {
-                    (Some(t), _) if retain => (tollgate_policy::Action::Retain, t),
-                    (Some(t), _) => (tollgate_policy::Action::Publish, t),
-                    (None, Some(t)) => (tollgate_policy::Action::Subscribe, t),
-                    (None, None) => anyhow::bail!("pass --publish TOPIC or --subscribe FILTER"),
-                };
-                let ex = p.explain(&id, action, &topic);
-                println!("{ex}");
-                Ok(if ex.allowed {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(3)
-                })
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                Ok(ExitCode::from(1))
-            }
-        },
+            json,
+            conn,
+        } => {
+            let (action, topic) = match (publish, subscribe) {
+                (Some(t), _) if retain => (tollgate_policy::Action::Retain, t),
+                (Some(t), _) => (tollgate_policy::Action::Publish, t),
+                (None, Some(t)) => (tollgate_policy::Action::Subscribe, t),
+                (None, None) => anyhow::bail!("pass --publish TOPIC or --subscribe FILTER"),
+            };
+            let Some(file) = file else {
+                return runtime()?.block_on(policy_cli::explain_live(
+                    &conn, &device, action, &topic, json,
+                ));
+            };
+            explain_offline(&file, &device, &groups, action, &topic)
+        }
+    }
+}
+
+/// `tollgate policy explain FILE`: the file's policy, for the groups given.
+fn explain_offline(
+    file: &Path,
+    device: &str,
+    groups: &[String],
+    action: tollgate_policy::Action,
+    topic: &str,
+) -> Result<ExitCode> {
+    match load(file)? {
+        Ok(p) => {
+            let id = tollgate_policy::Identity {
+                device_id: device,
+                groups,
+            };
+            let ex = p.explain(&id, action, topic);
+            println!("{ex}");
+            Ok(if ex.allowed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(1))
+        }
     }
 }
 

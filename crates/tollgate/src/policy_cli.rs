@@ -1,5 +1,6 @@
-//! `tollgate policy suggest` and `tollgate policy lint --observed`: clients of the admin API's
-//! least-privilege routes (what devices were seen doing, and the policy it suggests).
+//! `tollgate policy suggest`, `lint --observed` and `explain` without a file: clients of the
+//! admin API's policy routes (what devices were seen doing, the policy it suggests, and the
+//! live server's explanation of one decision).
 
 use std::process::ExitCode;
 
@@ -394,4 +395,62 @@ pub async fn groups(json: bool, conn: &client::ConnectArgs) -> Result<ExitCode> 
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `tollgate policy explain` without a file: the running server explains, with the device's
+/// real groups and state. Exit 0 allowed, 3 denied.
+pub async fn explain_live(
+    conn: &client::ConnectArgs,
+    device: &str,
+    action: Action,
+    topic: &str,
+    json: bool,
+) -> Result<ExitCode> {
+    let v = AdminClient::new(conn)?
+        .call(
+            Method::GET,
+            &format!(
+                "/api/v1/policy/explain?device={}&action={}&topic={}",
+                client::path_escape(device),
+                tollgate_control::observe::action_name(action),
+                client::path_escape(topic)
+            ),
+            None,
+        )
+        .await?;
+    let allowed = v.get("allowed").and_then(Value::as_bool).unwrap_or(false);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let groups: Vec<&str> = v
+            .get("groups")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        println!(
+            "device `{device}` on the running server: state {}, groups: {}",
+            s(&v, "state"),
+            if groups.is_empty() {
+                "none".to_owned()
+            } else {
+                groups.join(", ")
+            }
+        );
+        for step in v
+            .get("steps")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            println!("{step}");
+        }
+    }
+    Ok(if allowed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
 }

@@ -245,6 +245,8 @@ pub async fn serve(cfg: Config) -> Result<()> {
     let dispatcher_compliance = dispatcher.consumer("compliance", cfg.event_queue);
     // Behaviour detection takes the connection, refusal and denial events.
     let detection_events = dispatcher.consumer("detection", cfg.event_queue);
+    // The dashboard's live updates: a tap that misses events rather than slow the bus.
+    let dashboard_events = dispatcher.consumer("dashboard", cfg.event_queue.min(4096));
     let dispatcher_task = tokio::spawn(dispatcher.run());
     let event_writer = tokio::spawn(crate::eventlog::run(log, cfg.events_file.clone()));
 
@@ -371,6 +373,16 @@ pub async fn serve(cfg: Config) -> Result<()> {
         .with_metrics(Arc::clone(&metrics))
         .run(stop_rx.clone()),
     );
+    let dashboard = crate::dashboard::Dashboard::start(
+        cfg.dashboard,
+        events.clone(),
+        dashboard_events,
+        crate::dashboard::live::StatsSource {
+            broker: broker.clone(),
+            detection: Arc::clone(&detection),
+        },
+        stop_rx.clone(),
+    );
     let admin_task = tokio::spawn(crate::control_listener::serve(
         crate::control_listener::ControlListener {
             listener: admin,
@@ -388,6 +400,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
             detection: Arc::clone(&detection),
             audit: audit.clone(),
             config_audit: Some(Arc::clone(&config_audit)),
+            dashboard,
         },
         stop_rx,
     ));
@@ -523,20 +536,11 @@ fn open_broker(
 /// Watch the policy file (polling its modification time and size) and SIGHUP; re-sign CRLs
 /// when due.
 async fn watch_policy(cp: Arc<Control>, detection: Arc<Detection>, every: Duration) {
-    #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut hup = hangup_listener();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let hup_fut = async {
-            #[cfg(unix)]
-            match hup.as_mut() {
-                Some(h) => h.recv().await,
-                None => std::future::pending().await,
-            }
-            #[cfg(not(unix))]
-            std::future::pending::<Option<()>>().await
-        };
+        let hup_fut = hangup(&mut hup);
         let cp = Arc::clone(&cp);
         let det = Arc::clone(&detection);
         tokio::select! {
@@ -568,6 +572,33 @@ async fn watch_policy(cp: Arc<Control>, detection: Arc<Detection>, every: Durati
             }
         }
     }
+}
+
+/// SIGHUP's listener: `None` where there is none (another platform, or it could not be set up).
+#[cfg(unix)]
+pub(crate) type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+pub(crate) type Hangup = Option<()>;
+
+/// A listener for SIGHUP (each listener is told of every signal).
+pub(crate) fn hangup_listener() -> Hangup {
+    #[cfg(unix)]
+    {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// The next SIGHUP; never, without a listener.
+pub(crate) async fn hangup(h: &mut Hangup) {
+    #[cfg(unix)]
+    if let Some(h) = h.as_mut() {
+        h.recv().await;
+        return;
+    }
+    let _ = h;
+    std::future::pending::<()>().await
 }
 
 async fn wait_for_signal() {

@@ -263,6 +263,25 @@ pub fn classify_handshake_error(e: &io::Error) -> (RefusalReason, String) {
     let Some(err) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
         return (RefusalReason::TlsError, detail);
     };
+    // rustls says when in Unix seconds; people read dates.
+    let detail = match err {
+        rustls::Error::InvalidCertificate(CertificateError::ExpiredContext { time, not_after }) => {
+            format!(
+                "certificate expired at {} ({} before this handshake)",
+                rfc3339(not_after.as_secs()),
+                crate::human::span(time.as_secs().saturating_sub(not_after.as_secs()))
+            )
+        }
+        rustls::Error::InvalidCertificate(CertificateError::NotValidYetContext {
+            time,
+            not_before,
+        }) => format!(
+            "certificate not valid before {} ({} after this handshake; is a clock wrong?)",
+            rfc3339(not_before.as_secs()),
+            crate::human::span(not_before.as_secs().saturating_sub(time.as_secs()))
+        ),
+        _ => detail,
+    };
     let reason = match err {
         rustls::Error::NoCertificatesPresented => RefusalReason::NoCertificate,
         rustls::Error::InvalidCertificate(ce) => match ce {
@@ -276,4 +295,9 @@ pub fn classify_handshake_error(e: &io::Error) -> (RefusalReason, String) {
         _ => RefusalReason::TlsError,
     };
     (reason, detail)
+}
+
+/// Unix seconds as RFC 3339 UTC.
+fn rfc3339(secs: u64) -> String {
+    crate::human::rfc3339_ms(i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1000))
 }

@@ -314,3 +314,68 @@ fn enrollment_refusals_record_the_real_reason_and_status() {
         "{all:#?}"
     );
 }
+
+/// Regression: `agent enroll` could not use a supplier's bootstrap certificate (the docs say
+/// such devices need no token), and it copied whatever `--cacert` it was given into `ca.crt`,
+/// so an issuing-CA file gave a device that could not connect (OpenSSL clients want a root).
+/// Now it enrolls with the bootstrap certificate, stores the gateway's root, says so, and the
+/// result publishes with mosquitto_pub.
+#[test]
+fn the_agent_enrolls_with_a_bootstrap_certificate_and_stores_the_root_ca() {
+    let s = Server::start();
+    let dir = s.root.join("boot");
+    let ca = supplier_ca(&dir, "acme");
+    let boot = bootstrap_cert(&dir, "acme", "idev", "ACME-0077", "");
+    add_supplier(&s, "acme", &ca, &["--group", "sensors"], &boot);
+    let out_dir = s.root.join("agent-boot");
+    let url = format!("https://127.0.0.1:{}", s.admin_port);
+    let out = std::process::Command::new(support::BIN)
+        .args(["agent", "enroll", "--server", &url, "--id", "ACME-0077"])
+        .arg("--bootstrap-cert")
+        .arg(dir.join("idev.crt"))
+        .arg("--bootstrap-key")
+        .arg(dir.join("idev.key"))
+        .arg("--out")
+        .arg(&out_dir)
+        // The issuing CA, not the root: enough to authenticate the gateway.
+        .arg("--cacert")
+        .arg(s.data.join("ca/issuing.crt"))
+        .env_remove("TOLLGATE_TOKEN")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("is not a root CA"), "{stderr}");
+    assert!(stderr.contains("--cafile"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("ca.crt")).unwrap(),
+        std::fs::read_to_string(s.data.join("ca/root.crt")).unwrap(),
+        "ca.crt holds the root"
+    );
+    let dev = support::Device::from_files(
+        "ACME-0077",
+        &out_dir,
+        out_dir.join("ACME-0077.crt"),
+        out_dir.join("ACME-0077.key"),
+        out_dir.join("ca.crt"),
+    );
+    let out = s.mosquitto_pub(
+        &dev,
+        &["-t", "devices/ACME-0077/telemetry", "-m", "1", "-q", "1"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let v = s.show("ACME-0077");
+    assert_eq!(v["bootstrap"]["supplier"], "acme", "{v}");
+    // Neither a token nor a bootstrap certificate: clap says what is missing.
+    let out = std::process::Command::new(support::BIN)
+        .args(["agent", "enroll", "--server", &url, "--id", "x", "--out"])
+        .arg(&out_dir)
+        .env_remove("TOLLGATE_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--token"),
+        "{out:?}"
+    );
+}

@@ -198,3 +198,42 @@ fn an_event_queue_overflow_is_recorded_as_events_dropped_and_seq_stays_contiguou
         "{FLOOD} denied publishes: {in_file} in the file, {dropped} dropped, {lost} lost"
     );
 }
+
+/// Regression: `events.log` could not be rotated: after `mv` and SIGHUP, events still went to
+/// the old file. Now SIGHUP reopens it by name; the numbering runs on across the two files.
+#[test]
+fn events_log_is_reopened_on_sighup_so_it_can_be_rotated() {
+    let s = Server::start_with(&[], EXAMPLE_POLICY);
+    s.add_device("before-rotation", &["sensors"]);
+    s.wait_event("device_added before", |e| {
+        e["type"] == "device_added" && e["device"] == "before-rotation"
+    });
+    let old = s.data.join("events.log.1");
+    std::fs::rename(s.data.join("events.log"), &old).unwrap();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &s.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    // The new file appears when the writer reopens it (before any new event).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !s.data.join("events.log").exists() {
+        assert!(std::time::Instant::now() < deadline, "{}", s.log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    s.add_device("after-rotation", &["sensors"]);
+    let added = s.wait_event("device_added after, in the new file", |e| {
+        e["type"] == "device_added" && e["device"] == "after-rotation"
+    });
+    let old_text = std::fs::read_to_string(&old).unwrap();
+    assert!(old_text.contains("before-rotation"));
+    assert!(
+        !old_text.contains("after-rotation"),
+        "nothing new goes to the rotated file"
+    );
+    let last_old: Value = serde_json::from_str(old_text.lines().last().unwrap()).unwrap();
+    assert!(
+        added["seq"].as_u64().unwrap() > last_old["seq"].as_u64().unwrap(),
+        "{added} after {last_old}"
+    );
+}

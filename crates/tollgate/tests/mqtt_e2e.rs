@@ -383,6 +383,13 @@ fn denied_publish_gets_0x87_in_v5_is_never_delivered_and_is_recorded() {
         e["type"] == "publish_denied" && e["topic"] == "$SYS/broker/x"
     });
     assert_eq!(ev["device"], "sensor-1");
+    // The event names the deny rule that decided (the example policy's one unnamed deny rule).
+    assert_eq!(ev["rule"], "deny[1]", "{ev}");
+    // A topic no rule grants is the default deny: no rule to name.
+    let ev = s.wait_event("publish denied by the default deny", |e| {
+        e["type"] == "publish_denied" && e["topic"] == "devices/sensor-2/telemetry"
+    });
+    assert!(ev.get("rule").is_none(), "{ev}");
     assert!(s.count_events("publish_denied") >= 5);
 }
 
@@ -821,4 +828,45 @@ fn messages_larger_than_the_clients_maximum_packet_size_are_not_sent_to_it() {
         .collect();
     // MQTT 5 3.1.2.25: discarded as if delivered; with a receive maximum of 1 the rest still flow.
     assert_eq!(payloads, vec!["small-1", "small-2", "small-3"], "{r:?}");
+}
+
+/// Regression: a policy that grants `#` to everyone went live with no warning. It still goes
+/// live (it is valid), but lint runs on every reload: each warning is a `policy_warning` event
+/// and a line on stderr, which carries no colour codes when it is not a terminal.
+#[test]
+fn a_reload_to_a_policy_granting_everything_to_everyone_is_warned_about() {
+    let s = Server::start();
+    assert!(s.set_policy(
+        "[[allow]]\nid = \"everything\"\nwho = \"*\"\npublish = [\"#\"]\nsubscribe = [\"#\"]\n"
+    ));
+    let reloaded = s.wait_event("policy_reloaded with warnings", |e| {
+        e["type"] == "policy_reloaded" && e["warnings"].as_u64().is_some_and(|n| n >= 2)
+    });
+    assert_eq!(reloaded["rules"], 1, "{reloaded}");
+    let w = s.wait_event("policy_warning", |e| {
+        e["type"] == "policy_warning"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("overly broad grant"))
+    });
+    assert_eq!(w["rule"], "everything", "{w}");
+    assert_eq!(w["line"], 1, "{w}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !s.log().contains("overly broad grant") {
+        assert!(std::time::Instant::now() < deadline, "{}", s.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !s.log().contains('\u{1b}'),
+        "no ANSI escapes in a non-terminal log"
+    );
+    // The example policy is clean: its reload carries no warnings.
+    assert!(s.set_policy(support::EXAMPLE_POLICY));
+    let last = s
+        .events()
+        .into_iter()
+        .rev()
+        .find(|e| e["type"] == "policy_reloaded")
+        .unwrap();
+    assert_eq!(last["warnings"], 0, "{last}");
 }

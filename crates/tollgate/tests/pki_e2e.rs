@@ -443,6 +443,10 @@ fn after_ca_rotate_devices_under_the_old_and_the_new_issuing_ca_both_work() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // When the old CA stops being trusted, as a date (regression: it printed Unix seconds).
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("stays trusted until 20"), "{said}");
+    assert!(said.contains("from now"), "{said}");
     s.spawn();
     let new = s.add_device("new-1", &["sensors"]);
     let issuer = |d: &support::Device| {

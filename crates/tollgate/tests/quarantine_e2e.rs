@@ -836,3 +836,65 @@ fn a_persistent_session_gets_its_suspended_subscriptions_back_when_released_whil
         "the subscription the quarantine suspended was not put back on release: {r:?}"
     );
 }
+
+/// Regression: `policy explain` used to ignore the registry, so without `--group` it denied
+/// what the live server allowed. Against the running server it uses the device's real groups
+/// and state: allowed while active, confined while quarantined, nothing once revoked.
+#[test]
+fn policy_explain_against_the_server_uses_the_devices_real_groups_and_state() {
+    let s = Server::start();
+    s.add_device("sensor-1", &["sensors"]);
+    let explain = |extra: &[&str]| {
+        let mut args = vec!["policy", "explain", "--device", "sensor-1"];
+        args.extend_from_slice(extra);
+        let out = s.cli(&args);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = explain(&["--publish", "devices/sensor-1/telemetry"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("state active, groups: sensors"), "{text}");
+    assert!(text.contains("ALLOWED by allow[1] (sensors)"), "{text}");
+    // The deny rule is named.
+    let (code, text) = explain(&["--publish", "$SYS/x", "--json"]);
+    assert_eq!(code, Some(3), "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["allowed"], false, "{v}");
+    assert_eq!(v["denied_by"], "deny[1]", "{v}");
+    // Offline, the file's policy with the groups given (as before).
+    let file = s.data.join("policy.toml");
+    let out = s.cli(&[
+        "policy",
+        "explain",
+        file.to_str().unwrap(),
+        "--device",
+        "sensor-1",
+        "--publish",
+        "devices/sensor-1/telemetry",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "no --group: no grant offline");
+
+    quarantine(&s, "sensor-1", REASON);
+    let (code, text) = explain(&["--publish", "devices/sensor-1/telemetry"]);
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("state quarantined"), "{text}");
+    assert!(text.contains(REASON), "{text}");
+    // The quarantine grant still lets it report its inventory.
+    let (code, text) = explain(&["--publish", "$tollgate/devices/sensor-1/inventory"]);
+    assert_eq!(code, Some(0), "{text}");
+
+    s.revoke("sensor-1");
+    let (code, text) = explain(&["--subscribe", "devices/sensor-1/commands/#"]);
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("state revoked"), "{text}");
+    let (code, _) = explain(&["--device-typo"]);
+    assert_eq!(code, Some(2), "clap refuses unknown flags");
+    let out = s.cli(&["policy", "explain", "--device", "nobody", "--publish", "a"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nobody"),
+        "{out:?}"
+    );
+}

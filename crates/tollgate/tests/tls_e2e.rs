@@ -97,9 +97,13 @@ fn handshake_is_refused_without_a_certificate_for_a_foreign_ca_and_for_an_expire
     let old = s.expired_device("sensor-1", &s.root.join("expired"));
     let out = s.mosquitto_pub(&old, &["-t", "devices/sensor-1/telemetry", "-m", "x"]);
     assert!(!out.status.success());
-    s.wait_event("expired", |e| {
+    let ev = s.wait_event("expired", |e| {
         e["type"] == "connection_refused" && e["reason"] == "expired"
     });
+    // When, as a date, not Unix seconds (regression).
+    let detail = ev["detail"].as_str().unwrap();
+    assert!(detail.contains("certificate expired at 20"), "{ev}");
+    assert!(!detail.contains("UNIX"), "{ev}");
 
     // The admin certificate is not a device.
     let admin = write_device(

@@ -319,6 +319,27 @@ async fn simulate(a: SimulateArgs) -> Result<ExitCode> {
     );
     let attack_t0 = t0 + Duration::from_secs_f64(learning);
     eprintln!("learning phase: {learning:.0} s");
+    // A spinner on a terminal: which phase, and for how long.
+    let progress =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
+        progress.set_style(style);
+    }
+    progress.enable_steady_tick(Duration::from_millis(200));
+    let phases = {
+        let progress = progress.clone();
+        let devices = fleet.handles.len();
+        tokio::spawn(async move {
+            loop {
+                progress.set_message(if Instant::now() < attack_t0 {
+                    format!("{devices} devices: learning baselines")
+                } else {
+                    format!("{devices} devices: attacks and detection")
+                });
+                sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
 
     let mut attempts: Vec<Attempt> = Vec::new();
     let mut attack_tasks = Vec::new();
@@ -418,6 +439,8 @@ async fn simulate(a: SimulateArgs) -> Result<ExitCode> {
     };
     sleep_until(stop_at).await;
     sleep(Duration::from_millis(500)).await; // the tailer's last poll
+    phases.abort();
+    progress.finish_and_clear();
     let real = t0.elapsed().as_secs_f64();
     meter.abort();
     tailer.abort();

@@ -48,6 +48,8 @@ pub(super) struct AdminState {
     pub audit: Option<Arc<crate::audit::Audit>>,
     /// The configuration audit.
     pub config_audit: Option<Arc<crate::config_audit::ConfigAudit>>,
+    /// The web dashboard (its sessions are one way to be a caller).
+    pub dashboard: Arc<crate::dashboard::Dashboard>,
 }
 
 pub(super) type AppState = AdminState;
@@ -411,6 +413,8 @@ pub(super) fn router(state: AppState) -> Router {
         .merge(super::findings_api::routes())
         .merge(super::policy_api::routes())
         .merge(super::policy_versions_api::routes())
+        .merge(super::explain_api::routes())
+        .merge(super::dashboard_api::routes())
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError(

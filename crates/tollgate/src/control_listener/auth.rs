@@ -3,8 +3,10 @@
 //! Two extractors guard every `/api/v1` handler: [`Reader`] for routes that only read (any
 //! operator role), and [`Admin`] for routes that change something (the `admin` role). Both are
 //! decided before a body is read. A caller is proved by a client certificate from Tollgate's own
-//! CA naming an operator; a supplier's CA never counts (it could write any SAN). A refusal is a
-//! 403 with the reason and an `admin_denied` event (summarised per source when repeated).
+//! CA naming an operator; a supplier's CA never counts (it could write any SAN). Failing that,
+//! by a dashboard session cookie (and, for a change, the session's CSRF token and our origin),
+//! which [`crate::dashboard::Dashboard::api_caller`] checks. A refusal is a 403 with the reason
+//! and an `admin_denied` event (summarised per source when repeated).
 //!
 //! This module decides identity and role only; it must not look at what the request asks for.
 
@@ -24,7 +26,6 @@ pub(super) enum OperatorRole {
     /// Read and change everything.
     Admin,
     /// Read only.
-    #[allow(dead_code)] // made by viewer certificates and dashboard sessions (next commits)
     Viewer,
 }
 
@@ -41,8 +42,36 @@ pub(super) struct Reader(#[allow(dead_code)] pub(super) Caller);
 /// Extractor: an operator with the `admin` role (routes that change state); holds the name.
 pub(super) struct Admin(pub(super) String);
 
-/// The operator a request comes from, if any.
-fn caller(parts: &Parts, _state: &AppState) -> Option<Caller> {
+/// The operator a request comes from: `Ok(None)` when it shows no credential at all, `Err`
+/// with the reason when it shows one that does not hold.
+fn caller(parts: &Parts, state: &AppState) -> Result<Option<Caller>, String> {
+    match certificate_caller(parts) {
+        Some(c) => Ok(Some(c)),
+        None => session_caller(parts, state),
+    }
+}
+
+/// The dashboard's path: a session cookie (see [`crate::dashboard`]).
+fn session_caller(parts: &Parts, state: &AppState) -> Result<Option<Caller>, String> {
+    use crate::dashboard::Role;
+    Ok(state
+        .dashboard
+        .api_caller(&parts.method, &parts.headers)?
+        .map(|(name, role)| Caller {
+            name,
+            role: match role {
+                Role::Admin => OperatorRole::Admin,
+                Role::Viewer => OperatorRole::Viewer,
+            },
+        }))
+}
+
+/// Extractor: an operator proved by a client certificate, never by a session (the routes that
+/// sign browsers in: a session must not mint sessions).
+pub(super) struct CertificateOperator(pub(super) Caller);
+
+/// The operator a request's client certificate names, if any.
+fn certificate_caller(parts: &Parts) -> Option<Caller> {
     match parts.extensions.get::<Peer>() {
         Some(Peer {
             role: Role::Admin(name),
@@ -77,8 +106,23 @@ impl FromRequestParts<AppState> for Reader {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         caller(parts, state)
+            .map_err(|why| deny(parts, state, &why))?
             .map(Reader)
             .ok_or_else(|| deny(parts, state, "an operator client certificate is required"))
+    }
+}
+
+impl FromRequestParts<AppState> for CertificateOperator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        certificate_caller(parts).map(CertificateOperator).ok_or_else(|| {
+            deny(
+                parts,
+                state,
+                "an operator client certificate is required (a dashboard session cannot sign browsers in)",
+            )
+        })
     }
 }
 
@@ -86,7 +130,7 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        match caller(parts, state) {
+        match caller(parts, state).map_err(|why| deny(parts, state, &why))? {
             Some(Caller {
                 name,
                 role: OperatorRole::Admin,

@@ -5,7 +5,7 @@
 //! headers and the body; a small header buffer), the answers to callers over a limit (503 or
 //! 429 with a problem document naming the reason, from a few extra slots kept for saying no), the classification of each peer by which CA actually
 //! signed its client certificate (Tollgate's issuing CA, a registered supplier's manufacturing
-//! CA, or none), the [`Peer`] every handler sees, the admin and EST routers, and the one place
+//! CA, or none), the [`Peer`] every handler sees, the admin, EST and dashboard routers, and the one place
 //! control-plane errors become HTTP statuses ([`status_of`]). Client certificates are optional
 //! at the TLS layer and required per route. It holds no business logic: handlers call
 //! [`tollgate_control::Control`] on a blocking thread and translate the result.
@@ -15,8 +15,10 @@ mod audit_api;
 mod auth;
 mod body;
 mod compliance_api;
+mod dashboard_api;
 mod detection_api;
 mod est;
+mod explain_api;
 mod findings_api;
 mod openapi;
 mod policy_api;
@@ -187,6 +189,8 @@ pub struct ControlListener {
     pub audit: Option<Arc<crate::audit::Audit>>,
     /// The configuration audit.
     pub config_audit: Option<Arc<crate::config_audit::ConfigAudit>>,
+    /// The web dashboard's sessions and live updates.
+    pub dashboard: Arc<crate::dashboard::Dashboard>,
 }
 
 /// Serve the control listener until `shutdown` flips.
@@ -202,6 +206,7 @@ pub async fn serve(this: ControlListener, mut shutdown: watch::Receiver<bool>) {
         detection,
         audit,
         config_audit,
+        dashboard,
     } = this;
     let adm = settings.admission;
     let refusals = Arc::clone(&all_refusals.control);
@@ -214,6 +219,17 @@ pub async fn serve(this: ControlListener, mut shutdown: watch::Receiver<bool>) {
         settings,
         anonymous: Arc::new(Semaphore::new(anonymous_share(settings.max_connections))),
     });
+    let dash = crate::dashboard::router(crate::dashboard::DashState {
+        dash: Arc::clone(&dashboard),
+        src: crate::dashboard::Sources {
+            cp: Arc::clone(&cp),
+            broker: broker.clone(),
+            detection: Arc::clone(&detection),
+            audit: audit.clone(),
+            config_audit: config_audit.clone(),
+            refusals: Arc::clone(&refusals),
+        },
+    });
     let app = admin::router(admin::AdminState {
         cp: Arc::clone(&cp),
         broker,
@@ -223,7 +239,9 @@ pub async fn serve(this: ControlListener, mut shutdown: watch::Receiver<bool>) {
         detection,
         audit,
         config_audit,
+        dashboard,
     })
+    .merge(dash)
     .merge(est::router(est::EstState {
         cp: Arc::clone(&cp),
         events: events.clone(),

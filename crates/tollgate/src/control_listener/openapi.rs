@@ -58,6 +58,8 @@ opaque_object! {
     Sarif => "A SARIF 2.1.0 log of the open configuration findings.",
     AuditCheckpoint => "A checkpoint line of the audit log: size, root and the signed note.",
     AuditVerifyReport => "The audit log re-hashed and checked against every checkpoint.",
+    Explanation => "Whether a device may publish, retain or subscribe: `allowed`, the device's `state` and `groups`, and the `steps` (rules) that decided.",
+    DashboardLogin => "A one-time dashboard sign-in URL: `url`, `expires_at`, `role`.",
 }
 
 /// Errors of a route that only reads.
@@ -174,6 +176,8 @@ impl Modify for Security {
         super::policy_versions_api::version,
         super::policy_versions_api::diff,
         super::policy_versions_api::rollback,
+        super::explain_api::explain,
+        super::dashboard_api::create_login,
         super::policy_api::observations,
         super::policy_api::suggest,
         super::policy_api::unused,
@@ -279,6 +283,8 @@ mod tests {
             include_str!("findings_api.rs"),
             include_str!("policy_api.rs"),
             include_str!("policy_versions_api.rs"),
+            include_str!("explain_api.rs"),
+            include_str!("dashboard_api.rs"),
         ];
         let mut routes = 0;
         for src in sources {

@@ -1,16 +1,54 @@
-//! A minimal MQTT client over rustls, built on `tollgate-mqtt`: just what the load generator
-//! needs, so the generator spends its CPU on TLS and the wire, not on a general-purpose client.
+//! A minimal MQTT client over rustls with a device certificate, built on `tollgate-mqtt`: just
+//! what the load generator and the demo's simulated devices need (connect, send and read
+//! packets), so the generator spends its CPU on TLS and the wire, not on a general-purpose
+//! client. It keeps no session state and retries nothing: callers decide.
+#![forbid(unsafe_code)]
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context, Result};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tollgate_mqtt::{decode, BytesMut, Connect, Packet, Protocol};
+
+/// What can go wrong talking to a broker.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// A socket operation failed (`what` says which).
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS configuration or server name is unusable.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The certificate or key PEM could not be read.
+    #[error("credentials: {0}")]
+    Credentials(String),
+    /// The broker refused CONNECT with this reason.
+    #[error("CONNACK refused: {0}")]
+    Refused(&'static str),
+    /// The broker sent something else than the protocol calls for, or bytes that do not decode.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// The broker closed the connection.
+    #[error("connection closed by the broker")]
+    Closed,
+}
+
+/// This crate's result.
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClientError {
+    let what = what.into();
+    move |source| ClientError::Io { what, source }
+}
 
 pub type Stream = TlsStream<TcpStream>;
 
@@ -78,32 +116,33 @@ pub async fn connect_with(
     let tcp = match dial.local {
         None => TcpStream::connect(addr)
             .await
-            .with_context(|| format!("TCP connect {addr}"))?,
+            .map_err(io(format!("TCP connect {addr}")))?,
         Some(local) => {
             let sock = if local.is_ipv4() {
-                TcpSocket::new_v4()?
+                TcpSocket::new_v4()
             } else {
-                TcpSocket::new_v6()?
-            };
+                TcpSocket::new_v6()
+            }
+            .map_err(io("socket"))?;
             sock.bind(SocketAddr::new(local, 0))
-                .with_context(|| format!("binding {local}"))?;
+                .map_err(io(format!("binding {local}")))?;
             sock.connect(addr)
                 .await
-                .with_context(|| format!("TCP connect {addr} from {local}"))?
+                .map_err(io(format!("TCP connect {addr} from {local}")))?
         }
     };
-    tcp.set_nodelay(true)?;
+    tcp.set_nodelay(true).map_err(io("TCP_NODELAY"))?;
     let name = ServerName::try_from(
         dial.server_name
             .as_deref()
             .unwrap_or("localhost")
             .to_owned(),
     )
-    .map_err(|e| anyhow!("{e}"))?;
+    .map_err(|e| ClientError::Tls(e.to_string()))?;
     let tls = TlsConnector::from(Arc::clone(&dev.config))
         .connect(name, tcp)
         .await
-        .context("TLS handshake")?;
+        .map_err(io("TLS handshake"))?;
     let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
     let (rd, wr) = tokio::io::split(tls);
     let mut c = Conn {
@@ -127,8 +166,11 @@ pub async fn connect_with(
     c.send(&connect).await?;
     match c.next().await? {
         Packet::ConnAck(a) if !a.code.is_error() => Ok((c, resumed)),
-        Packet::ConnAck(a) => bail!("CONNACK refused: {}", a.code.name()),
-        other => bail!("expected CONNACK, got {}", other.kind()),
+        Packet::ConnAck(a) => Err(ClientError::Refused(a.code.name())),
+        other => Err(ClientError::Protocol(format!(
+            "expected CONNACK, got {}",
+            other.kind()
+        ))),
     }
 }
 
@@ -139,9 +181,10 @@ pub async fn write_packet(
     p: &Packet,
 ) -> Result<()> {
     let mut buf = BytesMut::new();
-    p.encode(protocol, &mut buf)?;
-    wr.write_all(&buf).await?;
-    wr.flush().await?;
+    p.encode(protocol, &mut buf)
+        .map_err(|e| ClientError::Protocol(format!("encoding {}: {e}", p.kind())))?;
+    wr.write_all(&buf).await.map_err(io("writing"))?;
+    wr.flush().await.map_err(io("writing"))?;
     Ok(())
 }
 
@@ -152,12 +195,14 @@ pub async fn read_packet(
     protocol: Protocol,
 ) -> Result<Packet> {
     loop {
-        if let Some(p) = decode(rbuf, Some(protocol), usize::MAX)? {
+        if let Some(p) = decode(rbuf, Some(protocol), usize::MAX)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?
+        {
             return Ok(p);
         }
         rbuf.reserve(64 * 1024);
-        if rd.read_buf(rbuf).await? == 0 {
-            bail!("connection closed by the broker");
+        if rd.read_buf(rbuf).await.map_err(io("reading"))? == 0 {
+            return Err(ClientError::Closed);
         }
     }
 }
@@ -183,8 +228,10 @@ pub fn device_tls(
 ) -> Result<DeviceTls> {
     use rustls_pki_types::pem::PemObject;
     let certs = rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()?;
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(pem.as_bytes())?;
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| ClientError::Credentials(format!("certificate: {e}")))?;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(pem.as_bytes())
+        .map_err(|e| ClientError::Credentials(format!("key: {e}")))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let versions: &[&rustls::SupportedProtocolVersion] = if tls13_only {
         &[&rustls::version::TLS13]
@@ -192,9 +239,11 @@ pub fn device_tls(
         &[&rustls::version::TLS12]
     };
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(versions)?
+        .with_protocol_versions(versions)
+        .map_err(|e| ClientError::Tls(e.to_string()))?
         .with_root_certificates(ca.clone())
-        .with_client_auth_cert(certs, key)?;
+        .with_client_auth_cert(certs, key)
+        .map_err(|e| ClientError::Credentials(e.to_string()))?;
     if !resumption {
         cfg.resumption = rustls::client::Resumption::disabled();
     }

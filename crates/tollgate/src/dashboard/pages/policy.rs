@@ -1,0 +1,119 @@
+//! The policy page (`/dashboard/policy`): the rules in force, in the policy's own syntax, its
+//! lint warnings, and the explain tool: `?device=ID&action=publish|subscribe|retain&topic=T`
+//! answers "may this device do that?" as the live server would (the control plane's explain:
+//! the device's real groups and state from the registry, quarantine included).
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::response::Response;
+use maud::html;
+use serde::Deserialize;
+use tollgate_policy::{Action, Who};
+
+use super::{badge, blocking, layout, Page};
+use crate::dashboard::{DashState, Signed};
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct ExplainQuery {
+    #[serde(default)]
+    device: String,
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    topic: String,
+}
+
+fn who_text(w: &Who) -> String {
+    match w {
+        Who::Any => "*".into(),
+        Who::Device(id) => format!("device:{id}"),
+        Who::Group(g) => format!("group:{g}"),
+    }
+}
+
+pub(super) async fn page(
+    State(s): State<DashState>,
+    Signed(session): Signed,
+    Query(q): Query<ExplainQuery>,
+) -> Response {
+    let p = Page {
+        key: "policy",
+        title: "Policy".into(),
+        session: &session,
+        device: None,
+    };
+    let policy = s.src.cp.policy();
+    let asked = !q.device.is_empty() && !q.topic.is_empty();
+    let explained = if asked {
+        let cp = Arc::clone(&s.src.cp);
+        let action = match q.action.as_str() {
+            "subscribe" => Action::Subscribe,
+            "retain" => Action::Retain,
+            _ => Action::Publish,
+        };
+        let (id, topic) = (q.device.clone(), q.topic.clone());
+        Some(blocking(move || cp.explain(&id, action, &topic)).await)
+    } else {
+        None
+    };
+    let lint: Vec<String> = policy.lint().iter().map(|l| l.to_string()).collect();
+    let body = html! {
+        section.panel {
+            h2 { "May a device do this?" }
+            form.filters #explain-form method="get" action="/dashboard/policy" {
+                input type="text" name="device" placeholder="device id" value=(q.device) required;
+                select name="action" {
+                    @for a in ["publish", "subscribe", "retain"] {
+                        option value=(a) selected[q.action == a] { (a) }
+                    }
+                }
+                input type="text" name="topic" placeholder="topic or filter" value=(q.topic) required;
+                button type="submit" { "Explain" }
+            }
+            @match &explained {
+                None => {}
+                Some(Err((_, why))) => { p.error { (why) } }
+                Some(Ok(e)) => {
+                    div #explain-result {
+                        p {
+                            (badge(if e.allowed { "allowed" } else { "denied" }))
+                            " " (e.device) " (" (e.groups.join(", ")) "), "
+                            (badge(&serde_json::to_value(e.state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()))
+                            @if let Some(d) = &e.denied_by { " — denied by " code { (d) } }
+                        }
+                        @for r in &e.quarantine { p.quarantine { "Quarantined: " (r) } }
+                        pre.explain { (e.steps.join("\n")) }
+                    }
+                }
+            }
+        }
+        @if !lint.is_empty() {
+            section.panel {
+                h2 { "Warnings" }
+                ul { @for l in &lint { li { (l) } } }
+            }
+        }
+        section.panel #rules {
+            h2 { "Rules in force (" (policy.rules().len()) ")" }
+            p.muted { "In order of the file; a deny that matches wins over any allow." }
+            table {
+                thead { tr { th.num { "line" } th { "effect" } th { "id" } th { "who" } th { "publish" } th { "subscribe" } th { "retain" } } }
+                tbody {
+                    @for r in policy.rules() {
+                        tr {
+                            td.num { (r.line) }
+                            td { (badge(&format!("{:?}", r.effect).to_lowercase())) }
+                            td { (r.id) @if let Some(d) = &r.description { br; span.muted { (d) } } }
+                            td { (r.who.iter().map(who_text).collect::<Vec<_>>().join(", ")) }
+                            td { @for t in &r.publish { code { (t) } " " } }
+                            td { @for t in &r.subscribe { code { (t) } " " } }
+                            td { @for t in &r.retain { code { (t) } " " } }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    layout(&p, body)
+}
