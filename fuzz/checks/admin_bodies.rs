@@ -9,8 +9,9 @@
 
 use serde::de::DeserializeOwned;
 use tollgate_control::requests::{
-    parse, AddDevice, AddSupplier, QuarantineRequest, ReleaseRequest, RequestError, RevokeRequest,
-    TokenRequest,
+    parse, AddDevice, AddOperator, AddSupplier, DeleteDevice, OperatorRoleRequest, PatchDevice,
+    QuarantineRequest, ReleaseRequest, RenewOperator, RenewServer, RequestError, RevokeOperator,
+    RevokeRequest, TokenRequest,
 };
 
 /// Parse `data` as each request body; panics on any broken invariant.
@@ -31,6 +32,24 @@ pub fn check(data: &[u8]) {
         name(&r.name);
         names(&r.groups);
         supplier_ca(&r.ca_pem);
+    }
+    // Operators and the device lifecycle: the parse contract, then the same name check the
+    // control plane applies (a role that is neither admin nor viewer is refused, never read).
+    if let Some(r) = parsed::<AddOperator>(data) {
+        name(&r.name);
+        let _ = tollgate_control::operators::parse_role(&r.role);
+    }
+    if let Some(r) = parsed::<OperatorRoleRequest>(data) {
+        let _ = tollgate_control::operators::parse_role(&r.role);
+    }
+    let _ = parsed::<RenewOperator>(data);
+    let _ = parsed::<RevokeOperator>(data);
+    let _ = parsed::<RenewServer>(data);
+    let _ = parsed::<DeleteDevice>(data);
+    if let Some(r) = parsed::<PatchDevice>(data) {
+        if let Some(groups) = &r.groups {
+            names(groups);
+        }
     }
 }
 

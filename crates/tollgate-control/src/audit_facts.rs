@@ -131,6 +131,56 @@ impl Control {
             .iter()
             .find(|c| c.kind == FactKind::IssuingCa)
             .map_or(i64::MIN, |c| c.not_before);
+        // Operator certificates: each active operator's newest unrevoked one (an older one
+        // left to lapse after a renewal is not a finding), unless its file was read above.
+        let active: HashSet<String> = self
+            .registry
+            .operators()?
+            .into_iter()
+            .filter(|o| o.revoked_at.is_none())
+            .map(|o| o.name)
+            .collect();
+        let mut operator_certs: HashMap<String, tollgate_registry::CertRecord> = HashMap::new();
+        for r in self
+            .registry
+            .certificates_since(now.saturating_sub(EXPIRED_LOOKBACK_SECS))?
+        {
+            if r.kind != CertKind::Admin || r.revoked_at.is_some() || !active.contains(&r.subject) {
+                continue;
+            }
+            match operator_certs.get(&r.subject) {
+                Some(known) if known.not_after >= r.not_after => {}
+                _ => {
+                    operator_certs.insert(r.subject.clone(), r);
+                }
+            }
+        }
+        let mut operator_certs: Vec<_> = operator_certs.into_values().collect();
+        operator_certs.sort_by(|a, b| a.subject.cmp(&b.subject));
+        for r in operator_certs {
+            if out.certs.iter().any(|c| c.serial == r.serial) {
+                continue;
+            }
+            let (spki_sha256, key) = match &r.spki {
+                Some(spki) => (sha256_hex(spki), key_fact(spki, weak)),
+                None => (
+                    String::new(),
+                    KeyFact::Other(r.key.clone().unwrap_or_else(|| "unknown".into())),
+                ),
+            };
+            out.certs.push(CertFact {
+                kind: FactKind::Admin,
+                subject: r.subject,
+                serial: r.serial,
+                not_before: r.not_before,
+                not_after: r.not_after,
+                revoked: false,
+                issuer_serial: r.issuer.unwrap_or_default(),
+                trusted_until: None,
+                spki_sha256,
+                key,
+            });
+        }
         let mut newest_cert: HashMap<String, i64> = HashMap::new();
         for r in self
             .registry

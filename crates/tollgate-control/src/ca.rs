@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tollgate_pki::{CertProfile, Issuer, RevokedEntry, Validity};
-use tollgate_registry::{CertKind, CertRecord, CertificateStore, SqliteRegistry};
+use tollgate_registry::{
+    CertKind, CertRecord, CertificateStore, OperatorRole, OperatorStore, SqliteRegistry,
+};
 
 use crate::files::{self, FileWrite};
 use crate::ControlError;
@@ -59,6 +61,10 @@ impl Layout {
     }
     pub fn server_key(&self) -> PathBuf {
         self.root.join("server/server.key")
+    }
+    /// The commit record of a server-certificate renewal in progress.
+    pub fn server_journal(&self) -> PathBuf {
+        self.root.join("server/.commit")
     }
     pub fn admin_cert(&self) -> PathBuf {
         self.root.join("admin/admin.crt")
@@ -195,8 +201,8 @@ pub fn init(data: &Path, opts: &InitOptions) -> Result<InitReport, ControlError>
         true,
     )?;
     let admin = issuing.issue(
-        &CertProfile::Admin { name: "admin" },
-        Validity::starting_now(time::Duration::days(365)),
+        &CertProfile::Operator { name: "admin" },
+        Validity::starting_now(time::Duration::days(crate::operators::DEFAULT_DAYS.into())),
         None,
     )?;
     put(l.admin_cert(), &admin.cert_pem, false)?;
@@ -209,6 +215,12 @@ pub fn init(data: &Path, opts: &InitOptions) -> Result<InitReport, ControlError>
     put(l.policy(), tollgate_policy::default_policy_toml(), false)?;
 
     let reg = SqliteRegistry::open(&l.registry())?;
+    reg.create_operator(
+        "admin",
+        OperatorRole::Admin,
+        "init",
+        time::OffsetDateTime::now_utc().unix_timestamp(),
+    )?;
     for (serial, subject, kind, v) in [
         (
             &server.serial,
@@ -374,6 +386,9 @@ impl Authority {
     pub fn open(l: &Layout) -> Result<Authority, ControlError> {
         files::recover(&l.ca_journal())
             .map_err(|e| ControlError::io("finishing an interrupted CA change", e))?;
+        files::recover(&l.server_journal()).map_err(|e| {
+            ControlError::io("finishing an interrupted server-certificate renewal", e)
+        })?;
         let issuing_pem = read(&l.issuing_ca_cert())?;
         let root_pem = read(&l.root_ca_cert())?;
         let mut retired = Vec::new();

@@ -101,6 +101,18 @@ pub enum ControlError {
         /// " by SOURCE", or empty.
         by: String,
     },
+    /// No such operator.
+    #[error("operator {0:?} not found")]
+    OperatorNotFound(String),
+    /// An operator with this name exists (or existed: a revoked name stays taken).
+    #[error("operator {0:?} already exists (a revoked operator's name stays taken)")]
+    OperatorExists(String),
+    /// The operator is revoked: it cannot be renewed or given a role.
+    #[error("operator {0:?} is revoked")]
+    OperatorRevoked(String),
+    /// The change would leave no active admin, and nobody could administer the gateway.
+    #[error("operator {0:?} is the last active admin; add another admin first")]
+    LastAdmin(String),
     /// The registry failed.
     #[error("registry: {0}")]
     Registry(RegistryError),
@@ -143,7 +155,10 @@ pub enum ControlError {
 
 impl From<RegistryError> for ControlError {
     fn from(e: RegistryError) -> Self {
-        ControlError::Registry(e)
+        match e {
+            RegistryError::LastAdmin(name) => ControlError::LastAdmin(name),
+            other => ControlError::Registry(other),
+        }
     }
 }
 

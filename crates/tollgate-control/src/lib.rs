@@ -1,6 +1,8 @@
 //! Tollgate's control plane, as a library.
 //!
-//! Owns device lifecycle (register, revoke, reactivate, quarantine and release), enrollment
+//! Owns device lifecycle (register, revoke, reactivate, quarantine and release, groups,
+//! labels and deletion in [`lifecycle`]), the admin API's named operators and the server
+//! certificate's renewal ([`operators`]), enrollment
 //! (one-time tokens, supplier bootstrap certificates, re-enrollment), supplier trust and the
 //! classification of control-listener peers, CA operations and CRL signing, policy loading and
 //! reload, and the [`AccessSnapshot`] the data plane authorizes against.
@@ -24,7 +26,9 @@ pub mod compliance;
 mod error;
 pub mod explain;
 pub mod files;
+pub mod lifecycle;
 pub mod observe;
+pub mod operators;
 pub mod policy_history;
 pub mod requests;
 
@@ -163,6 +167,8 @@ pub struct DeviceView {
     pub id: String,
     /// Groups.
     pub groups: Vec<String>,
+    /// Labels (operator metadata, key=value).
+    pub labels: BTreeMap<String, String>,
     /// `active`, `quarantined` or `revoked`.
     pub state: &'static str,
     /// The same as `state` (kept for clients of the first API version).
@@ -1131,6 +1137,11 @@ impl Control {
                 .map(view_reason)
                 .collect()
         };
+        let labels = self
+            .registry
+            .inventory(&d.id)?
+            .map(|i| i.labels)
+            .unwrap_or_default();
         let state = if d.revoked_at.is_some() {
             "revoked"
         } else if !quarantine.is_empty() {
@@ -1146,6 +1157,7 @@ impl Control {
             quarantine,
             id: d.id,
             groups: d.groups,
+            labels,
             created_at: d.created_at,
             revoked_at: d.revoked_at,
             certificates,
@@ -1662,9 +1674,12 @@ impl Control {
         }
         let devices = self.registry.devices()?;
         let active = devices.iter().filter(|d| d.revoked_at.is_none()).count();
+        let expiry = self.certificate_expiry()?;
         Ok(serde_json::json!({
             "root": describe(cacerts.last().map(Vec::as_slice).unwrap_or_default()),
             "issuing": issuing,
+            "server": expiry["server"],
+            "operators": expiry["operators"],
             "devices": { "active": active, "revoked": devices.len() - active },
             "revoked_certificates": self.registry.revoked_serials()?.len(),
             "suppliers": self.suppliers.load().len(),
@@ -1816,6 +1831,112 @@ mod tests {
         std::fs::remove_dir(l.root_ca_key()).expect("rmdir");
         let cp = open(&data).expect("an offline root key is fine");
         assert!(cp.root_crl().is_empty());
+        std::fs::remove_dir_all(&data).expect("cleanup");
+    }
+
+    fn operator_csr(name: &str) -> String {
+        let key = tollgate_pki::generate_key().expect("key");
+        let mut p = rcgen::CertificateParams::default();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name.push(rcgen::DnType::CommonName, name);
+        p.serialize_request(&key).expect("csr").pem().expect("pem")
+    }
+
+    #[test]
+    fn an_operator_s_role_and_revocation_hold_at_its_next_request() {
+        use tollgate_registry::OperatorRole as R;
+        let data = data_dir("operators");
+        let cp = open(&data).expect("open");
+        // `init` registered its admin; its certificate is recorded and accepted.
+        let admin_pem = std::fs::read_to_string(Layout::new(&data).admin_cert()).expect("admin");
+        let admin_serial = tollgate_pki::parse_pem_certificates(&admin_pem).expect("parse")[0]
+            .serial
+            .clone();
+        assert_eq!(
+            cp.operator_for_certificate("admin", &admin_serial)
+                .expect("read"),
+            Some(R::Admin)
+        );
+        // A CSR must name the operator.
+        assert!(matches!(
+            cp.add_operator("bob", R::Viewer, &operator_csr("mallory"), None, "admin"),
+            Err(ControlError::InvalidRequest(_))
+        ));
+        let bob = cp
+            .add_operator("bob", R::Viewer, &operator_csr("bob"), Some(7), "admin")
+            .expect("add");
+        assert!(matches!(
+            cp.add_operator("bob", R::Admin, &operator_csr("bob"), None, "admin"),
+            Err(ControlError::OperatorExists(_))
+        ));
+        assert_eq!(
+            cp.operator_for_certificate("bob", &bob.serial)
+                .expect("read"),
+            Some(R::Viewer)
+        );
+        // Another operator's serial does not make bob.
+        assert_eq!(
+            cp.operator_for_certificate("bob", &admin_serial)
+                .expect("read"),
+            None
+        );
+        cp.set_operator_role("bob", R::Admin, "admin")
+            .expect("promote");
+        assert_eq!(
+            cp.operator_for_certificate("bob", &bob.serial)
+                .expect("read"),
+            Some(R::Admin)
+        );
+        let renewed = cp
+            .renew_operator("bob", &operator_csr("bob"), None, true, "bob")
+            .expect("renew");
+        assert_eq!(renewed.revoked_old, vec![bob.serial.clone()]);
+        assert_eq!(
+            cp.operator_for_certificate("bob", &bob.serial)
+                .expect("read"),
+            None
+        );
+        assert!(
+            cp.snapshot().revoked.contains(&bob.serial),
+            "refused at the handshake too"
+        );
+        cp.revoke_operator("admin", "handover", "bob")
+            .expect("revoke admin");
+        assert_eq!(
+            cp.operator_for_certificate("admin", &admin_serial)
+                .expect("read"),
+            None
+        );
+        assert!(matches!(
+            cp.revoke_operator("bob", "x", "bob"),
+            Err(ControlError::LastAdmin(_))
+        ));
+        assert!(matches!(
+            cp.set_operator_role("admin", R::Admin, "bob"),
+            Err(ControlError::OperatorRevoked(_))
+        ));
+        std::fs::remove_dir_all(&data).expect("cleanup");
+    }
+
+    #[test]
+    fn a_deleted_device_leaves_the_snapshot_and_its_serial_is_refused() {
+        let data = data_dir("delete");
+        let cp = open(&data).expect("open");
+        let d = cp
+            .add_device("pump-7", &["plcs".into()], false, "test")
+            .expect("add");
+        let out = cp
+            .delete_device("pump-7", "decommissioned", "test")
+            .expect("delete");
+        assert_eq!(out.serials, vec![d.serial.clone()]);
+        assert!(cp.snapshot().device("pump-7").is_none());
+        assert!(cp.snapshot().revoked.contains(&d.serial));
+        assert!(matches!(
+            cp.device("pump-7"),
+            Err(ControlError::DeviceNotFound(_))
+        ));
+        // The id is free again, without --reactivate.
+        cp.add_device("pump-7", &[], false, "test").expect("again");
         std::fs::remove_dir_all(&data).expect("cleanup");
     }
 

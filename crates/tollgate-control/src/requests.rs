@@ -247,3 +247,87 @@ mod tests {
         ));
     }
 }
+
+/// `POST /api/v1/operators`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddOperator {
+    /// The operator's name (letters, digits and . _ - :).
+    pub name: String,
+    /// `admin` or `viewer`.
+    pub role: String,
+    /// A PKCS#10 request, PEM, whose subject CN is the name: the key stays with the caller.
+    pub csr: String,
+    /// Certificate lifetime in days (default 90).
+    #[serde(default)]
+    pub validity_days: Option<u32>,
+}
+
+/// `POST /api/v1/operators/{name}/renew`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenewOperator {
+    /// A PKCS#10 request, PEM, whose subject CN is the operator's name.
+    pub csr: String,
+    /// Certificate lifetime in days (default 90).
+    #[serde(default)]
+    pub validity_days: Option<u32>,
+    /// Revoke the operator's older certificates now (otherwise they stay valid until they
+    /// expire).
+    #[serde(default)]
+    pub revoke_old: bool,
+}
+
+/// `POST /api/v1/operators/{name}/role`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorRoleRequest {
+    /// `admin` or `viewer`.
+    pub role: String,
+}
+
+/// `POST /api/v1/operators/{name}/revoke`.
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeOperator {
+    /// Why (recorded).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `POST /api/v1/ca/server/renew`.
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenewServer {
+    /// DNS names to add to those of the current certificate.
+    #[serde(default)]
+    pub dns: Vec<String>,
+    /// IP addresses to add.
+    #[serde(default)]
+    #[schema(value_type = Vec<String>)]
+    pub ips: Vec<std::net::IpAddr>,
+    /// Lifetime in days (default 825).
+    #[serde(default)]
+    pub validity_days: Option<u32>,
+}
+
+/// `PATCH /api/v1/devices/{id}`: the fields given change, the others stay.
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchDevice {
+    /// The device's groups, replacing its current ones.
+    #[serde(default)]
+    pub groups: Option<Vec<String>>,
+    /// Labels to set (a value) or remove (`null`), key by key (JSON merge-patch style).
+    #[serde(default)]
+    pub labels: Option<std::collections::BTreeMap<String, Option<String>>>,
+}
+
+/// `DELETE /api/v1/devices/{id}`.
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteDevice {
+    /// Why (recorded).
+    #[serde(default)]
+    pub reason: Option<String>,
+}

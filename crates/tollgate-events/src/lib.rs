@@ -410,7 +410,8 @@ pub enum EventKind {
         /// Who asked.
         by: String,
     },
-    /// An existing device's groups were changed (by an enrollment token issued for that).
+    /// An existing device's groups were changed (by an operator, or by an enrollment token
+    /// issued for that); its live connections were re-checked against them.
     DeviceGroupsChanged {
         /// Device id.
         device: String,
@@ -419,6 +420,92 @@ pub enum EventKind {
         /// Groups after.
         to: Vec<String>,
         /// Who or what changed them.
+        by: String,
+    },
+    /// An operator changed a device's labels (free key=value metadata).
+    DeviceLabelsChanged {
+        /// Device id.
+        device: String,
+        /// Labels set (added or replaced), key to value.
+        set: std::collections::BTreeMap<String, String>,
+        /// Keys removed.
+        removed: Vec<String>,
+        /// Who.
+        by: String,
+    },
+    /// A device was deleted: its certificates revoked, its live connections closed, its
+    /// record removed (its id may be registered again as a new device).
+    DeviceDeleted {
+        /// Device id.
+        device: String,
+        /// Serials revoked now.
+        serials: Vec<String>,
+        /// Why.
+        reason: String,
+        /// Who.
+        by: String,
+        /// Live connections closed.
+        sessions_closed: usize,
+    },
+    /// An operator of the admin API was registered and given a certificate.
+    OperatorAdded {
+        /// Operator name.
+        operator: String,
+        /// `admin` or `viewer`.
+        role: String,
+        /// Serial of its certificate.
+        serial: String,
+        /// Unix seconds.
+        not_after: i64,
+        /// Who.
+        by: String,
+    },
+    /// An operator was revoked, with every certificate it held.
+    OperatorRevoked {
+        /// Operator name.
+        operator: String,
+        /// Serials revoked.
+        serials: Vec<String>,
+        /// Why.
+        reason: String,
+        /// Who.
+        by: String,
+    },
+    /// An operator was given a new certificate.
+    OperatorRenewed {
+        /// Operator name.
+        operator: String,
+        /// Serial of the new certificate.
+        serial: String,
+        /// Unix seconds.
+        not_after: i64,
+        /// Older certificates revoked with the renewal (none unless asked).
+        revoked_old: Vec<String>,
+        /// Who.
+        by: String,
+    },
+    /// An operator's role changed (in force from its next request).
+    OperatorRoleChanged {
+        /// Operator name.
+        operator: String,
+        /// Role before.
+        from: String,
+        /// Role after.
+        to: String,
+        /// Who.
+        by: String,
+    },
+    /// The gateway's server certificate was renewed and swapped into both listeners.
+    ServerCertificateRenewed {
+        /// Serial of the new certificate.
+        serial: String,
+        /// Serial of the one it replaced, when readable.
+        previous: Option<String>,
+        /// Unix seconds.
+        not_after: i64,
+        /// DNS names and IP addresses it carries.
+        names: Vec<String>,
+        /// Who.
         by: String,
     },
     /// A device was quarantined (or a quarantine reason updated): it stays connected, confined

@@ -14,8 +14,11 @@ use crate::PkiError;
 
 /// URI SAN prefix naming a device.
 pub const DEVICE_URI_PREFIX: &str = "urn:tollgate:device:";
-/// URI SAN prefix naming an administrator.
+/// URI SAN prefix naming an administrator (certificates made before named operators; still
+/// accepted, read as an operator of that name).
 pub const ADMIN_URI_PREFIX: &str = "urn:tollgate:admin:";
+/// URI SAN prefix naming an operator of the admin API (its role lives in the registry).
+pub const OPERATOR_URI_PREFIX: &str = "urn:tollgate:operator:";
 
 /// A validity window.
 #[derive(Debug, Clone, Copy)]
@@ -84,9 +87,16 @@ pub enum CertProfile<'a> {
         /// The device id (validated).
         id: &'a str,
     },
-    /// An administrator client certificate for the admin API.
+    /// An administrator client certificate for the admin API (the old form, SAN
+    /// `urn:tollgate:admin:NAME`; kept for tools that make one).
     Admin {
         /// The administrator's name.
+        name: &'a str,
+    },
+    /// An operator client certificate for the admin API (SAN `urn:tollgate:operator:NAME`):
+    /// it names the operator only; the role is the registry's.
+    Operator {
+        /// The operator's name (the device-id alphabet).
         name: &'a str,
     },
 }
@@ -240,6 +250,14 @@ impl Issuer {
                 ));
                 params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
             }
+            CertProfile::Operator { name } => {
+                validate_device_id(name)?;
+                params.distinguished_name = dn(name, Some("operators"));
+                params.subject_alt_names.push(SanType::URI(
+                    format!("{OPERATOR_URI_PREFIX}{name}").try_into()?,
+                ));
+                params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            }
         }
         let (cert, key_pem) = match public_key {
             Some(spki) => (params.signed_by(spki, &self.issuer)?, None),
@@ -359,6 +377,50 @@ mod tests {
         assert!(!info.is_ca);
         let ica_info = &parse_pem_certificates(ica.cert_pem()).unwrap()[0];
         assert!(ica_info.is_ca);
+    }
+
+    #[test]
+    fn operator_certificates_name_the_operator_in_either_uri_form() {
+        let root = Issuer::new_root("Test Root").unwrap();
+        let ica = root.new_intermediate("Test Issuing").unwrap();
+        for profile in [
+            CertProfile::Operator { name: "alice" },
+            CertProfile::Admin { name: "alice" },
+        ] {
+            let issued = ica
+                .issue(&profile, Validity::starting_now(Duration::days(7)), None)
+                .unwrap();
+            let info = &parse_pem_certificates(&issued.cert_pem).unwrap()[0];
+            assert_eq!(info.role, Role::Admin("alice".into()), "{profile:?}");
+        }
+    }
+
+    #[test]
+    fn a_server_certificate_gives_back_the_names_it_was_issued_with() {
+        let root = Issuer::new_root("Test Root").unwrap();
+        let dns = vec!["gw.example".to_string(), "localhost".to_string()];
+        let ips = vec![
+            IpAddr::from([127, 0, 0, 1]),
+            "::1".parse::<IpAddr>().unwrap(),
+        ];
+        let crl = vec!["https://gw.example:8443/crl".to_string()];
+        let issued = root
+            .issue(
+                &CertProfile::Server {
+                    dns: &dns,
+                    ips: &ips,
+                    crl_urls: &crl,
+                },
+                Validity::starting_now(Duration::days(7)),
+                None,
+            )
+            .unwrap();
+        let der = x509_parser::pem::parse_x509_pem(issued.cert_pem.as_bytes())
+            .unwrap()
+            .1
+            .contents;
+        let names = crate::server_names(&der).unwrap();
+        assert_eq!((names.dns, names.ips, names.crl_urls), (dns, ips, crl));
     }
 
     #[test]

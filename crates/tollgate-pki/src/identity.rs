@@ -3,7 +3,7 @@
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::hierarchy::{ADMIN_URI_PREFIX, DEVICE_URI_PREFIX};
+use crate::hierarchy::{ADMIN_URI_PREFIX, DEVICE_URI_PREFIX, OPERATOR_URI_PREFIX};
 use crate::PkiError;
 
 /// Who a certificate speaks for.
@@ -11,7 +11,8 @@ use crate::PkiError;
 pub enum Role {
     /// A device, by id.
     Device(String),
-    /// An administrator of the admin API.
+    /// An operator of the admin API, by name (`urn:tollgate:operator:NAME`, or the older
+    /// `urn:tollgate:admin:NAME`). What it may do is the registry's to say, not the certificate's.
     Admin(String),
     /// A CA or a certificate naming neither (server certificates).
     Other,
@@ -95,7 +96,10 @@ pub fn parse_certificate(der: &[u8]) -> Result<CertInfo, PkiError> {
                     role = Some(Role::Device(id.to_owned()));
                     break;
                 }
-                if let Some(id) = uri.strip_prefix(ADMIN_URI_PREFIX) {
+                if let Some(id) = uri
+                    .strip_prefix(OPERATOR_URI_PREFIX)
+                    .or_else(|| uri.strip_prefix(ADMIN_URI_PREFIX))
+                {
                     validate_device_id(id)?;
                     role = Some(Role::Admin(id.to_owned()));
                     break;
@@ -123,6 +127,60 @@ pub fn parse_certificate(der: &[u8]) -> Result<CertInfo, PkiError> {
         subject: cert.subject().to_string(),
         spki: cert.tbs_certificate.subject_pki.raw.to_vec(),
     })
+}
+
+/// The names a server certificate carries: DNS names, IP addresses and the URIs of its CRL
+/// distribution points (what a renewal must keep).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerNames {
+    /// DNS subject alternative names.
+    pub dns: Vec<String>,
+    /// IP address subject alternative names.
+    pub ips: Vec<std::net::IpAddr>,
+    /// CRL distribution point URIs.
+    pub crl_urls: Vec<String>,
+}
+
+/// Read the names of a (server) certificate, DER.
+pub fn server_names(der: &[u8]) -> Result<ServerNames, PkiError> {
+    use x509_parser::extensions::{DistributionPointName, ParsedExtension};
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| PkiError::Parse(e.to_string()))?;
+    let mut out = ServerNames::default();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(d) => out.dns.push((*d).to_owned()),
+                GeneralName::IPAddress(b) => match b.len() {
+                    4 => {
+                        let mut a = [0u8; 4];
+                        a.copy_from_slice(b);
+                        out.ips.push(std::net::IpAddr::from(a));
+                    }
+                    16 => {
+                        let mut a = [0u8; 16];
+                        a.copy_from_slice(b);
+                        out.ips.push(std::net::IpAddr::from(a));
+                    }
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+    }
+    for ext in cert.extensions() {
+        if let ParsedExtension::CRLDistributionPoints(points) = ext.parsed_extension() {
+            for p in points.iter() {
+                if let Some(DistributionPointName::FullName(names)) = &p.distribution_point {
+                    for n in names {
+                        if let GeneralName::URI(u) = n {
+                            out.crl_urls.push((*u).to_owned());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Parse every certificate in a PEM document.

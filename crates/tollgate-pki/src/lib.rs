@@ -8,7 +8,9 @@
 //!
 //! Identity rules, shared by issuance and verification:
 //! - a device certificate carries the URI SAN `urn:tollgate:device:<id>` and `CN=<id>`;
-//! - an admin certificate carries `urn:tollgate:admin:<name>`;
+//! - an operator certificate carries `urn:tollgate:operator:<name>` (older ones
+//!   `urn:tollgate:admin:<name>`, still read as the operator of that name); it names the operator,
+//!   and the operator's role comes from the registry;
 //! - the device id of a verified certificate is its `urn:tollgate:device:` SAN if present, else its CN;
 //! - serial numbers are 16 random bytes (positive, non-zero first byte), written as lower-case hex.
 
@@ -30,11 +32,11 @@ pub use token::{generate_token, hash_token, token_matches};
 
 pub use hierarchy::{
     generate_key, CertAndKey, CertProfile, IssuedCert, Issuer, Validity, ADMIN_URI_PREFIX,
-    DEVICE_URI_PREFIX,
+    DEVICE_URI_PREFIX, OPERATOR_URI_PREFIX,
 };
 pub use identity::{
-    bootstrap_identity, is_issued_by, parse_certificate, parse_pem_certificates,
-    validate_device_id, BootstrapIdentity, CertInfo, Role,
+    bootstrap_identity, is_issued_by, parse_certificate, parse_pem_certificates, server_names,
+    validate_device_id, BootstrapIdentity, CertInfo, Role, ServerNames,
 };
 
 /// Everything that can go wrong in this crate.

@@ -1,10 +1,12 @@
 //! Tollgate's device registry.
 //!
-//! Owns the records of who may connect: devices (groups, revocation, quarantine reasons),
+//! Owns the records of who may connect: devices (groups, revocation, quarantine reasons,
+//! deletion), operators of the admin API,
 //! every certificate issued and every revocation, one-time enrollment tokens, suppliers and
 //! their bootstrap enrollments. Each aggregate is a trait ([`DeviceStore`], [`CertificateStore`],
 //! [`TokenStore`], [`SupplierStore`], [`InventoryStore`] for models, what each device runs,
-//! SBOMs, advisories, VEX, waivers and grace-period clocks); [`Registry`] is all of them, and the control plane holds a
+//! SBOMs, advisories, VEX, waivers and grace-period clocks, [`OperatorStore`] for the admin
+//! API's named operators and their roles); [`Registry`] is all of them, and the control plane holds a
 //! `dyn Registry`, so a PostgreSQL backend is one more implementation. The embedded backend is
 //! [`SqliteRegistry`] (rusqlite, bundled, WAL); no SQL leaves this crate.
 //!
@@ -17,6 +19,7 @@
 
 mod inventory;
 mod observations;
+mod operators;
 
 use std::path::Path;
 
@@ -39,6 +42,12 @@ pub enum RegistryError {
     /// An enrollment token was refused.
     #[error("enrollment token refused: {0}")]
     Token(&'static str),
+    /// The record is revoked (an operator), so it cannot be changed.
+    #[error("{0} is revoked")]
+    Revoked(String),
+    /// The change would leave no active operator with the admin role.
+    #[error("operator {0} is the last active admin")]
+    LastAdmin(String),
     /// The database was written by a newer Tollgate.
     #[error("database schema version {found} is newer than this binary understands ({supported})")]
     SchemaTooNew {
@@ -105,7 +114,7 @@ pub struct TokenGrant {
 pub enum CertKind {
     /// A device.
     Device,
-    /// An administrator.
+    /// An operator of the admin API (stored as `admin`).
     Admin,
     /// The gateway itself.
     Server,
@@ -194,6 +203,13 @@ pub trait DeviceStore: Send + Sync {
     fn device(&self, id: &str) -> Result<Option<Device>, RegistryError>;
     /// All devices, by id.
     fn devices(&self) -> Result<Vec<Device>, RegistryError>;
+    /// Delete a device: revoke every unrevoked certificate it holds (the certificate records
+    /// stay, for the CRL and its history), and remove the device with its quarantine reasons,
+    /// token, inventory and observations, so its id can be registered again as a new device.
+    /// Bootstrap records stay (a hardware serial that enrolled stays spent). Returns the
+    /// serials revoked now. NotFound if absent.
+    fn delete_device(&self, id: &str, reason: &str, now: i64)
+        -> Result<Vec<String>, RegistryError>;
     /// Revoke a device and every unrevoked certificate it holds; returns the serials revoked.
     fn revoke_device(&self, id: &str, reason: &str, now: i64)
         -> Result<Vec<String>, RegistryError>;
@@ -284,7 +300,13 @@ pub trait SupplierStore: Send + Sync {
 
 /// The whole registry: every aggregate's store.
 pub trait Registry:
-    DeviceStore + CertificateStore + TokenStore + SupplierStore + InventoryStore + ObservationStore
+    DeviceStore
+    + CertificateStore
+    + TokenStore
+    + SupplierStore
+    + InventoryStore
+    + ObservationStore
+    + OperatorStore
 {
 }
 
@@ -294,10 +316,13 @@ impl<
             + TokenStore
             + SupplierStore
             + InventoryStore
-            + ObservationStore,
+            + ObservationStore
+            + OperatorStore,
     > Registry for T
 {
 }
+
+pub use crate::operators::{Operator, OperatorCredential, OperatorRole, OperatorStore};
 
 pub use crate::observations::{ObservationRecord, ObservationStore, MAX_PER_DEVICE};
 
@@ -306,7 +331,7 @@ pub use crate::inventory::{
     WaiverRecord,
 };
 
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
 
 /// The embedded SQLite registry.
 pub struct SqliteRegistry {
@@ -441,6 +466,9 @@ impl SqliteRegistry {
                  COMMIT;",
             )?;
         }
+        if version < 8 {
+            conn.execute_batch(operators::SCHEMA_V8)?;
+        }
         // Created on every open (a new table, no data to migrate).
         conn.execute_batch(observations::SCHEMA)?;
         Ok(SqliteRegistry {
@@ -566,6 +594,46 @@ impl DeviceStore for SqliteRegistry {
             conn.prepare("SELECT id, groups, created_at, revoked_at FROM devices ORDER BY id")?;
         let rows = stmt.query_map([], device_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn delete_device(
+        &self,
+        id: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<Vec<String>, RegistryError> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        let exists: Option<String> = tx
+            .query_row("SELECT id FROM devices WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?;
+        if exists.is_none() {
+            return Err(RegistryError::NotFound(format!("device {id}")));
+        }
+        let serials: Vec<String> = {
+            let mut stmt = tx.prepare(
+                "SELECT serial FROM certificates WHERE subject = ?1 AND kind = 'device' AND revoked_at IS NULL",
+            )?;
+            let rows = stmt.query_map([id], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        tx.execute(
+            "UPDATE certificates SET revoked_at = ?2, revoke_reason = ?3
+             WHERE subject = ?1 AND kind = 'device' AND revoked_at IS NULL",
+            params![id, now, reason],
+        )?;
+        for sql in [
+            "DELETE FROM devices WHERE id = ?1",
+            "DELETE FROM quarantine WHERE device_id = ?1",
+            "DELETE FROM tokens WHERE device_id = ?1",
+            "DELETE FROM inventory WHERE device_id = ?1",
+            "DELETE FROM compliance_seen WHERE device_id = ?1",
+            "DELETE FROM observations WHERE device = ?1",
+        ] {
+            tx.execute(sql, [id])?;
+        }
+        tx.commit()?;
+        Ok(serials)
     }
 
     fn revoke_device(
@@ -991,6 +1059,40 @@ mod tests {
         assert_eq!(serials, vec!["aa", "bb"]);
         assert_eq!(reg.device("pump-7").unwrap().unwrap().revoked_at, Some(20));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_deleted_device_s_certificates_stay_revoked_and_its_id_is_free_again() {
+        let reg = SqliteRegistry::open_in_memory().unwrap();
+        reg.create_device("pump-7", &["sensors".into()], 10)
+            .unwrap();
+        reg.record_certificate(&cert("aa", "pump-7")).unwrap();
+        reg.quarantine(
+            "pump-7",
+            &QuarantineReason {
+                source: "operator".into(),
+                reason: "r".into(),
+                by: "t".into(),
+                since: 1,
+                until: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            reg.delete_device("pump-7", "decommissioned", 20).unwrap(),
+            vec!["aa".to_string()]
+        );
+        assert_eq!(reg.device("pump-7").unwrap(), None);
+        assert!(reg.quarantine_of("pump-7").unwrap().is_empty());
+        let certs = reg.certificates_of("pump-7").unwrap();
+        assert_eq!(certs[0].revoked_at, Some(20));
+        assert_eq!(reg.revoked_serials().unwrap(), vec!["aa".to_string()]);
+        assert!(matches!(
+            reg.delete_device("pump-7", "again", 21),
+            Err(RegistryError::NotFound(_))
+        ));
+        reg.create_device("pump-7", &[], 30).unwrap();
+        assert!(reg.device("pump-7").unwrap().unwrap().revoked_at.is_none());
     }
 
     #[test]

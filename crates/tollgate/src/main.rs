@@ -23,6 +23,7 @@ mod human;
 mod inventory_cli;
 mod listener;
 mod metrics;
+mod operator_cli;
 mod policy_cli;
 mod progress;
 mod reports;
@@ -153,9 +154,13 @@ enum Command {
     /// The web dashboard: print a one-time sign-in URL for a browser.
     #[command(subcommand)]
     Dashboard(dashboard_cli::DashboardCommand),
-    /// The CA hierarchy: status and issuing-CA rotation.
+    /// The CA hierarchy: status, issuing-CA rotation, server-certificate renewal.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Operators of the admin API: add (with the admin or viewer role), list, show, revoke,
+    /// renew, set-role.
+    #[command(subcommand)]
+    Operator(operator_cli::OperatorCommand),
     /// The durable session store (sessions.db): verify it, or compact it while the server is
     /// stopped.
     #[command(subcommand)]
@@ -188,8 +193,24 @@ enum StoreCommand {
 
 #[derive(Debug, Subcommand)]
 enum CaCommand {
-    /// Show the root and issuing CAs, their expiry dates, and device and revocation counts.
+    /// Show the root and issuing CAs, the server certificate and every operator's
+    /// certificate with their expiry dates, and device and revocation counts.
     Status {
+        #[command(flatten)]
+        conn: client::ConnectArgs,
+    },
+    /// Renew the server certificate (same names, plus any given) and swap it into both
+    /// listeners of the running server, without a restart.
+    RenewServer {
+        /// A DNS name to add (repeatable).
+        #[arg(long = "dns", value_name = "NAME")]
+        dns: Vec<String>,
+        /// An IP address to add (repeatable).
+        #[arg(long = "ip", value_name = "ADDR")]
+        ips: Vec<IpAddr>,
+        /// Lifetime in days (default and longest: 825).
+        #[arg(long, value_name = "DAYS")]
+        validity_days: Option<u32>,
         #[command(flatten)]
         conn: client::ConnectArgs,
     },
@@ -445,6 +466,45 @@ enum DeviceCommand {
         #[command(flatten)]
         conn: client::ConnectArgs,
     },
+    /// Replace a device's groups (comma-separated; "" for none). Its live connections are held
+    /// to the policy of the new groups at once.
+    SetGroups {
+        /// Device id.
+        id: String,
+        /// Groups, comma-separated: sensors,dock-7
+        groups: String,
+        #[command(flatten)]
+        conn: client::ConnectArgs,
+    },
+    /// Set a device's labels (KEY=VALUE, repeatable) or remove them (--remove KEY): free
+    /// metadata, keys of a-z 0-9 _ . - (at most 63), values of at most 256 characters, 32 labels.
+    Label {
+        /// Device id.
+        id: String,
+        /// Labels to set, KEY=VALUE.
+        #[arg(value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// A label to remove (repeatable).
+        #[arg(long = "remove", value_name = "KEY")]
+        remove: Vec<String>,
+        #[command(flatten)]
+        conn: client::ConnectArgs,
+    },
+    /// Delete a device: revoke every certificate it holds, close its live connections and
+    /// remove it from the fleet (its history stays in the event and audit logs; the id may be
+    /// registered again). Asks for confirmation unless --yes.
+    Delete {
+        /// Device id.
+        id: String,
+        /// Why (recorded).
+        #[arg(long, default_value = "deleted")]
+        reason: String,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        conn: client::ConnectArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -664,6 +724,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(ExitCode::SUCCESS)
         }),
+        Command::Ca(CaCommand::RenewServer {
+            dns,
+            ips,
+            validity_days,
+            conn,
+        }) => runtime()?.block_on(operator_cli::renew_server(dns, ips, validity_days, &conn)),
+        Command::Operator(cmd) => runtime()?.block_on(operator_cli::operator(cmd)),
         Command::Store(cmd) => store_cmd(cmd),
         Command::Ca(CaCommand::Rotate { data, config }) => {
             let cfg = config::Config::load(&data, config.as_deref())?;
@@ -868,6 +935,21 @@ async fn device(cmd: DeviceCommand) -> Result<ExitCode> {
         DeviceCommand::Stats { id, json, conn } => {
             return alerts_cli::device_stats(&id, json, &conn).await;
         }
+        DeviceCommand::SetGroups { id, groups, conn } => {
+            return operator_cli::set_groups(&id, &groups, &conn).await;
+        }
+        DeviceCommand::Label {
+            id,
+            set,
+            remove,
+            conn,
+        } => return operator_cli::label(&id, &set, &remove, &conn).await,
+        DeviceCommand::Delete {
+            id,
+            reason,
+            yes,
+            conn,
+        } => return operator_cli::delete(&id, &reason, yes, &conn).await,
         DeviceCommand::Show { id, conn } => {
             let v = client::AdminClient::new(&conn)?
                 .call(Method::GET, &format!("/api/v1/devices/{id}"), None)

@@ -520,3 +520,93 @@ fn every_dashboard_response_carries_the_csp_and_a_viewer_cannot_change_anything(
     }
     assert_eq!(s.show("cam-1")["state"], "active");
 }
+
+/// A session acts for the operator who issued its sign-in URL, as that operator is *now*: after
+/// a demotion its changes are refused, and once the operator is revoked the session reads
+/// nothing either.
+#[test]
+fn a_session_loses_what_its_operator_loses() {
+    let s = Server::start();
+    s.add_device("d1", &["sensors"]);
+    let dir = s.root.join("bob");
+    let out = s.cli(&[
+        "operator",
+        "add",
+        "bob",
+        "--role",
+        "admin",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    // bob mints his own sign-in URL with his certificate.
+    let out = Command::new("curl")
+        .args(["-s", "--cacert"])
+        .arg(dir.join("ca.crt"))
+        .arg("--cert")
+        .arg(dir.join("bob.crt"))
+        .arg("--key")
+        .arg(dir.join("bob.key"))
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            r#"{"role":"admin"}"#,
+        ])
+        .arg(format!(
+            "https://127.0.0.1:{}/api/v1/dashboard/logins",
+            s.admin_port
+        ))
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let url = v["url"].as_str().unwrap();
+    let path = &url[format!("https://127.0.0.1:{}", s.admin_port).len()..];
+    let r = curl(&s, path, &[]);
+    assert_eq!(r.status, 303, "{}", r.body);
+    let cookie = r.header("set-cookie").split(';').next().unwrap().to_owned();
+    let page = curl(&s, "/dashboard/", &["-H", &format!("Cookie: {cookie}")]);
+    let csrf = page
+        .body
+        .split(r#"<meta name="csrf-token" content=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    let bob = Browser { cookie, csrf };
+    let change = |b: &Browser| {
+        b.call(
+            &s,
+            "POST",
+            "/api/v1/devices/d1/quarantine",
+            &[
+                "-H",
+                &b.csrf_header(),
+                "-H",
+                &origin(&s),
+                "-H",
+                "Content-Type: application/json",
+                "--data",
+                r#"{"reason":"from bob's session"}"#,
+            ],
+        )
+    };
+    let r = change(&bob);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let q = s.wait_event("quarantined by bob", |e| {
+        e["type"] == "device_quarantined" && e["device"] == "d1"
+    });
+    assert_eq!(q["by"], "bob", "{q}");
+    // Demoted: the session can still read, but not change.
+    let out = s.cli(&["operator", "set-role", "bob", "viewer"]);
+    assert!(out.status.success(), "{out:?}");
+    let r = change(&bob);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(bob.call(&s, "GET", "/api/v1/devices", &[]).status, 200);
+    // Revoked: nothing at all.
+    let out = s.cli(&["operator", "revoke", "bob", "--reason", "left the company"]);
+    assert!(out.status.success(), "{out:?}");
+    let r = bob.call(&s, "GET", "/api/v1/devices", &[]);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("revoked"), "{}", r.body);
+}

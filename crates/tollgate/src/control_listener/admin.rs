@@ -3,10 +3,12 @@
 //! Routes (all under `/api/v1`): `GET /health`, `GET /devices`, `POST /devices`,
 //! `GET /devices/{id}`, `POST /devices/{id}/revoke`, `POST /devices/{id}/quarantine`,
 //! `POST /devices/{id}/release`, `POST /devices/{id}/token`, `GET /connections`, `GET /policy`,
-//! `GET|POST /suppliers`, `GET /ca`, and the inventory and compliance routes of
-//! [`super::compliance_api`]. Errors come back as RFC 9457 problem documents
-//! ([`super::problem`]) with the status [`super::status_of`] gives, and so do the listener's own
-//! (400, 404, 405, 408, 413, 415, 422). The caller's certificate is checked before a body is read; bodies are read with the
+//! `GET|POST /suppliers`, `GET /ca`, the inventory and compliance routes of
+//! [`super::compliance_api`], the operators' routes and server-certificate renewal of
+//! [`super::operators_api`], and `PATCH|DELETE /devices/{id}` of [`super::lifecycle_api`].
+//! Errors come back as RFC 9457 problem documents ([`super::problem`]) with the status
+//! [`super::status_of`] gives, and so do the listener's own (400, 404, 405, 408, 413, 415,
+//! 422). The caller's certificate is checked before a body is read; bodies are read with the
 //! route's limit and deadline ([`super::body`]) and parsed by [`tollgate_control::requests`].
 
 use std::sync::Arc;
@@ -415,6 +417,8 @@ pub(super) fn router(state: AppState) -> Router {
         .merge(super::policy_versions_api::routes())
         .merge(super::explain_api::routes())
         .merge(super::dashboard_api::routes())
+        .merge(super::operators_api::routes())
+        .merge(super::lifecycle_api::routes())
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError(

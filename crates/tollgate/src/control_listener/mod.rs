@@ -20,7 +20,9 @@ mod detection_api;
 mod est;
 mod explain_api;
 mod findings_api;
+mod lifecycle_api;
 mod openapi;
+mod operators_api;
 mod policy_api;
 mod policy_versions_api;
 mod problem;
@@ -78,7 +80,10 @@ pub fn status_of(e: &ControlError) -> StatusCode {
         | E::AlreadyEnrolled { .. }
         | E::DeviceRevoked(_)
         | E::NotActive(_) => StatusCode::FORBIDDEN,
-        E::DeviceNotFound(_) | E::UnknownModel(_) | E::NotFound(_) => StatusCode::NOT_FOUND,
+        E::DeviceNotFound(_) | E::UnknownModel(_) | E::NotFound(_) | E::OperatorNotFound(_) => {
+            StatusCode::NOT_FOUND
+        }
+        E::OperatorExists(_) | E::OperatorRevoked(_) | E::LastAdmin(_) => StatusCode::CONFLICT,
         E::DeviceExists(_)
         | E::ReactivationRequired(_)
         | E::GroupChangeRequired { .. }

@@ -60,6 +60,10 @@ opaque_object! {
     AuditVerifyReport => "The audit log re-hashed and checked against every checkpoint.",
     Explanation => "Whether a device may publish, retain or subscribe: `allowed`, the device's `state` and `groups`, and the `steps` (rules) that decided.",
     DashboardLogin => "A one-time dashboard sign-in URL: `url`, `expires_at`, `role`.",
+    DeletedDevice => "What deleting a device did: the serials revoked and the connections closed.",
+    Operator => "A named operator: name, role (`admin`, `viewer`), state, certificates.",
+    IssuedOperator => "An operator's certificate just issued: the operator and the certificate (PEM).",
+    ServerRenewed => "The gateway's new TLS certificate: serial, names, validity.",
 }
 
 /// Errors of a route that only reads.
@@ -147,6 +151,7 @@ impl Modify for Security {
     tags(
         (name = "server", description = "Health, the CA, live connections, this document"),
         (name = "devices", description = "Devices, their lifecycle, tokens and groups"),
+        (name = "operators", description = "Named operators, their roles and certificates"),
         (name = "suppliers", description = "Suppliers and device models"),
         (name = "policy", description = "The policy, its versions, and least-privilege suggestions"),
         (name = "compliance", description = "Inventory, SBOMs, advisories, VEX, compliance and waivers"),
@@ -177,6 +182,15 @@ impl Modify for Security {
         super::policy_versions_api::diff,
         super::policy_versions_api::rollback,
         super::explain_api::explain,
+        super::lifecycle_api::patch_device,
+        super::lifecycle_api::delete_device,
+        super::operators_api::list,
+        super::operators_api::show,
+        super::operators_api::add,
+        super::operators_api::revoke,
+        super::operators_api::renew,
+        super::operators_api::set_role,
+        super::operators_api::renew_server,
         super::dashboard_api::create_login,
         super::policy_api::observations,
         super::policy_api::suggest,
@@ -285,6 +299,8 @@ mod tests {
             include_str!("policy_versions_api.rs"),
             include_str!("explain_api.rs"),
             include_str!("dashboard_api.rs"),
+            include_str!("lifecycle_api.rs"),
+            include_str!("operators_api.rs"),
         ];
         let mut routes = 0;
         for src in sources {
