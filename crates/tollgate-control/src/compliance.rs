@@ -140,7 +140,7 @@ struct SbomMeta {
 // ---- views --------------------------------------------------------------------------------
 
 /// A model, for the API.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelView {
     /// Supplier.
     pub supplier: String,
@@ -163,7 +163,7 @@ pub struct ModelView {
 }
 
 /// A device's inventory, for the API.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InventoryView {
     /// Supplier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -189,7 +189,7 @@ pub struct InventoryView {
 }
 
 /// An SBOM, for the API.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SbomView {
     /// Supplier.
     pub supplier: String,
@@ -359,7 +359,7 @@ pub struct Evaluation {
 }
 
 /// A waiver, for the API.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WaiverView {
     /// Id.
     pub id: i64,

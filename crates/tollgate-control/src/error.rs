@@ -140,6 +140,14 @@ pub enum ControlError {
     /// A model that is not recorded.
     #[error("{0}")]
     UnknownModel(String),
+    /// A change was asked of a version that is no longer the one in force (`If-Match`).
+    #[error(
+        "the policy in force is version {current}; reload it and apply the change to that version"
+    )]
+    StaleVersion {
+        /// The version in force.
+        current: u64,
+    },
     /// Something named by the request does not exist (an advisory, a waiver).
     #[error("{0} not found")]
     NotFound(String),

@@ -29,6 +29,7 @@ pub mod files;
 pub mod lifecycle;
 pub mod observe;
 pub mod operators;
+pub mod policy_history;
 pub mod requests;
 
 pub use audit_facts::ControlFacts;
@@ -160,7 +161,7 @@ pub enum PeerKind {
 }
 
 /// A device, for the admin API.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DeviceView {
     /// Device id.
     pub id: String,
@@ -195,11 +196,12 @@ pub struct DeviceView {
     pub inventory: Option<compliance::InventoryView>,
     /// Its compliance: state, failing rules, findings, vulnerabilities (one device's view).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub compliance: Option<compliance::DeviceCompliance>,
 }
 
 /// One quarantine reason, for the admin API.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct QuarantineView {
     /// Who holds it.
     pub source: String,
@@ -215,7 +217,7 @@ pub struct QuarantineView {
 }
 
 /// Where a bootstrap-enrolled device came from.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BootstrapView {
     /// Supplier.
     pub supplier: String,
@@ -226,7 +228,7 @@ pub struct BootstrapView {
 }
 
 /// A certificate, for the admin API.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CertView {
     /// Serial (hex).
     pub serial: String,
@@ -239,7 +241,7 @@ pub struct CertView {
 }
 
 /// A device registered with a key generated here (`tollgate device add`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IssuedDevice {
     /// Device id.
     pub id: String,
@@ -260,7 +262,7 @@ pub struct IssuedDevice {
 }
 
 /// The outcome of a revocation.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Revoked {
     /// Device id.
     pub id: String,
@@ -271,7 +273,7 @@ pub struct Revoked {
 }
 
 /// The outcome of a quarantine or release.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct QuarantineOutcome {
     /// Device id.
     pub id: String,
@@ -338,6 +340,8 @@ pub struct Control {
     /// Serialises read-modify-write edits of a device's inventory (its own reports, operators,
     /// enrollment), so none is lost to another.
     inventory_edits: Mutex<()>,
+    /// Serialises changes to the policy history ([`policy_history`]).
+    policy_history: Mutex<()>,
 }
 
 impl std::fmt::Debug for Control {
@@ -442,6 +446,7 @@ impl Control {
             compliance: Mutex::new(compliance::State::default()),
             evaluations: Mutex::new(()),
             inventory_edits: Mutex::new(()),
+            policy_history: Mutex::new(()),
         });
         cp.load_suppliers()?;
         cp.regenerate_crl()?;
@@ -602,9 +607,11 @@ impl Control {
         let file = &self.cfg.policy_file;
         let source = file.display().to_string();
         let stamp = policy_stamp(file);
-        let result = std::fs::read_to_string(file)
-            .map_err(|e| format!("{source}: {e}"))
-            .and_then(|text| Policy::parse(&text, &source).map_err(|e| e.to_string()));
+        let text = std::fs::read_to_string(file).map_err(|e| format!("{source}: {e}"));
+        let result = text
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|text| Policy::parse(text, &source).map_err(|e| e.to_string()));
         // Written ahead: a policy that cannot be recorded is not put in force (the file is
         // looked at again at the next tick).
         if let Ok(p) = &result {
@@ -630,6 +637,9 @@ impl Control {
                     .collect();
                 st.policy = Arc::new(p);
                 drop(st);
+                if let Ok(text) = &text {
+                    self.note_policy_loaded(text, rules);
+                }
                 self.events.emit(EventKind::PolicyReloaded {
                     source: source.clone(),
                     rules,

@@ -48,7 +48,7 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<Option<T>, RequestError
 }
 
 /// `POST /api/v1/devices`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddDevice {
     /// The device id.
@@ -62,7 +62,7 @@ pub struct AddDevice {
 }
 
 /// `POST /api/v1/devices/{id}/token`.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     /// Groups the device gets when it enrolls.
@@ -77,7 +77,7 @@ pub struct TokenRequest {
 }
 
 /// `POST /api/v1/devices/{id}/quarantine`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuarantineRequest {
     /// Why (required).
@@ -88,7 +88,7 @@ pub struct QuarantineRequest {
 }
 
 /// `POST /api/v1/devices/{id}/release`.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseRequest {
     /// Whose reason to remove (default `operator`).
@@ -100,7 +100,7 @@ pub struct ReleaseRequest {
 }
 
 /// `POST /api/v1/devices/{id}/revoke`.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeRequest {
     /// Why (default "unspecified").
@@ -109,7 +109,7 @@ pub struct RevokeRequest {
 }
 
 /// `POST /api/v1/suppliers`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddSupplier {
     /// Supplier name.
@@ -133,7 +133,7 @@ pub struct AddSupplier {
 }
 
 /// `PATCH /api/v1/suppliers/{name}`: fields given are set, an empty string clears the contact.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SupplierUpdate {
     /// Where vulnerabilities are reported.
@@ -145,7 +145,7 @@ pub struct SupplierUpdate {
 }
 
 /// `POST /api/v1/compliance/waivers`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WaiverRequest {
     /// Rule id.
@@ -163,7 +163,7 @@ pub struct WaiverRequest {
 }
 
 /// `POST /api/v1/compliance/evaluate`.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluateRequest {
     /// A candidate profile (TOML text) to evaluate instead of the one in force; never applied.
@@ -249,7 +249,7 @@ mod tests {
 }
 
 /// `POST /api/v1/operators`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddOperator {
     /// The operator's name (letters, digits and . _ - :).
@@ -264,7 +264,7 @@ pub struct AddOperator {
 }
 
 /// `POST /api/v1/operators/{name}/renew`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenewOperator {
     /// A PKCS#10 request, PEM, whose subject CN is the operator's name.
@@ -279,7 +279,7 @@ pub struct RenewOperator {
 }
 
 /// `POST /api/v1/operators/{name}/role`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OperatorRoleRequest {
     /// `admin` or `viewer`.
@@ -287,7 +287,7 @@ pub struct OperatorRoleRequest {
 }
 
 /// `POST /api/v1/operators/{name}/revoke`.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeOperator {
     /// Why (recorded).
@@ -296,7 +296,7 @@ pub struct RevokeOperator {
 }
 
 /// `POST /api/v1/ca/server/renew`.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenewServer {
     /// DNS names to add to those of the current certificate.
@@ -304,6 +304,7 @@ pub struct RenewServer {
     pub dns: Vec<String>,
     /// IP addresses to add.
     #[serde(default)]
+    #[schema(value_type = Vec<String>)]
     pub ips: Vec<std::net::IpAddr>,
     /// Lifetime in days (default 825).
     #[serde(default)]
@@ -311,7 +312,7 @@ pub struct RenewServer {
 }
 
 /// `PATCH /api/v1/devices/{id}`: the fields given change, the others stay.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchDevice {
     /// The device's groups, replacing its current ones.
@@ -323,7 +324,7 @@ pub struct PatchDevice {
 }
 
 /// `DELETE /api/v1/devices/{id}`.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteDevice {
     /// Why (recorded).

@@ -24,7 +24,7 @@ pub const MAX_CLEARED: usize = 10_000;
 pub const MAX_SUPPRESSIONS: usize = 10_000;
 
 /// Whether an alert is active.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertState {
     /// Still breaching (or not yet cleared).
@@ -34,7 +34,7 @@ pub enum AlertState {
 }
 
 /// An operator's judgment of an alert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum VerdictKind {
     /// A real attack or failure.
@@ -46,7 +46,7 @@ pub enum VerdictKind {
 }
 
 /// A verdict with who gave it and when.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Verdict {
     /// The judgment.
     pub kind: VerdictKind,
@@ -59,13 +59,14 @@ pub struct Verdict {
 }
 
 /// One alert.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Alert {
     /// Unique: `alert-<started_at_ms base36>-<counter>`.
     pub id: String,
     /// A named detector, `network_degradation`, or `rule:<name>`.
     pub detector: String,
     /// The device; `None` for a cohort-wide alert.
+    #[schema(value_type = Option<String>)]
     pub device: Option<DeviceId>,
     /// `model:X` / `group:Y` when judged against a cohort or cohort-wide.
     pub cohort: Option<String>,
@@ -114,13 +115,15 @@ pub struct SuppressionRequest {
 }
 
 /// An active suppression.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = AlertSuppression)]
 pub struct Suppression {
     /// Unique: `supp-<created_at_ms base36>-<counter>`.
     pub id: String,
     /// Detector matched (any when `None`).
     pub detector: Option<String>,
     /// Device matched (any when `None`).
+    #[schema(value_type = Option<String>)]
     pub device: Option<DeviceId>,
     /// Until when.
     pub until_ms: i64,

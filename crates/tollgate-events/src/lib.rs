@@ -271,6 +271,21 @@ pub enum EventKind {
         /// What lint says.
         message: String,
     },
+    /// An operator put a new policy version in force through the admin API (an update or a
+    /// rollback); a `policy_reloaded` event precedes it.
+    PolicyUpdated {
+        /// The new version.
+        version: u64,
+        /// SHA-256 of its text, hex.
+        sha256: String,
+        /// Number of rules.
+        rules: usize,
+        /// The version whose text it restored, for a rollback.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rollback_of: Option<u64>,
+        /// The operator.
+        by: String,
+    },
     /// A new policy file was rejected; the last good one stays in force.
     PolicyRejected {
         /// Source file.

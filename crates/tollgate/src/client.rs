@@ -103,14 +103,32 @@ impl AdminClient {
         content_type: &str,
         body: Bytes,
     ) -> Result<serde_json::Value> {
+        self.call_with(method, path, content_type, &[], body).await
+    }
+
+    /// A request with extra headers (`If-Match`).
+    pub async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        extra: &[(&str, String)],
+        body: Bytes,
+    ) -> Result<serde_json::Value> {
+        let mut headers = vec![("content-type", content_type.to_owned())];
+        headers.extend(extra.iter().cloned());
+        self.send(method, path, &headers, body).await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+    ) -> Result<serde_json::Value> {
         let (status, bytes) = https_request(
-            &self.host,
-            self.port,
-            &self.tls,
-            method,
-            path,
-            &[("content-type", content_type.to_owned())],
-            body,
+            &self.host, self.port, &self.tls, method, path, headers, body,
         )
         .await
         .context("calling the admin API")?;
@@ -118,8 +136,9 @@ impl AdminClient {
             serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
         });
         if !status.is_success() {
+            // An RFC 9457 problem document: `detail` says what went wrong.
             let msg = value
-                .get("error")
+                .get("detail")
                 .and_then(|e| e.as_str())
                 .map(str::to_owned)
                 .unwrap_or_else(|| value.to_string());

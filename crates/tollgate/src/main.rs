@@ -110,9 +110,18 @@ enum Command {
     /// Manage devices through the running server's admin API.
     #[command(subcommand)]
     Device(DeviceCommand),
-    /// Check, lint and explain policy files (offline).
+    /// Check, lint and explain policy files (offline); show, push, diff and roll back the
+    /// running server's policy.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Every group devices belong to or the policy names, with member counts.
+    Groups {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: client::ConnectArgs,
+    },
     /// Device-side enrollment agent: obtain and renew this device's certificate over EST.
     #[command(subcommand)]
     Agent(AgentCommand),
@@ -571,6 +580,8 @@ enum PolicyCommand {
         #[command(flatten)]
         conn: client::ConnectArgs,
     },
+    #[command(flatten)]
+    Versions(policy_cli::VersionCommand),
 }
 
 fn main() -> ExitCode {
@@ -688,6 +699,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Demo(args) => runtime()?.block_on(demo::run(args)),
         Command::Device(cmd) => runtime()?.block_on(device(cmd)),
         Command::Policy(cmd) => policy(cmd),
+        Command::Groups { json, conn } => runtime()?.block_on(policy_cli::groups(json, &conn)),
         Command::Agent(cmd) => runtime()?.block_on(agent_cmd(cmd)),
         Command::Supplier(cmd) => runtime()?.block_on(supplier_cmd(cmd)),
         Command::Model(cmd) => runtime()?.block_on(inventory_cli::model(cmd)),
@@ -1215,6 +1227,7 @@ fn load(file: &Path) -> Result<Result<tollgate_policy::Policy, String>> {
 
 fn policy(cmd: PolicyCommand) -> Result<ExitCode> {
     match cmd {
+        PolicyCommand::Versions(cmd) => runtime()?.block_on(policy_cli::versions(cmd)),
         PolicyCommand::Check { file } => match load(&file)? {
             Ok(p) => {
                 println!("{}: ok ({} rules)", file.display(), p.rules().len());

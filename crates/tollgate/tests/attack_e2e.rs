@@ -118,7 +118,12 @@ fn an_unfinished_header_flood_on_the_control_listener_cannot_starve_mqtt_or_outl
                 let text = String::from_utf8_lossy(&got);
                 match text.strip_prefix("HTTP/1.1 ") {
                     Some(rest) => {
-                        assert!(text.contains("{\"error\":"), "a JSON reason: {text}");
+                        assert!(
+                            text.contains("application/problem+json")
+                                && text.contains("\"detail\":")
+                                && text.contains("\"code\":"),
+                            "a problem document with its reason: {text}"
+                        );
                         Ending::Answered(rest[..3].parse().unwrap_or(0))
                     }
                     None => Ending::Closed(t0.elapsed()),
@@ -495,7 +500,7 @@ fn token_lifetimes_are_capped_by_configuration() {
     );
     assert_eq!(code, 400, "{v}");
     assert!(
-        v["error"].as_str().unwrap().contains("max_token_ttl_secs"),
+        v["detail"].as_str().unwrap().contains("max_token_ttl_secs"),
         "{v}"
     );
     let (code, v) = s.admin_api(
@@ -578,7 +583,18 @@ fn admin_api_errors_are_all_json_and_est_refuses_json_bodies() {
         assert_eq!(code, want, "{args:?} {path}: {body}");
         let v: Value = serde_json::from_str(&body)
             .unwrap_or_else(|e| panic!("{args:?} {path}: not JSON ({e}): {body}"));
-        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
+        assert!(
+            v["detail"].as_str().is_some_and(|e| !e.is_empty()),
+            "{body}"
+        );
+        assert_eq!(v["status"], want, "{body}");
+        assert_eq!(v["instance"], path, "{body}");
+        assert!(
+            v["type"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("https://")),
+            "{body}"
+        );
     }
     // EST takes application/pkcs10, not JSON.
     let dir = s.root.join("json");

@@ -351,7 +351,7 @@ fn changes_through_a_session_need_the_csrf_token_and_our_origin() {
         let r = b.call(&s, "POST", path, args);
         assert_eq!(r.status, 403, "{what}: {}", r.body);
         assert!(
-            r.json()["error"]
+            r.json()["detail"]
                 .as_str()
                 .is_some_and(|e| e.contains("CSRF") || e.contains("Origin")),
             "{what}: {}",

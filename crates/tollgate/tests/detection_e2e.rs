@@ -330,7 +330,7 @@ fn each_detector_fires_within_a_minute_on_the_attacked_device_and_mitigates() {
     ] {
         let (st, body) = s.admin_api("POST", "/api/v1/alerts/suppressions", Some(bad.clone()));
         assert_eq!(st, 422, "{bad} -> {st} {body}");
-        assert!(body["error"].is_string(), "{body}");
+        assert!(body["detail"].is_string(), "{body}");
     }
     let (st, _) = s.admin_api("GET", "/api/v1/alerts/alert-nope", None);
     assert_eq!(st, 404);

@@ -348,7 +348,7 @@ fn the_last_active_admin_cannot_be_revoked_or_demoted() {
     );
     assert_eq!(code, 409, "{v}");
     assert!(
-        v["error"].as_str().unwrap().contains("last active admin"),
+        v["detail"].as_str().unwrap().contains("last active admin"),
         "{v}"
     );
     let (code, v) = s.admin_api(

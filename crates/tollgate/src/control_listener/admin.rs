@@ -5,7 +5,8 @@
 //! `POST /devices/{id}/release`, `POST /devices/{id}/token`, `GET /connections`, `GET /policy`,
 //! `GET|POST /suppliers`, `GET /ca`, the inventory and compliance routes of
 //! [`super::compliance_api`], the operators' routes and server-certificate renewal of
-//! [`super::operators_api`], and `PATCH|DELETE /devices/{id}` of [`super::lifecycle_api`]. Errors come back as `{"error": "..."}` with the status
+//! [`super::operators_api`], and `PATCH|DELETE /devices/{id}` of [`super::lifecycle_api`].
+//! Errors come back as RFC 9457 problem documents ([`super::problem`]) with the status
 //! [`super::status_of`] gives, and so do the listener's own (400, 404, 405, 408, 413, 415,
 //! 422). The caller's certificate is checked before a body is read; bodies are read with the
 //! route's limit and deadline ([`super::body`]) and parsed by [`tollgate_control::requests`].
@@ -25,10 +26,13 @@ use tollgate_control::requests::{
     self, AddDevice, AddSupplier, QuarantineRequest, ReleaseRequest, RequestError, RevokeRequest,
     TokenRequest,
 };
-use tollgate_control::{Control, ControlError, OPERATOR};
+use tollgate_control::{
+    Control, ControlError, DeviceView, IssuedDevice, QuarantineOutcome, Revoked, OPERATOR,
+};
 use tollgate_events::EventBus;
 
 pub(super) use super::auth::{Admin, Reader};
+use super::openapi::{CaStatus, Connection, ReadErrors, Supplier, WriteErrors};
 use crate::admission::refusals::Refusals;
 use crate::config::ControlLimits;
 
@@ -122,6 +126,21 @@ pub(super) async fn blocking<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
+/// A new enrollment token.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(super) struct TokenIssued {
+    /// The one-time token (give it to the device; it is shown once).
+    token: String,
+    /// When it expires, Unix seconds.
+    expires_at: i64,
+}
+
+/// Issue an enrollment token for a device id.
+#[utoipa::path(post, path = "/api/v1/devices/{id}/token", tag = "devices",
+    description = "Admin route. A one-time enrollment token for `id` (EST `simpleenroll` with HTTP Basic `id:token`).",
+    params(("id" = String, Path, description = "Device id")),
+    request_body(content = Option<TokenRequest>, content_type = "application/json"),
+    responses((status = 201, description = "The token", body = TokenIssued), WriteErrors))]
 async fn create_token(
     State(s): State<AppState>,
     Admin(who): Admin,
@@ -141,41 +160,80 @@ async fn create_token(
         )
     })
     .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(serde_json::json!({ "token": token, "expires_at": expires_at })),
-    ))
+    Ok((StatusCode::CREATED, Json(TokenIssued { token, expires_at })))
 }
 
-async fn health(State(s): State<AppState>) -> Json<serde_json::Value> {
+/// Refusals counted per listener.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(super) struct RefusalCounts {
+    /// By the MQTT listener.
+    mqtt: u64,
+    /// By the control listener.
+    control: u64,
+}
+
+/// The server's health and counters.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Health {
+    /// Always `ok` when the server answers.
+    status: &'static str,
+    /// The server's version.
+    version: &'static str,
+    connections: u64,
+    sessions: usize,
+    messages_in: u64,
+    messages_out: u64,
+    messages_dropped: u64,
+    publish_denied: u64,
+    subscribe_denied: u64,
+    queue_full: u64,
+    messages_persisted: u64,
+    storage_refused: u64,
+    retained: usize,
+    retained_bytes: usize,
+    retained_refused: u64,
+    stalled_connections: u64,
+    packet_timeouts: u64,
+    refusals: RefusalCounts,
+    events_dropped: u64,
+}
+
+/// Whether the server is up, with its counters.
+#[utoipa::path(get, path = "/api/v1/health", tag = "server", security(()),
+    description = "Open to every caller (no certificate needed): liveness and counters.",
+    responses((status = 200, description = "Up", body = Health)))]
+async fn health(State(s): State<AppState>) -> Json<Health> {
     let st = s.broker.stats();
     use std::sync::atomic::Ordering::Relaxed;
-    Json(serde_json::json!({
-        "status": "ok",
-        "version": env!("CARGO_PKG_VERSION"),
-        "connections": st.connections.load(Relaxed),
-        "sessions": s.broker.session_count(),
-        "messages_in": st.messages_in_total(),
-        "messages_out": st.messages_out_total(),
-        "messages_dropped": st.messages_dropped.load(Relaxed),
-        "publish_denied": st.publish_denied.load(Relaxed),
-        "subscribe_denied": st.subscribe_denied.load(Relaxed),
-        "queue_full": st.queue_full.load(Relaxed),
-        "messages_persisted": st.messages_persisted.load(Relaxed),
-        "storage_refused": st.storage_refused.load(Relaxed),
-        "retained": s.broker.retained_count(),
-        "retained_bytes": s.broker.retained_bytes(),
-        "retained_refused": st.retained_dropped.load(Relaxed),
-        "stalled_connections": st.stalled_connections.load(Relaxed),
-        "packet_timeouts": st.packet_timeouts.load(Relaxed),
-        "refusals": {
-            "mqtt": s.refusals.mqtt.total(),
-            "control": s.refusals.control.total(),
+    Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+        connections: st.connections.load(Relaxed),
+        sessions: s.broker.session_count(),
+        messages_in: st.messages_in_total(),
+        messages_out: st.messages_out_total(),
+        messages_dropped: st.messages_dropped.load(Relaxed),
+        publish_denied: st.publish_denied.load(Relaxed),
+        subscribe_denied: st.subscribe_denied.load(Relaxed),
+        queue_full: st.queue_full.load(Relaxed),
+        messages_persisted: st.messages_persisted.load(Relaxed),
+        storage_refused: st.storage_refused.load(Relaxed),
+        retained: s.broker.retained_count(),
+        retained_bytes: s.broker.retained_bytes(),
+        retained_refused: st.retained_dropped.load(Relaxed),
+        stalled_connections: st.stalled_connections.load(Relaxed),
+        packet_timeouts: st.packet_timeouts.load(Relaxed),
+        refusals: RefusalCounts {
+            mqtt: s.refusals.mqtt.total(),
+            control: s.refusals.control.total(),
         },
-        "events_dropped": s.events.dropped(),
-    }))
+        events_dropped: s.events.dropped(),
+    })
 }
 
+/// Every device.
+#[utoipa::path(get, path = "/api/v1/devices", tag = "devices", description = "Read route (any operator).",
+    responses((status = 200, description = "Every device", body = Vec<DeviceView>), ReadErrors))]
 async fn list_devices(
     State(s): State<AppState>,
     _a: Reader,
@@ -184,6 +242,10 @@ async fn list_devices(
     Ok(Json(blocking(move || cp.devices()).await?))
 }
 
+/// One device.
+#[utoipa::path(get, path = "/api/v1/devices/{id}", tag = "devices", description = "Read route (any operator).",
+    params(("id" = String, Path, description = "Device id")),
+    responses((status = 200, description = "The device", body = DeviceView), ReadErrors))]
 async fn get_device(
     State(s): State<AppState>,
     _a: Reader,
@@ -193,6 +255,11 @@ async fn get_device(
     Ok(Json(blocking(move || cp.device(&id)).await?))
 }
 
+/// Register a device and issue its key and certificate here.
+#[utoipa::path(post, path = "/api/v1/devices", tag = "devices",
+    description = "Admin route. Registers a device and returns its certificate and private key (shown once). An id that belongs to a revoked device needs `reactivate`.",
+    request_body(content = AddDevice, content_type = "application/json"),
+    responses((status = 201, description = "The device, with its credentials", body = IssuedDevice), WriteErrors))]
 async fn add_device(
     State(s): State<AppState>,
     Admin(who): Admin,
@@ -206,6 +273,12 @@ async fn add_device(
     Ok((StatusCode::CREATED, Json(issued)))
 }
 
+/// Revoke a device.
+#[utoipa::path(post, path = "/api/v1/devices/{id}/revoke", tag = "devices",
+    description = "Admin route. Revokes every certificate of the device, closes its connections and re-signs the CRL.",
+    params(("id" = String, Path, description = "Device id")),
+    request_body(content = Option<RevokeRequest>, content_type = "application/json"),
+    responses((status = 200, description = "What was revoked", body = Revoked), WriteErrors))]
 async fn revoke_device(
     State(s): State<AppState>,
     Admin(who): Admin,
@@ -223,6 +296,12 @@ async fn revoke_device(
     ))
 }
 
+/// Quarantine a device.
+#[utoipa::path(post, path = "/api/v1/devices/{id}/quarantine", tag = "devices",
+    description = "Admin route. Confines the device (its live connection included) to the policy's quarantine rules.",
+    params(("id" = String, Path, description = "Device id")),
+    request_body(content = QuarantineRequest, content_type = "application/json"),
+    responses((status = 200, description = "The device's new state", body = QuarantineOutcome), WriteErrors))]
 async fn quarantine_device(
     State(s): State<AppState>,
     Admin(who): Admin,
@@ -238,6 +317,12 @@ async fn quarantine_device(
     ))
 }
 
+/// Release a device from quarantine.
+#[utoipa::path(post, path = "/api/v1/devices/{id}/release", tag = "devices",
+    description = "Admin route. Removes the operator's quarantine reason (or the named `source`'s, or `all`).",
+    params(("id" = String, Path, description = "Device id")),
+    request_body(content = Option<ReleaseRequest>, content_type = "application/json"),
+    responses((status = 200, description = "The device's new state", body = QuarantineOutcome), WriteErrors))]
 async fn release_device(
     State(s): State<AppState>,
     Admin(who): Admin,
@@ -253,6 +338,11 @@ async fn release_device(
     ))
 }
 
+/// Register a supplier and its manufacturing CA.
+#[utoipa::path(post, path = "/api/v1/suppliers", tag = "suppliers",
+    description = "Admin route. Devices with a certificate from the supplier's CA may enroll without a token.",
+    request_body(content = AddSupplier, content_type = "application/json"),
+    responses((status = 201, description = "The supplier", body = Supplier), WriteErrors))]
 async fn add_supplier(
     State(s): State<AppState>,
     Admin(who): Admin,
@@ -278,11 +368,17 @@ async fn add_supplier(
     Ok((StatusCode::CREATED, Json(v)))
 }
 
+/// The CA hierarchy.
+#[utoipa::path(get, path = "/api/v1/ca", tag = "server", description = "Read route (any operator).",
+    responses((status = 200, description = "The CA hierarchy", body = CaStatus), ReadErrors))]
 async fn ca_status(State(s): State<AppState>, _a: Reader) -> Result<impl IntoResponse, ApiError> {
     let cp = Arc::clone(&s.cp);
     Ok(Json(blocking(move || cp.ca_status()).await?))
 }
 
+/// Every supplier.
+#[utoipa::path(get, path = "/api/v1/suppliers", tag = "suppliers", description = "Read route (any operator).",
+    responses((status = 200, description = "Every supplier", body = Vec<Supplier>), ReadErrors))]
 async fn list_suppliers(
     State(s): State<AppState>,
     _a: Reader,
@@ -293,33 +389,17 @@ async fn list_suppliers(
     ))
 }
 
+/// Live MQTT connections.
+#[utoipa::path(get, path = "/api/v1/connections", tag = "server", description = "Read route (any operator).",
+    responses((status = 200, description = "Every live connection", body = Vec<Connection>), ReadErrors))]
 async fn connections(State(s): State<AppState>, _a: Reader) -> impl IntoResponse {
     Json(s.broker.connections())
-}
-
-async fn policy(State(s): State<AppState>, _a: Reader) -> impl IntoResponse {
-    let p = s.cp.policy();
-    let rules: Vec<_> = p
-        .rules()
-        .iter()
-        .map(|r| {
-            serde_json::json!({
-                "id": r.id,
-                "effect": format!("{:?}", r.effect).to_lowercase(),
-                "who": r.who.iter().map(|w| format!("{w:?}")).collect::<Vec<_>>(),
-                "publish": r.publish,
-                "subscribe": r.subscribe,
-                "line": r.line,
-            })
-        })
-        .collect();
-    let lint: Vec<String> = p.lint().iter().map(|l| l.to_string()).collect();
-    Json(serde_json::json!({ "rules": rules, "lint": lint }))
 }
 
 pub(super) fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/health", get(health))
+        .route("/api/v1/openapi.json", get(super::openapi::openapi_json))
         .route("/api/v1/devices", get(list_devices).post(add_device))
         .route("/api/v1/devices/{id}", get(get_device))
         .route("/api/v1/devices/{id}/revoke", post(revoke_device))
@@ -327,7 +407,6 @@ pub(super) fn router(state: AppState) -> Router {
         .route("/api/v1/devices/{id}/release", post(release_device))
         .route("/api/v1/devices/{id}/token", post(create_token))
         .route("/api/v1/connections", get(connections))
-        .route("/api/v1/policy", get(policy))
         .route("/api/v1/suppliers", get(list_suppliers).post(add_supplier))
         .route("/api/v1/ca", get(ca_status))
         .merge(super::compliance_api::routes())
@@ -335,6 +414,7 @@ pub(super) fn router(state: AppState) -> Router {
         .merge(super::audit_api::routes())
         .merge(super::findings_api::routes())
         .merge(super::policy_api::routes())
+        .merge(super::policy_versions_api::routes())
         .merge(super::explain_api::routes())
         .merge(super::dashboard_api::routes())
         .merge(super::operators_api::routes())
@@ -346,5 +426,6 @@ pub(super) fn router(state: AppState) -> Router {
                 "this endpoint does not take that method".into(),
             )
         })
+        .layer(axum::middleware::from_fn(super::problem::layer))
         .with_state(state)
 }

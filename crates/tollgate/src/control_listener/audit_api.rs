@@ -19,12 +19,15 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine as _;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tollgate_audit::log::{CheckpointLine, Log, Signed, CHECKPOINTS};
 use tollgate_audit::{merkle, note, AuditError};
+use utoipa::{IntoParams, ToSchema};
 
 use super::admin::{Admin, ApiError, AppState, Reader};
+use super::openapi::{AuditCheckpoint, AuditVerifyReport, ReadErrors, WriteErrors};
+use super::problem::Problem;
 use crate::audit::Audit;
 
 pub(super) fn routes() -> Router<AppState> {
@@ -73,34 +76,166 @@ async fn on_log<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
-fn signed_json(origin: &str, s: &Signed) -> Value {
-    json!({
-        "origin": origin,
-        "size": s.size,
-        "root": b64(&s.root),
-        "note": s.note,
-    })
+/// A signed checkpoint.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct SignedCheckpoint {
+    /// The log's origin line.
+    origin: String,
+    /// Entries it covers.
+    size: u64,
+    /// The Merkle root, base64.
+    root: String,
+    /// The signed note (C2SP checkpoint).
+    note: String,
 }
 
+/// The verifier key.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct VerifierKey {
+    /// In the signed-note verifier key format.
+    verifier_key: String,
+}
+
+/// The latest checkpoint and the log's size.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct LatestCheckpoint {
+    /// None before the first one is signed.
+    checkpoint: Option<SignedCheckpoint>,
+    /// Entries in the log.
+    entries: u64,
+    /// Why the log refuses to sign, when it does.
+    refusing: Option<String>,
+}
+
+/// Every signed checkpoint.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct CheckpointList {
+    #[schema(value_type = Vec<AuditCheckpoint>)]
+    checkpoints: Vec<CheckpointLine>,
+}
+
+/// One entry.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct EntryView {
+    /// Its index, from 0.
+    index: u64,
+    /// Its leaf hash, base64.
+    leaf_hash: String,
+    /// The entry, parsed (null if its bytes are not JSON).
+    #[schema(value_type = Object)]
+    entry: Value,
+    /// Its exact bytes.
+    data: String,
+}
+
+/// A page of entries.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct EntryPage {
+    /// Entries in the log.
+    size: u64,
+    /// The first index asked for.
+    from: u64,
+    entries: Vec<EntryView>,
+}
+
+/// An inclusion proof.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct InclusionProof {
+    index: u64,
+    /// The tree size the proof is against.
+    size: u64,
+    /// Base64.
+    leaf_hash: String,
+    /// The entry's exact bytes.
+    data: String,
+    /// The proof's hashes, base64.
+    proof: Vec<String>,
+    /// The root, base64.
+    root: String,
+    /// The signed checkpoint note.
+    checkpoint: String,
+    /// The C2SP `tlog-proof` text.
+    text: String,
+}
+
+/// A consistency proof.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct ConsistencyProof {
+    old_size: u64,
+    /// Base64.
+    old_root: String,
+    size: u64,
+    /// Base64.
+    root: String,
+    /// Base64 hashes.
+    proof: Vec<String>,
+    /// The signed checkpoint note.
+    checkpoint: String,
+    /// The C2SP `tlog-proof` text.
+    text: String,
+}
+
+/// The whole log checked.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct Verification {
+    /// Whether everything checked and the log is not refusing.
+    clean: bool,
+    refusing: Option<String>,
+    #[schema(value_type = AuditVerifyReport)]
+    report: Value,
+}
+
+/// A rotation.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct Rotated {
+    /// Where the old log was archived.
+    archive: String,
+    /// Its final checkpoint.
+    #[serde(rename = "final")]
+    last: SignedCheckpoint,
+    /// Entries in the new log.
+    entries: u64,
+}
+
+fn signed_json(origin: &str, s: &Signed) -> SignedCheckpoint {
+    SignedCheckpoint {
+        origin: origin.to_owned(),
+        size: s.size,
+        root: b64(&s.root),
+        note: s.note.clone(),
+    }
+}
+
+/// The audit log's verifier key.
+#[utoipa::path(get, path = "/api/v1/audit/key", tag = "audit", description = "Read route (any operator). 404 when the audit log is disabled.",
+    responses((status = 200, description = "The key", body = VerifierKey), ReadErrors))]
 async fn key(State(s): State<AppState>, _a: Reader) -> Result<impl IntoResponse, ApiError> {
     let a = audit_of(&s)?;
-    Ok(Json(json!({ "verifier_key": a.verifier_key() })))
+    Ok(Json(VerifierKey {
+        verifier_key: a.verifier_key().to_string(),
+    }))
 }
 
+/// The latest signed checkpoint.
+#[utoipa::path(get, path = "/api/v1/audit/checkpoint", tag = "audit", description = "Read route (any operator).",
+    responses((status = 200, description = "The checkpoint and the log's size", body = LatestCheckpoint), ReadErrors))]
 async fn latest(State(s): State<AppState>, _a: Reader) -> Result<impl IntoResponse, ApiError> {
     let v = on_log(&s, |_, l| {
         let refusing = l.refusing().map(str::to_owned);
         let signed = l.latest().map(|c| signed_json(l.origin(), c));
-        Ok(json!({
-            "checkpoint": signed,
-            "entries": l.size(),
-            "refusing": refusing,
-        }))
+        Ok(LatestCheckpoint {
+            checkpoint: signed,
+            entries: l.size(),
+            refusing,
+        })
     })
     .await?;
     Ok(Json(v))
 }
 
+/// Sign a checkpoint over every entry now.
+#[utoipa::path(post, path = "/api/v1/audit/checkpoint", tag = "audit", description = "Admin route.",
+    responses((status = 200, description = "The checkpoint", body = SignedCheckpoint), WriteErrors))]
 async fn sign_now(State(s): State<AppState>, _a: Admin) -> Result<impl IntoResponse, ApiError> {
     let v = on_log(&s, |_, l| {
         let c = l.checkpoint()?;
@@ -110,6 +245,9 @@ async fn sign_now(State(s): State<AppState>, _a: Admin) -> Result<impl IntoRespo
     Ok(Json(v))
 }
 
+/// Every signed checkpoint.
+#[utoipa::path(get, path = "/api/v1/audit/checkpoints", tag = "audit", description = "Read route (any operator).",
+    responses((status = 200, description = "The checkpoints", body = CheckpointList), ReadErrors))]
 async fn checkpoints(State(s): State<AppState>, _a: Reader) -> Result<impl IntoResponse, ApiError> {
     let v = on_log(&s, |_, l| {
         let path = l.dir().join(CHECKPOINTS);
@@ -118,15 +256,16 @@ async fn checkpoints(State(s): State<AppState>, _a: Reader) -> Result<impl IntoR
             .lines()
             .filter_map(|line| serde_json::from_str(line).ok())
             .collect();
-        Ok(json!({ "checkpoints": list }))
+        Ok(CheckpointList { checkpoints: list })
     })
     .await?;
     Ok(Json(v))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct Page {
+#[into_params(parameter_in = Query)]
+pub(super) struct Page {
     #[serde(default)]
     from: u64,
     #[serde(default = "default_limit")]
@@ -137,6 +276,10 @@ fn default_limit() -> u64 {
     100
 }
 
+/// A page of entries, with their exact bytes and leaf hashes.
+#[utoipa::path(get, path = "/api/v1/audit/entries", tag = "audit", description = "Read route (any operator).",
+    params(Page),
+    responses((status = 200, description = "The entries", body = EntryPage), ReadErrors))]
 async fn entries(
     State(s): State<AppState>,
     _a: Reader,
@@ -150,20 +293,21 @@ async fn entries(
         } else {
             l.entries_range(q.from, limit)?
         };
-        let out: Vec<Value> = list
+        let out: Vec<EntryView> = list
             .into_iter()
             .enumerate()
-            .map(|(i, data)| {
-                let text = String::from_utf8_lossy(&data).into_owned();
-                json!({
-                    "index": q.from + i as u64,
-                    "leaf_hash": b64(&merkle::leaf_hash(&data)),
-                    "entry": serde_json::from_slice::<Value>(&data).unwrap_or(Value::Null),
-                    "data": text,
-                })
+            .map(|(i, data)| EntryView {
+                index: q.from + i as u64,
+                leaf_hash: b64(&merkle::leaf_hash(&data)),
+                entry: serde_json::from_slice::<Value>(&data).unwrap_or(Value::Null),
+                data: String::from_utf8_lossy(&data).into_owned(),
             })
             .collect();
-        Ok(json!({ "size": size, "from": q.from, "entries": out }))
+        Ok(EntryPage {
+            size,
+            from: q.from,
+            entries: out,
+        })
     })
     .await?;
     Ok(Json(v))
@@ -177,12 +321,18 @@ fn covering(l: &mut Log, need: u64) -> Result<Signed, AuditError> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct InclusionQuery {
+#[into_params(parameter_in = Query)]
+pub(super) struct InclusionQuery {
     index: u64,
 }
 
+/// An entry's inclusion proof against the latest checkpoint.
+#[utoipa::path(get, path = "/api/v1/audit/proof/inclusion", tag = "audit", description = "Read route (any operator). Signs a checkpoint first if the latest does not cover the entry.",
+    params(InclusionQuery),
+    responses((status = 200, description = "The proof", body = InclusionProof), ReadErrors,
+        (status = 409, description = "The log contradicts its checkpoints", body = Problem, content_type = "application/problem+json")))]
 async fn inclusion(
     State(s): State<AppState>,
     _a: Reader,
@@ -199,27 +349,33 @@ async fn inclusion(
         let c = covering(l, q.index + 1)?;
         let proof = l.inclusion_proof(q.index, c.size)?;
         let data = l.entry(q.index)?;
-        Ok(json!({
-            "index": q.index,
-            "size": c.size,
-            "leaf_hash": b64(&merkle::leaf_hash(&data)),
-            "data": String::from_utf8_lossy(&data),
-            "proof": proof.iter().map(|h| b64(h)).collect::<Vec<_>>(),
-            "root": b64(&c.root),
-            "checkpoint": c.note,
-            "text": note::inclusion_proof_text(q.index, &proof, &c.note),
-        }))
+        Ok(InclusionProof {
+            index: q.index,
+            size: c.size,
+            leaf_hash: b64(&merkle::leaf_hash(&data)),
+            data: String::from_utf8_lossy(&data).into_owned(),
+            proof: proof.iter().map(|h| b64(h)).collect(),
+            root: b64(&c.root),
+            text: note::inclusion_proof_text(q.index, &proof, &c.note),
+            checkpoint: c.note,
+        })
     })
     .await?;
     Ok(Json(v))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ConsistencyQuery {
+#[into_params(parameter_in = Query)]
+pub(super) struct ConsistencyQuery {
     from_size: u64,
 }
 
+/// A consistency proof from an earlier size to the latest checkpoint.
+#[utoipa::path(get, path = "/api/v1/audit/proof/consistency", tag = "audit", description = "Read route (any operator).",
+    params(ConsistencyQuery),
+    responses((status = 200, description = "The proof", body = ConsistencyProof), ReadErrors,
+        (status = 409, description = "The log contradicts its checkpoints", body = Problem, content_type = "application/problem+json")))]
 async fn consistency(
     State(s): State<AppState>,
     _a: Reader,
@@ -236,34 +392,40 @@ async fn consistency(
         }
         let proof = l.consistency_proof(q.from_size, c.size)?;
         let old_root = l.root_at(q.from_size)?;
-        Ok(json!({
-            "old_size": q.from_size,
-            "old_root": b64(&old_root),
-            "size": c.size,
-            "root": b64(&c.root),
-            "proof": proof.iter().map(|h| b64(h)).collect::<Vec<_>>(),
-            "checkpoint": c.note,
-            "text": note::consistency_proof_text(q.from_size, &proof, &c.note),
-        }))
+        Ok(ConsistencyProof {
+            old_size: q.from_size,
+            old_root: b64(&old_root),
+            size: c.size,
+            root: b64(&c.root),
+            proof: proof.iter().map(|h| b64(h)).collect(),
+            text: note::consistency_proof_text(q.from_size, &proof, &c.note),
+            checkpoint: c.note,
+        })
     })
     .await?;
     Ok(Json(v))
 }
 
+/// Re-hash the whole log and check it against every checkpoint.
+#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit", description = "Read route (any operator).",
+    responses((status = 200, description = "The report", body = Verification), ReadErrors))]
 async fn verify(State(s): State<AppState>, _a: Reader) -> Result<impl IntoResponse, ApiError> {
     let v = on_log(&s, |_, l| {
         let refusing = l.refusing().map(str::to_owned);
         let report = l.verify()?;
-        Ok(json!({
-            "clean": report.clean() && refusing.is_none(),
-            "refusing": refusing,
-            "report": report,
-        }))
+        Ok(Verification {
+            clean: report.clean() && refusing.is_none(),
+            refusing,
+            report: serde_json::to_value(&report).unwrap_or_default(),
+        })
     })
     .await?;
     Ok(Json(v))
 }
 
+/// Archive the log and start a new one that commits to its final checkpoint.
+#[utoipa::path(post, path = "/api/v1/audit/rotate", tag = "audit", description = "Admin route.",
+    responses((status = 200, description = "Where the old log went, and its final checkpoint", body = Rotated), WriteErrors))]
 async fn rotate(
     State(s): State<AppState>,
     Admin(who): Admin,
@@ -280,11 +442,11 @@ async fn rotate(
             .join(format!("{stamp}-{}", l.size()));
         let last = l.rotate(&archive)?;
         tracing::info!(by = %who, archive = %archive.display(), size = last.size, "audit log rotated");
-        Ok(json!({
-            "archive": archive.display().to_string(),
-            "final": signed_json(l.origin(), &last),
-            "entries": l.size(),
-        }))
+        Ok(Rotated {
+            archive: archive.display().to_string(),
+            last: signed_json(l.origin(), &last),
+            entries: l.size(),
+        })
     })
     .await?;
     Ok(Json(v))

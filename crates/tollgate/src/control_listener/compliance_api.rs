@@ -20,12 +20,47 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use tollgate_control::compliance::{FirmwareScope, InventoryView, ModelView, VexScope};
+use serde::{Deserialize, Serialize};
+use tollgate_control::compliance::{
+    FirmwareScope, InventoryView, ModelView, SbomView, VexScope, WaiverView,
+};
 use tollgate_control::requests::{EvaluateRequest, SupplierUpdate, WaiverRequest};
 use tollgate_control::{Control, ControlError};
+use utoipa::{IntoParams, ToSchema};
 
 use super::admin::{blocking, json_body, required, Admin, ApiError, AppState, Reader};
+use super::openapi::{
+    AdvisoriesImported, Advisory, Affected, ComplianceStatus, DeviceCompliance, Evaluation,
+    ReadErrors, SbomImported, Supplier, WriteErrors,
+};
+
+/// Stored advisories matching a search.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct AdvisoryList {
+    /// The advisory database's digest.
+    database: String,
+    /// How many match in all.
+    total: usize,
+    /// The first `limit` of them.
+    #[schema(value_type = Vec<Advisory>)]
+    advisories: Vec<tollgate_control::compliance::AdvisoryView>,
+}
+
+/// Every stored advisory id with its `modified`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct AdvisoryVersions {
+    /// The advisory database's digest.
+    database: String,
+    /// Id to `modified`.
+    records: std::collections::BTreeMap<String, String>,
+}
+
+/// What a VEX import stored.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct VexImported {
+    /// Statements stored.
+    statements: usize,
+}
 
 /// Document media types accepted (JSON in every flavour producers label it).
 const DOCUMENT_TYPES: &[&str] = &[
@@ -97,6 +132,12 @@ async fn document(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Vec<u
     Ok(bytes.to_vec())
 }
 
+/// Change a supplier's disclosure contact or support end.
+#[utoipa::path(patch, path = "/api/v1/suppliers/{name}", tag = "suppliers",
+    description = "Admin route. An empty contact or a `support_end` of 0 clears it.",
+    params(("name" = String, Path, description = "Supplier name")),
+    request_body(content = SupplierUpdate, content_type = "application/json"),
+    responses((status = 200, description = "The supplier", body = Supplier), WriteErrors))]
 async fn update_supplier(
     State(s): State<AppState>,
     Admin(who): Admin,
@@ -108,6 +149,10 @@ async fn update_supplier(
     let cp = Arc::clone(&s.cp);
     Ok(Json(
         blocking(move || {
+            // An unknown supplier here is a missing resource (404), not a refused enrollment.
+            if !cp.suppliers().iter().any(|s| s.name == name) {
+                return Err(ControlError::NotFound(format!("supplier {name:?}")));
+            }
             let cur = cp.supplier_infos()?.remove(&name).unwrap_or_default();
             let contact = match req.disclosure_contact {
                 Some(c) if c.trim().is_empty() => None,
@@ -129,11 +174,18 @@ async fn update_supplier(
     ))
 }
 
+/// Every device model.
+#[utoipa::path(get, path = "/api/v1/models", tag = "suppliers", description = "Read route (any operator).",
+    responses((status = 200, description = "Every model", body = Vec<ModelView>), ReadErrors))]
 async fn list_models(State(s): State<AppState>, _a: Reader) -> Result<impl IntoResponse, ApiError> {
     let cp = Arc::clone(&s.cp);
     Ok(Json(blocking(move || cp.models()).await?))
 }
 
+/// Record a device model (or change one).
+#[utoipa::path(post, path = "/api/v1/models", tag = "suppliers", description = "Admin route.",
+    request_body(content = ModelView, content_type = "application/json"),
+    responses((status = 201, description = "The model", body = ModelView), WriteErrors))]
 async fn put_model(
     State(s): State<AppState>,
     Admin(who): Admin,
@@ -146,6 +198,10 @@ async fn put_model(
     Ok((StatusCode::CREATED, Json(v)))
 }
 
+/// A device's inventory.
+#[utoipa::path(get, path = "/api/v1/devices/{id}/inventory", tag = "compliance", description = "Read route (any operator).",
+    params(("id" = String, Path, description = "Device id")),
+    responses((status = 200, description = "The inventory", body = InventoryView), ReadErrors))]
 async fn get_inventory(
     State(s): State<AppState>,
     _a: Reader,
@@ -161,6 +217,11 @@ async fn get_inventory(
     ))
 }
 
+/// Set a device's inventory.
+#[utoipa::path(put, path = "/api/v1/devices/{id}/inventory", tag = "compliance", description = "Admin route.",
+    params(("id" = String, Path, description = "Device id")),
+    request_body(content = InventoryView, content_type = "application/json"),
+    responses((status = 200, description = "The inventory", body = InventoryView), WriteErrors))]
 async fn set_inventory(
     State(s): State<AppState>,
     Admin(who): Admin,
@@ -175,20 +236,30 @@ async fn set_inventory(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct SbomQuery {
+#[into_params(parameter_in = Query)]
+pub(super) struct SbomQuery {
     model: String,
     firmware: String,
     #[serde(default)]
     supplier: Option<String>,
 }
 
+/// Every stored SBOM.
+#[utoipa::path(get, path = "/api/v1/sboms", tag = "compliance", description = "Read route (any operator).",
+    responses((status = 200, description = "Every SBOM", body = Vec<SbomView>), ReadErrors))]
 async fn list_sboms(State(s): State<AppState>, _a: Reader) -> Result<impl IntoResponse, ApiError> {
     let cp = Arc::clone(&s.cp);
     Ok(Json(blocking(move || Ok(cp.sboms())).await?))
 }
 
+/// Import the SBOM of a model's firmware.
+#[utoipa::path(post, path = "/api/v1/sboms", tag = "compliance",
+    description = "Admin route. The body is the SBOM file (CycloneDX or SPDX JSON).",
+    params(SbomQuery),
+    request_body(content = Object, description = "The SBOM document", content_type = "application/json"),
+    responses((status = 201, description = "What was stored", body = SbomImported), WriteErrors))]
 async fn import_sbom(
     State(s): State<AppState>,
     Admin(who): Admin,
@@ -204,15 +275,20 @@ async fn import_sbom(
     Ok((StatusCode::CREATED, Json(v)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct AdvisoryQuery {
+#[into_params(parameter_in = Query)]
+pub(super) struct AdvisoryQuery {
     #[serde(default)]
     q: Option<String>,
     #[serde(default)]
     limit: Option<usize>,
 }
 
+/// Stored advisories.
+#[utoipa::path(get, path = "/api/v1/advisories", tag = "compliance", description = "Read route (any operator).",
+    params(AdvisoryQuery),
+    responses((status = 200, description = "Matching advisories", body = AdvisoryList), ReadErrors))]
 async fn list_advisories(
     State(s): State<AppState>,
     _a: Reader,
@@ -222,13 +298,18 @@ async fn list_advisories(
     let (database, total, advisories) =
         blocking(move || Ok(cp.advisories(q.q.as_deref(), q.limit.unwrap_or(100).min(10_000))))
             .await?;
-    Ok(Json(serde_json::json!({
-        "database": database,
-        "total": total,
-        "advisories": advisories,
-    })))
+    Ok(Json(AdvisoryList {
+        database,
+        total,
+        advisories,
+    }))
 }
 
+/// Import a batch of OSV advisories.
+#[utoipa::path(post, path = "/api/v1/advisories", tag = "compliance",
+    description = "Admin route. The body is a JSON array of OSV records.",
+    request_body(content = Vec<Object>, description = "OSV records", content_type = "application/json"),
+    responses((status = 200, description = "What was stored", body = AdvisoriesImported), WriteErrors))]
 async fn import_advisories(
     State(s): State<AppState>,
     Admin(who): Admin,
@@ -254,17 +335,22 @@ async fn import_advisories(
     ))
 }
 
+/// Every stored advisory id with its `modified`.
+#[utoipa::path(get, path = "/api/v1/advisories/modified", tag = "compliance", description = "Read route (any operator).",
+    responses((status = 200, description = "The ids and versions", body = AdvisoryVersions), ReadErrors))]
 async fn advisory_versions(
     State(s): State<AppState>,
     _a: Reader,
 ) -> Result<impl IntoResponse, ApiError> {
     let cp = Arc::clone(&s.cp);
     let (database, records) = blocking(move || Ok(cp.advisory_versions())).await?;
-    Ok(Json(
-        serde_json::json!({ "database": database, "records": records }),
-    ))
+    Ok(Json(AdvisoryVersions { database, records }))
 }
 
+/// What an advisory hits.
+#[utoipa::path(get, path = "/api/v1/advisories/{id}/affected", tag = "compliance", description = "Read route (any operator).",
+    params(("id" = String, Path, description = "Advisory id")),
+    responses((status = 200, description = "Suppliers, models and devices hit", body = Affected), ReadErrors))]
 async fn advisory_affected(
     State(s): State<AppState>,
     _a: Reader,
@@ -274,9 +360,10 @@ async fn advisory_affected(
     Ok(Json(blocking(move || cp.advisory_affected(&id)).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct VexQuery {
+#[into_params(parameter_in = Query)]
+pub(super) struct VexQuery {
     #[serde(default)]
     model: Option<String>,
     #[serde(default)]
@@ -324,6 +411,12 @@ impl VexQuery {
     }
 }
 
+/// Import a VEX document.
+#[utoipa::path(post, path = "/api/v1/vex", tag = "compliance",
+    description = "Admin route. The body is the VEX file (OpenVEX or CycloneDX VEX); the query scopes it to a model and firmware.",
+    params(VexQuery),
+    request_body(content = Object, description = "The VEX document", content_type = "application/json"),
+    responses((status = 201, description = "How many statements were stored", body = VexImported), WriteErrors))]
 async fn import_vex(
     State(s): State<AppState>,
     Admin(who): Admin,
@@ -335,19 +428,21 @@ async fn import_vex(
     let doc = document(&s, &headers, body).await?;
     let cp = Arc::clone(&s.cp);
     let n = blocking(move || cp.import_vex(&doc, scope, &who)).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(serde_json::json!({ "statements": n })),
-    ))
+    Ok((StatusCode::CREATED, Json(VexImported { statements: n })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ReportQuery {
+#[into_params(parameter_in = Query)]
+pub(super) struct ReportQuery {
     #[serde(default)]
     device: Option<String>,
 }
 
+/// The fleet's (or one device's) compliance.
+#[utoipa::path(get, path = "/api/v1/compliance", tag = "compliance", description = "Read route (any operator).",
+    params(ReportQuery),
+    responses((status = 200, description = "Each device's compliance", body = Vec<DeviceCompliance>), ReadErrors))]
 async fn report(
     State(s): State<AppState>,
     _a: Reader,
@@ -359,11 +454,19 @@ async fn report(
     ))
 }
 
+/// The compliance profile and summary.
+#[utoipa::path(get, path = "/api/v1/compliance/status", tag = "compliance", description = "Read route (any operator).",
+    responses((status = 200, description = "The status", body = ComplianceStatus), ReadErrors))]
 async fn status(State(s): State<AppState>, _a: Reader) -> Result<impl IntoResponse, ApiError> {
     let cp = Arc::clone(&s.cp);
     Ok(Json(blocking(move || Ok(cp.compliance_status())).await?))
 }
 
+/// Evaluate the fleet now (or try a profile without applying it).
+#[utoipa::path(post, path = "/api/v1/compliance/evaluate", tag = "compliance",
+    description = "Admin route. Applies verdicts (quarantine, release) unless `dry_run` or a `profile` text is given.",
+    request_body(content = Option<EvaluateRequest>, content_type = "application/json"),
+    responses((status = 200, description = "The evaluation", body = Evaluation), WriteErrors))]
 async fn evaluate(
     State(s): State<AppState>,
     _a: Admin,
@@ -384,6 +487,9 @@ async fn evaluate(
     ))
 }
 
+/// Every compliance waiver.
+#[utoipa::path(get, path = "/api/v1/compliance/waivers", tag = "compliance", description = "Read route (any operator).",
+    responses((status = 200, description = "Every waiver", body = Vec<WaiverView>), ReadErrors))]
 async fn list_waivers(
     State(s): State<AppState>,
     _a: Reader,
@@ -392,6 +498,10 @@ async fn list_waivers(
     Ok(Json(blocking(move || Ok(cp.waivers())).await?))
 }
 
+/// Waive a compliance rule for a device or model.
+#[utoipa::path(post, path = "/api/v1/compliance/waivers", tag = "compliance", description = "Admin route.",
+    request_body(content = WaiverRequest, content_type = "application/json"),
+    responses((status = 201, description = "The waiver", body = WaiverView), WriteErrors))]
 async fn add_waiver(
     State(s): State<AppState>,
     Admin(who): Admin,
@@ -418,6 +528,10 @@ async fn add_waiver(
     Ok((StatusCode::CREATED, Json(v)))
 }
 
+/// Remove a compliance waiver.
+#[utoipa::path(delete, path = "/api/v1/compliance/waivers/{id}", tag = "compliance", description = "Admin route.",
+    params(("id" = i64, Path, description = "Waiver id")),
+    responses((status = 204, description = "Removed"), WriteErrors))]
 async fn remove_waiver(
     State(s): State<AppState>,
     Admin(who): Admin,

@@ -11,23 +11,33 @@ use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use super::admin::{json_body, ApiError, AppState};
 use super::auth::{CertificateOperator, OperatorRole};
+use super::openapi::{DashboardLogin, WriteErrors};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new().route("/api/v1/dashboard/logins", post(create_login))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// What kind of dashboard session to sign in to.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LoginRequest {
+pub(super) struct LoginRequest {
+    /// `admin` or `viewer` (default: the caller's own role; never above it).
     #[serde(default)]
     role: Option<String>,
+    /// How long the one-time URL stays valid.
     #[serde(default)]
     ttl_secs: Option<u64>,
 }
 
+/// A one-time dashboard sign-in URL.
+#[utoipa::path(post, path = "/api/v1/dashboard/logins", tag = "server",
+    description = "Any operator with a client certificate (a dashboard session cannot mint sessions), for a role no higher than their own.",
+    request_body(content = Option<LoginRequest>, content_type = "application/json"),
+    responses((status = 201, description = "The URL, its expiry and role", body = DashboardLogin), WriteErrors))]
 async fn create_login(
     State(s): State<AppState>,
     CertificateOperator(who): CertificateOperator,

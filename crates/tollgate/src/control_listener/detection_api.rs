@@ -19,10 +19,12 @@ use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use tollgate_detect::{DetectError, SuppressionRequest, VerdictKind};
+use tollgate_detect::{Alert, DetectError, Suppression, SuppressionRequest, VerdictKind};
 use tollgate_events::EventKind;
+use utoipa::{IntoParams, ToSchema};
 
 use super::admin::{required, Admin, ApiError, AppState, Reader};
+use super::openapi::{DeviceStats, FleetStats, ReadErrors, WriteErrors};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -71,6 +73,10 @@ impl From<DetectError> for ApiError {
     }
 }
 
+/// A device's statistics.
+#[utoipa::path(get, path = "/api/v1/devices/{id}/stats", tag = "detection", description = "Read route (any operator). A device the detectors have not seen yet answers with `learning` and a `note`.",
+    params(("id" = String, Path, description = "Device id")),
+    responses((status = 200, description = "The statistics", body = DeviceStats), ReadErrors))]
 async fn device_stats(
     State(s): State<AppState>,
     _a: Reader,
@@ -97,6 +103,9 @@ async fn device_stats(
     }
 }
 
+/// The fleet's statistics.
+#[utoipa::path(get, path = "/api/v1/stats", tag = "detection", description = "Read route (any operator).",
+    responses((status = 200, description = "The statistics", body = FleetStats), ReadErrors))]
 async fn fleet_stats(State(s): State<AppState>, _a: Reader) -> Result<impl IntoResponse, ApiError> {
     let st = s
         .detection
@@ -106,8 +115,11 @@ async fn fleet_stats(State(s): State<AppState>, _a: Reader) -> Result<impl IntoR
     Ok(Json(st))
 }
 
-#[derive(Debug, Deserialize)]
-struct AlertQuery {
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct AlertQuery {
+    /// Only alerts still active.
     #[serde(default)]
     active: bool,
     /// Only this device's alerts.
@@ -116,6 +128,10 @@ struct AlertQuery {
     detector: Option<String>,
 }
 
+/// Alerts, newest first.
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "detection", description = "Read route (any operator).",
+    params(AlertQuery),
+    responses((status = 200, description = "The alerts", body = Vec<Alert>), ReadErrors))]
 async fn list_alerts(
     State(s): State<AppState>,
     _a: Reader,
@@ -135,6 +151,10 @@ async fn list_alerts(
     Ok(Json(alerts))
 }
 
+/// One alert.
+#[utoipa::path(get, path = "/api/v1/alerts/{id}", tag = "detection", description = "Read route (any operator).",
+    params(("id" = String, Path, description = "Alert id")),
+    responses((status = 200, description = "The alert", body = Alert), ReadErrors))]
 async fn get_alert(
     State(s): State<AppState>,
     _a: Reader,
@@ -150,14 +170,22 @@ async fn get_alert(
         .ok_or_else(|| ApiError::from(DetectError::UnknownAlert(id)))
 }
 
-#[derive(Debug, Deserialize)]
+/// An operator's verdict on an alert.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct VerdictBody {
+pub(super) struct VerdictBody {
+    /// `true_positive`, `false_positive` or `benign_positive`.
     verdict: VerdictKind,
+    /// A note for the record.
     #[serde(default)]
     note: Option<String>,
 }
 
+/// Record an operator's verdict on an alert.
+#[utoipa::path(post, path = "/api/v1/alerts/{id}/verdict", tag = "detection", description = "Admin route. Written ahead to the audit log.",
+    params(("id" = String, Path, description = "Alert id")),
+    request_body(content = VerdictBody, content_type = "application/json"),
+    responses((status = 200, description = "The alert", body = Alert), WriteErrors))]
 async fn set_verdict(
     State(s): State<AppState>,
     Admin(who): Admin,
@@ -192,11 +220,15 @@ async fn set_verdict(
     Ok(Json(a))
 }
 
-#[derive(Debug, Deserialize)]
+/// What to suppress, for how long, and why.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SuppressBody {
+#[schema(as = AlertSuppressionRequest)]
+pub(super) struct SuppressBody {
+    /// A detector name (`rule:NAME` for a rule); every detector when absent.
     #[serde(default)]
     detector: Option<String>,
+    /// A device id; every device when absent (one of the two is needed).
     #[serde(default)]
     device: Option<String>,
     /// How long: "30m", "2h", "7d" or seconds.
@@ -208,6 +240,10 @@ struct SuppressBody {
 /// Longest suppression: a forgotten one must not silence a detector for good.
 const MAX_SUPPRESSION_MS: i64 = 90 * 24 * 3600 * 1000;
 
+/// Suppress a detector's alerts (on a device, or everywhere) for a while.
+#[utoipa::path(post, path = "/api/v1/alerts/suppressions", tag = "detection", description = "Admin route. Written ahead to the audit log; at most 90 days.",
+    request_body(content = SuppressBody, content_type = "application/json"),
+    responses((status = 201, description = "The suppression", body = Suppression), WriteErrors))]
 async fn add_suppression(
     State(s): State<AppState>,
     Admin(who): Admin,
@@ -271,6 +307,9 @@ async fn add_suppression(
     Ok((StatusCode::CREATED, Json(sup)))
 }
 
+/// Alert suppressions in force.
+#[utoipa::path(get, path = "/api/v1/alerts/suppressions", tag = "detection", description = "Read route (any operator).",
+    responses((status = 200, description = "The suppressions", body = Vec<Suppression>), ReadErrors))]
 async fn list_suppressions(
     State(s): State<AppState>,
     _a: Reader,
@@ -283,6 +322,10 @@ async fn list_suppressions(
     Ok(Json(list))
 }
 
+/// Remove an alert suppression.
+#[utoipa::path(delete, path = "/api/v1/alerts/suppressions/{id}", tag = "detection", description = "Admin route. Written ahead to the audit log.",
+    params(("id" = String, Path, description = "Suppression id")),
+    responses((status = 200, description = "The suppression removed", body = Suppression), WriteErrors))]
 async fn remove_suppression(
     State(s): State<AppState>,
     Admin(who): Admin,

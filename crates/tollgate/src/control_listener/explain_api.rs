@@ -12,21 +12,32 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use tollgate_policy::Action;
+use utoipa::IntoParams;
 
 use super::admin::{blocking, ApiError, AppState, Reader};
+use super::openapi::{Explanation, ReadErrors};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new().route("/api/v1/policy/explain", get(explain))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ExplainQuery {
+#[into_params(parameter_in = Query)]
+pub(super) struct ExplainQuery {
+    /// A registered device's id.
     device: String,
+    /// `publish`, `subscribe` or `retain`.
     action: String,
+    /// A topic (publish, retain) or a filter (subscribe).
     topic: String,
 }
 
+/// Whether a registered device may do this now, and which rules decide.
+#[utoipa::path(get, path = "/api/v1/policy/explain", tag = "policy",
+    description = "Read route (any operator). Uses the device's real groups and state (quarantine included) from the registry.",
+    params(ExplainQuery),
+    responses((status = 200, description = "The decision and its steps", body = Explanation), ReadErrors))]
 async fn explain(
     State(s): State<AppState>,
     _a: Reader,

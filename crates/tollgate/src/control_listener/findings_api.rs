@@ -15,12 +15,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use tollgate_audit::findings::{exit_code, sarif, Suppression, Tracked};
 use tollgate_events::EventKind;
+use utoipa::{IntoParams, ToSchema};
 
 use super::admin::{required, Admin, ApiError, AppState, Reader};
+use super::openapi::{Finding, FindingSuppression, ReadErrors, Sarif, WriteErrors};
+use super::problem::Problem;
 use crate::config_audit::{severity_name, ConfigAudit};
 
 pub(super) fn routes() -> Router<AppState> {
@@ -61,30 +63,71 @@ async fn refresh(a: &Arc<ConfigAudit>) -> Result<tollgate_audit::findings::Chang
         .map_err(|e| internal(format!("{e:#}")))
 }
 
-fn summary(list: &[Tracked]) -> serde_json::Value {
+/// Counts over the open findings.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct FindingSummary {
+    /// Open findings.
+    open: usize,
+    /// Of those, suppressed.
+    suppressed: usize,
+    /// The highest severity open and not suppressed.
+    highest: Option<&'static str>,
+    /// The exit code `tollgate audit config` would give.
+    exit_code: u8,
+}
+
+/// The findings with their summary.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct FindingList {
+    summary: FindingSummary,
+    #[schema(value_type = Vec<Finding>)]
+    findings: Vec<Tracked>,
+}
+
+/// The findings after a scan, and what it opened and resolved.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct ScanResult {
+    summary: FindingSummary,
+    #[schema(value_type = Vec<Finding>)]
+    findings: Vec<Tracked>,
+    /// Findings the scan opened.
+    #[schema(value_type = Vec<Finding>)]
+    opened: Vec<Tracked>,
+    /// Findings the scan resolved.
+    #[schema(value_type = Vec<Finding>)]
+    resolved: Vec<Tracked>,
+}
+
+fn summary(list: &[Tracked]) -> FindingSummary {
     let open: Vec<&Tracked> = list.iter().filter(|t| t.resolved_at.is_none()).collect();
     let highest = open
         .iter()
         .filter(|t| t.suppressed.is_none())
         .map(|t| t.finding.severity)
         .max();
-    json!({
-        "open": open.len(),
-        "suppressed": open.iter().filter(|t| t.suppressed.is_some()).count(),
-        "highest": highest.map(severity_name),
-        "exit_code": exit_code(highest),
-    })
+    FindingSummary {
+        open: open.len(),
+        suppressed: open.iter().filter(|t| t.suppressed.is_some()).count(),
+        highest: highest.map(severity_name),
+        exit_code: exit_code(highest),
+    }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+#[into_params(parameter_in = Query)]
+pub(super) struct ListQuery {
     #[serde(default)]
     all: bool,
     #[serde(default)]
     refresh: bool,
 }
 
+/// Configuration findings, open ones first.
+#[utoipa::path(get, path = "/api/v1/findings", tag = "findings", description = "Read route (any operator). 503 when the configuration audit is not running.",
+    params(ListQuery),
+    responses((status = 200, description = "The findings", body = FindingList), ReadErrors,
+        (status = 503, description = "The configuration audit is not running", body = Problem, content_type = "application/problem+json")))]
 async fn list(
     State(s): State<AppState>,
     _a: Reader,
@@ -95,31 +138,40 @@ async fn list(
         refresh(&a).await?;
     }
     let findings = a.list(q.all);
-    Ok(Json(json!({
-        "summary": summary(&findings),
-        "findings": findings,
-    })))
+    Ok(Json(FindingList {
+        summary: summary(&findings),
+        findings,
+    }))
 }
 
+/// Evaluate the configuration now.
+#[utoipa::path(post, path = "/api/v1/findings/scan", tag = "findings", description = "Admin route.",
+    responses((status = 200, description = "The findings and what changed", body = ScanResult), WriteErrors))]
 async fn scan(State(s): State<AppState>, _a: Admin) -> Result<impl IntoResponse, ApiError> {
     let a = audit_of(&s)?;
     let changes = refresh(&a).await?;
     let findings = a.list(false);
-    Ok(Json(json!({
-        "summary": summary(&findings),
-        "findings": findings,
-        "opened": changes.opened,
-        "resolved": changes.resolved,
-    })))
+    Ok(Json(ScanResult {
+        summary: summary(&findings),
+        findings,
+        opened: changes.opened,
+        resolved: changes.resolved,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct SarifQuery {
+#[into_params(parameter_in = Query)]
+pub(super) struct SarifQuery {
     #[serde(default)]
     refresh: bool,
 }
 
+/// Open findings as SARIF 2.1.0.
+#[utoipa::path(get, path = "/api/v1/findings/sarif", tag = "findings", description = "Read route (any operator).",
+    params(SarifQuery),
+    responses((status = 200, description = "The SARIF log", body = Sarif), ReadErrors,
+        (status = 503, description = "The configuration audit is not running", body = Problem, content_type = "application/problem+json")))]
 async fn sarif_doc(
     State(s): State<AppState>,
     _a: Reader,
@@ -132,6 +184,10 @@ async fn sarif_doc(
     Ok(Json(sarif(&a.list(false))))
 }
 
+/// Finding suppressions in force.
+#[utoipa::path(get, path = "/api/v1/findings/suppressions", tag = "findings", description = "Read route (any operator).",
+    responses((status = 200, description = "The suppressions", body = Vec<FindingSuppression>), ReadErrors,
+        (status = 503, description = "The configuration audit is not running", body = Problem, content_type = "application/problem+json")))]
 async fn suppressions(
     State(s): State<AppState>,
     _a: Reader,
@@ -141,9 +197,11 @@ async fn suppressions(
     Ok(Json(list))
 }
 
-#[derive(Debug, Deserialize)]
+/// A finding rule to suppress, where, for how long and why.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SuppressBody {
+#[schema(as = FindingSuppressionRequest)]
+pub(super) struct SuppressBody {
     rule: String,
     #[serde(default)]
     resource: Option<String>,
@@ -153,6 +211,10 @@ struct SuppressBody {
     duration: String,
 }
 
+/// Suppress a finding rule (on one resource, or everywhere) for a while.
+#[utoipa::path(post, path = "/api/v1/findings/suppressions", tag = "findings", description = "Admin route. Written ahead to the audit log.",
+    request_body(content = SuppressBody, content_type = "application/json"),
+    responses((status = 201, description = "The suppression", body = FindingSuppression), WriteErrors))]
 async fn suppress(
     State(s): State<AppState>,
     Admin(who): Admin,
@@ -225,6 +287,10 @@ async fn suppress(
     Ok((StatusCode::CREATED, Json(sup)))
 }
 
+/// Remove a finding suppression.
+#[utoipa::path(delete, path = "/api/v1/findings/suppressions/{id}", tag = "findings", description = "Admin route. Written ahead to the audit log.",
+    params(("id" = String, Path, description = "Suppression id")),
+    responses((status = 200, description = "The suppression removed", body = FindingSuppression), WriteErrors))]
 async fn unsuppress(
     State(s): State<AppState>,
     Admin(who): Admin,

@@ -14,9 +14,18 @@ use axum::routing::patch;
 use axum::{Json, Router};
 use serde::Deserialize;
 use tollgate_control::requests::{DeleteDevice, PatchDevice};
+use tollgate_control::DeviceView;
+use utoipa::IntoParams;
 
 use super::admin::{blocking, json_body, required, Admin, ApiError, AppState};
+use super::openapi::{DeletedDevice, WriteErrors};
 
+/// Change a device's groups or labels.
+#[utoipa::path(patch, path = "/api/v1/devices/{id}", tag = "devices",
+    description = "Admin route. Both parts are checked before either is written; live connections are re-checked against the new groups.",
+    params(("id" = String, Path, description = "Device id")),
+    request_body(content = PatchDevice, content_type = "application/json"),
+    responses((status = 200, description = "The device", body = DeviceView), WriteErrors))]
 async fn patch_device(
     State(s): State<AppState>,
     Admin(who): Admin,
@@ -44,11 +53,19 @@ async fn patch_device(
 }
 
 /// `?reason=` (the body may give it too).
-#[derive(Debug, Deserialize, Default)]
-struct DeleteQuery {
+#[derive(Debug, Deserialize, Default, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct DeleteQuery {
+    /// Why (recorded with the revocation).
     reason: Option<String>,
 }
 
+/// Delete a device: revoke its certificates, close its connections, remove it.
+#[utoipa::path(delete, path = "/api/v1/devices/{id}", tag = "devices", description = "Admin route.",
+    params(("id" = String, Path, description = "Device id"), DeleteQuery),
+    request_body(content = Option<DeleteDevice>, content_type = "application/json"),
+    responses((status = 200, description = "What was deleted", body = DeletedDevice), WriteErrors))]
 async fn delete_device(
     State(s): State<AppState>,
     Admin(who): Admin,

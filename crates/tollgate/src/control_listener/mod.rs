@@ -3,7 +3,7 @@
 //! This module owns the TLS accept loop and what bounds it (the connect rate and connection
 //! slots per source and overall, from [`crate::admission`]; deadlines for the handshake, the
 //! headers and the body; a small header buffer), the answers to callers over a limit (503 or
-//! 429 with a JSON reason, from a few extra slots kept for saying no), the classification of each peer by which CA actually
+//! 429 with a problem document naming the reason, from a few extra slots kept for saying no), the classification of each peer by which CA actually
 //! signed its client certificate (Tollgate's issuing CA, a registered supplier's manufacturing
 //! CA, or none), the [`Peer`] every handler sees, the admin, EST and dashboard routers, and the one place
 //! control-plane errors become HTTP statuses ([`status_of`]). Client certificates are optional
@@ -21,8 +21,11 @@ mod est;
 mod explain_api;
 mod findings_api;
 mod lifecycle_api;
+mod openapi;
 mod operators_api;
 mod policy_api;
+mod policy_versions_api;
+mod problem;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Extension;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::AsyncWriteExt;
@@ -86,6 +89,7 @@ pub fn status_of(e: &ControlError) -> StatusCode {
         | E::GroupChangeRequired { .. }
         | E::SupplierExists(_)
         | E::NotQuarantined { .. } => StatusCode::CONFLICT,
+        E::StaleVersion { .. } => StatusCode::PRECONDITION_FAILED,
         E::Registry(_) | E::Pki(_) | E::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         // Not done, and safe to retry once the audit log is writable again.
         E::AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -116,9 +120,10 @@ pub fn status_of_audit(e: &tollgate_audit::AuditError) -> StatusCode {
     }
 }
 
-/// The one error format of the control listener's JSON routes: `{"error": "..."}`.
+/// The one error format of the control listener's JSON routes: an RFC 9457 problem document
+/// ([`problem::Problem`]).
 pub fn json_error(status: StatusCode, reason: impl Into<String>) -> Response {
-    (status, Json(serde_json::json!({ "error": reason.into() }))).into_response()
+    problem::Problem::new(status, reason).into_response()
 }
 
 /// Run `f` (a control-plane call that may touch the disk) on a blocking thread.
@@ -302,7 +307,7 @@ pub async fn serve(this: ControlListener, mut shutdown: watch::Receiver<bool>) {
                 if let Ok(permit) = Arc::clone(&refusing).try_acquire_owned() {
                     let shared = Arc::clone(&shared);
                     tokio::spawn(async move {
-                        shared.answer_busy(tcp, status, text).await;
+                        shared.answer_busy(tcp, status, reason, text).await;
                         drop(permit);
                     });
                 }
@@ -320,11 +325,17 @@ pub async fn serve(this: ControlListener, mut shutdown: watch::Receiver<bool>) {
 
 impl Shared {
     /// Answer a caller over a limit with `status` and a reason, within two seconds, and close.
-    async fn answer_busy(&self, tcp: TcpStream, status: StatusCode, reason: String) {
+    async fn answer_busy(
+        &self,
+        tcp: TcpStream,
+        status: StatusCode,
+        code: &'static str,
+        reason: String,
+    ) {
         let acceptor = TlsAcceptor::from(self.tls.load_full());
         let _ = tokio::time::timeout(Duration::from_secs(2), async move {
             let mut tls = acceptor.accept(tcp).await.ok()?;
-            write_refusal(&mut tls, status, &reason).await
+            write_refusal(&mut tls, status, code, &reason).await
         })
         .await;
     }
@@ -377,7 +388,12 @@ impl Shared {
                     self.refused(src, addr, "anonymous_limit", why.clone());
                     let _ = tokio::time::timeout(
                         Duration::from_secs(2),
-                        write_refusal(&mut tls, StatusCode::SERVICE_UNAVAILABLE, &why),
+                        write_refusal(
+                            &mut tls,
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "anonymous_limit",
+                            &why,
+                        ),
                     )
                     .await;
                     return;
@@ -413,20 +429,23 @@ fn anonymous_share(max_connections: usize) -> usize {
     (max_connections * 3 / 4).max(1)
 }
 
-/// Write a JSON refusal as a complete HTTP/1.1 response, then close the stream.
+/// Write a refusal (a problem document with its `code`) as a complete HTTP/1.1 response, then
+/// close the stream.
 async fn write_refusal<S: tokio::io::AsyncWrite + Unpin>(
     stream: &mut S,
     status: StatusCode,
+    code: &str,
     reason: &str,
 ) -> Option<()> {
-    let body = serde_json::json!({ "error": reason }).to_string();
+    let body = problem::Problem::refusal(status, code, reason).to_bytes();
     let head = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 5\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\nretry-after: 5\r\nconnection: close\r\n\r\n",
         status.as_u16(),
         status.canonical_reason().unwrap_or(""),
+        problem::MEDIA_TYPE,
         body.len()
     );
     stream.write_all(head.as_bytes()).await.ok()?;
-    stream.write_all(body.as_bytes()).await.ok()?;
+    stream.write_all(&body).await.ok()?;
     stream.shutdown().await.ok()
 }

@@ -23,6 +23,7 @@ use tollgate_control::requests::{
 
 use super::admin::{blocking, json_body, required, Admin, ApiError, AppState, Reader};
 use super::auth::{Caller, OperatorRole};
+use super::openapi::{IssuedOperator, Operator, ReadErrors, ServerRenewed, WriteErrors};
 
 /// The caller a verified operator certificate stands for: the operator it names must exist,
 /// not be revoked, and hold `serial` unrevoked; its role is the registry's. `None` otherwise
@@ -66,11 +67,18 @@ pub(super) fn operator_of_certificate(
     }
 }
 
+/// Every operator.
+#[utoipa::path(get, path = "/api/v1/operators", tag = "operators", description = "Read route (any operator).",
+    responses((status = 200, description = "Every operator", body = Vec<Operator>), ReadErrors))]
 async fn list(State(s): State<AppState>, _r: Reader) -> Result<impl IntoResponse, ApiError> {
     let cp = Arc::clone(&s.cp);
     Ok(Json(blocking(move || cp.operators()).await?))
 }
 
+/// One operator.
+#[utoipa::path(get, path = "/api/v1/operators/{name}", tag = "operators", description = "Read route (any operator).",
+    params(("name" = String, Path, description = "Operator name")),
+    responses((status = 200, description = "The operator", body = Operator), ReadErrors))]
 async fn show(
     State(s): State<AppState>,
     _r: Reader,
@@ -80,6 +88,10 @@ async fn show(
     Ok(Json(blocking(move || cp.operator(&name)).await?))
 }
 
+/// Add a named operator and issue its certificate from its CSR.
+#[utoipa::path(post, path = "/api/v1/operators", tag = "operators", description = "Admin route.",
+    request_body(content = AddOperator, content_type = "application/json"),
+    responses((status = 201, description = "The operator and its certificate", body = IssuedOperator), WriteErrors))]
 async fn add(
     State(s): State<AppState>,
     Admin(who): Admin,
@@ -95,6 +107,11 @@ async fn add(
     Ok((StatusCode::CREATED, Json(issued)))
 }
 
+/// Revoke an operator and its certificates.
+#[utoipa::path(post, path = "/api/v1/operators/{name}/revoke", tag = "operators", description = "Admin route. The last active admin cannot be revoked.",
+    params(("name" = String, Path, description = "Operator name")),
+    request_body(content = Option<RevokeOperator>, content_type = "application/json"),
+    responses((status = 200, description = "The operator", body = Operator), WriteErrors))]
 async fn revoke(
     State(s): State<AppState>,
     Admin(who): Admin,
@@ -110,6 +127,11 @@ async fn revoke(
     ))
 }
 
+/// Renew an operator's certificate from a new CSR.
+#[utoipa::path(post, path = "/api/v1/operators/{name}/renew", tag = "operators", description = "The operator itself, or an admin.",
+    params(("name" = String, Path, description = "Operator name")),
+    request_body(content = RenewOperator, content_type = "application/json"),
+    responses((status = 201, description = "The new certificate", body = IssuedOperator), WriteErrors))]
 async fn renew(
     State(s): State<AppState>,
     Reader(caller): Reader,
@@ -144,6 +166,11 @@ async fn renew(
     Ok((StatusCode::CREATED, Json(issued)))
 }
 
+/// Change an operator's role.
+#[utoipa::path(post, path = "/api/v1/operators/{name}/role", tag = "operators", description = "Admin route.",
+    params(("name" = String, Path, description = "Operator name")),
+    request_body(content = OperatorRoleRequest, content_type = "application/json"),
+    responses((status = 200, description = "The operator", body = Operator), WriteErrors))]
 async fn set_role(
     State(s): State<AppState>,
     Admin(who): Admin,
@@ -159,6 +186,10 @@ async fn set_role(
     ))
 }
 
+/// Renew the gateway's own TLS certificate.
+#[utoipa::path(post, path = "/api/v1/ca/server/renew", tag = "server", description = "Admin route. Both listeners use the new certificate for new connections.",
+    request_body(content = Option<RenewServer>, content_type = "application/json"),
+    responses((status = 200, description = "The new certificate", body = ServerRenewed), WriteErrors))]
 async fn renew_server(
     State(s): State<AppState>,
     Admin(who): Admin,
