@@ -31,6 +31,7 @@ pub mod observe;
 pub mod operators;
 pub mod policy_history;
 pub mod requests;
+pub mod timefmt;
 
 pub use audit_facts::ControlFacts;
 
@@ -176,13 +177,19 @@ pub struct DeviceView {
     /// Quarantine reasons, while quarantined.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub quarantine: Vec<QuarantineView>,
-    /// Unix seconds.
+    /// RFC 3339 UTC.
+    #[serde(serialize_with = "timefmt::at")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
-    /// Unix seconds.
+    /// RFC 3339 UTC.
+    #[serde(serialize_with = "timefmt::at_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub revoked_at: Option<i64>,
     /// Whether a connection is live.
     pub connected: bool,
-    /// When it last connected or disconnected (Unix seconds); none if never.
+    /// When it last connected or disconnected; none if never.
+    #[serde(serialize_with = "timefmt::at_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_seen: Option<i64>,
     /// The address of its last connection.
     pub last_address: Option<String>,
@@ -209,10 +216,14 @@ pub struct QuarantineView {
     pub reason: String,
     /// Who set it.
     pub by: String,
-    /// Unix seconds.
+    /// RFC 3339 UTC.
+    #[serde(serialize_with = "timefmt::at")]
+    #[schema(value_type = String, format = DateTime)]
     pub since: i64,
-    /// Unix seconds at which it lifts itself, when it has a time-to-live.
+    /// When (RFC 3339 UTC) it lifts itself, when it has a time-to-live.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "timefmt::at_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub until: Option<i64>,
 }
 
@@ -232,11 +243,17 @@ pub struct BootstrapView {
 pub struct CertView {
     /// Serial (hex).
     pub serial: String,
-    /// Unix seconds.
+    /// RFC 3339 UTC.
+    #[serde(serialize_with = "timefmt::at")]
+    #[schema(value_type = String, format = DateTime)]
     pub not_before: i64,
-    /// Unix seconds.
+    /// RFC 3339 UTC.
+    #[serde(serialize_with = "timefmt::at")]
+    #[schema(value_type = String, format = DateTime)]
     pub not_after: i64,
-    /// Unix seconds.
+    /// RFC 3339 UTC.
+    #[serde(serialize_with = "timefmt::at_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub revoked_at: Option<i64>,
 }
 
@@ -1668,7 +1685,12 @@ impl Control {
         let describe = |der: &[u8]| -> serde_json::Value {
             match tollgate_pki::parse_certificate(der) {
                 Ok(i) => {
-                    serde_json::json!({ "subject": i.subject, "serial": i.serial, "not_before": i.not_before, "not_after": i.not_after })
+                    serde_json::json!({
+                        "subject": i.subject,
+                        "serial": i.serial,
+                        "not_before": timefmt::rfc3339(i.not_before),
+                        "not_after": timefmt::rfc3339(i.not_after),
+                    })
                 }
                 Err(e) => serde_json::json!({ "error": e.to_string() }),
             }
@@ -1682,7 +1704,7 @@ impl Control {
         for (_, der, until) in &self.authority.retired {
             let mut v = describe(der);
             v["current"] = false.into();
-            v["trusted_until"] = (*until).into();
+            v["trusted_until"] = timefmt::rfc3339(*until).into();
             issuing.push(v);
         }
         let devices = self.registry.devices()?;

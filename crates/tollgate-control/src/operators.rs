@@ -32,11 +32,14 @@ pub const SERVER_DAYS: u32 = 825;
 pub struct OperatorCertView {
     /// Serial (hex).
     pub serial: String,
-    /// Unix seconds.
+    /// RFC 3339 UTC.
+    #[serde(serialize_with = "crate::timefmt::at")]
     pub not_before: i64,
-    /// Unix seconds.
+    /// RFC 3339 UTC.
+    #[serde(serialize_with = "crate::timefmt::at")]
     pub not_after: i64,
-    /// Unix seconds.
+    /// RFC 3339 UTC.
+    #[serde(serialize_with = "crate::timefmt::at_opt")]
     pub revoked_at: Option<i64>,
 }
 
@@ -49,12 +52,16 @@ pub struct OperatorView {
     pub role: &'static str,
     /// `active` or `revoked`.
     pub state: &'static str,
-    /// Unix seconds.
+    /// RFC 3339 UTC.
+    #[serde(serialize_with = "crate::timefmt::at")]
     pub created_at: i64,
     /// Who created it.
     pub created_by: String,
-    /// Unix seconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// RFC 3339 UTC.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::timefmt::at_opt"
+    )]
     pub revoked_at: Option<i64>,
     /// Who revoked it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -564,7 +571,8 @@ impl Control {
             Ok(certs) => match certs.into_iter().next() {
                 Some(i) => serde_json::json!({
                     "subject": i.subject, "serial": i.serial,
-                    "not_before": i.not_before, "not_after": i.not_after,
+                    "not_before": crate::timefmt::rfc3339(i.not_before),
+                    "not_after": crate::timefmt::rfc3339(i.not_after),
                 }),
                 None => serde_json::json!({ "error": "no certificate" }),
             },
@@ -584,7 +592,7 @@ impl Control {
                 "name": op.name,
                 "role": op.role,
                 "serial": newest.map(|c| c.serial.clone()),
-                "not_after": newest.map(|c| c.not_after),
+                "not_after": newest.map(|c| crate::timefmt::rfc3339(c.not_after)),
             }));
         }
         Ok(serde_json::json!({ "server": server, "operators": operators }))

@@ -912,8 +912,10 @@ async fn device(cmd: DeviceCommand) -> Result<ExitCode> {
                     .into_iter()
                     .flatten()
                     .filter(|c| c.get("revoked_at").is_none_or(|r| r.is_null()))
-                    .filter_map(|c| c.get("not_after").and_then(|n| n.as_i64()))
-                    .max();
+                    // RFC 3339 strings in UTC: the greatest is the latest.
+                    .filter_map(|c| c.get("not_after").and_then(|n| n.as_str()))
+                    .max()
+                    .map(str::to_owned);
                 d["cert_expires"] = expiry.into();
                 let connected = d.get("connected").and_then(|x| x.as_bool()) == Some(true);
                 d["connected_text"] = if connected { "yes" } else { "no" }.into();

@@ -216,28 +216,35 @@ pub async fn operator(cmd: OperatorCommand) -> Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!(
-                    "{:<24} {:<7} {:<8} {:<21} CREATED BY",
-                    "OPERATOR", "ROLE", "STATE", "CERTIFICATE EXPIRES"
-                );
-                for o in v.as_array().into_iter().flatten() {
+                let mut rows: Vec<Value> = v.as_array().cloned().unwrap_or_default();
+                for o in &mut rows {
+                    // RFC 3339 strings in UTC: the greatest is the latest.
                     let newest = o
                         .get("certificates")
                         .and_then(Value::as_array)
                         .into_iter()
                         .flatten()
                         .filter(|c| c.get("revoked_at").is_none_or(Value::is_null))
-                        .filter_map(|c| c.get("not_after").and_then(Value::as_i64))
-                        .max();
-                    println!(
-                        "{:<24} {:<7} {:<8} {:<21} {}",
-                        field(o, "name"),
-                        field(o, "role"),
-                        field(o, "state"),
-                        date(newest),
-                        field(o, "created_by"),
-                    );
+                        .filter_map(|c| c.get("not_after").and_then(Value::as_str))
+                        .max()
+                        .map(str::to_owned);
+                    o["cert_expires"] = newest.into();
                 }
+                crate::table::from_json(
+                    &rows,
+                    &[
+                        crate::table::Col("OPERATOR", "name", crate::table::Shown::Text),
+                        crate::table::Col("ROLE", "role", crate::table::Shown::Text),
+                        crate::table::Col("STATE", "state", crate::table::Shown::Text),
+                        crate::table::Col(
+                            "CERT EXPIRES",
+                            "cert_expires",
+                            crate::table::Shown::Time,
+                        ),
+                        crate::table::Col("CREATED BY", "created_by", crate::table::Shown::Text),
+                    ],
+                )
+                .print();
             }
         }
         OperatorCommand::Show { name, conn } => {

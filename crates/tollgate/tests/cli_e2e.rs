@@ -86,7 +86,7 @@ fn every_listing_prints_a_table_and_json_on_request() {
         if d["last_address"]
             .as_str()
             .is_some_and(|a| a.starts_with("127.0.0.1:"))
-            && d["last_seen"].as_i64().is_some()
+            && d["last_seen"].as_str().is_some_and(|t| t.ends_with('Z'))
             && d["connected"] == false
         {
             break;

@@ -80,7 +80,10 @@ fn bootstrap_enrollment_never_reactivates_a_revoked_device_even_with_allow_reenr
     );
     let v = s.show("ACME-0042");
     assert_eq!(v["state"], "revoked", "{v}");
-    assert!(v["revoked_at"].as_i64().is_some(), "{v}");
+    assert!(
+        v["revoked_at"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{v}"
+    );
     assert_eq!(
         v["certificates"].as_array().unwrap().len(),
         certs,
@@ -91,7 +94,7 @@ fn bootstrap_enrollment_never_reactivates_a_revoked_device_even_with_allow_reenr
             .as_array()
             .unwrap()
             .iter()
-            .all(|c| c["revoked_at"].as_i64().is_some()),
+            .all(|c| c["revoked_at"].as_str().is_some()),
         "every certificate stays revoked: {v}"
     );
     s.wait_event("refusal", |e| {
