@@ -610,3 +610,43 @@ fn a_session_loses_what_its_operator_loses() {
     assert_eq!(r.status, 403, "{}", r.body);
     assert!(r.body.contains("revoked"), "{}", r.body);
 }
+
+/// The policy page shows the policy's history and what a version changed.
+#[test]
+fn the_policy_page_shows_the_history_and_each_versions_diff() {
+    let s = Server::start();
+    let file = s.root.join("next-policy.toml");
+    let next = format!(
+        "{}\n[[allow]]\nid = \"dashboard-diff-marker\"\nwho = \"group:backend\"\nsubscribe = [\"devices/+/status\"]\n",
+        support::EXAMPLE_POLICY
+    );
+    std::fs::write(&file, next).unwrap();
+    let out = s.cli(&["policy", "push", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let viewer = Browser::sign_in(&s, "viewer");
+    let page = viewer.call(&s, "GET", "/dashboard/policy", &[]);
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("History"), "{}", page.body);
+    assert!(
+        page.body.contains("/dashboard/policy?diff=2"),
+        "{}",
+        page.body
+    );
+    let diff = viewer.call(&s, "GET", "/dashboard/policy?diff=2", &[]);
+    assert_eq!(diff.status, 200);
+    assert!(
+        diff.body.contains("Version 2 against version 1"),
+        "{}",
+        diff.body
+    );
+    assert!(
+        diff.body
+            .contains(r#"<span class="diff-add">+id = &quot;dashboard-diff-marker&quot;</span>"#)
+            || diff
+                .body
+                .contains(r#"<span class="diff-add">+id = "dashboard-diff-marker"</span>"#),
+        "{}",
+        diff.body
+    );
+    assert_dashboard_headers(&diff, "policy diff");
+}

@@ -1,7 +1,9 @@
 //! The policy page (`/dashboard/policy`): the rules in force, in the policy's own syntax, its
 //! lint warnings, and the explain tool: `?device=ID&action=publish|subscribe|retain&topic=T`
 //! answers "may this device do that?" as the live server would (the control plane's explain:
-//! the device's real groups and state from the registry, quarantine included).
+//! the device's real groups and state from the registry, quarantine included); and the
+//! policy's history, each version with who made it and when, and `?diff=V` showing what
+//! version V changed from the one before.
 
 use std::sync::Arc;
 
@@ -22,6 +24,9 @@ pub(super) struct ExplainQuery {
     action: String,
     #[serde(default)]
     topic: String,
+    /// Show what this version changed from the one before.
+    #[serde(default)]
+    diff: Option<u64>,
 }
 
 fn who_text(w: &Who) -> String {
@@ -58,6 +63,17 @@ pub(super) async fn page(
         None
     };
     let lint: Vec<String> = policy.lint().iter().map(|l| l.to_string()).collect();
+    let history = {
+        let cp = Arc::clone(&s.src.cp);
+        blocking(move || cp.policy_history()).await
+    };
+    let diff = match q.diff {
+        Some(v) if v > 1 => {
+            let cp = Arc::clone(&s.src.cp);
+            Some((v, blocking(move || cp.policy_diff(v - 1, Some(v))).await))
+        }
+        _ => None,
+    };
     let body = html! {
         section.panel {
             h2 { "May a device do this?" }
@@ -92,6 +108,58 @@ pub(super) async fn page(
             section.panel {
                 h2 { "Warnings" }
                 ul { @for l in &lint { li { (l) } } }
+            }
+        }
+        section.panel #history {
+            h2 { "History" }
+            @match &history {
+                Err((_, why)) => { p.error { (why) } }
+                Ok(versions) if versions.is_empty() => { p.muted { "No version recorded yet." } }
+                Ok(versions) => {
+                    table {
+                        thead { tr { th.num { "version" } th { "time" } th { "by" } th.num { "rules" } th { "sha256" } th { "" } } }
+                        tbody {
+                            @for v in versions.iter().rev() {
+                                tr {
+                                    td.num { (v.version) }
+                                    td.nowrap { (v.time) }
+                                    td { (v.by) @if let Some(r) = v.rollback_of { " (rollback to " (r) ")" } }
+                                    td.num { (v.rules) }
+                                    td { code { (v.sha256.get(..12).unwrap_or(&v.sha256)) } }
+                                    td {
+                                        @if v.version > 1 {
+                                            a href={"/dashboard/policy?diff=" (v.version) "#history"} { "what changed" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            @if let Some((v, d)) = &diff {
+                h3 { "Version " (v) " against version " (v - 1) }
+                @match d {
+                    Err((_, why)) => { p.error { (why) } }
+                    Ok(text) => {
+                        pre.diff #policy-diff {
+                            @for line in text.lines() {
+                                @let class = if line.starts_with("+++") || line.starts_with("---") {
+                                    "diff-file"
+                                } else if line.starts_with('+') {
+                                    "diff-add"
+                                } else if line.starts_with('-') {
+                                    "diff-del"
+                                } else if line.starts_with("@@") {
+                                    "diff-hunk"
+                                } else {
+                                    "diff-ctx"
+                                };
+                                span class=(class) { (line) }
+                            }
+                        }
+                    }
+                }
             }
         }
         section.panel #rules {
