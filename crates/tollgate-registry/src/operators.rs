@@ -435,12 +435,18 @@ mod tests {
         let path = dir.join("registry.db");
         let _ = std::fs::remove_file(&path);
         {
-            // A schema-7 database, as `tollgate init` of the previous release left it.
+            // A schema-7 database, as `tollgate init` of the previous release left it (no
+            // operators, no last-seen columns).
             let reg = SqliteRegistry::open(&path).unwrap();
             reg.record_certificate(&cert("a1", "admin")).unwrap();
             let conn = reg.conn.lock();
-            conn.execute_batch("DROP TABLE operators; PRAGMA user_version = 7;")
-                .unwrap();
+            conn.execute_batch(
+                "DROP TABLE operators;
+                 ALTER TABLE devices DROP COLUMN last_seen_at;
+                 ALTER TABLE devices DROP COLUMN last_addr;
+                 PRAGMA user_version = 7;",
+            )
+            .unwrap();
         }
         let reg = SqliteRegistry::open(&path).unwrap();
         let ops = reg.operators().unwrap();

@@ -288,15 +288,6 @@ pub async fn serve(cfg: Config) -> Result<()> {
         Some(m) => Some(m.local_addr()?),
         None => None,
     };
-    crate::datadir::write_addresses(
-        &cfg.data,
-        &Addresses {
-            mqtt: dialable(mqtt_addr),
-            admin: dialable(admin_addr),
-            metrics: metrics_addr.map(dialable),
-            pid: std::process::id(),
-        },
-    )?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let refusals = crate::admission::refusals::Refusals::new(&cfg.limits, &events);
@@ -420,6 +411,18 @@ pub async fn serve(cfg: Config) -> Result<()> {
         });
     }
 
+    // The readiness signal, written last: whoever waits for it (the CLI, tests, the demo) may
+    // then change files the server watches (the policy, detection.toml) and be sure the change
+    // is seen as a change, not read as the starting state.
+    crate::datadir::write_addresses(
+        &cfg.data,
+        &Addresses {
+            mqtt: dialable(mqtt_addr),
+            admin: dialable(admin_addr),
+            metrics: metrics_addr.map(dialable),
+            pid: std::process::id(),
+        },
+    )?;
     events.emit(EventKind::ServerStarted {
         version: env!("CARGO_PKG_VERSION").to_string(),
         pid: std::process::id(),
