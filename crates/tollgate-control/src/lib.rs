@@ -793,26 +793,41 @@ impl Control {
             .map_err(|e| ControlError::AuditUnavailable(e.to_string()))
     }
 
-    /// Revoke every certificate of a device, close its live connections and re-sign the CRL.
-    pub fn revoke_device(&self, id: &str, reason: &str, by: &str) -> Result<Revoked, ControlError> {
+    /// What revoking and deleting a device share: the device must exist; the action is
+    /// written ahead; `registry_op` revokes its certificates (returning their serials); the new
+    /// snapshot refuses the serials at the next handshake and CONNECT while every live
+    /// connection of the device re-checks against it and closes (0x98: the count of
+    /// connections told is the count closed); the CRL is re-signed. Returns the serials and
+    /// the connections closed.
+    pub(crate) fn end_device(
+        &self,
+        action: &str,
+        id: &str,
+        reason: &str,
+        by: &str,
+        registry_op: impl FnOnce(i64) -> Result<Vec<String>, RegistryError>,
+    ) -> Result<(Vec<String>, usize), ControlError> {
         if self.registry.device(id)?.is_none() {
             return Err(ControlError::DeviceNotFound(id.to_owned()));
         }
-        self.write_ahead("revoke_device", id, by, reason)?;
-        let serials = self
-            .registry
-            .revoke_device(id, reason, now())
-            .map_err(|e| match e {
-                RegistryError::NotFound(_) => ControlError::DeviceNotFound(id.to_owned()),
-                other => other.into(),
-            })?;
-        // The new snapshot refuses the serials at the next handshake and CONNECT, and every
-        // live connection of the device re-checks against it and closes (0x98): the count of
-        // connections told is the count closed.
+        self.write_ahead(action, id, by, reason)?;
+        let serials = registry_op(now()).map_err(|e| match e {
+            RegistryError::NotFound(_) => ControlError::DeviceNotFound(id.to_owned()),
+            other => other.into(),
+        })?;
         let sessions_closed = self.refresh_device(id, &serials)?;
         if let Err(e) = self.regenerate_crl() {
-            tracing::error!("re-signing the CRL after a revocation: {e}");
+            tracing::error!("re-signing the CRL after {action}: {e}");
         }
+        Ok((serials, sessions_closed))
+    }
+
+    /// Revoke every certificate of a device, close its live connections and re-sign the CRL.
+    pub fn revoke_device(&self, id: &str, reason: &str, by: &str) -> Result<Revoked, ControlError> {
+        let (serials, sessions_closed) =
+            self.end_device("revoke_device", id, reason, by, |now| {
+                self.registry.revoke_device(id, reason, now)
+            })?;
         self.events.emit(EventKind::DeviceRevoked {
             device: id.to_owned(),
             serials: serials.clone(),

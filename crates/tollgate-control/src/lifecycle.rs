@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use tollgate_events::EventKind;
-use tollgate_registry::{Inventory, RegistryError};
+use tollgate_registry::Inventory;
 
 use crate::{check_groups, now, Control, ControlError, DeviceView};
 
@@ -195,23 +195,12 @@ impl Control {
     /// observations. Its history stays in the event and audit logs; its id may be registered
     /// again, as a new device.
     pub fn delete_device(&self, id: &str, reason: &str, by: &str) -> Result<Deleted, ControlError> {
-        if self.registry.device(id)?.is_none() {
-            return Err(ControlError::DeviceNotFound(id.to_owned()));
-        }
-        self.write_ahead("delete_device", id, by, reason)?;
-        let serials = self
-            .registry
-            .delete_device(id, reason, now())
-            .map_err(|e| match e {
-                RegistryError::NotFound(_) => ControlError::DeviceNotFound(id.to_owned()),
-                other => other.into(),
-            })?;
         // The device leaves the snapshot: its live connections re-check, find it gone and
         // close; its serials are refused at the next handshake.
-        let sessions_closed = self.refresh_device(id, &serials)?;
-        if let Err(e) = self.regenerate_crl() {
-            tracing::error!("re-signing the CRL after a deletion: {e}");
-        }
+        let (serials, sessions_closed) =
+            self.end_device("delete_device", id, reason, by, |now| {
+                self.registry.delete_device(id, reason, now)
+            })?;
         self.events.emit(EventKind::DeviceDeleted {
             device: id.to_owned(),
             serials: serials.clone(),
