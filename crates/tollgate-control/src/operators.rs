@@ -154,6 +154,16 @@ impl Control {
     /// The role of the operator a verified operator certificate names, if it may act now:
     /// the operator exists and is not revoked, and `serial` is one of its certificates and is
     /// not revoked. One registry read (the admin API asks at every request).
+    /// An active operator's role now (`None`: unknown or revoked): one registry read, for a
+    /// dashboard session at every request.
+    pub fn operator_role(&self, name: &str) -> Result<Option<OperatorRole>, ControlError> {
+        Ok(self
+            .registry
+            .operator(name)?
+            .filter(|o| o.revoked_at.is_none())
+            .map(|o| o.role))
+    }
+
     pub fn operator_for_certificate(
         &self,
         name: &str,

@@ -70,6 +70,15 @@ fn actions<'a>(
     ]
 }
 
+/// A rule's templates for `action` (`publish`, `retain`, or `subscribe`), as [`actions`] names them.
+fn templates_of<'a>(internal: &'a RuleInternal, action: &str) -> &'a [Template] {
+    match action {
+        "publish" => &internal.publish,
+        "retain" => &internal.retain,
+        _ => &internal.subscribe,
+    }
+}
+
 pub(crate) fn lint(rules: &[(Rule, RuleInternal)]) -> Vec<Lint> {
     let mut out = Vec::new();
     let mut push = |severity, rule: &Rule, message: String| {
@@ -187,11 +196,7 @@ fn lint_against_denies(
                 if deny.effect != Effect::Deny || !who_at_least(&deny.who, &rule.who) {
                     continue;
                 }
-                let deny_templates = match action {
-                    "publish" => &deny_internal.publish,
-                    "retain" => &deny_internal.retain,
-                    _ => &deny_internal.subscribe,
-                };
+                let deny_templates = templates_of(deny_internal, action);
                 if let Some(d) = deny_templates.iter().find(|d| template_covers(d, template)) {
                     push(
                         Severity::Warning,
@@ -251,11 +256,7 @@ fn lint_redundant_grants(
                 if j == index || r.effect != Effect::Allow || !who_at_least(&r.who, &rule.who) {
                     return None;
                 }
-                let theirs = match action {
-                    "publish" => &i.publish,
-                    "retain" => &i.retain,
-                    _ => &i.subscribe,
-                };
+                let theirs = templates_of(i, action);
                 let found = theirs.iter().find(|p| template_covers(p, template))?;
                 let same = found.raw == template.raw && who_at_least(&rule.who, &r.who);
                 // Two rules granting each other's pattern: report the later one only.

@@ -3,13 +3,11 @@
 /// Unix milliseconds as an RFC 3339 UTC time (second precision); the number itself when it is
 /// out of range.
 pub fn rfc3339_ms(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| ms.to_string())
+    let secs = ms.div_euclid(1000);
+    if time::OffsetDateTime::from_unix_timestamp(secs).is_err() {
+        return ms.to_string();
+    }
+    tollgate_control::timefmt::rfc3339(secs)
 }
 
 /// A span in words: "45 s", "3 min 20 s", "2 h 5 min", "3 d 4 h".

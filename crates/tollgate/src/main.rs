@@ -746,7 +746,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .unwrap_or(0);
             println!(
                 "New issuing CA: {name}. The previous one stays trusted until {} ({} from now), when the last certificate it issued has expired.",
-                human::rfc3339_ms(until.saturating_mul(1000)),
+                tollgate_control::timefmt::rfc3339(until),
                 human::span(left)
             );
             eprintln!("Restart `tollgate serve` to start issuing from it.");

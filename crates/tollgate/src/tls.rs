@@ -268,7 +268,9 @@ pub fn classify_handshake_error(e: &io::Error) -> (RefusalReason, String) {
         rustls::Error::InvalidCertificate(CertificateError::ExpiredContext { time, not_after }) => {
             format!(
                 "certificate expired at {} ({} before this handshake)",
-                rfc3339(not_after.as_secs()),
+                tollgate_control::timefmt::rfc3339(
+                    i64::try_from(not_after.as_secs()).unwrap_or(i64::MAX)
+                ),
                 crate::human::span(time.as_secs().saturating_sub(not_after.as_secs()))
             )
         }
@@ -277,7 +279,9 @@ pub fn classify_handshake_error(e: &io::Error) -> (RefusalReason, String) {
             not_before,
         }) => format!(
             "certificate not valid before {} ({} after this handshake; is a clock wrong?)",
-            rfc3339(not_before.as_secs()),
+            tollgate_control::timefmt::rfc3339(
+                i64::try_from(not_before.as_secs()).unwrap_or(i64::MAX)
+            ),
             crate::human::span(not_before.as_secs().saturating_sub(time.as_secs()))
         ),
         _ => detail,
@@ -295,9 +299,4 @@ pub fn classify_handshake_error(e: &io::Error) -> (RefusalReason, String) {
         _ => RefusalReason::TlsError,
     };
     (reason, detail)
-}
-
-/// Unix seconds as RFC 3339 UTC.
-fn rfc3339(secs: u64) -> String {
-    crate::human::rfc3339_ms(i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1000))
 }

@@ -62,22 +62,25 @@ fn session_caller(parts: &Parts, state: &AppState) -> Result<Option<Caller>, Str
     };
     // The operator behind the session, as the registry has it now: revoked (or demoted) since
     // the sign-in, the session no longer carries what it had.
-    let read = || state.cp.operator(&name);
-    // A small registry read, kept off the async worker where the runtime allows it.
-    let found = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(read),
-        _ => read(),
-    };
-    let now = match found {
-        Ok(op) if op.revoked_at.is_none() => op.role,
-        Ok(_) => return Err(format!("operator {name} is revoked")),
+    let now = match registry_read(|| state.cp.operator_role(&name)) {
+        Ok(Some(role)) => role,
+        Ok(None) => return Err(format!("operator {name} is revoked")),
         Err(e) => return Err(format!("operator {name}: {e}")),
     };
     let role = match (role, now) {
-        (Role::Admin, "admin") => OperatorRole::Admin,
+        (Role::Admin, tollgate_registry::OperatorRole::Admin) => OperatorRole::Admin,
         _ => OperatorRole::Viewer,
     };
     Ok(Some(Caller { name, role }))
+}
+
+/// Run a small registry read from a request's extractor, off the async worker where the
+/// runtime allows it (the registry's lock may be held by a long write).
+pub(super) fn registry_read<T>(read: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(read),
+        _ => read(),
+    }
 }
 
 /// Extractor: an operator proved by a client certificate, never by a session (the routes that

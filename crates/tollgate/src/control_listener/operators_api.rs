@@ -34,13 +34,7 @@ pub(super) fn operator_of_certificate(
     serial: &str,
 ) -> Option<Caller> {
     let cp = &state.cp;
-    let read = || cp.operator_for_certificate(name, serial);
-    // One small registry read; kept off the async worker where the runtime allows it, since
-    // the registry's lock may be held by a long write.
-    let found = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(read),
-        _ => read(),
-    };
+    let found = super::auth::registry_read(|| cp.operator_for_certificate(name, serial));
     match found {
         Ok(Some(role)) => Some(Caller {
             name: name.to_owned(),
