@@ -1,12 +1,31 @@
 //! The durable session store: persistent MQTT sessions, their queued and in-flight QoS 1/2
-//! messages, incoming QoS 2 packet ids, retained messages and wills, in `sessions.db` (SQLite,
-//! WAL, `synchronous = FULL`), written by one thread with group commit.
+//! messages, incoming QoS 2 packet ids, retained messages and wills, written by one thread with
+//! group commit, in two places:
+//!
+//! - `sessions.db` (SQLite, WAL, `synchronous = FULL`): sessions, subscriptions, retained
+//!   messages, wills and metadata;
+//! - `sessions.db.journal/` (the `journal` module): an append-only log of the per-message
+//!   changes: queued messages, their removal, QoS 2 delivery state and incoming QoS 2 packet
+//!   ids. Appending a record costs a copy and a CRC, where a SQLite row costs a B-tree update.
 //!
 //! Connections hand changes over with [`Durability::submit`] (a channel send, never a disk
-//! wait) and get a ticket. The writer thread takes everything queued, applies it in one
-//! transaction and commits with one fsync, so concurrent publishers share the fsync; then it
-//! advances the watermark that connections wait on before sending their acknowledgements. A
-//! message queued and acknowledged within the same batch never reaches the disk at all.
+//! wait) and get a ticket. The writer thread takes everything queued and writes it as one group:
+//! first the SQLite ops in one transaction (skipped when there are none, as on the hot path),
+//! then the journal records and a commit record with one fsync; then it advances the watermark
+//! that connections wait on before sending their acknowledgements. A message queued and
+//! acknowledged within the same batch never reaches the disk at all.
+//!
+//! Crash points: nothing of a group is acknowledged before both writes are durable. A crash
+//! after the SQLite commit but before the journal's leaves sessions, subscriptions, retained
+//! messages and wills of the group without its messages, which were not acknowledged (a
+//! resent retained PUBLISH writes the same row again); it never leaves an incoming QoS 2 id
+//! without the fan-out it guards, because both are in the journal's one commit. On start the
+//! journal is replayed (enqueues minus removals, per session in order), and entries of a
+//! session SQLite no longer has are dropped; session ids are never reused (the highest is kept
+//! in `meta`), so a dead session's records cannot come back to a new one.
+//!
+//! A store written before the journal (schema version 2, queue rows in SQLite) has its queue
+//! and incoming QoS 2 rows moved into the journal once, on the first start.
 //!
 //! When a commit fails (a full disk, say) the writer keeps the batch, reports itself unhealthy
 //! (the broker then refuses new messages that need the disk) and retries every 250 ms; nothing
@@ -18,6 +37,8 @@
 
 #![forbid(unsafe_code)]
 
+mod journal;
+
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,7 +47,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::watch;
 use tollgate_broker::persist::{
     unix_ms, Durability, Op, Recovered, RecoveredEntry, RecoveredRetained, RecoveredSession,
@@ -46,6 +67,10 @@ pub enum StoreError {
     /// An operating-system error outside the database.
     #[error("{0}")]
     Io(String),
+    /// The message journal is damaged (a corrupt record before committed ones, a wrong magic
+    /// or version, an absurd length) or unreadable.
+    #[error("journal damaged: {0}")]
+    Journal(String),
     /// The database was written by a newer Tollgate.
     #[error("database schema version {found} is newer than this binary understands ({supported})")]
     SchemaTooNew {
@@ -57,7 +82,9 @@ pub enum StoreError {
 }
 
 /// 2: `retained.device`, the device that published each retained message (per-device caps).
-const SCHEMA_VERSION: i64 = 2;
+/// 3: queued messages and incoming QoS 2 ids live in the journal (`queue` and `inbound_qos2`
+/// stay, empty, for migration); `meta.max_session_id` keeps session ids from being reused.
+const SCHEMA_VERSION: i64 = 3;
 /// Most ops applied in one transaction (bounds a commit's latency under a flood).
 const MAX_BATCH_OPS: usize = 64 * 1024;
 
@@ -219,8 +246,20 @@ impl SqliteSessionStore {
         path: &Path,
         on_health: HealthHook,
     ) -> Result<(Arc<SqliteSessionStore>, Recovered), StoreError> {
-        let conn = open_db(path)?;
-        let recovered = load(&conn)?;
+        Self::open_with(path, on_health, journal::Limits::default())
+    }
+
+    fn open_with(
+        path: &Path,
+        on_health: HealthHook,
+        limits: journal::Limits,
+    ) -> Result<(Arc<SqliteSessionStore>, Recovered), StoreError> {
+        let mut conn = open_db(path)?;
+        let dir = journal::dir_for(path);
+        migrate_queue(&mut conn, &dir)?;
+        let (recovered, replayed) = load(&conn, &dir)?;
+        let journal = journal::Journal::start(&dir, &replayed, limits)?;
+        drop(replayed);
         let (tx, rx) = std::sync::mpsc::channel();
         let (wm_tx, wm_rx) = watch::channel(0u64);
         let healthy = Arc::new(AtomicBool::new(true));
@@ -234,6 +273,9 @@ impl SqliteSessionStore {
             on_health,
             committed_upto: 0,
             out_of_order: BTreeSet::new(),
+            journal,
+            buf: Vec::new(),
+            sqlite_done: false,
         };
         let handle = std::thread::Builder::new()
             .name("tollgate-store".into())
@@ -304,6 +346,11 @@ struct Writer {
     committed_upto: u64,
     /// Committed tickets above a gap (a ticket taken but not yet sent).
     out_of_order: BTreeSet<u64>,
+    journal: journal::Journal,
+    /// The journal records of a group, reused from group to group.
+    buf: Vec<u8>,
+    /// The SQLite part of the group being retried is already committed.
+    sqlite_done: bool,
 }
 
 /// Add a message's changes to the batch; false for [`Msg::Close`].
@@ -406,22 +453,36 @@ impl Writer {
             }
         }
         let cancelled = skip.iter().filter(|s| **s).count();
-        let tx = self.conn.transaction()?;
-        {
-            // The two statements of the hot path, prepared once per batch.
-            let mut enqueue = tx.prepare_cached(ENQUEUE)?;
-            let mut dequeue = tx.prepare_cached(DEQUEUE)?;
-            for (op, _) in ops.iter().zip(&skip).filter(|(_, s)| !**s) {
-                match op {
-                    Op::Enqueue { .. } => run_enqueue(&mut enqueue, op)?,
-                    Op::Dequeue { session, seq } => {
-                        dequeue.execute(params![i(*session), i(*seq)])?;
-                    }
-                    other => apply(&tx, other)?,
+        // SQLite first: a crash before the journal's fsync then leaves only changes that are
+        // safe without their messages (see the crate doc). Skipped when the group has none.
+        if !self.sqlite_done {
+            let live = || ops.iter().zip(&skip).filter(|(_, s)| !**s).map(|(o, _)| o);
+            if live().any(|o| !journal::is_journal_op(o)) {
+                let tx = self.conn.transaction()?;
+                for op in live().filter(|o| !journal::is_journal_op(o)) {
+                    apply(&tx, op)?;
                 }
+                tx.commit()?;
             }
+            self.sqlite_done = true;
         }
-        tx.commit()?;
+        self.buf.clear();
+        let mut records = 0usize;
+        for (op, _) in ops.iter().zip(&skip).filter(|(_, s)| !**s) {
+            records += usize::from(journal::encode_op(op, &mut self.buf));
+        }
+        if records > 0 {
+            journal::encode_commit(&mut self.buf);
+            self.journal.append(&self.buf)?;
+        }
+        self.sqlite_done = false;
+        for (op, _) in ops.iter().zip(&skip).filter(|(_, s)| !**s) {
+            self.journal.note(op);
+        }
+        if self.buf.capacity() > BUF_KEEP_BYTES {
+            self.buf = Vec::new();
+        }
+        self.journal.housekeep();
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
         self.stats
             .ops_written
@@ -433,38 +494,9 @@ impl Writer {
     }
 }
 
-const ENQUEUE: &str = "INSERT OR REPLACE INTO queue
-    (session, seq, qos, retain, sub_ids, msg, expires_at_ms, packet_id, released)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, 0)";
-const DEQUEUE: &str = "DELETE FROM queue WHERE session = ?1 AND seq = ?2";
-
-/// Insert an [`Op::Enqueue`] with the prepared [`ENQUEUE`] statement (other ops: nothing).
-fn run_enqueue(st: &mut rusqlite::CachedStatement<'_>, op: &Op) -> Result<(), rusqlite::Error> {
-    if let Op::Enqueue {
-        session,
-        seq,
-        qos,
-        retain,
-        sub_ids,
-        msg,
-    } = op
-    {
-        st.execute(params![
-            i(*session),
-            i(*seq),
-            qos,
-            retain,
-            sub_ids_blob(sub_ids),
-            &msg.blob[..],
-            msg.expires_at_ms
-        ])?;
-    }
-    Ok(())
-}
-
-fn sub_ids_blob(ids: &[u32]) -> Vec<u8> {
-    ids.iter().flat_map(|i| i.to_be_bytes()).collect()
-}
+/// A group's journal buffer above this capacity is freed after the group (a flood's batch
+/// does not stay allocated).
+const BUF_KEEP_BYTES: usize = 16 * 1024 * 1024;
 
 fn sub_ids_from(b: &[u8]) -> Vec<u32> {
     b.chunks_exact(4)
@@ -497,6 +529,13 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &Op) -> Result<(), rusqlite::Error>
                 expiry_secs,
                 expires_at_ms
             ])?;
+            // Session ids are never reused: journal records of a deleted session must not
+            // come back to a new one.
+            tx.prepare_cached(
+                "INSERT INTO meta (key, value) VALUES ('max_session_id', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+            )?
+            .execute([i(*id)])?;
         }
         Op::DeleteSession { id } => {
             for sql in [
@@ -525,36 +564,12 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &Op) -> Result<(), rusqlite::Error>
             tx.prepare_cached("DELETE FROM subscriptions WHERE session = ?1 AND filter = ?2")?
                 .execute(params![i(*session), filter])?;
         }
-        Op::Enqueue { .. } => run_enqueue(&mut tx.prepare_cached(ENQUEUE)?, op)?,
-        Op::Dequeue { session, seq } => {
-            tx.prepare_cached(DEQUEUE)?
-                .execute(params![i(*session), i(*seq)])?;
-        }
-        Op::Sent {
-            session,
-            seq,
-            packet_id,
-        } => {
-            tx.prepare_cached("UPDATE queue SET packet_id = ?3 WHERE session = ?1 AND seq = ?2")?
-                .execute(params![i(*session), i(*seq), packet_id])?;
-        }
-        Op::Released { session, seq } => {
-            tx.prepare_cached("UPDATE queue SET released = 1 WHERE session = ?1 AND seq = ?2")?
-                .execute(params![i(*session), i(*seq)])?;
-        }
-        Op::Inbound {
-            session,
-            packet_id,
-            present,
-        } => {
-            let sql = if *present {
-                "INSERT OR IGNORE INTO inbound_qos2 (session, packet_id) VALUES (?1, ?2)"
-            } else {
-                "DELETE FROM inbound_qos2 WHERE session = ?1 AND packet_id = ?2"
-            };
-            tx.prepare_cached(sql)?
-                .execute(params![i(*session), packet_id])?;
-        }
+        // Journal ops never reach SQLite.
+        Op::Enqueue { .. }
+        | Op::Dequeue { .. }
+        | Op::Sent { .. }
+        | Op::Released { .. }
+        | Op::Inbound { .. } => {}
         Op::Retain { topic, msg, device } => match msg {
             Some(m) => {
                 tx.prepare_cached(
@@ -597,8 +612,63 @@ fn bytes(v: Vec<u8>) -> tollgate_mqtt::Bytes {
     tollgate_mqtt::Bytes::from(v)
 }
 
-/// Read everything back.
-fn load(conn: &Connection) -> Result<Recovered, StoreError> {
+/// Move the queue and incoming QoS 2 rows of a store written before the journal into it (one
+/// new segment, fsynced), then delete them from SQLite. A crash in between repeats the move on
+/// the next start: the records are keyed, so a second copy replaces the first.
+fn migrate_queue(conn: &mut Connection, dir: &Path) -> Result<(), StoreError> {
+    let mut entries = std::collections::BTreeMap::new();
+    {
+        let mut st = conn.prepare(
+            "SELECT session, seq, qos, retain, sub_ids, msg, expires_at_ms, packet_id, released
+             FROM queue",
+        )?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let sub_ids: Vec<u8> = r.get(4)?;
+            entries.insert(
+                (u(r.get(0)?), u(r.get(1)?)),
+                journal::Entry {
+                    qos: r.get(2)?,
+                    retain: r.get(3)?,
+                    sub_ids: sub_ids_from(&sub_ids),
+                    msg: StoredMessage {
+                        blob: bytes(r.get(5)?),
+                        expires_at_ms: r.get(6)?,
+                    },
+                    packet_id: r.get(7)?,
+                    released: r.get(8)?,
+                },
+            );
+        }
+    }
+    let mut inbound = Vec::new();
+    {
+        let mut st = conn.prepare("SELECT session, packet_id FROM inbound_qos2")?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            inbound.push((u(r.get(0)?), r.get::<_, u16>(1)?));
+        }
+    }
+    if entries.is_empty() && inbound.is_empty() {
+        return Ok(());
+    }
+    journal::rewrite_all(dir, &entries, &inbound, false)?;
+    let tx = conn.transaction()?;
+    tx.execute("DELETE FROM queue", [])?;
+    tx.execute("DELETE FROM inbound_qos2", [])?;
+    tx.commit()?;
+    tracing::info!(
+        messages = entries.len(),
+        inbound_qos2 = inbound.len(),
+        "moved queued messages from sessions.db into the journal"
+    );
+    Ok(())
+}
+
+/// Read everything back: sessions and the rest from SQLite, queues and incoming QoS 2 ids
+/// from the journal (repairing a torn tail). Journal entries of sessions SQLite does not have
+/// are dropped (and left out of what the journal keeps live).
+fn load(conn: &Connection, dir: &Path) -> Result<(Recovered, journal::Replayed), StoreError> {
     let mut rec = Recovered::default();
     let mut index: HashMap<u64, usize> = HashMap::new();
     {
@@ -625,6 +695,14 @@ fn load(conn: &Connection) -> Result<Recovered, StoreError> {
             rec.sessions.push(s);
         }
     }
+    let kept: Option<i64> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'max_session_id'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    rec.max_session_id = rec.max_session_id.max(kept.map_or(0, u));
     {
         let mut st = conn.prepare("SELECT session, filter, opts, sub_id FROM subscriptions")?;
         let mut rows = st.query([])?;
@@ -636,40 +714,39 @@ fn load(conn: &Connection) -> Result<Recovered, StoreError> {
             }
         }
     }
-    {
-        let mut st = conn.prepare(
-            "SELECT session, seq, qos, retain, sub_ids, msg, expires_at_ms, packet_id, released
-             FROM queue ORDER BY session, seq",
-        )?;
-        let mut rows = st.query([])?;
-        while let Some(r) = rows.next()? {
-            let seq = u(r.get(1)?);
-            rec.max_seq = rec.max_seq.max(seq);
-            if let Some(&k) = index.get(&u(r.get(0)?)) {
-                let sub_ids: Vec<u8> = r.get(4)?;
-                rec.sessions[k].queue.push(RecoveredEntry {
-                    seq,
-                    qos: r.get(2)?,
-                    retain: r.get(3)?,
-                    sub_ids: sub_ids_from(&sub_ids),
-                    msg: StoredMessage {
-                        blob: bytes(r.get(5)?),
-                        expires_at_ms: r.get(6)?,
-                    },
-                    packet_id: r.get(7)?,
-                    released: r.get(8)?,
-                });
-            }
-        }
-    }
-    {
-        let mut st = conn.prepare("SELECT session, packet_id FROM inbound_qos2")?;
-        let mut rows = st.query([])?;
-        while let Some(r) = rows.next()? {
-            if let Some(&k) = index.get(&u(r.get(0)?)) {
-                rec.sessions[k].inbound_qos2.push(r.get(1)?);
-            }
-        }
+    let mut rep = journal::replay(dir, true)?;
+    rec.max_seq = rep.max_seq;
+    let mut dropped = 0usize;
+    rep.entries.retain(|(session, seq), (e, _)| {
+        let Some(&k) = index.get(session) else {
+            dropped += 1;
+            return false;
+        };
+        // BTreeMap order: by session, then sequence, so each queue comes out in order.
+        rec.sessions[k].queue.push(RecoveredEntry {
+            seq: *seq,
+            qos: e.qos,
+            retain: e.retain,
+            sub_ids: e.sub_ids.clone(),
+            msg: e.msg.clone(),
+            packet_id: e.packet_id,
+            released: e.released,
+        });
+        true
+    });
+    rep.inbound.retain(|(session, pid), _| {
+        let Some(&k) = index.get(session) else {
+            dropped += 1;
+            return false;
+        };
+        rec.sessions[k].inbound_qos2.push(*pid);
+        true
+    });
+    if dropped > 0 {
+        tracing::info!(
+            records = dropped,
+            "journal records of sessions that no longer exist dropped"
+        );
     }
     {
         let mut st = conn.prepare("SELECT session, msg, delay_secs, serial FROM wills")?;
@@ -701,7 +778,7 @@ fn load(conn: &Connection) -> Result<Recovered, StoreError> {
             });
         }
     }
-    Ok(rec)
+    Ok((rec, rep))
 }
 
 /// What `tollgate store check` found.
@@ -725,14 +802,19 @@ pub struct CheckReport {
     pub orphans: u64,
     /// Stored messages that do not decode as MQTT PUBLISH packets.
     pub undecodable: u64,
-    /// File size, bytes (database plus WAL).
+    /// File size, bytes (database plus WAL plus journal).
     pub bytes: u64,
+    /// The message journal: "ok" when every committed record reads back, else what is wrong.
+    pub journal: String,
+    /// Bytes of an uncommitted journal tail (a crash mid-write, or a write in progress while
+    /// the server runs); cut on the next start, not damage.
+    pub journal_torn_bytes: u64,
 }
 
 impl CheckReport {
     /// Whether the store is sound (orphans and expired sessions are housekeeping, not damage).
     pub fn ok(&self) -> bool {
-        self.integrity == "ok" && self.undecodable == 0
+        self.integrity == "ok" && self.undecodable == 0 && self.journal == "ok"
     }
 }
 
@@ -742,11 +824,24 @@ fn file_bytes(path: &Path) -> u64 {
         .iter()
         .filter_map(|p| std::fs::metadata(p).ok())
         .map(|m| m.len())
-        .sum()
+        .sum::<u64>()
+        + journal::bytes(&journal::dir_for(path))
 }
 
-/// Verify the store at `path`: SQLite integrity, every stored message decodes, and rows that
-/// belong to no session.
+/// The session ids in the store.
+fn session_ids(conn: &Connection) -> Result<std::collections::HashSet<u64>, StoreError> {
+    let mut st = conn.prepare("SELECT id FROM sessions")?;
+    let rows = st.query_map([], |r| r.get::<_, i64>(0))?;
+    let mut out = std::collections::HashSet::new();
+    for r in rows {
+        out.insert(u(r?));
+    }
+    Ok(out)
+}
+
+/// Verify the store at `path`: SQLite integrity, the journal reads back, every stored message
+/// decodes, and rows and journal records that belong to no session. Changes nothing (a torn
+/// journal tail is reported, not cut).
 pub fn check(path: &Path) -> Result<CheckReport, StoreError> {
     if !path.exists() {
         return Err(StoreError::NotFound(path.display().to_string()));
@@ -761,6 +856,22 @@ pub fn check(path: &Path) -> Result<CheckReport, StoreError> {
         rows.collect::<Result<_, _>>()?
     };
     let mut undecodable = 0;
+    let ids = session_ids(&conn)?;
+    let (journal, journal_torn_bytes, queued, journal_orphans) =
+        match journal::replay(&journal::dir_for(path), false) {
+            Ok(rep) => {
+                let mut orphans = 0u64;
+                for ((s, _), (e, _)) in &rep.entries {
+                    if e.msg.decode().is_none() {
+                        undecodable += 1;
+                    }
+                    orphans += u64::from(!ids.contains(s));
+                }
+                orphans += rep.inbound.keys().filter(|(s, _)| !ids.contains(s)).count() as u64;
+                ("ok".to_owned(), rep.torn_bytes, rep.entries.len() as u64, orphans)
+            }
+            Err(e) => (e.to_string(), 0, 0, 0),
+        };
     for sql in [
         "SELECT msg FROM queue",
         "SELECT msg FROM retained",
@@ -788,12 +899,14 @@ pub fn check(path: &Path) -> Result<CheckReport, StoreError> {
             |r| r.get::<_, i64>(0),
         )?),
         subscriptions: count("SELECT COUNT(*) FROM subscriptions")?,
-        queued_messages: count("SELECT COUNT(*) FROM queue")?,
+        queued_messages: count("SELECT COUNT(*) FROM queue")? + queued,
         retained: count("SELECT COUNT(*) FROM retained")?,
         wills: count("SELECT COUNT(*) FROM wills")?,
-        orphans: count(ORPHANS_COUNT)?,
+        orphans: count(ORPHANS_COUNT)? + journal_orphans,
         undecodable,
         bytes: file_bytes(path),
+        journal,
+        journal_torn_bytes,
     })
 }
 
@@ -818,14 +931,16 @@ pub struct CompactReport {
     pub bytes_after: u64,
 }
 
-/// Drop expired sessions and messages and orphaned rows, then rewrite the file compactly.
-/// Run it while the broker is stopped.
+/// Drop expired sessions and messages and orphaned rows, then rewrite the file compactly and
+/// the journal into one segment of its live records. Run it while the broker is stopped.
 pub fn compact(path: &Path) -> Result<CompactReport, StoreError> {
     if !path.exists() {
         return Err(StoreError::NotFound(path.display().to_string()));
     }
     let bytes_before = file_bytes(path);
     let mut conn = open_db(path)?;
+    let dir = journal::dir_for(path);
+    migrate_queue(&mut conn, &dir)?;
     let now = unix_ms();
     let tx = conn.transaction()?;
     let expired: Vec<i64> = {
@@ -853,6 +968,30 @@ pub fn compact(path: &Path) -> Result<CompactReport, StoreError> {
         )? as u64;
     }
     tx.commit()?;
+    let ids = session_ids(&conn)?;
+    let mut orphans = orphans;
+    if !journal::list_segments(&dir)?.is_empty() {
+        let rep = journal::replay(&dir, true)?;
+        let mut entries = std::collections::BTreeMap::new();
+        for ((s, q), (e, _)) in rep.entries {
+            if !ids.contains(&s) {
+                orphans += 1;
+            } else if e.msg.expires_at_ms.is_some_and(|t| t <= now) {
+                expired_messages += 1;
+            } else {
+                entries.insert((s, q), e);
+            }
+        }
+        let mut inbound = Vec::new();
+        for (s, pid) in rep.inbound.into_keys() {
+            if ids.contains(&s) {
+                inbound.push((s, pid));
+            } else {
+                orphans += 1;
+            }
+        }
+        journal::rewrite_all(&dir, &entries, &inbound, true)?;
+    }
     conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); VACUUM;")?;
     drop(conn);
     Ok(CompactReport {
@@ -1006,6 +1145,132 @@ mod tests {
                 ("t/old".to_owned(), None)
             ]
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn wait(store: &SqliteSessionStore, t: u64) {
+        let mut wm = store.watermark();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(5), wm.wait_for(|w| *w >= t))
+                .await
+                .unwrap()
+                .unwrap();
+        });
+    }
+
+    fn session(id: u64) -> Op {
+        Op::Session {
+            id,
+            device_id: "d".into(),
+            client_id: format!("c{id}").into(),
+            expiry_secs: 600,
+            expires_at_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_version_2_store_keeps_its_queued_messages_by_moving_them_into_the_journal() {
+        let dir = std::env::temp_dir().join(format!("tollgate-store-v2-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sessions.db");
+        {
+            // What version 2 wrote: the queue and incoming QoS 2 ids in SQLite.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.execute_batch(
+                "PRAGMA user_version = 2;
+                 INSERT INTO sessions (id, device_id, client_id, expiry_secs) VALUES (7, 'd', 'c', 600);
+                 INSERT INTO inbound_qos2 (session, packet_id) VALUES (7, 11);",
+            )
+            .unwrap();
+            for (seq, body, pid) in [(5i64, "first", Some(3i64)), (6, "second", None)] {
+                conn.execute(
+                    "INSERT INTO queue (session, seq, qos, retain, sub_ids, msg, expires_at_ms, packet_id, released)
+                     VALUES (7, ?1, 2, 0, ?2, ?3, NULL, ?4, 1)",
+                    params![seq, vec![0u8, 0, 0, 9], &msg(body).blob[..], pid],
+                )
+                .unwrap();
+            }
+        }
+        for round in 0..2 {
+            let (store, rec) = SqliteSessionStore::open(&path, Box::new(|_| {})).unwrap();
+            assert_eq!(rec.sessions.len(), 1, "round {round}");
+            let q = &rec.sessions[0].queue;
+            let got: Vec<(u64, Vec<u8>, Option<u16>, bool, Vec<u32>)> = q
+                .iter()
+                .map(|e| {
+                    (
+                        e.seq,
+                        e.msg.decode().unwrap().payload.to_vec(),
+                        e.packet_id,
+                        e.released,
+                        e.sub_ids.clone(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                got,
+                [
+                    (5, b"first".to_vec(), Some(3), true, vec![9]),
+                    (6, b"second".to_vec(), None, true, vec![9])
+                ],
+                "round {round}"
+            );
+            assert_eq!(rec.sessions[0].inbound_qos2, [11], "round {round}");
+            assert_eq!(rec.max_seq, 6);
+            store.close();
+            // Moved, not copied: SQLite's queue is empty after the first start.
+            let conn = Connection::open(&path).unwrap();
+            let n: i64 = conn
+                .query_row("SELECT COUNT(*) FROM queue", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(n, 0);
+        }
+        let report = check(&path).unwrap();
+        assert!(report.ok(), "{report:?}");
+        assert_eq!(report.queued_messages, 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn queued_messages_of_a_deleted_session_do_not_come_back_to_a_new_one() {
+        let dir = std::env::temp_dir().join(format!("tollgate-store-del-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sessions.db");
+        let (store, _) = SqliteSessionStore::open(&path, Box::new(|_| {})).unwrap();
+        store.submit(vec![session(6), session(7)]);
+        store.submit(vec![enqueue(1, "of the old session 7")]);
+        let mut e6 = enqueue(2, "of session 6");
+        if let Op::Enqueue { session, .. } = &mut e6 {
+            *session = 6;
+        }
+        let t = store.submit(vec![e6]);
+        wait(&store, t);
+        let t = store.submit(vec![Op::DeleteSession { id: 7 }]);
+        wait(&store, t);
+        store.close();
+
+        let (store, rec) = SqliteSessionStore::open(&path, Box::new(|_| {})).unwrap();
+        assert_eq!(rec.sessions.len(), 1);
+        assert_eq!(rec.sessions[0].queue.len(), 1);
+        // The broker numbers the next session after this: 7 is never handed out again.
+        assert_eq!(rec.max_session_id, 7);
+        let report = check(&path).unwrap();
+        assert!(report.ok(), "{report:?}");
+        // The old session's record is still in the journal (its segment is pinned by
+        // session 6), and counted as an orphan until a compact.
+        assert_eq!(report.orphans, 1, "{report:?}");
+        store.close();
+        let c = compact(&path).unwrap();
+        assert_eq!(c.orphans, 1, "{c:?}");
+        let report = check(&path).unwrap();
+        assert_eq!((report.orphans, report.queued_messages), (0, 1), "{report:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

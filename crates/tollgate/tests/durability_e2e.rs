@@ -11,6 +11,58 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use support::*;
 
+/// Edit the message journal of a stopped server the way a crash or a bad disk would, with the
+/// record layout written out here (not the store's code): `damage-blob` replaces the message of
+/// the first queued-message record with bytes that are no PUBLISH (its CRC recomputed),
+/// `flip` flips one byte of that record (its CRC now fails), `tear` appends half a record to
+/// the last segment, as a crash in the middle of an append leaves it.
+fn journal(s: &Server, action: &str) {
+    const PY: &str = r#"
+import os, struct, sys, zlib
+d, action = sys.argv[1], sys.argv[2]
+segs = sorted(f for f in os.listdir(d) if f.endswith('.seg'))
+assert segs, 'no journal segments'
+if action == 'tear':
+    rec = struct.pack('<II', 1000, 0) + bytes(12)
+    with open(os.path.join(d, segs[-1]), 'ab') as f:
+        f.write(rec)
+    sys.exit(0)
+for name in segs:
+    path = os.path.join(d, name)
+    data = bytearray(open(path, 'rb').read())
+    assert data[:8] == b'TGJOURNL', 'magic'
+    off = 16
+    while off + 8 <= len(data):
+        n, crc = struct.unpack_from('<II', data, off)
+        body = data[off + 8: off + 8 + n]
+        if body[:1] == b'\x01':
+            if action == 'flip':
+                data[off + 8 + 10] ^= 0xFF
+            else:
+                subs = struct.unpack_from('<H', body, 29)[0]
+                head = bytes(body[:31 + 4 * subs])
+                new = head + b'\x00\xff'
+                rec = struct.pack('<II', len(new), zlib.crc32(new)) + new
+                data[off: off + 8 + n] = rec
+            open(path, 'wb').write(data)
+            sys.exit(0)
+        off += 8 + n
+sys.exit('no queued-message record found')
+"#;
+    let dir = s.data.join("sessions.db.journal");
+    let out = Command::new("python3")
+        .args(["-c", PY])
+        .arg(&dir)
+        .arg(action)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// mosquitto_sub as a persistent (clean session 0) QoS 1 subscriber to every device's telemetry,
 /// with `extra` arguments.
 fn persistent_sub(s: &Server, dev: &Device, extra: &[&str]) -> MosqSub {
@@ -466,16 +518,9 @@ fn store_check_finds_damage_and_compact_refuses_a_running_server() {
     assert_eq!(report["queued_messages"], 2);
     assert_eq!(report["undecodable"], 0);
 
-    // Damage one stored message: check reports it and fails.
-    let db = s.data.join("sessions.db");
-    let py = format!(
-        "import sqlite3; c = sqlite3.connect({:?}); \
-         c.execute(\"UPDATE queue SET msg = x'00ff' WHERE seq = (SELECT MIN(seq) FROM queue)\"); \
-         c.commit()",
-        db.display().to_string()
-    );
-    let st = Command::new("python3").args(["-c", &py]).status().unwrap();
-    assert!(st.success());
+    // Damage one stored message (a well-formed journal record whose message is not a
+    // PUBLISH): check reports it and fails.
+    journal(&s, "damage-blob");
     let out = s.cli(&["store", "check"]);
     assert_eq!(out.status.code(), Some(1));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -494,4 +539,76 @@ fn store_check_finds_damage_and_compact_refuses_a_running_server() {
     s.spawn();
     let sub = persistent_sub(&s, &backend, &["-C", "1", "-W", "10"]);
     assert_eq!(lines(&finish(sub, Duration::from_secs(12))), ["b"]);
+}
+
+#[test]
+fn a_torn_journal_tail_after_kill_9_is_cut_and_queued_messages_survive() {
+    let mut s = Server::start();
+    let sensor = s.add_device("sensor-1", &["sensors"]);
+    let backend = s.add_device("backend", &["backend"]);
+    let sub = persistent_sub(&s, &backend, &["-E"]);
+    finish(sub, Duration::from_secs(10));
+    let out = s.mosquitto_pub(
+        &sensor,
+        &["-t", "devices/sensor-1/telemetry", "-m", "kept", "-q", "1"],
+    );
+    assert!(out.status.success());
+
+    // A crash in the middle of an append: half a record at the end of the journal.
+    s.kill9();
+    journal(&s, "tear");
+    let out = s.cli(&["store", "check"]);
+    assert!(
+        out.status.success(),
+        "a torn tail is not damage: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["journal"], "ok");
+    assert_eq!(report["journal_torn_bytes"], 20);
+    assert_eq!(report["queued_messages"], 1);
+
+    s.spawn();
+    assert!(
+        s.log().contains("journal ends in a torn write"),
+        "{}",
+        s.log()
+    );
+    let sub = persistent_sub(&s, &backend, &["-C", "1", "-W", "10"]);
+    assert_eq!(lines(&finish(sub, Duration::from_secs(12))), ["kept"]);
+    s.stop();
+    let out = s.cli(&["store", "check"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["journal_torn_bytes"], 0, "{report}");
+}
+
+#[test]
+fn a_corrupt_journal_record_stops_the_server_with_a_clear_error() {
+    let mut s = Server::start();
+    let sensor = s.add_device("sensor-1", &["sensors"]);
+    let backend = s.add_device("backend", &["backend"]);
+    let sub = persistent_sub(&s, &backend, &["-E"]);
+    finish(sub, Duration::from_secs(10));
+    for m in ["a", "b"] {
+        let out = s.mosquitto_pub(
+            &sensor,
+            &["-t", "devices/sensor-1/telemetry", "-m", m, "-q", "1"],
+        );
+        assert!(out.status.success());
+    }
+    s.stop();
+
+    // Bit rot in a committed record, with later groups after it: not a torn tail.
+    journal(&s, "flip");
+    let out = s.cli(&["store", "check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let why = report["journal"].as_str().unwrap();
+    assert!(why.contains("CRC mismatch"), "{report}");
+
+    let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.spawn()));
+    assert!(started.is_err(), "the server started on a corrupt journal");
+    let log = s.log();
+    assert!(log.contains("journal damaged"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
 }
