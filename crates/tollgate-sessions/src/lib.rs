@@ -257,6 +257,8 @@ impl SqliteSessionStore {
         let mut conn = open_db(path)?;
         let dir = journal::dir_for(path);
         migrate_queue(&mut conn, &dir)?;
+        // Every session id in use counts as used (a store from before `meta` kept it).
+        conn.execute(SYNC_MAX_SESSION_ID, [])?;
         let (recovered, replayed) = load(&conn, &dir)?;
         let journal = journal::Journal::start(&dir, &replayed, limits)?;
         drop(replayed);
@@ -493,6 +495,11 @@ impl Writer {
         Ok(())
     }
 }
+
+/// Record the highest session id in the table as used.
+const SYNC_MAX_SESSION_ID: &str = "INSERT INTO meta (key, value)
+    SELECT 'max_session_id', COALESCE(MAX(id), 0) FROM sessions WHERE true
+    ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)";
 
 /// A group's journal buffer above this capacity is freed after the group (a flood's batch
 /// does not stay allocated).
