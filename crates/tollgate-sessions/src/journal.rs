@@ -341,7 +341,10 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<u64>, StoreError> {
         let ent = ent.map_err(|e| io("reading", dir, e))?;
         let name = ent.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some(n) = name.strip_suffix(".seg").and_then(|s| s.parse::<u64>().ok()) {
+        if let Some(n) = name
+            .strip_suffix(".seg")
+            .and_then(|s| s.parse::<u64>().ok())
+        {
             out.push(n);
         }
     }
@@ -823,7 +826,11 @@ impl Journal {
                 present: true,
             } => {
                 let old = self.inbound.insert((*session, *packet_id), cur);
-                self.bump(cur, INBOUND_RECORD_BYTES, old.map(|s| (s, INBOUND_RECORD_BYTES)));
+                self.bump(
+                    cur,
+                    INBOUND_RECORD_BYTES,
+                    old.map(|s| (s, INBOUND_RECORD_BYTES)),
+                );
             }
             Op::Inbound {
                 session,
@@ -1095,7 +1102,8 @@ mod tests {
     use tollgate_mqtt::{Publish, QoS};
 
     fn tmp(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("tollgate-journal-{name}-{}", std::process::id()));
+        let d =
+            std::env::temp_dir().join(format!("tollgate-journal-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
@@ -1296,7 +1304,7 @@ mod tests {
             max_segments: 3,
         };
         let mut j = Journal::start(&dir, &Replayed::default(), limits).unwrap();
-        let mut commit = |j: &mut Journal, ops: &[Op]| {
+        let commit = |j: &mut Journal, ops: &[Op]| {
             j.append(&batch(ops)).unwrap();
             for op in ops {
                 j.note(op);

@@ -875,7 +875,12 @@ pub fn check(path: &Path) -> Result<CheckReport, StoreError> {
                     orphans += u64::from(!ids.contains(s));
                 }
                 orphans += rep.inbound.keys().filter(|(s, _)| !ids.contains(s)).count() as u64;
-                ("ok".to_owned(), rep.torn_bytes, rep.entries.len() as u64, orphans)
+                (
+                    "ok".to_owned(),
+                    rep.torn_bytes,
+                    rep.entries.len() as u64,
+                    orphans,
+                )
             }
             Err(e) => (e.to_string(), 0, 0, 0),
         };
@@ -1277,7 +1282,11 @@ mod tests {
         let c = compact(&path).unwrap();
         assert_eq!(c.orphans, 1, "{c:?}");
         let report = check(&path).unwrap();
-        assert_eq!((report.orphans, report.queued_messages), (0, 1), "{report:?}");
+        assert_eq!(
+            (report.orphans, report.queued_messages),
+            (0, 1),
+            "{report:?}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
