@@ -1213,7 +1213,8 @@ mod tests {
             let (store, rec) = SqliteSessionStore::open(&path, Box::new(|_| {})).unwrap();
             assert_eq!(rec.sessions.len(), 1, "round {round}");
             let q = &rec.sessions[0].queue;
-            let got: Vec<(u64, Vec<u8>, Option<u16>, bool, Vec<u32>)> = q
+            type Row = (u64, Vec<u8>, Option<u16>, bool, Vec<u32>);
+            let got: Vec<Row> = q
                 .iter()
                 .map(|e| {
                     (
