@@ -585,6 +585,10 @@ pub(crate) fn replay(dir: &Path, repair: bool) -> Result<Replayed, StoreError> {
     for (i, &n) in segs.iter().enumerate() {
         let path = seg_path(dir, n);
         let last = i + 1 == segs.len();
+        if !repair && !path.exists() {
+            // `store check` beside a running server: the writer deleted a dead segment.
+            continue;
+        }
         if let End::Torn(at, why) = replay_segment(&mut rep, &path, n, last)? {
             let size = std::fs::metadata(&path)
                 .map_err(|e| io("reading", &path, e))?
@@ -941,7 +945,15 @@ impl Journal {
             }
             let path = seg_path(&self.dir, n);
             match std::fs::remove_file(&path) {
-                Ok(()) => {}
+                // One removal at a time reaches the disk, oldest first: a crash can bring
+                // back a dead segment only with every newer one still there.
+                Ok(()) => {
+                    if let Err(e) = sync_dir(&self.dir) {
+                        tracing::warn!(error = %e, "cannot sync the journal directory");
+                        self.segs.pop_first();
+                        break;
+                    }
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
                     tracing::warn!(segment = %path.display(), error = %e, "cannot delete a dead journal segment");
