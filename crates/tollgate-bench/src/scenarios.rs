@@ -284,7 +284,22 @@ async fn pubsub(
         }));
     }
     let mut pub_tasks = Vec::new();
-    for (id, topic) in pubs {
+    let paced = if a.rate > 0 && qos == QoS::AtMostOnce {
+        let mut devs = Vec::with_capacity(pubs.len());
+        for (id, topic) in &pubs {
+            devs.push((devices.get(id, true, false)?, topic.clone()));
+        }
+        let pace = Pace {
+            addr: a.addr,
+            protocol: protocol(a),
+            rate: a.rate,
+            payload: a.payload.max(8),
+        };
+        Some(spawn_paced(pace, devs, Arc::clone(&counters))?)
+    } else {
+        None
+    };
+    for (id, topic) in pubs.into_iter().filter(|_| paced.is_none()) {
         let dev = devices.get(&id, true, false)?;
         let (conn, _) = client::connect(a.addr, &dev, protocol(a), KEEP_ALIVE)
             .await
@@ -314,6 +329,10 @@ async fn pubsub(
     let sent = counters.sent.load(Ordering::Relaxed) - sent0;
     let cpu1 = pid.and_then(procstat::cpu_seconds);
     counters.stop.store(true, Ordering::Relaxed);
+    if let Some(h) = paced {
+        // The pacing thread sees `stop` within one period.
+        let _ = tokio::task::spawn_blocking(move || h.join()).await;
+    }
     for t in pub_tasks.into_iter().chain(tasks) {
         t.abort();
     }
@@ -508,6 +527,107 @@ async fn publisher_loop(
     result
 }
 
+/// How paced publishers send.
+struct Pace {
+    addr: SocketAddr,
+    protocol: Protocol,
+    /// Messages per second per publisher.
+    rate: u64,
+    payload: usize,
+}
+
+/// QoS 0 publishers at a fixed rate, spread evenly in time: one thread of their own, with its
+/// own runtime, sends each connection's next message in turn, `1 / (rate × publishers)` seconds
+/// apart. On the runtime's millisecond timer every publisher would wake on the same tick and
+/// their messages would leave in bursts and queue behind each other (in the broker and in the
+/// generator's own subscriber, which shares the scheduler with them): the latency figure would
+/// then measure the generator's bursts as much as the broker. The thread sleeps between sends
+/// (`std::thread::sleep`, microsecond resolution), so the subscriber has the rest of the CPU.
+/// Returns once every publisher is connected.
+fn spawn_paced(
+    pace: Pace,
+    devs: Vec<(DeviceTls, String)>,
+    c: Arc<Counters>,
+) -> Result<std::thread::JoinHandle<()>> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
+    let handle = std::thread::Builder::new()
+        .name("paced-publishers".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.into()));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let mut conns = Vec::with_capacity(devs.len());
+                for (dev, topic) in devs {
+                    match client::connect(pace.addr, &dev, pace.protocol, KEEP_ALIVE).await {
+                        Ok((conn, _)) => conns.push((conn, topic)),
+                        Err(e) => {
+                            let e = anyhow::Error::from(e).context(format!("publisher {}", dev.id));
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    }
+                }
+                let _ = ready_tx.send(Ok(()));
+                let n = conns.len().max(1);
+                let period = Duration::from_secs_f64(1.0 / (pace.rate.max(1) as f64 * n as f64));
+                let body = vec![0x5Au8; pace.payload];
+                let mut buf = BytesMut::with_capacity(4096);
+                let mut next = Instant::now();
+                let mut turn = 0usize;
+                while !c.stop.load(Ordering::Relaxed) {
+                    next += period;
+                    let now = Instant::now();
+                    if next > now {
+                        // This thread's runtime runs only these publishers: blocking it is the
+                        // point (tokio's timer has millisecond resolution).
+                        #[allow(clippy::disallowed_methods)]
+                        std::thread::sleep(next - now);
+                    }
+                    let Some((conn, topic)) = conns.get_mut(turn % n) else {
+                        return;
+                    };
+                    turn = turn.wrapping_add(1);
+                    let mut payload = body.clone();
+                    payload[..8].copy_from_slice(&now_ns().to_be_bytes());
+                    let sent = async {
+                        Packet::Publish(Publish {
+                            topic: topic.as_str().into(),
+                            payload: Bytes::from(payload),
+                            ..Default::default()
+                        })
+                        .encode(pace.protocol, &mut buf)?;
+                        conn.wr.write_all(&buf).await?;
+                        conn.wr.flush().await?;
+                        buf.clear();
+                        anyhow::Ok(())
+                    }
+                    .await;
+                    match sent {
+                        Ok(()) => {
+                            c.sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            c.error(format!("publisher: {e:#}"));
+                            return;
+                        }
+                    }
+                }
+            });
+        })?;
+    ready_rx
+        .recv()
+        .context("the paced publishers' thread ended before connecting")??;
+    Ok(handle)
+}
+
 /// K idle connections; reports the broker's resident memory per connection.
 async fn connections(a: &LoadArgs, devices: &Devices) -> Result<Outcome> {
     let pid = a.broker_pid;
@@ -576,9 +696,19 @@ async fn handshakes(a: &LoadArgs, devices: &Devices) -> Result<Outcome> {
     };
     let counters = Arc::new(Counters::default());
     let resumed = Arc::new(AtomicU64::new(0));
+    // The generator has one CPU, like the broker, and a client's full handshake costs about
+    // what the server's does (most of it the chain's signature checks): learn the broker's
+    // certificate once over a fully verified handshake and pin it, so the generator does less
+    // work per handshake than the broker and the figure measures the broker.
+    let server = client::server_certificate(a.addr, &devices.get("bench-p0", tls13, false)?, None)
+        .await
+        .context("learning the broker's certificate")?;
     let mut tasks = Vec::new();
     for i in 0..a.concurrency.max(1) {
-        let dev = devices.get(&format!("bench-p{i}"), tls13, resumption)?;
+        let dev = client::pinned(
+            &devices.get(&format!("bench-p{i}"), tls13, resumption)?,
+            server.clone(),
+        );
         let (c, r, addr, proto) = (
             Arc::clone(&counters),
             Arc::clone(&resumed),

@@ -252,3 +252,125 @@ pub fn device_tls(
         config: Arc::new(cfg),
     })
 }
+
+/// The broker's certificate as it presents it, learnt over a fully verified TLS handshake (chain
+/// to the configured roots, name, signature). No MQTT is spoken; the connection is closed.
+pub async fn server_certificate(
+    addr: SocketAddr,
+    dev: &DeviceTls,
+    server_name: Option<&str>,
+) -> Result<rustls::pki_types::CertificateDer<'static>> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(io(format!("TCP connect {addr}")))?;
+    let name = ServerName::try_from(server_name.unwrap_or("localhost").to_owned())
+        .map_err(|e| ClientError::Tls(e.to_string()))?;
+    let mut tls = TlsConnector::from(Arc::clone(&dev.config))
+        .connect(name, tcp)
+        .await
+        .map_err(io("TLS handshake"))?;
+    let cert = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.clone().into_owned())
+        .ok_or_else(|| ClientError::Tls("the server presented no certificate".to_owned()))?;
+    let _ = tls.shutdown().await;
+    Ok(cert)
+}
+
+/// The same device, trusting exactly `server` (learnt with [`server_certificate`]) instead of
+/// verifying the server's chain on every handshake: the handshake still checks the server's
+/// signature over the transcript with that certificate's key, so only the holder of the pinned
+/// certificate's key can complete it. This is how a handshake-rate generator spends less CPU per
+/// handshake than the broker it measures (the chain's signature checks are most of a client's
+/// cost); devices in the field verify the chain.
+pub fn pinned(dev: &DeviceTls, server: rustls::pki_types::CertificateDer<'static>) -> DeviceTls {
+    let mut cfg = rustls::ClientConfig::clone(&dev.config);
+    let algorithms = cfg.crypto_provider().signature_verification_algorithms;
+    cfg.dangerous()
+        .set_certificate_verifier(Arc::new(PinnedServer {
+            cert: server,
+            algorithms,
+        }));
+    DeviceTls {
+        id: dev.id.clone(),
+        config: Arc::new(cfg),
+    }
+}
+
+/// Accepts exactly one server certificate, byte for byte, and verifies handshake signatures
+/// with its key.
+#[derive(Debug)]
+struct PinnedServer {
+    cert: rustls::pki_types::CertificateDer<'static>,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedServer {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.cert.as_ref() {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::{CertificateDer, UnixTime};
+
+    #[test]
+    fn a_pinned_server_accepts_exactly_its_certificate() {
+        let provider = rustls::crypto::ring::default_provider();
+        let pinned = PinnedServer {
+            cert: CertificateDer::from(vec![1u8, 2, 3]),
+            algorithms: provider.signature_verification_algorithms,
+        };
+        let name = ServerName::try_from("localhost").expect("name");
+        let check = |der: Vec<u8>| {
+            pinned
+                .verify_server_cert(&CertificateDer::from(der), &[], &name, &[], UnixTime::now())
+                .is_ok()
+        };
+        assert!(check(vec![1, 2, 3]));
+        assert!(!check(vec![1, 2, 4]));
+        assert!(!check(vec![1, 2, 3, 0]));
+        assert!(!pinned.supported_verify_schemes().is_empty());
+    }
+}
