@@ -138,6 +138,8 @@ pub fn start(kind: Kind, setup: &Setup, port: u16, persistent: bool) -> Result<R
             for f in ["sessions.db", "sessions.db-wal", "sessions.db-shm"] {
                 let _ = std::fs::remove_file(data.join(f));
             }
+            // The message journal beside it (since the append-only journal).
+            let _ = std::fs::remove_dir_all(data.join("sessions.db.journal"));
             let mut c = pinned(&format!(
                 "{} serve --data {} --mqtt-listen {addr} --admin-listen 127.0.0.1:0",
                 bin.display(),

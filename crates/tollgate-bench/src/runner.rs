@@ -500,6 +500,8 @@ fn baseline_data(data: &Path, work: &Path) -> Result<PathBuf> {
     for f in ["sessions.db", "sessions.db-wal", "sessions.db-shm"] {
         let _ = std::fs::remove_file(copy.join(f));
     }
+    // The message journal beside it (since the append-only journal).
+    let _ = std::fs::remove_dir_all(copy.join("sessions.db.journal"));
     Ok(copy)
 }
 
