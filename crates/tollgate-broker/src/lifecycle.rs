@@ -267,7 +267,7 @@ pub(crate) async fn attach(
                 let state = s.state.lock().take().unwrap_or_default();
                 s.cancel_timers();
                 // The session resumes before the will delay elapsed: no will (MQTT 5 3.1.3.2.2).
-                s.pending_will.lock().take();
+                *s.pending_will.lock() = None;
                 s.generation.fetch_add(1, Ordering::AcqRel);
                 *s.control.lock() = Some(ctrl);
                 s.set_online(true);
