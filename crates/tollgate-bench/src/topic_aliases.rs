@@ -291,7 +291,10 @@ async fn publish(
             }
         }
         for _ in 0..batch {
-            let topic = topics.get(i % topics.len().max(1)).cloned().unwrap_or_default();
+            let topic = topics
+                .get(i % topics.len().max(1))
+                .cloned()
+                .unwrap_or_default();
             i = i.wrapping_add(1);
             Packet::Publish(Publish {
                 topic,

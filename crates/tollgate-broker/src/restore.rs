@@ -172,7 +172,14 @@ fn restore_session(
         let delay = stored.delay_secs.min(rs.expiry_secs).max(1);
         // Waits in the session like any delayed will: a clean-start connection publishes it at
         // once, a resuming one drops it.
-        schedule_will(shared, &session, stored.serial.clone(), w, delay, generation);
+        schedule_will(
+            shared,
+            &session,
+            stored.serial.clone(),
+            w,
+            delay,
+            generation,
+        );
     }
     shared
         .sessions

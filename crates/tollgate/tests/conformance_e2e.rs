@@ -24,7 +24,8 @@ fn own_client(dev: &Device) -> tollgate_client::DeviceTls {
     for c in rustls::pki_types::CertificateDer::pem_file_iter(&dev.ca).unwrap() {
         roots.add(c.unwrap()).unwrap();
     }
-    let pem = std::fs::read_to_string(&dev.cert).unwrap() + &std::fs::read_to_string(&dev.key).unwrap();
+    let pem =
+        std::fs::read_to_string(&dev.cert).unwrap() + &std::fs::read_to_string(&dev.key).unwrap();
     tollgate_client::device_tls(&dev.id, &pem, &roots, true, false).unwrap()
 }
 
@@ -254,7 +255,10 @@ fn takeover(clean_start: bool) -> (Duration, Value) {
     assert_eq!(b[0]["rc"], 0, "{b:?}");
     assert_eq!(b[0]["session_present"], !clean_start, "{b:?}");
     let dropped = a.wait_step(1);
-    assert_eq!(dropped["disconnect"]["rc"], 0x8E, "session taken over: {dropped}");
+    assert_eq!(
+        dropped["disconnect"]["rc"], 0x8E,
+        "session taken over: {dropped}"
+    );
     let got = watcher.join().unwrap();
     let first = got[2]["messages"][0].clone();
     (t0.elapsed(), first)

@@ -227,7 +227,11 @@ mod tests {
         assert_eq!(send(&mut t, "a/1"), Choice::Known(1), "kept");
         // a/2 lost its alias: it is a candidate again like any new topic.
         assert_eq!(send(&mut t, "a/2"), Choice::Plain);
-        assert_eq!(send(&mut t, "a/2"), Choice::Assign(2), "b/1 was the least recently used");
+        assert_eq!(
+            send(&mut t, "a/2"),
+            Choice::Assign(2),
+            "b/1 was the least recently used"
+        );
     }
 
     #[test]
@@ -252,7 +256,11 @@ mod tests {
         for i in 0..CANDIDATES {
             send(&mut t, &format!("once/{i}"));
         }
-        assert_eq!(send(&mut t, "cold"), Choice::Plain, "its sighting was pushed out");
+        assert_eq!(
+            send(&mut t, "cold"),
+            Choice::Plain,
+            "its sighting was pushed out"
+        );
         assert_eq!(send(&mut t, "cold"), Choice::Assign(1));
         assert_eq!(t.slots.len(), 1);
         assert_eq!(t.by_topic.len(), 1);

@@ -904,10 +904,7 @@ async fn no_server_topic_alias_goes_to_a_client_that_did_not_allow_them() {
         handle(&mut be, subscribe(1, &["devices/+/telemetry"]));
         sent(&mut be);
         for _ in 0..3 {
-            handle(
-                &mut s1,
-                publish("devices/s1/telemetry", QoS::AtMostOnce, 0),
-            );
+            handle(&mut s1, publish("devices/s1/telemetry", QoS::AtMostOnce, 0));
         }
         let got = deliveries(&mut be);
         assert_eq!(
@@ -953,10 +950,7 @@ async fn a_first_use_that_would_exceed_the_clients_maximum_packet_size_goes_with
         vec![(topic.to_owned(), None); 3],
         "every message delivered, none with an alias the client was never told"
     );
-    assert_eq!(
-        w.broker.stats().messages_dropped.load(Ordering::Relaxed),
-        0
-    );
+    assert_eq!(w.broker.stats().messages_dropped.load(Ordering::Relaxed), 0);
 }
 
 #[tokio::test]
@@ -971,10 +965,7 @@ async fn a_first_use_held_for_the_store_still_reaches_the_wire_before_its_alias_
     // The SUBACK waits for the store; what follows waits behind it, in order.
     handle(&mut be, subscribe(1, &["devices/+/telemetry"]));
     for _ in 0..3 {
-        handle(
-            &mut s1,
-            publish("devices/s1/telemetry", QoS::AtMostOnce, 0),
-        );
+        handle(&mut s1, publish("devices/s1/telemetry", QoS::AtMostOnce, 0));
     }
     be.pump_mailbox(Now::current());
     assert!(sent(&mut be).is_empty(), "all held behind the SUBACK");
@@ -991,7 +982,11 @@ async fn a_first_use_held_for_the_store_still_reaches_the_wire_before_its_alias_
     let t = "devices/s1/telemetry".to_owned();
     assert_eq!(
         wire_topics(&got),
-        [(t, Some(1)), (String::new(), Some(1)), (String::new(), Some(1))]
+        [
+            (t, Some(1)),
+            (String::new(), Some(1)),
+            (String::new(), Some(1))
+        ]
     );
 }
 
