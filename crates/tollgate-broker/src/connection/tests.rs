@@ -1101,6 +1101,8 @@ async fn a_clean_start_takeover_publishes_the_old_connections_delayed_will_at_on
         [("devices/s1/status".to_owned(), Bytes::from_static(b"gone"))],
         "the old session ended with the takeover: its will is due now, not in 300 s"
     );
+    // Timers start when first polled: let them, then let the will delay pass.
+    tokio::task::yield_now().await;
     tokio::time::advance(Duration::from_secs(301)).await;
     tokio::task::yield_now().await;
     assert!(deliveries(&mut be).is_empty(), "published once");
@@ -1113,6 +1115,8 @@ async fn a_takeover_that_resumes_the_session_cancels_the_delayed_will() {
     let (first, inbox) = w.connect("s1", with_delayed_will("s1", false, 300)).await;
     let second = take_over(&w, first, &inbox, persistent("s1")).await;
     assert!(deliveries(&mut be).is_empty());
+    // Timers start when first polled: let them, then let the will delay pass.
+    tokio::task::yield_now().await;
     tokio::time::advance(Duration::from_secs(301)).await;
     tokio::task::yield_now().await;
     assert!(
@@ -1134,6 +1138,8 @@ async fn a_delayed_will_waiting_in_an_offline_session_goes_out_when_a_clean_star
     // A connection resuming the session drops it...
     let (again, _) = w.connect("s1", persistent("s1")).await;
     assert!(again.session.pending_will.lock().is_none());
+    // Timers start when first polled: let them, then let the will delay pass.
+    tokio::task::yield_now().await;
     tokio::time::advance(Duration::from_secs(301)).await;
     tokio::task::yield_now().await;
     assert!(deliveries(&mut be).is_empty(), "resumed in time: no will");
@@ -1147,4 +1153,31 @@ async fn a_delayed_will_waiting_in_an_offline_session_goes_out_when_a_clean_star
     let got = deliveries(&mut be);
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(&*got[0].topic, "devices/s1/status");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_will_delayed_past_the_session_expiry_goes_out_once_when_the_session_ends() {
+    let w = World::new(&[], false);
+    let mut be = status_watcher(&w).await;
+    let mut c = with_delayed_will("s1", false, 600);
+    c.properties.session_expiry_interval = Some(300);
+    let (first, _) = w.connect("s1", c).await;
+    first.finish(End::Io("connection reset".into()));
+    // Let the timers start (their sleeps begin when first polled).
+    tokio::task::yield_now().await;
+    tokio::time::advance(Duration::from_secs(299)).await;
+    tokio::task::yield_now().await;
+    assert!(deliveries(&mut be).is_empty(), "not yet");
+    // The will timer and the expiry timer both end at 300 s: whichever runs first publishes.
+    tokio::time::advance(Duration::from_secs(2)).await;
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
+    }
+    let got = deliveries(&mut be);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        w.broker.session_count(),
+        1,
+        "only the watcher's session is left"
+    );
 }
