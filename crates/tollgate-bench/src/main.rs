@@ -16,6 +16,7 @@ mod rng;
 mod runner;
 mod scenarios;
 mod simulate;
+mod topic_aliases;
 
 use std::process::ExitCode;
 

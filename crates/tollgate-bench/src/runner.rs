@@ -92,6 +92,19 @@ fn specs(connections: usize) -> Vec<Spec> {
             &["--scenario", "fan-out", "--qos", "0", "--clients", "16"],
         ),
         s(
+            "topic-aliases q0 1→16 v5",
+            &[
+                "--scenario",
+                "topic-aliases",
+                "--qos",
+                "0",
+                "--clients",
+                "16",
+                "--rate",
+                "2000",
+            ],
+        ),
+        s(
             "pairs q1 ×8",
             &["--scenario", "pairs", "--qos", "1", "--clients", "8"],
         ),
@@ -427,8 +440,8 @@ fn prepare(
 [[allow]]
 id = "bench"
 who = "group:bench"
-publish = ["bench/${device.id}/t", "bench/pair/${device.id}", "bench/bcast"]
-subscribe = ["bench/+/t", "bench/pair/+", "bench/bcast"]
+publish = ["bench/${device.id}/t", "bench/pair/${device.id}", "bench/bcast", "plants/#"]
+subscribe = ["bench/+/t", "bench/pair/+", "bench/bcast", "plants/#"]
 "#,
     )?;
     let tls = Tls {

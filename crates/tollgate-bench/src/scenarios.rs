@@ -30,6 +30,7 @@ pub enum Scenario {
     Latency,
     Connections,
     Handshakes,
+    TopicAliases,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -111,6 +112,15 @@ pub struct Outcome {
     /// Work done per second of broker CPU: the efficiency figure that stays meaningful when
     /// the generator, not the broker, is the bottleneck.
     pub per_broker_cpu_s: Option<f64>,
+    /// topic-aliases: bytes the subscribers read per message without topic aliases...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_per_msg_plain: Option<f64>,
+    /// ...and with them allowed...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_per_msg_aliased: Option<f64>,
+    /// ...and the difference, in % of the first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_saved_pct: Option<f64>,
 }
 
 /// Keep-alive the simulated devices ask for (rumqttd refuses 0; runs are shorter than 1.5×).
@@ -214,6 +224,7 @@ pub async fn run(a: LoadArgs) -> Result<Outcome> {
         }
         Scenario::Connections => connections(&a, &devices).await?,
         Scenario::Handshakes => handshakes(&a, &devices).await?,
+        Scenario::TopicAliases => crate::topic_aliases::run(&a, &devices).await?,
     };
     out.scenario = format!("{:?}", a.scenario);
     out.per_broker_cpu_s = out

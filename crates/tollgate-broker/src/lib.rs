@@ -80,6 +80,9 @@ pub struct BrokerConfig {
     pub queue_full: QueueFull,
     /// Topic aliases a v5 client may use towards us.
     pub topic_alias_maximum: u16,
+    /// Most topic aliases we use towards a v5 client (also bounded by the client's Topic Alias
+    /// Maximum); 0: none.
+    pub max_outbound_topic_aliases: u16,
     /// Largest keep-alive accepted, seconds; 0 means any. Larger requests get Server Keep Alive.
     pub max_keep_alive: u16,
     /// Cap on session expiry, seconds; also the expiry of 3.1.1 persistent sessions.
@@ -124,6 +127,7 @@ impl Default for BrokerConfig {
             max_queued_bytes: 64 * 1024 * 1024,
             queue_full: QueueFull::Reject,
             topic_alias_maximum: 64,
+            max_outbound_topic_aliases: 64,
             max_keep_alive: 0,
             max_session_expiry: 7 * 24 * 3600,
             client_id_rule: ClientIdRule::Exact,
@@ -279,6 +283,9 @@ pub struct Stats {
     pub storage_refused: AtomicU64,
     /// Publishes refused by a mitigation throttle.
     pub throttled: AtomicU64,
+    /// Bytes not sent thanks to server-to-client topic aliases (topic names replaced by an
+    /// alias, net of the alias property on each topic's first use).
+    pub topic_alias_bytes_saved: AtomicU64,
     /// Connections refused at CONNECT, by reason (a refusal is rare: a small lock is fine).
     pub connect_refused: Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }

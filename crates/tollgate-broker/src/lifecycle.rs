@@ -1,6 +1,11 @@
 //! Session lifecycle: attaching a connection to its session (taking it over from a live
 //! connection), wills (immediate or delayed), expiry, and destroying a session. Used by
 //! connections when they start and end, and by [`crate::restore`] after a restart.
+//!
+//! A will with a delay waits in its session ([`Session::pending_will`]) and follows MQTT 5
+//! 3.1.3.2.2: it is published when the delay elapses or the session ends, whichever comes
+//! first (a clean-start connection to the same session, a clean-start takeover of a live one,
+//! expiry), and dropped if a connection resumes the session before the delay elapses.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,11 +17,13 @@ use tollgate_mqtt::{topic, ByteString, PublishProperties, Will};
 
 use crate::persist::{pack_opts, unix_ms, Op, StoredWill};
 use crate::session::{
-    props_size, session_key, Control, ControlInbox, Message, Session, SessionState,
+    props_size, session_key, Control, ControlInbox, Handover, Message, PendingWill, Session,
+    SessionState,
 };
 use crate::Shared;
 
-/// Publish `w` for `session` after `delay` seconds, unless the session reattaches first.
+/// Publish `w` for `session` after `delay` seconds, unless the session reattaches first (then
+/// it is dropped) or ends first (then it is published at once: see [`end_pending_will`]).
 pub(crate) fn schedule_will(
     shared: &Arc<Shared>,
     session: &Arc<Session>,
@@ -29,15 +36,24 @@ pub(crate) fn schedule_will(
         publish_will(shared, session, &serial, w);
         return;
     }
+    *session.pending_will.lock() = Some(Box::new(PendingWill { will: w, serial }));
     let shared2 = Arc::clone(shared);
     let session2 = Arc::clone(session);
     let t = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(u64::from(delay))).await;
         if session2.generation.load(Ordering::Acquire) == generation && !session2.is_online() {
-            publish_will(&shared2, &session2, &serial, w);
+            end_pending_will(&shared2, &session2);
         }
     });
     session.timers.lock().push(t.abort_handle());
+}
+
+/// The session ended (or its will delay elapsed): publish the will still waiting, if any.
+pub(crate) fn end_pending_will(shared: &Shared, session: &Session) {
+    let pending = session.pending_will.lock().take();
+    if let Some(p) = pending {
+        publish_will(shared, session, &p.serial, p.will);
+    }
 }
 
 /// Destroy `session` after `after`, unless it reattaches first.
@@ -133,6 +149,8 @@ pub(crate) fn destroy_session(shared: &Shared, session: &Arc<Session>, subs: &[B
             _ => return,
         }
     }
+    // The session ends: a will still waiting for its delay is due now.
+    end_pending_will(shared, session);
     for f in subs {
         unroute(shared, f, session.id);
     }
@@ -233,8 +251,8 @@ pub(crate) async fn attach(
             reg.get(&key).filter(|s| s.is_online()).cloned()
         };
         if let Some(s) = live {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            if s.send_control(Control::TakeOver(tx)) {
+            let (ack, rx) = tokio::sync::oneshot::channel();
+            if s.send_control(Control::TakeOver(Handover { ack, clean_start })) {
                 let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
             } else {
                 tokio::task::yield_now().await;
@@ -248,6 +266,8 @@ pub(crate) async fn attach(
             Some(s) if !clean_start => {
                 let state = s.state.lock().take().unwrap_or_default();
                 s.cancel_timers();
+                // The session resumes before the will delay elapsed: no will (MQTT 5 3.1.3.2.2).
+                *s.pending_will.lock() = None;
                 s.generation.fetch_add(1, Ordering::AcqRel);
                 *s.control.lock() = Some(ctrl);
                 s.set_online(true);
@@ -257,6 +277,8 @@ pub(crate) async fn attach(
                 reg.remove(&key);
                 drop(reg);
                 s.cancel_timers();
+                // Clean start ends the old session: a will waiting for its delay is due now.
+                end_pending_will(shared, &s);
                 let subs: Vec<ByteString> = s
                     .state
                     .lock()

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tollgate_events::EventKind;
 use tollgate_mqtt::{ByteString, QoS};
 
-use crate::lifecycle::{publish_will, schedule_expiry};
+use crate::lifecycle::{schedule_expiry, schedule_will};
 use crate::persist::{qos_from, unix_ms, Op, Recovered, RecoveredSession};
 use crate::router::Subscriber;
 use crate::session::{Delivery, Message, Outbound, Session, SessionState};
@@ -169,17 +169,17 @@ fn restore_session(
     // The connection ended with the broker: its will is due after its delay, authorized against
     // the access snapshot of that moment (the broker starts with the control plane's first).
     if let Some((stored, w)) = rs.will.as_ref().and_then(|s| s.to_will().map(|w| (s, w))) {
-        let delay = u64::from(stored.delay_secs.min(rs.expiry_secs).max(1));
-        let serial = stored.serial.clone();
-        let (shared2, session2) = (Arc::clone(shared), Arc::clone(&session));
-        let t = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(delay)).await;
-            if session2.generation.load(Ordering::Acquire) != generation || session2.is_online() {
-                return;
-            }
-            publish_will(&shared2, &session2, &serial, w);
-        });
-        session.timers.lock().push(t.abort_handle());
+        let delay = stored.delay_secs.min(rs.expiry_secs).max(1);
+        // Waits in the session like any delayed will: a clean-start connection publishes it at
+        // once, a resuming one drops it.
+        schedule_will(
+            shared,
+            &session,
+            stored.serial.clone(),
+            w,
+            delay,
+            generation,
+        );
     }
     shared
         .sessions

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
-use tollgate_mqtt::{ByteString, Bytes, Publish, PublishProperties, QoS, ReasonCode};
+use tollgate_mqtt::{ByteString, Bytes, Publish, PublishProperties, QoS, ReasonCode, Will};
 
 use crate::persist::{unix_ms, StoredMessage};
 use crate::router::SubOpts;
@@ -183,7 +183,25 @@ pub(crate) enum Control {
     /// Close now with this reason (v5 DISCONNECT), without publishing the will.
     Close { code: ReasonCode, reason: String },
     /// A new connection takes this session over; reply once state is handed back.
-    TakeOver(tokio::sync::oneshot::Sender<()>),
+    TakeOver(Handover),
+}
+
+/// A takeover request: what the new connection asks for, and where to say the old one is done.
+#[derive(Debug)]
+pub(crate) struct Handover {
+    /// Told once the old connection has handed its state back (and published its will if due).
+    pub ack: tokio::sync::oneshot::Sender<()>,
+    /// The new connection starts clean (Clean Start = 1, 3.1.1 CleanSession = 1): the old
+    /// session ends with the takeover, so a delayed will is due at once (MQTT 5 3.1.3.2.2).
+    pub clean_start: bool,
+}
+
+/// A will waiting for its delay after the connection ended (MQTT 5 Will Delay Interval).
+#[derive(Debug)]
+pub(crate) struct PendingWill {
+    pub will: Will,
+    /// The serial of the certificate the connection used (the will is authorized against it).
+    pub serial: String,
 }
 
 /// The live connection's control inbox: a queue and a wake-up, allocated only when used
@@ -229,6 +247,10 @@ pub(crate) struct Session {
     /// Will-delay and expiry timers of the last disconnect; aborted when the session reattaches,
     /// so reconnect loops cannot pile them up.
     pub timers: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// The will of the last connection while it waits for its delay: published by its timer,
+    /// or at once when the session ends first (clean-start takeover, expiry), or dropped when
+    /// the session resumes. Whoever takes it out publishes it, so it goes out at most once.
+    pub pending_will: Mutex<Option<Box<PendingWill>>>,
     /// The live connection's meter and transport (read by the control plane; the meter is
     /// written only by the connection).
     pub live: Mutex<Option<LiveConnection>>,
@@ -297,6 +319,7 @@ impl Session {
             state: Mutex::new(Some(SessionState::default())),
             durable: AtomicBool::new(false),
             timers: Mutex::new(Vec::new()),
+            pending_will: Mutex::new(None),
             live: Mutex::new(None),
         }
     }

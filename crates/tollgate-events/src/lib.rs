@@ -56,6 +56,10 @@ pub enum RefusalReason {
     TlsError,
     /// The MQTT client id does not agree with the certificate's device id.
     ClientIdMismatch,
+    /// The MQTT client id is refused whatever the certificate: an MQTT 3.1.1 zero-length client
+    /// id with CleanSession = 0 (a session that outlives the connection needs a name the client
+    /// can ask for again; MQTT-3.1.3-8).
+    ClientIdRejected,
     /// The first packet was malformed or not a CONNECT.
     MalformedPacket,
     /// Unsupported MQTT protocol version.
@@ -90,6 +94,7 @@ impl RefusalReason {
             R::BadCertificate => "bad_certificate",
             R::TlsError => "tls_error",
             R::ClientIdMismatch => "client_id_mismatch",
+            R::ClientIdRejected => "client_id_rejected",
             R::MalformedPacket => "malformed_packet",
             R::UnsupportedProtocol => "unsupported_protocol",
             R::Timeout => "timeout",

@@ -288,6 +288,7 @@ pub struct MqttSection {
     pub max_queued_bytes: usize,
     pub queue_full: String,
     pub topic_alias_maximum: u16,
+    pub max_outbound_topic_aliases: u16,
     pub max_keep_alive: u16,
     pub max_session_expiry_secs: u32,
     pub client_id: String,
@@ -318,6 +319,7 @@ impl Default for MqttSection {
             max_queued_bytes: b.max_queued_bytes,
             queue_full: "reject".into(),
             topic_alias_maximum: b.topic_alias_maximum,
+            max_outbound_topic_aliases: b.max_outbound_topic_aliases,
             max_keep_alive: b.max_keep_alive,
             max_session_expiry_secs: b.max_session_expiry,
             client_id: "exact".into(),
@@ -645,6 +647,7 @@ impl Config {
             max_queued_bytes: m.max_queued_bytes.max(1024),
             queue_full,
             topic_alias_maximum: m.topic_alias_maximum,
+            max_outbound_topic_aliases: m.max_outbound_topic_aliases,
             max_keep_alive: m.max_keep_alive,
             max_session_expiry: m.max_session_expiry_secs,
             client_id_rule,
@@ -794,6 +797,8 @@ max_queued_bytes = 67108864      # per session
 queue_full = "reject"            # full queue: "reject" the new message (MQTT 5 publishers get
                                  # PUBACK 0x97) or "drop-oldest"; counted and reported as events
 topic_alias_maximum = 64         # MQTT 5 topic aliases a client may use
+max_outbound_topic_aliases = 64  # MQTT 5 topic aliases Tollgate uses towards a client that
+                                 # allows them (its most sent topics); 0 = none
 max_keep_alive = 0               # seconds; 0 accepts the client's value
 max_session_expiry_secs = 604800 # cap on session expiry; also 3.1.1 persistent sessions
 client_id = "exact"              # "exact": client id = certificate device id; "prefix"; "any"

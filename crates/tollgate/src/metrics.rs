@@ -316,6 +316,12 @@ impl Collector for Live {
         )?;
         counter(
             e,
+            "tollgate_topic_alias_bytes_saved",
+            "Bytes not sent to MQTT 5 clients thanks to server-to-client topic aliases (net of the alias on each first use)",
+            load(&st.topic_alias_bytes_saved),
+        )?;
+        counter(
+            e,
             "tollgate_messages_persisted",
             "Messages written to the durable store (one per persistent session queued for)",
             load(&st.messages_persisted),

@@ -4,11 +4,12 @@
 use std::sync::atomic::Ordering;
 
 use tokio::time::Instant;
-use tollgate_mqtt::{Packet, Protocol, PubResp, Publish, PublishProperties, QoS};
+use tollgate_mqtt::{ByteString, Packet, Protocol, PubResp, Publish, PublishProperties, QoS};
 
 use crate::persist::Op;
 use crate::session::{Delivery, Message, Outbound};
 
+use super::aliases::{AliasTable, Choice};
 use super::{Conn, Now, MAX_BATCH, MAX_BATCH_BYTES};
 
 impl Conn {
@@ -116,6 +117,11 @@ impl Conn {
     }
 
     /// Encode one PUBLISH; false if it could not be sent (too large for the client).
+    ///
+    /// Its topic alias is chosen here, when it is encoded: the outbox never reorders packets, so
+    /// a topic's first use (topic and alias) reaches the wire before its alias-only uses, held
+    /// packets included. The size checked against the client's Maximum Packet Size is that of
+    /// what is sent; a topic whose first use would not fit with its alias goes without one.
     pub(super) fn encode_delivery(
         &mut self,
         d: &Delivery,
@@ -131,7 +137,7 @@ impl Conn {
                 u32::try_from(t.saturating_duration_since(now).as_secs().max(1)).unwrap_or(u32::MAX)
             });
         }
-        let p = Packet::Publish(Publish {
+        let mut p = Packet::Publish(Publish {
             dup,
             qos: d.qos,
             retain: d.retain,
@@ -140,7 +146,36 @@ impl Conn {
             payload: d.msg.payload.clone(),
             properties,
         });
-        if p.encoded_len(self.protocol) > self.client_max_packet {
+        let plain = p.encoded_len(self.protocol);
+        let mut size = plain;
+        let mut choice = Choice::Plain;
+        if let (true, Packet::Publish(publish)) = (self.out_alias_max > 0, &mut p) {
+            let max = self.out_alias_max;
+            let table = self
+                .out_aliases
+                .get_or_insert_with(|| Box::new(AliasTable::new(max)));
+            choice = table.choose(&d.msg.topic);
+            match choice {
+                Choice::Plain => {}
+                Choice::Known(alias) => {
+                    publish.topic = ByteString::new();
+                    publish.properties.topic_alias = Some(alias);
+                }
+                Choice::Assign(alias) => publish.properties.topic_alias = Some(alias),
+            }
+            if choice != Choice::Plain {
+                size = p.encoded_len(self.protocol);
+            }
+            if size > self.client_max_packet && matches!(choice, Choice::Assign(_)) {
+                // The first use does not fit with its alias: the topic alone may.
+                if let Packet::Publish(publish) = &mut p {
+                    publish.properties.topic_alias = None;
+                }
+                choice = Choice::Plain;
+                size = plain;
+            }
+        }
+        if size > self.client_max_packet {
             // MQTT 5 3.1.2.25: discard, as if delivered.
             self.shared
                 .stats
@@ -148,8 +183,17 @@ impl Conn {
                 .fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        self.out.push_after(after, p);
         let stats = &self.shared.stats;
+        if let (Some(table), false) = (self.out_aliases.as_mut(), choice == Choice::Plain) {
+            table.commit(&d.msg.topic, choice);
+            let saved = table.saved(plain, size);
+            if saved > 0 {
+                stats
+                    .topic_alias_bytes_saved
+                    .fetch_add(saved, Ordering::Relaxed);
+            }
+        }
+        self.out.push_after(after, p);
         let q = d.qos as usize;
         if let (Some(m), Some(b)) = (stats.messages_out.get(q), stats.bytes_out.get(q)) {
             m.fetch_add(1, Ordering::Relaxed);

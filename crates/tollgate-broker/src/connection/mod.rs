@@ -5,7 +5,9 @@
 //!   ([`crate::fanout`]), changes handed to the durable store, events and meters through the
 //!   [`crate::gate`]. No I/O, no clock of its own: it is unit-tested with a fake store.
 //! - [`delivery`]: moving queued deliveries from the session's mailbox into the outbox within
-//!   the in-flight window, and redelivery after a resumed session.
+//!   the in-flight window, and redelivery after a resumed session; each PUBLISH is encoded
+//!   there, with the topic alias [`aliases`] chooses for it (MQTT 5 clients that allow them).
+//! - [`aliases`]: the server-to-client topic alias table and its admission policy.
 //! - [`outbox`]: the write buffer and the acknowledgements held until the store's watermark
 //!   passes the changes they promise.
 //! - [`driver`]: the tokio loop. It reads bytes, waits for the mailbox, the control channel,
@@ -23,6 +25,7 @@
 //! PUBCOMP, SUBACK, UNSUBACK, and a QoS 2 PUBLISH whose packet id a redelivery must reuse) is
 //! held, in order, until the store's watermark passes the ticket of the changes it depends on.
 
+mod aliases;
 mod delivery;
 mod driver;
 mod outbox;
@@ -40,9 +43,9 @@ use tollgate_events::{EventKind, RefusalReason};
 use tollgate_mqtt::{ByteString, Protocol, QoS, ReasonCode, Will};
 
 use crate::gate::Gate;
-use crate::lifecycle::{destroy_session, schedule_expiry, schedule_will};
+use crate::lifecycle::{destroy_session, publish_will, schedule_expiry, schedule_will};
 use crate::persist::{unix_ms, Op};
-use crate::session::{Delivery, Session, SessionState};
+use crate::session::{Delivery, Handover, Session, SessionState};
 use crate::{PeerIdentity, Shared};
 
 pub(crate) use driver::run;
@@ -97,7 +100,7 @@ pub(crate) enum End {
     /// The control plane closed it (revocation, policy, shutdown): no will.
     Closed { code: ReasonCode, reason: String },
     /// A newer connection took the session over.
-    TakenOver(tokio::sync::oneshot::Sender<()>),
+    TakenOver(Handover),
 }
 
 pub(crate) struct Conn {
@@ -111,7 +114,12 @@ pub(crate) struct Conn {
     keep_alive: Option<Duration>,
     inflight_limit: usize,
     client_max_packet: usize,
+    /// Topic aliases the client set (client to server).
     aliases: Vec<Option<ByteString>>,
+    /// Topic aliases we may use towards the client (0: none).
+    out_alias_max: u16,
+    /// The aliases we set (server to client), made on the first PUBLISH when allowed.
+    out_aliases: Option<Box<aliases::AliasTable>>,
     will: Option<Will>,
     problem_info: bool,
     /// What goes to the client, and what waits for the store first.
@@ -211,9 +219,19 @@ impl Conn {
                 ("session taken over".to_owned(), true, Some(ack))
             }
         };
-        let will = will.filter(|_| will_due);
-        let will_published = will.is_some();
         let expiry = state.expiry_interval;
+        // When the will goes out (MQTT 5 3.1.3.2.2): after its delay (at most the session's
+        // expiry), unless the session ends first (publish now) or resumes first (drop it). A
+        // takeover with clean start ends the old session; one without resumes it.
+        let will = will.filter(|_| will_due).and_then(|w| {
+            let delay = w.properties.will_delay_interval.unwrap_or(0).min(expiry);
+            match &takeover {
+                Some(h) if h.clean_start => Some((w, 0)),
+                Some(_) if delay > 0 => None,
+                _ => Some((w, delay)),
+            }
+        });
+        let will_published = will.is_some();
         let generation = session.generation.load(Ordering::Acquire);
         if session.durable.load(Ordering::Acquire) && (expiry > 0 || takeover.is_some()) {
             // The expiry clock starts now; a will that is not due is forgotten.
@@ -257,11 +275,18 @@ impl Conn {
                 destroy_session(&shared, &session, &subs);
             }
         }
-        if let Some(ack) = takeover {
-            let _ = ack.send(());
+        // A will due now goes out before the new connection is told the session is free.
+        let will = match will {
+            Some((w, 0)) => {
+                publish_will(&shared, &session, &peer.serial, w);
+                None
+            }
+            delayed => delayed,
+        };
+        if let Some(h) = takeover {
+            let _ = h.ack.send(());
         }
-        if let Some(w) = will {
-            let delay = w.properties.will_delay_interval.unwrap_or(0).min(expiry);
+        if let Some((w, delay)) = will {
             schedule_will(&shared, &session, peer.serial.clone(), w, delay, generation);
         }
         if expiry > 0 {

@@ -54,6 +54,15 @@ impl Conn {
             );
         }
 
+        // MQTT-3.1.3-8: a 3.1.1 client with no client id must ask for a clean session, in every
+        // client id mode (a v5 server may assign one whatever Clean Start says, and does below).
+        if c.client_id.is_empty() && protocol == Protocol::V311 && !c.clean_start {
+            return refuse(
+                ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+                RefusalReason::ClientIdRejected,
+                "MQTT 3.1.1: a zero-length client id requires CleanSession = 1 (MQTT-3.1.3-8)",
+            );
+        }
         // Client id rule: the certificate decides who this is; the client id must agree.
         let mut assigned = None;
         let client_id: String = if c.client_id.is_empty() {
@@ -136,6 +145,15 @@ impl Conn {
                 .maximum_packet_size
                 .map_or(usize::MAX, |v| v as usize),
             aliases: Vec::new(),
+            out_alias_max: match protocol {
+                Protocol::V5 => c
+                    .properties
+                    .topic_alias_maximum
+                    .unwrap_or(0)
+                    .min(cfg.max_outbound_topic_aliases),
+                Protocol::V311 => 0,
+            },
+            out_aliases: None,
             will: c.will,
             problem_info: c.properties.request_problem_information.unwrap_or(true),
             out: Outbox::new(protocol, shared.watermark()),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tollgate_events::{Consumer, Delivery as Ev, EventBus};
+use tollgate_events::{Consumer, Delivery as Ev, EventBus, RefusalReason};
 use tollgate_mqtt::{
     decode, Bytes, BytesMut, Connect, ConnectProperties, Packet, Protocol, PubResp, Publish, QoS,
     ReasonCode, Subscribe, SubscriptionRequest, Will,
@@ -18,7 +18,7 @@ use tollgate_policy::{AccessSnapshot, DeviceAccess, Policy, Quarantine};
 use super::{Conn, End, Now};
 use crate::persist::{Durability, Op};
 use crate::session::{Control, ControlInbox};
-use crate::{Broker, BrokerConfig, PeerIdentity};
+use crate::{Broker, BrokerConfig, ClientIdRule, PeerIdentity};
 
 const POLICY: &str = r#"
 [[allow]]
@@ -741,4 +741,443 @@ async fn a_retained_publish_needs_the_retain_grant_and_fits_the_retained_caps_or
     assert_eq!(w.broker.retained_bytes(), 0);
     assert!(handle(&mut s2, retained("devices/s2/status", 5)).is_none());
     assert_eq!(ack(&sent(&mut s2)[0]), ("puback", 5, ReasonCode::SUCCESS));
+}
+
+/// `connect_packet` for an MQTT 5 client that allows `max` server topic aliases.
+fn with_aliases(c: Connect, max: u16) -> Connect {
+    Connect {
+        properties: ConnectProperties {
+            topic_alias_maximum: Some(max),
+            ..c.properties
+        },
+        ..c
+    }
+}
+
+/// Each delivery's topic as sent (empty for an alias alone) and its alias.
+fn wire_topics(ps: &[Publish]) -> Vec<(String, Option<u16>)> {
+    ps.iter()
+        .map(|p| (p.topic.to_string(), p.properties.topic_alias))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_3_1_1_empty_client_id_with_clean_session_0_is_rejected_in_every_client_id_mode() {
+    for rule in [ClientIdRule::Exact, ClientIdRule::Prefix, ClientIdRule::Any] {
+        let (bus, mut dispatcher) = EventBus::new(64, 1);
+        let config = BrokerConfig {
+            client_id_rule: rule,
+            ..BrokerConfig::default()
+        };
+        let w = World {
+            broker: Broker::new(config, bus, access(&[])),
+            events: dispatcher.consumer("test", 64),
+            store: None,
+        };
+        let peer = PeerIdentity {
+            device_id: "s1".into(),
+            serial: "serial-s1".into(),
+            addr: None,
+            tls_resumed: false,
+            connect_deadline: None,
+            cert_not_after: None,
+            transport: None,
+        };
+        let persistent_311 = Connect {
+            clean_start: false,
+            ..connect_packet("", Protocol::V311)
+        };
+        match Conn::accept(&w.broker.shared, &peer, persistent_311, Arc::default()).await {
+            Err((Protocol::V311, code, RefusalReason::ClientIdRejected, why)) => {
+                assert_eq!(code, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, "{rule:?}");
+                assert!(why.contains("MQTT-3.1.3-8"), "{why}");
+            }
+            Err(e) => panic!("{rule:?}: refused for another reason: {e:?}"),
+            Ok(_) => panic!("{rule:?}: accepted"),
+        }
+        assert_eq!(w.broker.session_count(), 0, "no session was made");
+        // A clean session with an empty id is fine (the device id is used), and so is an
+        // MQTT 5 client with an empty id whatever Clean Start says.
+        for c in [
+            connect_packet("", Protocol::V311),
+            Connect {
+                clean_start: false,
+                ..connect_packet("", Protocol::V5)
+            },
+        ] {
+            let protocol = c.protocol;
+            let mut conn = match Conn::accept(&w.broker.shared, &peer, c, Arc::default()).await {
+                Ok(conn) => conn,
+                Err(e) => panic!("{rule:?} {protocol:?}: refused: {e:?}"),
+            };
+            let out = sent(&mut conn);
+            assert!(
+                matches!(&out[..], [Packet::ConnAck(a)] if a.code == ReasonCode::SUCCESS),
+                "{out:?}"
+            );
+            conn.finish(End::Client { will: false });
+        }
+    }
+}
+
+#[tokio::test]
+async fn server_topic_aliases_send_each_topic_once_then_the_alias_alone_within_the_client_maximum()
+{
+    let w = World::new(&[], false);
+    let (mut be, _) = w
+        .connect("be", with_aliases(connect_packet("be", Protocol::V5), 2))
+        .await;
+    let (mut s1, _) = w.connect("s1", connect_packet("s1", Protocol::V5)).await;
+    let (mut s2, _) = w.connect("s2", connect_packet("s2", Protocol::V5)).await;
+    sent(&mut be);
+    handle(
+        &mut be,
+        subscribe(1, &["devices/+/telemetry", "devices/+/status"]),
+    );
+    sent(&mut be);
+    let (t1, t2, t3) = (
+        "devices/s1/telemetry",
+        "devices/s1/status",
+        "devices/s2/telemetry",
+    );
+    for topic in [t1, t2, t1, t2, t3, t3, t3, t2] {
+        let publisher = if topic == t3 { &mut s2 } else { &mut s1 };
+        handle(publisher, publish(topic, QoS::AtMostOnce, 0));
+    }
+    let got = deliveries(&mut be);
+    let s = |t: &str| t.to_owned();
+    assert_eq!(
+        wire_topics(&got),
+        [
+            (s(t1), Some(1)),
+            (s(t2), Some(2)),
+            (s(""), Some(1)),
+            (s(""), Some(2)),
+            // Both aliases taken: seen once, sent plain; seen again, it takes the least
+            // recently used alias (t1's), with its name.
+            (s(t3), None),
+            (s(t3), Some(1)),
+            (s(""), Some(1)),
+            (s(""), Some(2)),
+        ]
+    );
+    // Every alias-only PUBLISH saved its topic less the 3-byte property; the 3 bytes each of
+    // the three first uses are paid back first.
+    let saved = w
+        .broker
+        .stats()
+        .topic_alias_bytes_saved
+        .load(Ordering::Relaxed);
+    let gross = (t1.len() - 3) + 2 * (t2.len() - 3) + (t3.len() - 3);
+    assert_eq!(saved, (gross - 3 * 3) as u64);
+}
+
+#[tokio::test]
+async fn no_server_topic_alias_goes_to_a_client_that_did_not_allow_them() {
+    let off = BrokerConfig {
+        max_outbound_topic_aliases: 0,
+        ..BrokerConfig::default()
+    };
+    for (c, config) in [
+        (connect_packet("be", Protocol::V5), BrokerConfig::default()),
+        (
+            with_aliases(connect_packet("be", Protocol::V5), 0),
+            BrokerConfig::default(),
+        ),
+        (
+            with_aliases(connect_packet("be", Protocol::V311), 8),
+            BrokerConfig::default(),
+        ),
+        // The client allows them; the server's cap is 0.
+        (with_aliases(connect_packet("be", Protocol::V5), 8), off),
+    ] {
+        let what = format!("{:?} {:?}", c.protocol, c.properties.topic_alias_maximum);
+        let (bus, mut dispatcher) = EventBus::new(64, 1);
+        let w = World {
+            broker: Broker::new(config, bus, access(&[])),
+            events: dispatcher.consumer("test", 64),
+            store: None,
+        };
+        let (mut be, _) = w.connect("be", c).await;
+        let (mut s1, _) = w.connect("s1", connect_packet("s1", Protocol::V5)).await;
+        sent(&mut be);
+        handle(&mut be, subscribe(1, &["devices/+/telemetry"]));
+        sent(&mut be);
+        for _ in 0..3 {
+            handle(&mut s1, publish("devices/s1/telemetry", QoS::AtMostOnce, 0));
+        }
+        let got = deliveries(&mut be);
+        assert_eq!(
+            wire_topics(&got),
+            vec![("devices/s1/telemetry".to_owned(), None); 3],
+            "{what}"
+        );
+        assert!(be.out_aliases.is_none(), "{what}: no table was made");
+        assert_eq!(
+            w.broker
+                .stats()
+                .topic_alias_bytes_saved
+                .load(Ordering::Relaxed),
+            0
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_first_use_that_would_exceed_the_clients_maximum_packet_size_goes_without_an_alias() {
+    let w = World::new(&[], false);
+    let topic = "devices/s1/telemetry";
+    // Exactly the size of the plain delivery: the topic with its alias is 3 bytes over.
+    let plain = Packet::Publish(Publish {
+        topic: topic.into(),
+        payload: Bytes::from_static(b"21.5"),
+        ..Default::default()
+    })
+    .encoded_len(Protocol::V5);
+    let mut c = with_aliases(connect_packet("be", Protocol::V5), 4);
+    c.properties.maximum_packet_size = u32::try_from(plain).ok();
+    let (mut be, _) = w.connect("be", c).await;
+    let (mut s1, _) = w.connect("s1", connect_packet("s1", Protocol::V5)).await;
+    sent(&mut be);
+    handle(&mut be, subscribe(1, &["devices/+/telemetry"]));
+    sent(&mut be);
+    for _ in 0..3 {
+        handle(&mut s1, publish(topic, QoS::AtMostOnce, 0));
+    }
+    let got = deliveries(&mut be);
+    assert_eq!(
+        wire_topics(&got),
+        vec![(topic.to_owned(), None); 3],
+        "every message delivered, none with an alias the client was never told"
+    );
+    assert_eq!(w.broker.stats().messages_dropped.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn a_first_use_held_for_the_store_still_reaches_the_wire_before_its_alias_only_uses() {
+    let w = World::new(&[], true);
+    let store = w.store.clone().expect("durable world");
+    let (mut be, _) = w.connect("be", with_aliases(persistent("be"), 4)).await;
+    let (mut s1, _) = w.connect("s1", connect_packet("s1", Protocol::V5)).await;
+    store.commit();
+    sent(&mut be);
+    sent(&mut s1);
+    // The SUBACK waits for the store; what follows waits behind it, in order.
+    handle(&mut be, subscribe(1, &["devices/+/telemetry"]));
+    for _ in 0..3 {
+        handle(&mut s1, publish("devices/s1/telemetry", QoS::AtMostOnce, 0));
+    }
+    be.pump_mailbox(Now::current());
+    assert!(sent(&mut be).is_empty(), "all held behind the SUBACK");
+    store.commit();
+    let out = sent(&mut be);
+    assert!(matches!(out.first(), Some(Packet::SubAck(_))), "{out:?}");
+    let got: Vec<Publish> = out
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    let t = "devices/s1/telemetry".to_owned();
+    assert_eq!(
+        wire_topics(&got),
+        [
+            (t, Some(1)),
+            (String::new(), Some(1)),
+            (String::new(), Some(1))
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_resumed_session_starts_a_new_alias_table_and_resends_topic_names() {
+    let w = World::new(&[], false);
+    let (mut be, _) = w.connect("be", with_aliases(persistent("be"), 4)).await;
+    let (mut s1, _) = w.connect("s1", connect_packet("s1", Protocol::V5)).await;
+    sent(&mut be);
+    handle(&mut be, subscribe(1, &["devices/+/telemetry"]));
+    sent(&mut be);
+    for pid in 1..=2 {
+        handle(
+            &mut s1,
+            publish("devices/s1/telemetry", QoS::AtLeastOnce, pid),
+        );
+    }
+    let t = "devices/s1/telemetry".to_owned();
+    assert_eq!(
+        wire_topics(&deliveries(&mut be)),
+        [(t.clone(), Some(1)), (String::new(), Some(1))]
+    );
+    // Not acknowledged; the connection drops and the session resumes on a new one.
+    be.finish(End::Io("connection reset".into()));
+    let (mut be, _) = w.connect("be", with_aliases(persistent("be"), 4)).await;
+    let out = sent(&mut be);
+    let resent: Vec<Publish> = out
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    assert!(resent.iter().all(|p| p.dup), "{resent:?}");
+    assert_eq!(
+        wire_topics(&resent),
+        [(t, Some(1)), (String::new(), Some(1))],
+        "the new connection's first use names the topic again"
+    );
+}
+
+/// A v5 CONNECT for `client` with a will on `devices/<client>/status` delayed `delay` seconds
+/// and a session that outlives the connection.
+fn with_delayed_will(client: &str, clean_start: bool, delay: u32) -> Connect {
+    Connect {
+        clean_start,
+        will: Some(Will {
+            topic: format!("devices/{client}/status").into(),
+            payload: Bytes::from_static(b"gone"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: tollgate_mqtt::WillProperties {
+                will_delay_interval: Some(delay),
+                ..Default::default()
+            },
+        }),
+        ..persistent(client)
+    }
+}
+
+/// Take the session of the live connection `first` over with `second`, as the driver would.
+async fn take_over(w: &World, first: Conn, inbox: &ControlInbox, second: Connect) -> Conn {
+    let shared = Arc::clone(&w.broker.shared);
+    let new = tokio::spawn(async move {
+        let peer = PeerIdentity {
+            device_id: "s1".into(),
+            serial: "serial-s1".into(),
+            addr: None,
+            tls_resumed: false,
+            connect_deadline: None,
+            cert_not_after: None,
+            transport: None,
+        };
+        Conn::accept(&shared, &peer, second, Arc::default())
+            .await
+            .map_err(|e| format!("{e:?}"))
+    });
+    let Control::TakeOver(h) = tokio::time::timeout(Duration::from_secs(1), inbox.recv())
+        .await
+        .expect("a takeover request")
+    else {
+        panic!("expected TakeOver")
+    };
+    first.finish(End::TakenOver(h));
+    tokio::time::timeout(Duration::from_secs(1), new)
+        .await
+        .expect("takeover completes")
+        .expect("task")
+        .expect("accepted")
+}
+
+/// A backend subscribed to every status topic, its SUBACK read.
+async fn status_watcher(w: &World) -> Conn {
+    let (mut be, _) = w.connect("be", connect_packet("be", Protocol::V5)).await;
+    sent(&mut be);
+    handle(&mut be, subscribe(1, &["devices/+/status"]));
+    sent(&mut be);
+    be
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_clean_start_takeover_publishes_the_old_connections_delayed_will_at_once() {
+    let w = World::new(&[], false);
+    let mut be = status_watcher(&w).await;
+    let (first, inbox) = w.connect("s1", with_delayed_will("s1", false, 300)).await;
+    let _second = take_over(&w, first, &inbox, connect_packet("s1", Protocol::V5)).await;
+    let got = deliveries(&mut be);
+    assert_eq!(
+        got.iter()
+            .map(|p| (p.topic.to_string(), p.payload.clone()))
+            .collect::<Vec<_>>(),
+        [("devices/s1/status".to_owned(), Bytes::from_static(b"gone"))],
+        "the old session ended with the takeover: its will is due now, not in 300 s"
+    );
+    // Timers start when first polled: let them, then let the will delay pass.
+    tokio::task::yield_now().await;
+    tokio::time::advance(Duration::from_secs(301)).await;
+    tokio::task::yield_now().await;
+    assert!(deliveries(&mut be).is_empty(), "published once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_takeover_that_resumes_the_session_cancels_the_delayed_will() {
+    let w = World::new(&[], false);
+    let mut be = status_watcher(&w).await;
+    let (first, inbox) = w.connect("s1", with_delayed_will("s1", false, 300)).await;
+    let second = take_over(&w, first, &inbox, persistent("s1")).await;
+    assert!(deliveries(&mut be).is_empty());
+    // Timers start when first polled: let them, then let the will delay pass.
+    tokio::task::yield_now().await;
+    tokio::time::advance(Duration::from_secs(301)).await;
+    tokio::task::yield_now().await;
+    assert!(
+        deliveries(&mut be).is_empty(),
+        "the session went on: no will, now or after the delay"
+    );
+    assert!(second.session.pending_will.lock().is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delayed_will_waiting_in_an_offline_session_goes_out_when_a_clean_start_ends_it() {
+    let w = World::new(&[], false);
+    let mut be = status_watcher(&w).await;
+    // The network drops: the will waits for its delay.
+    let (first, _) = w.connect("s1", with_delayed_will("s1", false, 300)).await;
+    first.finish(End::Io("connection reset".into()));
+    tokio::task::yield_now().await;
+    assert!(deliveries(&mut be).is_empty(), "delayed");
+    // A connection resuming the session drops it...
+    let (again, _) = w.connect("s1", persistent("s1")).await;
+    assert!(again.session.pending_will.lock().is_none());
+    // Timers start when first polled: let them, then let the will delay pass.
+    tokio::task::yield_now().await;
+    tokio::time::advance(Duration::from_secs(301)).await;
+    tokio::task::yield_now().await;
+    assert!(deliveries(&mut be).is_empty(), "resumed in time: no will");
+    again.finish(End::Client { will: false });
+    // ...one starting clean ends the session, and with it the wait.
+    let (first, _) = w.connect("s1", with_delayed_will("s1", false, 300)).await;
+    first.finish(End::Io("connection reset".into()));
+    tokio::task::yield_now().await;
+    assert!(deliveries(&mut be).is_empty(), "delayed");
+    let (_clean, _) = w.connect("s1", connect_packet("s1", Protocol::V5)).await;
+    let got = deliveries(&mut be);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(&*got[0].topic, "devices/s1/status");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_will_delayed_past_the_session_expiry_goes_out_once_when_the_session_ends() {
+    let w = World::new(&[], false);
+    let mut be = status_watcher(&w).await;
+    let mut c = with_delayed_will("s1", false, 600);
+    c.properties.session_expiry_interval = Some(300);
+    let (first, _) = w.connect("s1", c).await;
+    first.finish(End::Io("connection reset".into()));
+    // Let the timers start (their sleeps begin when first polled).
+    tokio::task::yield_now().await;
+    tokio::time::advance(Duration::from_secs(299)).await;
+    tokio::task::yield_now().await;
+    assert!(deliveries(&mut be).is_empty(), "not yet");
+    // The will timer and the expiry timer both end at 300 s: whichever runs first publishes.
+    tokio::time::advance(Duration::from_secs(2)).await;
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
+    }
+    let got = deliveries(&mut be);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        w.broker.session_count(),
+        1,
+        "only the watcher's session is left"
+    );
 }

@@ -117,6 +117,10 @@ class Runner:
                     entry["message_expiry"] = props.MessageExpiryInterval
                 if hasattr(props, "SubscriptionIdentifier"):
                     entry["subscription_ids"] = props.SubscriptionIdentifier
+                # paho does not resolve server topic aliases: "topic" is what came over the
+                # wire (empty for an alias alone); the test resolves it.
+                if hasattr(props, "TopicAlias"):
+                    entry["topic_alias"] = props.TopicAlias
             self.messages.append(entry)
             self.cond.notify_all()
 
@@ -174,6 +178,8 @@ class Runner:
                     props.MaximumPacketSize = s["maximum_packet_size"]
                 if "receive_maximum" in s:
                     props.ReceiveMaximum = s["receive_maximum"]
+                if "topic_alias_maximum" in s:
+                    props.TopicAliasMaximum = s["topic_alias_maximum"]
                 kwargs["clean_start"] = s.get("clean", True)
                 kwargs["properties"] = props
             try:
