@@ -213,3 +213,57 @@ fn a_reload_adding_a_deny_rule_filters_a_live_subscription_without_closing_it() 
     assert_eq!(topics(7), vec!["secrets/x after", "done 2"]);
     assert_eq!(s.count_events("subscription_revoked"), 0);
 }
+
+/// `policy explain` (against the running server and offline) says what a granted subscription
+/// withholds, and `policy lint` describes the filtering instead of a refusal.
+#[test]
+fn explain_and_lint_describe_a_filtered_subscription() {
+    let s = Server::start_with(&[], POLICY);
+    s.add_device("watcher", &["watchers"]);
+    let withheld = "=> ALLOWED by allow[2] (watchers); messages matching secrets/# are withheld \
+                    (deny rule no-secrets)";
+    let out = s.cli(&["policy", "explain", "--device", "watcher", "--subscribe", "#"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains(withheld), "{text}");
+    let out = s.cli(&[
+        "policy",
+        "explain",
+        "--device",
+        "watcher",
+        "--subscribe",
+        "secrets/+/keys",
+        "--json",
+    ]);
+    let v: Value = serde_json::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    assert_eq!(out.status.code(), Some(3), "{v:#}");
+    assert_eq!(v["denied_by"], "no-secrets", "{v:#}");
+
+    let file = s.data.join("policy.toml");
+    let file = file.to_str().unwrap();
+    let out = s.cli(&[
+        "policy",
+        "explain",
+        file,
+        "--device",
+        "watcher",
+        "--group",
+        "watchers",
+        "--subscribe",
+        "#",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains(withheld), "{text}");
+
+    let out = s.cli(&["policy", "lint", file]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains(
+            "a subscription to `#` is granted, but messages matching `secrets/#` are withheld \
+             from it by deny rule no-secrets"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("will be refused"), "{text}");
+}
