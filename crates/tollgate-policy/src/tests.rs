@@ -1006,14 +1006,18 @@ subscribe = ["devices/${device.group}/secret"]
     let p2 = policy(
         "[[allow]]\nwho = \"*\"\nsubscribe = [\"#\"]\n[[deny]]\nwho = \"*\"\nsubscribe = [\"${device.id}\"]\n",
     );
-    assert!(compile(&p2, "", &[]).can_subscribe("+"));
-    assert!(!compile(&p2, "x", &[]).can_subscribe("+"));
+    assert_eq!(decision(&compile(&p2, "", &[]), "+"), "granted");
+    assert_eq!(decision(&compile(&p2, "x", &[]), "+"), "withheld: x (deny[1])");
+    assert_eq!(decision(&compile(&p2, "x", &[]), "x"), "refused");
     // Group deny applies per group.
     let c = compile(&p, "d", &["g", "h"]);
-    assert!(!c.can_subscribe("devices/g/secret"));
-    assert!(!c.can_subscribe("devices/h/#"));
-    assert!(!c.can_subscribe("devices/+/secret"));
-    assert!(c.can_subscribe("devices/i/#"));
+    assert_eq!(decision(&c, "devices/g/secret"), "refused");
+    assert_eq!(decision(&c, "devices/h/#"), "withheld: devices/h/secret (deny[1])");
+    assert_eq!(
+        decision(&c, "devices/+/secret"),
+        "withheld: devices/g/secret (deny[1]), devices/h/secret (deny[1])"
+    );
+    assert_eq!(decision(&c, "devices/i/#"), "granted");
 }
 
 // ---------------------------------------------------------------- explain
