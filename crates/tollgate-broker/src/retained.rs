@@ -532,13 +532,16 @@ mod trie_tests {
             s.insert(msg(t), None);
         }
         for f in [
-            "#", "+", "a/#", "a/+", "a/+/c", "+/b/c", "/+", "+/+", "$SYS/#", "$SYS/+", "+/#",
-            "a", "a/b", "a//c", "nope/#", "a/b/c/#", "+/$x", "/#",
+            "#", "+", "a/#", "a/+", "a/+/c", "+/b/c", "/+", "+/+", "$SYS/#", "$SYS/+", "+/#", "a",
+            "a/b", "a//c", "nope/#", "a/b/c/#", "+/$x", "/#",
         ] {
             assert_eq!(matching(&s, f), scanned(&s, f), "filter {f}");
         }
         assert_eq!(matching(&s, "#").len(), 8, "no $ topic under #");
-        assert_eq!(matching(&s, "a/#"), vec!["a", "a/$x", "a//c", "a/b", "a/b/c"]);
+        assert_eq!(
+            matching(&s, "a/#"),
+            vec!["a", "a/$x", "a//c", "a/b", "a/b/c"]
+        );
     }
 
     #[test]

@@ -432,11 +432,11 @@ mod tests {
         assert_eq!(matches(&r, "secrets"), vec![2]);
         let g = r.snapshot();
         let mut withheld = 0;
-        r.for_each_match(&g, "secrets/x", &mut |m| withheld += usize::from(m.withheld));
+        r.for_each_match(&g, "secrets/x", &mut |m| {
+            withheld += usize::from(m.withheld)
+        });
         assert_eq!(withheld, 1);
-        assert!(r
-            .delivery_filter("#", None, 1)
-            .is_some_and(|f| f.is_some()));
+        assert!(r.delivery_filter("#", None, 1).is_some_and(|f| f.is_some()));
         assert!(r.delivery_filter("#", None, 2).is_some_and(|f| f.is_none()));
         assert!(r.delivery_filter("#", None, 3).is_none());
         // Replacing the subscription replaces its filter.
@@ -467,7 +467,9 @@ mod tests {
         assert_eq!(matches(&r, "t/secret/1"), Vec::<u64>::new());
         let g = r.snapshot();
         let mut withheld = 0;
-        r.for_each_match(&g, "t/secret/1", &mut |m| withheld += usize::from(m.withheld));
+        r.for_each_match(&g, "t/secret/1", &mut |m| {
+            withheld += usize::from(m.withheld)
+        });
         assert_eq!(withheld, 1);
     }
 

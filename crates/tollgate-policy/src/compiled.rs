@@ -262,7 +262,11 @@ pub(crate) fn compile(rules: &[(Rule, RuleInternal)], identity: &Identity<'_>) -
         match rule.effect {
             Effect::Allow => {
                 add(&mut compiled.allow_publish, &internal.publish, rule.effect);
-                add(&mut compiled.allow_subscribe, &internal.subscribe, rule.effect);
+                add(
+                    &mut compiled.allow_subscribe,
+                    &internal.subscribe,
+                    rule.effect,
+                );
                 add(&mut compiled.allow_retain, &internal.retain, rule.effect);
             }
             Effect::Deny => {

@@ -113,10 +113,7 @@ pub(crate) fn explain(
                         format!("messages matching {pattern} are withheld (deny rule {rule})")
                     })
                     .collect();
-                (
-                    true,
-                    format!("ALLOWED by {allow}; {}", clauses.join("; ")),
-                )
+                (true, format!("ALLOWED by {allow}; {}", clauses.join("; ")))
             }
             (None, None) => (
                 false,

@@ -695,7 +695,15 @@ subscribe = ["a/b/secret"]
     }
     assert_eq!(decision(&c, "a/b/secret"), "refused");
     assert!(!c.can_subscribe("a/b/secret"));
-    for f in ["a/c/#", "a/b/public", "a/b", "a/b/secret/x", "a/+", "a/+/+/+/#", "a"] {
+    for f in [
+        "a/c/#",
+        "a/b/public",
+        "a/b",
+        "a/b/secret/x",
+        "a/+",
+        "a/+/+/+/#",
+        "a",
+    ] {
         assert_eq!(decision(&c, f), "granted", "{f}");
     }
     // Not covered by an allow rule: refused, deny or not.
@@ -767,7 +775,10 @@ fn delivery_filters_instantiate_templates_and_follow_groups() {
         "[[deny]]\nid = \"group-admin\"\nwho = \"group:field\"\nsubscribe = [\"fleet/${device.group}/admin/#\"]\n",
     ));
     let c = compile(&p, "pump-7", &[]);
-    assert_eq!(decision(&c, "fleet/#"), "withheld: fleet/pump-7/keys (own-keys)");
+    assert_eq!(
+        decision(&c, "fleet/#"),
+        "withheld: fleet/pump-7/keys (own-keys)"
+    );
     assert_eq!(decision(&c, "fleet/pump-8/#"), "granted");
     assert_eq!(decision(&c, "fleet/pump-7/keys"), "refused");
     let c = compile(&p, "pump-7", &["field", "north"]);
@@ -785,7 +796,10 @@ fn delivery_filters_instantiate_templates_and_follow_groups() {
     assert_eq!(decision(&c, "fleet/south/admin/#"), "granted");
     // Not in group field: the group rule does not apply.
     let c = compile(&p, "pump-7", &["north"]);
-    assert_eq!(decision(&c, "fleet/#"), "withheld: fleet/pump-7/keys (own-keys)");
+    assert_eq!(
+        decision(&c, "fleet/#"),
+        "withheld: fleet/pump-7/keys (own-keys)"
+    );
     assert_eq!(decision(&c, "fleet/north/admin/#"), "granted");
     // A device id that is not a plain level never widens a deny into a wildcard.
     let c = compile(&p, "+", &[]);
@@ -824,7 +838,10 @@ fn explain_says_which_topics_a_granted_subscription_withholds() {
         Some("no-secrets")
     );
     let e = p.explain(&id, Action::Subscribe, "open/#");
-    assert_eq!(e.steps.last().map(String::as_str), Some("=> ALLOWED by allow[1] (all)"));
+    assert_eq!(
+        e.steps.last().map(String::as_str),
+        Some("=> ALLOWED by allow[1] (all)")
+    );
 }
 
 #[test]
@@ -1007,12 +1024,18 @@ subscribe = ["devices/${device.group}/secret"]
         "[[allow]]\nwho = \"*\"\nsubscribe = [\"#\"]\n[[deny]]\nwho = \"*\"\nsubscribe = [\"${device.id}\"]\n",
     );
     assert_eq!(decision(&compile(&p2, "", &[]), "+"), "granted");
-    assert_eq!(decision(&compile(&p2, "x", &[]), "+"), "withheld: x (deny[1])");
+    assert_eq!(
+        decision(&compile(&p2, "x", &[]), "+"),
+        "withheld: x (deny[1])"
+    );
     assert_eq!(decision(&compile(&p2, "x", &[]), "x"), "refused");
     // Group deny applies per group.
     let c = compile(&p, "d", &["g", "h"]);
     assert_eq!(decision(&c, "devices/g/secret"), "refused");
-    assert_eq!(decision(&c, "devices/h/#"), "withheld: devices/h/secret (deny[1])");
+    assert_eq!(
+        decision(&c, "devices/h/#"),
+        "withheld: devices/h/secret (deny[1])"
+    );
     assert_eq!(
         decision(&c, "devices/+/secret"),
         "withheld: devices/g/secret (deny[1]), devices/h/secret (deny[1])"

@@ -99,7 +99,12 @@ fn hash_subscriber_with_a_deny_rule_receives_everything_but_the_denied_topics_v3
         let got = finish(sub, Duration::from_secs(10));
         assert_eq!(
             got.lines().collect::<Vec<_>>(),
-            vec!["open/state retained-open", "a/b m1", "secretsx/1 m2", "done end"],
+            vec![
+                "open/state retained-open",
+                "a/b m1",
+                "secretsx/1 m2",
+                "done end"
+            ],
             "MQTT {version}"
         );
     }
@@ -108,7 +113,9 @@ fn hash_subscriber_with_a_deny_rule_receives_everything_but_the_denied_topics_v3
     // No subscription was refused; each was reported filtered once, with no event per withheld
     // message.
     assert_eq!(s.count_events("subscribe_denied"), 0);
-    let e = s.wait_event("subscription_filtered", |e| e["type"] == "subscription_filtered");
+    let e = s.wait_event("subscription_filtered", |e| {
+        e["type"] == "subscription_filtered"
+    });
     assert_eq!(e["withheld"], json!(["secrets/#"]), "{e}");
     assert_eq!(e["rules"], json!(["no-secrets"]), "{e}");
     assert_eq!(s.count_events("subscription_filtered"), 2);
@@ -204,7 +211,13 @@ fn a_reload_adding_a_deny_rule_filters_a_live_subscription_without_closing_it() 
             .as_array()
             .unwrap()
             .iter()
-            .map(|m| format!("{} {}", m["topic"].as_str().unwrap(), m["payload"].as_str().unwrap()))
+            .map(|m| {
+                format!(
+                    "{} {}",
+                    m["topic"].as_str().unwrap(),
+                    m["payload"].as_str().unwrap()
+                )
+            })
             .collect()
     };
     assert_eq!(topics(2), vec!["secrets/x before"]);
@@ -222,7 +235,14 @@ fn explain_and_lint_describe_a_filtered_subscription() {
     s.add_device("watcher", &["watchers"]);
     let withheld = "=> ALLOWED by allow[2] (watchers); messages matching secrets/# are withheld \
                     (deny rule no-secrets)";
-    let out = s.cli(&["policy", "explain", "--device", "watcher", "--subscribe", "#"]);
+    let out = s.cli(&[
+        "policy",
+        "explain",
+        "--device",
+        "watcher",
+        "--subscribe",
+        "#",
+    ]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains(withheld), "{text}");

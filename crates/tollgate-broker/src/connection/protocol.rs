@@ -1003,7 +1003,14 @@ impl Conn {
                 self.gate
                     .subscription_filtered(&self.shared, &filter, &withholding);
             }
-            self.add_subscription(filter, &inner, group.as_deref(), opts, withholding, &mut ops);
+            self.add_subscription(
+                filter,
+                &inner,
+                group.as_deref(),
+                opts,
+                withholding,
+                &mut ops,
+            );
         }
         self.persist(ops);
     }

@@ -760,7 +760,8 @@ fn access_with(deny: &str) -> Arc<AccessSnapshot> {
     Arc::new(a)
 }
 
-const DENY_S2: &str = "[[deny]]\nid = \"not-s2\"\nwho = \"group:backend\"\nsubscribe = [\"devices/s2/#\"]\n";
+const DENY_S2: &str =
+    "[[deny]]\nid = \"not-s2\"\nwho = \"group:backend\"\nsubscribe = [\"devices/s2/#\"]\n";
 
 /// Issue 15: a filter covered by an allow rule that overlaps a deny rule is granted (SUBACK at
 /// the requested QoS, the withheld topics in the v5 reason string) and the denied topics are
@@ -768,7 +769,8 @@ const DENY_S2: &str = "[[deny]]\nid = \"not-s2\"\nwho = \"group:backend\"\nsubsc
 #[tokio::test]
 async fn a_subscription_overlapping_a_deny_rule_is_granted_and_withholds_the_denied_topics() {
     let mut w = World::new(&[], false);
-    w.broker.set_access(access_with(DENY_S2), &crate::Changed::All);
+    w.broker
+        .set_access(access_with(DENY_S2), &crate::Changed::All);
     let (mut be, _) = w.connect("be", connect_packet("be", Protocol::V5)).await;
     let (mut s1, _) = w.connect("s1", connect_packet("s1", Protocol::V5)).await;
     let (mut s2, _) = w.connect("s2", connect_packet("s2", Protocol::V5)).await;
@@ -781,7 +783,14 @@ async fn a_subscription_overlapping_a_deny_rule_is_granted_and_withholds_the_den
     sent(&mut s2);
     handle(
         &mut be,
-        subscribe(1, &["devices/+/telemetry", "devices/+/status", "devices/s2/telemetry"]),
+        subscribe(
+            1,
+            &[
+                "devices/+/telemetry",
+                "devices/+/status",
+                "devices/s2/telemetry",
+            ],
+        ),
     );
     let out = sent(&mut be);
     let Some(Packet::SubAck(a)) = out.first() else {
@@ -812,8 +821,14 @@ async fn a_subscription_overlapping_a_deny_rule_is_granted_and_withholds_the_den
         .chain(deliveries(&mut be).into_iter().map(|p| p.topic.to_string()))
         .collect();
     assert_eq!(retained_topics, ["devices/s1/status"]);
-    handle(&mut s2, publish("devices/s2/telemetry", QoS::AtLeastOnce, 2));
-    handle(&mut s1, publish("devices/s1/telemetry", QoS::AtLeastOnce, 2));
+    handle(
+        &mut s2,
+        publish("devices/s2/telemetry", QoS::AtLeastOnce, 2),
+    );
+    handle(
+        &mut s1,
+        publish("devices/s1/telemetry", QoS::AtLeastOnce, 2),
+    );
     let got: Vec<String> = deliveries(&mut be)
         .iter()
         .map(|p| p.topic.to_string())
@@ -843,20 +858,34 @@ async fn recheck_recomputes_a_live_subscriptions_delivery_filter() {
     sent(&mut be);
     assert_eq!(routed(&w, &be), Some(None), "granted without a filter");
     // Queued for `be` before the change, not yet sent.
-    handle(&mut s2, publish("devices/s2/telemetry", QoS::AtLeastOnce, 1));
-    handle(&mut s1, publish("devices/s1/telemetry", QoS::AtLeastOnce, 1));
+    handle(
+        &mut s2,
+        publish("devices/s2/telemetry", QoS::AtLeastOnce, 1),
+    );
+    handle(
+        &mut s1,
+        publish("devices/s1/telemetry", QoS::AtLeastOnce, 1),
+    );
 
-    w.broker.set_access(access_with(DENY_S2), &crate::Changed::All);
+    w.broker
+        .set_access(access_with(DENY_S2), &crate::Changed::All);
     assert!(be.recheck().is_none(), "filtering does not disconnect");
     assert!(routed(&w, &be).is_some_and(|f| f.is_some()));
     let ev = w.event("subscription_filtered").await;
     assert_eq!(ev["withheld"], serde_json::json!(["devices/s2/#"]));
-    handle(&mut s2, publish("devices/s2/telemetry", QoS::AtLeastOnce, 2));
+    handle(
+        &mut s2,
+        publish("devices/s2/telemetry", QoS::AtLeastOnce, 2),
+    );
     let got: Vec<String> = deliveries(&mut be)
         .iter()
         .map(|p| p.topic.to_string())
         .collect();
-    assert_eq!(got, ["devices/s1/telemetry"], "the queued s2 message was dropped");
+    assert_eq!(
+        got,
+        ["devices/s1/telemetry"],
+        "the queued s2 message was dropped"
+    );
 
     // The deny rule goes: unfiltered again, said with an empty `withheld`.
     w.broker.set_access(access(&[]), &crate::Changed::All);
@@ -864,7 +893,10 @@ async fn recheck_recomputes_a_live_subscriptions_delivery_filter() {
     assert_eq!(routed(&w, &be), Some(None));
     let ev = w.event("subscription_filtered").await;
     assert_eq!(ev["withheld"], serde_json::json!([]));
-    handle(&mut s2, publish("devices/s2/telemetry", QoS::AtLeastOnce, 3));
+    handle(
+        &mut s2,
+        publish("devices/s2/telemetry", QoS::AtLeastOnce, 3),
+    );
     assert_eq!(deliveries(&mut be).len(), 1);
 
     // A deny rule that covers the filter: refused now, removed.
