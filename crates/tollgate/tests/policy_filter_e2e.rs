@@ -58,18 +58,6 @@ fn publish(s: &Server, dev: &support::Device, topic: &str, payload: &str, retain
     );
 }
 
-/// Replace the policy file atomically (write beside it, then rename) and wait for the reload.
-/// `Server::set_policy` rewrites the file in place, and a watcher tick between the truncation and
-/// the write can load an empty (deny-all) policy, which would revoke the live subscription this
-/// test watches being re-filtered.
-fn replace_policy(s: &Server, text: &str) {
-    let reloads = s.count_events("policy_reloaded");
-    let tmp = s.data.join("policy.toml.new");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, s.data.join("policy.toml")).unwrap();
-    s.nth_event("policy_reloaded", reloads);
-}
-
 fn metric(s: &Server, name: &str) -> u64 {
     let addrs: Value =
         serde_json::from_str(&std::fs::read_to_string(s.data.join("run/addresses.json")).unwrap())
@@ -198,7 +186,7 @@ fn a_reload_adding_a_deny_rule_filters_a_live_subscription_without_closing_it() 
     sub.wait_step(1);
     publish(&s, &publisher, "secrets/x", "before", false);
     sub.wait_step(2);
-    replace_policy(&s, POLICY);
+    assert!(s.set_policy(POLICY));
     // The live subscription's re-check has its delivery filter (the readiness signal).
     let e = s.wait_event("subscription_filtered", |e| {
         e["type"] == "subscription_filtered" && e["withheld"] == json!(["secrets/#"])
@@ -210,7 +198,7 @@ fn a_reload_adding_a_deny_rule_filters_a_live_subscription_without_closing_it() 
     publish(&s, &publisher, "done", "1", false);
     std::fs::write(s.data.join("go-1"), "").unwrap();
     sub.wait_step(5);
-    replace_policy(&s, POLICY_WITHOUT_DENY);
+    assert!(s.set_policy(POLICY_WITHOUT_DENY));
     s.wait_event("subscription_filtered (no longer)", |e| {
         e["type"] == "subscription_filtered" && e["withheld"] == json!([])
     });
