@@ -1,5 +1,6 @@
 //! Fan-out: routing one message to every matching subscription (one copy per session, at the
-//! highest QoS of its overlapping subscriptions), handing durable deliveries to the store
+//! highest QoS of its overlapping subscriptions, never through a subscription whose delivery
+//! filter withholds the topic), handing durable deliveries to the store
 //! before any subscriber can see them, and the retained-message store. The payload is shared
 //! (`Arc<Message>`), never copied per subscriber; each delivery touches only the receiving
 //! session's own mailbox lock.
@@ -36,8 +37,20 @@ impl Shared {
     ) -> Routed {
         let guard = self.router.snapshot();
         let mut targets: Vec<router::Match<'_>> = Vec::new();
-        self.router
-            .for_each_match(&guard, &msg.topic, &mut |m| targets.push(m));
+        let mut withheld: u64 = 0;
+        self.router.for_each_match(&guard, &msg.topic, &mut |m| {
+            if m.withheld {
+                withheld += 1;
+            } else {
+                targets.push(m);
+            }
+        });
+        if withheld > 0 {
+            // Subscriptions whose delivery filter (a deny rule they overlap) withholds the topic.
+            self.stats
+                .messages_filtered
+                .fetch_add(withheld, Ordering::Relaxed);
+        }
         let mut out = Routed::default();
         if targets.is_empty() {
             out.ticket = with.map_or(0, |op| self.persist(vec![op]));

@@ -1,7 +1,8 @@
 //! The gate: every authorization decision a connection needs, in one place.
 //!
 //! CONNECT (revoked serial, expired certificate, unknown device, will topic), PUBLISH,
-//! SUBSCRIBE, redelivery of queued messages and the re-check after a snapshot change are all
+//! SUBSCRIBE (with the delivery filter of a subscription that overlaps deny rules, which the
+//! router then applies per message), redelivery of queued messages and the re-check after a snapshot change are all
 //! decided here, against the policy compiled for the device in its current access state (the
 //! normal policy, or the quarantine policy while any quarantine reason holds). A denial is
 //! counted (fleet-wide [`crate::Stats`] and the connection's [`Meter`]) and becomes an event
@@ -13,10 +14,14 @@ use std::sync::Arc;
 
 use tollgate_events::{EventKind, RefusalReason};
 use tollgate_mqtt::{QoS, ReasonCode};
-use tollgate_policy::{AccessSnapshot, CompiledPolicy};
+use tollgate_policy::{AccessSnapshot, CompiledPolicy, DeliveryFilter, SubscriptionDecision};
 
 use crate::meter::{Meter, TokenBucket};
 use crate::{PeerIdentity, Shared};
+
+/// A granted subscription's delivery filter: the topics deny rules withhold from it (`None`:
+/// every message its filter matches may be delivered).
+pub(crate) type Withholding = Option<Arc<DeliveryFilter>>;
 
 /// Why CONNECT was refused by the gate.
 pub(crate) type Refusal = (ReasonCode, RefusalReason, &'static str);
@@ -213,12 +218,13 @@ impl Gate {
         Some(Err(self.deny_publish(shared, topic, qos, "report")))
     }
 
-    /// May the device SUBSCRIBE to `filter` (`inner`: without `$share/GROUP/`)? Counts and
-    /// reports a denial.
-    pub fn subscribe(&self, shared: &Shared, filter: &str, inner: &str) -> bool {
+    /// May the device SUBSCRIBE to `filter` (`inner`: without `$share/GROUP/`)? `Some` with the
+    /// subscription's delivery filter when granted (a filter that overlaps deny rules is granted
+    /// with their topics withheld); `None`, counted and reported, when refused.
+    pub fn subscribe(&self, shared: &Shared, filter: &str, inner: &str) -> Option<Withholding> {
         self.meter.subscribed(inner);
-        if self.policy.can_subscribe(inner) {
-            return true;
+        if let Some(w) = self.may_hold(inner) {
+            return Some(w);
         }
         shared
             .stats
@@ -235,19 +241,40 @@ impl Gate {
             quarantine: self.quarantine.as_deref().map(str::to_owned),
             rule,
         });
-        false
+        None
     }
 
-    /// May the device still hold the subscription `inner` (no event: the caller reports a
-    /// removal with [`Gate::subscription_removed`]).
-    pub fn may_hold(&self, inner: &str) -> bool {
-        self.policy.can_subscribe(inner)
+    /// May the device still hold the subscription `inner`, and with which delivery filter? (No
+    /// event: the caller reports a removal with [`Gate::subscription_removed`].)
+    pub fn may_hold(&self, inner: &str) -> Option<Withholding> {
+        match self.policy.subscription(inner) {
+            SubscriptionDecision::Refused => None,
+            SubscriptionDecision::Granted => Some(None),
+            SubscriptionDecision::Filtered(f) => Some(Some(Arc::new(f))),
+        }
     }
 
     /// May a queued or in-flight message on `topic` still go to the device? (A message it may
-    /// no longer read is dropped silently: its subscription's removal was reported.)
+    /// no longer read is dropped silently: its subscription's removal was reported.) A topic a
+    /// deny `subscribe` rule matches may not be read, whatever subscription brought it.
     pub fn may_read(&self, topic: &str) -> bool {
-        self.policy.can_subscribe(topic)
+        self.policy.can_read(topic)
+    }
+
+    /// Report a subscription granted or kept with topics withheld (`withholding`), or no longer
+    /// withholding any (`None`). Once per subscription and change, never per message.
+    pub fn subscription_filtered(&self, shared: &Shared, filter: &str, withholding: &Withholding) {
+        let (withheld, rules) = withholding
+            .iter()
+            .flat_map(|f| f.withheld())
+            .map(|(pattern, rule)| (pattern, rule.to_owned()))
+            .unzip();
+        shared.emit(EventKind::SubscriptionFiltered {
+            device: self.device.to_string(),
+            filter: filter.to_owned(),
+            withheld,
+            rules,
+        });
     }
 
     /// Report a subscription removed because the device may no longer hold it.

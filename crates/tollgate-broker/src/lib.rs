@@ -267,6 +267,10 @@ pub struct Stats {
     pub publish_denied: AtomicU64,
     /// Subscriptions refused by policy.
     pub subscribe_denied: AtomicU64,
+    /// Deliveries withheld by a subscription's delivery filter: the message matched a granted
+    /// subscription but also a deny `subscribe` rule the subscription overlaps (one per
+    /// subscription that withheld it; no event per message).
+    pub messages_filtered: AtomicU64,
     /// Malformed or protocol-violating packets.
     pub protocol_errors: AtomicU64,
     /// Retained publishes refused because a retained cap (count, bytes, per device) was reached.

@@ -1,5 +1,6 @@
 //! Recovery: rebuild persistent sessions, their queues and in-flight state, retained messages
-//! and pending wills from what the durable store gave back on start.
+//! and pending wills from what the durable store gave back on start. Restored subscriptions
+//! are routed with the delivery filters of the policy in force at start.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::time::Duration;
 
 use tollgate_events::EventKind;
 use tollgate_mqtt::{ByteString, QoS};
+use tollgate_policy::SubscriptionDecision;
 
 use crate::lifecycle::{schedule_expiry, schedule_will};
 use crate::persist::{qos_from, unix_ms, Op, Recovered, RecoveredSession};
@@ -134,15 +136,26 @@ fn restore_session(
     if let Some(pid) = state.outbound.keys().next_back() {
         state.next_packet_id = *pid;
     }
+    // Routed with the delivery filters of the device's policy in its access state now (the
+    // control plane's first snapshot); a filter it may not hold now is not routed (the session
+    // keeps it: the re-check when the device connects drops or suspends it and says so).
+    let policy = shared.access.load().compile(&rs.device_id);
     for (filter, opts) in &state.subscriptions {
+        let (group, inner) = match tollgate_mqtt::topic::parse_shared(filter) {
+            Some((g, inner)) => (Some(g), inner),
+            None => (None, &**filter),
+        };
+        let withholding = match policy.as_ref().map(|p| p.subscription(inner)) {
+            None | Some(SubscriptionDecision::Refused) => continue,
+            Some(SubscriptionDecision::Granted) => None,
+            Some(SubscriptionDecision::Filtered(f)) => Some(Arc::new(f)),
+        };
         let sub = Subscriber {
             session: Arc::clone(&session),
             opts: *opts,
+            filter: withholding,
         };
-        match tollgate_mqtt::topic::parse_shared(filter) {
-            Some((g, inner)) => shared.router.subscribe(inner, Some(g), sub),
-            None => shared.router.subscribe(filter, None, sub),
-        }
+        shared.router.subscribe(inner, group, sub);
     }
     *session.state.lock() = Some(state);
     let generation = session.generation.load(Ordering::Acquire);

@@ -4,6 +4,12 @@
 //! unsubscribe (rare, control-ish traffic) build a new version under a writer mutex. Nodes hold
 //! `imbl` persistent maps, so a new version shares everything but the path it changed:
 //! a subscribe costs O(depth · log n), not a copy of the trie.
+//!
+//! A subscription the policy grants with some topics withheld (it overlaps a deny rule, see
+//! `tollgate_policy::CompiledPolicy::subscription`) carries its [`DeliveryFilter`]; the walk
+//! checks it for that subscription only, so subscriptions without one pay a null check per
+//! match. A shared group gives a message to a member whose filter admits it (round robin among
+//! those, online first); when none does, the match is reported as withheld.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -11,6 +17,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use tollgate_mqtt::QoS;
+use tollgate_policy::DeliveryFilter;
 
 use crate::session::Session;
 
@@ -29,6 +36,19 @@ pub(crate) struct SubOpts {
 pub(crate) struct Subscriber {
     pub session: Arc<Session>,
     pub opts: SubOpts,
+    /// Topics withheld from this subscription by deny rules it overlaps (`None`: none).
+    pub filter: Option<Arc<DeliveryFilter>>,
+}
+
+impl Subscriber {
+    /// May a message on `topic` (which its filter matches) go through this subscription?
+    #[inline]
+    pub fn admits(&self, topic: &str) -> bool {
+        match &self.filter {
+            None => true,
+            Some(f) => f.admits(topic),
+        }
+    }
 }
 
 /// A shared-subscription group: one member receives each message, round robin.
@@ -38,17 +58,27 @@ pub(crate) struct SharedGroup {
 }
 
 impl SharedGroup {
-    /// Pick a member, preferring one that is online.
-    pub fn pick(&self) -> Option<&Subscriber> {
+    /// Pick a member for a message on `topic`: round robin among the members whose delivery
+    /// filter admits it, preferring one that is online. `None` when no member may receive it.
+    pub fn pick(&self, topic: &str) -> Option<&Subscriber> {
         let n = self.members.len();
         if n == 0 {
             return None;
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .filter_map(|i| self.members.get((start + i) % n))
+        let in_turn = move || {
+            (0..n)
+                .filter_map(move |i| self.members.get((start + i) % n))
+                .filter(move |s| s.admits(topic))
+        };
+        in_turn()
             .find(|s| s.session.is_online())
-            .or_else(|| self.members.get(start % n))
+            .or_else(|| in_turn().next())
+    }
+
+    /// Any member (for reporting a message no member may receive).
+    fn first(&self) -> Option<&Subscriber> {
+        self.members.first()
     }
 }
 
@@ -97,6 +127,9 @@ pub(crate) struct Router {
 pub(crate) struct Match<'a> {
     pub sub: &'a Subscriber,
     pub shared: bool,
+    /// The subscription matches, but its delivery filter withholds the message (for a shared
+    /// group: every member's does). Not to be delivered; counted.
+    pub withheld: bool,
 }
 
 impl Router {
@@ -156,7 +189,41 @@ impl Router {
     /// Call `f` for every subscription matching `topic`. No allocation, no lock.
     pub fn for_each_match<'g>(&self, guard: &'g Node, topic: &str, f: &mut impl FnMut(Match<'g>)) {
         let dollar = topic.starts_with('$');
-        walk(guard, topic, true, dollar, f);
+        walk(guard, topic, topic, true, dollar, f);
+    }
+
+    /// The delivery filter `session_id`'s subscription to `filter` (`group` for
+    /// `$share/group/filter`) is routed with now: `None` if it is not routed, `Some(None)` if it
+    /// has no filter. Reads the current version; no lock.
+    pub fn delivery_filter(
+        &self,
+        filter: &str,
+        group: Option<&str>,
+        session_id: u64,
+    ) -> Option<Option<Arc<DeliveryFilter>>> {
+        let root = self.current.load();
+        let mut node: &Node = &root;
+        let mut levels = filter.split('/').peekable();
+        let mut map = &node.here;
+        while let Some(level) = levels.next() {
+            if level == "#" && levels.peek().is_none() {
+                map = &node.hash;
+                break;
+            }
+            node = node.children.get(level)?;
+            map = &node.here;
+        }
+        let sub = match (group, map) {
+            (None, map) => match map.get(&Key::Session(session_id))? {
+                Entry::Client(sub) => sub,
+                Entry::Shared(_) => return None,
+            },
+            (Some(g), map) => match map.get(&Key::Group(Arc::from(g)))? {
+                Entry::Shared(grp) => grp.members.iter().find(|m| m.session.id == session_id)?,
+                Entry::Client(_) => return None,
+            },
+        };
+        Some(sub.filter.clone())
     }
 
     /// A guard on the current version, valid while held.
@@ -232,24 +299,46 @@ fn remove_entry(map: &mut imbl::OrdMap<Key, Entry>, group: Option<&str>, session
     }
 }
 
-fn emit<'g>(map: &'g imbl::OrdMap<Key, Entry>, f: &mut impl FnMut(Match<'g>)) {
+fn emit<'g>(map: &'g imbl::OrdMap<Key, Entry>, topic: &str, f: &mut impl FnMut(Match<'g>)) {
     for entry in map.values() {
         match entry {
-            Entry::Client(sub) => f(Match { sub, shared: false }),
-            Entry::Shared(grp) => {
-                if let Some(sub) = grp.pick() {
-                    f(Match { sub, shared: true });
+            Entry::Client(sub) => f(Match {
+                sub,
+                shared: false,
+                withheld: !sub.admits(topic),
+            }),
+            Entry::Shared(grp) => match grp.pick(topic) {
+                Some(sub) => f(Match {
+                    sub,
+                    shared: true,
+                    withheld: false,
+                }),
+                None => {
+                    if let Some(sub) = grp.first() {
+                        f(Match {
+                            sub,
+                            shared: true,
+                            withheld: true,
+                        });
+                    }
                 }
-            }
+            },
         }
     }
 }
 
-fn walk<'g>(node: &'g Node, rest: &str, first: bool, dollar: bool, f: &mut impl FnMut(Match<'g>)) {
+fn walk<'g>(
+    node: &'g Node,
+    topic: &str,
+    rest: &str,
+    first: bool,
+    dollar: bool,
+    f: &mut impl FnMut(Match<'g>),
+) {
     // `#` at this node matches the parent level too ("a/#" matches "a"), except at the root
     // for `$` topics.
     if !(first && dollar) {
-        emit(&node.hash, f);
+        emit(&node.hash, topic, f);
     }
     let (level, tail) = match rest.split_once('/') {
         Some((l, t)) => (l, Some(t)),
@@ -257,20 +346,20 @@ fn walk<'g>(node: &'g Node, rest: &str, first: bool, dollar: bool, f: &mut impl 
     };
     if let Some(child) = node.children.get(level) {
         match tail {
-            Some(t) => walk(child, t, false, dollar, f),
+            Some(t) => walk(child, topic, t, false, dollar, f),
             None => {
-                emit(&child.here, f);
-                emit(&child.hash, f);
+                emit(&child.here, topic, f);
+                emit(&child.hash, topic, f);
             }
         }
     }
     if !(first && dollar) {
         if let Some(child) = node.children.get("+") {
             match tail {
-                Some(t) => walk(child, t, false, dollar, f),
+                Some(t) => walk(child, topic, t, false, dollar, f),
                 None => {
-                    emit(&child.here, f);
-                    emit(&child.hash, f);
+                    emit(&child.here, topic, f);
+                    emit(&child.hash, topic, f);
                 }
             }
         }
@@ -292,15 +381,96 @@ mod tests {
                 retain_handling: 0,
                 sub_id: None,
             },
+            filter: None,
         }
     }
 
+    /// A subscriber whose delivery filter withholds `denied` (a deny `subscribe` pattern).
+    fn filtered(id: u64, filter: &str, denied: &str) -> Subscriber {
+        let policy = tollgate_policy::Policy::parse(
+            &format!(
+                "[[allow]]\nwho = \"*\"\nsubscribe = [\"#\"]\n\
+                 [[deny]]\nid = \"no\"\nwho = \"*\"\nsubscribe = [{denied:?}]\n"
+            ),
+            "test",
+        )
+        .expect("test policy");
+        let compiled = policy.compile(&tollgate_policy::Identity {
+            device_id: "d",
+            groups: &[],
+        });
+        let tollgate_policy::SubscriptionDecision::Filtered(f) = compiled.subscription(filter)
+        else {
+            panic!("{filter} against {denied} is not filtered");
+        };
+        Subscriber {
+            filter: Some(Arc::new(f)),
+            ..sub(id)
+        }
+    }
+
+    /// Who gets a message on `topic` (withheld matches left out).
     fn matches(r: &Router, topic: &str) -> Vec<u64> {
         let g = r.snapshot();
         let mut out = Vec::new();
-        r.for_each_match(&g, topic, &mut |m| out.push(m.sub.session.id));
+        r.for_each_match(&g, topic, &mut |m| {
+            if !m.withheld {
+                out.push(m.sub.session.id)
+            }
+        });
         out.sort();
         out
+    }
+
+    #[test]
+    fn a_delivery_filter_withholds_only_its_subscription() {
+        let r = Router::new();
+        r.subscribe("#", None, filtered(1, "#", "secrets/#"));
+        r.subscribe("#", None, sub(2));
+        assert_eq!(matches(&r, "a/b"), vec![1, 2]);
+        assert_eq!(matches(&r, "secrets/x"), vec![2]);
+        assert_eq!(matches(&r, "secrets"), vec![2]);
+        let g = r.snapshot();
+        let mut withheld = 0;
+        r.for_each_match(&g, "secrets/x", &mut |m| {
+            withheld += usize::from(m.withheld)
+        });
+        assert_eq!(withheld, 1);
+        assert!(r.delivery_filter("#", None, 1).is_some_and(|f| f.is_some()));
+        assert!(r.delivery_filter("#", None, 2).is_some_and(|f| f.is_none()));
+        assert!(r.delivery_filter("#", None, 3).is_none());
+        // Replacing the subscription replaces its filter.
+        r.subscribe("#", None, sub(1));
+        assert_eq!(matches(&r, "secrets/x"), vec![1, 2]);
+    }
+
+    #[test]
+    fn a_shared_group_picks_a_member_whose_filter_admits_the_message() {
+        let r = Router::new();
+        r.subscribe("t/#", Some("g"), filtered(1, "t/#", "t/secret/#"));
+        r.subscribe("t/#", Some("g"), sub(2));
+        for _ in 0..10 {
+            assert_eq!(matches(&r, "t/secret/1"), vec![2]);
+        }
+        let mut seen = [0; 3];
+        for _ in 0..10 {
+            if let [id] = matches(&r, "t/open")[..] {
+                seen[id as usize] += 1;
+            }
+        }
+        assert!(seen[1] > 0 && seen[2] > 0, "round robin: {seen:?}");
+        assert!(r
+            .delivery_filter("t/#", Some("g"), 1)
+            .is_some_and(|f| f.is_some()));
+        assert!(r.unsubscribe("t/#", Some("g"), 2));
+        // Nobody left who may read it: reported as withheld, delivered to none.
+        assert_eq!(matches(&r, "t/secret/1"), Vec::<u64>::new());
+        let g = r.snapshot();
+        let mut withheld = 0;
+        r.for_each_match(&g, "t/secret/1", &mut |m| {
+            withheld += usize::from(m.withheld)
+        });
+        assert_eq!(withheld, 1);
     }
 
     #[test]

@@ -194,6 +194,21 @@ pub enum EventKind {
         #[serde(skip_serializing_if = "Option::is_none")]
         quarantine: Option<String>,
     },
+    /// A subscription was granted, or kept after a policy or access change, with topics
+    /// withheld: its filter overlaps deny rules, so messages on the topics they match are never
+    /// delivered through it. Once per SUBSCRIBE or change of what it withholds, never per
+    /// message (withheld messages are counted in `tollgate_messages_filtered_total`).
+    SubscriptionFiltered {
+        /// Device id.
+        device: String,
+        /// Filter, as subscribed (`$share/GROUP/...` included).
+        filter: String,
+        /// The deny patterns it withholds, instantiated for the device (`secrets/#`); empty when
+        /// a change made it unfiltered again.
+        withheld: Vec<String>,
+        /// The deny rule of each withheld pattern, in the same order.
+        rules: Vec<String>,
+    },
     /// Malformed or oversized input from a connected client.
     MalformedPacket {
         /// Device id.

@@ -96,10 +96,25 @@ pub(crate) fn explain(
     }
 
     let verdict = |steps: &mut Vec<String>, key: Key| {
-        let (allowed_by, denied_by) = evaluate(rules, identity, key, topic, steps);
+        let Evaluated {
+            allowed_by,
+            denied_by,
+            withheld,
+        } = evaluate(rules, identity, key, topic, steps);
         match (denied_by, allowed_by) {
             (Some(deny), _) => (false, format!("DENIED by {deny}")),
-            (None, Some(allow)) => (true, format!("ALLOWED by {allow}")),
+            (None, Some(allow)) if withheld.is_empty() => (true, format!("ALLOWED by {allow}")),
+            // A subscription that overlaps deny rules without being covered by one: granted,
+            // with those topics withheld at delivery (CompiledPolicy::subscription).
+            (None, Some(allow)) => {
+                let clauses: Vec<String> = withheld
+                    .iter()
+                    .map(|(pattern, rule)| {
+                        format!("messages matching {pattern} are withheld (deny rule {rule})")
+                    })
+                    .collect();
+                (true, format!("ALLOWED by {allow}; {}", clauses.join("; ")))
+            }
             (None, None) => (
                 false,
                 "DENIED: no rule grants it (default deny)".to_string(),
@@ -137,17 +152,28 @@ enum Key {
     Retain,
 }
 
-/// Walk the rules for one key, recording a step per rule and pattern; returns the first allow
-/// rule and the first deny rule that decided.
+/// What walking the rules for one key found.
+struct Evaluated {
+    /// The first allow rule that decided.
+    allowed_by: Option<String>,
+    /// The first deny rule that decided.
+    denied_by: Option<String>,
+    /// Subscribe only: the deny patterns (instantiated) that overlap the filter without
+    /// covering it, with their rule's id: their topics are withheld from a granted subscription.
+    withheld: Vec<(String, String)>,
+}
+
+/// Walk the rules for one key, recording a step per rule and pattern.
 fn evaluate(
     rules: &[(Rule, RuleInternal)],
     identity: &Identity<'_>,
     key: Key,
     topic: &str,
     steps: &mut Vec<String>,
-) -> (Option<String>, Option<String>) {
+) -> Evaluated {
     let mut allowed_by = None;
     let mut denied_by = None;
+    let mut withheld: Vec<(String, String)> = Vec::new();
     for (rule, internal) in rules {
         let name = rule_name(rule, internal);
         let Some(who) = rule_applies(rule, identity) else {
@@ -193,6 +219,14 @@ fn evaluate(
                         let (ok, verdict) = judge(&p, rule.effect, action, topic);
                         hit |= ok;
                         let shown = p.to_string();
+                        if !ok
+                            && rule.effect == Effect::Deny
+                            && action == Action::Subscribe
+                            && pattern::intersects(&p.levels, topic)
+                            && !withheld.iter().any(|(w, _)| *w == shown)
+                        {
+                            withheld.push((shown.clone(), rule.id.clone()));
+                        }
                         if !template.has_variables() {
                             steps.push(format!("  {action_key} `{}`: {verdict}", template.raw));
                         } else if shown == template.raw {
@@ -218,7 +252,11 @@ fn evaluate(
             }
         }
     }
-    (allowed_by, denied_by)
+    Evaluated {
+        allowed_by,
+        denied_by,
+        withheld,
+    }
 }
 
 /// Whether one expanded pattern decides the action, with the wording.
@@ -272,9 +310,13 @@ fn judge(p: &Pattern, effect: Effect, action: Action, topic: &str) -> (bool, &'s
                 (false, "does not cover the filter")
             }
         }
+        // Only a deny pattern that covers the filter refuses it; one that overlaps it withholds
+        // the matching messages from the granted subscription.
         (Action::Subscribe, Effect::Deny) => {
-            if pattern::intersects(&p.levels, topic) {
-                (true, "overlaps the filter")
+            if pattern::covers(&p.levels, topic) {
+                (true, "covers the filter")
+            } else if pattern::intersects(&p.levels, topic) {
+                (false, "overlaps the filter: matching messages are withheld")
             } else {
                 (false, "does not overlap the filter")
             }

@@ -8,8 +8,10 @@
 //!   substituting `${device.id}` / `${device.group}` and pre-splitting every
 //!   pattern, so that per-message decisions ([`CompiledPolicy::can_publish`],
 //!   [`CompiledPolicy::can_subscribe`]) are allocation-free;
-//! * **decide** publish (topic matching) and subscribe (filter coverage and
-//!   deny intersection) exactly, including MQTT's `$`-topic rule;
+//! * **decide** publish (topic matching) and subscribe (filter coverage) exactly, including
+//!   MQTT's `$`-topic rule; a subscription that overlaps a deny rule without being covered by
+//!   it is granted with a [`DeliveryFilter`] ([`CompiledPolicy::subscription`]) that withholds
+//!   the denied topics per message, without allocating;
 //! * **explain** a decision ([`Policy::explain`]) and **lint** a policy
 //!   ([`Policy::lint`]) for operators;
 //! * **suggest** the narrowest policy that still permits the traffic actually observed
@@ -54,7 +56,10 @@
 //! rule's `retain` patterns forbid it (its `publish` patterns forbid the publish itself). The
 //! `[quarantine]` grant retains nothing unless it has its own `retain` key.
 //!
-//! Default deny; a deny rule that applies overrides any allow. Patterns are
+//! Default deny; a deny rule that applies overrides any allow. For `subscribe` that means: a
+//! filter a deny pattern covers is refused, and a filter a deny pattern merely overlaps (`#`
+//! against `secrets/#`) is granted, but messages on the denied topics are never delivered
+//! through it (AWS IoT separates `Subscribe` from `Receive` the same way). Patterns are
 //! MQTT topic filters. Substituted variable values are literal text inside a
 //! level: a device id such as `+`, `#`, `a/b` or an empty group can never
 //! widen a grant (an allow pattern that would need such a value is dropped
@@ -77,7 +82,7 @@ pub mod suggest;
 mod tests;
 
 pub use access::{AccessSnapshot, Changed, DeviceAccess, Quarantine};
-pub use compiled::CompiledPolicy;
+pub use compiled::{CompiledPolicy, DeliveryFilter, SubscriptionDecision};
 pub use error::{Diagnostic, PolicyError};
 pub use explain::Explanation;
 pub use lint::{Lint, Severity};

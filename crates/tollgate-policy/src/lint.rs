@@ -227,9 +227,10 @@ fn lint_against_denies(
                         Severity::Info,
                         rule,
                         format!(
-                            "subscribing to `{}` itself will be refused because it overlaps `{}` \
-                             in deny rule {} (line {}); only narrower filters are allowed",
-                            template.raw, d.raw, deny.id, deny.line
+                            "a subscription to `{}` is granted, but messages matching `{}` are \
+                             withheld from it by deny rule {} (line {}); a filter inside `{}` is \
+                             refused",
+                            template.raw, d.raw, deny.id, deny.line, d.raw
                         ),
                     );
                     break;

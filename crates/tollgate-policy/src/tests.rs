@@ -659,8 +659,23 @@ fn subscription_coverage() {
     }
 }
 
+/// What `filter` gets, as text: "refused", "granted", or the withheld patterns with their rules.
+fn decision(c: &CompiledPolicy, filter: &str) -> String {
+    match c.subscription(filter) {
+        SubscriptionDecision::Refused => "refused".to_owned(),
+        SubscriptionDecision::Granted => "granted".to_owned(),
+        SubscriptionDecision::Filtered(f) => {
+            let parts: Vec<String> = f.withheld().map(|(p, r)| format!("{p} ({r})")).collect();
+            format!("withheld: {}", parts.join(", "))
+        }
+    }
+}
+
+/// Issue 15: a filter covered by an allow rule that merely overlaps a deny rule is granted with
+/// the denied topics withheld, instead of refused; only a filter a deny pattern covers entirely
+/// is refused.
 #[test]
-fn subscription_deny_intersection() {
+fn subscription_overlapping_a_deny_rule_is_filtered_not_refused() {
     let p = policy(
         r##"
 [[allow]]
@@ -668,35 +683,165 @@ who = "*"
 subscribe = ["a/#"]
 
 [[deny]]
+id = "no-secret"
 who = "*"
 subscribe = ["a/b/secret"]
 "##,
     );
     let c = compile(&p, "d", &[]);
-    assert!(!c.can_subscribe("a/#"));
-    assert!(!c.can_subscribe("a/b/+"));
-    assert!(!c.can_subscribe("a/+/secret"));
-    assert!(!c.can_subscribe("a/b/#"));
-    assert!(!c.can_subscribe("a/+/+"));
+    for f in ["a/#", "a/b/+", "a/+/secret", "a/b/#", "a/+/+", "a/+/+/#"] {
+        assert_eq!(decision(&c, f), "withheld: a/b/secret (no-secret)", "{f}");
+        assert!(c.can_subscribe(f), "{f}");
+    }
+    assert_eq!(decision(&c, "a/b/secret"), "refused");
     assert!(!c.can_subscribe("a/b/secret"));
-    assert!(c.can_subscribe("a/c/#"));
-    assert!(c.can_subscribe("a/b/public"));
-    assert!(c.can_subscribe("a/b"));
-    assert!(c.can_subscribe("a/b/secret/x"));
-    assert!(c.can_subscribe("a/+"));
-    assert!(!c.can_subscribe("a/+/+/#"), "`#` also matches zero levels");
-    assert!(c.can_subscribe("a/+/+/+/#"));
-    assert!(c.can_subscribe("a"));
+    for f in [
+        "a/c/#",
+        "a/b/public",
+        "a/b",
+        "a/b/secret/x",
+        "a/+",
+        "a/+/+/+/#",
+        "a",
+    ] {
+        assert_eq!(decision(&c, f), "granted", "{f}");
+    }
+    // Not covered by an allow rule: refused, deny or not.
+    assert_eq!(decision(&c, "#"), "refused");
+    assert_eq!(decision(&c, "b"), "refused");
+    // The filter withholds exactly the denied topics.
+    let SubscriptionDecision::Filtered(f) = c.subscription("a/#") else {
+        panic!("a/# is filtered");
+    };
+    assert!(!f.admits("a/b/secret"));
+    assert!(f.admits("a/b/secret/x"));
+    assert!(f.admits("a/b"));
+    assert!(f.admits("a/c/secret"));
+    assert_eq!(
+        f.to_string(),
+        "messages matching a/b/secret are withheld (deny rule no-secret)"
+    );
 
-    // A deny with "#" also denies the parent.
+    // A deny with "#" also denies the parent: a filter inside it is refused.
     let p = policy(
         "[[allow]]\nwho = \"*\"\nsubscribe = [\"a/#\"]\n[[deny]]\nwho = \"*\"\nsubscribe = [\"a/b/#\"]\n",
     );
     let c = compile(&p, "d", &[]);
-    assert!(!c.can_subscribe("a/b"));
-    assert!(!c.can_subscribe("a/+"));
-    assert!(c.can_subscribe("a"));
-    assert!(c.can_subscribe("a/c/+"));
+    assert_eq!(decision(&c, "a/b"), "refused");
+    assert_eq!(decision(&c, "a/b/x/#"), "refused");
+    assert_eq!(decision(&c, "a/+"), "withheld: a/b/# (deny[1])");
+    assert_eq!(decision(&c, "a/#"), "withheld: a/b/# (deny[1])");
+    assert_eq!(decision(&c, "a"), "granted");
+    assert_eq!(decision(&c, "a/c/+"), "granted");
+}
+
+/// The example of the issue: `#` with `[[deny]] subscribe = ["secrets/#"]`.
+#[test]
+fn hash_subscriber_gets_everything_but_the_denied_topics() {
+    let p = policy(concat!(
+        "[[allow]]\nwho = \"*\"\nsubscribe = [\"#\"]\n",
+        "[[deny]]\nid = \"no-secrets\"\nwho = \"*\"\nsubscribe = [\"secrets/#\", \"$SYS/#\"]\n",
+    ));
+    let c = compile(&p, "d", &[]);
+    // `$SYS/#` cannot overlap `#` (no `$` topic matches a leading wildcard).
+    assert_eq!(decision(&c, "#"), "withheld: secrets/# (no-secrets)");
+    assert_eq!(decision(&c, "+/x"), "withheld: secrets/# (no-secrets)");
+    assert_eq!(decision(&c, "secrets/#"), "refused");
+    assert_eq!(decision(&c, "secrets"), "refused");
+    assert_eq!(decision(&c, "other/#"), "granted");
+    let SubscriptionDecision::Filtered(f) = c.subscription("#") else {
+        panic!("# is filtered");
+    };
+    for t in ["a", "a/b", "secretsx/1", "x/secrets/1"] {
+        assert!(f.admits(t), "{t}");
+        assert!(c.can_read(t), "{t}");
+    }
+    for t in ["secrets", "secrets/1", "secrets/a/b"] {
+        assert!(!f.admits(t), "{t}");
+        assert!(!c.can_read(t), "{t}");
+    }
+    // Not granted by any allow: not readable either.
+    assert!(!c.can_read("$SYS/x"));
+    assert!(!c.can_read("a/+"), "a filter is not a topic name");
+}
+
+/// Delivery filters are compiled per identity: `${device.id}` and `${device.group}` deny
+/// patterns are instantiated, and only the rules that apply to the device count.
+#[test]
+fn delivery_filters_instantiate_templates_and_follow_groups() {
+    let p = policy(concat!(
+        "[[allow]]\nwho = \"*\"\nsubscribe = [\"fleet/#\"]\n",
+        "[[deny]]\nid = \"own-keys\"\nwho = \"*\"\nsubscribe = [\"fleet/${device.id}/keys\"]\n",
+        "[[deny]]\nid = \"group-admin\"\nwho = \"group:field\"\nsubscribe = [\"fleet/${device.group}/admin/#\"]\n",
+    ));
+    let c = compile(&p, "pump-7", &[]);
+    assert_eq!(
+        decision(&c, "fleet/#"),
+        "withheld: fleet/pump-7/keys (own-keys)"
+    );
+    assert_eq!(decision(&c, "fleet/pump-8/#"), "granted");
+    assert_eq!(decision(&c, "fleet/pump-7/keys"), "refused");
+    let c = compile(&p, "pump-7", &["field", "north"]);
+    // `${device.group}` stands for each of the device's groups.
+    assert_eq!(
+        decision(&c, "fleet/#"),
+        "withheld: fleet/pump-7/keys (own-keys), fleet/field/admin/# (group-admin), \
+         fleet/north/admin/# (group-admin)"
+    );
+    assert_eq!(
+        decision(&c, "fleet/+/admin/x"),
+        "withheld: fleet/field/admin/# (group-admin), fleet/north/admin/# (group-admin)"
+    );
+    assert_eq!(decision(&c, "fleet/field/admin/#"), "refused");
+    assert_eq!(decision(&c, "fleet/south/admin/#"), "granted");
+    // Not in group field: the group rule does not apply.
+    let c = compile(&p, "pump-7", &["north"]);
+    assert_eq!(
+        decision(&c, "fleet/#"),
+        "withheld: fleet/pump-7/keys (own-keys)"
+    );
+    assert_eq!(decision(&c, "fleet/north/admin/#"), "granted");
+    // A device id that is not a plain level never widens a deny into a wildcard.
+    let c = compile(&p, "+", &[]);
+    assert_eq!(decision(&c, "fleet/#"), "granted");
+}
+
+#[test]
+fn explain_says_which_topics_a_granted_subscription_withholds() {
+    let p = policy(concat!(
+        "[[allow]]\nid = \"all\"\nwho = \"*\"\nsubscribe = [\"#\"]\n",
+        "[[deny]]\nid = \"no-secrets\"\nwho = \"*\"\nsubscribe = [\"secrets/#\"]\n",
+    ));
+    let id = Identity {
+        device_id: "d",
+        groups: &[],
+    };
+    let e = p.explain(&id, Action::Subscribe, "#");
+    assert!(e.allowed, "{e}");
+    let verdict = e.steps.last().cloned().unwrap_or_default();
+    assert_eq!(
+        verdict,
+        "=> ALLOWED by allow[1] (all); messages matching secrets/# are withheld (deny rule no-secrets)"
+    );
+    assert!(
+        e.steps
+            .iter()
+            .any(|s| s.contains("overlaps the filter: matching messages are withheld")),
+        "{e}"
+    );
+    let e = p.explain(&id, Action::Subscribe, "secrets/+");
+    assert!(!e.allowed, "{e}");
+    assert!(e.to_string().contains("covers the filter"), "{e}");
+    assert_eq!(p.denied_by(&id, false, Action::Subscribe, "#"), None);
+    assert_eq!(
+        p.denied_by(&id, false, Action::Subscribe, "secrets/+"),
+        Some("no-secrets")
+    );
+    let e = p.explain(&id, Action::Subscribe, "open/#");
+    assert_eq!(
+        e.steps.last().map(String::as_str),
+        Some("=> ALLOWED by allow[1] (all)")
+    );
 }
 
 #[test]
@@ -878,14 +1023,24 @@ subscribe = ["devices/${device.group}/secret"]
     let p2 = policy(
         "[[allow]]\nwho = \"*\"\nsubscribe = [\"#\"]\n[[deny]]\nwho = \"*\"\nsubscribe = [\"${device.id}\"]\n",
     );
-    assert!(compile(&p2, "", &[]).can_subscribe("+"));
-    assert!(!compile(&p2, "x", &[]).can_subscribe("+"));
+    assert_eq!(decision(&compile(&p2, "", &[]), "+"), "granted");
+    assert_eq!(
+        decision(&compile(&p2, "x", &[]), "+"),
+        "withheld: x (deny[1])"
+    );
+    assert_eq!(decision(&compile(&p2, "x", &[]), "x"), "refused");
     // Group deny applies per group.
     let c = compile(&p, "d", &["g", "h"]);
-    assert!(!c.can_subscribe("devices/g/secret"));
-    assert!(!c.can_subscribe("devices/h/#"));
-    assert!(!c.can_subscribe("devices/+/secret"));
-    assert!(c.can_subscribe("devices/i/#"));
+    assert_eq!(decision(&c, "devices/g/secret"), "refused");
+    assert_eq!(
+        decision(&c, "devices/h/#"),
+        "withheld: devices/h/secret (deny[1])"
+    );
+    assert_eq!(
+        decision(&c, "devices/+/secret"),
+        "withheld: devices/g/secret (deny[1]), devices/h/secret (deny[1])"
+    );
+    assert_eq!(decision(&c, "devices/i/#"), "granted");
 }
 
 // ---------------------------------------------------------------- explain
@@ -1105,7 +1260,12 @@ fn lint_subscribe_overlap_is_info() {
     let lints = p.lint();
     assert_eq!(lints.len(), 1, "{lints:#?}");
     assert_eq!(lints[0].severity, Severity::Info);
-    assert!(lints[0].message.contains("will be refused"));
+    assert!(
+        lints[0]
+            .message
+            .contains("is granted, but messages matching `a/b/secret` are withheld"),
+        "{lints:#?}"
+    );
 }
 
 #[test]
@@ -2743,11 +2903,12 @@ fn denied_by_names_the_deny_rule_or_none_for_the_default_deny() {
         p.denied_by(&id, false, Action::Publish, "secrets/x"),
         Some("no-secrets")
     );
-    // A filter that overlaps the denied topics.
+    // A filter inside the denied topics (one that merely overlaps them is granted, filtered).
     assert_eq!(
-        p.denied_by(&id, false, Action::Subscribe, "#"),
+        p.denied_by(&id, false, Action::Subscribe, "secrets/+"),
         Some("no-secrets")
     );
+    assert_eq!(p.denied_by(&id, false, Action::Subscribe, "#"), None);
     assert_eq!(p.denied_by(&id, false, Action::Publish, "open/x"), None);
     // A rule without an id is named by its position.
     assert_eq!(

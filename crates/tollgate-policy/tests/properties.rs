@@ -3,7 +3,7 @@
 //! a small universe, and variable substitution never widens a grant.
 
 use proptest::prelude::*;
-use tollgate_policy::{CompiledPolicy, Identity, Policy};
+use tollgate_policy::{CompiledPolicy, Identity, Policy, SubscriptionDecision};
 
 // ------------------------------------------------------ reference model
 
@@ -175,19 +175,36 @@ proptest! {
         }
     }
 
-    /// With F itself allowed, can_subscribe(F) is refused exactly when some
-    /// topic is matched by both F and the deny pattern D.
+    /// With F itself allowed and a deny pattern D: F is refused exactly when every topic F
+    /// matches is matched by D (nothing could be delivered), granted unfiltered exactly when
+    /// no topic is matched by both, and otherwise granted with a delivery filter that admits
+    /// exactly the topics D does not match.
     #[test]
-    fn deny_intersection_is_exact(d in filter(), f in filter()) {
+    fn deny_coverage_and_filtering_are_exact(d in filter(), f in filter()) {
         let c = allow_deny(&[], &[&f], &[], &[&d]);
         prop_assert!(c.is_some());
         let c = c.unwrap_or_default();
         let alphabet = alphabet_for(&[&d, &f]);
         let max = level_count(&d).max(level_count(&f)) + 1;
-        let overlap = universe(&alphabet, max)
-            .iter()
-            .any(|t| ref_match(&f, t) && ref_match(&d, t));
-        prop_assert_eq!(c.can_subscribe(&f), !overlap, "D={} F={}", d, f);
+        let topics = universe(&alphabet, max);
+        let of_f: Vec<&String> = topics.iter().filter(|t| ref_match(&f, t)).collect();
+        prop_assume!(!of_f.is_empty());
+        let overlap = of_f.iter().any(|t| ref_match(&d, t));
+        let covered = of_f.iter().all(|t| ref_match(&d, t));
+        prop_assert_eq!(c.can_subscribe(&f), !covered, "D={} F={}", d, f);
+        match c.subscription(&f) {
+            SubscriptionDecision::Refused => prop_assert!(covered, "D={} F={}", d, f),
+            SubscriptionDecision::Granted => {
+                prop_assert!(!overlap, "D={} F={}", d, f)
+            }
+            SubscriptionDecision::Filtered(filter) => {
+                prop_assert!(overlap && !covered, "D={} F={}", d, f);
+                for t in &of_f {
+                    prop_assert_eq!(filter.admits(t), !ref_match(&d, t), "D={} F={} T={}", d, f, t);
+                    prop_assert_eq!(c.can_read(t), !ref_match(&d, t), "D={} F={} T={}", d, f, t);
+                }
+            }
+        }
     }
 
     /// Publish decisions equal "allow matches and deny does not".

@@ -322,6 +322,12 @@ impl Collector for Live {
         )?;
         counter(
             e,
+            "tollgate_messages_filtered",
+            "Deliveries withheld by a subscription's delivery filter (a deny subscribe rule the granted subscription overlaps)",
+            load(&st.messages_filtered),
+        )?;
+        counter(
+            e,
             "tollgate_messages_persisted",
             "Messages written to the durable store (one per persistent session queued for)",
             load(&st.messages_persisted),

@@ -12,7 +12,7 @@ use tollgate_mqtt::{
     PubResp, Publish, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 
-use crate::gate::{Gate, Recheck};
+use crate::gate::{Gate, Recheck, Withholding};
 use crate::meter::SeenAction;
 use crate::persist::{pack_opts, Op};
 use crate::router::{SubOpts, Subscriber};
@@ -681,11 +681,12 @@ impl Conn {
 
     pub(super) fn on_subscribe(&mut self, s: Subscribe, now: Now) {
         let mut codes = Vec::with_capacity(s.filters.len());
-        let mut retained_for: Vec<(String, SubOpts)> = Vec::new();
+        let mut retained_for: Vec<(String, SubOpts, Withholding)> = Vec::new();
         let mut ops = Vec::new();
-        // Why filters were refused, in words, once each (the SUBACK's reason string).
+        // Why filters were refused, and which granted ones have topics withheld, in words, once
+        // each (the SUBACK's reason string).
         let mut why: Vec<String> = Vec::new();
-        let mut refuse = |codes: &mut Vec<ReasonCode>, code, reason: String| {
+        let refuse = |why: &mut Vec<String>, codes: &mut Vec<ReasonCode>, code, reason: String| {
             codes.push(code);
             if !why.contains(&reason) {
                 why.push(reason);
@@ -707,6 +708,7 @@ impl Conn {
             };
             if req.filter.len() > max_filter {
                 refuse(
+                    &mut why,
                     &mut codes,
                     ReasonCode::TOPIC_FILTER_INVALID,
                     format!("filter longer than {max_filter} bytes"),
@@ -715,6 +717,7 @@ impl Conn {
             }
             if topic_levels(&inner) > max_levels {
                 refuse(
+                    &mut why,
                     &mut codes,
                     ReasonCode::TOPIC_FILTER_INVALID,
                     format!("filter has more than {max_levels} levels"),
@@ -724,6 +727,7 @@ impl Conn {
             let existing = self.state.subscriptions.contains_key(&req.filter);
             if !existing && self.state.subscriptions.len() >= max_subs {
                 refuse(
+                    &mut why,
                     &mut codes,
                     ReasonCode::QUOTA_EXCEEDED,
                     format!("subscription quota exceeded ({max_subs} per session)"),
@@ -732,6 +736,7 @@ impl Conn {
             }
             if !existing && held_bytes.saturating_add(req.filter.len()) > max_bytes {
                 refuse(
+                    &mut why,
                     &mut codes,
                     ReasonCode::QUOTA_EXCEEDED,
                     format!(
@@ -740,14 +745,25 @@ impl Conn {
                 );
                 continue;
             }
-            if !self.gate.subscribe(&self.shared, &req.filter, &inner) {
+            let Some(withholding) = self.gate.subscribe(&self.shared, &req.filter, &inner) else {
                 let reason = if self.gate.quarantine().is_some() {
                     self.gate.denial_reason("one or more subscriptions")
                 } else {
                     "one or more filters not authorized by policy".to_owned()
                 };
-                refuse(&mut codes, ReasonCode::NOT_AUTHORIZED, reason);
+                refuse(&mut why, &mut codes, ReasonCode::NOT_AUTHORIZED, reason);
                 continue;
+            };
+            if let Some(f) = &withholding {
+                // Granted, filtered: said once in the SUBACK's reason string (v5) and the log;
+                // no event per withheld message.
+                let text = format!("{}: {f}", req.filter);
+                tracing::info!(device = %self.peer.device_id, filter = %req.filter, withheld = %f, "subscription granted with topics withheld by deny rules");
+                if !why.contains(&text) {
+                    why.push(text);
+                }
+                self.gate
+                    .subscription_filtered(&self.shared, &req.filter, &withholding);
             }
             self.gate.observe(SeenAction::Subscribe, &inner);
             let opts = SubOpts {
@@ -758,8 +774,14 @@ impl Conn {
                 sub_id: s.subscription_identifier,
             };
             let len = req.filter.len();
-            let existed =
-                self.add_subscription(req.filter.clone(), &inner, group.as_deref(), opts, &mut ops);
+            let existed = self.add_subscription(
+                req.filter.clone(),
+                &inner,
+                group.as_deref(),
+                opts,
+                withholding.clone(),
+                &mut ops,
+            );
             if !existed {
                 held_bytes = held_bytes.saturating_add(len);
             }
@@ -767,7 +789,7 @@ impl Conn {
             let send_retained = group.is_none()
                 && (opts.retain_handling == 0 || (opts.retain_handling == 1 && !existed));
             if send_retained {
-                retained_for.push((inner, opts));
+                retained_for.push((inner, opts, withholding));
             }
         }
         let reason_string = if !why.is_empty() && self.protocol == Protocol::V5 {
@@ -787,24 +809,32 @@ impl Conn {
                 ..Default::default()
             }),
         );
-        // Retained messages follow the SUBACK (queued to our own mailbox, in order).
+        // Retained messages follow the SUBACK (queued to our own mailbox, in order), through
+        // the subscription's delivery filter. The retained store's topic trie walks only the
+        // branches the filter can match.
         let now = now.mono;
-        for (filter, opts) in retained_for {
+        for (filter, opts, withholding) in retained_for {
             let mut expired = Vec::new();
-            for entry in self.shared.retained.iter() {
-                let msg = &entry.value().msg;
-                if !topic::matches(&filter, &msg.topic) {
-                    continue;
-                }
+            let mut due = Vec::new();
+            self.shared.retained.for_each_matching(&filter, |r| {
+                let msg = &r.msg;
                 if msg.expired(now) {
                     expired.push(msg.topic.clone());
-                    continue;
+                } else if withholding.as_ref().is_some_and(|f| !f.admits(&msg.topic)) {
+                    self.shared
+                        .stats
+                        .messages_filtered
+                        .fetch_add(1, Ordering::Relaxed);
+                } else {
+                    due.push(Arc::clone(msg));
                 }
+            });
+            for msg in due {
                 // Not written to the store: a retained copy is re-sent on a new subscription,
                 // not on a restart (documented in docs/durability.md).
                 let d = Delivery {
-                    msg: Arc::clone(msg),
                     qos: opts.qos.min(msg.qos),
+                    msg,
                     retain: true,
                     sub_ids: opts.sub_id.into_iter().collect(),
                     durable: false,
@@ -911,18 +941,32 @@ impl Conn {
 
     /// Drop subscriptions the device may no longer hold, and queued messages it may no longer
     /// read. While it is quarantined they are suspended rather than forgotten, to come back on
-    /// release. Returns how many subscriptions were removed.
+    /// release. A subscription it still holds gets its delivery filter recomputed, and its
+    /// router entry replaced when that changed (a deny rule added, removed or edited). Returns
+    /// how many subscriptions were removed.
     pub(super) fn recheck_subscriptions(&mut self) -> usize {
-        let denied: Vec<ByteString> = self
-            .state
-            .subscriptions
-            .keys()
-            .filter(|f| {
-                let inner = topic::parse_shared(f).map_or(&***f, |(_, i)| i);
-                !self.gate.may_hold(inner)
-            })
-            .cloned()
-            .collect();
+        let mut denied: Vec<ByteString> = Vec::new();
+        let mut refiltered: Vec<(ByteString, SubOpts, Withholding, bool)> = Vec::new();
+        for (f, opts) in &self.state.subscriptions {
+            let (group, inner) = match topic::parse_shared(f) {
+                Some((g, i)) => (Some(g), i),
+                None => (None, &**f),
+            };
+            match self.gate.may_hold(inner) {
+                None => denied.push(f.clone()),
+                Some(w) => {
+                    let routed = self
+                        .shared
+                        .router
+                        .delivery_filter(inner, group, self.session.id);
+                    if routed.as_ref() != Some(&w) {
+                        // Said when it withholds something now, or withheld something before.
+                        let tell = w.is_some() || routed.is_some_and(|r| r.is_some());
+                        refiltered.push((f.clone(), *opts, w, tell));
+                    }
+                }
+            }
+        }
         let quarantined = self.gate.quarantine().is_some();
         let mut ops = Vec::new();
         for f in &denied {
@@ -938,7 +982,13 @@ impl Conn {
             });
             self.gate.subscription_removed(&self.shared, f);
         }
-        if !denied.is_empty() || quarantined {
+        for (f, opts, w, tell) in &refiltered {
+            self.route(f, *opts, w.clone());
+            if *tell {
+                self.gate.subscription_filtered(&self.shared, f, w);
+            }
+        }
+        if !denied.is_empty() || !refiltered.is_empty() || quarantined {
             let gate = &self.gate;
             let dropped = self.session.retain_queued(|d| gate.may_read(&d.msg.topic));
             ops.extend(dropped.into_iter().map(|seq| Op::Dequeue {
@@ -961,22 +1011,37 @@ impl Conn {
                 Some((g, f)) => (Some(g.to_owned()), f.to_owned()),
                 None => (None, filter.to_string()),
             };
-            if !self.gate.may_hold(&inner) || self.state.subscriptions.contains_key(&filter) {
+            if self.state.subscriptions.contains_key(&filter) {
                 continue;
             }
-            self.add_subscription(filter, &inner, group.as_deref(), opts, &mut ops);
+            let Some(withholding) = self.gate.may_hold(&inner) else {
+                continue;
+            };
+            if withholding.is_some() {
+                self.gate
+                    .subscription_filtered(&self.shared, &filter, &withholding);
+            }
+            self.add_subscription(
+                filter,
+                &inner,
+                group.as_deref(),
+                opts,
+                withholding,
+                &mut ops,
+            );
         }
         self.persist(ops);
     }
 
-    /// Record a granted subscription: in the session, for the store (`ops`), in the router.
-    /// Returns whether the session already had one with that filter.
+    /// Record a granted subscription: in the session, for the store (`ops`), in the router
+    /// with its delivery filter. Returns whether the session already had one with that filter.
     fn add_subscription(
         &mut self,
         filter: ByteString,
         inner: &str,
         group: Option<&str>,
         opts: SubOpts,
+        withholding: Withholding,
         ops: &mut Vec<Op>,
     ) -> bool {
         ops.push(Op::Subscribe {
@@ -991,9 +1056,27 @@ impl Conn {
             Subscriber {
                 session: Arc::clone(&self.session),
                 opts,
+                filter: withholding,
             },
         );
         self.state.subscriptions.insert(filter, opts).is_some()
+    }
+
+    /// (Re)place this session's router entry for `filter` (as written, `$share/...` included).
+    fn route(&self, filter: &str, opts: SubOpts, withholding: Withholding) {
+        let (group, inner) = match topic::parse_shared(filter) {
+            Some((g, i)) => (Some(g), i),
+            None => (None, filter),
+        };
+        self.shared.router.subscribe(
+            inner,
+            group,
+            Subscriber {
+                session: Arc::clone(&self.session),
+                opts,
+                filter: withholding,
+            },
+        );
     }
 }
 

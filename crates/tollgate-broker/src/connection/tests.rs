@@ -1181,3 +1181,171 @@ async fn a_will_delayed_past_the_session_expiry_goes_out_once_when_the_session_e
         "only the watcher's session is left"
     );
 }
+
+/// The delivery filter `be`'s subscription to `devices/+/telemetry` is routed with.
+fn routed(w: &World, be: &Conn) -> Option<Option<Arc<tollgate_policy::DeliveryFilter>>> {
+    w.broker
+        .shared
+        .router
+        .delivery_filter("devices/+/telemetry", None, be.session.id)
+}
+
+/// The test policy with `deny` (TOML) appended.
+fn access_with(deny: &str) -> Arc<AccessSnapshot> {
+    let mut a = AccessSnapshot::clone(&access(&[]));
+    a.policy = Arc::new(
+        Policy::parse(&format!("{POLICY}\n{deny}"), "test-policy.toml").expect("test policy"),
+    );
+    Arc::new(a)
+}
+
+const DENY_S2: &str =
+    "[[deny]]\nid = \"not-s2\"\nwho = \"group:backend\"\nsubscribe = [\"devices/s2/#\"]\n";
+
+/// Issue 15: a filter covered by an allow rule that overlaps a deny rule is granted (SUBACK at
+/// the requested QoS, the withheld topics in the v5 reason string) and the denied topics are
+/// withheld per message, retained messages included; the rest is delivered.
+#[tokio::test]
+async fn a_subscription_overlapping_a_deny_rule_is_granted_and_withholds_the_denied_topics() {
+    let mut w = World::new(&[], false);
+    w.broker
+        .set_access(access_with(DENY_S2), &crate::Changed::All);
+    let (mut be, _) = w.connect("be", connect_packet("be", Protocol::V5)).await;
+    let (mut s1, _) = w.connect("s1", connect_packet("s1", Protocol::V5)).await;
+    let (mut s2, _) = w.connect("s2", connect_packet("s2", Protocol::V5)).await;
+    for c in [&mut be, &mut s1, &mut s2] {
+        sent(c);
+    }
+    handle(&mut s2, retained("devices/s2/status", 1));
+    handle(&mut s1, retained("devices/s1/status", 1));
+    sent(&mut s1);
+    sent(&mut s2);
+    handle(
+        &mut be,
+        subscribe(
+            1,
+            &[
+                "devices/+/telemetry",
+                "devices/+/status",
+                "devices/s2/telemetry",
+            ],
+        ),
+    );
+    let out = sent(&mut be);
+    let Some(Packet::SubAck(a)) = out.first() else {
+        panic!("expected a SUBACK first, got {out:?}")
+    };
+    assert_eq!(
+        a.codes,
+        [ReasonCode(1), ReasonCode(1), ReasonCode::NOT_AUTHORIZED]
+    );
+    let why = a.reason_string.clone().unwrap_or_default();
+    assert!(
+        why.contains(
+            "devices/+/telemetry: messages matching devices/s2/# are withheld (deny rule not-s2)"
+        ),
+        "{why}"
+    );
+    let ev = w.event("subscription_filtered").await;
+    assert_eq!(ev["filter"], "devices/+/telemetry");
+    assert_eq!(ev["withheld"], serde_json::json!(["devices/s2/#"]));
+    assert_eq!(ev["rules"], serde_json::json!(["not-s2"]));
+    // Only s1's retained status arrives with the SUBACK.
+    let retained_topics: Vec<String> = out
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some(p.topic.to_string()),
+            _ => None,
+        })
+        .chain(deliveries(&mut be).into_iter().map(|p| p.topic.to_string()))
+        .collect();
+    assert_eq!(retained_topics, ["devices/s1/status"]);
+    handle(
+        &mut s2,
+        publish("devices/s2/telemetry", QoS::AtLeastOnce, 2),
+    );
+    handle(
+        &mut s1,
+        publish("devices/s1/telemetry", QoS::AtLeastOnce, 2),
+    );
+    let got: Vec<String> = deliveries(&mut be)
+        .iter()
+        .map(|p| p.topic.to_string())
+        .collect();
+    assert_eq!(got, ["devices/s1/telemetry"]);
+    // Counted: the retained one and the live one.
+    assert_eq!(
+        w.broker.stats().messages_filtered.load(Ordering::Relaxed),
+        2
+    );
+    assert_eq!(w.broker.stats().subscribe_denied.load(Ordering::Relaxed), 1);
+}
+
+/// A policy change recomputes a live subscription's delivery filter: granted unfiltered, then
+/// filtered (messages already queued on the denied topics dropped; the connection stays), then
+/// unfiltered again, then refused outright (removed; an MQTT 5 client is told by DISCONNECT).
+#[tokio::test]
+async fn recheck_recomputes_a_live_subscriptions_delivery_filter() {
+    let mut w = World::new(&[], false);
+    let (mut be, _) = w.connect("be", connect_packet("be", Protocol::V5)).await;
+    let (mut s1, _) = w.connect("s1", connect_packet("s1", Protocol::V5)).await;
+    let (mut s2, _) = w.connect("s2", connect_packet("s2", Protocol::V5)).await;
+    for c in [&mut be, &mut s1, &mut s2] {
+        sent(c);
+    }
+    handle(&mut be, subscribe(1, &["devices/+/telemetry"]));
+    sent(&mut be);
+    assert_eq!(routed(&w, &be), Some(None), "granted without a filter");
+    // Queued for `be` before the change, not yet sent.
+    handle(
+        &mut s2,
+        publish("devices/s2/telemetry", QoS::AtLeastOnce, 1),
+    );
+    handle(
+        &mut s1,
+        publish("devices/s1/telemetry", QoS::AtLeastOnce, 1),
+    );
+
+    w.broker
+        .set_access(access_with(DENY_S2), &crate::Changed::All);
+    assert!(be.recheck().is_none(), "filtering does not disconnect");
+    assert!(routed(&w, &be).is_some_and(|f| f.is_some()));
+    let ev = w.event("subscription_filtered").await;
+    assert_eq!(ev["withheld"], serde_json::json!(["devices/s2/#"]));
+    handle(
+        &mut s2,
+        publish("devices/s2/telemetry", QoS::AtLeastOnce, 2),
+    );
+    let got: Vec<String> = deliveries(&mut be)
+        .iter()
+        .map(|p| p.topic.to_string())
+        .collect();
+    assert_eq!(
+        got,
+        ["devices/s1/telemetry"],
+        "the queued s2 message was dropped"
+    );
+
+    // The deny rule goes: unfiltered again, said with an empty `withheld`.
+    w.broker.set_access(access(&[]), &crate::Changed::All);
+    assert!(be.recheck().is_none());
+    assert_eq!(routed(&w, &be), Some(None));
+    let ev = w.event("subscription_filtered").await;
+    assert_eq!(ev["withheld"], serde_json::json!([]));
+    handle(
+        &mut s2,
+        publish("devices/s2/telemetry", QoS::AtLeastOnce, 3),
+    );
+    assert_eq!(deliveries(&mut be).len(), 1);
+
+    // A deny rule that covers the filter: refused now, removed.
+    w.broker.set_access(
+        access_with("[[deny]]\nwho = \"*\"\nsubscribe = [\"devices/+/telemetry\"]\n"),
+        &crate::Changed::All,
+    );
+    assert!(matches!(be.recheck(), Some(End::Closed { .. })));
+    assert_eq!(routed(&w, &be), None);
+    assert!(be.state.subscriptions.is_empty());
+    let ev = w.event("subscription_revoked").await;
+    assert_eq!(ev["filter"], "devices/+/telemetry");
+}

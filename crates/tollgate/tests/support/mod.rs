@@ -361,7 +361,11 @@ impl Server {
         let before_err = self.count_events("policy_rejected");
         // Make the change visible to an mtime poll even within one timestamp tick.
         std::thread::sleep(Duration::from_millis(20));
-        std::fs::write(self.data.join("policy.toml"), text).unwrap();
+        // Written beside it and renamed over it: a poll between an in-place rewrite's truncation
+        // and its write would load an empty (deny-all) policy and count as the reload.
+        let tmp = self.data.join("policy.toml.new");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.data.join("policy.toml")).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if self.count_events("policy_reloaded") > before_ok {
