@@ -52,20 +52,32 @@ pub struct RunArgs {
     /// side as broker `tollgate-baseline`; added to --brokers automatically.
     #[arg(long, value_name = "BIN")]
     pub baseline: Option<PathBuf>,
+    /// Add the scale scenario with this many idle MQTT 5 connections from several 127.0.0.x
+    /// addresses (e.g. 100000), with revocation timing on Tollgate (one device, then
+    /// --revoke-batch at once). Its devices share one key pair (a distinct certificate each),
+    /// registered in bulk. Off unless given.
+    #[arg(long, value_name = "N")]
+    pub scale: Option<usize>,
+    /// Devices revoked at once in the scale scenario.
+    #[arg(long, default_value_t = 1000)]
+    pub revoke_batch: usize,
 }
 
 struct Spec {
-    label: &'static str,
+    label: String,
     args: Vec<String>,
 }
 
-fn specs(connections: usize) -> Vec<Spec> {
-    let s = |label, args: &[&str]| Spec {
-        label,
+/// The device id prefix of the scale scenario's devices.
+const SCALE_PREFIX: &str = "bench-x";
+
+fn specs(connections: usize, scale: Option<usize>, revoke_batch: usize) -> Vec<Spec> {
+    let s = |label: &str, args: &[&str]| Spec {
+        label: label.to_owned(),
         args: args.iter().map(|a| a.to_string()).collect(),
     };
     let conns = connections.to_string();
-    vec![
+    let mut v = vec![
         s(
             "fan-in q0 8→1",
             &["--scenario", "fan-in", "--qos", "0", "--clients", "8"],
@@ -121,7 +133,7 @@ fn specs(connections: usize) -> Vec<Spec> {
             ],
         ),
         Spec {
-            label: "connections idle",
+            label: "connections idle".into(),
             args: vec![
                 "--scenario".into(),
                 "connections".into(),
@@ -175,7 +187,25 @@ fn specs(connections: usize) -> Vec<Spec> {
                 "8",
             ],
         ),
-    ]
+    ];
+    if let Some(n) = scale {
+        v.push(Spec {
+            label: format!("scale {n} connections + revocation"),
+            args: vec![
+                "--scenario".into(),
+                "scale".into(),
+                "--connections".into(),
+                n.to_string(),
+                "--concurrency".into(),
+                "64".into(),
+                "--prefix".into(),
+                SCALE_PREFIX.into(),
+                "--revoke-batch".into(),
+                revoke_batch.to_string(),
+            ],
+        });
+    }
+    v
 }
 
 pub fn run(a: RunArgs) -> Result<ExitCode> {
@@ -211,13 +241,16 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         None
     };
     let mut setup = prepare(&work, &tollgate_bin, connections.max(64), rumqttd_bin)?;
+    if let Some(n) = a.scale {
+        prepare_scale(&setup, n)?;
+    }
     if let Some(bin) = &a.baseline {
         setup.baseline = Some((absolute(bin)?, baseline_data(&setup.tollgate_data, &work)?));
     }
     let me = std::env::current_exe()?;
 
     let mut samples: Vec<Sample> = Vec::new();
-    let specs: Vec<Spec> = specs(connections)
+    let specs: Vec<Spec> = specs(connections, a.scale, a.revoke_batch)
         .into_iter()
         .filter(|s| a.only.is_empty() || a.only.iter().any(|o| s.label.contains(o.as_str())))
         .collect();
@@ -239,10 +272,15 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
                     kind.name()
                 );
                 let persistent = spec.args.iter().any(|a| a == "--persistent");
+                let scale = spec.args.iter().any(|a| a == "scale");
+                if scale && kind == Kind::Tollgate {
+                    // The previous repetition revoked some: bring them back first.
+                    reinstate_revoked(&setup, SCALE_PREFIX)?;
+                }
                 let broker = brokers::start(kind, &setup, port, persistent)?;
                 let mut cmd = Command::new("bash");
                 let mut line = format!(
-                    "ulimit -n 262144 2>/dev/null || ulimit -n $(ulimit -Hn); exec taskset -c 1 {} load --addr {} --certs {} --broker-pid {} --duration {duration} --warmup {warmup}",
+                    "ulimit -n 1048576 2>/dev/null || ulimit -n 262144 2>/dev/null || ulimit -n $(ulimit -Hn); exec taskset -c 1 {} load --addr {} --certs {} --broker-pid {} --duration {duration} --warmup {warmup}",
                     me.display(),
                     broker.addr,
                     setup.work.join("certs").display(),
@@ -251,6 +289,14 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
                 for arg in &spec.args {
                     line.push(' ');
                     line.push_str(arg);
+                }
+                if scale && kind == Kind::Tollgate {
+                    // Revocation timing, through the CLI an operator would use.
+                    line.push_str(&format!(
+                        " --revoke-with {} --data {}",
+                        setup.tollgate_bin.display(),
+                        setup.tollgate_data.display()
+                    ));
                 }
                 cmd.arg("-c").arg(line);
                 let out = cmd.output().context("running the load generator")?;
@@ -262,7 +308,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
                 };
                 eprintln!("{}", report::one_line(&outcome));
                 samples.push(Sample {
-                    label: spec.label.to_string(),
+                    label: spec.label.clone(),
                     broker: kind.name().to_string(),
                     outcome,
                 });
@@ -462,6 +508,99 @@ subscribe = ["bench/+/t", "bench/pair/+", "bench/bcast"]
         baseline: None,
         rumqttd_bin,
     })
+}
+
+/// The scale scenario's devices, `bench-x0` … `bench-x{n-1}`: registered in bulk with one
+/// shared key pair and a distinct certificate each (issuing 100,000 takes seconds instead of
+/// minutes of key generation; acceptable for a benchmark, never for a fleet). Devices already
+/// registered with a certificate file are kept.
+fn prepare_scale(setup: &Setup, n: usize) -> Result<()> {
+    let certs = setup.work.join("certs");
+    let marker = certs.join(format!("ready-scale-{n}"));
+    if marker.exists() {
+        return Ok(());
+    }
+    let data = &setup.tollgate_data;
+    let registry: std::sync::Arc<dyn tollgate_registry::Registry> = std::sync::Arc::new(
+        tollgate_registry::SqliteRegistry::open(&data.join("registry.db"))?,
+    );
+    let (events, _dispatcher) = tollgate_events::EventBus::new(64, 1);
+    let control = tollgate_control::Control::open(
+        control_config(data, time::Duration::days(365)),
+        std::sync::Arc::clone(&registry),
+        events,
+    )?;
+    let existing: std::collections::HashSet<String> =
+        registry.devices()?.into_iter().map(|d| d.id).collect();
+    let groups = vec!["bench".to_string()];
+    let missing: Vec<(String, Vec<String>)> = (0..n)
+        .map(|i| format!("{SCALE_PREFIX}{i}"))
+        .filter(|id| !existing.contains(id))
+        .map(|id| (id, groups.clone()))
+        .collect();
+    eprintln!(
+        "registering {} scale devices in bulk (one shared key, a certificate each)...",
+        missing.len()
+    );
+    let t0 = std::time::Instant::now();
+    for chunk in missing.chunks(10_000) {
+        let (key_pem, issued) = control
+            .add_devices_with_shared_key(chunk, "bench")
+            .context("registering the scale scenario's devices")?;
+        for d in issued {
+            std::fs::write(
+                certs.join(format!("{}.pem", d.id)),
+                format!("{}{key_pem}", d.cert_pem),
+            )?;
+        }
+    }
+    eprintln!("registered in {:.1}s", t0.elapsed().as_secs_f64());
+    drop(control);
+    reinstate_revoked(setup, SCALE_PREFIX)?;
+    std::fs::write(&marker, "")?;
+    Ok(())
+}
+
+/// Bring back the devices named `<prefix>…` that a scale run revoked (or whose certificate
+/// file is missing), each with a new certificate, through the control plane of the data
+/// directory (no server running).
+fn reinstate_revoked(setup: &Setup, prefix: &str) -> Result<()> {
+    let data = &setup.tollgate_data;
+    let certs = setup.work.join("certs");
+    let registry: std::sync::Arc<dyn tollgate_registry::Registry> = std::sync::Arc::new(
+        tollgate_registry::SqliteRegistry::open(&data.join("registry.db"))?,
+    );
+    let back: Vec<String> = registry
+        .devices()?
+        .into_iter()
+        .filter(|d| d.id.starts_with(prefix))
+        .filter(|d| d.revoked_at.is_some() || !certs.join(format!("{}.pem", d.id)).exists())
+        .map(|d| d.id)
+        .collect();
+    if back.is_empty() {
+        return Ok(());
+    }
+    let (events, _dispatcher) = tollgate_events::EventBus::new(64, 1);
+    let control = tollgate_control::Control::open(
+        control_config(data, time::Duration::days(365)),
+        std::sync::Arc::clone(&registry),
+        events,
+    )?;
+    eprintln!("reinstating {} revoked scale devices...", back.len());
+    let groups = vec!["bench".to_string()];
+    for id in back {
+        if registry.device(&id)?.is_some_and(|d| d.revoked_at.is_none()) {
+            control.revoke_device(&id, "benchmark key file missing", "bench")?;
+        }
+        let c = control
+            .add_device(&id, &groups, true, "bench")
+            .with_context(|| format!("reinstating {id}"))?;
+        std::fs::write(
+            certs.join(format!("{id}.pem")),
+            format!("{}{}", c.cert_pem, c.key_pem),
+        )?;
+    }
+    Ok(())
 }
 
 /// Tollgate's configuration under benchmark.
