@@ -218,11 +218,16 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         kinds.push(Kind::Baseline);
     }
     let repeat = a.repeat.unwrap_or(if a.quick { 1 } else { 3 });
-    let connections = a.connections.unwrap_or(if a.quick {
-        300
-    } else {
-        fitting_connections(10_000)
+    let connections = a.connections.unwrap_or_else(|| {
+        if a.quick {
+            300
+        } else {
+            fitting_connections(10_000)
+        }
     });
+    // The broker holds two descriptors per connection: beyond the hard open-file limit the
+    // scale scenario would measure refusals (a container may cap it below what 100,000 need).
+    let scale = a.scale.map(fitting_connections);
     let duration = a.duration.unwrap_or(if a.quick { 1.5 } else { 5.0 });
     let warmup = if a.quick { 0.5 } else { 1.0 };
     let work = absolute(&a.work)?;
@@ -241,7 +246,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         None
     };
     let mut setup = prepare(&work, &tollgate_bin, connections.max(64), rumqttd_bin)?;
-    if let Some(n) = a.scale {
+    if let Some(n) = scale {
         prepare_scale(&setup, n)?;
     }
     if let Some(bin) = &a.baseline {
@@ -250,7 +255,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
     let me = std::env::current_exe()?;
 
     let mut samples: Vec<Sample> = Vec::new();
-    let specs: Vec<Spec> = specs(connections, a.scale, a.revoke_batch)
+    let specs: Vec<Spec> = specs(connections, scale, a.revoke_batch)
         .into_iter()
         .filter(|s| a.only.is_empty() || a.only.iter().any(|o| s.label.contains(o.as_str())))
         .collect();
@@ -357,7 +362,7 @@ fn fitting_connections(wanted: usize) -> usize {
         Some(h) if h.saturating_sub(400) / 2 < wanted => {
             let fit = h.saturating_sub(400) / 2 / 100 * 100;
             eprintln!(
-                "idle connections: {fit}, not {wanted} (the hard open-file limit is {h}; pass --connections to choose)"
+                "connections: {fit}, not {wanted} (the hard open-file limit is {h}: raise it to hold more; pass --connections or --scale to choose)"
             );
             fit.max(100)
         }
@@ -611,12 +616,19 @@ max_connections = 200000
 [limits]
 connect_rate_per_source = 0
 max_handshakes = 100000
+
+[metrics]
+# Any free port: runs side by side (and other servers on the machine) must not collide.
+listen = \"127.0.0.1:0\"
 ";
 
 /// The baseline build's configuration: the same limits, in keys it knows.
 const BASELINE_CONFIG: &str = "[mqtt]
 max_handshakes_per_ip = 100000
 max_connections = 200000
+
+[metrics]
+listen = \"127.0.0.1:0\"
 ";
 
 /// The baseline's own copy of the data directory: the same CA, server certificate, policy and
