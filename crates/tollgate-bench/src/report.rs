@@ -203,7 +203,11 @@ pub fn markdown(
 /// The scale scenario's revocation timing (Tollgate only), when it ran: milliseconds from
 /// the revocation request (`tollgate device revoke` started) to the client seeing its
 /// connection end, medians of the repetitions with (min–max).
-fn revocation_table(out: &mut String, by: &BTreeMap<(usize, String), Vec<&Sample>>, order: &[String]) {
+fn revocation_table(
+    out: &mut String,
+    by: &BTreeMap<(usize, String), Vec<&Sample>>,
+    order: &[String],
+) {
     let rows: Vec<(&String, &String, Vec<Sample>)> = by
         .iter()
         .filter_map(|((idx, broker), ss)| {
@@ -227,9 +231,15 @@ fn revocation_table(out: &mut String, by: &BTreeMap<(usize, String), Vec<&Sample
     if rows.is_empty() {
         return;
     }
-    let _ = writeln!(out, "\n## Revocation at scale (ms from the request to the client seeing the close)\n");
+    let _ = writeln!(
+        out,
+        "\n## Revocation at scale (ms from the request to the client seeing the close)\n"
+    );
     let _ = writeln!(out, "| scenario | broker | connect s | one device | batch: devices | closed within 10 s | told 0x98 | batch p50 | batch last | CLI one / batch |");
-    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let _ = writeln!(
+        out,
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
     for (label, broker, ss) in rows {
         let refs: Vec<&Sample> = ss.iter().collect();
         let _ = writeln!(

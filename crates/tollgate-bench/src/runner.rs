@@ -594,7 +594,10 @@ fn reinstate_revoked(setup: &Setup, prefix: &str) -> Result<()> {
     eprintln!("reinstating {} revoked scale devices...", back.len());
     let groups = vec!["bench".to_string()];
     for id in back {
-        if registry.device(&id)?.is_some_and(|d| d.revoked_at.is_none()) {
+        if registry
+            .device(&id)?
+            .is_some_and(|d| d.revoked_at.is_none())
+        {
             control.revoke_device(&id, "benchmark key file missing", "bench")?;
         }
         let c = control

@@ -174,8 +174,8 @@ fn watch(mut conn: client::Conn) -> tokio::task::JoinHandle<Seen> {
 async fn revoke(bin: &Path, data: &Path, ids: Vec<String>) -> Result<()> {
     let (bin, data) = (bin.to_path_buf(), data.to_path_buf());
     let out = tokio::task::spawn_blocking(move || {
-        let list = std::env::temp_dir()
-            .join(format!("tollgate-bench-revoke-{}.txt", std::process::id()));
+        let list =
+            std::env::temp_dir().join(format!("tollgate-bench-revoke-{}.txt", std::process::id()));
         std::fs::write(&list, ids.join("\n"))?;
         std::process::Command::new(&bin)
             .args(["device", "revoke", "--reason", "benchmark", "--data"])

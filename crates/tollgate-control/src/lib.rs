@@ -826,8 +826,10 @@ impl Control {
             check_groups(groups)?;
         }
         let key = tollgate_pki::generate_key()?;
-        let spki = rcgen::SubjectPublicKeyInfo::from_der(&rcgen::PublicKeyData::subject_public_key_info(&key))
-            .map_err(|e| ControlError::Pki(tollgate_pki::PkiError::from(e)))?;
+        let spki = rcgen::SubjectPublicKeyInfo::from_der(
+            &rcgen::PublicKeyData::subject_public_key_info(&key),
+        )
+        .map_err(|e| ControlError::Pki(tollgate_pki::PkiError::from(e)))?;
         self.events
             .emit_durable_all(
                 devices
@@ -1016,7 +1018,10 @@ impl Control {
         let all: Vec<String> = serials.iter().flatten().cloned().collect();
         let closed = self.refresh_devices(&ids, &all)?;
         if let Err(e) = self.regenerate_crl() {
-            tracing::error!("re-signing the CRL after revoking {} devices: {e}", ids.len());
+            tracing::error!(
+                "re-signing the CRL after revoking {} devices: {e}",
+                ids.len()
+            );
         }
         Ok(ids
             .into_iter()

@@ -789,7 +789,18 @@ impl DeviceStore for SqliteRegistry {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
             for c in certs {
-                record.execute(params![c.serial, c.subject, c.kind.as_str(), c.not_before, c.not_after, c.revoked_at, c.revoke_reason, c.key, c.spki, c.issuer])?;
+                record.execute(params![
+                    c.serial,
+                    c.subject,
+                    c.kind.as_str(),
+                    c.not_before,
+                    c.not_after,
+                    c.revoked_at,
+                    c.revoke_reason,
+                    c.key,
+                    c.spki,
+                    c.issuer
+                ])?;
             }
         }
         tx.commit()?;

@@ -1104,7 +1104,11 @@ fn read_id_list(path: &Path) -> Result<Vec<String>> {
 
 /// Revoke `ids` through `POST /api/v1/revocations`, in requests that fit the admin API's
 /// default body limit (64 KiB): each request is all or nothing.
-async fn revoke_many(admin: &client::AdminClient, ids: &[String], reason: &str) -> Result<ExitCode> {
+async fn revoke_many(
+    admin: &client::AdminClient,
+    ids: &[String],
+    reason: &str,
+) -> Result<ExitCode> {
     /// Bytes of ids per request, leaving room for the reason and JSON punctuation.
     const BATCH_BYTES: usize = 48 * 1024;
     if ids.is_empty() {
@@ -1147,7 +1151,9 @@ async fn revoke_many(admin: &client::AdminClient, ids: &[String], reason: &str) 
         }
         start = end;
     }
-    println!("Revoked {devices} device(s): {certs} certificate(s), {closed} live connection(s) closed.");
+    println!(
+        "Revoked {devices} device(s): {certs} certificate(s), {closed} live connection(s) closed."
+    );
     Ok(ExitCode::SUCCESS)
 }
 

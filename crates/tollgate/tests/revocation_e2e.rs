@@ -12,7 +12,11 @@ use support::Server;
 
 /// A background MQTT 5 client that stays connected until told otherwise by `sentinel`, then
 /// reports whether the server had disconnected it.
-fn live_client(s: &Server, dev: &support::Device, sentinel: &std::path::Path) -> support::PahoClient {
+fn live_client(
+    s: &Server,
+    dev: &support::Device,
+    sentinel: &std::path::Path,
+) -> support::PahoClient {
     s.paho_background(
         dev,
         json!([
@@ -32,10 +36,7 @@ fn revoking_several_devices_at_once_closes_exactly_their_connections_with_0x98()
         .map(|id| s.add_device(id, &["backend"]))
         .collect();
     s.add_device("lost-idle", &["backend"]);
-    let mut clients: Vec<_> = devs
-        .iter()
-        .map(|d| live_client(&s, d, &sentinel))
-        .collect();
+    let mut clients: Vec<_> = devs.iter().map(|d| live_client(&s, d, &sentinel)).collect();
     for c in &mut clients {
         assert_eq!(c.wait_step(0)["rc"], 0, "connect");
     }
@@ -91,7 +92,11 @@ fn revoking_several_devices_at_once_closes_exactly_their_connections_with_0x98()
         );
         assert_eq!(s.show(id)["state"], "revoked");
     }
-    assert_eq!(s.count_events("device_revoked"), 3, "lost-1 is revoked once");
+    assert_eq!(
+        s.count_events("device_revoked"),
+        3,
+        "lost-1 is revoked once"
+    );
 
     // A revoked certificate no longer connects; the kept one still does.
     assert!(!s
