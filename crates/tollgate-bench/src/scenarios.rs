@@ -108,6 +108,10 @@ pub struct LoadArgs {
     /// Devices revoked at once in the scale scenario's batch.
     #[arg(long, default_value_t = 1000)]
     pub revoke_batch: usize,
+    /// Seconds the scale scenario waits, after the 1 s reading, before it reads the broker's
+    /// memory for the idle figure.
+    #[arg(long, default_value_t = 15.0)]
+    pub settle: f64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -131,6 +135,10 @@ pub struct Outcome {
     /// Work done per second of broker CPU: the efficiency figure that stays meaningful when
     /// the generator, not the broker, is the bottleneck.
     pub per_broker_cpu_s: Option<f64>,
+    /// Broker RSS growth per connection 1 s after the last connect (scale scenario; the
+    /// main figure is read after --settle).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_rss_per_conn_kib_1s: Option<f64>,
     /// Revocation timing (scale scenario, Tollgate only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revocation: Option<crate::scale::RevocationTiming>,
