@@ -6,6 +6,7 @@
 #   bench/run.sh                      # full run: 3 repetitions, results in bench/results/
 #   bench/run.sh --quick              # < 2 minutes, results in target/bench-work/results/
 #   bench/run.sh --brokers tollgate,mosquitto --only latency,pairs
+#   bench/run.sh --brokers tollgate --only scale --scale 100000 --connections 100   # 100,000 connections, revocation timing
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -p tollgate -p tollgate-bench

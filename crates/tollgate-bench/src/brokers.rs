@@ -81,7 +81,7 @@ impl Running {
 fn pinned(cmd: &str) -> Command {
     let mut c = Command::new("bash");
     c.arg("-c").arg(format!(
-        "ulimit -n 262144 2>/dev/null || ulimit -n $(ulimit -Hn); exec taskset -c 0 {cmd}"
+        "ulimit -n 1048576 2>/dev/null || ulimit -n 262144 2>/dev/null || ulimit -n $(ulimit -Hn); exec taskset -c 0 {cmd}"
     ));
     c
 }

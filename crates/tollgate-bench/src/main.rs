@@ -14,6 +14,7 @@ mod procstat;
 mod report;
 mod rng;
 mod runner;
+mod scale;
 mod scenarios;
 mod simulate;
 mod topic_aliases;

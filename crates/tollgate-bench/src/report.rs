@@ -155,6 +155,7 @@ pub fn markdown(
             cell(ss, "gen_cpu_s", 1.0, 2),
         );
     }
+    revocation_table(&mut out, &by, &order);
     if kinds.contains(&Kind::Tollgate) && kinds.len() > 1 {
         let _ = writeln!(out, "\n## Ratios (Tollgate ÷ peer, medians)\n");
         let peers: Vec<&Kind> = kinds.iter().filter(|k| **k != Kind::Tollgate).collect();
@@ -197,6 +198,64 @@ pub fn markdown(
         }
     }
     out
+}
+
+/// The scale scenario's revocation timing (Tollgate only), when it ran: milliseconds from
+/// the revocation request (`tollgate device revoke` started) to the client seeing its
+/// connection end, medians of the repetitions with (min–max).
+fn revocation_table(
+    out: &mut String,
+    by: &BTreeMap<(usize, String), Vec<&Sample>>,
+    order: &[String],
+) {
+    let rows: Vec<(&String, &String, Vec<Sample>)> = by
+        .iter()
+        .filter_map(|((idx, broker), ss)| {
+            let label = order.get(*idx)?;
+            let flat: Vec<Sample> = ss
+                .iter()
+                .filter_map(|s| {
+                    let r = s.outcome.get("revocation")?;
+                    let mut o = r.clone();
+                    o["connect_s"] = s.outcome["measured_s"].clone();
+                    Some(Sample {
+                        label: s.label.clone(),
+                        broker: s.broker.clone(),
+                        outcome: o,
+                    })
+                })
+                .collect();
+            (!flat.is_empty()).then_some((label, broker, flat))
+        })
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n## Revocation at scale (ms from the request to the client seeing the close)\n"
+    );
+    let _ = writeln!(out, "| scenario | broker | connect s | one device | batch: devices | closed within 10 s | told 0x98 | batch p50 | batch last | CLI one / batch |");
+    let _ = writeln!(
+        out,
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
+    for (label, broker, ss) in rows {
+        let refs: Vec<&Sample> = ss.iter().collect();
+        let _ = writeln!(
+            out,
+            "| {label} | {broker} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
+            cell(&refs, "connect_s", 1.0, 1),
+            cell(&refs, "one_ms", 1.0, 0),
+            cell(&refs, "batch", 1.0, 0),
+            cell(&refs, "batch_closed", 1.0, 0),
+            cell(&refs, "batch_0x98", 1.0, 0),
+            cell(&refs, "batch_p50_ms", 1.0, 0),
+            cell(&refs, "batch_max_ms", 1.0, 0),
+            cell(&refs, "cli_one_ms", 1.0, 0),
+            cell(&refs, "cli_batch_ms", 1.0, 0),
+        );
+    }
 }
 
 /// A ratio with two decimals, or three significant digits when small.

@@ -52,20 +52,32 @@ pub struct RunArgs {
     /// side as broker `tollgate-baseline`; added to --brokers automatically.
     #[arg(long, value_name = "BIN")]
     pub baseline: Option<PathBuf>,
+    /// Add the scale scenario with this many idle MQTT 5 connections from several 127.0.0.x
+    /// addresses (e.g. 100000), with revocation timing on Tollgate (one device, then
+    /// --revoke-batch at once). Its devices share one key pair (a distinct certificate each),
+    /// registered in bulk. Off unless given.
+    #[arg(long, value_name = "N")]
+    pub scale: Option<usize>,
+    /// Devices revoked at once in the scale scenario.
+    #[arg(long, default_value_t = 1000)]
+    pub revoke_batch: usize,
 }
 
 struct Spec {
-    label: &'static str,
+    label: String,
     args: Vec<String>,
 }
 
-fn specs(connections: usize) -> Vec<Spec> {
-    let s = |label, args: &[&str]| Spec {
-        label,
+/// The device id prefix of the scale scenario's devices.
+const SCALE_PREFIX: &str = "bench-x";
+
+fn specs(connections: usize, scale: Option<usize>, revoke_batch: usize) -> Vec<Spec> {
+    let s = |label: &str, args: &[&str]| Spec {
+        label: label.to_owned(),
         args: args.iter().map(|a| a.to_string()).collect(),
     };
     let conns = connections.to_string();
-    vec![
+    let mut v = vec![
         s(
             "fan-in q0 8→1",
             &["--scenario", "fan-in", "--qos", "0", "--clients", "8"],
@@ -134,7 +146,7 @@ fn specs(connections: usize) -> Vec<Spec> {
             ],
         ),
         Spec {
-            label: "connections idle",
+            label: "connections idle".into(),
             args: vec![
                 "--scenario".into(),
                 "connections".into(),
@@ -188,7 +200,25 @@ fn specs(connections: usize) -> Vec<Spec> {
                 "8",
             ],
         ),
-    ]
+    ];
+    if let Some(n) = scale {
+        v.push(Spec {
+            label: format!("scale {n} connections + revocation"),
+            args: vec![
+                "--scenario".into(),
+                "scale".into(),
+                "--connections".into(),
+                n.to_string(),
+                "--concurrency".into(),
+                "64".into(),
+                "--prefix".into(),
+                SCALE_PREFIX.into(),
+                "--revoke-batch".into(),
+                revoke_batch.to_string(),
+            ],
+        });
+    }
+    v
 }
 
 pub fn run(a: RunArgs) -> Result<ExitCode> {
@@ -201,11 +231,16 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         kinds.push(Kind::Baseline);
     }
     let repeat = a.repeat.unwrap_or(if a.quick { 1 } else { 3 });
-    let connections = a.connections.unwrap_or(if a.quick {
-        300
-    } else {
-        fitting_connections(10_000)
+    let connections = a.connections.unwrap_or_else(|| {
+        if a.quick {
+            300
+        } else {
+            fitting_connections(10_000)
+        }
     });
+    // The broker holds two descriptors per connection: beyond the hard open-file limit the
+    // scale scenario would measure refusals (a container may cap it below what 100,000 need).
+    let scale = a.scale.map(fitting_connections);
     let duration = a.duration.unwrap_or(if a.quick { 1.5 } else { 5.0 });
     let warmup = if a.quick { 0.5 } else { 1.0 };
     let work = absolute(&a.work)?;
@@ -224,13 +259,16 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         None
     };
     let mut setup = prepare(&work, &tollgate_bin, connections.max(64), rumqttd_bin)?;
+    if let Some(n) = scale {
+        prepare_scale(&setup, n)?;
+    }
     if let Some(bin) = &a.baseline {
         setup.baseline = Some((absolute(bin)?, baseline_data(&setup.tollgate_data, &work)?));
     }
     let me = std::env::current_exe()?;
 
     let mut samples: Vec<Sample> = Vec::new();
-    let specs: Vec<Spec> = specs(connections)
+    let specs: Vec<Spec> = specs(connections, scale, a.revoke_batch)
         .into_iter()
         .filter(|s| a.only.is_empty() || a.only.iter().any(|o| s.label.contains(o.as_str())))
         .collect();
@@ -252,10 +290,15 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
                     kind.name()
                 );
                 let persistent = spec.args.iter().any(|a| a == "--persistent");
+                let scale = spec.args.iter().any(|a| a == "scale");
+                if scale && kind == Kind::Tollgate {
+                    // The previous repetition revoked some: bring them back first.
+                    reinstate_revoked(&setup, SCALE_PREFIX)?;
+                }
                 let broker = brokers::start(kind, &setup, port, persistent)?;
                 let mut cmd = Command::new("bash");
                 let mut line = format!(
-                    "ulimit -n 262144 2>/dev/null || ulimit -n $(ulimit -Hn); exec taskset -c 1 {} load --addr {} --certs {} --broker-pid {} --duration {duration} --warmup {warmup}",
+                    "ulimit -n 1048576 2>/dev/null || ulimit -n 262144 2>/dev/null || ulimit -n $(ulimit -Hn); exec taskset -c 1 {} load --addr {} --certs {} --broker-pid {} --duration {duration} --warmup {warmup}",
                     me.display(),
                     broker.addr,
                     setup.work.join("certs").display(),
@@ -264,6 +307,14 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
                 for arg in &spec.args {
                     line.push(' ');
                     line.push_str(arg);
+                }
+                if scale && kind == Kind::Tollgate {
+                    // Revocation timing, through the CLI an operator would use.
+                    line.push_str(&format!(
+                        " --revoke-with {} --data {}",
+                        setup.tollgate_bin.display(),
+                        setup.tollgate_data.display()
+                    ));
                 }
                 cmd.arg("-c").arg(line);
                 let out = cmd.output().context("running the load generator")?;
@@ -275,7 +326,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
                 };
                 eprintln!("{}", report::one_line(&outcome));
                 samples.push(Sample {
-                    label: spec.label.to_string(),
+                    label: spec.label.clone(),
                     broker: kind.name().to_string(),
                     outcome,
                 });
@@ -324,7 +375,7 @@ fn fitting_connections(wanted: usize) -> usize {
         Some(h) if h.saturating_sub(400) / 2 < wanted => {
             let fit = h.saturating_sub(400) / 2 / 100 * 100;
             eprintln!(
-                "idle connections: {fit}, not {wanted} (the hard open-file limit is {h}; pass --connections to choose)"
+                "connections: {fit}, not {wanted} (the hard open-file limit is {h}: raise it to hold more; pass --connections or --scale to choose)"
             );
             fit.max(100)
         }
@@ -477,6 +528,102 @@ subscribe = ["bench/+/t", "bench/pair/+", "bench/bcast", "plants/#"]
     })
 }
 
+/// The scale scenario's devices, `bench-x0` … `bench-x{n-1}`: registered in bulk with one
+/// shared key pair and a distinct certificate each (issuing 100,000 takes seconds instead of
+/// minutes of key generation; acceptable for a benchmark, never for a fleet). Devices already
+/// registered with a certificate file are kept.
+fn prepare_scale(setup: &Setup, n: usize) -> Result<()> {
+    let certs = setup.work.join("certs");
+    let marker = certs.join(format!("ready-scale-{n}"));
+    if marker.exists() {
+        return Ok(());
+    }
+    let data = &setup.tollgate_data;
+    let registry: std::sync::Arc<dyn tollgate_registry::Registry> = std::sync::Arc::new(
+        tollgate_registry::SqliteRegistry::open(&data.join("registry.db"))?,
+    );
+    let (events, _dispatcher) = tollgate_events::EventBus::new(64, 1);
+    let control = tollgate_control::Control::open(
+        control_config(data, time::Duration::days(365)),
+        std::sync::Arc::clone(&registry),
+        events,
+    )?;
+    let existing: std::collections::HashSet<String> =
+        registry.devices()?.into_iter().map(|d| d.id).collect();
+    let groups = vec!["bench".to_string()];
+    let missing: Vec<(String, Vec<String>)> = (0..n)
+        .map(|i| format!("{SCALE_PREFIX}{i}"))
+        .filter(|id| !existing.contains(id))
+        .map(|id| (id, groups.clone()))
+        .collect();
+    eprintln!(
+        "registering {} scale devices in bulk (one shared key, a certificate each)...",
+        missing.len()
+    );
+    let t0 = std::time::Instant::now();
+    for chunk in missing.chunks(10_000) {
+        let (key_pem, issued) = control
+            .add_devices_with_shared_key(chunk, "bench")
+            .context("registering the scale scenario's devices")?;
+        for d in issued {
+            std::fs::write(
+                certs.join(format!("{}.pem", d.id)),
+                format!("{}{key_pem}", d.cert_pem),
+            )?;
+        }
+    }
+    eprintln!("registered in {:.1}s", t0.elapsed().as_secs_f64());
+    drop(control);
+    reinstate_revoked(setup, SCALE_PREFIX)?;
+    std::fs::write(&marker, "")?;
+    Ok(())
+}
+
+/// Bring back the devices named `<prefix>…` that a scale run revoked (or whose certificate
+/// file is missing), each with a new certificate, through the control plane of the data
+/// directory (no server running).
+fn reinstate_revoked(setup: &Setup, prefix: &str) -> Result<()> {
+    let data = &setup.tollgate_data;
+    let certs = setup.work.join("certs");
+    let registry: std::sync::Arc<dyn tollgate_registry::Registry> = std::sync::Arc::new(
+        tollgate_registry::SqliteRegistry::open(&data.join("registry.db"))?,
+    );
+    let back: Vec<String> = registry
+        .devices()?
+        .into_iter()
+        .filter(|d| d.id.starts_with(prefix))
+        .filter(|d| d.revoked_at.is_some() || !certs.join(format!("{}.pem", d.id)).exists())
+        .map(|d| d.id)
+        .collect();
+    if back.is_empty() {
+        return Ok(());
+    }
+    let (events, _dispatcher) = tollgate_events::EventBus::new(64, 1);
+    let control = tollgate_control::Control::open(
+        control_config(data, time::Duration::days(365)),
+        std::sync::Arc::clone(&registry),
+        events,
+    )?;
+    eprintln!("reinstating {} revoked scale devices...", back.len());
+    let groups = vec!["bench".to_string()];
+    for id in back {
+        if registry
+            .device(&id)?
+            .is_some_and(|d| d.revoked_at.is_none())
+        {
+            control.revoke_device(&id, "benchmark key file missing", "bench")?;
+        }
+        let c = control
+            .add_device(&id, &groups, true, "bench")
+            .with_context(|| format!("reinstating {id}"))?;
+        std::fs::write(
+            certs.join(format!("{id}.pem")),
+            format!("{}{}", c.cert_pem, c.key_pem),
+        )?;
+    }
+    Ok(())
+}
+
 /// Tollgate's configuration under benchmark.
 const BENCH_CONFIG: &str = "[mqtt]
 max_handshakes_per_ip = 100000
@@ -485,12 +632,19 @@ max_connections = 200000
 [limits]
 connect_rate_per_source = 0
 max_handshakes = 100000
+
+[metrics]
+# Any free port: runs side by side (and other servers on the machine) must not collide.
+listen = \"127.0.0.1:0\"
 ";
 
 /// The baseline build's configuration: the same limits, in keys it knows.
 const BASELINE_CONFIG: &str = "[mqtt]
 max_handshakes_per_ip = 100000
 max_connections = 200000
+
+[metrics]
+listen = \"127.0.0.1:0\"
 ";
 
 /// The baseline's own copy of the data directory: the same CA, server certificate, policy and

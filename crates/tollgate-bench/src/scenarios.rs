@@ -31,6 +31,9 @@ pub enum Scenario {
     Connections,
     Handshakes,
     TopicAliases,
+    /// Many idle MQTT 5 connections from several source addresses, then revocation timing
+    /// ([`crate::scale`]).
+    Scale,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -89,6 +92,27 @@ pub struct LoadArgs {
     /// on disk before the publisher's PUBACK, in brokers that keep that promise.
     #[arg(long)]
     pub persistent: bool,
+    /// Source addresses (127.0.0.2 upwards) for the scale scenario; 0 = one per 12,500
+    /// connections.
+    #[arg(long, default_value_t = 0)]
+    pub sources: usize,
+    /// Device id prefix of the scale scenario's connections (`<prefix><n>`).
+    #[arg(long, default_value = "bench-x")]
+    pub prefix: String,
+    /// A tollgate binary to revoke devices with (scale scenario: revocation timing), together
+    /// with --data.
+    #[arg(long, value_name = "BIN", requires = "data")]
+    pub revoke_with: Option<PathBuf>,
+    /// The broker's data directory (for `tollgate device revoke --data`).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Devices revoked at once in the scale scenario's batch.
+    #[arg(long, default_value_t = 1000)]
+    pub revoke_batch: usize,
+    /// Seconds the scale scenario waits, after the 1 s reading, before it reads the broker's
+    /// memory for the idle figure.
+    #[arg(long, default_value_t = 15.0)]
+    pub settle: f64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -121,10 +145,17 @@ pub struct Outcome {
     /// ...and the difference, in % of the first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes_saved_pct: Option<f64>,
+    /// Broker RSS growth per connection 1 s after the last connect (scale scenario; the
+    /// main figure is read after --settle).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_rss_per_conn_kib_1s: Option<f64>,
+    /// Revocation timing (scale scenario, Tollgate only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<crate::scale::RevocationTiming>,
 }
 
 /// Keep-alive the simulated devices ask for (rumqttd refuses 0; runs are shorter than 1.5×).
-const KEEP_ALIVE: u16 = 120;
+pub(crate) const KEEP_ALIVE: u16 = 120;
 
 fn base() -> Instant {
     static BASE: OnceLock<Instant> = OnceLock::new();
@@ -137,17 +168,17 @@ fn now_ns() -> u64 {
 
 /// Shared counters of one run.
 #[derive(Default)]
-struct Counters {
-    sent: AtomicU64,
-    received: AtomicU64,
-    errors: AtomicU64,
-    first_error: std::sync::Mutex<Option<String>>,
-    stop: AtomicBool,
-    measuring: AtomicBool,
+pub(crate) struct Counters {
+    pub(crate) sent: AtomicU64,
+    pub(crate) received: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) first_error: std::sync::Mutex<Option<String>>,
+    pub(crate) stop: AtomicBool,
+    pub(crate) measuring: AtomicBool,
 }
 
 impl Counters {
-    fn error(&self, e: impl std::fmt::Display) {
+    pub(crate) fn error(&self, e: impl std::fmt::Display) {
         if self.stop.load(Ordering::Relaxed) {
             return; // failures while tearing down are not the broker's
         }
@@ -225,6 +256,7 @@ pub async fn run(a: LoadArgs) -> Result<Outcome> {
         Scenario::Connections => connections(&a, &devices).await?,
         Scenario::Handshakes => handshakes(&a, &devices).await?,
         Scenario::TopicAliases => crate::topic_aliases::run(&a, &devices).await?,
+        Scenario::Scale => crate::scale::run(&a, &devices).await?,
     };
     out.scenario = format!("{:?}", a.scenario);
     out.per_broker_cpu_s = out

@@ -417,15 +417,47 @@ impl Broker {
     /// themselves at once (closing if revoked, confined or released by a quarantine change,
     /// dropping subscriptions no longer allowed). Returns how many were asked to.
     pub fn set_access(&self, access: Arc<AccessSnapshot>, changed: &Changed) -> usize {
+        match changed {
+            Changed::All => {
+                self.shared.access.store(access);
+                self.live_sessions()
+                    .iter()
+                    .filter(|s| s.send_control(Control::Recheck))
+                    .count()
+            }
+            Changed::Devices(ids) => self.set_access_of(access, ids).iter().sum(),
+        }
+    }
+
+    /// [`Broker::set_access`] for the devices `ids`, counting per device: how many live
+    /// connections of `ids[i]` were asked to re-check. The live sessions are looked through
+    /// once, each against a set of the ids, so a bulk change (a thousand devices among a
+    /// hundred thousand connections) holds the session table's lock for one pass, not one
+    /// pass per device.
+    pub fn set_access_of(&self, access: Arc<AccessSnapshot>, ids: &[String]) -> Vec<usize> {
         self.shared.access.store(access);
-        let targets = match changed {
-            Changed::All => self.live_sessions(),
-            Changed::Devices(ids) => self.live_sessions_of(|d| ids.iter().any(|i| i == d)),
-        };
-        targets
+        let mut counts = vec![0usize; ids.len()];
+        let index: HashMap<&str, usize> = ids
             .iter()
-            .filter(|s| s.send_control(Control::Recheck))
-            .count()
+            .enumerate()
+            .map(|(i, d)| (d.as_str(), i))
+            .collect();
+        let targets: Vec<(usize, Arc<Session>)> = self
+            .shared
+            .sessions
+            .lock()
+            .values()
+            .filter(|s| s.is_online())
+            .filter_map(|s| index.get(&*s.device_id).map(|i| (*i, Arc::clone(s))))
+            .collect();
+        for (i, s) in targets {
+            if s.send_control(Control::Recheck) {
+                if let Some(c) = counts.get_mut(i) {
+                    *c += 1;
+                }
+            }
+        }
+        counts
     }
 
     /// Close every live connection of `device_id` with `code` (no will). Returns how many.

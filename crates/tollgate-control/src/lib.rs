@@ -11,8 +11,9 @@
 //! the devices whose access changed; close a device's connections; list live connections), and
 //! publishes trust material (issuing-CA anchors, CRLs, supplier CAs) through a `watch` channel
 //! ([`Control::trust`]) so the TLS configurations are rebuilt in one place. The snapshot is
-//! updated incrementally: each change reads the one device it touches from the registry and
-//! produces a new snapshot sharing the rest with the old one.
+//! updated incrementally: each change reads the devices it touches (one, or a bulk
+//! revocation's batch) from the registry and produces one new snapshot sharing the rest with
+//! the old one.
 //!
 //! It must not hold sockets or format HTTP: errors are [`ControlError`] values that the binary
 //! maps to statuses in one place. Calls may touch the disk (the registry, CA files): callers run
@@ -118,6 +119,9 @@ pub trait DataPlane: Send + Sync {
     /// Swap in `snapshot`; re-check the live connections of the devices in `changed` only.
     /// Returns how many live connections were told to re-check.
     fn publish(&self, snapshot: Arc<AccessSnapshot>, changed: Changed) -> usize;
+    /// [`DataPlane::publish`] with `changed` = the devices `ids`, counting per device: how many
+    /// live connections of `ids[i]` were told to re-check.
+    fn publish_devices(&self, snapshot: Arc<AccessSnapshot>, ids: &[String]) -> Vec<usize>;
     /// Close every live connection of `device` now (no will), saying `reason`. Returns how many.
     fn close_device(&self, device: &str, reason: &str) -> usize;
     /// Live connections.
@@ -578,6 +582,37 @@ impl Control {
         }
     }
 
+    /// [`Control::refresh_device`] for several devices in one snapshot: one swap, and only
+    /// their live connections re-check. Returns, per id, how many were told to.
+    fn refresh_devices(
+        &self,
+        ids: &[String],
+        revoked: &[String],
+    ) -> Result<Vec<usize>, ControlError> {
+        let mut cur = self.access.lock();
+        let mut next = AccessSnapshot::clone(&cur);
+        for id in ids {
+            match self.access_of(id)? {
+                Some(a) => {
+                    next.devices.insert(id.clone(), a);
+                }
+                None => {
+                    next.devices.remove(id);
+                }
+            }
+        }
+        for serial in revoked {
+            next.revoked.insert(serial.clone());
+        }
+        let next = Arc::new(next);
+        *cur = Arc::clone(&next);
+        self.current.store(Arc::clone(&next));
+        Ok(self
+            .data_plane
+            .get()
+            .map_or_else(|| vec![0; ids.len()], |dp| dp.publish_devices(next, ids)))
+    }
+
     /// A device's access as the registry has it now: `None` unless it is active.
     fn access_of(&self, id: &str) -> Result<Option<DeviceAccess>, ControlError> {
         Ok(match self.registry.device(id)? {
@@ -771,6 +806,92 @@ impl Control {
         })
     }
 
+    /// Register many new devices at once for **load testing**: one ECDSA P-256 key pair is
+    /// made and every device gets its own certificate (its own serial and identity) for that
+    /// same public key, so issuing a hundred thousand takes seconds instead of a key
+    /// generation each. A fleet whose devices share a private key is one stolen key away from
+    /// all of them: this is for benchmarks only, and neither the admin API nor the CLI offers
+    /// it. Otherwise it is [`Control::add_device`] for each device with the work shared: each
+    /// registration is written ahead as its own `add_device` control action, the devices and
+    /// certificates are stored in one registry transaction (all or none: an id that exists is
+    /// `DeviceExists`), one snapshot change admits them, and each gets its `device_added`
+    /// event. Returns the shared private key (PEM) and each device's certificate, in order.
+    pub fn add_devices_with_shared_key(
+        &self,
+        devices: &[(String, Vec<String>)],
+        by: &str,
+    ) -> Result<(String, Vec<IssuedDevice>), ControlError> {
+        for (id, groups) in devices {
+            check_name("device id", id)?;
+            check_groups(groups)?;
+        }
+        let key = tollgate_pki::generate_key()?;
+        let spki = rcgen::SubjectPublicKeyInfo::from_der(
+            &rcgen::PublicKeyData::subject_public_key_info(&key),
+        )
+        .map_err(|e| ControlError::Pki(tollgate_pki::PkiError::from(e)))?;
+        self.events
+            .emit_durable_all(
+                devices
+                    .iter()
+                    .map(|(id, groups)| EventKind::ControlAction {
+                        action: "add_device".to_owned(),
+                        subject: id.clone(),
+                        by: by.to_owned(),
+                        detail: format!("groups {groups:?} (shared benchmark key)"),
+                    })
+                    .collect(),
+                WRITE_AHEAD_TIMEOUT,
+            )
+            .map_err(|e| ControlError::AuditUnavailable(e.to_string()))?;
+        let issuer = self.issuer_serial();
+        let mut issued = Vec::with_capacity(devices.len());
+        let mut records = Vec::with_capacity(devices.len());
+        for (id, groups) in devices {
+            let (cert, record) =
+                self.sign_device(id, groups, Some(&spki), "ecdsa-p256", issuer.clone())?;
+            issued.push(cert);
+            records.push(record);
+        }
+        self.registry
+            .create_devices_with_certificates(devices, &records, now())
+            .map_err(|e| match e {
+                RegistryError::Conflict(what) => ControlError::DeviceExists(
+                    what.strip_prefix("device ").unwrap_or(&what).to_owned(),
+                ),
+                other => other.into(),
+            })?;
+        let ids: Vec<String> = devices.iter().map(|(id, _)| id.clone()).collect();
+        self.refresh_devices(&ids, &[])?;
+        if let Err(e) = self.evaluate_fleet(Some(ids.as_slice()), "enrollment", None) {
+            tracing::error!("evaluating compliance of {} new devices: {e}", ids.len());
+        }
+        let ca_pem = self.authority.root_pem.clone();
+        let out = devices
+            .iter()
+            .zip(issued)
+            .map(|((id, groups), cert)| {
+                self.events.emit(EventKind::DeviceAdded {
+                    device: id.clone(),
+                    groups: groups.clone(),
+                    serial: cert.serial.clone(),
+                    by: by.to_owned(),
+                });
+                IssuedDevice {
+                    id: id.clone(),
+                    groups: groups.clone(),
+                    serial: cert.serial,
+                    not_after: cert.validity.not_after.unix_timestamp(),
+                    cert_pem: cert.cert_pem,
+                    key_pem: String::new(),
+                    ca_pem: ca_pem.clone(),
+                    reactivated: false,
+                }
+            })
+            .collect();
+        Ok((key.serialize_pem(), out))
+    }
+
     /// Record a control action in the audit log before it takes effect (a `control_action`
     /// event, waited for until it is durable). An error means the action must not happen.
     pub fn write_ahead(
@@ -840,6 +961,87 @@ impl Control {
             serials,
             sessions_closed,
         })
+    }
+
+    /// Revoke several devices at once (a lost batch, a compromised production run): what
+    /// [`Control::revoke_device`] does for each, with the work shared. Every id must name a
+    /// device (else nothing happens: `DeviceNotFound` names the first that does not); an id
+    /// given twice counts once. Each revocation is written ahead as its own `revoke_device`
+    /// control action (stored together, one group commit per 128), the registry revokes them
+    /// all in one transaction, one new snapshot carries them to the data plane (only these
+    /// devices' live connections re-check, and close with 0x98), one CRL is signed, and each
+    /// device gets its `device_revoked` event. Returns one [`Revoked`] per device, in order.
+    pub fn revoke_devices(
+        &self,
+        ids: &[String],
+        reason: &str,
+        by: &str,
+    ) -> Result<Vec<Revoked>, ControlError> {
+        let mut seen = HashSet::new();
+        let ids: Vec<String> = ids
+            .iter()
+            .filter(|id| seen.insert(id.as_str()))
+            .cloned()
+            .collect();
+        if ids.is_empty() {
+            return Err(ControlError::InvalidRequest(
+                "no device to revoke: give at least one id".into(),
+            ));
+        }
+        for id in &ids {
+            if self.registry.device(id)?.is_none() {
+                return Err(ControlError::DeviceNotFound(id.clone()));
+            }
+        }
+        self.events
+            .emit_durable_all(
+                ids.iter()
+                    .map(|id| EventKind::ControlAction {
+                        action: "revoke_device".to_owned(),
+                        subject: id.clone(),
+                        by: by.to_owned(),
+                        detail: reason.to_owned(),
+                    })
+                    .collect(),
+                WRITE_AHEAD_TIMEOUT,
+            )
+            .map_err(|e| ControlError::AuditUnavailable(e.to_string()))?;
+        let serials = self
+            .registry
+            .revoke_devices(&ids, reason, now())
+            .map_err(|e| match e {
+                RegistryError::NotFound(what) => ControlError::DeviceNotFound(
+                    what.strip_prefix("device ").unwrap_or(&what).to_owned(),
+                ),
+                other => other.into(),
+            })?;
+        let all: Vec<String> = serials.iter().flatten().cloned().collect();
+        let closed = self.refresh_devices(&ids, &all)?;
+        if let Err(e) = self.regenerate_crl() {
+            tracing::error!(
+                "re-signing the CRL after revoking {} devices: {e}",
+                ids.len()
+            );
+        }
+        Ok(ids
+            .into_iter()
+            .zip(serials)
+            .zip(closed)
+            .map(|((id, serials), sessions_closed)| {
+                self.events.emit(EventKind::DeviceRevoked {
+                    device: id.clone(),
+                    serials: serials.clone(),
+                    reason: reason.to_owned(),
+                    by: by.to_owned(),
+                    sessions_closed,
+                });
+                Revoked {
+                    id,
+                    serials,
+                    sessions_closed,
+                }
+            })
+            .collect())
     }
 
     /// Quarantine a device for `source` (another source's reasons stay). Its live connections
@@ -1220,12 +1422,27 @@ impl Control {
         public_key: Option<&rcgen::SubjectPublicKeyInfo>,
         key: &str,
     ) -> Result<tollgate_pki::IssuedCert, ControlError> {
+        let issuer = self.issuer_serial();
+        let (issued, record) = self.sign_device(id, groups, public_key, key, issuer)?;
+        self.registry.record_certificate(&record)?;
+        Ok(issued)
+    }
+
+    /// Sign a device certificate and make its registry record (not stored yet).
+    fn sign_device(
+        &self,
+        id: &str,
+        groups: &[String],
+        public_key: Option<&rcgen::SubjectPublicKeyInfo>,
+        key: &str,
+        issuer: Option<String>,
+    ) -> Result<(tollgate_pki::IssuedCert, CertRecord), ControlError> {
         let issued = self.authority.issuer.issue(
             &CertProfile::Device { id },
             Validity::starting_now(self.lifetime_for(groups)),
             public_key,
         )?;
-        self.registry.record_certificate(&CertRecord {
+        let record = CertRecord {
             serial: issued.serial.clone(),
             subject: id.to_owned(),
             kind: CertKind::Device,
@@ -1235,12 +1452,9 @@ impl Control {
             revoke_reason: None,
             key: Some(key.to_owned()),
             spki: cert_spki(&issued.cert_pem),
-            issuer: tollgate_pki::parse_pem_certificates(self.authority.issuer.cert_pem())
-                .ok()
-                .and_then(|c| c.into_iter().next())
-                .map(|c| c.serial),
-        })?;
-        Ok(issued)
+            issuer,
+        };
+        Ok((issued, record))
     }
 
     /// Lifetime for a device in `groups`: the shortest of its groups' overrides, else the default.
@@ -1965,6 +2179,90 @@ mod tests {
             cp.set_operator_role("admin", R::Admin, "bob"),
             Err(ControlError::OperatorRevoked(_))
         ));
+        std::fs::remove_dir_all(&data).expect("cleanup");
+    }
+
+    /// A data plane that records what it was told.
+    #[derive(Default)]
+    struct Recorder {
+        published: Mutex<Vec<Vec<String>>>,
+    }
+
+    impl DataPlane for Recorder {
+        fn publish(&self, _: Arc<AccessSnapshot>, changed: Changed) -> usize {
+            if let Changed::Devices(ids) = changed {
+                self.published.lock().push(ids);
+            }
+            0
+        }
+        fn publish_devices(&self, _: Arc<AccessSnapshot>, ids: &[String]) -> Vec<usize> {
+            self.published.lock().push(ids.to_vec());
+            // One live connection each.
+            vec![1; ids.len()]
+        }
+        fn close_device(&self, _: &str, _: &str) -> usize {
+            0
+        }
+        fn connections(&self) -> Vec<LiveConnection> {
+            Vec::new()
+        }
+        fn throttle(&self, _: &str, _: u32, _: i64) {}
+    }
+
+    #[test]
+    fn a_bulk_revocation_is_one_snapshot_change_for_exactly_those_devices() {
+        let data = data_dir("bulk-revoke");
+        let cp = open(&data).expect("open");
+        let serial = |id: &str| {
+            cp.add_device(id, &["plcs".into()], false, "test")
+                .expect("add")
+                .serial
+        };
+        let (a, b, c) = (serial("a"), serial("b"), serial("c"));
+        let dp = Arc::new(Recorder::default());
+        cp.attach(Arc::clone(&dp) as Arc<dyn DataPlane>);
+        let crl_before = cp.crl();
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+        // An unknown id: nothing happens at all.
+        assert!(matches!(
+            cp.revoke_devices(&ids(&["a", "ghost"]), "lost", "test"),
+            Err(ControlError::DeviceNotFound(id)) if id == "ghost"
+        ));
+        assert!(cp.snapshot().device("a").is_some());
+        assert!(dp.published.lock().is_empty());
+        assert!(matches!(
+            cp.revoke_devices(&[], "lost", "test"),
+            Err(ControlError::InvalidRequest(_))
+        ));
+
+        // Two devices (one named twice): one publication naming just them.
+        let out = cp
+            .revoke_devices(&ids(&["b", "a", "b"]), "lost", "test")
+            .expect("revoke");
+        let got: Vec<(&str, &[String], usize)> = out
+            .iter()
+            .map(|r| (r.id.as_str(), r.serials.as_slice(), r.sessions_closed))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("b", std::slice::from_ref(&b), 1),
+                ("a", std::slice::from_ref(&a), 1)
+            ]
+        );
+        assert_eq!(*dp.published.lock(), vec![ids(&["b", "a"])]);
+        let snap = cp.snapshot();
+        assert!(snap.device("a").is_none() && snap.device("b").is_none());
+        assert!(snap.device("c").is_some());
+        assert!(snap.revoked.contains(&a) && snap.revoked.contains(&b));
+        assert!(!snap.revoked.contains(&c));
+        // One new CRL, naming both.
+        assert_ne!(cp.crl(), crl_before);
+        for id in ["a", "b"] {
+            assert!(cp.device(id).expect("device").revoked_at.is_some());
+        }
+        assert!(cp.device("c").expect("device").revoked_at.is_none());
         std::fs::remove_dir_all(&data).expect("cleanup");
     }
 

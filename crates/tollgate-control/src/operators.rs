@@ -267,7 +267,7 @@ impl Control {
         Ok(issued)
     }
 
-    fn issuer_serial(&self) -> Option<String> {
+    pub(crate) fn issuer_serial(&self) -> Option<String> {
         tollgate_pki::parse_pem_certificates(self.authority.issuer.cert_pem())
             .ok()
             .and_then(|c| c.into_iter().next())

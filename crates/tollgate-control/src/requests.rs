@@ -108,6 +108,18 @@ pub struct RevokeRequest {
     pub reason: Option<String>,
 }
 
+/// `POST /api/v1/revocations`: revoke several devices at once.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeDevices {
+    /// Device ids (at least one; the body's size limit bounds how many, about 3,000 with the
+    /// default `max_body_bytes`).
+    pub devices: Vec<String>,
+    /// Why (default "unspecified"), recorded for each device.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
 /// `POST /api/v1/suppliers`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -1069,6 +1069,64 @@ impl EventBus {
         }
     }
 
+    /// [`EventBus::emit_durable`] for several events at once: they are queued 128 at a time
+    /// and each chunk is waited for together (the durable consumer's group commit stores a
+    /// chunk in one write and one `fsync` instead of one each), so the durable consumer's queue
+    /// must hold 128; `timeout` bounds the whole wait. Returns their sequence numbers, in
+    /// order. On an error some of them may have been stored: the caller must not act on any.
+    pub fn emit_durable_all(
+        &self,
+        kinds: Vec<EventKind>,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<u64>, NotRecorded> {
+        /// Events in flight at once: well within a durable consumer's reserve, so a large
+        /// batch cannot overflow its queue and be refused.
+        const CHUNK: usize = 128;
+        let s = &*self.shared;
+        if s.closed.load(Ordering::Acquire) {
+            return Err(NotRecorded::Closed);
+        }
+        if !s.durable.load(Ordering::Acquire) {
+            let n = kinds.len();
+            for kind in kinds {
+                self.emit(kind);
+            }
+            return Ok(vec![0; n]);
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        let mut seqs = Vec::with_capacity(kinds.len());
+        let mut kinds = kinds.into_iter().peekable();
+        while kinds.peek().is_some() {
+            let mut waits = Vec::with_capacity(CHUNK);
+            for kind in kinds.by_ref().take(CHUNK) {
+                let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                let queued = Queued {
+                    event: Event::now(kind),
+                    dropped_before: s.dropped.load(Ordering::Relaxed),
+                    ack: Some(Ack { tx, seq: 0 }),
+                };
+                if self.durable_tx.send(queued).is_err() {
+                    return Err(NotRecorded::Closed);
+                }
+                s.emitted.fetch_add(1, Ordering::Relaxed);
+                waits.push(rx);
+            }
+            for rx in waits {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(seq) => seqs.push(seq),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        return Err(NotRecorded::Timeout(timeout))
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                        return Err(NotRecorded::Refused)
+                    }
+                }
+            }
+        }
+        Ok(seqs)
+    }
+
     /// Stop the bus and wait for the dispatcher to finish.
     ///
     /// From the moment this is called (before the future is first polled) the bus refuses new
@@ -1751,6 +1809,37 @@ mod tests {
             None => assert_eq!(r, Err(NotRecorded::Refused)),
         }
         assert_eq!(durable, Some(11));
+        bus.shutdown().await;
+        dispatcher_task.await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_of_durable_emits_larger_than_the_consumer_s_queue_is_stored_whole() {
+        let (bus, mut dispatcher) = EventBus::new(8, 1);
+        // A queue smaller than the batch (but larger than one chunk): the batch must not
+        // overflow it.
+        let mut audit = dispatcher.durable_consumer("audit", 200, 8);
+        let dispatcher_task = tokio::spawn(dispatcher.run());
+        let b = bus.clone();
+        let waiter = std::thread::spawn(move || {
+            b.emit_durable_all(
+                (0..300).map(action).collect(),
+                std::time::Duration::from_secs(30),
+            )
+        });
+        let mut stored = Vec::new();
+        while stored.len() < 300 {
+            match audit.recv().await.unwrap() {
+                Delivery::Durable(e, ack) => {
+                    stored.push(e.seq);
+                    ack.durable();
+                }
+                other => panic!("expected only durable deliveries, got {other:?}"),
+            }
+        }
+        let seqs = waiter.join().unwrap().unwrap();
+        assert_eq!(seqs, (1..=300).collect::<Vec<u64>>());
+        assert_eq!(stored, seqs);
         bus.shutdown().await;
         dispatcher_task.await.unwrap();
     }

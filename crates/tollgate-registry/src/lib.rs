@@ -227,6 +227,24 @@ pub trait DeviceStore: Send + Sync {
     /// Revoke a device and every unrevoked certificate it holds; returns the serials revoked.
     fn revoke_device(&self, id: &str, reason: &str, now: i64)
         -> Result<Vec<String>, RegistryError>;
+    /// Revoke several devices and every unrevoked certificate they hold, in one transaction:
+    /// all of them or none (NotFound names the first id that does not exist). Returns, per id
+    /// in the order given, the serials revoked now. An id given twice is revoked once (its
+    /// second entry has no serials).
+    fn revoke_devices(
+        &self,
+        ids: &[String],
+        reason: &str,
+        now: i64,
+    ) -> Result<Vec<Vec<String>>, RegistryError>;
+    /// Register several new devices with their certificates in one transaction (bulk
+    /// provisioning): all of them or none. Conflict names the first id that exists already.
+    fn create_devices_with_certificates(
+        &self,
+        devices: &[(String, Vec<String>)],
+        certs: &[CertRecord],
+        now: i64,
+    ) -> Result<(), RegistryError>;
     /// Add (or replace) the quarantine reason of `reason.source`. NotFound if no such device.
     fn quarantine(&self, device: &str, reason: &QuarantineReason) -> Result<(), RegistryError>;
     /// Remove `source`'s reason if its time-to-live ended by `now` (Unix seconds): checked
@@ -713,6 +731,82 @@ impl DeviceStore for SqliteRegistry {
         Ok(serials)
     }
 
+    fn revoke_devices(
+        &self,
+        ids: &[String],
+        reason: &str,
+        now: i64,
+    ) -> Result<Vec<Vec<String>>, RegistryError> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        let mut out = Vec::with_capacity(ids.len());
+        {
+            let mut revoke = tx.prepare(
+                "UPDATE devices SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+            )?;
+            let mut select = tx.prepare(
+                "SELECT serial FROM certificates WHERE subject = ?1 AND kind = 'device' AND revoked_at IS NULL",
+            )?;
+            let mut revoke_certs = tx.prepare(
+                "UPDATE certificates SET revoked_at = ?2, revoke_reason = ?3
+                 WHERE subject = ?1 AND kind = 'device' AND revoked_at IS NULL",
+            )?;
+            for id in ids {
+                if revoke.execute(params![id, now])? == 0 {
+                    // Dropping the transaction rolls every earlier revocation back.
+                    return Err(RegistryError::NotFound(format!("device {id}")));
+                }
+                let serials: Vec<String> = select
+                    .query_map([id], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                revoke_certs.execute(params![id, now, reason])?;
+                out.push(serials);
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn create_devices_with_certificates(
+        &self,
+        devices: &[(String, Vec<String>)],
+        certs: &[CertRecord],
+        now: i64,
+    ) -> Result<(), RegistryError> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        {
+            let mut add = tx.prepare(
+                "INSERT OR IGNORE INTO devices (id, groups, created_at) VALUES (?1, ?2, ?3)",
+            )?;
+            for (id, groups) in devices {
+                if add.execute(params![id, join_groups(groups), now])? == 0 {
+                    return Err(RegistryError::Conflict(format!("device {id}")));
+                }
+            }
+            let mut record = tx.prepare(
+                "INSERT INTO certificates (serial, subject, kind, not_before, not_after, revoked_at, revoke_reason, key, spki, issuer)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?;
+            for c in certs {
+                record.execute(params![
+                    c.serial,
+                    c.subject,
+                    c.kind.as_str(),
+                    c.not_before,
+                    c.not_after,
+                    c.revoked_at,
+                    c.revoke_reason,
+                    c.key,
+                    c.spki,
+                    c.issuer
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     fn quarantine(&self, device: &str, r: &QuarantineReason) -> Result<(), RegistryError> {
         let mut conn = self.conn.lock();
         let tx = conn.transaction()?;
@@ -1105,6 +1199,51 @@ mod tests {
         assert_eq!(serials, vec!["aa", "bb"]);
         assert_eq!(reg.device("pump-7").unwrap().unwrap().revoked_at, Some(20));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_bulk_revocation_is_all_or_nothing_and_says_which_serials_each_device_lost() {
+        let reg = SqliteRegistry::open_in_memory().unwrap();
+        for (id, serial) in [("a", "01"), ("b", "02"), ("c", "03")] {
+            reg.create_device(id, &[], 10).unwrap();
+            reg.record_certificate(&cert(serial, id)).unwrap();
+        }
+        // One unknown id: nothing is revoked.
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(matches!(
+            reg.revoke_devices(&ids(&["a", "nope", "b"]), "r", 20),
+            Err(RegistryError::NotFound(m)) if m.contains("nope")
+        ));
+        assert!(reg.revoked_serials().unwrap().is_empty());
+        assert_eq!(reg.device("a").unwrap().unwrap().revoked_at, None);
+        // Every id exists: each loses its own serials, once.
+        let out = reg.revoke_devices(&ids(&["b", "a", "b"]), "r", 20).unwrap();
+        assert_eq!(out, vec![vec!["02".to_string()], vec!["01".into()], vec![]]);
+        assert_eq!(reg.device("a").unwrap().unwrap().revoked_at, Some(20));
+        assert_eq!(reg.device("c").unwrap().unwrap().revoked_at, None);
+        let mut serials = reg.revoked_serials().unwrap();
+        serials.sort();
+        assert_eq!(serials, vec!["01", "02"]);
+    }
+
+    #[test]
+    fn bulk_registration_is_all_or_nothing() {
+        let reg = SqliteRegistry::open_in_memory().unwrap();
+        reg.create_device("taken", &[], 1).unwrap();
+        let devices = vec![
+            ("n1".to_string(), vec!["g".to_string()]),
+            ("taken".to_string(), vec![]),
+        ];
+        assert!(matches!(
+            reg.create_devices_with_certificates(&devices, &[cert("01", "n1")], 5),
+            Err(RegistryError::Conflict(m)) if m.contains("taken")
+        ));
+        assert_eq!(reg.device("n1").unwrap(), None);
+        assert!(reg.certificates_of("n1").unwrap().is_empty());
+        reg.create_devices_with_certificates(&devices[..1], &[cert("01", "n1")], 5)
+            .unwrap();
+        assert_eq!(reg.device("n1").unwrap().unwrap().groups, vec!["g"]);
+        assert_eq!(reg.certificates_of("n1").unwrap()[0].serial, "01");
     }
 
     #[test]

@@ -456,10 +456,17 @@ enum DeviceCommand {
         #[command(flatten)]
         conn: client::ConnectArgs,
     },
-    /// Revoke every certificate of a device and close its live connections at once.
+    /// Revoke every certificate of a device (or several) and close its live connections at once.
+    /// Several devices are revoked together (`POST /api/v1/revocations`: one registry
+    /// transaction, one CRL, their connections closed at once), all or none per request.
     Revoke {
-        /// Device id.
-        id: String,
+        /// Device id(s).
+        #[arg(required_unless_present = "from_file")]
+        ids: Vec<String>,
+        /// Also revoke the device ids in this file (one per line; blank lines and lines starting
+        /// with # are skipped; - reads standard input).
+        #[arg(long, value_name = "FILE")]
+        from_file: Option<PathBuf>,
         /// Reason, recorded in the registry and the event log.
         #[arg(long, default_value = "unspecified")]
         reason: String,
@@ -1045,7 +1052,19 @@ async fn device(cmd: DeviceCommand) -> Result<ExitCode> {
                 );
             }
         }
-        DeviceCommand::Revoke { id, reason, conn } => {
+        DeviceCommand::Revoke {
+            mut ids,
+            from_file,
+            reason,
+            conn,
+        } => {
+            if let Some(f) = from_file {
+                ids.extend(read_id_list(&f)?);
+            }
+            if ids.len() != 1 {
+                return revoke_many(&client::AdminClient::new(&conn)?, &ids, &reason).await;
+            }
+            let id = ids.swap_remove(0);
             let v = client::AdminClient::new(&conn)?
                 .call(
                     Method::POST,
@@ -1064,6 +1083,77 @@ async fn device(cmd: DeviceCommand) -> Result<ExitCode> {
             println!("Revoked {id}: {serials} certificate(s), {closed} live connection(s) closed.");
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Device ids from a file (or standard input for `-`): one per line, blank lines and `#`
+/// comments skipped.
+fn read_id_list(path: &Path) -> Result<Vec<String>> {
+    let text = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("reading ids from standard input")?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+    };
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Revoke `ids` through `POST /api/v1/revocations`, in requests that fit the admin API's
+/// default body limit (64 KiB): each request is all or nothing.
+async fn revoke_many(
+    admin: &client::AdminClient,
+    ids: &[String],
+    reason: &str,
+) -> Result<ExitCode> {
+    /// Bytes of ids per request, leaving room for the reason and JSON punctuation.
+    const BATCH_BYTES: usize = 48 * 1024;
+    if ids.is_empty() {
+        anyhow::bail!("no device id given");
+    }
+    let (mut devices, mut certs, mut closed) = (0usize, 0usize, 0u64);
+    let mut start = 0;
+    while start < ids.len() {
+        let mut end = start;
+        let mut bytes = 0;
+        while end < ids.len() && (end == start || bytes + ids[end].len() + 3 <= BATCH_BYTES) {
+            bytes += ids[end].len() + 3;
+            end += 1;
+        }
+        let batch = &ids[start..end];
+        let v = admin
+            .call(
+                Method::POST,
+                "/api/v1/revocations",
+                Some(serde_json::json!({ "devices": batch, "reason": reason })),
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "revoking {} device(s) from {}; the {start} before it were revoked",
+                    batch.len(),
+                    batch.first().map_or("", String::as_str),
+                )
+            })?;
+        for r in v.as_array().map_or(&[][..], Vec::as_slice) {
+            devices += 1;
+            certs += r
+                .get("serials")
+                .and_then(|x| x.as_array())
+                .map_or(0, Vec::len);
+            closed += r
+                .get("sessions_closed")
+                .and_then(|x| x.as_u64())
+                .unwrap_or(0);
+        }
+        start = end;
+    }
+    println!(
+        "Revoked {devices} device(s): {certs} certificate(s), {closed} live connection(s) closed."
+    );
     Ok(ExitCode::SUCCESS)
 }
 

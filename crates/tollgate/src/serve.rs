@@ -42,6 +42,10 @@ impl DataPlane for BrokerPlane {
         self.0.set_access(snapshot, &changed)
     }
 
+    fn publish_devices(&self, snapshot: Arc<AccessSnapshot>, ids: &[String]) -> Vec<usize> {
+        self.0.set_access_of(snapshot, ids)
+    }
+
     fn close_device(&self, device: &str, reason: &str) -> usize {
         self.0
             .close_device(device, ReasonCode::ADMINISTRATIVE_ACTION, reason)

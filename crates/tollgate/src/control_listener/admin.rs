@@ -1,7 +1,8 @@
 //! The admin API: HTTPS with an admin client certificate, JSON in and out.
 //!
 //! Routes (all under `/api/v1`): `GET /health`, `GET /devices`, `POST /devices`,
-//! `GET /devices/{id}`, `POST /devices/{id}/revoke`, `POST /devices/{id}/quarantine`,
+//! `GET /devices/{id}`, `POST /devices/{id}/revoke`, `POST /revocations` (several devices at
+//! once), `POST /devices/{id}/quarantine`,
 //! `POST /devices/{id}/release`, `POST /devices/{id}/token`, `GET /connections`, `GET /policy`,
 //! `GET|POST /suppliers`, `GET /ca`, the inventory and compliance routes of
 //! [`super::compliance_api`], the operators' routes and server-certificate renewal of
@@ -23,8 +24,8 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use tollgate_broker::Broker;
 use tollgate_control::requests::{
-    self, AddDevice, AddSupplier, QuarantineRequest, ReleaseRequest, RequestError, RevokeRequest,
-    TokenRequest,
+    self, AddDevice, AddSupplier, QuarantineRequest, ReleaseRequest, RequestError, RevokeDevices,
+    RevokeRequest, TokenRequest,
 };
 use tollgate_control::{
     Control, ControlError, DeviceView, IssuedDevice, QuarantineOutcome, Revoked, OPERATOR,
@@ -296,6 +297,25 @@ async fn revoke_device(
     ))
 }
 
+/// Revoke several devices at once.
+#[utoipa::path(post, path = "/api/v1/revocations", tag = "devices",
+    description = "Admin route. Revokes every certificate of each device named, closes their connections and re-signs the CRL once: one registry transaction, one snapshot swap (only these devices' connections re-check). All or nothing: an unknown id is 404 and nothing is revoked. Each device is written ahead and reported as if revoked alone.",
+    request_body(content = RevokeDevices, content_type = "application/json"),
+    responses((status = 200, description = "What was revoked, per device, in the order given", body = Vec<Revoked>), WriteErrors))]
+async fn revoke_devices(
+    State(s): State<AppState>,
+    Admin(who): Admin,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<impl IntoResponse, ApiError> {
+    let req: RevokeDevices = required(&s, &headers, body).await?;
+    let cp = Arc::clone(&s.cp);
+    let reason = req.reason.unwrap_or_else(|| "unspecified".into());
+    Ok(Json(
+        blocking(move || cp.revoke_devices(&req.devices, &reason, &who)).await?,
+    ))
+}
+
 /// Quarantine a device.
 #[utoipa::path(post, path = "/api/v1/devices/{id}/quarantine", tag = "devices",
     description = "Admin route. Confines the device (its live connection included) to the policy's quarantine rules.",
@@ -403,6 +423,7 @@ pub(super) fn router(state: AppState) -> Router {
         .route("/api/v1/devices", get(list_devices).post(add_device))
         .route("/api/v1/devices/{id}", get(get_device))
         .route("/api/v1/devices/{id}/revoke", post(revoke_device))
+        .route("/api/v1/revocations", post(revoke_devices))
         .route("/api/v1/devices/{id}/quarantine", post(quarantine_device))
         .route("/api/v1/devices/{id}/release", post(release_device))
         .route("/api/v1/devices/{id}/token", post(create_token))

@@ -166,6 +166,7 @@ impl Modify for Security {
         super::admin::add_device,
         super::admin::get_device,
         super::admin::revoke_device,
+        super::admin::revoke_devices,
         super::admin::quarantine_device,
         super::admin::release_device,
         super::admin::create_token,
