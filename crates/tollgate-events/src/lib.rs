@@ -1732,6 +1732,8 @@ mod tests {
         let mut log = dispatcher.consumer("log", 8);
         let dispatcher_task = tokio::spawn(dispatcher.run());
         bus.emit(denied("d", 1));
+        // Sequenced before the durable event is emitted (a queued durable event goes first).
+        let first = log.recv().await.unwrap();
         let b = bus.clone();
         let waiter = std::thread::spawn(move || {
             b.emit_durable(action(2), std::time::Duration::from_secs(10))
@@ -1744,7 +1746,7 @@ mod tests {
         };
         assert_eq!(e.seq, 2);
         // Other consumers get it as an ordinary event.
-        assert_eq!(event(&log.recv().await.unwrap()).seq, 1);
+        assert_eq!(event(&first).seq, 1);
         assert!(matches!(log.recv().await.unwrap(), Delivery::Event(e) if e.seq == 2));
         // Not confirmed until stored.
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -1770,9 +1772,15 @@ mod tests {
     async fn durable_events_use_the_reserve_a_flood_of_ordinary_ones_cannot_take() {
         let (bus, mut dispatcher) = EventBus::new(100, 1);
         let mut audit = dispatcher.durable_consumer("audit", 3, 1);
+        // Sees every event once it is sequenced: the durable event below must come after all
+        // ten ordinary ones (the dispatcher takes a queued durable event first, by design).
+        let mut log = dispatcher.consumer("log", 100);
         let dispatcher_task = tokio::spawn(dispatcher.run());
         for n in 1..=10 {
             bus.emit(denied("d", n));
+        }
+        for _ in 1..=10 {
+            log.recv().await.unwrap();
         }
         let b = bus.clone();
         let waiter = std::thread::spawn(move || {
