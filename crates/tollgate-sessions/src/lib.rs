@@ -1068,17 +1068,7 @@ mod tests {
                 present: true,
             },
         ]);
-        let mut wm = store.watermark();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            tokio::time::timeout(Duration::from_secs(5), wm.wait_for(|w| *w >= t))
-                .await
-                .unwrap()
-                .unwrap();
-        });
+        wait(&store, t);
         assert!(store.stats().ops_cancelled.load(Ordering::Relaxed) >= 2);
         store.close();
 
