@@ -118,7 +118,7 @@ pub fn markdown(
          Cells are medians with (min–max). Idle connections: {connections}.\n",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
-    let _ = writeln!(out, "| scenario | broker | throughput | per broker CPU-second | p50 / p99 / p99.9 µs | broker CPU s | broker peak RSS MiB | KiB / idle conn | generator CPU s | errors |");
+    let _ = writeln!(out, "| scenario | broker | throughput | per broker CPU-second | p50 / p99 / p99.9 µs | broker CPU s | broker peak RSS MiB | KiB / idle conn (at 1 s) | generator CPU s | errors |");
     let _ = writeln!(
         out,
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
@@ -144,6 +144,18 @@ pub fn markdown(
             .iter()
             .map(|s| s.outcome["errors"].as_u64().unwrap_or(1))
             .sum();
+        let per_conn = if ss
+            .iter()
+            .any(|s| f(&s.outcome, "broker_rss_per_conn_kib_1s").is_some())
+        {
+            format!(
+                "{} ({})",
+                cell(ss, "broker_rss_per_conn_kib", 1.0, 1),
+                cell(ss, "broker_rss_per_conn_kib_1s", 1.0, 1)
+            )
+        } else {
+            cell(ss, "broker_rss_per_conn_kib", 1.0, 1)
+        };
         let _ = writeln!(
             out,
             "| {label} | {broker} | {} {unit} | {} | {lat} | {} | {} | {} | {} | {errors} |",
@@ -151,7 +163,7 @@ pub fn markdown(
             cell(ss, "per_broker_cpu_s", 1.0, 0),
             cell(ss, "broker_cpu_s", 1.0, 2),
             cell(ss, "broker_peak_rss_kib", 1.0 / 1024.0, 1),
-            cell(ss, "broker_rss_per_conn_kib", 1.0, 1),
+            per_conn,
             cell(ss, "gen_cpu_s", 1.0, 2),
         );
     }

@@ -30,7 +30,7 @@ pub struct RunArgs {
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Idle connections for the connections scenario (default 10000, or what the hard open-file
-    /// limit holds at two descriptors each; 300 with --quick).
+    /// limit holds at one descriptor each; 300 with --quick).
     #[arg(long)]
     pub connections: Option<usize>,
     /// Measured seconds per scenario (default 5, 1.5 with --quick).
@@ -71,7 +71,7 @@ struct Spec {
 /// The device id prefix of the scale scenario's devices.
 const SCALE_PREFIX: &str = "bench-x";
 
-fn specs(connections: usize, scale: Option<usize>, revoke_batch: usize) -> Vec<Spec> {
+fn specs(connections: usize, scale: Option<usize>, revoke_batch: usize, settle: f64) -> Vec<Spec> {
     let s = |label: &str, args: &[&str]| Spec {
         label: label.to_owned(),
         args: args.iter().map(|a| a.to_string()).collect(),
@@ -154,6 +154,8 @@ fn specs(connections: usize, scale: Option<usize>, revoke_batch: usize) -> Vec<S
                 conns,
                 "--concurrency".into(),
                 "32".into(),
+                "--settle".into(),
+                settle.to_string(),
             ],
         },
         s(
@@ -238,7 +240,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
             fitting_connections(10_000)
         }
     });
-    // The broker holds two descriptors per connection: beyond the hard open-file limit the
+    // The broker holds a descriptor per connection: beyond the hard open-file limit the
     // scale scenario would measure refusals (a container may cap it below what 100,000 need).
     let scale = a.scale.map(fitting_connections);
     let duration = a.duration.unwrap_or(if a.quick { 1.5 } else { 5.0 });
@@ -268,10 +270,15 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
     let me = std::env::current_exe()?;
 
     let mut samples: Vec<Sample> = Vec::new();
-    let specs: Vec<Spec> = specs(connections, scale, a.revoke_batch)
-        .into_iter()
-        .filter(|s| a.only.is_empty() || a.only.iter().any(|o| s.label.contains(o.as_str())))
-        .collect();
+    let specs: Vec<Spec> = specs(
+        connections,
+        scale,
+        a.revoke_batch,
+        if a.quick { 2.0 } else { 15.0 },
+    )
+    .into_iter()
+    .filter(|s| a.only.is_empty() || a.only.iter().any(|o| s.label.contains(o.as_str())))
+    .collect();
     let mut port = 28_000u16;
     for rep in 0..repeat {
         for spec in &specs {
@@ -362,7 +369,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
 }
 
 /// `wanted` idle connections, or fewer if the hard open-file limit cannot hold them: Tollgate
-/// holds two descriptors per MQTT connection (the socket and its `TCP_INFO` probe) and sizes its
+/// holds one descriptor per MQTT connection (its `TCP_INFO` probe reads the socket's own) and sizes its
 /// connection budget from the limit, so beyond it the scenario would measure refusals.
 fn fitting_connections(wanted: usize) -> usize {
     let hard = Command::new("sh")
@@ -372,8 +379,8 @@ fn fitting_connections(wanted: usize) -> usize {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|s| s.trim().parse::<usize>().ok());
     match hard {
-        Some(h) if h.saturating_sub(400) / 2 < wanted => {
-            let fit = h.saturating_sub(400) / 2 / 100 * 100;
+        Some(h) if h.saturating_sub(400) < wanted => {
+            let fit = h.saturating_sub(400) / 100 * 100;
             eprintln!(
                 "connections: {fit}, not {wanted} (the hard open-file limit is {h}: raise it to hold more; pass --connections or --scale to choose)"
             );

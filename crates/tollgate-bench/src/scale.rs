@@ -5,7 +5,7 @@
 //! several loopback source addresses, 127.0.0.2 upwards, each socket bound before it connects:
 //! one address has about 28,000 ephemeral ports (`net.ipv4.ip_local_port_range`), so 100,000
 //! connections need at least four. The generator raises its own open-file limit; the runner
-//! starts the broker with a limit that holds two descriptors per connection.
+//! starts the broker with a limit that holds one descriptor per connection and some to spare.
 //!
 //! Measured: the broker's resident memory growth per connection once every connection is up
 //! (RSS after − RSS before, ÷ connections; 1 s after the last connect, and again after

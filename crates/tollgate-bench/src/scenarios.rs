@@ -109,8 +109,8 @@ pub struct LoadArgs {
     /// Devices revoked at once in the scale scenario's batch.
     #[arg(long, default_value_t = 1000)]
     pub revoke_batch: usize,
-    /// Seconds the scale scenario waits, after the 1 s reading, before it reads the broker's
-    /// memory for the idle figure.
+    /// Seconds the idle-connections and scale scenarios wait, after the 1 s reading, before
+    /// they read the broker's memory for the idle figure.
     #[arg(long, default_value_t = 15.0)]
     pub settle: f64,
 }
@@ -145,8 +145,8 @@ pub struct Outcome {
     /// ...and the difference, in % of the first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes_saved_pct: Option<f64>,
-    /// Broker RSS growth per connection 1 s after the last connect (scale scenario; the
-    /// main figure is read after --settle).
+    /// Broker RSS growth per connection 1 s after the last connect (idle connections and
+    /// scale scenarios; the main figure is read after --settle).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broker_rss_per_conn_kib_1s: Option<f64>,
     /// Revocation timing (scale scenario, Tollgate only).
@@ -706,8 +706,13 @@ async fn connections(a: &LoadArgs, devices: &Devices) -> Result<Outcome> {
     }
     let elapsed = t0.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss1 = pid.and_then(procstat::rss_kib);
+    let rss_early = pid.and_then(procstat::rss_kib);
     let cpu1 = pid.and_then(procstat::cpu_seconds);
+    // What the handshakes freed stays resident until the allocator returns it (jemalloc's decay
+    // is 10 s; glibc's malloc may keep it): the idle figure is read after `--settle` seconds,
+    // the same wait for every broker, and the 1 s reading is kept beside it.
+    tokio::time::sleep(Duration::from_secs_f64(a.settle.max(0.0))).await;
+    let rss1 = pid.and_then(procstat::rss_kib);
     let open = counters.received.load(Ordering::Relaxed);
     counters.stop.store(true, Ordering::Relaxed);
     drop(held);
@@ -723,6 +728,9 @@ async fn connections(a: &LoadArgs, devices: &Devices) -> Result<Outcome> {
         broker_peak_rss_kib: rss1,
         broker_rss_per_conn_kib: rss0
             .zip(rss1)
+            .map(|(r0, r1)| (r1.saturating_sub(r0)) as f64 / open.max(1) as f64),
+        broker_rss_per_conn_kib_1s: rss0
+            .zip(rss_early)
             .map(|(r0, r1)| (r1.saturating_sub(r0)) as f64 / open.max(1) as f64),
         measured_s: elapsed,
         ..Default::default()

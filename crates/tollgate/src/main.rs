@@ -23,6 +23,7 @@ mod human;
 mod inventory_cli;
 mod listener;
 mod metrics;
+mod mqtt_tls;
 mod operator_cli;
 mod policy_cli;
 mod progress;

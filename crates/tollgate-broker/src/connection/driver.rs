@@ -16,96 +16,60 @@ use super::{Conn, End, Now, IDLE_CHUNK, READ_CHUNK};
 use crate::session::{Control, ControlInbox};
 use crate::{PeerIdentity, Shared};
 
-pub(crate) async fn run<S>(shared: Arc<Shared>, stream: S, peer: PeerIdentity)
+/// Serve one connection. The stream is split before the future is made: an async fn keeps its
+/// arguments' space for as long as it lives, and this future lives as long as the connection,
+/// so it holds the two halves' handles instead of room for a whole TLS stream.
+pub(crate) fn run<S>(
+    shared: Arc<Shared>,
+    stream: S,
+    peer: PeerIdentity,
+) -> impl std::future::Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let (mut rd, mut wr) = tokio::io::split(stream);
-    // Idle connections are the common case in a fleet: start small, grow under load.
-    let mut rbuf = BytesMut::with_capacity(IDLE_CHUNK);
-    let deadline = peer
-        .connect_deadline
-        .unwrap_or_else(|| Instant::now() + shared.config.connect_timeout);
-    let max_packet = shared.config.max_packet_size as usize;
+    let (rd, wr) = tokio::io::split(stream);
+    serve_split(Box::new(Opening {
+        shared,
+        rd,
+        wr,
+        peer,
+    }))
+}
 
-    // 1. CONNECT, within the deadline.
-    let connect = match timeout_at(
-        deadline,
-        Box::pin(read_connect(&mut rd, &mut rbuf, max_packet)),
-    )
-    .await
-    {
-        Err(_) => {
-            refuse(
-                &shared,
-                &peer,
-                RefusalReason::Timeout,
-                "no CONNECT before the deadline".into(),
-            );
-            return;
-        }
-        Ok(Err(ReadError::Io(e))) => {
-            refuse(
-                &shared,
-                &peer,
-                RefusalReason::MalformedPacket,
-                format!("closed before CONNECT: {e}"),
-            );
-            return;
-        }
-        Ok(Err(ReadError::Decode(e))) => {
-            let reason = match e {
-                DecodeError::UnsupportedProtocol(_) => RefusalReason::UnsupportedProtocol,
-                _ => RefusalReason::MalformedPacket,
-            };
-            // The protocol level is unknown: answer like a 3.1.1 server would.
-            if matches!(e, DecodeError::UnsupportedProtocol(_)) {
-                let mut out = BytesMut::new();
-                let ack = ConnAck {
-                    code: ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
-                    ..Default::default()
-                };
-                if Packet::ConnAck(ack)
-                    .encode(Protocol::V311, &mut out)
-                    .is_ok()
-                {
-                    let _ = wr.write_all(&out).await;
-                    let _ = wr.flush().await;
-                }
-            }
-            shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
-            refuse(&shared, &peer, reason, e.to_string());
-            return;
-        }
-        Ok(Ok(c)) => c,
-    };
-    if shared.shutting_down.load(Ordering::Acquire) {
-        let _ = write_connack(
-            &mut wr,
-            connect.protocol,
-            ReasonCode::SERVER_UNAVAILABLE,
-            "server shutting down",
-        )
-        .await;
-        refuse(
-            &shared,
-            &peer,
-            RefusalReason::ShuttingDown,
-            "server shutting down".into(),
-        );
-        return;
-    }
+/// What serving a connection starts from, boxed so the long-lived future keeps only a pointer
+/// to it (and nothing once it is taken apart).
+struct Opening<S> {
+    shared: Arc<Shared>,
+    rd: tokio::io::ReadHalf<S>,
+    wr: tokio::io::WriteHalf<S>,
+    peer: PeerIdentity,
+}
 
-    // 2. Identity, client id and session.
-    let inbox = Arc::new(ControlInbox::default());
-    let mut conn = match Box::pin(Conn::accept(&shared, &peer, connect, Arc::clone(&inbox))).await {
-        Ok(c) => c,
-        Err((protocol, code, reason, why)) => {
-            let _ = write_connack(&mut wr, protocol, code, &why).await;
-            refuse(&shared, &peer, reason, why);
+async fn serve_split<S>(opening: Box<Opening<S>>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    // The opening's values live in this block only: the `Conn` keeps its own `shared` and
+    // `peer`, and the loop's state takes their room.
+    let (mut conn, mut rd, mut wr, mut rbuf, inbox) = {
+        let Opening {
+            shared,
+            mut rd,
+            mut wr,
+            peer,
+        } = *opening;
+        // Idle connections are the common case in a fleet: start small, grow under load.
+        let mut rbuf = BytesMut::with_capacity(IDLE_CHUNK);
+        let inbox = Arc::new(ControlInbox::default());
+        // Boxed and freed once the session is attached: what stays for the connection's life
+        // is the `Conn` and its loop, not room for every future the opening awaited.
+        let opened = Box::pin(open(&shared, &mut rd, &mut wr, &mut rbuf, &peer, &inbox)).await;
+        let Some(conn) = opened else {
             return;
-        }
+        };
+        (conn, rd, wr, rbuf, inbox)
     };
+    let shared = Arc::clone(&conn.shared);
     let v5 = conn.protocol == tollgate_mqtt::Protocol::V5;
     shared.stats.connections.fetch_add(1, Ordering::Relaxed);
     shared.stats.connects_total.fetch_add(1, Ordering::Relaxed);
@@ -128,6 +92,100 @@ where
         let _ = tokio::time::timeout(shared.config.write_timeout, wr.shutdown()).await;
     }
     conn.finish(end);
+}
+
+/// CONNECT within the deadline, then identity, client id and session: the attached `Conn`, or
+/// `None` once the client was answered and the refusal recorded.
+async fn open<R, W>(
+    shared: &Arc<Shared>,
+    rd: &mut R,
+    wr: &mut W,
+    rbuf: &mut BytesMut,
+    peer: &PeerIdentity,
+    inbox: &Arc<ControlInbox>,
+) -> Option<Conn>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let deadline = peer
+        .connect_deadline
+        .unwrap_or_else(|| Instant::now() + shared.config.connect_timeout);
+    let max_packet = shared.config.max_packet_size as usize;
+
+    // 1. CONNECT, within the deadline.
+    let connect = match timeout_at(deadline, Box::pin(read_connect(rd, rbuf, max_packet))).await {
+        Err(_) => {
+            refuse(
+                shared,
+                peer,
+                RefusalReason::Timeout,
+                "no CONNECT before the deadline".into(),
+            );
+            return None;
+        }
+        Ok(Err(ReadError::Io(e))) => {
+            refuse(
+                shared,
+                peer,
+                RefusalReason::MalformedPacket,
+                format!("closed before CONNECT: {e}"),
+            );
+            return None;
+        }
+        Ok(Err(ReadError::Decode(e))) => {
+            let reason = match e {
+                DecodeError::UnsupportedProtocol(_) => RefusalReason::UnsupportedProtocol,
+                _ => RefusalReason::MalformedPacket,
+            };
+            // The protocol level is unknown: answer like a 3.1.1 server would.
+            if matches!(e, DecodeError::UnsupportedProtocol(_)) {
+                let mut out = BytesMut::new();
+                let ack = ConnAck {
+                    code: ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+                    ..Default::default()
+                };
+                if Packet::ConnAck(ack)
+                    .encode(Protocol::V311, &mut out)
+                    .is_ok()
+                {
+                    let _ = wr.write_all(&out).await;
+                    let _ = wr.flush().await;
+                }
+            }
+            shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+            refuse(shared, peer, reason, e.to_string());
+            return None;
+        }
+        Ok(Ok(c)) => c,
+    };
+    if shared.shutting_down.load(Ordering::Acquire) {
+        let _ = write_connack(
+            wr,
+            connect.protocol,
+            ReasonCode::SERVER_UNAVAILABLE,
+            "server shutting down",
+        )
+        .await;
+        refuse(
+            shared,
+            peer,
+            RefusalReason::ShuttingDown,
+            "server shutting down".into(),
+        );
+        return None;
+    }
+
+    // 2. Identity, client id and session.
+    let conn = match Box::pin(Conn::accept(shared, peer, connect, Arc::clone(inbox))).await {
+        Ok(c) => c,
+        Err((protocol, code, reason, why)) => {
+            let _ = write_connack(wr, protocol, code, &why).await;
+            refuse(shared, peer, reason, why);
+            return None;
+        }
+    };
+    Some(conn)
 }
 
 fn refuse(shared: &Shared, peer: &PeerIdentity, reason: RefusalReason, detail: String) {

@@ -120,7 +120,8 @@ pub(crate) struct Conn {
     out_alias_max: u16,
     /// The aliases we set (server to client), made on the first PUBLISH when allowed.
     out_aliases: Option<Box<aliases::AliasTable>>,
-    will: Option<Will>,
+    /// Boxed: most devices send no will, and every connection would carry its room.
+    will: Option<Box<Will>>,
     problem_info: bool,
     /// What goes to the client, and what waits for the store first.
     out: Outbox,
@@ -223,7 +224,7 @@ impl Conn {
         // When the will goes out (MQTT 5 3.1.3.2.2): after its delay (at most the session's
         // expiry), unless the session ends first (publish now) or resumes first (drop it). A
         // takeover with clean start ends the old session; one without resumes it.
-        let will = will.filter(|_| will_due).and_then(|w| {
+        let will = will.map(|w| *w).filter(|_| will_due).and_then(|w| {
             let delay = w.properties.will_delay_interval.unwrap_or(0).min(expiry);
             match &takeover {
                 Some(h) if h.clean_start => Some((w, 0)),

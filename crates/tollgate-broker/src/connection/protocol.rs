@@ -154,7 +154,7 @@ impl Conn {
                 Protocol::V311 => 0,
             },
             out_aliases: None,
-            will: c.will,
+            will: c.will.map(Box::new),
             problem_info: c.properties.request_problem_information.unwrap_or(true),
             out: Outbox::new(protocol, shared.watermark()),
             scratch: Vec::new(),

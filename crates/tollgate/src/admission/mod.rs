@@ -231,7 +231,7 @@ pub const RESERVED_DESCRIPTORS: u64 = 64;
 /// one listener can never take the descriptors another needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budgets {
-    /// MQTT connections (each holds two descriptors: the socket and its transport probe).
+    /// MQTT connections (one descriptor each: the transport probe reads the socket's own).
     pub mqtt: usize,
     /// Control-listener connections (one descriptor each).
     pub control: usize,
@@ -248,7 +248,7 @@ impl Budgets {
         let control = control_wanted.min(usable / 8).max(1);
         let control_refusing = (control / 8).clamp(1, 32);
         let left = usable.saturating_sub(control + control_refusing);
-        let mqtt = mqtt_wanted.min(left / 2).max(1);
+        let mqtt = mqtt_wanted.min(left).max(1);
         Budgets {
             mqtt,
             control,
@@ -382,10 +382,10 @@ mod tests {
         let b = Budgets::fit(1100, 100_000, 256);
         assert_eq!(b.control, (1100 - 64) / 8);
         assert!(
-            b.mqtt * 2 + b.control + b.control_refusing + 64 <= 1100,
+            b.mqtt + b.control + b.control_refusing + 64 <= 1100,
             "{b:?}"
         );
-        assert!(b.mqtt > 400, "{b:?}");
+        assert!(b.mqtt > 800, "{b:?}");
         let big = Budgets::fit(1 << 20, 100_000, 256);
         assert_eq!((big.mqtt, big.control), (100_000, 256));
     }
