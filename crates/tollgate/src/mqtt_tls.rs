@@ -196,23 +196,11 @@ impl TlsStream {
                     }
                     res
                 }
-                Ok(ConnectionState::ReadEarlyData(mut r)) => {
-                    // Early data is never enabled; if it ever were, it is read like the rest.
-                    let mut res = Ok(None);
-                    while let Some(rec) = r.next_record() {
-                        match rec {
-                            Ok(rec) => {
-                                discard += rec.discard;
-                                self.plain.extend_from_slice(rec.payload);
-                            }
-                            Err(e) => {
-                                res = Err(e);
-                                break;
-                            }
-                        }
-                    }
-                    res
-                }
+                // Early data is never enabled in the server configuration (it could be
+                // replayed), so rustls never offers it.
+                Ok(ConnectionState::ReadEarlyData(_)) => Err(rustls::Error::General(
+                    "early data, which this server never enables".into(),
+                )),
                 Ok(ConnectionState::EncodeTlsData(mut e)) => {
                     encode_into(&mut self.outgoing, |buf| e.encode(buf)).map(|()| None)
                 }
